@@ -1,0 +1,63 @@
+// pairwise divergence matrices: input checks and binding; kernels in cpu/ and cuda/.
+#include "bindings.h"
+
+#ifdef TASKGEOM_CUDA_MODULE
+#include "cuda/pairwise_cuda.h"
+#else
+#include "cpu/pairwise_cpu.h"
+#endif
+
+namespace py = pybind11;
+
+namespace taskgeom {
+
+#ifdef TASKGEOM_CUDA_MODULE
+static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int divergence, int splits,
+                             std::uintptr_t stream) {
+  View3 av = parse_view(a, "models");
+  View3 bv;
+  const bool cross = !b.is_none();
+  if (cross) {
+    bv = parse_view(b.cast<py::tuple>(), "others");
+    check_same_events(av, bv);
+  }
+  check_divergence(divergence);
+  if (out == 0) throw std::invalid_argument("out: null data pointer");
+  py::gil_scoped_release release;
+  cuda::pairwise(av, cross ? &bv : nullptr, reinterpret_cast<double*>(out), divergence, splits, stream);
+}
+#else
+static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int divergence, int64_t chunk,
+                             int threads, bool validate, double tol) {
+  View3 av = parse_view(a, "models");
+  View3 bv;
+  const bool cross = !b.is_none();
+  if (cross) {
+    bv = parse_view(b.cast<py::tuple>(), "others");
+    check_same_events(av, bv);
+  }
+  check_divergence(divergence);
+  if (out == 0) throw std::invalid_argument("out: null data pointer");
+  BadInput bad;
+  {
+    py::gil_scoped_release release;
+    bad = cpu::pairwise(av, cross ? &bv : nullptr, reinterpret_cast<double*>(out), divergence, chunk, threads,
+                        validate, tol);
+  }
+  raise_if_bad(bad, bad.which == 1 ? "others" : "models");
+}
+#endif
+
+void register_pairwise(py::module_& m) {
+#ifdef TASKGEOM_CUDA_MODULE
+  m.def("pairwise", &pairwise_binding, py::arg("models"), py::arg("others"), py::arg("out"), py::arg("divergence"),
+        py::arg("splits"), py::arg("stream"),
+        "Pairwise divergence matrix of device arrays into a zeroed float64 device buffer (see kernels.py).");
+#else
+  m.def("pairwise", &pairwise_binding, py::arg("models"), py::arg("others"), py::arg("out"), py::arg("divergence"),
+        py::arg("chunk"), py::arg("threads"), py::arg("validate"), py::arg("tol"),
+        "Pairwise divergence matrix of host arrays into a float64 buffer (see kernels.py).");
+#endif
+}
+
+}  // namespace taskgeom

@@ -1,0 +1,61 @@
+"""taskgeom: the information geometry of learnable tasks (Ramesh et al., ICML 2023).
+
+A model is an (N, C) matrix of class probabilities on a fixed evaluation set. taskgeom computes
+Bhattacharyya distances, geodesics, progress, re-indexed trajectories, trajectory distances, Riemann
+lengths, tubes and InPCA embeddings of such models, on C++/OpenMP and CUDA kernels.
+"""
+
+from ._build import build_info
+from .embedding import InPCA, explained_stress, inpca, random_projection
+from .geometry import (
+    Ignorance,
+    Truth,
+    bhattacharyya,
+    geodesic,
+    geodesic_progress,
+    ignorance,
+    pairwise_distances,
+    per_class_progress,
+    progress,
+    truth,
+)
+from .imprint import ImprintedHead, imprint
+from .reference import BC_FLOOR, PROB_FLOOR
+from .trajectories import (
+    mean_trajectory,
+    normalized_distance,
+    reindex,
+    riemann_length,
+    trajectory_distance,
+    tube_radius,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BC_FLOOR",
+    "PROB_FLOOR",
+    "Ignorance",
+    "ImprintedHead",
+    "InPCA",
+    "Truth",
+    "bhattacharyya",
+    "build_info",
+    "explained_stress",
+    "geodesic",
+    "geodesic_progress",
+    "ignorance",
+    "imprint",
+    "inpca",
+    "mean_trajectory",
+    "normalized_distance",
+    "pairwise_distances",
+    "per_class_progress",
+    "progress",
+    "random_projection",
+    "reindex",
+    "riemann_length",
+    "trajectory_distance",
+    "truth",
+    "tube_radius",
+]

@@ -1,0 +1,128 @@
+"""Input conversion and checks shared by every public function.
+
+Models are probability arrays of shape ``(N, C)`` (one model) or ``(..., N, C)`` (many), as numpy
+arrays (memory maps included) or torch tensors, in float16, bfloat16 (torch only), float32 or float64.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+#: Largest accepted ``|sum_c p_c - 1|`` per sample, by storage dtype (rounding of stored values).
+DEFAULT_TOL = {
+    torch.float64: 1e-6,
+    torch.float32: 1e-4,
+    torch.float16: 1e-2,
+    torch.bfloat16: 3e-2,
+}
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def as_tensor(x, name: str = "models") -> tuple[torch.Tensor, bool]:
+    """Return ``(tensor, was_numpy)`` without copying where possible."""
+    if isinstance(x, torch.Tensor):
+        t = x
+        was_numpy = False
+    elif isinstance(x, np.ndarray):
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
+        if any(st < 0 for st in x.strides):
+            x = np.ascontiguousarray(x)
+        with warnings.catch_warnings():  # read-only memory maps: taskgeom never writes to inputs
+            warnings.simplefilter("ignore", UserWarning)
+            t = torch.from_numpy(x if x.dtype.kind == "f" else x.astype(np.float64))
+        was_numpy = True
+    elif isinstance(x, (list, tuple)) and len(x) and all(isinstance(e, (np.ndarray, torch.Tensor)) for e in x):
+        parts = [as_tensor(e, name)[0] for e in x]
+        shapes = {tuple(p.shape) for p in parts}
+        if len(shapes) != 1:
+            raise ValueError(f"{name}: the models in the sequence have different shapes {sorted(shapes)}")
+        t = torch.stack(parts)
+        was_numpy = isinstance(x[0], np.ndarray)
+    else:
+        try:
+            t = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        except Exception as exc:  # noqa: BLE001
+            raise TypeError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}") from exc
+        was_numpy = True
+    if not t.is_floating_point():
+        t = t.to(torch.float64)
+    if t.dtype not in _FLOAT_DTYPES:
+        raise TypeError(f"{name}: unsupported dtype {t.dtype}")
+    return t, was_numpy
+
+
+def default_tol(dtype: torch.dtype) -> float:
+    return DEFAULT_TOL.get(dtype, 1e-4)
+
+
+def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
+    flat = int(torch.nonzero(mask.reshape(-1), as_tuple=False)[0, 0])
+    return tuple(int(i) for i in np.unravel_index(flat, tuple(mask.shape)))
+
+
+def _where(name: str, idx: tuple[int, ...]) -> str:
+    """'models: model 3, sample 17' for an index (..., sample) into an array of models."""
+    if len(idx) == 0:
+        return name
+    lead = idx[:-1]
+    model = "" if not lead else f"model {lead[0] if len(lead) == 1 else tuple(lead)}, "
+    return f"{name}: {model}sample {idx[-1]}"
+
+
+def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None = None) -> None:
+    """Raise ``ValueError`` naming the first offending model and sample unless ``p`` holds
+    finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1)."""
+    if p.dim() < 2:
+        raise ValueError(f"{name}: expected shape (N, C) or (..., N, C), got {tuple(p.shape)}")
+    if p.shape[-1] < 1 or p.shape[-2] < 1:
+        raise ValueError(f"{name}: empty array of shape {tuple(p.shape)}")
+    tol = default_tol(p.dtype) if tol is None else tol
+    bad = ~torch.isfinite(p)
+    if bool(bad.any()):
+        idx = _first_index(bad)
+        raise ValueError(f"{_where(name, idx[:-1])}: probability is not finite ({float(p[idx])}) at class {idx[-1]}")
+    neg = p < 0
+    if bool(neg.any()):
+        idx = _first_index(neg)
+        raise ValueError(f"{_where(name, idx[:-1])}: probability is negative ({float(p[idx])}) at class {idx[-1]}")
+    s = p.sum(-1, dtype=torch.float64)
+    off = (s - 1).abs() > tol
+    if bool(off.any()):
+        idx = _first_index(off)
+        raise ValueError(
+            f"{_where(name, idx)}: probabilities sum to {float(s[idx]):.6g}, not 1 (tolerance {tol:g}); "
+            "pass normalised probabilities (softmax of the logits)"
+        )
+
+
+def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
+    """Labels as an int64 tensor of shape (N,), each in [0, C)."""
+    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    if lab.dim() != 1:
+        raise ValueError(f"{name}: expected shape (N,), got {tuple(lab.shape)}")
+    if lab.is_floating_point():
+        if not bool((lab == lab.round()).all()):
+            raise ValueError(f"{name}: labels must be integers")
+    lab = lab.to(torch.int64)
+    if lab.numel() != n:
+        raise ValueError(f"{name}: {lab.numel()} labels for {n} samples")
+    if n and (int(lab.min()) < 0 or int(lab.max()) >= c):
+        bad = _first_index((lab < 0) | (lab >= c))
+        raise ValueError(f"{name}: sample {bad[0]}: label {int(lab[bad])} is outside [0, {c})")
+    return lab
+
+
+def same_events(a: torch.Tensor, b: torch.Tensor, names=("models", "others")) -> None:
+    if a.shape[-2] != b.shape[-2]:
+        raise ValueError(f"{names[0]} and {names[1]} have different numbers of samples ({a.shape[-2]} vs {b.shape[-2]})")
+    if a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"{names[0]} and {names[1]} have different numbers of classes ({a.shape[-1]} vs {b.shape[-1]})")
+
+
+def to_output(t: torch.Tensor, was_numpy: bool):
+    return t.detach().cpu().numpy() if was_numpy else t

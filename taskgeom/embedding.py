@@ -1,0 +1,147 @@
+"""InPCA embeddings (eqs. 9-11), explained stress (Appendix F) and the random stochastic projection
+of Appendix A.2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ._validate import as_tensor, check_probabilities, to_output
+
+__all__ = ["InPCA", "inpca", "explained_stress", "random_projection"]
+
+
+def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None = None):
+    """Explained stress ``chi_k = 1 - sqrt(sum_{i>k} s_i^2 / sum_i s_i^2)`` (eqs. 11, 13).
+
+    Parameters
+    ----------
+    eigenvalues : array
+        Signed eigenvalues of W (any order; the top k by magnitude are kept).
+    k : int, optional
+        Number of dimensions; by default an array for k = 1..len(eigenvalues).
+    total_sq : float, optional
+        ``||W||_F^2 = sum_i s_i^2`` over *all* eigenvalues, when only the top ones are given.
+    """
+    ev = np.sort(np.abs(np.asarray(eigenvalues, dtype=np.float64)))[::-1]
+    sq = ev ** 2
+    total = float(sq.sum()) if total_sq is None else float(total_sq)
+    if total <= 0:
+        raise ValueError("explained stress is undefined for W = 0 (all distances zero)")
+    kept = np.cumsum(sq)
+    chi = 1.0 - np.sqrt(np.clip(1.0 - kept / total, 0.0, None))
+    if k is None:
+        return chi
+    if not 1 <= k <= len(ev):
+        raise ValueError(f"k must be in [1, {len(ev)}], got {k}")
+    return float(chi[k - 1])
+
+
+@dataclass
+class InPCA:
+    """An InPCA embedding of m models (eqs. 9-11).
+
+    Attributes
+    ----------
+    coords : (m, k) array ``X = U sqrt|Sigma|``; with the signature, ``sum_i s_i (X_u^i - X_v^i)^2 = D_uv``
+        when all dimensions are kept (eq. 10, Minkowski).
+    eigenvalues : (k,) signed eigenvalues of ``W = -L D L / 2``, sorted by decreasing magnitude.
+    signature : (k,) +1 for space-like, -1 for time-like (negative eigenvalue) axes.
+    vectors : (m, k) eigenvectors U.
+    total_sq : ``||W||_F^2``, the sum of all squared eigenvalues (for explained stress from the top k).
+    """
+
+    coords: np.ndarray
+    eigenvalues: np.ndarray
+    signature: np.ndarray
+    vectors: np.ndarray
+    total_sq: float
+    _row_means: np.ndarray = field(repr=False)
+    _grand_mean: float = field(repr=False)
+
+    def explained_stress(self, k: int | None = None):
+        """chi_k of eq. (11) for the top ``k`` dimensions (default: all computed, as an array over k)."""
+        return explained_stress(self.eigenvalues, k, self.total_sq)
+
+    def transform(self, distances) -> np.ndarray:
+        """Place new models into this embedding from their divergences ``(m_new, m)`` to the embedded
+        models (out-of-sample extension of the double-centred matrix): for an embedded model this
+        reproduces its coordinates exactly."""
+        d = np.atleast_2d(np.asarray(distances, dtype=np.float64))
+        if d.shape[1] != self.coords.shape[0]:
+            raise ValueError(f"distances must have {self.coords.shape[0]} columns (one per embedded model), "
+                             f"got shape {d.shape}")
+        b = -0.5 * (d - d.mean(1, keepdims=True) - self._row_means[None, :] + self._grand_mean)
+        return (b @ self.vectors) * (np.sqrt(np.abs(self.eigenvalues)) / self.eigenvalues)[None, :]
+
+
+def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
+    """InPCA embedding of a divergence matrix (eqs. 9-11).
+
+    Parameters
+    ----------
+    D : (m, m) symmetric array of Bhattacharyya distances (zero diagonal).
+    k : int, optional
+        Dimensions to keep (default: all m).
+    method : {"auto", "dense", "lanczos"}
+        ``"dense"`` diagonalises W fully; ``"lanczos"`` computes only the top k by magnitude with
+        ARPACK (scipy.sparse.linalg.eigsh); ``"auto"`` uses Lanczos when k < m / 4 and m > 500.
+    """
+    Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
+    if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
+        raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
+    if not np.all(np.isfinite(Dm)):
+        raise ValueError("D has non-finite entries")
+    asym = np.abs(Dm - Dm.T).max() if Dm.size else 0.0
+    if asym > 1e-8 * max(1.0, np.abs(Dm).max()):
+        raise ValueError(f"D must be symmetric (max |D - D^T| = {asym:.3g})")
+    Dm = 0.5 * (Dm + Dm.T)
+    m = Dm.shape[0]
+    k = m if k is None else int(k)
+    if not 1 <= k <= m:
+        raise ValueError(f"k must be in [1, {m}], got {k}")
+    row = Dm.mean(1)
+    grand = float(Dm.mean())
+    W = -0.5 * (Dm - row[:, None] - row[None, :] + grand)
+    total_sq = float((W ** 2).sum())
+    if method == "auto":
+        method = "lanczos" if (k < m / 4 and m > 500) else "dense"
+    if method == "dense":
+        vals, vecs = np.linalg.eigh(W)
+    elif method == "lanczos":
+        from scipy.sparse.linalg import eigsh
+
+        vals, vecs = eigsh(W, k=min(k, m - 1), which="LM")
+    else:
+        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+    order = np.argsort(-np.abs(vals), kind="stable")[:k]
+    vals, vecs = vals[order], vecs[:, order]
+    # fix each eigenvector's sign (largest entry positive) so embeddings are reproducible
+    flip = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
+    vecs = vecs * np.where(flip == 0, 1.0, flip)[None, :]
+    coords = vecs * np.sqrt(np.abs(vals))[None, :]
+    return InPCA(coords=coords, eigenvalues=vals, signature=np.where(vals < 0, -1, 1).astype(np.int8),
+                 vectors=vecs, total_sq=total_sq, _row_means=row, _grand_mean=grand)
+
+
+def random_projection(models, c_out: int, seed: int = 0, return_matrix: bool = False, validate: bool = True):
+    """Project each sample's prediction onto ``c_out`` random "classes" (Appendix A.2).
+
+    A random column-stochastic matrix R (``c_out x C``, each column a Dirichlet(1) draw, so it sums to 1)
+    maps ``p^n`` to ``R p^n``, again a probability vector. Models ``(..., N, C)`` become
+    ``(..., N, c_out)``; the same ``seed`` gives the same R.
+    """
+    t, was_np = as_tensor(models, "models")
+    if validate:
+        check_probabilities(t, "models")
+    c = t.shape[-1]
+    if c_out < 1:
+        raise ValueError(f"c_out must be >= 1, got {c_out}")
+    rng = np.random.default_rng(seed)
+    R = rng.dirichlet(np.ones(c_out), size=c).T  # (c_out, C), columns sum to 1
+    Rt = torch.as_tensor(R, dtype=torch.float64, device=t.device)
+    out = t.to(torch.float64) @ Rt.T
+    out = to_output(out, was_np)
+    return (out, R) if return_matrix else out

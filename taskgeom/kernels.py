@@ -1,0 +1,137 @@
+"""The one dispatch point between the public API and the native kernels.
+
+``backend="auto"`` picks the CUDA kernels for CUDA tensors and the C++/OpenMP kernels for host data
+(numpy arrays, memory maps, CPU tensors); ``"cpu"``, ``"cuda"`` and ``"torch"`` (the float64 reference
+of :mod:`taskgeom.reference`) force one. A backend whose module was not built raises a RuntimeError
+saying so; nothing falls back silently.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import torch
+
+from . import reference
+
+BACKENDS = ("auto", "cpu", "cuda", "torch")
+DIVERGENCES = {"bhattacharyya": 0, "symmetric_kl": 1}
+_DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+_modules: dict[str, object] = {}
+
+
+def _load(name: str):
+    if name not in _modules:
+        try:
+            _modules[name] = importlib.import_module(f"taskgeom.{name}")
+        except ImportError as exc:
+            _modules[name] = exc
+    mod = _modules[name]
+    return None if isinstance(mod, ImportError) else mod
+
+
+def cpu_module():
+    mod = _load("_C")
+    if mod is None:
+        raise RuntimeError(
+            "taskgeom._C (the C++ kernels) is not built or failed to import "
+            f"({_modules['_C']}); reinstall with `pip install .`, or pass backend='torch'"
+        )
+    return mod
+
+
+def cuda_module():
+    mod = _load("_cuda")
+    if mod is None:
+        raise RuntimeError(
+            "taskgeom was not compiled with CUDA support (taskgeom._cuda is missing: "
+            f"{_modules['_cuda']}); reinstall with a CUDA toolkit on PATH (TASKGEOM_CUDA=1 pip install .), "
+            "or pass backend='torch'"
+        )
+    return mod
+
+
+def has_cpu() -> bool:
+    return _load("_C") is not None
+
+
+def has_cuda() -> bool:
+    return _load("_cuda") is not None
+
+
+def resolve(backend: str, *tensors: torch.Tensor) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    on_cuda = {t.is_cuda for t in tensors if isinstance(t, torch.Tensor)}
+    if len(on_cuda) > 1:
+        raise ValueError("inputs are on different devices (some on CUDA, some on the host)")
+    cuda = on_cuda == {True}
+    if backend == "auto":
+        backend = "cuda" if cuda else "cpu"
+    if backend == "cuda":
+        cuda_module()
+        if not cuda:
+            raise ValueError("backend='cuda' needs CUDA tensors (move them with .cuda())")
+    if backend == "cpu":
+        cpu_module()
+        if cuda:
+            raise ValueError("backend='cpu' needs host data, got CUDA tensors")
+    return backend
+
+
+def view(t: torch.Tensor, name: str = "models"):
+    """(data_ptr, dtype code, shape, strides in elements) of a 3-d tensor, for the native modules."""
+    if t.dim() != 3:
+        raise ValueError(f"{name}: expected (models, samples, classes), got shape {tuple(t.shape)}")
+    if t.dtype not in _DTYPE_CODES:
+        raise TypeError(f"{name}: unsupported dtype {t.dtype}")
+    return (t.data_ptr(), _DTYPE_CODES[t.dtype], tuple(t.shape), tuple(t.stride()))
+
+
+def _threads(threads: int | None) -> int:
+    if threads is not None:
+        return int(threads)
+    env = os.environ.get("TASKGEOM_NUM_THREADS")
+    return int(env) if env else 0
+
+
+def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: str, chunk: int | None = None,
+             threads: int | None = None, validate: bool = True, tol: float = 1e-4) -> torch.Tensor:
+    """Divergence matrix (float64) of ``(m, N, C)`` tensors; see :func:`taskgeom.pairwise_distances`."""
+    code = DIVERGENCES[divergence]
+    if backend == "torch":
+        return reference.pairwise_distances(a, b, divergence, chunk=chunk or 1024)
+    if backend == "cpu":
+        out = np.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=np.float64)
+        cpu_module().pairwise(view(a), None if b is None else view(b, "others"), out.ctypes.data, code,
+                              int(chunk or 0), _threads(threads), bool(validate), float(tol))
+        return torch.from_numpy(out)
+    mod = cuda_module()
+    out = torch.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=torch.float64, device=a.device)
+    with torch.cuda.device(a.device):
+        stream = torch.cuda.current_stream(a.device).cuda_stream
+        mod.pairwise(view(a), None if b is None else view(b, "others"), out.data_ptr(), code, 0, stream)
+    return out
+
+
+def progress(a: torch.Tensor, labels: torch.Tensor, backend: str, threads: int | None = None,
+             validate: bool = True, tol: float = 1e-4, xtol: float = 1e-12) -> torch.Tensor:
+    """Progress (float64, shape (m,)) of ``(m, N, C)`` models on the ignorance -> truth geodesic."""
+    if backend == "torch":
+        return reference.progress(a, labels, xtol=xtol)
+    if backend == "cpu":
+        lab = labels.to(torch.int64).contiguous()
+        out = np.empty(a.shape[0], dtype=np.float64)
+        cpu_module().progress(view(a), lab.data_ptr(), lab.numel(), out.ctypes.data, _threads(threads),
+                              bool(validate), float(tol), float(xtol))
+        return torch.from_numpy(out)
+    mod = cuda_module()
+    lab = labels.to(device=a.device, dtype=torch.int64).contiguous()
+    out = torch.empty(a.shape[0], dtype=torch.float64, device=a.device)
+    scratch = torch.empty(2 * a.shape[0] * a.shape[1], dtype=torch.float64, device=a.device)
+    with torch.cuda.device(a.device):
+        stream = torch.cuda.current_stream(a.device).cuda_stream
+        mod.progress(view(a), lab.data_ptr(), lab.numel(), out.data_ptr(), scratch.data_ptr(), float(xtol), stream)
+    return out

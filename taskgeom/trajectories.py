@@ -1,0 +1,281 @@
+"""Trajectories of models: re-indexing by progress, distances, Riemann lengths, means and tubes
+(eqs. 3-6, Remark 5, Appendix G).
+
+A trajectory is a sequence of checkpoints ``(T, N, C)``. :func:`reindex` turns it into ``G`` models
+at evenly spaced progress; every other function here works on re-indexed trajectories ``(G, N, C)``
+or families of them ``(K, G, N, C)`` sharing one grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from . import reference
+from ._validate import as_tensor, check_labels, check_probabilities, same_events, to_output
+from .geometry import progress as _progress
+
+__all__ = [
+    "reindex",
+    "trajectory_distance",
+    "riemann_length",
+    "mean_trajectory",
+    "tube_radius",
+    "normalized_distance",
+]
+
+
+def _traj(x, name, validate, dims=3):
+    t, was_np = as_tensor(x, name)
+    if t.dim() != dims:
+        want = "(T, N, C)" if dims == 3 else "(K, G, N, C)"
+        raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
+    if validate:
+        check_probabilities(t, name)
+    return t, was_np
+
+
+def _grid(grid) -> torch.Tensor:
+    if isinstance(grid, (int, np.integer)):
+        if grid < 1:
+            raise ValueError(f"grid must be >= 1 points, got {grid}")
+        return torch.linspace(0.0, 1.0, int(grid), dtype=torch.float64) if grid > 1 else torch.zeros(1, dtype=torch.float64)
+    g = torch.as_tensor(np.asarray(grid, dtype=np.float64))
+    if g.dim() != 1 or bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
+        raise ValueError("grid must be an int or a 1-d array of progress values in [0, 1]")
+    return g
+
+
+def _segment_progress(alpha0, beta0, alpha1, beta1, phi, lam, theta0):
+    """Progress of the geodesic point at ``lam`` between two checkpoints, from their inner products
+    with sqrt P0 and sqrt P* (linear in the point's square root), O(N) per evaluation."""
+    a, b = reference._geodesic_weights(phi, lam.unsqueeze(-1))
+    return reference.solve_lambda(a * alpha0 + b * alpha1, a * beta0 + b * beta1, theta0)
+
+
+def reindex(trajectory, labels, grid=100, outside: str = "clamp", backend: str = "auto", validate: bool = True,
+            return_info: bool = False):
+    """Re-sample a trajectory at evenly spaced progress values (Section 2, Remark 4).
+
+    Each output point is a point on the geodesic (eq. 3) between two successive checkpoints, chosen by
+    solving for the geodesic parameter so that its progress (eq. 4) equals the requested value (to
+    about 1e-10), not by interpolating linearly in lambda.
+
+    Parameters
+    ----------
+    trajectory : array (T, N, C)
+        Checkpoints in training order.
+    labels : int array (N,)
+        The task whose ignorance -> truth geodesic defines progress.
+    grid : int or array (G,)
+        Number of evenly spaced progress values in [0, 1] (default 100), or the values themselves.
+    outside : {"clamp", "nan"}
+        Progress values outside the range the trajectory reaches: ``"clamp"`` returns the checkpoint
+        of lowest (resp. highest) progress, ``"nan"`` fills NaN.
+
+    Notes
+    -----
+    Where progress is not monotone along training, a value is taken at its first crossing: the
+    earliest pair of successive checkpoints whose progress brackets it.
+
+    Returns
+    -------
+    array (G, N, C) (float64 for float64 input, float32 otherwise); with ``return_info`` also a dict
+    with ``grid``, ``checkpoint_progress`` (T,), ``segment`` (G,) (index k of the checkpoint pair
+    k, k+1; -1 outside), ``lam`` (G,) and ``inside`` (G,) bool.
+    """
+    if outside not in ("clamp", "nan"):
+        raise ValueError(f"outside must be 'clamp' or 'nan', got {outside!r}")
+    t, was_np = _traj(trajectory, "trajectory", validate)
+    T, N, C = t.shape
+    lab = check_labels(labels, N, C).to(t.device)
+    taus = _grid(grid).to(t.device)
+    G = taus.numel()
+    tk = torch.as_tensor(_progress(t, lab, backend=backend, validate=False)).to(t.device, torch.float64)
+    alpha, beta, theta0 = reference.ignorance_truth_products(t, lab)
+
+    seg = torch.full((G,), -1, dtype=torch.int64, device=t.device)
+    if T > 1:
+        lo_t = torch.minimum(tk[:-1], tk[1:])
+        hi_t = torch.maximum(tk[:-1], tk[1:])
+        inside = (lo_t[None] <= taus[:, None]) & (taus[:, None] <= hi_t[None])  # (G, T-1)
+        found = inside.any(1)
+        first = inside.to(torch.int8).argmax(1)
+        seg = torch.where(found, first, seg)
+    inside_mask = seg >= 0
+    lam = torch.zeros(G, dtype=torch.float64, device=t.device)
+
+    if bool(inside_mask.any()):
+        idx = torch.nonzero(inside_mask).squeeze(1)
+        k = seg[idx]
+        a0, b0, a1, b1 = alpha[k], beta[k], alpha[k + 1], beta[k + 1]
+        phi = torch.stack([reference.half_angle(t[int(j)], t[int(j) + 1]) for j in k])
+        target = taus[idx]
+        # Illinois regula falsi on f(lam) = progress(lam) - target, f(0) f(1) <= 0.
+        lo = torch.zeros_like(target)
+        hi = torch.ones_like(target)
+        flo = _segment_progress(a0, b0, a1, b1, phi, lo, theta0) - target
+        fhi = _segment_progress(a0, b0, a1, b1, phi, hi, theta0) - target
+        x = torch.where(flo.abs() <= fhi.abs(), lo, hi)
+        done = (flo.abs() < 1e-12) | (fhi.abs() < 1e-12) | (tk[k] == tk[k + 1])
+        side = torch.zeros_like(target)
+        for _ in range(100):
+            denom = fhi - flo
+            cand = torch.where(denom != 0, (lo * fhi - hi * flo) / torch.where(denom != 0, denom, 1.0), 0.5 * (lo + hi))
+            cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
+            x = torch.where(done, x, cand)
+            fx = _segment_progress(a0, b0, a1, b1, phi, x, theta0) - target
+            same_as_hi = torch.sign(fx) == torch.sign(fhi)
+            new_hi = torch.where(same_as_hi & ~done, x, hi)
+            new_lo = torch.where(~same_as_hi & ~done, x, lo)
+            flo_n = torch.where(~same_as_hi & ~done, fx, torch.where(side == 1, flo / 2, flo))
+            fhi_n = torch.where(same_as_hi & ~done, fx, torch.where(side == -1, fhi / 2, fhi))
+            side = torch.where(same_as_hi, torch.ones_like(side), -torch.ones_like(side))
+            lo, hi, flo, fhi = new_lo, new_hi, flo_n, fhi_n
+            done = done | (fx.abs() < 1e-12) | (hi - lo < 1e-14)
+            if bool(done.all()):
+                break
+        lam[idx] = torch.where(flo.abs() < 1e-12, lo, x).clamp(0, 1)
+        lam[idx] = torch.where((tk[k] == tk[k + 1]), torch.zeros_like(target), lam[idx])
+
+    # outside the reached range: clamp to the extreme checkpoints (or NaN)
+    start = torch.where(inside_mask, seg, torch.where(taus < tk.min(), tk.argmin(), tk.argmax()))
+    end = torch.where(inside_mask, seg + 1, start)
+    out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    out = torch.empty((G, N, C), dtype=out_dtype, device=t.device)
+    step = max(1, (1 << 24) // max(1, N * C))
+    for g0 in range(0, G, step):
+        sl = slice(g0, g0 + step)
+        out[sl] = reference.geodesic_at(t[start[sl]], t[end[sl]], lam[sl]).to(out_dtype)
+    if outside == "nan":
+        out[~inside_mask] = math.nan
+    result = to_output(out, was_np)
+    if not return_info:
+        return result
+    info = {
+        "grid": taus.cpu().numpy(),
+        "checkpoint_progress": tk.cpu().numpy(),
+        "segment": seg.cpu().numpy(),
+        "lam": lam.cpu().numpy(),
+        "inside": inside_mask.cpu().numpy(),
+    }
+    return result, info
+
+
+def _per_grid_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return reference.bhattacharyya(a, b.to(a.device))
+
+
+def trajectory_distance(a, b, grid=None, validate: bool = True):
+    """Distance between two re-indexed trajectories (eq. 5): ``int_0^1 d_B(P_a(t), P_b(t)) dt`` by the
+    trapezoidal rule on their common grid (uniform on [0, 1] unless ``grid`` gives the values).
+
+    ``a``, ``b``: arrays (G, N, C). Returns a float.
+    """
+    ta, _ = _traj(a, "a", validate)
+    tb, _ = _traj(b, "b", validate)
+    if ta.shape[0] != tb.shape[0]:
+        raise ValueError(f"a and b have different numbers of grid points ({ta.shape[0]} vs {tb.shape[0]})")
+    same_events(ta, tb, ("a", "b"))
+    d = _per_grid_db(ta, tb)
+    if d.numel() == 1:
+        return float(d[0])
+    x = _grid(d.numel() if grid is None else grid).to(d.device)
+    return float(torch.trapezoid(d, x) / (x[-1] - x[0]))
+
+
+def riemann_length(trajectory, refine="geodesic", validate: bool = True) -> float:
+    """Riemann length of a trajectory (eq. 6) in the paper's ``2 sum sqrt(d_B)`` convention.
+
+    Parameters
+    ----------
+    trajectory : array (T, N, C)
+    refine : "geodesic", int or None
+        ``"geodesic"`` (default): successive checkpoints are joined by their geodesic (eq. 3) and its
+        exact length ``sqrt(2 mean_n theta_n^2)`` is used (the limit of refining; theta_n the per-sample
+        half-angle), so the geodesic P0 -> P* has length ``sqrt(2) arccos(1/sqrt C)``. An int r splits
+        each segment into r geodesic steps and sums ``2 sqrt(d_B)``; None (or 1) uses the raw checkpoints.
+    """
+    t, _ = _traj(trajectory, "trajectory", validate)
+    if t.shape[0] < 2:
+        return 0.0
+    total = 0.0
+    for k in range(t.shape[0] - 1):
+        p, q = t[k], t[k + 1]
+        if refine == "geodesic":
+            theta = reference.half_angle(p, q)
+            total += math.sqrt(2.0 * float((theta ** 2).mean()))
+            continue
+        r = 1 if refine is None else int(refine)
+        if r < 1:
+            raise ValueError(f"refine must be 'geodesic', None or a positive int, got {refine!r}")
+        pts = reference.geodesic(p, q, torch.linspace(0, 1, r + 1, dtype=torch.float64)) if r > 1 else torch.stack(
+            [p.to(torch.float64), q.to(torch.float64)])
+        d = reference.bhattacharyya(pts[:-1], pts[1:]).clamp_min(0)
+        total += float(2.0 * d.sqrt().sum())
+    return total
+
+
+def _family(x, name, validate):
+    if isinstance(x, (list, tuple)):
+        x = torch.stack([as_tensor(e, name)[0] for e in x])
+    return _traj(x, name, validate, dims=4)
+
+
+def mean_trajectory(trajectories, method: str = "arithmetic", iters: int = 100, tol: float = 1e-12,
+                    validate: bool = True):
+    """Mean of K re-indexed trajectories (Appendix G), shape (G, N, C).
+
+    ``method="arithmetic"`` (the paper's choice) averages probabilities; ``"bhattacharyya"`` computes the
+    Bhattacharyya centroid per sample, ``argmax_s sum_k log <sqrt p_k, s>`` on the unit sphere, by the
+    fixed-point iteration ``s <- normalise(sum_k sqrt p_k / <sqrt p_k, s>)``.
+    """
+    t, was_np = _family(trajectories, "trajectories", validate)
+    if method == "arithmetic":
+        return to_output(t.to(torch.float64).mean(0), was_np)
+    if method != "bhattacharyya":
+        raise ValueError(f"method must be 'arithmetic' or 'bhattacharyya', got {method!r}")
+    sp = t.to(torch.float64).clamp_min(0).sqrt()  # (K, G, N, C)
+    s = sp.mean(0)
+    s = s / s.norm(dim=-1, keepdim=True)
+    for _ in range(iters):
+        bc = (sp * s).sum(-1, keepdim=True).clamp_min(reference.BC_FLOOR)
+        new = (sp / bc).sum(0)
+        new = new / new.norm(dim=-1, keepdim=True)
+        delta = float((new - s).abs().max())
+        s = new
+        if delta < tol:
+            break
+    out = s * s
+    return to_output(out / out.sum(-1, keepdim=True), was_np)
+
+
+def tube_radius(trajectories, mean=None, validate: bool = True):
+    """Radius of the tube around the mean trajectory at each grid point (Appendix G, Remark 5):
+    ``r(t) = max_k d_B(P_k(t), P_mean(t))``. ``trajectories``: (K, G, N, C). Returns float64 (G,)."""
+    t, was_np = _family(trajectories, "trajectories", validate)
+    mu = as_tensor(mean_trajectory(t, validate=False) if mean is None else mean, "mean")[0].to(t.device)
+    d = reference.bhattacharyya(t, mu.unsqueeze(0))  # (K, G)
+    return to_output(d.max(0).values, was_np)
+
+
+def normalized_distance(family_a, family_b, method: str = "arithmetic", validate: bool = True):
+    """Distance between the mean trajectories of two families over their tube radii (Remark 5):
+    ``2 d_B(mean_a(t), mean_b(t)) / (r_a(t) + r_b(t))`` at each grid point; below 1 the tubes
+    intersect. ``family_a``, ``family_b``: (K, G, N, C) on a common grid. Returns float64 (G,); where both
+    radii are zero it is 0 if the means coincide and inf otherwise."""
+    a, was_np = _family(family_a, "family_a", validate)
+    b, _ = _family(family_b, "family_b", validate)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"families differ in (G, N, C): {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    ma = as_tensor(mean_trajectory(a, method, validate=False), "mean")[0].to(a.device)
+    mb = as_tensor(mean_trajectory(b, method, validate=False), "mean")[0].to(a.device)
+    ra = reference.bhattacharyya(a, ma.unsqueeze(0)).max(0).values
+    rb = reference.bhattacharyya(b.to(a.device), mb.unsqueeze(0)).max(0).values
+    d = reference.bhattacharyya(ma, mb)
+    r = ra + rb
+    ratio = torch.where(r > 0, 2 * d / torch.where(r > 0, r, 1.0),
+                        torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d)))
+    return to_output(ratio, was_np)

@@ -1,0 +1,148 @@
+"""Re-indexing, trajectory distances, means, tubes and normalised distances."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import taskgeom as tg
+from taskgeom import reference as R
+
+from testing import labels
+
+
+def training_run(n=300, c=6, steps=12, seed=0, speed=1.0, bias=None):
+    """A synthetic training run: logits move from noise towards the labels (optionally towards a
+    task-specific bias), so progress rises roughly monotonically."""
+    g = torch.Generator().manual_seed(seed)
+    y = labels(n, c, seed=99)
+    onehot = torch.nn.functional.one_hot(y, c).to(torch.float64)
+    noise = 0.3 * torch.randn(n, c, generator=g, dtype=torch.float64)
+    direction = onehot if bias is None else onehot + bias
+    ts = torch.linspace(0, 1, steps, dtype=torch.float64) ** 0.5
+    traj = torch.stack([torch.softmax(noise * (1 - t) + 5 * speed * t * direction, -1) for t in ts])
+    return traj, y
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+def test_reindexed_points_have_requested_progress(backend):
+    traj, y = training_run()
+    grid = np.linspace(0, 1, 25)
+    out, info = tg.reindex(traj, y, grid=grid, backend=backend, return_info=True)
+    assert out.shape == (25, 300, 6)
+    t = tg.progress(out, y)
+    tk = info["checkpoint_progress"]
+    inside = (grid >= tk.min()) & (grid <= tk.max())
+    assert inside.sum() > 10
+    np.testing.assert_allclose(t[inside], grid[inside], atol=1e-6)
+    # outside the reached range: clamped to the extreme checkpoints
+    lo = grid < tk.min()
+    if lo.any():
+        torch.testing.assert_close(out[lo][0].double(), traj[int(np.argmin(tk))], atol=1e-7, rtol=0)
+    hi = grid > tk.max()
+    assert hi.any()
+    torch.testing.assert_close(out[hi][-1].double(), traj[int(np.argmax(tk))], atol=1e-7, rtol=0)
+    nan = tg.reindex(traj, y, grid=grid, outside="nan")
+    assert torch.isnan(nan[~torch.as_tensor(inside)]).all() and not torch.isnan(nan[torch.as_tensor(inside)]).any()
+
+
+def test_reindex_points_lie_on_checkpoint_geodesics():
+    traj, y = training_run(steps=5)
+    out, info = tg.reindex(traj, y, grid=11, return_info=True)
+    for j in np.nonzero(info["inside"])[0]:
+        k, lam = int(info["segment"][j]), float(info["lam"][j])
+        expected = R.geodesic(traj[k], traj[k + 1], lam)
+        torch.testing.assert_close(out[j].double(), expected, atol=1e-6, rtol=0)
+
+
+def test_reindex_is_invariant_to_training_speed():
+    """The paper's motivating example: a run that trains twice as fast to the same end point gives
+    the same re-indexed trajectory (d_traj = 0)."""
+    traj, y = training_run(steps=21)
+    a = tg.reindex(traj, y, grid=30)
+    # the same path recorded at another speed: each checkpoint twice, or reaching the end and staying
+    slow = traj.repeat_interleave(2, 0)
+    early = torch.cat([traj, traj[-1:].expand(10, -1, -1)])
+    for other in (slow, early):
+        assert tg.trajectory_distance(a, tg.reindex(other, y, grid=30)) < 1e-12
+    # recorded half as often, the geodesic interpolation stays close to the finer path
+    fast = torch.cat([traj[::2], traj[-1:].expand(10, -1, -1)])
+    d_fast = tg.trajectory_distance(a, tg.reindex(fast, y, grid=30))
+    assert float(R.bhattacharyya(traj[:21], fast[:21]).mean()) > 1e3 * d_fast
+
+
+def test_non_monotone_progress_uses_first_crossing():
+    traj, y = training_run(steps=6)
+    wobble = torch.cat([traj[:4], traj[1:2], traj[4:]])  # progress goes up, back down, up again
+    out, info = tg.reindex(wobble, y, grid=np.array([0.5 * float(tg.progress(traj[1], y) + tg.progress(traj[2], y))]),
+                           return_info=True)
+    assert info["segment"][0] == 1
+
+
+def test_trajectory_distance_properties():
+    a, y = training_run(seed=1)
+    b, _ = training_run(seed=2, bias=0.5 * torch.randn(300, 6, generator=torch.Generator().manual_seed(3)))
+    ra, rb = tg.reindex(a, y, grid=20), tg.reindex(b, y, grid=20)
+    dab, dba = tg.trajectory_distance(ra, rb), tg.trajectory_distance(rb, ra)
+    assert dab == pytest.approx(dba, rel=1e-12) and dab > 0
+    assert tg.trajectory_distance(ra, ra) == 0.0
+    per = R.bhattacharyya(torch.as_tensor(ra), torch.as_tensor(rb)).numpy()
+    assert dab == pytest.approx(np.trapezoid(per, np.linspace(0, 1, 20)) if hasattr(np, "trapezoid")
+                                else np.trapz(per, np.linspace(0, 1, 20)), rel=1e-10)
+
+
+def test_means_tubes_and_normalised_distance():
+    y = labels(200, 5, seed=99)
+    fam_a = torch.stack([tg.reindex(training_run(200, 5, seed=s)[0], y, grid=10) for s in range(3)])
+    bias = 2.0 * torch.randn(200, 5, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    fam_b = torch.stack([tg.reindex(training_run(200, 5, seed=10 + s, bias=bias)[0], y, grid=10) for s in range(3)])
+    mean_a = tg.mean_trajectory(fam_a)
+    torch.testing.assert_close(mean_a, fam_a.double().mean(0))
+    r = tg.tube_radius(fam_a)
+    assert r.shape == (10,) and torch.all(r >= 0)
+    for k in range(3):
+        assert torch.all(R.bhattacharyya(fam_a[k].double(), mean_a) <= r + 1e-15)
+    assert torch.all(tg.tube_radius(fam_a[[0, 0, 0]]) < 1e-12)
+    nd = tg.normalized_distance(fam_a, fam_b)
+    assert nd.shape == (10,)
+    assert float(nd[5:].mean()) > 1.0  # differently biased tasks leave each other's tubes
+    assert float(tg.normalized_distance(fam_a, fam_a).max()) == 0.0
+
+
+def test_bhattacharyya_centroid_beats_arithmetic_mean():
+    fam = torch.stack([torch.as_tensor(training_run(100, 4, steps=3, seed=s)[0]) for s in range(4)])[:, None, -1]
+    objective = lambda mu: float(R.bhattacharyya(fam.double(), torch.as_tensor(mu)[None]).sum())  # noqa: E731
+    arith = tg.mean_trajectory(fam)
+    centroid = tg.mean_trajectory(fam, method="bhattacharyya")
+    assert torch.allclose(centroid.sum(-1), torch.ones(1, dtype=torch.float64))
+    assert objective(centroid) <= objective(arith) + 1e-15
+    # stationarity: a small move along any geodesic does not decrease the objective
+    other = fam[0].double()
+    for lam in (1e-3, -1e-3):
+        moved = R.geodesic(centroid[0], other[0], abs(lam)) if lam > 0 else centroid[0]
+        assert objective(centroid) <= objective(moved[None]) + 1e-12
+
+
+def test_random_projection():
+    p = torch.softmax(torch.randn(3, 50, 100, dtype=torch.float64), -1)
+    q, Rm = tg.random_projection(p, 7, seed=3, return_matrix=True)
+    assert q.shape == (3, 50, 7)
+    np.testing.assert_allclose(Rm.sum(0), 1.0)
+    torch.testing.assert_close(q.sum(-1), torch.ones(3, 50, dtype=torch.float64))
+    assert torch.all(q >= 0)
+    torch.testing.assert_close(tg.random_projection(p, 7, seed=3), q)
+    assert not torch.allclose(tg.random_projection(p, 7, seed=4), q)
+    # a projection is a Markov map: it never increases the Bhattacharyya distance
+    d = tg.pairwise_distances(p)
+    dq = tg.pairwise_distances(q)
+    assert torch.all(dq <= d + 1e-9)
+
+
+def test_per_class_progress_of_geodesic_points():
+    n, c = 400, 8
+    y = labels(n, c, seed=4)
+    pt = torch.as_tensor(tg.geodesic(tg.ignorance(n, c), tg.truth(y, c), 0.4))
+    pc = tg.per_class_progress(pt, y)
+    np.testing.assert_allclose(pc.numpy(), 0.4, atol=1e-8)
+    assert math.isnan(float(tg.per_class_progress(pt, y.clamp(max=c - 2), classes=[c - 1])[0]))
