@@ -5,6 +5,10 @@
 #include <cstring>
 #include <string>
 
+#if defined(__F16C__) && !defined(__CUDACC__)
+#include <immintrin.h>
+#endif
+
 #if defined(__CUDACC__)
 #define TG_HD __host__ __device__ __forceinline__
 #else
@@ -31,6 +35,9 @@ struct View3 {
 };
 
 TG_HD float half_to_float(uint16_t h) {
+#if defined(__F16C__) && !defined(__CUDACC__)
+  return _cvtsh_ss(h);
+#endif
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;

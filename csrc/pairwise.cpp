@@ -12,8 +12,8 @@ namespace py = pybind11;
 namespace taskgeom {
 
 #ifdef TASKGEOM_CUDA_MODULE
-static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int divergence, int splits,
-                             std::uintptr_t stream) {
+static void pairwise_binding(py::tuple a, std::uintptr_t a_inv, py::object b, std::uintptr_t b_inv, std::uintptr_t out,
+                             int divergence, int splits, int64_t norm, bool mirror, std::uintptr_t stream) {
   View3 av = parse_view(a, "models");
   View3 bv;
   const bool cross = !b.is_none();
@@ -22,9 +22,10 @@ static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int 
     check_same_events(av, bv);
   }
   check_divergence(divergence);
-  if (out == 0) throw std::invalid_argument("out: null data pointer");
+  if (out == 0 || a_inv == 0 || (cross && b_inv == 0)) throw std::invalid_argument("null data pointer");
   py::gil_scoped_release release;
-  cuda::pairwise(av, cross ? &bv : nullptr, reinterpret_cast<double*>(out), divergence, splits, stream);
+  cuda::pairwise(av, reinterpret_cast<const double*>(a_inv), cross ? &bv : nullptr, reinterpret_cast<const double*>(b_inv),
+                 reinterpret_cast<double*>(out), divergence, splits, norm, mirror, stream);
 }
 #else
 static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int divergence, int64_t chunk,
@@ -50,8 +51,9 @@ static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int 
 
 void register_pairwise(py::module_& m) {
 #ifdef TASKGEOM_CUDA_MODULE
-  m.def("pairwise", &pairwise_binding, py::arg("models"), py::arg("others"), py::arg("out"), py::arg("divergence"),
-        py::arg("splits"), py::arg("stream"),
+  m.def("pairwise", &pairwise_binding, py::arg("models"), py::arg("models_inv_sum"), py::arg("others"),
+        py::arg("others_inv_sum"), py::arg("out"), py::arg("divergence"), py::arg("splits"), py::arg("norm"),
+        py::arg("mirror"), py::arg("stream"),
         "Pairwise divergence matrix of device arrays into a zeroed float64 device buffer (see kernels.py).");
 #else
   m.def("pairwise", &pairwise_binding, py::arg("models"), py::arg("others"), py::arg("out"), py::arg("divergence"),

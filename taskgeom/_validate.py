@@ -65,18 +65,20 @@ def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in np.unravel_index(flat, tuple(mask.shape)))
 
 
-def _where(name: str, idx: tuple[int, ...]) -> str:
+def _where(name: str, idx: tuple[int, ...], offset: int = 0) -> str:
     """'models: model 3, sample 17' for an index (..., sample) into an array of models."""
     if len(idx) == 0:
         return name
     lead = idx[:-1]
     model = "" if not lead else f"model {lead[0] if len(lead) == 1 else tuple(lead)}, "
-    return f"{name}: {model}sample {idx[-1]}"
+    return f"{name}: {model}sample {idx[-1] + offset}"
 
 
-def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None = None) -> None:
+def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None = None,
+                        sample_offset: int = 0) -> None:
     """Raise ``ValueError`` naming the first offending model and sample unless ``p`` holds
-    finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1)."""
+    finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1).
+    ``sample_offset`` is added to reported sample indices (for chunks of a larger array)."""
     if p.dim() < 2:
         raise ValueError(f"{name}: expected shape (N, C) or (..., N, C), got {tuple(p.shape)}")
     if p.shape[-1] < 1 or p.shape[-2] < 1:
@@ -85,17 +87,17 @@ def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None
     bad = ~torch.isfinite(p)
     if bool(bad.any()):
         idx = _first_index(bad)
-        raise ValueError(f"{_where(name, idx[:-1])}: probability is not finite ({float(p[idx])}) at class {idx[-1]}")
+        raise ValueError(f"{_where(name, idx[:-1], sample_offset)}: probability is not finite ({float(p[idx])}) at class {idx[-1]}")
     neg = p < 0
     if bool(neg.any()):
         idx = _first_index(neg)
-        raise ValueError(f"{_where(name, idx[:-1])}: probability is negative ({float(p[idx])}) at class {idx[-1]}")
+        raise ValueError(f"{_where(name, idx[:-1], sample_offset)}: probability is negative ({float(p[idx])}) at class {idx[-1]}")
     s = p.sum(-1, dtype=torch.float64)
     off = (s - 1).abs() > tol
     if bool(off.any()):
         idx = _first_index(off)
         raise ValueError(
-            f"{_where(name, idx)}: probabilities sum to {float(s[idx]):.6g}, not 1 (tolerance {tol:g}); "
+            f"{_where(name, idx, sample_offset)}: probabilities sum to {float(s[idx]):.6g}, not 1 (tolerance {tol:g}); "
             "pass normalised probabilities (softmax of the logits)"
         )
 

@@ -92,7 +92,7 @@ def _per_sample_special(p: torch.Tensor, s) -> torch.Tensor:
     """Per-sample d_B between dense models p (..., N, C) and P0 or P*, in float64, O(NC)."""
     if p.shape[-1] != s.c or p.shape[-2] != s.n:
         raise ValueError(f"shape mismatch: models are {tuple(p.shape[-2:])}, the {type(s).__name__} is ({s.n}, {s.c})")
-    sp = p.to(torch.float64).clamp_min(0).sqrt()
+    sp = reference.normalized(p).sqrt()
     if isinstance(s, Truth):
         py = torch.gather(sp, -1, s.labels.to(p.device).expand(sp.shape[:-1]).unsqueeze(-1)).squeeze(-1)
         return -torch.log(py.clamp_min(reference.BC_FLOOR))
@@ -174,7 +174,9 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     chunk : int, optional
         Samples per streamed chunk (default: chosen from the cache size).
     backend : {"auto", "cpu", "cuda", "torch"}
-        See :mod:`taskgeom.kernels`. ``"torch"`` is the float64 reference.
+        See :mod:`taskgeom.kernels`. ``"torch"`` is the float64 reference. ``"cuda"`` with host data
+        (e.g. a memory map larger than GPU memory) streams sample chunks through pinned buffers,
+        overlapping copies with compute; the result equals the in-memory one.
 
     Returns
     -------
@@ -192,7 +194,8 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
         raise ValueError(f"chunk must be a positive number of samples, got {chunk}")
     backend = kernels.resolve(backend, a, *([] if b is None else [b]))
     tol_v = default_tol(a.dtype) if tol is None else tol
-    if validate and backend != "cpu":  # the C++ kernel checks while it streams
+    streamed = backend == "cuda" and not a.is_cuda  # host data streamed through the GPU, checked per chunk
+    if validate and backend != "cpu" and not streamed:  # the C++ kernel checks while it streams
         check_probabilities(a, "models", tol_v)
         if b is not None:
             check_probabilities(b, "others", tol_v)
@@ -293,8 +296,8 @@ def geodesic_progress(models, start, end, validate: bool = True, xtol: float = 1
     v = _dense(end, t) if _special(end) else _model(end, "end", validate)[0]
     same_events(t, u, ("models", "start"))
     same_events(t, v, ("models", "end"))
-    sp = t.to(torch.float64).clamp_min(0).sqrt()
-    su, sv = u.to(t.device, torch.float64).sqrt(), v.to(t.device, torch.float64).sqrt()
+    sp = reference.normalized(t).sqrt()
+    su, sv = reference.normalized(u.to(t.device)).sqrt(), reference.normalized(v.to(t.device)).sqrt()
     alpha, beta = (sp * su).sum(-1), (sp * sv).sum(-1)
     theta = reference.half_angle(u.to(t.device), v.to(t.device))
     return to_output(reference.solve_lambda(alpha, beta, theta, xtol=xtol), was_np)

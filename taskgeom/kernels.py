@@ -72,8 +72,8 @@ def resolve(backend: str, *tensors: torch.Tensor) -> str:
         backend = "cuda" if cuda else "cpu"
     if backend == "cuda":
         cuda_module()
-        if not cuda:
-            raise ValueError("backend='cuda' needs CUDA tensors (move them with .cuda())")
+        if not cuda and not torch.cuda.is_available():
+            raise RuntimeError("backend='cuda' needs a visible GPU (torch.cuda.is_available() is False)")
     if backend == "cpu":
         cpu_module()
         if cuda:
@@ -109,10 +109,72 @@ def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: 
                               int(chunk or 0), _threads(threads), bool(validate), float(tol))
         return torch.from_numpy(out)
     mod = cuda_module()
+    if not a.is_cuda:
+        return _pairwise_streamed(a, b, code, chunk, validate, tol)
     out = torch.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=torch.float64, device=a.device)
     with torch.cuda.device(a.device):
         stream = torch.cuda.current_stream(a.device).cuda_stream
-        mod.pairwise(view(a), None if b is None else view(b, "others"), out.data_ptr(), code, 0, stream)
+        a_inv = _inv_row_sums(a)
+        b_inv = None if b is None else _inv_row_sums(b)
+        mod.pairwise(view(a), a_inv.data_ptr(), None if b is None else view(b, "others"),
+                     0 if b_inv is None else b_inv.data_ptr(), out.data_ptr(), code, 0, 0, True, stream)
+    return out
+
+
+def _inv_row_sums(t: torch.Tensor) -> torch.Tensor:
+    """(m, N) float64 1 / sum_c p on t's device: the kernels renormalise every stored row."""
+    s = t.sum(-1, dtype=torch.float64)
+    return torch.where(s > 0, 1.0 / s, torch.zeros_like(s)).contiguous()
+
+
+def _pairwise_streamed(a: torch.Tensor, b: torch.Tensor | None, code: int, chunk: int | None, validate: bool,
+                       tol: float, device: torch.device | None = None) -> torch.Tensor:
+    """Host data (memory maps included) on the GPU: sample chunks go through two pinned host buffers
+    and a side stream, so the copy of chunk k+1 overlaps the kernel on chunk k. The kernel adds each
+    chunk's sum (divided by the total N) into one float64 matrix: the result equals the in-memory one."""
+    from ._validate import check_probabilities
+
+    mod = cuda_module()
+    device = torch.device("cuda", torch.cuda.current_device()) if device is None else device
+    sets = [a] if b is None else [a, b]
+    m, n, c = a.shape
+    item = a.element_size()
+    per_sample = sum(s.shape[0] for s in sets) * c * item
+    nc = int(chunk) if chunk else max(1, min(n, (256 << 20) // max(1, per_sample)))
+    nc = min(nc, n)
+    pinned = [[torch.empty((s.shape[0], nc, c), dtype=s.dtype, pin_memory=True) for s in sets] for _ in range(2)]
+    dev = [[torch.empty((s.shape[0], nc, c), dtype=s.dtype, device=device) for s in sets] for _ in range(2)]
+    out = torch.zeros((m, sets[-1].shape[0]), dtype=torch.float64, device=device)
+    copy_stream = torch.cuda.Stream(device)
+    compute = torch.cuda.current_stream(device)
+    done = [None, None]
+    with torch.cuda.device(device):
+        for idx, n0 in enumerate(range(0, n, nc)):
+            slot = idx % 2
+            n1 = min(n, n0 + nc)
+            length = n1 - n0
+            if done[slot] is not None:
+                done[slot].synchronize()  # the kernel that read this slot has finished
+            for host, src in zip(pinned[slot], sets):
+                host[:, :length].copy_(src[:, n0:n1])
+            with torch.cuda.stream(copy_stream):
+                for d, host in zip(dev[slot], pinned[slot]):
+                    d[:, :length].copy_(host[:, :length], non_blocking=True)
+                copied = torch.cuda.Event()
+                copied.record(copy_stream)
+            compute.wait_event(copied)
+            views = [d[:, :length] for d in dev[slot]]
+            if validate:
+                for name, v in zip(("models", "others"), views):
+                    check_probabilities(v, name, tol, sample_offset=n0)
+            invs = [_inv_row_sums(v) for v in views]
+            mod.pairwise(view(views[0]), invs[0].data_ptr(), None if b is None else view(views[1], "others"),
+                         0 if b is None else invs[1].data_ptr(), out.data_ptr(), code, 0, n, False, compute.cuda_stream)
+            done[slot] = torch.cuda.Event()
+            done[slot].record(compute)
+    if b is None:
+        upper = torch.triu(out, 1)
+        out = upper + upper.T
     return out
 
 

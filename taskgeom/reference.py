@@ -6,6 +6,8 @@ and accuracy over speed. Shapes: a model is ``(N, C)``; batches put models in le
 
 Conventions (shared with the C++ and CUDA kernels):
 
+* Stored rows are renormalised to sum to one (in float64) before any computation.
+
 * Per-sample Bhattacharyya coefficients are floored at :data:`BC_FLOOR`, so disjoint supports give
   the finite per-sample distance ``-log(BC_FLOOR)`` (about 69.08).
 * Symmetric KL is Jeffreys' divergence ``KL(p||q) + KL(q||p)``, averaged over samples, with
@@ -42,12 +44,20 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float64)
 
 
+def normalized(p: torch.Tensor) -> torch.Tensor:
+    """Rows in float64, negatives clipped, renormalised to sum to one (stored float16 rows are off by
+    up to ~1e-3, and the equivalent forms of d_B agree only on normalised rows)."""
+    p = _f64(p).clamp_min(0)
+    s = p.sum(-1, keepdim=True)
+    return p / torch.where(s > 0, s, torch.ones_like(s))
+
+
 def bhattacharyya_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-sample d_B (eq. 2 before the mean) without cancellation, shape ``broadcast(p, q)[..., N]``.
 
     ``1 - BC = h = 1/2 sum_c (sqrt p - sqrt q)^2``; ``d = -log1p(-h)`` for h <= 1/2, else ``-log(BC)``.
     """
-    sp, sq = _f64(p).clamp_min(0).sqrt(), _f64(q).clamp_min(0).sqrt()
+    sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
     h = 0.5 * ((sp - sq) ** 2).sum(-1)
     bc = (sp * sq).sum(-1)
     return torch.where(h <= 0.5, -torch.log1p(-h.clamp(max=0.5)), -torch.log(bc.clamp_min(BC_FLOOR)))
@@ -60,7 +70,7 @@ def bhattacharyya(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 def symmetric_kl_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-sample ``sum_c (p - q)(log p - log q)`` (Appendix C), shape ``broadcast(p, q)[..., N]``."""
-    p, q = _f64(p).clamp_min(0), _f64(q).clamp_min(0)
+    p, q = normalized(p), normalized(q)
     return ((p - q) * (p.clamp_min(PROB_FLOOR).log() - q.clamp_min(PROB_FLOOR).log())).sum(-1)
 
 
@@ -111,7 +121,7 @@ def pairwise_gram(models: torch.Tensor, others: torch.Tensor | None = None, chun
 def half_angle(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Per-sample ``d_G^n = arccos(sum_c sqrt(p q))`` of eq. (3), computed as
     ``2 asin(||sqrt p - sqrt q|| / 2)`` (accurate for nearby points)."""
-    sp, sq = _f64(p).clamp_min(0).sqrt(), _f64(q).clamp_min(0).sqrt()
+    sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
     return 2 * torch.asin((((sp - sq) ** 2).sum(-1).sqrt() / 2).clamp(max=1.0))
 
 
@@ -134,7 +144,7 @@ def geodesic(p: torch.Tensor, q: torch.Tensor, lam) -> torch.Tensor:
     lam_t = torch.as_tensor(lam, dtype=torch.float64, device=p.device)
     scalar = lam_t.dim() == 0
     lam_t = lam_t.reshape(-1)
-    sp, sq = _f64(p).clamp_min(0).sqrt(), _f64(q).clamp_min(0).sqrt()
+    sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
     theta = half_angle(p, q)  # (..., N)
     lam_b = lam_t.reshape((-1,) + (1,) * theta.dim())
     a, b = _geodesic_weights(theta.unsqueeze(0), lam_b)
@@ -148,7 +158,7 @@ def geodesic_at(p: torch.Tensor, q: torch.Tensor, lam: torch.Tensor) -> torch.Te
     """Pointwise version of :func:`geodesic`: ``p``, ``q`` of shape ``(..., N, C)`` and one lambda per
     leading index (``lam`` broadcastable to ``p.shape[:-2]``)."""
     lam = torch.as_tensor(lam, dtype=torch.float64, device=p.device)
-    sp, sq = _f64(p).clamp_min(0).sqrt(), _f64(q).clamp_min(0).sqrt()
+    sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
     theta = half_angle(p, q)
     a, b = _geodesic_weights(theta, lam.unsqueeze(-1))
     s = a.unsqueeze(-1) * sp + b.unsqueeze(-1) * sq
@@ -214,7 +224,7 @@ def ignorance_truth_products(models: torch.Tensor, labels: torch.Tensor):
     """``alpha_n = <sqrt p_n, sqrt P0_n>``, ``beta_n = <sqrt p_n, sqrt P*_n>`` and the constant half-angle
     ``arccos(1/sqrt C)`` of the ignorance -> truth geodesic."""
     c = models.shape[-1]
-    sp = _f64(models).clamp_min(0).sqrt()
+    sp = normalized(models).sqrt()
     alpha = sp.sum(-1) / math.sqrt(c)
     idx = labels.to(models.device).expand(sp.shape[:-1]).unsqueeze(-1)
     beta = torch.gather(sp, -1, idx).squeeze(-1)

@@ -237,7 +237,7 @@ def mean_trajectory(trajectories, method: str = "arithmetic", iters: int = 100, 
         return to_output(t.to(torch.float64).mean(0), was_np)
     if method != "bhattacharyya":
         raise ValueError(f"method must be 'arithmetic' or 'bhattacharyya', got {method!r}")
-    sp = t.to(torch.float64).clamp_min(0).sqrt()  # (K, G, N, C)
+    sp = reference.normalized(t).sqrt()  # (K, G, N, C)
     s = sp.mean(0)
     s = s / s.norm(dim=-1, keepdim=True)
     for _ in range(iters):

@@ -17,9 +17,9 @@ def _bad(kind):
         a[2, 7, 3] = float("nan")
     elif kind == "inf":
         a[2, 7, 3] = float("inf")
-    elif kind == "negative":
+    elif kind == "negative":  # still sums to one
+        a[2, 7, 0] += a[2, 7, 3] + 0.25
         a[2, 7, 3] = -0.25
-        a[2, 7, 0] += 0.25
     elif kind == "unnormalised":
         a[2, 7] *= 1.5
     return a
@@ -90,13 +90,17 @@ def test_wrong_dtype_and_unknown_options():
         tg.pairwise_distances(models(2, 3, 2), chunk=0)
 
 
-def test_cuda_backend_without_cuda_data_is_clear():
-    if not tg.build_info()["cuda"]:
+def test_cuda_backend_without_cuda_is_clear():
+    info = tg.build_info()
+    if not info["cuda"]:
         with pytest.raises(RuntimeError, match="not compiled with CUDA support"):
             tg.pairwise_distances(models(2, 3, 2), backend="cuda")
-    else:
-        with pytest.raises(ValueError, match="needs CUDA tensors"):
+    elif not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="needs a visible GPU"):
             tg.pairwise_distances(models(2, 3, 2), backend="cuda")
+    else:  # host data is streamed through the GPU
+        a = models(2, 3, 2)
+        torch.testing.assert_close(tg.pairwise_distances(a, backend="cuda").cpu(), tg.pairwise_distances(a))
 
 
 def test_native_module_rejects_malformed_views():

@@ -102,8 +102,10 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
           ok = false;
         }
         if (!ok) break;
-        alpha[k] = sr * inv_sqrt_c;
-        beta[k] = std::sqrt(std::max(load_as_double(base, a.dtype, row + labels[k] * a.stride[2]), 0.0));
+        // rows are renormalised: sqrt(p / sum) = sqrt(p) / sqrt(sum)
+        const double norm = sum > 0 ? 1.0 / std::sqrt(sum) : 0.0;
+        alpha[k] = sr * inv_sqrt_c * norm;
+        beta[k] = std::sqrt(std::max(load_as_double(base, a.dtype, row + labels[k] * a.stride[2]), 0.0)) * norm;
       }
       out[i] = ok ? solve_lambda(alpha.data(), beta.data(), N, theta, xtol)
                   : std::numeric_limits<double>::quiet_NaN();

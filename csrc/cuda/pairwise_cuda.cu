@@ -30,27 +30,32 @@ struct Dims {
   int S;   // samples per stage
 };
 
-__device__ __forceinline__ void stage_entry(const View3& v, int64_t model, int64_t n, int64_t c, bool valid,
-                                            int div, float& x, float& y, float& z) {
+// One staged entry: the row-normalised probability (float64 scale 1/sum_c p), as sqrt split into
+// float32 hi + lo (Bhattacharyya) or as p with log p split into hi + lo (symmetric KL).
+__device__ __forceinline__ void stage_entry(const View3& v, const double* inv_sum, int64_t model, int64_t n,
+                                            int64_t c, bool valid, int div, float& x, float& y, float& z) {
   if (!valid) { x = 0.f; y = 0.f; z = 0.f; return; }
-  float p = load_as_float(reinterpret_cast<const void*>(v.ptr), v.dtype,
-                          model * v.stride[0] + n * v.stride[1] + c * v.stride[2]);
-  p = fmaxf(p, 0.f);
+  double p = load_as_double(reinterpret_cast<const void*>(v.ptr), v.dtype,
+                            model * v.stride[0] + n * v.stride[1] + c * v.stride[2]);
+  p = fmax(p, 0.0) * inv_sum[model * v.shape[1] + n];
   if (div == kBhattacharyya) {
-    float hi = sqrtf(p);
+    const double r = sqrt(p);
+    const float hi = (float)r;
     x = hi;
-    y = hi > 0.f ? fmaf(-hi, hi, p) * (0.5f / hi) : 0.f;
+    y = (float)(r - (double)hi);
     z = 0.f;
   } else {
-    double lp = log(fmax((double)p, kProbFloor));
-    float lh = (float)lp;
-    x = p; y = lh; z = (float)(lp - (double)lh);
+    const double lp = log(fmax(p, kProbFloor));
+    const float lh = (float)lp;
+    x = (float)p; y = lh; z = (float)(lp - (double)lh);
   }
 }
 
 template <int DIV>
-__global__ void __launch_bounds__(kThreads) pairwise_kernel(View3 a, View3 b, Dims d, int64_t samples_per_split,
-                                                            bool symmetric, int tiles_j, double* out) {
+__global__ void __launch_bounds__(kThreads) pairwise_kernel(View3 a, const double* a_inv, View3 b, const double* b_inv,
+                                                            Dims d, int64_t samples_per_split,
+                                                            bool symmetric, int tiles_j, double inv_norm,
+                                                            double* out) {
   __shared__ __align__(16) float Ax[kK][kTile];
   __shared__ __align__(16) float Ay[kK][kTile];
   __shared__ __align__(16) float Az[DIV == kSymmetricKL ? kK : 1][kTile];
@@ -93,10 +98,10 @@ __global__ void __launch_bounds__(kThreads) pairwise_kernel(View3 a, View3 b, Di
         const int64_t n = n0 + k / d.CT, c = c0 + k % d.CT;
         const bool in_k = (k % d.CT) < ct && n < n_end;
         float x, y, z;
-        stage_entry(a, i0 + r, n, c, in_k && (i0 + r) < d.ma, DIV, x, y, z);
+        stage_entry(a, a_inv, i0 + r, n, c, in_k && (i0 + r) < d.ma, DIV, x, y, z);
         Ax[k][r] = x; Ay[k][r] = y;
         if (DIV == kSymmetricKL) Az[k][r] = z;
-        stage_entry(b, j0 + r, n, c, in_k && (j0 + r) < d.mb, DIV, x, y, z);
+        stage_entry(b, b_inv, j0 + r, n, c, in_k && (j0 + r) < d.mb, DIV, x, y, z);
         Bx[k][r] = x; By[k][r] = y;
         if (DIV == kSymmetricKL) Bz[k][r] = z;
       }
@@ -155,7 +160,7 @@ __global__ void __launch_bounds__(kThreads) pairwise_kernel(View3 a, View3 b, Di
       const int64_t i = i0 + ty * kMicro + u, j = j0 + tx * kMicro + w;
       if (i >= d.ma || j >= d.mb) continue;
       if (symmetric && j <= i) continue;
-      atomicAdd(&out[i * d.mb + j], acc[u][w] / (double)d.N);
+      atomicAdd(&out[i * d.mb + j], acc[u][w] * inv_norm);
     }
 }
 
@@ -168,10 +173,12 @@ __global__ void mirror_kernel(double* out, int64_t m) {
 
 }  // namespace
 
-void pairwise(const View3& a, const View3* b, double* out, int divergence, int splits, std::uintptr_t stream_ptr) {
+void pairwise(const View3& a, const double* a_inv, const View3* b, const double* b_inv, double* out, int divergence,
+              int splits, int64_t norm, bool mirror, std::uintptr_t stream_ptr) {
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_ptr);
   const bool symmetric = b == nullptr;
   const View3& bv = symmetric ? a : *b;
+  const double* bv_inv = symmetric ? a_inv : b_inv;
   Dims d;
   d.ma = a.shape[0]; d.mb = bv.shape[0]; d.N = a.shape[1]; d.C = a.shape[2];
   d.CT = (int)std::min<int64_t>(d.C, kK);
@@ -188,12 +195,13 @@ void pairwise(const View3& a, const View3* b, double* out, int divergence, int s
   splits = (int)std::min<int64_t>(splits, d.N);
   const int64_t per_split = (d.N + splits - 1) / splits;
   dim3 grid((unsigned)tiles, 1, (unsigned)splits);
+  const double inv_norm = 1.0 / (double)(norm > 0 ? norm : d.N);
   if (divergence == kBhattacharyya)
-    pairwise_kernel<kBhattacharyya><<<grid, kThreads, 0, stream>>>(a, bv, d, per_split, symmetric, tiles_j, out);
+    pairwise_kernel<kBhattacharyya><<<grid, kThreads, 0, stream>>>(a, a_inv, bv, bv_inv, d, per_split, symmetric, tiles_j, inv_norm, out);
   else
-    pairwise_kernel<kSymmetricKL><<<grid, kThreads, 0, stream>>>(a, bv, d, per_split, symmetric, tiles_j, out);
+    pairwise_kernel<kSymmetricKL><<<grid, kThreads, 0, stream>>>(a, a_inv, bv, bv_inv, d, per_split, symmetric, tiles_j, inv_norm, out);
   TG_CUDA_CHECK(cudaGetLastError());
-  if (symmetric) {
+  if (symmetric && mirror) {
     const int64_t total = d.ma * d.ma;
     mirror_kernel<<<(unsigned)((total + 255) / 256), 256, 0, stream>>>(out, d.ma);
     TG_CUDA_CHECK(cudaGetLastError());

@@ -62,10 +62,15 @@ __global__ void progress_kernel(View3 a, const int64_t* labels, double* out, dou
   const void* base = reinterpret_cast<const void*>(a.ptr);
   for (int64_t k = threadIdx.x; k < N; k += kThreads) {
     const int64_t row = i * a.stride[0] + k * a.stride[1];
-    double sr = 0.0;
-    for (int64_t c = 0; c < C; ++c) sr += sqrt(fmax((double)load_as_float(base, a.dtype, row + c * a.stride[2]), 0.0));
-    alpha[k] = sr * inv_sqrt_c;
-    beta[k] = sqrt(fmax((double)load_as_float(base, a.dtype, row + labels[k] * a.stride[2]), 0.0));
+    double sr = 0.0, sum = 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double p = fmax(load_as_double(base, a.dtype, row + c * a.stride[2]), 0.0);
+      sr += sqrt(p);
+      sum += p;
+    }
+    const double norm = sum > 0 ? 1.0 / sqrt(sum) : 0.0;  // rows are renormalised
+    alpha[k] = sr * inv_sqrt_c * norm;
+    beta[k] = sqrt(fmax(load_as_double(base, a.dtype, row + labels[k] * a.stride[2]), 0.0)) * norm;
   }
   __syncthreads();
   const double theta = acos(inv_sqrt_c);

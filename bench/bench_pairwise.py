@@ -1,0 +1,107 @@
+"""Pairwise Bhattacharyya matrices: taskgeom kernels against the pure-torch reference (batched Gram
+matrices plus log over sample chunks) and, on the CPU, a NumPy implementation in the style of the
+paper authors' released code, in the same run on the same data.
+
+    python bench/bench_pairwise.py --device cpu  --json bench/results/pairwise_cpu.json
+    python bench/bench_pairwise.py --device cuda --json bench/results/pairwise_cuda.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import torch
+
+from _common import environment, table, timeit, write_json
+
+import taskgeom as tg
+from taskgeom import reference as R
+
+CPU_CASES = [(200, 10_000, 10)]
+CUDA_CASES = [(2430, 10_000, 10), (1000, 10_000, 100), (512, 10_000, 1000)]
+FP32_PEAK = 51e12  # H100 SXM float32 (non-tensor) peak measured without TF32, FLOP/s
+
+
+def make_models(m, n, c, dtype, seed=0, device="cpu"):
+    """Checkpoint-like models: softmax of logits with a sample-dependent scale, stored in ``dtype``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    logits = torch.randn(m, n, c, generator=g, device=device) * torch.linspace(0.5, 4, m, device=device)[:, None, None]
+    return torch.softmax(logits, -1).to(dtype)
+
+
+def numpy_authors_style(p: np.ndarray) -> np.ndarray:
+    """Row by row: D[i] = -mean_n log sum_c sqrt(p_i p_j), as in the authors' NumPy code."""
+    s = np.sqrt(p.astype(np.float32))
+    m = s.shape[0]
+    out = np.zeros((m, m))
+    for i in range(m):
+        out[i] = -np.log((s[i][None] * s).sum(-1)).mean(-1)
+    return out
+
+
+def check(kernel_d: torch.Tensor, models: torch.Tensor, rows: int = 3) -> float:
+    """Max relative error of the kernel against the float64 reference on a few rows (all columns)."""
+    ref = R.pairwise_distances(models[:rows].cpu(), models.cpu())
+    got = kernel_d[:rows].cpu()
+    mask = ref > 0
+    return float(((got - ref).abs()[mask] / ref[mask]).max())
+
+
+def run(args):
+    device = args.device
+    cases = CPU_CASES if device == "cpu" else CUDA_CASES
+    if args.cases:
+        cases = [tuple(int(x) for x in c.split("x")) for c in args.cases]
+    dtype = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    rows = []
+    for m, n, c in cases:
+        models = make_models(m, n, c, dtype, device=device)
+        row = {"m": m, "N": n, "C": c, "dtype": args.dtype}
+        kernel = lambda: tg.pairwise_distances(models, validate=False)  # noqa: E731
+        d = kernel()
+        row["max_rel_err"] = check(d, models)
+        row["taskgeom_s"] = timeit(kernel, device, repeat=args.repeat)
+        gram = lambda: R.pairwise_gram(models, chunk=args.ref_chunk)  # noqa: E731
+        row["torch_ref_s"] = timeit(gram, device, repeat=args.repeat if device == "cuda" else 1)
+        row["torch_ref_max_rel_err"] = check(gram(), models)
+        pair_samples = m * m * n
+        row["pair_samples_per_s"] = pair_samples / row["taskgeom_s"]
+        row["x_torch"] = row["torch_ref_s"] / row["taskgeom_s"]
+        if device == "cpu":
+            p = models.numpy()
+            row["numpy_s"] = timeit(lambda: numpy_authors_style(p), device, repeat=1, warmup=0)
+            row["numpy_pair_samples_per_s"] = pair_samples / row["numpy_s"]
+            row["x_numpy"] = row["numpy_s"] / row["taskgeom_s"]
+        else:
+            tri = m * (m + 1) / 2
+            row["fp32_peak_fraction"] = 7 * tri * n * c / row["taskgeom_s"] / FP32_PEAK
+        rows.append(row)
+        print(table([row], list(row)))
+        del models
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    cols = ["m", "N", "C", "dtype", "taskgeom_s", "torch_ref_s", "x_torch"] + (
+        ["numpy_s", "x_numpy"] if device == "cpu" else ["fp32_peak_fraction"]) + ["max_rel_err", "torch_ref_max_rel_err"]
+    print()
+    print(table(rows, cols))
+    write_json(args.json, {"benchmark": "pairwise_bhattacharyya", "device": device, "env": environment(device),
+                           "notes": "x_* = baseline time / taskgeom time, same run, same data; fp32_peak_fraction "
+                                    "counts 7 flops per (pair, sample, class) over one triangle",
+                           "rows": rows})
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16")
+    ap.add_argument("--cases", nargs="*", help="MxNxC, e.g. 200x10000x10")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ref-chunk", type=int, default=256, help="samples per chunk of the torch reference")
+    ap.add_argument("--json")
+    run(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()
