@@ -43,7 +43,7 @@ def numpy_authors_style(p: np.ndarray) -> np.ndarray:
 
 def check(kernel_d: torch.Tensor, models: torch.Tensor, rows: int = 3) -> float:
     """Max relative error of the kernel against the float64 reference on a few rows (all columns)."""
-    ref = R.pairwise_distances(models[:rows].cpu(), models.cpu())
+    ref = R.pairwise_distances(models[:rows], models).cpu()
     got = kernel_d[:rows].cpu()
     mask = ref > 0
     return float(((got - ref).abs()[mask] / ref[mask]).max())

@@ -18,22 +18,22 @@ namespace taskgeom {
 namespace cpu {
 
 namespace {
-// f'(l) and f''(l); returns +inf for f' where some D_n = 0 at l = 1 (f -> +inf there).
+// f'(l) and f''(l); f' is +inf where some D_n <= 0 at l = 1 (f -> +inf there). Vectorised over samples.
 void derivatives(const double* alpha, const double* beta, int64_t n, double theta, double l, double* g,
                  double* h) {
   const double sa = std::sin((1 - l) * theta), sb = std::sin(l * theta);
   const double ca = -theta * std::cos((1 - l) * theta), cb = theta * std::cos(l * theta);
-  double s1 = 0.0, s2 = 0.0;
-  bool blowup = false;
+  double s1 = 0.0, s2 = 0.0, dmin = std::numeric_limits<double>::infinity();
+#pragma omp simd reduction(+ : s1, s2) reduction(min : dmin)
   for (int64_t k = 0; k < n; ++k) {
     const double D = sa * alpha[k] + sb * beta[k];
     const double Dp = ca * alpha[k] + cb * beta[k];
-    if (D <= 0) { blowup = true; continue; }
-    const double r = Dp / D;
+    const double r = D > 0 ? Dp / D : 0.0;
     s1 += r;
     s2 += r * r;
+    dmin = std::min(dmin, D);
   }
-  *g = blowup ? std::numeric_limits<double>::infinity() : -s1 / (double)n;
+  *g = dmin <= 0 ? std::numeric_limits<double>::infinity() : -s1 / (double)n;
   *h = theta * theta + s2 / (double)n;
 }
 }  // namespace
@@ -74,38 +74,41 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
   if (threads > 0) omp_set_num_threads(threads);
 #pragma omp parallel
   {
-    std::vector<double> alpha(N), beta(N);
+    std::vector<double> alpha(N), beta(N), row(C);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t i = 0; i < m; ++i) {
       bool ok = true;
       for (int64_t k = 0; k < N && ok; ++k) {
-        const int64_t row = i * a.stride[0] + k * a.stride[1];
-        double sr = 0.0, sum = 0.0;
+        const int64_t at = i * a.stride[0] + k * a.stride[1];
+        for (int64_t c = 0; c < C; ++c) row[c] = load_as_double(base, a.dtype, at + c * a.stride[2]);
+        double sr = 0.0, sum = 0.0, pmin = 0.0;
+        bool finite = true;
+#pragma omp simd reduction(+ : sr, sum) reduction(min : pmin) reduction(&& : finite)
         for (int64_t c = 0; c < C; ++c) {
-          const double p = load_as_double(base, a.dtype, row + c * a.stride[2]);
-          if (validate && (!std::isfinite(p) || p < 0)) {
-#pragma omp critical(taskgeom_progress_bad)
-            if (bad.kind == kOk || i < bad.model) {
-              bad.kind = std::isfinite(p) ? kNegative : kNonFinite; bad.model = i; bad.sample = k; bad.value = p;
-            }
-            ok = false;
-            break;
-          }
+          const double p = row[c];
+          finite = finite && std::isfinite(p);
+          pmin = std::min(pmin, p);
           sum += p;
-          sr += std::sqrt(std::max(p, 0.0));
+          sr += std::sqrt(p > 0 ? p : 0.0);
         }
-        if (ok && validate && std::fabs(sum - 1.0) > tol) {
+        if (validate && (!finite || pmin < 0 || std::fabs(sum - 1.0) > tol)) {
+          int kind = kNotNormalised;
+          double value = sum;
+          for (int64_t c = 0; c < C; ++c) {
+            if (!std::isfinite(row[c])) { kind = kNonFinite; value = row[c]; break; }
+            if (row[c] < 0) { kind = kNegative; value = row[c]; break; }
+          }
 #pragma omp critical(taskgeom_progress_bad)
           if (bad.kind == kOk || i < bad.model) {
-            bad.kind = kNotNormalised; bad.model = i; bad.sample = k; bad.value = sum;
+            bad.kind = kind; bad.model = i; bad.sample = k; bad.value = value;
           }
           ok = false;
+          break;
         }
-        if (!ok) break;
         // rows are renormalised: sqrt(p / sum) = sqrt(p) / sqrt(sum)
         const double norm = sum > 0 ? 1.0 / std::sqrt(sum) : 0.0;
         alpha[k] = sr * inv_sqrt_c * norm;
-        beta[k] = std::sqrt(std::max(load_as_double(base, a.dtype, row + labels[k] * a.stride[2]), 0.0)) * norm;
+        beta[k] = std::sqrt(std::max(row[labels[k]], 0.0)) * norm;
       }
       out[i] = ok ? solve_lambda(alpha.data(), beta.data(), N, theta, xtol)
                   : std::numeric_limits<double>::quiet_NaN();
