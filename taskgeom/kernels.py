@@ -97,9 +97,18 @@ def _threads(threads: int | None) -> int:
     return int(env) if env else 0
 
 
+CUDA_METHODS = ("auto", "tiled", "gram64")
+
+
 def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: str, chunk: int | None = None,
-             threads: int | None = None, validate: bool = True, tol: float = 1e-4) -> torch.Tensor:
-    """Divergence matrix (float64) of ``(m, N, C)`` tensors; see :func:`taskgeom.pairwise_distances`."""
+             threads: int | None = None, validate: bool = True, tol: float = 1e-4,
+             cuda_method: str = "auto") -> torch.Tensor:
+    """Divergence matrix (float64) of ``(m, N, C)`` tensors; see :func:`taskgeom.pairwise_distances`.
+
+    ``cuda_method``: ``"tiled"`` is taskgeom's CUDA kernel (cancellation-free float32 with float64
+    accumulation); ``"gram64"`` computes Bhattacharyya coefficients as float64 batched Gram matrices
+    (cuBLAS DGEMM, FP64 tensor cores) and takes ``-log1p(BC - 1)`` per sample; ``"auto"`` chooses by C.
+    """
     code = DIVERGENCES[divergence]
     if backend == "torch":
         return reference.pairwise_distances(a, b, divergence, chunk=chunk or 1024)
@@ -109,15 +118,68 @@ def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: 
                               int(chunk or 0), _threads(threads), bool(validate), float(tol))
         return torch.from_numpy(out)
     mod = cuda_module()
+    if cuda_method not in CUDA_METHODS:
+        raise ValueError(f"cuda_method must be one of {CUDA_METHODS}, got {cuda_method!r}")
+    if cuda_method == "auto":
+        cuda_method = "gram64" if (divergence == "bhattacharyya" and a.shape[-1] >= GRAM64_MIN_CLASSES) else "tiled"
+    if cuda_method == "gram64" and divergence != "bhattacharyya":
+        raise ValueError("cuda_method='gram64' computes the Bhattacharyya distance only")
     if not a.is_cuda:
-        return _pairwise_streamed(a, b, code, chunk, validate, tol)
+        return _pairwise_streamed(a, b, code, chunk, validate, tol, method=cuda_method)
+    if cuda_method == "gram64":
+        return _pairwise_gram64(a, b)
     out = torch.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=torch.float64, device=a.device)
+    _launch_tiled(mod, a, b, code, out, a.shape[1], True)
+    return out
+
+
+#: From this many classes on, ``cuda_method="auto"`` uses float64 Gram matrices (set from benchmarks).
+GRAM64_MIN_CLASSES = 1 << 30
+
+
+def _scratch(mod, a: torch.Tensor, b: torch.Tensor | None, code: int) -> torch.Tensor:
+    """Staging buffer for the tiled CUDA kernel: the whole sample range if it fits in 1 GiB (and a
+    quarter of free memory), else as many samples as do (at least one)."""
+    ma, n, c = a.shape
+    mb = ma if b is None else b.shape[0]
+    need = mod.pairwise_scratch_floats(ma, mb, b is not None, c, code, n)
+    one = mod.pairwise_scratch_floats(ma, mb, b is not None, c, code, 1)
+    free = torch.cuda.mem_get_info(a.device)[0]
+    budget = max(one, min(need, (1 << 28), free // 16))
+    return torch.empty(int(budget), dtype=torch.float32, device=a.device)
+
+
+def _launch_tiled(mod, a, b, code, out, norm, mirror, scratch=None):
     with torch.cuda.device(a.device):
         stream = torch.cuda.current_stream(a.device).cuda_stream
         a_inv = _inv_row_sums(a)
         b_inv = None if b is None else _inv_row_sums(b)
+        scratch = _scratch(mod, a, b, code) if scratch is None else scratch
         mod.pairwise(view(a), a_inv.data_ptr(), None if b is None else view(b, "others"),
-                     0 if b_inv is None else b_inv.data_ptr(), out.data_ptr(), code, 0, 0, True, stream)
+                     0 if b_inv is None else b_inv.data_ptr(), out.data_ptr(), code, 0, int(norm), bool(mirror),
+                     scratch.data_ptr(), scratch.numel(), stream)
+
+
+def _pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor | None = None,
+                     norm: int | None = None) -> torch.Tensor:
+    """Bhattacharyya matrix from float64 batched Gram matrices BC_n = sqrt(P_n) sqrt(Q_n)^T (DGEMM),
+    per sample ``-log1p(BC - 1)`` (BC - 1 is exact in float64 near 1), summed over sample chunks."""
+    ma, n, c = a.shape
+    bb = a if b is None else b
+    mb = bb.shape[0]
+    out = torch.zeros((ma, mb), dtype=torch.float64, device=a.device) if out is None else out
+    per_sample = ma * mb * 8 + (ma + mb) * c * 8
+    step = max(1, min(n, (1 << 30) // per_sample))
+    for n0 in range(0, n, step):
+        sa = reference.normalized(a[:, n0:n0 + step]).sqrt().transpose(0, 1)  # (nc, ma, C)
+        sb = sa if b is None else reference.normalized(bb[:, n0:n0 + step]).sqrt().transpose(0, 1)
+        bc = torch.bmm(sa, sb.transpose(1, 2))
+        d = torch.where(bc > 0.5, -torch.log1p(bc - 1), -torch.log(bc.clamp_min(reference.BC_FLOOR)))
+        out += d.sum(0)
+    out /= n if norm is None else norm
+    if b is None:
+        out.fill_diagonal_(0.0)
+        out.copy_(0.5 * (out + out.T))
     return out
 
 
@@ -128,7 +190,7 @@ def _inv_row_sums(t: torch.Tensor) -> torch.Tensor:
 
 
 def _pairwise_streamed(a: torch.Tensor, b: torch.Tensor | None, code: int, chunk: int | None, validate: bool,
-                       tol: float, device: torch.device | None = None) -> torch.Tensor:
+                       tol: float, device: torch.device | None = None, method: str = "tiled") -> torch.Tensor:
     """Host data (memory maps included) on the GPU: sample chunks go through two pinned host buffers
     and a side stream, so the copy of chunk k+1 overlaps the kernel on chunk k. The kernel adds each
     chunk's sum (divided by the total N) into one float64 matrix: the result equals the in-memory one."""
@@ -148,6 +210,7 @@ def _pairwise_streamed(a: torch.Tensor, b: torch.Tensor | None, code: int, chunk
     copy_stream = torch.cuda.Stream(device)
     compute = torch.cuda.current_stream(device)
     done = [None, None]
+    scratch = None
     with torch.cuda.device(device):
         for idx, n0 in enumerate(range(0, n, nc)):
             slot = idx % 2
@@ -167,12 +230,16 @@ def _pairwise_streamed(a: torch.Tensor, b: torch.Tensor | None, code: int, chunk
             if validate:
                 for name, v in zip(("models", "others"), views):
                     check_probabilities(v, name, tol, sample_offset=n0)
-            invs = [_inv_row_sums(v) for v in views]
-            mod.pairwise(view(views[0]), invs[0].data_ptr(), None if b is None else view(views[1], "others"),
-                         0 if b is None else invs[1].data_ptr(), out.data_ptr(), code, 0, n, False, compute.cuda_stream)
+            other = None if b is None else views[1]
+            if method == "gram64":
+                _pairwise_gram64(views[0], other, out=out, norm=n)
+            else:
+                if scratch is None:
+                    scratch = _scratch(mod, views[0], other, code)
+                _launch_tiled(mod, views[0], other, code, out, n, False, scratch)
             done[slot] = torch.cuda.Event()
             done[slot].record(compute)
-    if b is None:
+    if b is None and method != "gram64":
         upper = torch.triu(out, 1)
         out = upper + upper.T
     return out

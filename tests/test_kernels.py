@@ -164,3 +164,40 @@ def test_properties_cross_matrix_is_block_of_full_matrix(m, n, c, seed):
     full = tg.pairwise_distances(a)
     cross = tg.pairwise_distances(a[:1], a[1:])
     assert_rel_close(cross, full[:1, 1:], 1e-6, atol=1e-15)
+
+
+@pytest.mark.parametrize("method", ["tiled", "gram64"])
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+def test_cuda_methods_match_reference(backend, method):
+    if backend != "cuda":
+        pytest.skip("CUDA methods")
+    for (m, n, c) in [(3, 999, 10), (70, 50, 300), (5, 7, 1000)]:
+        a = models(m, n, c, seed=m + c, dtype=torch.float16)
+        d = tg.pairwise_distances(a.cuda(), cuda_method=method)
+        assert_rel_close(d, _ref(a), 1e-5, atol=1e-12, what=f"{method} {m}x{n}x{c}")
+        b = models(2, n, c, seed=1, dtype=torch.float32)
+        assert_rel_close(tg.pairwise_distances(a.cuda(), b.cuda(), cuda_method=method), _ref(a, b), 1e-5, atol=1e-12)
+    p = nearby(7, 10, 1e-4, seed=6, count=5).float()
+    assert_rel_close(tg.pairwise_distances(p.cuda(), cuda_method=method), _ref(p), 1e-5, what="tiny")
+
+
+def test_gram64_formulation_on_host_tensors():
+    from taskgeom import kernels
+
+    a = models(9, 77, 40, seed=3, dtype=torch.float16)
+    assert_rel_close(kernels._pairwise_gram64(a, None), _ref(a), 1e-10, atol=1e-15)
+    p = nearby(7, 10, 1e-4, seed=6, count=5).float()
+    assert_rel_close(kernels._pairwise_gram64(p, None), _ref(p), 1e-5)
+
+
+@requires_cuda
+def test_tiled_kernel_with_small_staging_buffer_chunks_samples():
+    from taskgeom import kernels
+
+    mod = kernels.cuda_module()
+    for divergence, code in kernels.DIVERGENCES.items():
+        a = models(67, 101, 13, seed=9).cuda()
+        out = torch.zeros(67, 67, dtype=torch.float64, device="cuda")
+        scratch = torch.empty(mod.pairwise_scratch_floats(67, 67, False, 13, code, 3), device="cuda")
+        kernels._launch_tiled(mod, a, None, code, out, 101, True, scratch)
+        assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=divergence)
