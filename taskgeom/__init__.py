@@ -21,6 +21,7 @@ from .geometry import (
 )
 from .imprint import ImprintedHead, imprint
 from .reference import BC_FLOOR, PROB_FLOOR
+from .store import PredictionStore, StoreError
 from .trajectories import (
     mean_trajectory,
     normalized_distance,
@@ -35,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BC_FLOOR",
     "PROB_FLOOR",
+    "PredictionStore",
+    "StoreError",
     "Ignorance",
     "ImprintedHead",
     "InPCA",

@@ -165,7 +165,9 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
 
     Parameters
     ----------
-    models : array (m, N, C) or sequence of (N, C) arrays (numpy, memory map, torch CPU or CUDA)
+    models : array (m, N, C), sequence of (N, C) arrays (numpy, memory map, torch CPU or CUDA), or a
+        sequence of model sets (store :class:`~taskgeom.store.Trajectory` handles or (T, N, C) arrays),
+        which are streamed block by block and never concatenated (rows in the order given)
     others : array (m', N, C), optional
         Cross matrix ``D[i, j] = d(models[i], others[j])``; by default the symmetric ``m x m`` matrix of
         ``models`` (only one triangle is computed).
@@ -188,6 +190,10 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     """
     if divergence not in kernels.DIVERGENCES:
         raise ValueError(f"divergence must be one of {sorted(kernels.DIVERGENCES)}, got {divergence!r}")
+    opts = dict(divergence=divergence, chunk=chunk, backend=backend, validate=validate, tol=tol, threads=threads,
+                cuda_method=cuda_method)
+    if _is_blocks(models) or (others is not None and _is_blocks(others)):
+        return _blockwise(models, others, opts)
     a, was_np = _as_models(models, "models")
     b = None
     if others is not None:
@@ -205,6 +211,47 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     out = kernels.pairwise(a, b, divergence, backend, chunk=chunk, threads=threads, validate=validate, tol=tol_v,
                            cuda_method=cuda_method)
     return to_output(out, was_np)
+
+
+def _is_blocks(x) -> bool:
+    """A sequence of model sets (store trajectories or (T, N, C) arrays) rather than of single models."""
+    from .store import Trajectory
+
+    return isinstance(x, (list, tuple)) and len(x) > 0 and all(
+        isinstance(e, Trajectory) or (hasattr(e, "ndim") and e.ndim == 3) for e in x)
+
+
+def _blocks(x):
+    from .store import Trajectory
+
+    if not _is_blocks(x):
+        return [x]
+    return [e.probs if isinstance(e, Trajectory) else e for e in x]
+
+
+def _blockwise(models, others, opts):
+    """The divergence matrix of concatenated model sets, one kernel call per pair of blocks, so that
+    memory-mapped trajectories are streamed in place and never concatenated in memory."""
+    rows = _blocks(models)
+    cols = rows if others is None else _blocks(others)
+    sizes_r = [len(b) for b in rows]
+    sizes_c = [len(b) for b in cols]
+    out = np.zeros((sum(sizes_r), sum(sizes_c)))
+    offs_r = np.concatenate([[0], np.cumsum(sizes_r)])
+    offs_c = np.concatenate([[0], np.cumsum(sizes_c)])
+    for i, bi in enumerate(rows):
+        for j, bj in enumerate(cols):
+            if others is None and j < i:
+                continue
+            if len(bi) == 0 or len(bj) == 0:
+                continue
+            same = others is None and i == j
+            d = pairwise_distances(bi, None if same else bj, **opts)
+            d = np.asarray(torch.as_tensor(d).cpu())
+            out[offs_r[i]:offs_r[i + 1], offs_c[j]:offs_c[j + 1]] = d
+            if others is None and not same:
+                out[offs_c[j]:offs_c[j + 1], offs_r[i]:offs_r[i + 1]] = d.T
+    return out
 
 
 def geodesic(p, q, lam, validate: bool = True):

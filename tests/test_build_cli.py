@@ -58,6 +58,8 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
         raise AssertionError("a corrupt file must be reported")
 
 
-def test_console_script_info():
-    out = subprocess.run([sys.executable, "-m", "taskgeom.cli", "info"], capture_output=True, text=True, check=True)
+def test_console_script_info(tmp_path):
+    # run outside the checkout so that the installed (compiled) package is imported
+    out = subprocess.run([sys.executable, "-m", "taskgeom.cli", "info"], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert json.loads(out.stdout)["cpu"] is True

@@ -1,0 +1,330 @@
+"""``taskgeom picture``: the main job, end to end on built-in data.
+
+Trains a small network on several tasks (class subsets of scikit-learn's digits, shipped inside
+scikit-learn, so nothing is downloaded) with a few seeds each, maps every checkpoint onto the union
+task by imprinting (eq. 7) and records its predictions in a PredictionStore; then computes progress
+(eq. 4), re-indexes the trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA
+embedding and explained stress (eqs. 9-11), mean trajectories, tube radii and normalised distances
+(Remark 5) and Riemann lengths (eq. 6), prints the headline numbers and writes a report folder
+(``results.json``, ``config.json``, figures). An existing store is re-analysed without retraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+#: The built-in tasks on digits: name -> classes (the union task is all ten digits).
+DIGIT_TASKS = {
+    "all": list(range(10)),
+    "0-4": [0, 1, 2, 3, 4],
+    "5-9": [5, 6, 7, 8, 9],
+    "even": [0, 2, 4, 6, 8],
+    "odd": [1, 3, 5, 7, 9],
+}
+
+
+@dataclass(frozen=True)
+class PictureConfig:
+    """Configuration of ``taskgeom picture`` (units in brackets)."""
+
+    out: str = "taskgeom-picture"  # report folder [path]
+    store: str | None = None  # PredictionStore folder [path]; default <out>/store
+    tasks: tuple = tuple(DIGIT_TASKS)  # task names from DIGIT_TASKS
+    seeds: int = 3  # seeds per task
+    epochs: int = 12  # training epochs per run
+    batch_size: int = 64  # [samples]
+    lr: float = 0.05  # peak learning rate of SGD with Nesterov momentum 0.9, cosine schedule
+    weight_decay: float = 1e-5  # excluding normalisation parameters and biases
+    width: int = 128  # hidden width of the MLP [units]
+    checkpoints: int = 20  # recorded checkpoints per run, dense early (geometric in steps)
+    grid: int = 50  # progress values of the re-indexed trajectories
+    test_fraction: float = 0.35  # held-out evaluation split of digits
+    device: str = "cpu"
+    retrain: bool = False  # train again even if the store has the trajectories
+    data_seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def load_digits_split(test_fraction: float, seed: int):
+    """Digits as float32 images (N, 64) scaled to [0, 1] then normalised to mean 0.5, std 0.25 per the
+    paper's recipe, split once into train (used for training and imprinting) and test (evaluation)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.data.astype(np.float32) / 16.0
+    x = (x - 0.5) / 0.25
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(y))
+    n_test = int(round(test_fraction * len(y)))
+    test, train = perm[:n_test], perm[n_test:]
+    return (torch.from_numpy(x[train]), torch.from_numpy(y[train])), (torch.from_numpy(x[test]), torch.from_numpy(y[test]))
+
+
+class MLP(torch.nn.Module):
+    """Features phi(x) (two hidden layers, LayerNorm) and a bias-free linear head (Appendix A)."""
+
+    def __init__(self, d_in: int, width: int, n_out: int):
+        super().__init__()
+        self.features = torch.nn.Sequential(
+            torch.nn.Linear(d_in, width), torch.nn.LayerNorm(width), torch.nn.ReLU(),
+            torch.nn.Linear(width, width), torch.nn.LayerNorm(width), torch.nn.ReLU())
+        self.head = torch.nn.Linear(width, n_out, bias=False)
+        for mod in self.modules():
+            if isinstance(mod, torch.nn.Linear):
+                torch.nn.init.kaiming_normal_(mod.weight)
+                if mod.bias is not None:
+                    torch.nn.init.zeros_(mod.bias)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def checkpoint_steps(total: int, count: int) -> list[int]:
+    """``count`` distinct steps in [0, total], geometrically spaced: dense early, sparse late."""
+    steps = np.unique(np.round(np.geomspace(1, total + 1, count * 3)).astype(int) - 1)
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, count)).astype(int))
+    return sorted(set(int(s) for s in steps[idx]) | {0, total})
+
+
+@torch.no_grad()
+def imprinted_predictions(model: MLP, imprint_x, imprint_y, eval_x, n_classes: int) -> np.ndarray:
+    import taskgeom as tg
+
+    model.eval()
+    head = tg.imprint(model.features(imprint_x), imprint_y, n_classes)
+    probs = head(model.features(eval_x))
+    model.train()
+    return np.asarray(probs, dtype=np.float32)
+
+
+def train_run(cfg: PictureConfig, task: str, seed: int, data, store, eval_set: str, progress_bar=None):
+    """Train one (task, seed) run, recording imprinted predictions at the scheduled checkpoints."""
+    (xtr, ytr), (xte, yte) = data
+    classes = DIGIT_TASKS[task]
+    traj = store.create_trajectory(eval_set, task=task, method="supervised", seed=seed, architecture="mlp",
+                                   dtype="float32", classes=classes)
+    if len(traj) and not cfg.retrain:
+        return traj
+    remap = torch.full((10,), -1, dtype=torch.int64)
+    remap[torch.tensor(classes)] = torch.arange(len(classes))
+    mask = remap[ytr] >= 0
+    x_task, y_task = xtr[mask], remap[ytr[mask]]
+    g = torch.Generator().manual_seed(1000 + seed)
+    torch.manual_seed(1000 + seed)
+    model = MLP(xtr.shape[1], cfg.width, len(classes))
+    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
+    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+                          lr=cfg.lr, momentum=0.9, nesterov=True)
+    per_epoch = math.ceil(len(y_task) / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    record = set(checkpoint_steps(total, cfg.checkpoints))
+    done = len(traj)  # resume: checkpoints already stored are skipped by replaying the same seed
+    k = 0
+    step = 0
+
+    def maybe_record():
+        nonlocal k
+        if step in record:
+            if k >= done:
+                probs = imprinted_predictions(model, xtr, ytr, xte, 10)
+                acc = float((probs.argmax(1) == yte.numpy()).mean())
+                with torch.no_grad():
+                    own = model(x_task).argmax(1) == y_task
+                store.append(traj, probs, epoch=step / per_epoch, step=step, accuracy=acc,
+                             task_train_accuracy=float(own.float().mean()))
+            k += 1
+
+    maybe_record()
+    for _epoch in range(cfg.epochs):
+        perm = torch.randperm(len(y_task), generator=g)
+        for b in range(per_epoch):
+            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            loss = torch.nn.functional.cross_entropy(model(x_task[idx]), y_task[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            maybe_record()
+            if progress_bar is not None:
+                progress_bar.update(1)
+    return traj
+
+
+def analyse(store, eval_set: str, tasks, grid: int) -> dict:
+    """Progress, re-indexing, distances, InPCA, tubes and lengths of every stored trajectory."""
+    import taskgeom as tg
+
+    labels = store.eval_set(eval_set).labels
+    trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
+    if not trajs:
+        raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
+    res: dict = {"eval_set": eval_set, "n": int(labels.size), "c": int(store.eval_set(eval_set).c),
+                 "trajectories": len(trajs), "checkpoints": int(sum(len(t) for t in trajs))}
+    final_progress = {}
+    reindexed, keys = [], []
+    for t in trajs:
+        probs = np.asarray(t.probs)
+        prog = tg.progress(probs, labels)
+        final_progress.setdefault(t.task, []).append(float(prog[-1]))
+        reindexed.append(tg.reindex(probs, labels, grid=grid).astype(np.float32))
+        keys.append((t.task, t.seed, prog.tolist(), [c["accuracy"] for c in t.checkpoints]))
+    R = np.stack(reindexed)  # (K, G, N, C)
+    D = tg.pairwise_distances(R.reshape(-1, R.shape[2], R.shape[3]))
+    emb = tg.inpca(D, k=min(10, D.shape[0]))
+    chi = emb.explained_stress()
+    res["explained_stress"] = {str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))}
+    res["progress_on_union_task"] = {task: {"mean": float(np.mean(v)), "seeds": v} for task, v in final_progress.items()}
+    lengths = {}
+    for t, probs in zip(trajs, (np.asarray(t.probs) for t in trajs)):
+        lengths.setdefault(t.task, []).append(tg.riemann_length(probs))
+    res["riemann_length"] = {task: {"mean": float(np.mean(v)), "seeds": v} for task, v in lengths.items()}
+    res["geodesic_length_P0_Pstar"] = math.sqrt(2) * math.acos(1 / math.sqrt(res["c"]))
+    families = {task: R[[i for i, k in enumerate(keys) if k[0] == task]] for task in dict.fromkeys(k[0] for k in keys)}
+    ref = "all" if "all" in families else next(iter(families))
+    res["normalized_distance_to_" + ref] = {
+        task: tg.normalized_distance(fam, families[ref]).tolist() for task, fam in families.items() if task != ref}
+    res["tube_radius"] = {task: tg.tube_radius(fam).tolist() for task, fam in families.items()}
+    res["grid"] = np.linspace(0, 1, grid).tolist()
+    res["_embedding"] = {"coords": emb.coords[:, :3], "signature": emb.signature[:3].tolist(),
+                         "eigenvalues": emb.eigenvalues.tolist(), "keys": keys, "grid": grid}
+    return res
+
+
+def figures(res: dict, out: Path) -> list[str]:
+    """Static figures of a run (PNG): 3-D InPCA trajectories, explained stress, progress, distances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    emb = res["_embedding"]
+    keys, G = emb["keys"], emb["grid"]
+    X = np.asarray(emb["coords"]).reshape(len(keys), G, -1)
+    tasks = list(dict.fromkeys(k[0] for k in keys))
+    colors = {t: plt.cm.tab10(i) for i, t in enumerate(tasks)}
+    made = []
+    fig = plt.figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    for (task, seed, _p, _a), x in zip(keys, X):
+        ax.plot(x[:, 0], x[:, 1], x[:, 2] if x.shape[1] > 2 else 0 * x[:, 0], color=colors[task], lw=0.8, alpha=0.5)
+    for task in tasks:
+        m = X[[i for i, k in enumerate(keys) if k[0] == task]].mean(0)
+        ax.plot(m[:, 0], m[:, 1], m[:, 2] if m.shape[1] > 2 else 0 * m[:, 0], color=colors[task], lw=2.5, label=task)
+    sig = emb["signature"]
+    ax.set_xlabel(f"PC1 ({'+' if sig[0] > 0 else '-'})")
+    ax.set_ylabel(f"PC2 ({'+' if sig[1] > 0 else '-'})")
+    ax.set_zlabel(f"PC3 ({'+' if len(sig) > 2 and sig[2] > 0 else '-'})")
+    chi3 = res["explained_stress"].get("3", float("nan"))
+    ax.set_title(f"InPCA of re-indexed trajectories ({100 * chi3:.1f}% explained stress in 3 dims)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "inpca_3d.png", dpi=110)
+    plt.close(fig)
+    made.append("inpca_3d.png")
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ks = sorted(int(k) for k in res["explained_stress"])
+    axes[0].plot(ks, [100 * res["explained_stress"][str(k)] for k in ks], "o-")
+    axes[0].set(xlabel="dimensions k", ylabel="explained stress (%)", title="Explained stress (eq. 11)")
+    for task, seed, prog, _acc in keys:
+        axes[1].plot(prog, color=colors[task], alpha=0.7, label=task if seed == 0 else None)
+    axes[1].set(xlabel="checkpoint", ylabel="progress on the union task", title="Progress (eq. 4)")
+    axes[1].legend(fontsize=8)
+    grid = res["grid"]
+    ref = [k for k in res if k.startswith("normalized_distance_to_")][0]
+    for task, nd in res[ref].items():
+        axes[2].plot(grid, nd, color=colors[task], label=task)
+    axes[2].axhline(1.0, color="k", ls=":", lw=1)
+    axes[2].set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log",
+                title=f"Normalised distance to '{ref.split('_to_')[1]}' (Remark 5)")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "summary.png", dpi=110)
+    plt.close(fig)
+    made.append("summary.png")
+    return made
+
+
+def run(cfg: PictureConfig) -> dict:
+    from tqdm.auto import tqdm
+
+    from .store import PredictionStore
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = PredictionStore(cfg.store or out / "store", create=True)
+    eval_set = f"digits-test-seed{cfg.data_seed}"
+    t0 = time.perf_counter()
+    data = load_digits_split(cfg.test_fraction, cfg.data_seed)
+    store.add_eval_set(eval_set, data[1][1].numpy(), class_names=[str(i) for i in range(10)])
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    runs = [(task, seed) for task in cfg.tasks for seed in range(cfg.seeds)]
+    todo = [(t, s) for t, s in runs if cfg.retrain or not any(len(x) for x in store.select(task=t, seed=s, eval_set=eval_set))]
+    if todo:
+        steps = sum(math.ceil(int(sum(np.isin(data[0][1].numpy(), DIGIT_TASKS[t]))) / cfg.batch_size) * cfg.epochs
+                    for t, _ in todo)
+        with tqdm(total=steps, desc=f"training {len(todo)} runs", unit="step") as bar:
+            for task, seed in todo:
+                train_run(cfg, task, seed, data, store, eval_set, bar)
+    t_train = time.perf_counter() - t0
+    res = analyse(store, eval_set, cfg.tasks, cfg.grid)
+    res["seconds"] = {"training": t_train, "total": time.perf_counter() - t0}
+    made = figures(res, out)
+    res["figures"] = made
+    public = {k: v for k, v in res.items() if not k.startswith("_")}
+    (out / "results.json").write_text(json.dumps(public, indent=2))
+    from ._build import build_info
+    from .bench_info import code_version
+
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "tasks": list(cfg.tasks), "code": code_version(),
+                                                 "build": build_info()}, indent=2, default=str))
+    return res
+
+
+def print_headline(res: dict, out: str) -> None:
+    print(f"\ntaskgeom picture: {res['trajectories']} trajectories, {res['checkpoints']} checkpoints, "
+          f"evaluated on {res['n']} samples x {res['c']} classes ({res['eval_set']})")
+    chi = res["explained_stress"]
+    print("explained stress: " + ", ".join(f"{k} dims {100 * v:.2f}%" for k, v in chi.items()))
+    print("progress on the union task (final checkpoint, mean over seeds):")
+    for task, v in res["progress_on_union_task"].items():
+        print(f"  {task:>6}: {v['mean']:.3f}")
+    print(f"Riemann length (eq. 6; geodesic P0 -> P* is {res['geodesic_length_P0_Pstar']:.4f}):")
+    for task, v in res["riemann_length"].items():
+        print(f"  {task:>6}: {v['mean']:.3f}")
+    print(f"report: {out}/results.json, figures {', '.join(res['figures'])}; took {res['seconds']['total']:.1f} s")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("picture", help="the main job: trajectories of several tasks, their geometry, a report",
+                       description=__doc__.split("\n\n")[0])
+    d = PictureConfig()
+    p.add_argument("--out", default=d.out, help="report folder (default %(default)s)")
+    p.add_argument("--store", default=None, help="PredictionStore folder (default <out>/store)")
+    p.add_argument("--tasks", nargs="+", default=list(d.tasks), choices=list(DIGIT_TASKS))
+    p.add_argument("--seeds", type=int, default=d.seeds)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--checkpoints", type=int, default=d.checkpoints)
+    p.add_argument("--grid", type=int, default=d.grid)
+    p.add_argument("--retrain", action="store_true", help="train again even if the store has the runs")
+    p.set_defaults(fn=_cmd)
+
+
+def _cmd(args) -> int:
+    cfg = PictureConfig(out=args.out, store=args.store, tasks=tuple(args.tasks), seeds=args.seeds, epochs=args.epochs,
+                        checkpoints=args.checkpoints, grid=args.grid, retrain=args.retrain)
+    res = run(cfg)
+    print_headline(res, cfg.out)
+    return 0

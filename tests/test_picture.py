@@ -1,0 +1,42 @@
+"""The main job, at a tiny size: trains, records into a store, analyses, writes the report; a second
+run re-analyses the store without retraining."""
+
+import json
+
+import numpy as np
+
+from taskgeom import cli
+from taskgeom.picture import checkpoint_steps
+from taskgeom.store import PredictionStore
+
+
+def test_checkpoint_schedule_is_dense_early():
+    s = checkpoint_steps(1000, 20)
+    assert s[0] == 0 and s[-1] == 1000 and len(s) >= 15
+    gaps = np.diff(s)
+    assert gaps[0] < gaps[-1]
+
+
+def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
+    out = tmp_path / "report"
+    args = ["picture", "--out", str(out), "--tasks", "all", "0-4", "--seeds", "2", "--epochs", "3",
+            "--checkpoints", "6", "--grid", "12"]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "explained stress" in text and "Riemann length" in text
+    res = json.loads((out / "results.json").read_text())
+    assert res["trajectories"] == 4
+    assert 0 < res["explained_stress"]["3"] <= 1
+    assert res["progress_on_union_task"]["all"]["mean"] > res["progress_on_union_task"]["0-4"]["mean"]
+    assert len(res["normalized_distance_to_all"]["0-4"]) == 12
+    for fig in res["figures"]:
+        assert (out / fig).stat().st_size > 10_000
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["seeds"] == 2 and "build" in cfg
+    store = PredictionStore(out / "store")
+    counts = [len(t) for t in store.select()]
+    assert len(counts) == 4 and min(counts) >= 5
+    # second run: the store already holds every run, nothing is retrained or duplicated
+    assert cli.main(args) == 0
+    assert "training" not in capsys.readouterr().err
+    assert [len(t) for t in PredictionStore(out / "store").select()] == counts
