@@ -146,3 +146,16 @@ def test_per_class_progress_of_geodesic_points():
     pc = tg.per_class_progress(pt, y)
     np.testing.assert_allclose(pc.numpy(), 0.4, atol=1e-8)
     assert math.isnan(float(tg.per_class_progress(pt, y.clamp(max=c - 2), classes=[c - 1])[0]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_reindex_on_the_gpu_matches_the_host():
+    traj, y = training_run(steps=8)
+    host, info_h = tg.reindex(traj, y, grid=15, return_info=True)
+    dev, info_d = tg.reindex(traj.cuda(), y.cuda(), grid=15, return_info=True)
+    assert dev.is_cuda
+    torch.testing.assert_close(dev.cpu(), host, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(info_d["lam"], info_h["lam"], atol=1e-9)
+    t = tg.progress(dev.float(), y.cuda()).cpu().numpy()
+    inside = info_d["inside"]
+    np.testing.assert_allclose(t[inside], info_d["grid"][inside], atol=1e-6)
