@@ -87,7 +87,8 @@ def test_streamed_host_data_equals_in_memory(tmp_path, cross):
     streamed = tg.pairwise_distances(ro, others, backend="cuda", chunk=97)
     resident = tg.pairwise_distances(torch.from_numpy(a).cuda(), None if others is None else
                                      torch.from_numpy(np.array(others)).cuda()).cpu().numpy()
-    np.testing.assert_allclose(streamed, resident, rtol=1e-12, atol=1e-15)
+    # same kernel, different sample chunking: equal up to float32 partial-sum rounding
+    np.testing.assert_allclose(streamed, resident, rtol=1e-6, atol=1e-15)
     assert_rel_close(streamed, _ref(torch.from_numpy(a), None if others is None else torch.from_numpy(np.array(others))),
                      1e-5, atol=1e-12)
     bad = a.copy()
