@@ -209,7 +209,8 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
         if b is not None:
             check_probabilities(b, "others", tol_v)
     out = kernels.pairwise(a, b, divergence, backend, chunk=chunk, threads=threads, validate=validate, tol=tol_v,
-                           cuda_method=cuda_method)
+                           cuda_method=cuda_method, a_src=models if isinstance(models, np.ndarray) else None,
+                           b_src=others if isinstance(others, np.ndarray) else None)
     return to_output(out, was_np)
 
 

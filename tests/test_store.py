@@ -168,3 +168,21 @@ def test_import_authors_hdf5(tmp_path):
     np.testing.assert_array_equal(np.asarray(t.probs), traj)
     again = store.import_h5(tmp_path / "preds_0.h5", lab, eval_set="imagenet-val")  # idempotent
     assert len(again) == 5 and len(store.select()) == 1
+
+
+def test_parallel_file_reads_match_memory_map(tmp_path):
+    from taskgeom.kernels import read_chunk_into
+
+    a = models(37, 101, 7, seed=5, dtype=torch.float16).numpy()
+    path = tmp_path / "m.npy"
+    np.save(path, a)
+    mm = np.load(path, mmap_mode="r")
+    dst = np.zeros((37, 40, 7), dtype=np.float16)
+    read_chunk_into(mm, 55, 95, dst)
+    np.testing.assert_array_equal(dst, a[:, 55:95])
+    read_chunk_into(a, 3, 10, dst)  # plain arrays are copied
+    np.testing.assert_array_equal(dst[:, :7], a[:, 3:10])
+    with open(path, "r+b") as f:  # a truncated file is reported, not read as garbage
+        f.truncate(os.path.getsize(path) - 500)
+    with pytest.raises(OSError, match="short read"):
+        read_chunk_into(mm, 55, 101, np.zeros((37, 46, 7), dtype=np.float16))
