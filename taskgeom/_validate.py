@@ -75,31 +75,48 @@ def _where(name: str, idx: tuple[int, ...], offset: int = 0) -> str:
 
 
 def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None = None,
-                        sample_offset: int = 0) -> None:
+                        sample_offset: int = 0, budget: int = 1 << 26) -> None:
     """Raise ``ValueError`` naming the first offending model and sample unless ``p`` holds
     finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1).
-    ``sample_offset`` is added to reported sample indices (for chunks of a larger array)."""
+    ``sample_offset`` is added to reported sample indices (for chunks of a larger array). Works in
+    blocks of models, so checking a large array never makes a full-size temporary."""
     if p.dim() < 2:
         raise ValueError(f"{name}: expected shape (N, C) or (..., N, C), got {tuple(p.shape)}")
     if p.shape[-1] < 1 or p.shape[-2] < 1:
         raise ValueError(f"{name}: empty array of shape {tuple(p.shape)}")
     tol = default_tol(p.dtype) if tol is None else tol
-    bad = ~torch.isfinite(p)
-    if bool(bad.any()):
-        idx = _first_index(bad)
-        raise ValueError(f"{_where(name, idx[:-1], sample_offset)}: probability is not finite ({float(p[idx])}) at class {idx[-1]}")
-    neg = p < 0
-    if bool(neg.any()):
-        idx = _first_index(neg)
-        raise ValueError(f"{_where(name, idx[:-1], sample_offset)}: probability is negative ({float(p[idx])}) at class {idx[-1]}")
-    s = p.sum(-1, dtype=torch.float64)
-    off = (s - 1).abs() > tol
-    if bool(off.any()):
-        idx = _first_index(off)
-        raise ValueError(
-            f"{_where(name, idx, sample_offset)}: probabilities sum to {float(s[idx]):.6g}, not 1 (tolerance {tol:g}); "
-            "pass normalised probabilities (softmax of the logits)"
-        )
+    lead = tuple(p.shape[:-2])
+    flat = p.reshape((-1,) + tuple(p.shape[-2:]))
+    n, c = flat.shape[1:]
+    step = max(1, budget // max(1, n * c))
+
+    def where(i: int, rest: tuple[int, ...]) -> tuple[int, ...]:
+        model = tuple(int(x) for x in np.unravel_index(i, lead)) if lead else ()
+        return model + rest
+
+    for i0 in range(0, flat.shape[0], step):
+        blk = flat[i0:i0 + step]
+        bad = ~torch.isfinite(blk)
+        if bool(bad.any()):
+            j, s_, k = _first_index(bad)
+            idx = where(i0 + j, (s_,))
+            raise ValueError(f"{_where(name, idx, sample_offset)}: probability is not finite "
+                             f"({float(blk[j, s_, k])}) at class {k}")
+        neg = blk < 0
+        if bool(neg.any()):
+            j, s_, k = _first_index(neg)
+            idx = where(i0 + j, (s_,))
+            raise ValueError(f"{_where(name, idx, sample_offset)}: probability is negative "
+                             f"({float(blk[j, s_, k])}) at class {k}")
+        s = blk.sum(-1, dtype=torch.float64)
+        off = (s - 1).abs() > tol
+        if bool(off.any()):
+            j, s_ = _first_index(off)
+            idx = where(i0 + j, (s_,))
+            raise ValueError(
+                f"{_where(name, idx, sample_offset)}: probabilities sum to {float(s[j, s_]):.6g}, not 1 "
+                f"(tolerance {tol:g}); pass normalised probabilities (softmax of the logits)"
+            )
 
 
 def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:

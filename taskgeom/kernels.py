@@ -183,10 +183,16 @@ def _pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor 
     return out
 
 
-def _inv_row_sums(t: torch.Tensor) -> torch.Tensor:
-    """(m, N) float64 1 / sum_c p on t's device: the kernels renormalise every stored row."""
-    s = t.sum(-1, dtype=torch.float64)
-    return torch.where(s > 0, 1.0 / s, torch.zeros_like(s)).contiguous()
+def _inv_row_sums(t: torch.Tensor, budget: int = 1 << 27) -> torch.Tensor:
+    """(m, N) float64 1 / sum_c p on t's device: the kernels renormalise every stored row. Computed in
+    blocks of models so that no float64 copy of the whole input is ever made."""
+    m, n, c = t.shape
+    out = torch.empty((m, n), dtype=torch.float64, device=t.device)
+    step = max(1, budget // max(1, n * c))
+    for i0 in range(0, m, step):
+        s = t[i0:i0 + step].sum(-1, dtype=torch.float64)
+        out[i0:i0 + step] = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+    return out
 
 
 def _file_backed(x) -> tuple[str, int] | None:

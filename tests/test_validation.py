@@ -141,3 +141,19 @@ def test_inpca_rejects_bad_matrices():
         tg.inpca(np.array([[0.0, 1.0], [2.0, 0.0]]))
     with pytest.raises(ValueError, match="non-finite"):
         tg.inpca(np.array([[0.0, np.nan], [np.nan, 0.0]]))
+
+
+def test_validation_in_blocks_reports_global_indices():
+    from taskgeom._validate import check_probabilities
+
+    a = models(12, 30, 4, dtype=torch.float64)
+    a[9, 17, 2] = float("nan")
+    with pytest.raises(ValueError, match="model 9, sample 17"):
+        check_probabilities(a, budget=30 * 4)  # one model per block
+    b = a.reshape(3, 4, 30, 4)
+    with pytest.raises(ValueError, match=r"model \(2, 1\), sample 17"):
+        check_probabilities(b, budget=30 * 4 * 2)
+    single = models(1, 30, 4, dtype=torch.float64)[0]
+    single[3] *= 2
+    with pytest.raises(ValueError, match="models: sample 3: probabilities sum to"):
+        check_probabilities(single)
