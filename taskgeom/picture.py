@@ -11,7 +11,6 @@ embedding and explained stress (eqs. 9-11), mean trajectories, tube radii and no
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -217,7 +216,7 @@ def figures(res: dict, out: Path) -> list[str]:
     made = []
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
-    for (task, seed, _p, _a), x in zip(keys, X):
+    for (task, _seed, _p, _a), x in zip(keys, X):
         ax.plot(x[:, 0], x[:, 1], x[:, 2] if x.shape[1] > 2 else 0 * x[:, 0], color=colors[task], lw=0.8, alpha=0.5)
     for task in tasks:
         m = X[[i for i, k in enumerate(keys) if k[0] == task]].mean(0)

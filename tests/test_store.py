@@ -88,7 +88,7 @@ def test_corrupt_and_truncated_files_give_clear_errors(tmp_path):
     with open(t.file, "r+b") as f:
         f.truncate(os.path.getsize(t.file) // 2)
     with pytest.raises(StoreError, match="truncated or corrupt"):
-        t.probs
+        _ = t.probs
     with pytest.raises(StoreError, match="not a taskgeom store"):
         PredictionStore(tmp_path / "nowhere")
     (tmp_path / "junk").mkdir()
