@@ -1,0 +1,144 @@
+"""Datasets (folders, tar archives, the real CIFAR-10 tarballs), tasks, episodes and the device loader."""
+
+import io
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from taskgeom.data import CIFAR10_CLASSES, CIFAR10_TASKS, DeviceLoader, Task, episodes, load_images, load_tasks, union
+
+from testing import SHARED
+
+
+def _png(rng, size=8) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_tar(path, classes=("cat", "dog", "eel"), per_class=3, split="train", evil=True):
+    rng = np.random.default_rng(0)
+    truth = {}
+    with tarfile.open(path, "w:gz") as tf:
+        for c in classes:
+            for k in range(per_class):
+                data = _png(rng)
+                truth[(c, f"{k:04d}.png")] = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                info = tarfile.TarInfo(f"{split}/{c}/{k:04d}.png")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+        if evil:  # never extracted: a traversal path and a non-image are ignored
+            for name, data in (("../../evil.png", _png(rng)), (f"{split}/cat/readme.txt", b"hello")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    return truth
+
+
+def test_tar_archive_is_read_in_memory_and_cached(tmp_path):
+    truth = make_tar(tmp_path / "d.tar.gz")
+    ds = load_images(tmp_path / "d.tar.gz", split="train", cache_dir=tmp_path / "cache")
+    assert ds.classes == ["cat", "dog", "eel"] and len(ds) == 9
+    assert ds.images.shape == (9, 8, 8, 3) and ds.images.dtype == np.uint8
+    np.testing.assert_array_equal(ds.images[4], truth[("dog", "0001.png")])
+    assert list(ds.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert not (tmp_path.parent / "evil.png").exists()
+    cached = load_images(tmp_path / "d.tar.gz", split="train", cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(cached.images, ds.images)
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+    with pytest.raises(ValueError, match="no images"):
+        load_images(tmp_path / "d.tar.gz", split="test", cache_dir=tmp_path / "cache")
+
+
+def test_image_folder_and_errors(tmp_path):
+    rng = np.random.default_rng(1)
+    for c in ("b", "a"):
+        (tmp_path / "root" / c).mkdir(parents=True)
+        for k in range(2):
+            (tmp_path / "root" / c / f"{k}.png").write_bytes(_png(rng))
+    ds = load_images(tmp_path / "root", use_cache=False)
+    assert ds.classes == ["a", "b"] and len(ds) == 4
+    (tmp_path / "root" / "a" / "9.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match="a/9.png: not a readable image"):
+        load_images(tmp_path / "root", use_cache=False)
+    (tmp_path / "junk.tar.gz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="not a readable tar"):
+        load_images(tmp_path / "junk.tar.gz", use_cache=False)
+    with pytest.raises(FileNotFoundError):
+        load_images(tmp_path / "absent")
+
+
+@pytest.mark.skipif(not (SHARED / "cifar10" / "test.tar.gz").exists(), reason="../shared/data/cifar10 absent")
+def test_real_cifar10_test_split(tmp_path):
+    t0 = time.perf_counter()
+    ds = load_images(SHARED / "cifar10" / "test.tar.gz", split="test", cache_dir=tmp_path)
+    first = time.perf_counter() - t0
+    assert ds.images.shape == (10_000, 32, 32, 3)
+    assert ds.classes == CIFAR10_CLASSES
+    np.testing.assert_array_equal(np.bincount(ds.labels), np.full(10, 1000))
+    t0 = time.perf_counter()
+    again = load_images(SHARED / "cifar10" / "test.tar.gz", split="test", cache_dir=tmp_path)
+    assert time.perf_counter() - t0 < first  # decoded once, then read from the cache
+    np.testing.assert_array_equal(again.labels, ds.labels)
+    vehicles = ds.subset(CIFAR10_TASKS["vehicles"].classes)
+    assert len(vehicles) == 4000 and vehicles.classes == ["airplane", "automobile", "ship", "truck"]
+
+
+def test_tasks_union_json_and_episodes(tmp_path):
+    assert CIFAR10_TASKS["pets"].indices(CIFAR10_CLASSES) == [3, 5]
+    u = union([CIFAR10_TASKS["vehicles"], CIFAR10_TASKS["pets"]])
+    assert len(u.classes) == 6
+    (tmp_path / "t.json").write_text('{"first": [0, 1, 2], "named": ["cat", "dog"]}')
+    tasks = load_tasks(tmp_path / "t.json")
+    assert tasks["first"].indices(CIFAR10_CLASSES) == [0, 1, 2]
+    with pytest.raises(ValueError, match="unknown class"):
+        Task("x", ("cat", "unicorn")).indices(CIFAR10_CLASSES)
+    with pytest.raises(ValueError, match="at least two"):
+        Task("x", ("cat",))
+    labels = np.repeat(np.arange(6), 20)
+    eps = list(episodes(labels, way=5, shot=2, query=3, count=4, seed=1))
+    assert len(eps) == 4
+    for s_idx, s_y, q_idx, q_y in eps:
+        assert len(s_idx) == 10 and len(q_idx) == 15
+        assert not set(s_idx) & set(q_idx)
+        assert sorted(set(s_y)) == list(range(5))
+        # relabelled consistently: every support sample of episode label j shares one true class
+        for j in range(5):
+            assert len(set(labels[s_idx[s_y == j]]) | set(labels[q_idx[q_y == j]])) == 1
+    with pytest.raises(ValueError, match="fewer than"):
+        next(episodes(labels, way=2, shot=15, query=10, count=1))
+
+
+def test_device_loader_batches_augmentation_and_normalisation():
+    rng = np.random.default_rng(2)
+    imgs = rng.integers(0, 256, (50, 8, 8, 3), dtype=np.uint8)
+    labels = np.arange(50) % 5
+    plain = DeviceLoader(imgs, labels, batch_size=16, shuffle=False, augment=False)
+    batches = list(plain)
+    assert len(batches) == 4 and batches[-1][0].shape == (2, 3, 8, 8)
+    x0 = batches[0][0]
+    torch.testing.assert_close(x0, (torch.as_tensor(imgs[:16]).permute(0, 3, 1, 2).float() / 255 - 0.5) / 0.25)
+    shuffled = DeviceLoader(imgs, labels, batch_size=16, shuffle=True, augment=True, drop_last=True, seed=3)
+    seen = torch.cat([y for _, y in shuffled])
+    assert len(seen) == 48
+    aug = DeviceLoader(imgs[:1].repeat(200, 0), labels[:1].repeat(200), batch_size=200, shuffle=False, seed=4)
+    x, _ = next(iter(aug))
+    src = torch.nn.functional.pad(torch.as_tensor(imgs[:1]).permute(0, 3, 1, 2).float(), (4, 4, 4, 4))
+    src = (src / 255 - 0.5) / 0.25
+    # every augmented sample is a crop of the padded image, possibly flipped; both flips occur
+    crops = src.unfold(2, 8, 1).unfold(3, 8, 1)[0].permute(1, 2, 0, 3, 4).reshape(-1, 3, 8, 8)
+    pad_value = (0 - 0.5) / 0.25
+    flips = 0
+    for k in range(200):
+        d = (crops - x[k]).abs().amax((1, 2, 3))
+        df = (crops - x[k].flip(2)).abs().amax((1, 2, 3))
+        assert min(float(d.min()), float(df.min())) < 1e-6
+        flips += float(df.min()) < 1e-6 and float(d.min()) > 1e-6
+    assert 40 < flips < 160
+    assert float(x.min()) >= pad_value - 1e-6
+    with pytest.raises(ValueError, match="uint8"):
+        DeviceLoader(imgs.astype(np.float32), labels)
