@@ -1,8 +1,8 @@
 """``taskgeom picture``: the main job, end to end on built-in data.
 
-Trains a small network on several tasks (class subsets of scikit-learn's digits, shipped inside
-scikit-learn, so nothing is downloaded) with a few seeds each, maps every checkpoint onto the union
-task by imprinting (eq. 7) and records its predictions in a PredictionStore; then computes progress
+Trains a small CNN (:mod:`taskgeom.train`) on several tasks (class subsets of scikit-learn's digits,
+shipped inside scikit-learn, so nothing is downloaded) with a few seeds each, maps every checkpoint onto
+the union task by imprinting (eq. 7) and records its predictions in a PredictionStore; then computes progress
 (eq. 4), re-indexes the trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA
 embedding and explained stress (eqs. 9-11), mean trajectories, tube radii and normalised distances
 (Remark 5) and Riemann lengths (eq. 6), prints the headline numbers and writes a report folder
@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 #: The built-in tasks on digits: name -> classes (the union task is all ten digits).
 DIGIT_TASKS = {
@@ -38,127 +37,32 @@ class PictureConfig:
     store: str | None = None  # PredictionStore folder [path]; default <out>/store
     tasks: tuple = tuple(DIGIT_TASKS)  # task names from DIGIT_TASKS
     seeds: int = 3  # seeds per task
-    epochs: int = 12  # training epochs per run
+    arch: str = "small-cnn"  # see taskgeom.models.build_model
+    epochs: int = 15  # training epochs per run
     batch_size: int = 64  # [samples]
-    lr: float = 0.05  # peak learning rate of SGD with Nesterov momentum 0.9, cosine schedule
+    lr: float = 0.1  # peak learning rate of SGD with Nesterov momentum 0.9, cosine schedule
     weight_decay: float = 1e-5  # excluding normalisation parameters and biases
-    width: int = 128  # hidden width of the MLP [units]
     checkpoints: int = 20  # recorded checkpoints per run, dense early (geometric in steps)
     grid: int = 50  # progress values of the re-indexed trajectories
     test_fraction: float = 0.35  # held-out evaluation split of digits
-    device: str = "cpu"
-    retrain: bool = False  # train again even if the store has the trajectories
+    device: str = "auto"
     data_seed: int = 0
     extra: dict = field(default_factory=dict)
 
 
 def load_digits_split(test_fraction: float, seed: int):
-    """Digits as float32 images (N, 64) scaled to [0, 1] then normalised to mean 0.5, std 0.25 per the
-    paper's recipe, split once into train (used for training and imprinting) and test (evaluation)."""
+    """Digits as (N, 8, 8, 3) uint8 images and int64 labels, split once into train (training and
+    imprinting) and test (evaluation)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    x = d.data.astype(np.float32) / 16.0
-    x = (x - 0.5) / 0.25
+    img = np.round(d.images / 16 * 255).astype(np.uint8)[..., None].repeat(3, -1)
     y = d.target.astype(np.int64)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(len(y))
     n_test = int(round(test_fraction * len(y)))
     test, train = perm[:n_test], perm[n_test:]
-    return (torch.from_numpy(x[train]), torch.from_numpy(y[train])), (torch.from_numpy(x[test]), torch.from_numpy(y[test]))
-
-
-class MLP(torch.nn.Module):
-    """Features phi(x) (two hidden layers, LayerNorm) and a bias-free linear head (Appendix A)."""
-
-    def __init__(self, d_in: int, width: int, n_out: int):
-        super().__init__()
-        self.features = torch.nn.Sequential(
-            torch.nn.Linear(d_in, width), torch.nn.LayerNorm(width), torch.nn.ReLU(),
-            torch.nn.Linear(width, width), torch.nn.LayerNorm(width), torch.nn.ReLU())
-        self.head = torch.nn.Linear(width, n_out, bias=False)
-        for mod in self.modules():
-            if isinstance(mod, torch.nn.Linear):
-                torch.nn.init.kaiming_normal_(mod.weight)
-                if mod.bias is not None:
-                    torch.nn.init.zeros_(mod.bias)
-
-    def forward(self, x):
-        return self.head(self.features(x))
-
-
-def checkpoint_steps(total: int, count: int) -> list[int]:
-    """``count`` distinct steps in [0, total], geometrically spaced: dense early, sparse late."""
-    steps = np.unique(np.round(np.geomspace(1, total + 1, count * 3)).astype(int) - 1)
-    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, count)).astype(int))
-    return sorted(set(int(s) for s in steps[idx]) | {0, total})
-
-
-@torch.no_grad()
-def imprinted_predictions(model: MLP, imprint_x, imprint_y, eval_x, n_classes: int) -> np.ndarray:
-    import taskgeom as tg
-
-    model.eval()
-    head = tg.imprint(model.features(imprint_x), imprint_y, n_classes)
-    probs = head(model.features(eval_x))
-    model.train()
-    return np.asarray(probs, dtype=np.float32)
-
-
-def train_run(cfg: PictureConfig, task: str, seed: int, data, store, eval_set: str, progress_bar=None):
-    """Train one (task, seed) run, recording imprinted predictions at the scheduled checkpoints."""
-    (xtr, ytr), (xte, yte) = data
-    classes = DIGIT_TASKS[task]
-    traj = store.create_trajectory(eval_set, task=task, method="supervised", seed=seed, architecture="mlp",
-                                   dtype="float32", classes=classes)
-    if len(traj) and not cfg.retrain:
-        return traj
-    remap = torch.full((10,), -1, dtype=torch.int64)
-    remap[torch.tensor(classes)] = torch.arange(len(classes))
-    mask = remap[ytr] >= 0
-    x_task, y_task = xtr[mask], remap[ytr[mask]]
-    g = torch.Generator().manual_seed(1000 + seed)
-    torch.manual_seed(1000 + seed)
-    model = MLP(xtr.shape[1], cfg.width, len(classes))
-    decay = [p for n, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() <= 1]
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-                          lr=cfg.lr, momentum=0.9, nesterov=True)
-    per_epoch = math.ceil(len(y_task) / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    record = set(checkpoint_steps(total, cfg.checkpoints))
-    done = len(traj)  # resume: checkpoints already stored are skipped by replaying the same seed
-    k = 0
-    step = 0
-
-    def maybe_record():
-        nonlocal k
-        if step in record:
-            if k >= done:
-                probs = imprinted_predictions(model, xtr, ytr, xte, 10)
-                acc = float((probs.argmax(1) == yte.numpy()).mean())
-                with torch.no_grad():
-                    own = model(x_task).argmax(1) == y_task
-                store.append(traj, probs, epoch=step / per_epoch, step=step, accuracy=acc,
-                             task_train_accuracy=float(own.float().mean()))
-            k += 1
-
-    maybe_record()
-    for _epoch in range(cfg.epochs):
-        perm = torch.randperm(len(y_task), generator=g)
-        for b in range(per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            loss = torch.nn.functional.cross_entropy(model(x_task[idx]), y_task[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            step += 1
-            maybe_record()
-            if progress_bar is not None:
-                progress_bar.update(1)
-    return traj
+    return (img[train], y[train]), (img[test], y[test])
 
 
 def analyse(store, eval_set: str, tasks, grid: int) -> dict:
@@ -167,6 +71,7 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
 
     labels = store.eval_set(eval_set).labels
     trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
+    trajs.sort(key=lambda t: (list(tasks).index(t.task), t.seed))
     if not trajs:
         raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
     res: dict = {"eval_set": eval_set, "n": int(labels.size), "c": int(store.eval_set(eval_set).c),
@@ -257,9 +162,8 @@ def figures(res: dict, out: Path) -> list[str]:
 
 
 def run(cfg: PictureConfig) -> dict:
-    from tqdm.auto import tqdm
-
     from .store import PredictionStore
+    from .train import TrainConfig, train
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,16 +171,16 @@ def run(cfg: PictureConfig) -> dict:
     eval_set = f"digits-test-seed{cfg.data_seed}"
     t0 = time.perf_counter()
     data = load_digits_split(cfg.test_fraction, cfg.data_seed)
-    store.add_eval_set(eval_set, data[1][1].numpy(), class_names=[str(i) for i in range(10)])
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    store.add_eval_set(eval_set, data[1][1], class_names=[str(i) for i in range(10)])
     runs = [(task, seed) for task in cfg.tasks for seed in range(cfg.seeds)]
-    todo = [(t, s) for t, s in runs if cfg.retrain or not any(len(x) for x in store.select(task=t, seed=s, eval_set=eval_set))]
-    if todo:
-        steps = sum(math.ceil(int(sum(np.isin(data[0][1].numpy(), DIGIT_TASKS[t]))) / cfg.batch_size) * cfg.epochs
-                    for t, _ in todo)
-        with tqdm(total=steps, desc=f"training {len(todo)} runs", unit="step") as bar:
-            for task, seed in todo:
-                train_run(cfg, task, seed, data, store, eval_set, bar)
+    from tqdm.auto import tqdm
+
+    for task, seed in tqdm(runs, desc="training runs", unit="run"):
+        tcfg = TrainConfig(method="supervised", arch=cfg.arch, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                           lr=cfg.lr, weight_decay=cfg.weight_decay, checkpoints=cfg.checkpoints, seed=seed,
+                           device=cfg.device, imprint_samples=len(data[0][1]))
+        # resumable: a finished run is reused, an interrupted one continues where it stopped
+        train(tcfg, DIGIT_TASKS[task], data[0], data[1], store, eval_set, task, progress_bar=False)
     t_train = time.perf_counter() - t0
     res = analyse(store, eval_set, cfg.tasks, cfg.grid)
     res["seconds"] = {"training": t_train, "total": time.perf_counter() - t0}
@@ -317,13 +221,13 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--checkpoints", type=int, default=d.checkpoints)
     p.add_argument("--grid", type=int, default=d.grid)
-    p.add_argument("--retrain", action="store_true", help="train again even if the store has the runs")
+    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.set_defaults(fn=_cmd)
 
 
 def _cmd(args) -> int:
     cfg = PictureConfig(out=args.out, store=args.store, tasks=tuple(args.tasks), seeds=args.seeds, epochs=args.epochs,
-                        checkpoints=args.checkpoints, grid=args.grid, retrain=args.retrain)
+                        checkpoints=args.checkpoints, grid=args.grid, device=args.device)
     res = run(cfg)
     print_headline(res, cfg.out)
     return 0

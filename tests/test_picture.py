@@ -6,7 +6,7 @@ import json
 import numpy as np
 
 from taskgeom import cli
-from taskgeom.picture import checkpoint_steps
+from taskgeom.train import checkpoint_steps
 from taskgeom.store import PredictionStore
 
 

@@ -1,0 +1,133 @@
+"""The paper's networks (Appendix A): WRN-16-4 (BatchNorm or LayerNorm), ResNet-18 with a CIFAR stem,
+and a small CNN for digits and CPU runs. Every model exposes ``features(x)`` (the penultimate layer phi
+used for imprinting, eq. 7) and a bias-free linear ``head``; convolutions use Kaiming-normal init."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["WideResNet", "ResNet18", "SmallCNN", "build_model"]
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "layer":  # LayerNorm over (C, H, W) of each sample, as GroupNorm with one group
+        return nn.GroupNorm(1, channels)
+    raise ValueError(f"norm must be 'batch' or 'layer', got {kind!r}")
+
+
+def _init(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+class _WideBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str):
+        super().__init__()
+        self.n1, self.c1 = _norm(norm, cin), nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.n2, self.c2 = _norm(norm, cout), nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.short = None if (cin == cout and stride == 1) else nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
+
+    def forward(self, x):
+        o = torch.relu(self.n1(x))
+        y = self.c1(o)
+        y = self.c2(torch.relu(self.n2(y)))
+        return y + (x if self.short is None else self.short(o))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-width (Zagoruyko & Komodakis), pre-activation, adaptive average pooling, bias-free head.
+    WRN-16-4 has about 2.75M parameters; ``norm="layer"`` is the variant of Results 4 and 6."""
+
+    def __init__(self, num_classes: int = 10, depth: int = 16, width: int = 4, norm: str = "batch"):
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WRN depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        widths = [16, 16 * width, 32 * width, 64 * width]
+        layers = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)]
+        cin = widths[0]
+        for g, stride in zip(range(3), (1, 2, 2)):
+            for b in range(n):
+                layers.append(_WideBlock(cin, widths[g + 1], stride if b == 0 else 1, norm))
+                cin = widths[g + 1]
+        layers += [_norm(norm, cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = cin
+        self.head = nn.Linear(cin, num_classes, bias=False)
+        _init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.c1, self.n1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c2, self.n2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.short = (nn.Sequential() if cin == cout and stride == 1 else
+                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x):
+        y = torch.relu(self.n1(self.c1(x)))
+        return torch.relu(self.n2(self.c2(y)) + self.short(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 with the CIFAR stem (3x3 convolution, no max-pool), for the contrastive methods."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+        cin = 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            cin = cout
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = 512
+        self.head = nn.Linear(512, num_classes, bias=False)
+        _init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+class SmallCNN(nn.Module):
+    """A small CNN for 8x8 digits and quick CPU runs (three conv layers, BatchNorm or LayerNorm)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, norm: str = "batch"):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
+            nn.Conv2d(2 * width, 2 * width, 3, 1, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.feature_dim = 2 * width
+        self.head = nn.Linear(2 * width, num_classes, bias=False)
+        _init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"small-cnn"``."""
+    name = name.lower()
+    if name.startswith("wrn-"):
+        depth, width = (int(v) for v in name[4:].split("-"))
+        return WideResNet(num_classes, depth, width, **kwargs)
+    if name == "resnet18":
+        return ResNet18(num_classes)
+    if name == "small-cnn":
+        return SmallCNN(num_classes, **kwargs)
+    raise ValueError(f"unknown architecture {name!r} (wrn-16-4, resnet18, small-cnn)")

@@ -1,0 +1,28 @@
+"""The paper's architectures: shapes, sizes, bias-free heads, normalisation variants."""
+
+import pytest
+import torch
+
+from taskgeom.models import build_model
+
+
+def test_wrn_16_4():
+    m = build_model("wrn-16-4", 10)
+    n = sum(p.numel() for p in m.parameters())
+    assert 2.6e6 < n < 2.9e6
+    assert m.head.bias is None and m.feature_dim == 256
+    x = torch.randn(2, 3, 32, 32)
+    assert m(x).shape == (2, 10) and m.features(x).shape == (2, 256)
+    assert m(torch.randn(2, 3, 28, 28)).shape == (2, 10)  # adaptive pooling: other input sizes
+    ln = build_model("wrn-16-4", 5, norm="layer")
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) for mod in ln.modules())
+    assert ln(x).shape == (2, 5)
+
+
+def test_resnet18_and_small_cnn():
+    r = build_model("resnet18", 3)
+    assert r(torch.randn(2, 3, 32, 32)).shape == (2, 3) and r.head.bias is None
+    s = build_model("small-cnn", 10)
+    assert s(torch.randn(4, 1, 8, 8)).shape == (4, 10) and s.features(torch.randn(1, 1, 8, 8)).shape == (1, 64)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("vgg", 10)
