@@ -2,7 +2,8 @@
 
 Subcommands: ``info`` (what was built), ``distances`` (pairwise divergence matrix of stored models),
 ``progress`` (progress of stored models on a task), ``inpca`` (embedding and explained stress of a
-distance matrix), ``picture`` (the main job: see ``taskgeom picture --help``).
+distance matrix), ``train`` (record training trajectories into a store), ``picture`` (the main job:
+see ``taskgeom picture --help``).
 """
 
 from __future__ import annotations
@@ -100,12 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out")
     p.set_defaults(fn=_cmd_inpca)
 
-    try:
-        from . import picture
-    except ImportError:  # pragma: no cover - optional pieces missing
-        picture = None
-    if picture is not None:
-        picture.add_parser(sub)
+    from . import picture, train
+
+    picture.add_parser(sub)
+    train.add_parser(sub)
     return ap
 
 

@@ -315,3 +315,72 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
             _save_state(state_path, model, opt, sched, step, recorded)
     bar.close()
     return traj
+
+
+# ---- command line -------------------------------------------------------------------------------
+def _dataset(name: str, path: str | None):
+    """(train, test, class names, named tasks) for ``digits`` or ``cifar10`` (tar / folder / batches)."""
+    if name == "digits":
+        from .picture import DIGIT_TASKS, load_digits_split
+
+        tr, te = load_digits_split(0.35, 0)
+        return tr, te, [str(i) for i in range(10)], {k: list(v) for k, v in DIGIT_TASKS.items()}
+    if name == "cifar10":
+        from .data import CIFAR10_TASKS, load_images
+
+        if path is None:
+            raise ValueError("--data cifar10 needs --data-path (a folder or tar of <split>/<class>/<image>)")
+        p = Path(path)
+        train_src = p / "train.tar.gz" if (p / "train.tar.gz").exists() else p
+        test_src = p / "test.tar.gz" if (p / "test.tar.gz").exists() else p
+        tr = load_images(train_src, split="train")
+        te = load_images(test_src, split="test")
+        tasks = {k: t.indices(tr.classes) for k, t in CIFAR10_TASKS.items()}
+        return (tr.images, tr.labels), (te.images, te.labels), tr.classes, tasks
+    raise ValueError(f"unknown dataset {name!r} (digits, cifar10)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train", help="train runs and record their imprinted predictions in a store",
+                       description=__doc__.split("\n\n")[0])
+    d = TrainConfig()
+    p.add_argument("--data", default="digits", choices=["digits", "cifar10"])
+    p.add_argument("--data-path", help="CIFAR-10 folder or tarballs (e.g. ../shared/data/cifar10)")
+    p.add_argument("--task", default="all", help="a named task (digits: all, 0-4, 5-9, even, odd; cifar10: "
+                                                 "all, vehicles, animals, mammals, pets, ...)")
+    p.add_argument("--store", default="taskgeom-store")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    for name in ("method", "arch", "norm", "device"):
+        p.add_argument(f"--{name}", default=getattr(d, name))
+    for name in ("epochs", "batch_size", "checkpoints", "way", "shot", "query", "labelled"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=getattr(d, name))
+    for name in ("lr", "weight_decay", "label_smoothing"):
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, default=getattr(d, name))
+    p.add_argument("--init-from", help="finetune: a saved training state (<store>/state/<id>.pt)")
+    p.set_defaults(fn=_cmd_train)
+
+
+def _cmd_train(args) -> int:
+    import time
+
+    from .store import PredictionStore
+
+    tr, te, classes, tasks = _dataset(args.data, args.data_path)
+    if args.task not in tasks:
+        raise ValueError(f"unknown task {args.task!r}; known: {sorted(tasks)}")
+    store = PredictionStore(args.store, create=True)
+    eval_set = f"{args.data}-test"
+    store.add_eval_set(eval_set, te[1], class_names=classes)
+    for seed in args.seeds:
+        cfg = TrainConfig(method=args.method, arch=args.arch, norm=args.norm, epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+                          label_smoothing=args.label_smoothing, checkpoints=args.checkpoints, seed=seed,
+                          device=args.device, way=args.way, shot=args.shot, query=args.query,
+                          labelled=args.labelled, init_from=args.init_from)
+        t0 = time.perf_counter()
+        traj = train(cfg, tasks[args.task], tr, te, store, eval_set, args.task)
+        last = traj.checkpoints[-1]
+        head = f", head accuracy {last['head_accuracy']:.4f}" if "head_accuracy" in last else ""
+        print(f"{traj.name}: {len(traj)} checkpoints, imprinted accuracy on all classes {last['accuracy']:.4f}"
+              f"{head}, {time.perf_counter() - t0:.1f} s")
+    return 0

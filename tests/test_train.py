@@ -94,3 +94,16 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert [c["idx"] for c in resumed.checkpoints] == list(range(len(reference)))
     assert got.shape == reference.shape
     np.testing.assert_array_equal(got, reference)  # bit-identical to the uninterrupted run (CPU)
+
+
+def test_train_command(tmp_path, capsys):
+    from taskgeom import cli
+
+    args = ["train", "--data", "digits", "--task", "0-4", "--arch", "small-cnn", "--epochs", "1", "--checkpoints",
+            "3", "--seeds", "0", "1", "--store", str(tmp_path / "s"), "--device", "cpu"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "0-4/supervised/small-cnn/seed1" in out and "head accuracy" in out
+    assert len(PredictionStore(tmp_path / "s").select(task="0-4")) == 2
+    assert cli.main(args[:4] + ["nope"] + args[5:]) == 2
+    assert "unknown task" in capsys.readouterr().err
