@@ -223,6 +223,11 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
         step, recorded = int(st["step"]), int(st["recorded"])
     stored = len(traj)  # may exceed `recorded` by one if a run died between append and state save
 
+    missing = sorted(set(range(n_eval_classes)) - set(np.unique(y_tr).tolist()))
+    if missing:
+        raise ValueError(f"imprinting onto the evaluation task needs training samples of each of its classes; "
+                         f"classes {missing} have none in train_data (pass the whole training split: the task's "
+                         f"classes are selected from it)")
     imprint_idx = np.flatnonzero(np.isin(y_tr, np.arange(n_eval_classes)))
     rng = np.random.default_rng(cfg.seed)
     if len(imprint_idx) > cfg.imprint_samples:
