@@ -1,0 +1,98 @@
+"""Tasks: named class subsets, the union task, k-way episodes, and a built-in CIFAR-10 hierarchy
+(the small-scale analogue of the paper's Wordnet phyla)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["Task", "CIFAR10_CLASSES", "CIFAR10_TASKS", "load_tasks", "union", "episodes"]
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task: a name and an ordered list of class names (its labels are their positions)."""
+
+    name: str
+    classes: tuple
+
+    def __post_init__(self):
+        if len(self.classes) < 2:
+            raise ValueError(f"task {self.name!r} needs at least two classes, got {list(self.classes)}")
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"task {self.name!r} lists a class twice: {list(self.classes)}")
+
+    def indices(self, all_classes) -> list[int]:
+        """Positions of this task's classes in a dataset's class list (names or integer indices)."""
+        out = []
+        for c in self.classes:
+            if isinstance(c, str):
+                if c not in all_classes:
+                    raise ValueError(f"task {self.name!r}: unknown class {c!r}")
+                out.append(list(all_classes).index(c))
+            else:
+                if not 0 <= int(c) < len(all_classes):
+                    raise ValueError(f"task {self.name!r}: class index {c} out of range")
+                out.append(int(c))
+        return out
+
+
+#: Built-in CIFAR-10 tasks: a semantic tree (all > vehicles | animals > mammals > pets) plus pairs.
+CIFAR10_TASKS = {
+    "all": Task("all", tuple(CIFAR10_CLASSES)),
+    "vehicles": Task("vehicles", ("airplane", "automobile", "ship", "truck")),
+    "animals": Task("animals", ("bird", "cat", "deer", "dog", "frog", "horse")),
+    "mammals": Task("mammals", ("cat", "deer", "dog", "horse")),
+    "pets": Task("pets", ("cat", "dog")),
+    "airplane-automobile": Task("airplane-automobile", ("airplane", "automobile")),
+    "bird-cat": Task("bird-cat", ("bird", "cat")),
+    "ship-truck": Task("ship-truck", ("ship", "truck")),
+}
+
+
+def load_tasks(path) -> dict[str, Task]:
+    """Tasks from a JSON file ``{"name": ["class", ...], ...}`` (class names or indices)."""
+    data = json.loads(Path(path).read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected an object mapping task names to class lists")
+    return {name: Task(name, tuple(classes)) for name, classes in data.items()}
+
+
+def union(tasks, name: str = "union") -> Task:
+    """The task whose classes are the union of the given tasks' (first-seen order)."""
+    seen = []
+    for t in tasks:
+        for c in t.classes:
+            if c not in seen:
+                seen.append(c)
+    return Task(name, tuple(seen))
+
+
+def episodes(labels, way: int, shot: int, query: int, count: int, seed: int = 0):
+    """``count`` k-way episodes: for each, ``way`` random classes and, per class, ``shot`` support and
+    ``query`` query samples (disjoint). Yields (support_idx, support_y, query_idx, query_y) with labels
+    relabelled 0..way-1."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    if way > len(classes):
+        raise ValueError(f"{way}-way episodes from {len(classes)} classes")
+    by_class = {c: np.flatnonzero(labels == c) for c in classes}
+    short = [int(c) for c, ix in by_class.items() if len(ix) < shot + query]
+    if short:
+        raise ValueError(f"classes {short} have fewer than shot + query = {shot + query} samples")
+    for _ in range(count):
+        chosen = rng.choice(classes, size=way, replace=False)
+        s_idx, s_y, q_idx, q_y = [], [], [], []
+        for j, c in enumerate(chosen):
+            pick = rng.choice(by_class[c], size=shot + query, replace=False)
+            s_idx.append(pick[:shot])
+            q_idx.append(pick[shot:])
+            s_y.append(np.full(shot, j))
+            q_y.append(np.full(query, j))
+        yield np.concatenate(s_idx), np.concatenate(s_y), np.concatenate(q_idx), np.concatenate(q_y)
