@@ -8,10 +8,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
-from taskgeom.data import CIFAR10_CLASSES, CIFAR10_TASKS, DeviceLoader, Task, episodes, load_images, load_tasks, union
-
 from testing import SHARED
+
+from taskgeom.data import (
+    CIFAR10_CLASSES,
+    CIFAR10_TASKS,
+    DeviceLoader,
+    Task,
+    episodes,
+    load_images,
+    load_tasks,
+    union,
+)
 
 
 def _png(rng, size=8) -> bytes:

@@ -5,11 +5,21 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from testing import (
+    DEVICE_BACKENDS,
+    DTYPES,
+    RTOL,
+    assert_rel_close,
+    labels,
+    models,
+    nearby,
+    read_only_memmap,
+    requires_cuda,
+    to_device,
+)
 
 import taskgeom as tg
 from taskgeom import reference as R
-
-from testing import DEVICE_BACKENDS, DTYPES, RTOL, assert_rel_close, labels, models, nearby, requires_cuda, to_device
 
 DIVERGENCES = ["bhattacharyya", "symmetric_kl"]
 
@@ -64,11 +74,7 @@ def test_non_contiguous_and_offset_inputs(backend):
 
 def test_numpy_memmap_input(tmp_path):
     a = models(6, 500, 10, seed=4, dtype=torch.float16).numpy()
-    path = tmp_path / "preds.f16"
-    mm = np.memmap(path, dtype=np.float16, mode="w+", shape=a.shape)
-    mm[:] = a
-    mm.flush()
-    ro = np.memmap(path, dtype=np.float16, mode="r", shape=a.shape)
+    ro = read_only_memmap(tmp_path / "preds.f16", a)
     d = tg.pairwise_distances(ro)
     assert isinstance(d, np.ndarray) and d.dtype == np.float64
     assert_rel_close(d, _ref(torch.from_numpy(a)), 1e-5, atol=1e-12)
@@ -78,11 +84,7 @@ def test_numpy_memmap_input(tmp_path):
 @pytest.mark.parametrize("cross", [False, True])
 def test_streamed_host_data_equals_in_memory(tmp_path, cross):
     a = models(70, 1001, 12, seed=11, dtype=torch.float16).numpy()
-    path = tmp_path / "preds.f16"
-    mm = np.memmap(path, dtype=np.float16, mode="w+", shape=a.shape)
-    mm[:] = a
-    mm.flush()
-    ro = np.memmap(path, dtype=np.float16, mode="r", shape=a.shape)
+    ro = read_only_memmap(tmp_path / "preds.f16", a)
     others = ro[:5] if cross else None
     streamed = tg.pairwise_distances(ro, others, backend="cuda", chunk=97)
     resident = tg.pairwise_distances(torch.from_numpy(a).cuda(), None if others is None else

@@ -6,8 +6,8 @@ import json
 import numpy as np
 
 from taskgeom import cli
-from taskgeom.train import checkpoint_steps
 from taskgeom.store import PredictionStore
+from taskgeom.train import checkpoint_steps
 
 
 def test_checkpoint_schedule_is_dense_early():

@@ -62,3 +62,12 @@ def assert_rel_close(actual, expected, rtol: float, atol: float = 0.0, what: str
     assert np.all(err <= bound), (
         f"{what}: worst at {worst}: {a[worst]!r} vs {e[worst]!r} (rel {err[worst] / max(abs(e[worst]), 1e-300):.3g})"
     )
+
+
+def read_only_memmap(path, a: np.ndarray) -> np.memmap:
+    """Write ``a`` to a raw file and map it back read-only (a prediction file as users have them)."""
+    mm = np.memmap(path, dtype=a.dtype, mode="w+", shape=a.shape)
+    mm[:] = a
+    mm.flush()
+    del mm
+    return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
