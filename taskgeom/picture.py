@@ -77,15 +77,19 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
     res: dict = {"eval_set": eval_set, "n": int(labels.size), "c": int(store.eval_set(eval_set).c),
                  "trajectories": len(trajs), "checkpoints": int(sum(len(t) for t in trajs))}
     final_progress = {}
-    reindexed, keys = [], []
+    reindexed, keys, along = [], [], []
     for t in trajs:
         probs = np.asarray(t.probs)
         prog = tg.progress(probs, labels)
         final_progress.setdefault(t.task, []).append(float(prog[-1]))
-        reindexed.append(tg.reindex(probs, labels, grid=grid).astype(np.float32))
-        keys.append((t.task, t.seed, prog.tolist(), [c["accuracy"] for c in t.checkpoints]))
+        r, info = tg.reindex(probs, labels, grid=grid, return_info=True)
+        reindexed.append(r.astype(np.float32))
+        cps = t.checkpoints
+        keys.append((t.task, t.seed, prog.tolist(), [c["accuracy"] for c in cps]))
+        along.append(_interpolate_checkpoints(info, cps))
     R = np.stack(reindexed)  # (K, G, N, C)
-    D = tg.pairwise_distances(R.reshape(-1, R.shape[2], R.shape[3]))
+    flat = R.reshape(-1, R.shape[2], R.shape[3])
+    D = tg.pairwise_distances(flat)
     emb = tg.inpca(D, k=min(10, D.shape[0]))
     chi = emb.explained_stress()
     res["explained_stress"] = {str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))}
@@ -101,9 +105,47 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
         task: tg.normalized_distance(fam, families[ref]).tolist() for task, fam in families.items() if task != ref}
     res["tube_radius"] = {task: tg.tube_radius(fam).tolist() for task, fam in families.items()}
     res["grid"] = np.linspace(0, 1, grid).tolist()
+    # means over seeds and the two ends of the task, placed into the embedding out of sample
+    task_names = list(families)
+    means = np.stack([families[t].astype(np.float64).mean(0) for t in task_names]).reshape(-1, R.shape[2], R.shape[3])
+    c = res["c"]
+    ends = np.stack([np.full((res["n"], c), 1.0 / c), np.eye(c)[labels]])
+    placed = emb.transform(tg.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
+    grid_t = np.linspace(0, 1, grid)
+    lines = []
+    for i, (task, seed, _p, _a) in enumerate(keys):
+        pts = [{"xyz": emb.coords[i * grid + g, :3].tolist(), "progress": float(grid_t[g]),
+                "epoch": along[i][0][g], "accuracy": along[i][1][g]} for g in range(grid)]
+        lines.append({"task": task, "seed": int(seed), "method": "supervised", "mean": False, "points": pts})
+    for j, task in enumerate(task_names):
+        pts = [{"xyz": placed[j * grid + g].tolist(), "progress": float(grid_t[g]), "epoch": None, "accuracy": None}
+               for g in range(grid)]
+        lines.append({"task": task, "seed": None, "method": "supervised", "mean": True, "points": pts})
+    marks = [{"name": "P0 (ignorance)", "xyz": placed[-2].tolist()}, {"name": "P* (truth)", "xyz": placed[-1].tolist()}]
     res["_embedding"] = {"coords": emb.coords[:, :3], "signature": emb.signature[:3].tolist(),
-                         "eigenvalues": emb.eigenvalues.tolist(), "keys": keys, "grid": grid}
+                         "eigenvalues": emb.eigenvalues.tolist(), "keys": keys, "grid": grid,
+                         "lines": lines, "marks": marks}
     return res
+
+
+def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
+    """Epoch and accuracy at each re-indexed point, interpolated between the two checkpoints whose
+    geodesic it lies on (the checkpoint itself where the grid value lies outside the reached range)."""
+    epochs = np.array([c["epoch"] if c["epoch"] is not None else np.nan for c in checkpoints], dtype=float)
+    accs = np.array([c["accuracy"] if c["accuracy"] is not None else np.nan for c in checkpoints], dtype=float)
+    tk = info["checkpoint_progress"]
+    ep, ac = [], []
+    for g, seg in enumerate(info["segment"]):
+        if seg >= 0:
+            lam = info["lam"][g]
+            e = epochs[seg] + lam * (epochs[seg + 1] - epochs[seg])
+            a = accs[seg] + lam * (accs[seg + 1] - accs[seg])
+        else:
+            k = int(np.argmin(tk)) if info["grid"][g] < tk.min() else int(np.argmax(tk))
+            e, a = epochs[k], accs[k]
+        ep.append(None if np.isnan(e) else float(e))
+        ac.append(None if np.isnan(a) else float(a))
+    return ep, ac
 
 
 def figures(res: dict, out: Path) -> list[str]:
@@ -186,6 +228,9 @@ def run(cfg: PictureConfig) -> dict:
     res["seconds"] = {"training": t_train, "total": time.perf_counter() - t0}
     made = figures(res, out)
     res["figures"] = made
+    from .report import write_report
+
+    res["report"] = write_report(res, out).name
     public = {k: v for k, v in res.items() if not k.startswith("_")}
     (out / "results.json").write_text(json.dumps(public, indent=2))
     from ._build import build_info
@@ -207,7 +252,8 @@ def print_headline(res: dict, out: str) -> None:
     print(f"Riemann length (eq. 6; geodesic P0 -> P* is {res['geodesic_length_P0_Pstar']:.4f}):")
     for task, v in res["riemann_length"].items():
         print(f"  {task:>6}: {v['mean']:.3f}")
-    print(f"report: {out}/results.json, figures {', '.join(res['figures'])}; took {res['seconds']['total']:.1f} s")
+    print(f"report: {out}/{res['report']} (open in a browser), {out}/results.json, figures "
+          f"{', '.join(res['figures'])}; took {res['seconds']['total']:.1f} s")
 
 
 def add_parser(sub) -> None:
