@@ -53,3 +53,19 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     canvas = img[200:800, 30:900]  # where the 3-D view is drawn
     assert (canvas < 200).mean() > 0.002  # lines and markers were drawn, not a blank page
+
+
+def test_result2_experiment_runs_on_a_picture_store(report, tmp_path):
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "result2_progress.py"
+    if not script.exists():
+        pytest.skip("experiments/ not beside the tests")
+    run = subprocess.run([sys.executable, str(script), "--store", str(report.parent / "store"), "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "result2.json").read_text())
+    assert set(res) == {"all", "0-4"}
+    assert res["0-4"]["unseen_classes_mean"] is not None and res["all"]["unseen_classes_mean"] is None
+    assert (tmp_path / "per_class_progress.png").stat().st_size > 10_000
