@@ -208,6 +208,7 @@ def _file_backed(x) -> tuple[str, int] | None:
 
 
 _READERS = None
+_READ_WORKERS = min(16, os.cpu_count() or 2)
 
 
 def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
@@ -228,7 +229,7 @@ def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
     if _READERS is None:
         from concurrent.futures import ThreadPoolExecutor
 
-        _READERS = ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 2)))
+        _READERS = ThreadPoolExecutor(max_workers=_READ_WORKERS)
     fd = os.open(path, os.O_RDONLY)
     try:
         def read(rows):
@@ -238,7 +239,7 @@ def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
                 if got != row:
                     raise OSError(f"{path}: short read ({got} of {row} bytes) for model {i}: truncated file?")
 
-        step = max(1, m // (4 * (_READERS._max_workers)))
+        step = max(1, m // (4 * _READ_WORKERS))
         list(_READERS.map(read, [range(i, min(m, i + step)) for i in range(0, m, step)]))
     finally:
         os.close(fd)

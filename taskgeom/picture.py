@@ -234,7 +234,7 @@ def run(cfg: PictureConfig) -> dict:
     public = {k: v for k, v in res.items() if not k.startswith("_")}
     (out / "results.json").write_text(json.dumps(public, indent=2))
     from ._build import build_info
-    from .bench_info import code_version
+    from ._provenance import code_version
 
     (out / "config.json").write_text(json.dumps({**asdict(cfg), "tasks": list(cfg.tasks), "code": code_version(),
                                                  "build": build_info()}, indent=2, default=str))
