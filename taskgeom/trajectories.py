@@ -111,7 +111,8 @@ def reindex(trajectory, labels, grid=100, outside: str = "clamp", backend: str =
         idx = torch.nonzero(inside_mask).squeeze(1)
         k = seg[idx]
         a0, b0, a1, b1 = alpha[k], beta[k], alpha[k + 1], beta[k + 1]
-        phi = torch.stack([reference.half_angle(t[int(j)], t[int(j) + 1]) for j in k])
+        used, where = torch.unique(k, return_inverse=True)  # each segment's angles once
+        phi = torch.stack([reference.half_angle(t[int(j)], t[int(j) + 1]) for j in used])[where]
         target = taus[idx]
         # Illinois regula falsi on f(lam) = progress(lam) - target, f(0) f(1) <= 0.
         lo = torch.zeros_like(target)
