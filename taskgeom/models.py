@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["WideResNet", "ResNet18", "SmallCNN", "build_model"]
+__all__ = ["WideResNet", "ResNet18", "ResNet50", "BlurPool", "SmallCNN", "build_model"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -24,7 +24,7 @@ def _init(module: nn.Module) -> None:
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)):
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm)) and m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
@@ -102,6 +102,66 @@ class ResNet18(nn.Module):
         return self.head(self.features(x))
 
 
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling (Zhang, 2019): a fixed depthwise [1, 2, 1] x [1, 2, 1] / 16 blur, then
+    subsampling by ``stride``."""
+
+    def __init__(self, channels: int, stride: int = 2):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        k = (k[:, None] * k[None, :]) / 16.0
+        self.register_buffer("kernel", k.expand(channels, 1, 3, 3).clone())
+        self.stride, self.channels = stride, channels
+
+    def forward(self, x):
+        x = nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        return nn.functional.conv2d(x, self.kernel, stride=self.stride, groups=self.channels)
+
+
+class _Bottleneck(nn.Module):
+    """ResNet-50 bottleneck; strided convolutions become stride-1 convolutions followed by BlurPool, and
+    BatchNorm has no learned affine parameters (bias zero, scale one, Appendix A)."""
+
+    def __init__(self, cin: int, mid: int, stride: int):
+        super().__init__()
+        cout = 4 * mid
+        self.c1, self.n1 = nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid, affine=False)
+        self.c2 = nn.Conv2d(mid, mid, 3, 1, 1, bias=False)
+        self.blur = BlurPool(mid, stride) if stride > 1 else nn.Identity()
+        self.n2 = nn.BatchNorm2d(mid, affine=False)
+        self.c3, self.n3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout, affine=False)
+        self.short = nn.Identity() if cin == cout and stride == 1 else nn.Sequential(
+            *( [BlurPool(cin, stride)] if stride > 1 else []), nn.Conv2d(cin, cout, 1, bias=False),
+            nn.BatchNorm2d(cout, affine=False))
+
+    def forward(self, x):
+        y = torch.relu(self.n1(self.c1(x)))
+        y = torch.relu(self.n2(self.blur(self.c2(y))))
+        return torch.relu(self.n3(self.c3(y)) + self.short(x))
+
+
+class ResNet50(nn.Module):
+    """ResNet-50 with BlurPool in place of the pooling and strided layers, for ImageNet (Appendix A)."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        layers = [nn.Conv2d(3, 64, 7, 1, 3, bias=False), BlurPool(64, 2), nn.BatchNorm2d(64, affine=False), nn.ReLU(),
+                  nn.MaxPool2d(3, 1, 1), BlurPool(64, 2)]
+        cin = 64
+        for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+            for b in range(blocks):
+                layers.append(_Bottleneck(cin, mid, stride if b == 0 else 1))
+                cin = 4 * mid
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = cin
+        self.head = nn.Linear(cin, num_classes, bias=False)
+        _init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 class SmallCNN(nn.Module):
     """A small CNN for 8x8 digits and quick CPU runs (three conv layers, BatchNorm or LayerNorm)."""
 
@@ -121,13 +181,15 @@ class SmallCNN(nn.Module):
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"small-cnn"``."""
+    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``."""
     name = name.lower()
     if name.startswith("wrn-"):
         depth, width = (int(v) for v in name[4:].split("-"))
         return WideResNet(num_classes, depth, width, **kwargs)
     if name == "resnet18":
         return ResNet18(num_classes)
+    if name == "resnet50":
+        return ResNet50(num_classes)
     if name == "small-cnn":
         return SmallCNN(num_classes, **kwargs)
-    raise ValueError(f"unknown architecture {name!r} (wrn-16-4, resnet18, small-cnn)")
+    raise ValueError(f"unknown architecture {name!r} (wrn-16-4, resnet18, resnet50, small-cnn)")

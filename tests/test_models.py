@@ -26,3 +26,23 @@ def test_resnet18_and_small_cnn():
     assert s(torch.randn(4, 1, 8, 8)).shape == (4, 10) and s.features(torch.randn(1, 1, 8, 8)).shape == (1, 64)
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model("vgg", 10)
+
+
+def test_resnet50_blurpool():
+    from taskgeom.models import BlurPool
+
+    m = build_model("resnet50", 1000)
+    n = sum(p.numel() for p in m.parameters())
+    assert 23e6 < n < 26e6  # ResNet-50 without BatchNorm affine parameters
+    assert not any(isinstance(mod, torch.nn.BatchNorm2d) and mod.affine for mod in m.modules())
+    assert not any(isinstance(mod, torch.nn.Conv2d) and mod.stride != (1, 1) for mod in m.modules())
+    m.eval()
+    with torch.no_grad():
+        assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000) and m.features(torch.randn(1, 3, 64, 64)).shape == (1, 2048)
+    # BlurPool: a constant image stays constant, a one-pixel checkerboard is smoothed away
+    bp = BlurPool(2)
+    const = torch.ones(1, 2, 8, 8)
+    torch.testing.assert_close(bp(const), torch.ones(1, 2, 4, 4))
+    checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
+    out = bp(checker.float().expand(1, 2, 8, 8))
+    assert float(out.std()) < 0.1 * float(checker.float().std())
