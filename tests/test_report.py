@@ -69,3 +69,19 @@ def test_result2_experiment_runs_on_a_picture_store(report, tmp_path):
     assert set(res) == {"all", "0-4"}
     assert res["0-4"]["unseen_classes_mean"] is not None and res["all"]["unseen_classes_mean"] is None
     assert (tmp_path / "per_class_progress.png").stat().st_size > 10_000
+
+
+def test_result4_experiment_runs(tmp_path):
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "result4_episodic.py"
+    if not script.exists():
+        pytest.skip("experiments/ not beside the tests")
+    run = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--seeds", "2", "--epochs", "1",
+                          "--grid", "8", "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "result4.json").read_text())
+    assert set(res["methods"]) == {"supervised", "protonet-2way", "protonet-5way"}
+    assert res["riemann_length_ratio_2way_over_supervised"] > 0
+    assert len(res["normalized_distance_to_supervised"]["protonet-2way"]) == 8
