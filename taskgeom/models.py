@@ -29,6 +29,20 @@ def _init(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+class _Classifier(nn.Module):
+    """Features phi (an ``nn.Sequential`` ending in a flat vector of ``feature_dim``) and a bias-free
+    linear head; Kaiming-normal initialisation of every convolution and linear layer."""
+
+    def _finish(self, layers: list, feature_dim: int, num_classes: int) -> None:
+        self.features = nn.Sequential(*layers)
+        self.feature_dim = feature_dim
+        self.head = nn.Linear(feature_dim, num_classes, bias=False)
+        _init(self)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 class _WideBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, norm: str):
         super().__init__()
@@ -43,7 +57,7 @@ class _WideBlock(nn.Module):
         return y + (x if self.short is None else self.short(o))
 
 
-class WideResNet(nn.Module):
+class WideResNet(_Classifier):
     """WRN-depth-width (Zagoruyko & Komodakis), pre-activation, adaptive average pooling, bias-free head.
     WRN-16-4 has about 2.75M parameters; ``norm="layer"`` is the variant of Results 4 and 6."""
 
@@ -60,13 +74,7 @@ class WideResNet(nn.Module):
                 layers.append(_WideBlock(cin, widths[g + 1], stride if b == 0 else 1, norm))
                 cin = widths[g + 1]
         layers += [_norm(norm, cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.feature_dim = cin
-        self.head = nn.Linear(cin, num_classes, bias=False)
-        _init(self)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        self._finish(layers, cin, num_classes)
 
 
 class _BasicBlock(nn.Module):
@@ -82,7 +90,7 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.n2(self.c2(y)) + self.short(x))
 
 
-class ResNet18(nn.Module):
+class ResNet18(_Classifier):
     """ResNet-18 with the CIFAR stem (3x3 convolution, no max-pool), for the contrastive methods."""
 
     def __init__(self, num_classes: int = 10):
@@ -93,13 +101,7 @@ class ResNet18(nn.Module):
             layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
             cin = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.feature_dim = 512
-        self.head = nn.Linear(512, num_classes, bias=False)
-        _init(self)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        self._finish(layers, 512, num_classes)
 
 
 class BlurPool(nn.Module):
@@ -140,7 +142,7 @@ class _Bottleneck(nn.Module):
         return torch.relu(self.n3(self.c3(y)) + self.short(x))
 
 
-class ResNet50(nn.Module):
+class ResNet50(_Classifier):
     """ResNet-50 with BlurPool in place of the pooling and strided layers, for ImageNet (Appendix A)."""
 
     def __init__(self, num_classes: int = 1000):
@@ -153,31 +155,19 @@ class ResNet50(nn.Module):
                 layers.append(_Bottleneck(cin, mid, stride if b == 0 else 1))
                 cin = 4 * mid
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
-        self.features = nn.Sequential(*layers)
-        self.feature_dim = cin
-        self.head = nn.Linear(cin, num_classes, bias=False)
-        _init(self)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+        self._finish(layers, cin, num_classes)
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(_Classifier):
     """A small CNN for 8x8 digits and quick CPU runs (three conv layers, BatchNorm or LayerNorm)."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, norm: str = "batch"):
         super().__init__()
-        self.features = nn.Sequential(
+        self._finish([
             nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU(),
             nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
             nn.Conv2d(2 * width, 2 * width, 3, 1, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.feature_dim = 2 * width
-        self.head = nn.Linear(2 * width, num_classes, bias=False)
-        _init(self)
-
-    def forward(self, x):
-        return self.head(self.features(x))
+            nn.AdaptiveAvgPool2d(1), nn.Flatten()], 2 * width, num_classes)
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
