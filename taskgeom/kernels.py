@@ -169,7 +169,7 @@ def _pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor 
     ma, n, c = a.shape
     bb = a if b is None else b
     mb = bb.shape[0]
-    out = torch.zeros((ma, mb), dtype=torch.float64, device=a.device) if out is None else out
+    part = torch.zeros((ma, mb), dtype=torch.float64, device=a.device)
     per_sample = ma * mb * 8 + (ma + mb) * c * 8
     step = max(1, min(n, (1 << 30) // per_sample))
     for n0 in range(0, n, step):
@@ -177,11 +177,14 @@ def _pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor 
         sb = sa if b is None else reference.normalized(bb[:, n0:n0 + step]).sqrt().transpose(0, 1)
         bc = torch.bmm(sa, sb.transpose(1, 2))
         d = torch.where(bc > 0.5, -torch.log1p(bc - 1), -torch.log(bc.clamp_min(reference.BC_FLOOR)))
-        out += d.sum(0)
-    out /= n if norm is None else norm
+        part += d.sum(0)
+    part /= n if norm is None else norm  # this call's samples only: callers may stream chunks into `out`
     if b is None:
-        out.fill_diagonal_(0.0)
-        out.copy_(0.5 * (out + out.T))
+        part.fill_diagonal_(0.0)
+        part = 0.5 * (part + part.T)
+    if out is None:
+        return part
+    out += part
     return out
 
 

@@ -203,6 +203,12 @@ def test_gram64_formulation_on_host_tensors():
 
     a = models(9, 77, 40, seed=3, dtype=torch.float16)
     assert_rel_close(kernels._pairwise_gram64(a, None), _ref(a), 1e-10, atol=1e-15)
+    # streamed in sample chunks into one matrix (as the GPU streaming path does), for both shapes
+    for b in (None, models(4, 77, 40, seed=4)):
+        out = torch.zeros(9, 9 if b is None else 4, dtype=torch.float64)
+        for n0 in range(0, 77, 30):
+            kernels._pairwise_gram64(a[:, n0:n0 + 30], None if b is None else b[:, n0:n0 + 30], out=out, norm=77)
+        assert_rel_close(out, _ref(a, b), 1e-10, atol=1e-15)
     p = nearby(7, 10, 1e-4, seed=6, count=5).float()
     assert_rel_close(kernels._pairwise_gram64(p, None), _ref(p), 1e-5)
 
