@@ -62,6 +62,7 @@ class TrainConfig:
     unlabelled_ratio: int = 7
     init_from: str | None = None  # finetune: path of a saved training state
     imprint_samples: int = 5000  # imprinting samples per checkpoint (from the training split)
+    imprint_head: str = "cosine"  # "cosine" (eq. 7, the paper) or "euclidean" (class means, the authors' code)
     augment: bool | None = None  # crop + flip; default: on for images of 16 px or more (off for 8 x 8 digits)
     state_dir: str | None = None  # where resumable state is kept (default: beside the store)
     extra: dict = field(default_factory=dict)
@@ -248,7 +249,7 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
         with torch.autocast(device.type, enabled=use_amp):
             f_imp = torch.cat([model.features(x).float() for x, _ in imp_loader])
             f_ev = torch.cat([model.features(x).float() for x, _ in ev_loader])
-        probs = imprint(f_imp, imp_loader.labels, n_eval_classes)(f_ev)
+        probs = imprint(f_imp, imp_loader.labels, n_eval_classes, head=cfg.imprint_head)(f_ev)
         probs = torch.as_tensor(probs).float().cpu().numpy()
         acc = float((probs.argmax(1) == y_ev).mean())
         extra = {}

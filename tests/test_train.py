@@ -37,7 +37,7 @@ def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "finetune"])
 def test_each_method_trains_and_records(tmp_path, method):
-    store, traj = run(tmp_path, method)
+    store, traj = run(tmp_path, method, imprint_head="euclidean" if method == "protonet" else "cosine")
     probs = np.asarray(traj.probs, dtype=np.float64)
     assert probs.shape[0] >= 3 and probs.shape[1:] == (597, 10)
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=2e-2)
