@@ -8,6 +8,9 @@ a saved checkpoint's backbone), ``protonet`` (episodic meta-learning with the pr
 ``simclr`` (NT-Xent on two views), ``barlow`` (Barlow Twins) and ``fixmatch`` (a labelled subset plus
 confident pseudo-labels of weakly augmented images on strongly augmented ones).
 
+With ``keep_states`` the weights of every recorded checkpoint are kept too (``<id>_ckpt<k>.pt``), so
+that other runs can be fine-tuned from any point of a trajectory (Result 6).
+
 Runs are resumable: every random draw (data order, augmentation, episodes, views) is a pure function
 of (seed, step), and after each recorded checkpoint the training state (weights, optimiser, schedule,
 step) is saved as plain tensors (loaded with ``weights_only=True``); a resumed run continues from it,
@@ -65,6 +68,7 @@ class TrainConfig:
     imprint_head: str = "cosine"  # "cosine" (eq. 7, the paper) or "euclidean" (class means, the authors' code)
     augment: bool | None = None  # crop + flip; default: on for images of 16 px or more (off for 8 x 8 digits)
     state_dir: str | None = None  # where resumable state is kept (default: beside the store)
+    keep_states: bool = False  # also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)
     extra: dict = field(default_factory=dict)
 
 
@@ -285,10 +289,18 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
         unsup = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
         return sup + unsup
 
+    def keep(k: int) -> None:
+        if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
+            dst = state_dir / f"{traj.id:06d}_ckpt{k:03d}.pt"
+            tmp = dst.with_name(dst.name + ".tmp")
+            tmp.write_bytes(state_path.read_bytes())
+            os.replace(tmp, dst)
+
     if step == 0 and recorded == 0:
         record(0)
         recorded = 1
         _save_state(state_path, model, opt, sched, step, recorded)
+        keep(0)
     bar = tqdm(total=total, initial=step, desc=f"{task_name}/{cfg.method}/seed{cfg.seed}", disable=not progress_bar,
                leave=False)
     model.train()
@@ -319,6 +331,7 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
             record(recorded)
             recorded += 1
             _save_state(state_path, model, opt, sched, step, recorded)
+            keep(recorded - 1)
     bar.close()
     return traj
 

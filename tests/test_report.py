@@ -85,3 +85,23 @@ def test_result4_experiment_runs(tmp_path):
     assert set(res["methods"]) == {"supervised", "protonet-2way", "protonet-5way"}
     assert res["riemann_length_ratio_2way_over_supervised"] > 0
     assert len(res["normalized_distance_to_supervised"]["protonet-2way"]) == 8
+
+
+def test_result6_experiment_runs(tmp_path):
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "result6_finetune.py"
+    if not script.exists():
+        pytest.skip("experiments/ not beside the tests")
+    run = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--seeds", "1", "--epochs", "2",
+                          "--finetune-epochs", "1", "--grid", "8", "--device", "cpu"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    res = json.loads((tmp_path / "result6.json").read_text())
+    assert len(res["finetuned"]) == 6
+    states = list((tmp_path / "store" / "state").glob("*_ckpt*.pt"))
+    assert len(states) >= 5  # every recorded checkpoint of the supervised run was kept
+    final = next(v for k, v in res["finetuned"].items() if "final" in k)
+    # fine-tuning starts from the supervised model's backbone: same imprinted model, same progress
+    assert abs(final["start_progress"] - res["supervised"]["final_progress"]) < 1e-3

@@ -1,0 +1,80 @@
+"""Result 6 at small scale: fine-tuning on sub-tasks from checkpoints along the supervised trajectory.
+
+A supervised run on all ten digits keeps the weights of every recorded checkpoint; from an early, a
+middle and the final one, models are fine-tuned on 0-4 and on 5-9. Every fine-tuned checkpoint is
+imprinted onto the ten-digit task, and its distance to the supervised trajectory is the smallest d_B to
+any point of the re-indexed supervised trajectory. Reports how far the fine-tuned models move from it
+(relative to the supervised trajectory's own tube of seeds) and their progress on the union task.
+
+    python experiments/result6_finetune.py --out runs/result6      # about a minute on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+import taskgeom as tg
+from taskgeom.picture import DIGIT_TASKS, load_digits_split
+from taskgeom.store import PredictionStore
+from taskgeom.train import TrainConfig, train
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="result6")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--finetune-epochs", type=int, default=5)
+    ap.add_argument("--grid", type=int, default=40)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte) = load_digits_split(0.35, 0)
+    store = PredictionStore(out / "store", create=True)
+    store.add_eval_set("digits-test", yte, class_names=[str(i) for i in range(10)])
+    base = dict(arch="small-cnn", norm="layer", lr=0.1, device=args.device, imprint_samples=len(ytr))
+    sup = [train(TrainConfig(epochs=args.epochs, checkpoints=20, seed=s, keep_states=True, **base), list(range(10)),
+                 (xtr, ytr), (xte, yte), store, "digits-test", "all", progress_bar=False) for s in range(args.seeds)]
+    family = np.stack([tg.reindex(np.asarray(t.probs), yte, grid=args.grid) for t in sup]).astype(np.float32)
+    mean_sup = family.astype(np.float64).mean(0)
+    radius = float(np.mean(tg.tube_radius(family)))
+    n_ck = len(sup[0])
+    starts = {"early": 3, "middle": n_ck // 2, "final": n_ck - 1}
+    res = {"supervised": {"final_progress": float(np.mean([tg.progress(np.asarray(t.probs)[-1], yte) for t in sup])),
+                          "mean_tube_radius": radius},
+           "finetuned": {}}
+    state_dir = out / "store" / "state"
+    for where, k in starts.items():
+        for task in ("0-4", "5-9"):
+            rows = []
+            for s, t in enumerate(sup):
+                init = state_dir / f"{t.id:06d}_ckpt{k:03d}.pt"
+                ft = train(TrainConfig(method="finetune", epochs=args.finetune_epochs, checkpoints=8, seed=s,
+                                       init_from=str(init), **base), DIGIT_TASKS[task], (xtr, ytr), (xte, yte),
+                           store, "digits-test", f"{task}:finetune-from-{where}", progress_bar=False)
+                probs = np.asarray(ft.probs)
+                d = np.asarray(tg.pairwise_distances(probs, mean_sup))  # (checkpoints, grid)
+                rows.append({"distance_to_supervised": d.min(1).tolist(),
+                             "progress": np.asarray(tg.progress(probs, yte)).tolist()})
+            dist = np.array([r["distance_to_supervised"] for r in rows])
+            res["finetuned"][f"{task} from {where} (checkpoint {k})"] = {
+                "start_progress": float(np.mean([r["progress"][0] for r in rows])),
+                "final_progress": float(np.mean([r["progress"][-1] for r in rows])),
+                "final_distance_over_tube_radius": float(dist[:, -1].mean() / radius),
+                "max_distance_over_tube_radius": float(dist.max(1).mean() / radius)}
+    (out / "result6.json").write_text(json.dumps(res, indent=2))
+    print(f"supervised: final progress {res['supervised']['final_progress']:.3f}, "
+          f"mean tube radius {radius:.2e}")
+    for name, r in res["finetuned"].items():
+        print(f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}, distance to the "
+              f"supervised trajectory {r['final_distance_over_tube_radius']:.1f} tube radii at the end")
+    print(f"wrote {out / 'result6.json'}")
+
+
+if __name__ == "__main__":
+    main()
