@@ -71,20 +71,23 @@ def test_result2_experiment_runs_on_a_picture_store(report, tmp_path):
     assert (tmp_path / "per_class_progress.png").stat().st_size > 10_000
 
 
-def test_result4_experiment_runs(tmp_path):
+@pytest.mark.parametrize("preset", ["result4", "result5", "result7"])
+def test_compare_methods_presets_run(tmp_path, preset):
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parents[1] / "experiments" / "result4_episodic.py"
+    script = Path(__file__).resolve().parents[1] / "experiments" / "compare_methods.py"
     if not script.exists():
         pytest.skip("experiments/ not beside the tests")
-    run = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--seeds", "2", "--epochs", "1",
-                          "--grid", "8", "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    run = subprocess.run([sys.executable, str(script), "--preset", preset, "--out", str(tmp_path), "--seeds", "2",
+                          "--epochs", "1", "--grid", "8", "--device", "cpu"], capture_output=True, text=True,
+                         timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
-    res = json.loads((tmp_path / "result4.json").read_text())
-    assert set(res["methods"]) == {"supervised", "protonet-2way", "protonet-5way"}
-    assert res["riemann_length_ratio_2way_over_supervised"] > 0
-    assert len(res["normalized_distance_to_supervised"]["protonet-2way"]) == 8
+    res = json.loads((tmp_path / f"{preset}.json").read_text())
+    ref = res["reference"]
+    assert res["families"][ref]["riemann_length_ratio_to_reference"] == pytest.approx(1.0)
+    assert len(res["normalized_distance_to_reference"]) == len(res["families"]) - 1
+    assert all(len(v) == 8 for v in res["normalized_distance_to_reference"].values())
 
 
 def test_result6_experiment_runs(tmp_path):

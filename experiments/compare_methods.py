@@ -1,0 +1,128 @@
+"""Results 4, 5 and 7 at small scale: families of runs that differ in method and task, all imprinted
+onto the ten-digit task, compared by progress, Riemann length (eq. 6), normalised distance to a
+reference family (Remark 5) and an InPCA picture.
+
+Presets:
+  result4  supervised vs episodic prototypical 2-way and 5-way, on all digits (LayerNorm CNN)
+  result5  supervised vs SimCLR, Barlow Twins and FixMatch (500 labelled), on all digits
+  result7  SimCLR on 0-4, 5-9 and all digits vs supervised on 0-4 and all digits
+
+    python experiments/compare_methods.py --preset result4 --out runs/result4     # about 40 s on 2 CPU cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+import taskgeom as tg
+from taskgeom.picture import DIGIT_TASKS, load_digits_split
+from taskgeom.store import PredictionStore
+from taskgeom.train import TrainConfig, train
+
+#: preset -> (reference family, {family: (task, TrainConfig overrides)})
+PRESETS = {
+    "result4": ("supervised", {
+        "supervised": ("all", dict(method="supervised", norm="layer")),
+        "protonet-2way": ("all", dict(method="protonet", norm="layer", way=2, shot=5, query=10)),
+        "protonet-5way": ("all", dict(method="protonet", norm="layer", way=5, shot=5, query=10)),
+    }),
+    "result5": ("supervised", {
+        "supervised": ("all", dict(method="supervised")),
+        "simclr": ("all", dict(method="simclr", lr=1e-3)),
+        "barlow": ("all", dict(method="barlow", lr=1e-3)),
+        "fixmatch": ("all", dict(method="fixmatch", labelled=500)),
+    }),
+    "result7": ("simclr all", {
+        "simclr all": ("all", dict(method="simclr", lr=1e-3)),
+        "simclr 0-4": ("0-4", dict(method="simclr", lr=1e-3)),
+        "simclr 5-9": ("5-9", dict(method="simclr", lr=1e-3)),
+        "supervised 0-4": ("0-4", dict(method="supervised")),
+        "supervised all": ("all", dict(method="supervised")),
+    }),
+}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="result4")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--grid", type=int, default=40)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    reference, families_cfg = PRESETS[args.preset]
+    out = Path(args.out or args.preset)
+    out.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte) = load_digits_split(0.35, 0)
+    store = PredictionStore(out / "store", create=True)
+    store.add_eval_set("digits-test", yte, class_names=[str(i) for i in range(10)])
+    steps_per_epoch = int(np.ceil(len(ytr) / 64))
+    runs = {}
+    for name, (task, over) in families_cfg.items():
+        over = {"lr": 0.1, "norm": "batch", **over}
+        for seed in range(args.seeds):
+            cfg = TrainConfig(arch="small-cnn", epochs=args.epochs, checkpoints=20, seed=seed, device=args.device,
+                              episodes_per_epoch=steps_per_epoch, imprint_samples=len(ytr), **over)
+            runs.setdefault(name, []).append(train(cfg, DIGIT_TASKS[task], (xtr, ytr), (xte, yte), store,
+                                                   "digits-test", f"{task}:{name}", progress_bar=False))
+    res = {"preset": args.preset, "reference": reference, "families": {}}
+    families = {}
+    for name, ts in runs.items():
+        probs = [np.asarray(t.probs) for t in ts]
+        families[name] = np.stack([tg.reindex(p, yte, grid=args.grid).astype(np.float32) for p in probs])
+        res["families"][name] = {
+            "final_progress": [float(tg.progress(p[-1], yte)) for p in probs],
+            "riemann_length": [tg.riemann_length(p) for p in probs],
+            "final_accuracy": [t.checkpoints[-1]["accuracy"] for t in ts],
+        }
+    ref_len = np.mean(res["families"][reference]["riemann_length"])
+    for name, f in res["families"].items():
+        f["riemann_length_ratio_to_reference"] = float(np.mean(f["riemann_length"]) / ref_len)
+    res["grid"] = np.linspace(0, 1, args.grid).tolist()
+    res["normalized_distance_to_reference"] = {
+        name: tg.normalized_distance(fam, families[reference]).tolist()
+        for name, fam in families.items() if name != reference}
+    (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(families)
+    allr = np.concatenate([families[n] for n in names])
+    D = tg.pairwise_distances(allr.reshape(-1, allr.shape[2], allr.shape[3]))
+    emb = tg.inpca(D, k=3)
+    X = emb.coords.reshape(len(allr), args.grid, 3)
+    fig = plt.figure(figsize=(13, 5))
+    ax = fig.add_subplot(1, 2, 1, projection="3d")
+    k = 0
+    for i, n in enumerate(names):
+        for j in range(len(families[n])):
+            ax.plot(*X[k].T, color=f"C{i}", lw=1, alpha=0.6, label=n if j == 0 else None)
+            k += 1
+    ax.set_title(f"InPCA ({100 * emb.explained_stress(3):.1f}% explained stress in 3 dims)")
+    ax.legend(fontsize=8)
+    ax2 = fig.add_subplot(1, 2, 2)
+    for n, nd in res["normalized_distance_to_reference"].items():
+        ax2.plot(res["grid"], nd, color=f"C{names.index(n)}", label=f"{n} vs {reference}")
+    ax2.axhline(1.0, color="k", ls=":", lw=1)
+    ax2.set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log", title="Remark 5")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{args.preset}.png", dpi=110)
+    for name, f in res["families"].items():
+        print(f"{name:>16}: final progress {np.mean(f['final_progress']):.3f}, Riemann length "
+              f"{np.mean(f['riemann_length']):.3f} ({f['riemann_length_ratio_to_reference']:.3f} x {reference}), "
+              f"accuracy {np.mean(f['final_accuracy']):.3f}")
+    print(f"wrote {out / (args.preset + '.json')} and {out / (args.preset + '.png')}")
+
+
+if __name__ == "__main__":
+    main()
