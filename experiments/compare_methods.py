@@ -82,7 +82,7 @@ def main():
             "final_accuracy": [t.checkpoints[-1]["accuracy"] for t in ts],
         }
     ref_len = np.mean(res["families"][reference]["riemann_length"])
-    for name, f in res["families"].items():
+    for f in res["families"].values():
         f["riemann_length_ratio_to_reference"] = float(np.mean(f["riemann_length"]) / ref_len)
     res["grid"] = np.linspace(0, 1, args.grid).tolist()
     res["normalized_distance_to_reference"] = {
