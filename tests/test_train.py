@@ -63,12 +63,12 @@ RESUME = textwrap.dedent("""
     sys.path.insert(0, sys.argv[2])
     from test_train import run
     from pathlib import Path
-    run(Path(sys.argv[1]), "supervised", epochs=3, checkpoints=8)
+    run(Path(sys.argv[1]), "supervised", epochs=6, checkpoints=8)
 """)
 
 
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
-    _, whole = run(tmp_path / "a", "supervised", epochs=3, checkpoints=8)
+    _, whole = run(tmp_path / "a", "supervised", epochs=6, checkpoints=8)
     reference = np.asarray(whole.probs)
     here = os.path.dirname(os.path.abspath(__file__))
     proc = subprocess.Popen([sys.executable, "-c", RESUME, str(tmp_path / "b"), here])
@@ -87,9 +87,11 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
             n = 0
         if n >= 3:
             break
+    # checkpoints are geometric in steps: the third comes after a few of ~110 steps, so the run is mid-way
+    assert proc.poll() is None and 3 <= n < len(reference), "the writer must be killed mid-run"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    _, resumed = run(tmp_path / "b", "supervised", epochs=3, checkpoints=8)
+    _, resumed = run(tmp_path / "b", "supervised", epochs=6, checkpoints=8)
     got = np.asarray(resumed.probs)
     assert [c["idx"] for c in resumed.checkpoints] == list(range(len(reference)))
     assert got.shape == reference.shape
