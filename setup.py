@@ -73,6 +73,10 @@ class CMakeBuild(build_ext):
         if cache.exists():
             cache.unlink()
         shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
+        # A module from an earlier build must not survive into this one (TASKGEOM_CUDA=0 after a CUDA
+        # build would otherwise still ship the old taskgeom._cuda); Ninja relinks what CMake builds.
+        for stale in out_dir.glob("_cuda*.so"):
+            stale.unlink()
 
         cuda = os.environ.get("TASKGEOM_CUDA", "auto").lower()
         cuda = {"1": "ON", "on": "ON", "true": "ON", "0": "OFF", "off": "OFF", "false": "OFF"}.get(cuda, "AUTO")
