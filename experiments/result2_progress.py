@@ -53,24 +53,10 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(res)
-    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(tasks)), 4))
-    pos, data, colors = [], [], []
-    for i, task in enumerate(tasks):
-        pc = np.array(res[task]["per_class"])
-        trained = np.array(res[task]["trained"])
-        unseen = np.setdiff1d(np.arange(pc.shape[1]), trained)
-        for j, (sel, color) in enumerate(((trained, "tab:blue"), (unseen, "tab:orange"))):
-            if sel.size:
-                pos.append(3 * i + j)
-                data.append(pc[:, sel].ravel())
-                colors.append(color)
-    parts = ax.violinplot(data, positions=pos, showmeans=True)
-    for body, color in zip(parts["bodies"], colors):
-        body.set_facecolor(color)
-    ax.set_xticks([3 * i + 0.5 for i in range(len(tasks))], tasks)
-    ax.set_ylabel("per-class progress (eq. 4 on one class)")
-    ax.set_title("Per-class progress of the final models: trained (blue) and unseen (orange) classes")
+    from taskgeom.plots import per_class_violins
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(res)), 4))
+    per_class_violins(ax, {t: e["per_class"] for t, e in res.items()}, {t: e["trained"] for t, e in res.items()})
     fig.tight_layout()
     fig.savefig(out / "per_class_progress.png", dpi=110)
     for task, s in summary.items():

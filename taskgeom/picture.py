@@ -77,7 +77,8 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
     res: dict = {"eval_set": eval_set, "n": int(labels.size), "c": int(store.eval_set(eval_set).c),
                  "trajectories": len(trajs), "checkpoints": int(sum(len(t) for t in trajs))}
     final_progress = {}
-    reindexed, keys, along = [], [], []
+    reindexed, keys, along, epochs = [], [], [], []
+    per_class, trained = {}, {}
     for t in trajs:
         probs = np.asarray(t.probs)
         prog = tg.progress(probs, labels)
@@ -86,6 +87,9 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
         reindexed.append(r.astype(np.float32))
         cps = t.checkpoints
         keys.append((t.task, t.seed, prog.tolist(), [c["accuracy"] for c in cps]))
+        epochs.append([c["epoch"] for c in cps])
+        per_class.setdefault(t.task, []).append(tg.per_class_progress(probs[-1], labels).tolist())
+        trained.setdefault(t.task, list(t.extra.get("classes", range(res["c"]))))
         along.append(_interpolate_checkpoints(info, cps))
     R = np.stack(reindexed)  # (K, G, N, C)
     flat = R.reshape(-1, R.shape[2], R.shape[3])
@@ -122,9 +126,11 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
                for g in range(grid)]
         lines.append({"task": task, "seed": None, "method": "supervised", "mean": True, "points": pts})
     marks = [{"name": "P0 (ignorance)", "xyz": placed[-2].tolist()}, {"name": "P* (truth)", "xyz": placed[-1].tolist()}]
+    res["per_class_progress"] = {task: np.mean(v, axis=0).tolist() for task, v in per_class.items()}
     res["_embedding"] = {"coords": emb.coords[:, :3], "signature": emb.signature[:3].tolist(),
                          "eigenvalues": emb.eigenvalues.tolist(), "keys": keys, "grid": grid,
-                         "lines": lines, "marks": marks}
+                         "lines": lines, "marks": marks, "epochs": epochs, "per_class": per_class,
+                         "trained": trained}
     return res
 
 
@@ -180,13 +186,13 @@ def figures(res: dict, out: Path) -> list[str]:
     plt.close(fig)
     made.append("inpca_3d.png")
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     ks = sorted(int(k) for k in res["explained_stress"])
     axes[0].plot(ks, [100 * res["explained_stress"][str(k)] for k in ks], "o-")
     axes[0].set(xlabel="dimensions k", ylabel="explained stress (%)", title="Explained stress (eq. 11)")
-    for task, seed, prog, _acc in keys:
-        axes[1].plot(prog, color=colors[task], alpha=0.7, label=task if seed == 0 else None)
-    axes[1].set(xlabel="checkpoint", ylabel="progress on the union task", title="Progress (eq. 4)")
+    for (task, seed, prog, _acc), ep in zip(keys, emb["epochs"]):
+        axes[1].plot(ep, prog, color=colors[task], alpha=0.7, label=task if seed == 0 else None)
+    axes[1].set(xlabel="epoch", ylabel="progress on the union task", title="Progress (eq. 4)")
     axes[1].legend(fontsize=8)
     grid = res["grid"]
     ref = [k for k in res if k.startswith("normalized_distance_to_")][0]
@@ -196,6 +202,9 @@ def figures(res: dict, out: Path) -> list[str]:
     axes[2].set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log",
                 title=f"Normalised distance to '{ref.split('_to_')[1]}' (Remark 5)")
     axes[2].legend(fontsize=8)
+    from .plots import per_class_violins
+
+    per_class_violins(axes[3], emb["per_class"], emb["trained"])
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=110)
     plt.close(fig)
