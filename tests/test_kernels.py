@@ -224,3 +224,14 @@ def test_tiled_kernel_with_small_staging_buffer_chunks_samples():
         scratch = torch.empty(mod.pairwise_scratch_floats(67, 67, False, 13, code, 3), device="cuda")
         kernels._launch_tiled(mod, a, None, code, out, 101, True, scratch)
         assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=divergence)
+
+
+def test_row_normalisation_factors_in_blocks():
+    from taskgeom.kernels import _inv_row_sums
+
+    a = models(7, 13, 5, seed=12, dtype=torch.float16)
+    a[3, 4] = 0  # an all-zero row gets factor 0, not inf
+    expected = 1.0 / a.double().sum(-1)
+    expected[3, 4] = 0.0
+    for budget in (13 * 5, 2 * 13 * 5, 1 << 27):  # one model per block, two, everything
+        torch.testing.assert_close(_inv_row_sums(a, budget=budget), expected, rtol=1e-15, atol=0)
