@@ -201,11 +201,12 @@ def _inv_row_sums(t: torch.Tensor, budget: int = 1 << 27) -> torch.Tensor:
 
 
 def _file_backed(x) -> tuple[str, int] | None:
-    """(path, byte offset) of a C-contiguous numpy memory map, else None."""
-    base = x
-    while isinstance(base, np.ndarray) and not isinstance(base, np.memmap) and base.base is not None:
-        base = base.base
-    if isinstance(base, np.memmap) and base is x and x.flags.c_contiguous and getattr(x, "filename", None):
+    """(path, byte offset) of a C-contiguous numpy memory map that owns its mapping, else None. Views
+    of a memory map (``mm[2:7]``) keep their parent's ``offset``, so they are copied, not read."""
+    import mmap
+
+    if isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.flags.c_contiguous and \
+            getattr(x, "filename", None):
         return str(x.filename), int(x.offset)
     return None
 

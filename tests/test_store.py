@@ -181,6 +181,9 @@ def test_parallel_file_reads_match_memory_map(tmp_path):
     np.testing.assert_array_equal(dst, a[:, 55:95])
     read_chunk_into(a, 3, 10, dst)  # plain arrays are copied
     np.testing.assert_array_equal(dst[:, :7], a[:, 3:10])
+    rows = np.zeros((5, 40, 7), dtype=np.float16)
+    read_chunk_into(mm[2:7], 55, 95, rows)  # a view keeps its parent's file offset: must not be read by offset
+    np.testing.assert_array_equal(rows, a[2:7, 55:95])
     with open(path, "r+b") as f:  # a truncated file is reported, not read as garbage
         f.truncate(os.path.getsize(path) - 500)
     with pytest.raises(OSError, match="short read"):
