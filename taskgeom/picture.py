@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,6 @@ class PictureConfig:
     test_fraction: float = 0.35  # held-out evaluation split of digits
     device: str = "auto"
     data_seed: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 def load_digits_split(test_fraction: float, seed: int):
@@ -78,7 +77,7 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
                  "trajectories": len(trajs), "checkpoints": int(sum(len(t) for t in trajs))}
     final_progress = {}
     reindexed, keys, along, epochs = [], [], [], []
-    per_class, trained = {}, {}
+    per_class, trained, lengths = {}, {}, {}
     for t in trajs:
         probs = np.asarray(t.probs)
         prog = tg.progress(probs, labels)
@@ -88,6 +87,7 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
         cps = t.checkpoints
         keys.append((t.task, t.seed, prog.tolist(), [c["accuracy"] for c in cps]))
         epochs.append([c["epoch"] for c in cps])
+        lengths.setdefault(t.task, []).append(tg.riemann_length(probs))
         per_class.setdefault(t.task, []).append(tg.per_class_progress(probs[-1], labels).tolist())
         trained.setdefault(t.task, list(t.extra.get("classes", range(res["c"]))))
         along.append(_interpolate_checkpoints(info, cps))
@@ -98,9 +98,6 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
     chi = emb.explained_stress()
     res["explained_stress"] = {str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))}
     res["progress_on_union_task"] = {task: {"mean": float(np.mean(v)), "seeds": v} for task, v in final_progress.items()}
-    lengths = {}
-    for t, probs in zip(trajs, (np.asarray(t.probs) for t in trajs)):
-        lengths.setdefault(t.task, []).append(tg.riemann_length(probs))
     res["riemann_length"] = {task: {"mean": float(np.mean(v)), "seeds": v} for task, v in lengths.items()}
     res["geodesic_length_P0_Pstar"] = math.sqrt(2) * math.acos(1 / math.sqrt(res["c"]))
     families = {task: R[[i for i, k in enumerate(keys) if k[0] == task]] for task in dict.fromkeys(k[0] for k in keys)}
