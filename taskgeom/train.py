@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,6 @@ class TrainConfig:
     augment: bool | None = None  # crop + flip; default: on for images of 16 px or more (off for 8 x 8 digits)
     state_dir: str | None = None  # where resumable state is kept (default: beside the store)
     keep_states: bool = False  # also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)
-    extra: dict = field(default_factory=dict)
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:
