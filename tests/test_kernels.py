@@ -131,6 +131,29 @@ def test_float32_pipeline_matches_float64_truth(backend, seed):
 
 
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
+@pytest.mark.parametrize("chunk", [None, 8, 200])
+def test_long_runs_of_far_and_near_samples(backend, chunk):
+    """Thousands of samples mixing disjoint supports (BC at its floor), near-identical and ordinary
+    predictions: per-sample terms from 1e-10 to 69, where a kernel that multiplies BC across samples
+    before one logarithm must keep the product in range and exact."""
+    n, c = 3000, 10
+    p = nearby(n, c, 1e-4, seed=7, count=3)
+    kind = torch.arange(n) % 3
+    onehot = torch.nn.functional.one_hot(torch.arange(n) % c, c).double()
+    shifted = torch.nn.functional.one_hot((torch.arange(n) + 1) % c, c).double()
+    p[0, kind == 0] = onehot[kind == 0]
+    p[1, kind == 0] = shifted[kind == 0]  # disjoint from model 0 on every third sample
+    p[2, kind == 1] = p[0, kind == 1]  # identical to model 0 on every third sample
+    for dtype in (torch.float64, torch.float32):
+        a = p.to(dtype)
+        d = tg.pairwise_distances(to_device(a, backend), backend=backend, chunk=chunk).cpu()
+        assert_rel_close(d, _ref(a), 1e-5, atol=0, what=f"{dtype}")
+    run = torch.stack([onehot, shifted])  # every sample at the floor
+    d = tg.pairwise_distances(to_device(run, backend), backend=backend, chunk=chunk).cpu()
+    assert float(d[0, 1]) == pytest.approx(-np.log(tg.BC_FLOOR), rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_tiny_distances_every_pair(backend):
     # d_B down to about 1e-9 with float32 input, few samples (no averaging of rounding errors)
     p = nearby(7, 10, 1e-4, seed=6, count=5).float()

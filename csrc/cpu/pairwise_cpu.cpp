@@ -1,12 +1,21 @@
 // Tiled, streaming pairwise Bhattacharyya / symmetric-KL matrices on the CPU (OpenMP + SIMD).
 //
-// Bhattacharyya, per sample: 1 - BC = h = 1/2 sum_c (sqrt p_c - sqrt q_c)^2, d = -log(1 - h).
-// sqrt p is staged as a float32 pair hi + lo (hi = fl(sqrt p), lo = fl(sqrt p - hi), computed in
-// float64) so that sqrt p - sqrt q = (hi_p - hi_q) + (lo_p - lo_q) keeps full relative accuracy for
-// near-identical models; -log(1 - h) uses a cancellation-free series for h <= 1/2 and -log(BC) with
-// BC = sum_c hi_p hi_q (accurate when small) otherwise. Per-sample values are summed in float64.
+// Bhattacharyya, per sample: BC = sum_c sqrt(p_c) sqrt(q_c), d = -log(BC). sqrt p is staged in float64
+// and BC is accumulated with float64 FMAs: its absolute error is a few 1e-16, so 1 - BC keeps a relative
+// accuracy of about 1e-6 down to d = 1e-9 per sample (the float32 Gram form of the paper's code loses it
+// all there). Logarithms are taken of products: per lane, the BC of consecutive sample blocks are
+// multiplied (each floored at BC_FLOOR), with the exponent split off exactly every kProdBlocks blocks so
+// that the product stays a normal float64; -log of the product is reduced exactly to e log 2 + log1p(f),
+// f = m - 1 computed exactly. One logarithm per lane then serves a whole staged chunk, and -log(1 - h)
+// never meets the cancellation of forming 1 - h in float32.
 //
-// Symmetric KL, per sample: sum_c (p_c - q_c) (log p_c - log q_c) with log p staged as hi + lo.
+// Symmetric KL, per sample: sum_c (p_c - q_c) (log p_c - log q_c) with log p staged as a float32 pair
+// hi + lo, so that the differences keep their relative accuracy.
+//
+// Layout (as in packed GEMM panels): models are staged in groups of kG; for each group, block of kW
+// samples and class, the kG models' components (sqrt p as 8 float64; or p, log hi, log lo as 3 x 8
+// float32) lie next to each other. A register tile of TI x kG model pairs walks two pointers linearly
+// through memory, and a column group's panel stays in L1 while the row tiles stream past it.
 #include "cpu/pairwise_cpu.h"
 
 #include <omp.h>
@@ -14,42 +23,78 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <vector>
+
+#if defined(__AVX2__) || defined(__AVX512F__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+// 64-byte vector types are used below on every target; their ABI note (without AVX-512) does not apply
+// to these internal functions.
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace taskgeom {
 namespace cpu {
 namespace {
 
-constexpr int kW = 8;   // SIMD lanes (float32)
-constexpr int kTJ = 4;  // models of b per register tile
-constexpr int kTI = 1;  // models of a per register tile (2 measured no faster)
+constexpr int kW = 8;   // samples per block (SIMD lanes)
+constexpr int kG = 4;   // models per staged group = columns of a register tile
 typedef float v8 __attribute__((vector_size(kW * sizeof(float))));
+typedef int v8i __attribute__((vector_size(kW * sizeof(int))));
+typedef double v8d __attribute__((vector_size(kW * sizeof(double))));
+typedef long long v8l __attribute__((vector_size(kW * sizeof(long long))));
+
+// Rows of a register tile. With 32 vector registers (AVX-512) a 4 x 4 tile of float64 Gram sums fits;
+// with 16, 1 x 4 (measured choices are in bench/README.md).
+#if defined(__AVX512F__)
+constexpr int kTI = 4;
+#else
+constexpr int kTI = 1;
+#endif
+
+// BC of this many sample blocks are multiplied before the product's exponent is split off: 8 factors
+// >= BC_FLOOR = 1e-30 times a mantissa in [1, 2) stay above 1e-240, a normal float64.
+constexpr int64_t kProdBlocks = 8;
+// Symmetric KL: at most this many blocks of per-sample values are added in float32 (relative error at
+// most 32 * 2^-24 = 2e-6) before they join the float64 sum.
+constexpr int64_t kMaxBlocks = 32;
+
+// float32 slots per (model, class, block): sqrt p as kW float64, or p, log hi, log lo as 3 x kW float32.
+constexpr int slots(int div) { return div == kSymmetricKL ? 3 * kW : 2 * kW; }
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
 };
 using Buffer = std::unique_ptr<float[], AlignedFree>;
 
-Buffer make_buffer(size_t n) {
+Buffer make_zeroed(size_t n) {
   size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
   if (bytes == 0) bytes = 64;
   float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
   if (!p) throw std::bad_alloc();
+  std::memset(p, 0, bytes);
   return Buffer(p);
 }
 
-// One sample chunk of one model set, staged as [model][class][sample] with samples padded to ncp.
+// One sample chunk of one model set in the packed layout [group][sample block][class][model in group]
+// [slots]. Padding models stay zero (their results are discarded); padding samples are staged as the
+// distribution (1, 0, ..., 0) for every model, which contributes exactly 0 to either divergence.
 struct Stage {
-  int64_t m = 0, C = 0, ncp = 0;
-  Buffer x, y, z;
+  int64_t m = 0, C = 0, ncp = 0, blocks = 0, groups = 0;
+  int S = 0;  // float slots per (model, class, block)
+  Buffer data;
   void allocate(int64_t m_, int64_t C_, int64_t ncp_, int div) {
     m = m_; C = C_; ncp = ncp_;
-    size_t n = (size_t)m * C * ncp;
-    x = make_buffer(n);
-    y = make_buffer(n);
-    if (div == kSymmetricKL) z = make_buffer(n);
+    S = slots(div);
+    blocks = ncp / kW;
+    groups = (m + kG - 1) / kG;
+    data = make_zeroed((size_t)groups * blocks * C * kG * S);
   }
+  int64_t class_step() const { return (int64_t)kG * S; }  // floats
+  // first float of model i (block 0, class 0)
+  float* model(int64_t i) const { return &data[(size_t)(i / kG) * blocks * C * class_step() + (i % kG) * S]; }
 };
 
 void record(BadInput& bad, int which, int kind, int64_t model, int64_t sample, double value) {
@@ -63,61 +108,130 @@ void record(BadInput& bad, int which, int kind, int64_t model, int64_t sample, d
   }
 }
 
-// Stage samples [n0, n0 + nc) of every model as [model][class][sample], padding to ncp with zeros.
-// Each stored row is renormalised in float64 (stored float16 rows sum to 1 only within ~1e-3, and the
-// -log(1 - h) and -log(BC) forms agree only for normalised rows). Loops run class-outer so that writes
-// are contiguous.
+// Copy samples [n0, n0 + nc) of model i into t as float64, transposed to [class][sample] (row stride ncp).
+// One dtype dispatch per model chunk; the inner loop reads each sample's classes in storage order.
+template <typename T, typename Cvt>
+void gather_typed(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t, Cvt cvt) {
+  const T* base = reinterpret_cast<const T*>(v.ptr);
+  const int64_t C = v.shape[2], s1 = v.stride[1], s2 = v.stride[2];
+  const T* row = base + i * v.stride[0] + n0 * s1;
+  if (s2 == 1) {
+    for (int64_t n = 0; n < nc; ++n, row += s1)
+      for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = cvt(row[c]);
+  } else {
+    for (int64_t n = 0; n < nc; ++n, row += s1)
+      for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = cvt(row[c * s2]);
+  }
+}
+
+#if defined(__F16C__)
+// float16 rows stored contiguously: convert 8 values per instruction, then transpose.
+void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, int64_t ncp, double* t, float* raw) {
+  const int64_t total = nc * C;
+  int64_t k = 0;
+  for (; k + 8 <= total; k += 8)
+    _mm256_storeu_ps(raw + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
+  for (; k < total; ++k) raw[k] = half_to_float(src[k]);
+  for (int64_t n = 0; n < nc; ++n)
+    for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = (double)raw[n * C + c];
+}
+#endif
+
+// raw: scratch of at least nc * C floats.
+void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t, float* raw) {
+  const int64_t C = v.shape[2];
+  switch (v.dtype) {
+    case kFloat16:
+#if defined(__F16C__)
+      if (v.stride[2] == 1 && v.stride[1] == C) {
+        gather_half_contiguous(reinterpret_cast<const uint16_t*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, raw);
+        break;
+      }
+#endif
+      gather_typed<uint16_t>(v, i, n0, nc, ncp, t, [](uint16_t h) { return (double)half_to_float(h); });
+      break;
+    case kBFloat16:
+      gather_typed<uint16_t>(v, i, n0, nc, ncp, t, [](uint16_t h) { return (double)bf16_to_float(h); });
+      break;
+    case kFloat64:
+      gather_typed<double>(v, i, n0, nc, ncp, t, [](double x) { return x; });
+      break;
+    default:
+      gather_typed<float>(v, i, n0, nc, ncp, t, [](float x) { return (double)x; });
+  }
+  (void)raw;
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t n = nc; n < ncp; ++n) t[c * ncp + n] = c == 0 ? 1.0 : 0.0;
+}
+
+inline v8d vsqrt(v8d x) {
+#if defined(__AVX512F__)
+  return (v8d)_mm512_mask_sqrt_pd((__m512d)x, 0xff, (__m512d)x);  // (the unmasked form trips -Wmaybe-uninitialized)
+#else
+  for (int l = 0; l < kW; ++l) x[l] = std::sqrt(x[l]);
+  return x;
+#endif
+}
+
+// Stage samples [n0, n0 + nc) of every model into the packed layout. Each stored row is renormalised in
+// float64 (stored float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows).
+// After one transposing copy per model chunk, every loop runs over contiguous samples and vectorises
+// (square roots included).
 void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, int div, bool validate, double tol,
                  BadInput& bad, int which) {
-  const int64_t m = v.shape[0], C = v.shape[2], ncp = s.ncp;
+  const int64_t m = v.shape[0], C = v.shape[2], ncp = s.ncp, step = s.class_step();
   const void* base = reinterpret_cast<const void*>(v.ptr);
 #pragma omp parallel
   {
-    std::vector<double> sums(ncp), scale(ncp);
+    std::vector<double> t((size_t)C * ncp), sums(ncp), scale(ncp);
+    std::vector<float> raw((size_t)C * ncp);
     std::vector<char> negative(ncp);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < m; ++i) {
-      std::fill(sums.begin(), sums.end(), 0.0);
-      std::fill(negative.begin(), negative.end(), 0);
+      gather_chunk(v, i, n0, nc, ncp, t.data(), raw.data());
+      double* __restrict su = sums.data();
+      double* __restrict sc = scale.data();
+      char* __restrict ng = negative.data();
+      for (int64_t n = 0; n < ncp; ++n) { su[n] = 0.0; ng[n] = 0; }
       for (int64_t c = 0; c < C; ++c) {
-        const int64_t off = i * v.stride[0] + c * v.stride[2] + n0 * v.stride[1];
-        for (int64_t n = 0; n < nc; ++n) {
-          const double pd = load_as_double(base, v.dtype, off + n * v.stride[1]);
-          sums[n] += pd;
-          negative[n] |= pd < 0;
+        const double* __restrict tc = &t[(size_t)c * ncp];
+        for (int64_t n = 0; n < ncp; ++n) {
+          su[n] += tc[n];
+          ng[n] |= tc[n] < 0;
         }
       }
-      for (int64_t n = 0; n < nc; ++n) scale[n] = sums[n] > 0 ? 1.0 / sums[n] : 0.0;
+      for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
+      float* const x0 = s.model(i);
       for (int64_t c = 0; c < C; ++c) {
-        float* xs = &s.x[((size_t)i * C + c) * ncp];
-        float* ys = &s.y[((size_t)i * C + c) * ncp];
-        float* zs = div == kSymmetricKL ? &s.z[((size_t)i * C + c) * ncp] : nullptr;
-        const int64_t off = i * v.stride[0] + c * v.stride[2] + n0 * v.stride[1];
-        for (int64_t n = 0; n < nc; ++n) {
-          double pd = load_as_double(base, v.dtype, off + n * v.stride[1]) * scale[n];
-          pd = pd > 0 ? pd : 0.0;  // NaN and negatives are reported below
+        const double* __restrict tc = &t[(size_t)c * ncp];
+        for (int64_t b = 0; b < s.blocks; ++b) {
+          float* const dst = x0 + (b * C + c) * step;
+          const double* __restrict tb = tc + b * kW;
+          const double* __restrict sb = sc + b * kW;
           if (div == kBhattacharyya) {
-            const double r = std::sqrt(pd);
-            const float hi = (float)r;
-            xs[n] = hi;
-            ys[n] = (float)(r - (double)hi);
+            v8d pd, sv;
+            std::memcpy(&pd, tb, sizeof pd);
+            std::memcpy(&sv, sb, sizeof sv);
+            pd *= sv;
+            pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported below
+            *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
           } else {
-            const double lp = std::log(std::max(pd, kProbFloor));
-            const float lh = (float)lp;
-            xs[n] = (float)pd;
-            ys[n] = lh;
-            zs[n] = (float)(lp - (double)lh);
+            float* __restrict r = dst;
+            for (int l = 0; l < kW; ++l) {
+              double pd = tb[l] * sb[l];
+              pd = pd > 0 ? pd : 0.0;
+              const double lp = std::log(std::max(pd, kProbFloor));
+              const float lh = (float)lp;
+              r[l] = (float)pd;
+              r[kW + l] = lh;
+              r[2 * kW + l] = (float)(lp - (double)lh);
+            }
           }
-        }
-        for (int64_t n = nc; n < ncp; ++n) {
-          xs[n] = 0.f;
-          ys[n] = 0.f;
-          if (zs) zs[n] = 0.f;
         }
       }
       if (!validate) continue;
       for (int64_t n = 0; n < nc; ++n) {
-        if (!negative[n] && std::isfinite(sums[n]) && std::fabs(sums[n] - 1.0) <= tol) continue;
+        if (!ng[n] && std::isfinite(su[n]) && std::fabs(su[n] - 1.0) <= tol) continue;
         // locate the first offending entry of this sample for the message
         const int64_t row = i * v.stride[0] + (n0 + n) * v.stride[1];
         bool found = false;
@@ -126,19 +240,25 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, int div, bool
           if (!std::isfinite(p)) { record(bad, which, kNonFinite, i, n0 + n, p); found = true; }
           else if (p < 0) { record(bad, which, kNegative, i, n0 + n, p); found = true; }
         }
-        if (!found) record(bad, which, kNotNormalised, i, n0 + n, sums[n]);
+        if (!found) record(bad, which, kNotNormalised, i, n0 + n, su[n]);
         break;
       }
     }
   }
 }
 
-inline v8 vload(const float* p) { return *reinterpret_cast<const v8*>(p); }
+// Keep a value in a vector register: the compiler may neither rematerialise it from memory nor fold it
+// into another instruction's memory operand. (Only with AVX-512, where a 64-byte vector is one register.)
+template <typename V>
+inline V pinned(V v) {
+#if defined(__AVX512F__)
+  asm("" : "+v"(v));
+#endif
+  return v;
+}
 
-typedef double v8d __attribute__((vector_size(kW * sizeof(double))));
-typedef int v8i __attribute__((vector_size(kW * sizeof(int))));
-
-// Division-free per-sample logarithms for the finishing step (vectorised over samples).
+template <typename V, typename T>
+inline V vload(const T* p) { return *reinterpret_cast<const V*>(p); }
 
 // log(1 + f) = f - f^2/2 + f^3 P(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1], P a degree-7 least-squares fit
 // for relative error (fitted for taskgeom; max relative error 7e-9 in exact arithmetic on that interval).
@@ -154,101 +274,141 @@ inline v8 log1p_reduced_v(v8 f) {
   return f - 0.5f * f2 + f2 * f * p;
 }
 
-// Per-sample distances of one block of kW samples with one polynomial evaluation for every lane:
-// where h = 1 - BC <= 1 - sqrt(1/2), -log(1 - h) = -log1p(f) with f = -h exact (no cancellation for
-// nearby models); elsewhere BC = s (accurate when small) is reduced to m 2^e, m in [sqrt(1/2), sqrt(2)),
-// and -log(BC) = -(e log 2 + log1p(m - 1)).
-inline v8d finish_bhattacharyya(v8 h2, v8 s) {
-  const v8 h = h2 * 0.5f;
-  const v8i near = h <= 0.29289321f;
-  const v8 floor = v8{} + (float)kBCFloor;
-  const v8 x = s > floor ? s : floor;
-  const v8i bits = (v8i)x;
-  v8i e = ((bits >> 23) & 0xff) - 127;
-  v8 m = (v8)((bits & 0x007fffff) | 0x3f800000);
-  const v8i big = m > 1.41421356f;
-  m = big ? m * 0.5f : m;
-  e = e - big;  // big is -1 where true
-  const v8 f = near ? -h : m - 1.0f;
-  const v8 ef = near ? v8{} : __builtin_convertvector(e, v8);
-  return __builtin_convertvector(-(ef * 0.69314718056f + log1p_reduced_v(f)), v8d);
+// P = m 2^e with m in [1, 2): returns m, adds e to E (exact).
+inline v8d split_exponent(v8d P, v8d& E) {
+  const v8l bits = (v8l)P;
+  E += __builtin_convertvector(((bits >> 52) & 0x7ff) - 1023, v8d);
+  return (v8d)((bits & 0x000fffffffffffffLL) | 0x3ff0000000000000LL);
 }
 
-// Bhattacharyya on a kTI x kTJ register tile of pairs (rows ii[], columns jj[]), one block of kW samples.
+// -log(P 2^E) per lane for normal P > 0: P = m 2^e with m in [sqrt(1/2), sqrt(2)), so that f = m - 1 is
+// exact in float64 (for P 2^E near 1, e + E = 0 and f carries 1 - BC without cancellation error);
+// log1p(f) in float32 to about 1e-7 relative.
+inline v8d neg_log(v8d P, v8d E) {
+  v8d m = split_exponent(P, E);
+  const v8l big = m > 1.4142135623730951;
+  m = big ? m * 0.5 : m;
+  E = big ? E + 1.0 : E;
+  const v8 f = __builtin_convertvector(m - 1.0, v8);
+  return -(E * 0.6931471805599453 + __builtin_convertvector(log1p_reduced_v(f), v8d));
+}
+
+inline v8d vmax(v8d a, v8d b) {
+#if defined(__AVX512F__)
+  return (v8d)_mm512_mask_max_pd((__m512d)a, 0xff, (__m512d)a, (__m512d)b);
+#else
+  return a > b ? a : b;
+#endif
+}
+
+// Bhattacharyya on TI rows x kG columns over `nblocks` sample blocks. `a` points at the first row's
+// block-0 class-0 data, `b` at the column group's; out gets the float64 sums of -log BC. Per lane, BC of
+// consecutive blocks are multiplied (each floored at BC_FLOOR); every kProdBlocks blocks the product's
+// exponent moves into E, and one logarithm per lane ends the tile.
 template <int TI>
-inline void bhattacharyya_tile(const Stage& A, const Stage& B, const int64_t* ii, const int64_t* jj, int64_t nb,
-                               v8d (*sums)[kTJ]) {
-  const int64_t C = A.C, ncp = A.ncp;
-  v8 h[TI][kTJ] = {}, s[TI][kTJ] = {};
-  const float* ax[TI];
-  const float* ay[TI];
-  const float* bx[kTJ];
-  const float* by[kTJ];
-  for (int u = 0; u < TI; ++u) {
-    ax[u] = &A.x[(size_t)ii[u] * C * ncp + nb];
-    ay[u] = &A.y[(size_t)ii[u] * C * ncp + nb];
-  }
-  for (int t = 0; t < kTJ; ++t) {
-    bx[t] = &B.x[(size_t)jj[t] * C * ncp + nb];
-    by[t] = &B.y[(size_t)jj[t] * C * ncp + nb];
-  }
-  for (int64_t c = 0; c < C; ++c) {
-    const size_t o = (size_t)c * ncp;
-    v8 ah[TI], al[TI];
-    for (int u = 0; u < TI; ++u) { ah[u] = vload(ax[u] + o); al[u] = vload(ay[u] + o); }
-    for (int t = 0; t < kTJ; ++t) {
-      const v8 bh = vload(bx[t] + o), bl = vload(by[t] + o);
-      for (int u = 0; u < TI; ++u) {
-        const v8 d = (ah[u] - bh) + (al[u] - bl);
-        h[u][t] += d * d;
-        s[u][t] += ah[u] * bh;
+inline void bhattacharyya_tile(const double* __restrict a, const double* __restrict b, int64_t C, int64_t nblocks,
+                               double (*out)[kG]) {
+  constexpr int S = kG * kW;  // float64 per class step
+  const v8d floor = v8d{} + kBCFloor;
+  v8d prod[TI][kG], E[TI][kG];
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) { prod[u][t] = v8d{} + 1.0; E[u][t] = v8d{}; }
+  for (int64_t blk = 0; blk < nblocks;) {
+    const int64_t end = std::min(nblocks, blk + kProdBlocks);
+    for (; blk < end; ++blk) {
+      v8d bc[TI][kG] = {};
+      for (int64_t c = 0; c < C; ++c, a += S, b += S) {
+        // Each operand is loaded once and kept in a register (otherwise the compiler folds a reload
+        // into every FMA, which made this loop load-bound on Zen 4).
+        v8d av[TI];
+        for (int u = 0; u < TI; ++u) av[u] = pinned(vload<v8d>(a + u * kW));
+        for (int t = 0; t < kG; ++t) {
+          const v8d bv = pinned(vload<v8d>(b + t * kW));
+          for (int u = 0; u < TI; ++u) bc[u][t] += av[u] * bv;
+        }
       }
+      for (int u = 0; u < TI; ++u)
+        for (int t = 0; t < kG; ++t) prod[u][t] *= vmax(bc[u][t], floor);
     }
+    if (blk < nblocks)
+      for (int u = 0; u < TI; ++u)
+        for (int t = 0; t < kG; ++t) prod[u][t] = split_exponent(prod[u][t], E[u][t]);
   }
   for (int u = 0; u < TI; ++u)
-    for (int t = 0; t < kTJ; ++t) sums[u][t] += finish_bhattacharyya(h[u][t], s[u][t]);
+    for (int t = 0; t < kG; ++t) {
+      const v8d d = neg_log(prod[u][t], E[u][t]);
+      double sum = 0.0;
+      for (int l = 0; l < kW; ++l) sum += d[l];
+      out[u][t] = sum;
+    }
 }
 
-void compute_pairs(const Stage& A, const Stage& B, bool symmetric, int div, double* acc) {
-  const int64_t ma = A.m, mb = B.m, C = A.C, ncp = A.ncp;
-  const int64_t row_tiles = (ma + kTI - 1) / kTI;
-#pragma omp parallel for schedule(dynamic, 1)
-  for (int64_t rt = 0; rt < row_tiles; ++rt) {
-    const int64_t i0 = rt * kTI;
-    const int64_t in = std::min<int64_t>(kTI, ma - i0);
-    int64_t ii[kTI];
-    for (int u = 0; u < kTI; ++u) ii[u] = i0 + std::min<int64_t>(u, in - 1);
-    const int64_t j_begin = symmetric ? (i0 / kTJ) * kTJ : 0;
-    for (int64_t j0 = j_begin; j0 < mb; j0 += kTJ) {
-      const int64_t jn = std::min<int64_t>(kTJ, mb - j0);
-      int64_t jj[kTJ];
-      for (int t = 0; t < kTJ; ++t) jj[t] = j0 + std::min<int64_t>(t, jn - 1);
-      v8d sums[kTI][kTJ] = {};
-      for (int64_t nb = 0; nb < ncp; nb += kW) {
-        if (div == kBhattacharyya) {
-          bhattacharyya_tile<kTI>(A, B, ii, jj, nb, sums);
-        } else {
-          for (int u = 0; u < in; ++u) {
-            v8 k[kTJ] = {};
-            for (int64_t c = 0; c < C; ++c) {
-              const size_t ao = ((size_t)ii[u] * C + c) * ncp + nb;
-              const v8 ap = vload(&A.x[ao]), ah = vload(&A.y[ao]), al = vload(&A.z[ao]);
-              for (int t = 0; t < kTJ; ++t) {
-                const size_t bo = ((size_t)jj[t] * C + c) * ncp + nb;
-                const v8 dl = (ah - vload(&B.y[bo])) + (al - vload(&B.z[bo]));
-                k[t] += (ap - vload(&B.x[bo])) * dl;
-              }
-            }
-            for (int t = 0; t < kTJ; ++t) sums[u][t] += __builtin_convertvector(k[t], v8d);
+// Symmetric KL: sum_c (p_a - p_b) ((lh_a - lh_b) + (ll_a - ll_b)), float32 partial sums.
+template <int TI>
+inline void kl_tile(const float* __restrict a, const float* __restrict b, int64_t C, int64_t nblocks,
+                    double (*out)[kG]) {
+  constexpr int K = 3, S = kG * K * kW;
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) out[u][t] = 0.0;
+  for (int64_t blk = 0; blk < nblocks;) {
+    const int64_t end = std::min(nblocks, blk + kMaxBlocks);
+    v8 acc[TI][kG] = {};
+    for (; blk < end; ++blk)
+      for (int64_t c = 0; c < C; ++c, a += S, b += S) {
+        for (int t = 0; t < kG; ++t) {
+          const float* bt = b + t * K * kW;
+          const v8 bp = vload<v8>(bt), bh = vload<v8>(bt + kW), bl = vload<v8>(bt + 2 * kW);
+          for (int u = 0; u < TI; ++u) {
+            const float* au = a + u * K * kW;
+            const v8 dl = (vload<v8>(au + kW) - bh) + (vload<v8>(au + 2 * kW) - bl);
+            acc[u][t] += (vload<v8>(au) - bp) * dl;
           }
         }
+      }
+    for (int u = 0; u < TI; ++u)
+      for (int t = 0; t < kG; ++t) {
+        float sum = 0.f;
+        for (int l = 0; l < kW; ++l) sum += acc[u][t][l];
+        out[u][t] += sum;
+      }
+  }
+}
+
+// Rows per work item: a column group's panel is reused by this many rows while it stays in L1.
+constexpr int64_t kRowsPerItem = 32;
+static_assert(kRowsPerItem % kG == 0 && kG % kTI == 0, "row tiles must not straddle groups");
+
+// One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Work items are
+// (column group, block of rows) pairs, so that cross matrices with few columns still use every thread.
+void compute_pairs(const Stage& A, const Stage& B, bool symmetric, int div, double* acc) {
+  const int64_t ma = A.m, mb = B.m, C = A.C;
+  struct Item { int64_t g, r0, r1; };
+  std::vector<Item> items;
+  for (int64_t g = B.groups - 1; g >= 0; --g) {
+    const int64_t r_end = symmetric ? std::min(ma, (g + 1) * kG) : ma;
+    for (int64_t r0 = 0; r0 < r_end; r0 += kRowsPerItem) items.push_back({g, r0, std::min(r_end, r0 + kRowsPerItem)});
+  }
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t it = 0; it < items.size(); ++it) {
+    const Item item = items[it];
+    const int64_t j0 = item.g * kG;
+    const int64_t jn = std::min<int64_t>(kG, mb - j0);
+    const float* bg = B.model(j0);
+    for (int64_t i0 = item.r0; i0 < item.r1; i0 += kTI) {
+      // rows past ma are zero padding of the last group; their results are discarded
+      const int64_t in = std::min<int64_t>(kTI, item.r1 - i0);
+      const float* ai = A.model(i0);
+      double sums[kTI][kG];
+      if (div == kBhattacharyya) {
+        bhattacharyya_tile<kTI>(reinterpret_cast<const double*>(ai), reinterpret_cast<const double*>(bg), C,
+                                A.blocks, sums);
+      } else {
+        kl_tile<kTI>(ai, bg, C, A.blocks, sums);
       }
       for (int u = 0; u < in; ++u)
         for (int t = 0; t < jn; ++t) {
           if (symmetric && j0 + t < i0 + u) continue;
-          double tot = 0.0;
-          for (int l = 0; l < kW; ++l) tot += sums[u][t][l];
-          acc[(i0 + u) * mb + j0 + t] += tot;
+          acc[(i0 + u) * mb + j0 + t] += sums[u][t];
         }
     }
   }
@@ -264,12 +424,14 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   const int old_threads = omp_get_max_threads();
   if (threads > 0) omp_set_num_threads(threads);
 
-  // Samples per chunk: the staged chunk of every model (8 or 12 bytes per entry) stays in cache.
+  // Samples per chunk: a work item's rows (kRowsPerItem) and column panel (kG models) take about 1 MB,
+  // and a tile covers 32 to 256 samples, so that its one logarithm per lane and its per-pair bookkeeping
+  // are spread over many FMAs (chosen from measurements at C = 10, 100 and 1000 on a Zen 4 machine).
   int64_t nc = chunk;
   if (nc <= 0) {
-    const double bytes_per_sample = (double)(ma + (symmetric ? 0 : mb)) * C * (divergence == kSymmetricKL ? 12 : 8);
-    nc = (int64_t)((512.0 * 1024) / std::max(bytes_per_sample, 1.0));  // L2-resident chunk (measured)
-    nc = std::max<int64_t>(kW, std::min<int64_t>(nc, 256));
+    const double bytes_per_sample = (double)(kRowsPerItem + kG) * C * (divergence == kSymmetricKL ? 12 : 8);
+    nc = (int64_t)((1024.0 * 1024) / std::max(bytes_per_sample, 1.0));
+    nc = std::max<int64_t>(32, std::min<int64_t>(nc, 256)) / kW * kW;
   }
   nc = std::min(nc, N);
   const int64_t ncp = ((nc + kW - 1) / kW) * kW;
@@ -295,7 +457,7 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
     for (int64_t j = 0; j < mb; ++j) {
       if (symmetric && j < i) continue;
       double d = acc[i * mb + j] * inv_n;
-      if (symmetric && i == j) d = 0.0;
+      if (!(d > 0.0) || (symmetric && i == j)) d = 0.0;  // rounding can leave -1e-16 for identical rows
       out[i * mb + j] = d;
       if (symmetric) out[j * mb + i] = d;
     }
