@@ -72,6 +72,15 @@ def _cmd_inpca(args) -> int:
     return 0
 
 
+def _cmd_beton(args) -> int:
+    from .data.beton import write_beton
+
+    out = write_beton(args.folder, args.out, split=args.split, max_resolution=args.max_resolution,
+                      jpeg_quality=args.jpeg_quality, write_mode=args.write_mode, num_workers=args.workers)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.name}.classes.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -101,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out")
     p.set_defaults(fn=_cmd_inpca)
 
+    p = sub.add_parser("beton", help="write an ImageFolder directory as an FFCV .beton (needs the ffcv extra)")
+    p.add_argument("folder", help="directory of <class>/<image> (or <split>/<class>/<image>)")
+    p.add_argument("out", help="the .beton file to write")
+    p.add_argument("--split", help="e.g. train or val, for <split>/<class>/<image> layouts")
+    p.add_argument("--max-resolution", type=int, default=256)
+    p.add_argument("--jpeg-quality", type=int, default=90)
+    p.add_argument("--write-mode", default="smart", choices=["smart", "jpg", "raw"])
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(fn=_cmd_beton)
+
     from . import picture, train
 
     picture.add_parser(sub)
@@ -112,7 +131,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, TypeError, RuntimeError) as exc:
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as exc:
         print(f"taskgeom {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

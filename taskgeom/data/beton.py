@@ -1,0 +1,157 @@
+"""ImageNet-style data through FFCV (the optional ``ffcv`` extra).
+
+FFCV needs system libraries before ``pip install "taskgeom[ffcv]"`` can build it::
+
+    apt-get install -y libturbojpeg0-dev libopencv-dev pkg-config
+
+:func:`write_beton` converts an ImageFolder-style directory (``root/<class>/<image>`` or
+``root/<split>/<class>/<image>``) into a ``.beton`` file, decoding one image at a time, and records the
+class names beside it. :class:`FFCVLoader` reads it back: random-resized crops and horizontal flips for
+training, a centre crop for evaluation, moved to ``device`` and normalised as in Appendix A.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .images import _IMAGE_EXT
+from .loader import normalize
+
+__all__ = ["FFCVLoader", "classes_of", "write_beton"]
+
+_INSTALL = ("FFCV support needs the 'ffcv' extra and its system libraries: apt-get install -y "
+            "libturbojpeg0-dev libopencv-dev pkg-config && pip install 'taskgeom[ffcv]'")
+
+
+def _ffcv():
+    try:
+        import ffcv  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(_INSTALL) from exc
+    return ffcv
+
+
+class _Folder:
+    """An indexed view of an ImageFolder directory: ``folder[i] = (H x W x 3 uint8 array, label)``."""
+
+    def __init__(self, root: Path, split: str | None = None):
+        base = root / split if split is not None and (root / split).is_dir() else root
+        if not base.is_dir():
+            raise FileNotFoundError(f"{base}: no such image folder")
+        self.classes = sorted(p.name for p in base.iterdir() if p.is_dir())
+        self.items = [(f, k) for k, c in enumerate(self.classes) for f in sorted((base / c).iterdir())
+                      if f.is_file() and f.suffix.lower() in _IMAGE_EXT]
+        if not self.items:
+            raise ValueError(f"{base}: no images found (expected <class>/<image> with extensions "
+                             f"{sorted(_IMAGE_EXT)})")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        from PIL import Image, UnidentifiedImageError
+
+        path, label = self.items[i]
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8), label
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable image ({exc})") from exc
+
+
+def _classes_file(path: Path) -> Path:
+    return path.with_name(path.name + ".classes.json")
+
+
+def write_beton(source, path, split: str | None = None, max_resolution: int = 256, jpeg_quality: int = 90,
+                write_mode: str = "smart", num_workers: int | None = None) -> Path:
+    """Write an ImageFolder-style directory as an FFCV ``.beton`` file (and ``<path>.classes.json``).
+
+    Parameters
+    ----------
+    source : directory laid out as ``<class>/<image>`` or ``<split>/<class>/<image>``.
+    path : the ``.beton`` to write; it appears only once complete (written to a temporary name first).
+    max_resolution : longer sides are resized down to this many pixels (FFCV's ``RGBImageField``).
+    write_mode : ``"smart"`` (FFCV chooses JPEG or raw per image), ``"jpg"`` or ``"raw"``.
+
+    Returns the path written. Labels are class indices in sorted class-name order, as in
+    :func:`taskgeom.data.load_images`.
+    """
+    _ffcv()
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    folder = _Folder(Path(source), split)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=int(max_resolution),
+                                     jpeg_quality=int(jpeg_quality)),
+              "label": IntField()}
+    workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
+    try:
+        DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(folder)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _classes_file(out).write_text(json.dumps(folder.classes))
+    return out
+
+
+def classes_of(path) -> list[str]:
+    """Class names (index = label) recorded beside a ``.beton`` by :func:`write_beton`."""
+    f = _classes_file(Path(path))
+    if not f.exists():
+        raise FileNotFoundError(f"{f}: no class list beside {path} (was it written by taskgeom.data.write_beton?)")
+    return json.loads(f.read_text())
+
+
+class FFCVLoader:
+    """Batches ``(images, labels)`` from a ``.beton``: images ``(B, 3, R, R)`` float32 normalised to
+    mean 0.5, std 0.25 (Appendix A) on ``device``, labels ``(B,)`` int64.
+
+    Parameters
+    ----------
+    train : random-resized crop (scale 0.08-1, aspect 3/4-4/3) and horizontal flip, shuffled, last
+        incomplete batch dropped; otherwise a centre crop (ratio 224/256) in file order, all samples.
+    resolution : side R of the output images.
+    seed : FFCV's ``seed``: fixes the shuffled order (its augmentations draw from numba's own, unseeded
+        generator, so crops and flips differ between runs).
+    """
+
+    def __init__(self, path, batch_size: int = 256, device="cpu", train: bool = True, resolution: int = 224,
+                 seed: int = 0, num_workers: int | None = None, drop_last: bool | None = None):
+        _ffcv()
+        from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
+        from ffcv.loader import Loader, OrderOption
+        from ffcv.transforms import RandomHorizontalFlip, Squeeze, ToDevice, ToTensor, ToTorchImage
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such .beton file")
+        self.path, self.device, self.train = p, torch.device(device), bool(train)
+        res = (int(resolution), int(resolution))
+        if self.train:
+            image = [RandomResizedCropRGBImageDecoder(res), RandomHorizontalFlip()]
+        else:
+            image = [CenterCropRGBImageDecoder(res, ratio=224 / 256)]
+        image += [ToTensor(), ToDevice(self.device, non_blocking=True), ToTorchImage()]
+        label = [IntDecoder(), ToTensor(), ToDevice(self.device, non_blocking=True), Squeeze()]
+        workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
+        self._loader = Loader(str(p), batch_size=int(batch_size), num_workers=workers,
+                              order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL,
+                              drop_last=self.train if drop_last is None else bool(drop_last),
+                              pipelines={"image": image, "label": label}, seed=int(seed))
+        self.classes = classes_of(p) if _classes_file(p).exists() else None
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self):
+        for x, y in self._loader:
+            yield normalize(x), y.to(torch.int64).reshape(-1)
