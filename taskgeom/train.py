@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.loader import DeviceLoader, normalize
+from .data.loader import DeviceLoader, normalize, random_resized_crop
 from .data.tasks import episodes
 from .models import build_model
 
@@ -59,6 +59,7 @@ class TrainConfig:
     episodes_per_epoch: int = 100
     temperature: float = 0.5  # simclr
     barlow_lambda: float = 5e-3
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # simclr / barlow: area range of random-resized crops
     projection_dim: int = 128
     labelled: int = 2500  # fixmatch labelled subset
     threshold: float = 0.95  # fixmatch confidence
@@ -272,8 +273,8 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
         if cfg.method in ("supervised", "finetune"):
             return F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
         if cfg.method in ("simclr", "barlow"):
-            v1 = color_jitter(loader._augment_normalized(xb), g)
-            v2 = color_jitter(loader._augment_normalized(xb), g)
+            v1 = color_jitter(random_resized_crop(xb, g, scale=cfg.crop_scale), g)
+            v2 = color_jitter(random_resized_crop(xb, g, scale=cfg.crop_scale), g)
             z1, z2 = model(v1), model(v2)
             return nt_xent(z1, z2, cfg.temperature) if cfg.method == "simclr" else barlow_twins(z1, z2, cfg.barlow_lambda)
         # fixmatch

@@ -153,3 +153,28 @@ def test_device_loader_batches_augmentation_and_normalisation():
     assert float(x.min()) >= pad_value - 1e-6
     with pytest.raises(ValueError, match="uint8"):
         DeviceLoader(imgs.astype(np.float32), labels)
+
+
+def test_random_resized_crop_identity_flip_and_zoom():
+    from taskgeom.data.loader import random_resized_crop
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 12, 16, generator=g)
+    same = random_resized_crop(x, torch.Generator().manual_seed(1), scale=(1, 1), ratio=(4 / 3, 4 / 3), flip_p=0)
+    torch.testing.assert_close(same, x, rtol=0, atol=1e-6)  # aspect W / H = 4/3 and full area: the whole image
+    flipped = random_resized_crop(x, torch.Generator().manual_seed(1), scale=(1, 1), ratio=(4 / 3, 4 / 3), flip_p=1)
+    torch.testing.assert_close(flipped, x.flip(3), rtol=0, atol=1e-6)
+    # small crops of an image whose left half is 0 and right half is 1 zoom in: some outputs lie mostly
+    # in one half, and every output is a monotone ramp along the width
+    step = torch.zeros(200, 1, 8, 8)
+    step[..., 4:] = 1
+    out = random_resized_crop(step, torch.Generator().manual_seed(2), scale=(1 / 16, 1 / 16), ratio=(1, 1), flip_p=0)
+    assert out.shape == step.shape
+    rows = out[:, 0, 0]
+    assert torch.all(rows[:, 1:] >= rows[:, :-1] - 1e-6)
+    assert (rows.amax(1) < 0.5).any() and (rows.amin(1) > 0.5).any()
+    # a pure function of the generator's seed
+    a = random_resized_crop(x, torch.Generator().manual_seed(5))
+    b = random_resized_crop(x, torch.Generator().manual_seed(5))
+    c = random_resized_crop(x, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)

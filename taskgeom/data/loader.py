@@ -9,7 +9,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["DeviceLoader", "normalize"]
+__all__ = ["DeviceLoader", "normalize", "random_resized_crop"]
 
 MEAN, STD = 0.5, 0.25
 
@@ -17,6 +17,34 @@ MEAN, STD = 0.5, 0.25
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) uint8 -> float32 with mean 0.5, std 0.25 (Appendix A): (x / 255 - 0.5) / 0.25."""
     return (x_uint8.float() / 255.0 - MEAN) / STD
+
+
+def random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
+                        flip_p: float = 0.5) -> torch.Tensor:
+    """Per-sample random-resized crops with random horizontal flips (SimCLR's augmentation), as one
+    batched bilinear ``grid_sample``.
+
+    Each crop covers a fraction ``s ~ U(scale)`` of the image area with aspect ratio (width / height in
+    pixels) ``exp(U(log ratio))``
+    (clipped to the image), is placed uniformly inside the image and resized back to ``H x W``. Every
+    draw comes from ``generator``, so the result is a function of its seed. ``scale = ratio = (1, 1)``
+    with ``flip_p = 0`` returns ``x``. The default scale (0.2, 1) is the usual choice for 32 x 32 images.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    area = torch.empty(b, device=dev).uniform_(float(scale[0]), float(scale[1]), generator=generator)
+    log_r = torch.empty(b, device=dev).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=generator)
+    r = torch.exp(log_r) * (h / w)  # crop aspect (width / height in pixels) in units of the image sides
+    cw = torch.sqrt(area * r).clamp(max=1.0)  # crop width as a fraction of the image width
+    ch = torch.sqrt(area / r).clamp(max=1.0)
+    cx = (2 * torch.rand(b, device=dev, generator=generator) - 1) * (1 - cw)  # centre, normalised coordinates
+    cy = (2 * torch.rand(b, device=dev, generator=generator) - 1) * (1 - ch)
+    sign = torch.where(torch.rand(b, device=dev, generator=generator) < flip_p, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=dev, dtype=x.dtype)
+    theta[:, 0, 0], theta[:, 0, 2] = (cw * sign).to(x.dtype), cx.to(x.dtype)
+    theta[:, 1, 1], theta[:, 1, 2] = ch.to(x.dtype), cy.to(x.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 class DeviceLoader:
