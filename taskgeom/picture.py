@@ -1,11 +1,12 @@
 """``taskgeom picture``: the main job, end to end on built-in data.
 
 Trains a small CNN (:mod:`taskgeom.train`) on several tasks (class subsets of scikit-learn's digits,
-shipped inside scikit-learn, so nothing is downloaded) with a few seeds each, maps every checkpoint onto
+shipped inside scikit-learn, so nothing is downloaded; or of CIFAR-10 with ``data="cifar10"``) with a few
+seeds each, maps every checkpoint onto
 the union task by imprinting (eq. 7) and records its predictions in a PredictionStore; then computes progress
 (eq. 4), re-indexes the trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA
 embedding and explained stress (eqs. 9-11), mean trajectories, tube radii and normalised distances
-(Remark 5) and Riemann lengths (eq. 6), prints the headline numbers and writes a report folder
+(Remark 5) between every pair of tasks and Riemann lengths (eq. 6), prints the headline numbers and writes a report folder
 (``results.json``, ``config.json``, figures). An existing store is re-analysed without retraining.
 """
 
@@ -29,13 +30,19 @@ DIGIT_TASKS = {
 }
 
 
+#: The default CIFAR-10 tasks: the hierarchy of taskgeom.data.CIFAR10_TASKS (the union task is all ten).
+CIFAR10_PICTURE_TASKS = ("all", "vehicles", "animals", "mammals", "pets")
+
+
 @dataclass(frozen=True)
 class PictureConfig:
     """Configuration of ``taskgeom picture`` (units in brackets)."""
 
     out: str = "taskgeom-picture"  # report folder [path]
     store: str | None = None  # PredictionStore folder [path]; default <out>/store
-    tasks: tuple = tuple(DIGIT_TASKS)  # task names from DIGIT_TASKS
+    data: str = "digits"  # "digits" (built in) or "cifar10" (needs data_path)
+    data_path: str | None = None  # CIFAR-10 folder or tarballs, e.g. ../shared/data/cifar10
+    tasks: tuple | None = None  # task names; default: DIGIT_TASKS, or CIFAR10_PICTURE_TASKS
     seeds: int = 3  # seeds per task
     arch: str = "small-cnn"  # see taskgeom.models.build_model
     epochs: int = 15  # training epochs per run
@@ -45,8 +52,16 @@ class PictureConfig:
     checkpoints: int = 20  # recorded checkpoints per run, dense early (geometric in steps)
     grid: int = 50  # progress values of the re-indexed trajectories
     test_fraction: float = 0.35  # held-out evaluation split of digits
+    train_per_class: int = 0  # CIFAR-10: training images per class (0: all 5,000)
+    eval_samples: int = 0  # CIFAR-10: evaluation images, a class-balanced subset of the test split (0: all)
+    imprint_samples: int = 5000  # training images used to imprint each checkpoint onto the union task
     device: str = "auto"
     data_seed: int = 0
+
+    def task_names(self) -> tuple:
+        if self.tasks:
+            return tuple(self.tasks)
+        return tuple(DIGIT_TASKS) if self.data == "digits" else CIFAR10_PICTURE_TASKS
 
 
 def load_digits_split(test_fraction: float, seed: int):
@@ -62,6 +77,33 @@ def load_digits_split(test_fraction: float, seed: int):
     n_test = int(round(test_fraction * len(y)))
     test, train = perm[:n_test], perm[n_test:]
     return (img[train], y[train]), (img[test], y[test])
+
+
+def _balanced(labels: np.ndarray, per_class: int, rng) -> np.ndarray:
+    """Sorted indices of at most ``per_class`` samples of each class."""
+    keep = [rng.permutation(np.flatnonzero(labels == k))[:per_class] for k in np.unique(labels)]
+    return np.sort(np.concatenate(keep))
+
+
+def load_data(cfg: PictureConfig):
+    """(train, test, class names, tasks as class-index lists, evaluation set name) for ``cfg.data``."""
+    if cfg.data == "digits":
+        tr, te = load_digits_split(cfg.test_fraction, cfg.data_seed)
+        return tr, te, [str(i) for i in range(10)], dict(DIGIT_TASKS), f"digits-test-seed{cfg.data_seed}"
+    if cfg.data != "cifar10":
+        raise ValueError(f"unknown dataset {cfg.data!r} (digits, cifar10)")
+    from .train import _dataset
+
+    tr, te, classes, tasks = _dataset("cifar10", cfg.data_path)
+    rng = np.random.default_rng(cfg.data_seed)
+    if cfg.train_per_class:
+        idx = _balanced(tr[1], cfg.train_per_class, rng)
+        tr = (tr[0][idx], tr[1][idx])
+    if cfg.eval_samples:
+        idx = _balanced(te[1], max(1, cfg.eval_samples // len(classes)), rng)
+        te = (te[0][idx], te[1][idx])
+    name = f"cifar10-test-{len(te[1])}-seed{cfg.data_seed}"
+    return tr, te, classes, tasks, name
 
 
 def analyse(store, eval_set: str, tasks, grid: int) -> dict:
@@ -106,6 +148,7 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
         task: tg.normalized_distance(fam, families[ref]).tolist() for task, fam in families.items() if task != ref}
     res["tube_radius"] = {task: tg.tube_radius(fam).tolist() for task, fam in families.items()}
     res["grid"] = np.linspace(0, 1, grid).tolist()
+    res["task_distances"] = task_distances(families, final_progress, np.linspace(0, 1, grid))
     # means over seeds and the two ends of the task, placed into the embedding out of sample
     task_names = list(families)
     means = np.stack([families[t].astype(np.float64).mean(0) for t in task_names]).reshape(-1, R.shape[2], R.shape[3])
@@ -129,6 +172,35 @@ def analyse(store, eval_set: str, tasks, grid: int) -> dict:
                          "lines": lines, "marks": marks, "epochs": epochs, "per_class": per_class,
                          "trained": trained}
     return res
+
+
+def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> dict:
+    """Distances between every pair of task families, over the progress both reach.
+
+    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. For each pair, the comparison is
+    restricted to the grid values up to the smaller of the two tasks' final progress (the lowest over
+    seeds): beyond it re-indexing clamps a trajectory to its last model. Reported: ``normalized``, the
+    mean over that range of the symmetrised Remark 5 ratio (distance between mean trajectories over the
+    mean of the two tube radii), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
+    trajectories.
+    """
+    import taskgeom as tg
+
+    names = list(families)
+    k = len(names)
+    nd = np.zeros((k, k))
+    db = np.zeros((k, k))
+    reach = {t: float(min(final_progress[t])) for t in names}
+    means = {t: families[t].astype(np.float64).mean(0) for t in names}
+    for i, a in enumerate(names):
+        for j in range(i + 1, k):
+            b = names[j]
+            mask = grid <= min(reach[a], reach[b])
+            mask[0] = True
+            nd[i, j] = nd[j, i] = float(np.mean(tg.normalized_distance(families[a][:, mask], families[b][:, mask])))
+            db[i, j] = db[j, i] = float(np.mean(tg.bhattacharyya(means[a][mask], means[b][mask])))
+    return {"tasks": names, "normalized": nd.tolist(), "bhattacharyya": db.tolist(),
+            "progress_reached": reach}
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
@@ -216,21 +288,24 @@ def run(cfg: PictureConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     store = PredictionStore(cfg.store or out / "store", create=True)
-    eval_set = f"digits-test-seed{cfg.data_seed}"
+    tasks = cfg.task_names()
     t0 = time.perf_counter()
-    data = load_digits_split(cfg.test_fraction, cfg.data_seed)
-    store.add_eval_set(eval_set, data[1][1], class_names=[str(i) for i in range(10)])
-    runs = [(task, seed) for task in cfg.tasks for seed in range(cfg.seeds)]
+    train_data, test_data, class_names, task_classes, eval_set = load_data(cfg)
+    unknown = [t for t in tasks if t not in task_classes]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown} for {cfg.data}; known: {sorted(task_classes)}")
+    store.add_eval_set(eval_set, test_data[1], class_names=class_names)
+    runs = [(task, seed) for task in tasks for seed in range(cfg.seeds)]
     from tqdm.auto import tqdm
 
     for task, seed in tqdm(runs, desc="training runs", unit="run"):
         tcfg = TrainConfig(method="supervised", arch=cfg.arch, epochs=cfg.epochs, batch_size=cfg.batch_size,
                            lr=cfg.lr, weight_decay=cfg.weight_decay, checkpoints=cfg.checkpoints, seed=seed,
-                           device=cfg.device, imprint_samples=len(data[0][1]))
+                           device=cfg.device, imprint_samples=min(cfg.imprint_samples, len(train_data[1])))
         # resumable: a finished run is reused, an interrupted one continues where it stopped
-        train(tcfg, DIGIT_TASKS[task], data[0], data[1], store, eval_set, task, progress_bar=False)
+        train(tcfg, task_classes[task], train_data, test_data, store, eval_set, task, progress_bar=False)
     t_train = time.perf_counter() - t0
-    res = analyse(store, eval_set, cfg.tasks, cfg.grid)
+    res = analyse(store, eval_set, tasks, cfg.grid)
     res["seconds"] = {"training": t_train, "total": time.perf_counter() - t0}
     made = figures(res, out)
     res["figures"] = made
@@ -242,7 +317,7 @@ def run(cfg: PictureConfig) -> dict:
     from ._build import build_info
     from ._provenance import code_version
 
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), "tasks": list(cfg.tasks), "code": code_version(),
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), "tasks": list(tasks), "code": code_version(),
                                                  "build": build_info()}, indent=2, default=str))
     return res
 
@@ -258,6 +333,13 @@ def print_headline(res: dict, out: str) -> None:
     print(f"Riemann length (eq. 6; geodesic P0 -> P* is {res['geodesic_length_P0_Pstar']:.4f}):")
     for task, v in res["riemann_length"].items():
         print(f"  {task:>6}: {v['mean']:.3f}")
+    td = res.get("task_distances")
+    if td and len(td["tasks"]) > 1:
+        names = td["tasks"]
+        print("normalised distance between tasks (Remark 5; 1 = tubes touch), over the progress both reach:")
+        print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
+        for n, row in zip(names, td["normalized"]):
+            print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
     print(f"report: {out}/{res['report']} (open in a browser), {out}/results.json, figures "
           f"{', '.join(res['figures'])}; took {res['seconds']['total']:.1f} s")
 
@@ -268,18 +350,34 @@ def add_parser(sub) -> None:
     d = PictureConfig()
     p.add_argument("--out", default=d.out, help="report folder (default %(default)s)")
     p.add_argument("--store", default=None, help="PredictionStore folder (default <out>/store)")
-    p.add_argument("--tasks", nargs="+", default=list(d.tasks), choices=list(DIGIT_TASKS))
+    p.add_argument("--data", default=d.data, choices=["digits", "cifar10"],
+                   help="digits (built in, default) or cifar10 (with --data-path)")
+    p.add_argument("--data-path", help="CIFAR-10 folder or its train/test tarballs, e.g. ../shared/data/cifar10")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help=f"task names (digits: {', '.join(DIGIT_TASKS)}; cifar10 default: "
+                        f"{', '.join(CIFAR10_PICTURE_TASKS)}; also airplane-automobile, bird-cat, ship-truck)")
     p.add_argument("--seeds", type=int, default=d.seeds)
+    p.add_argument("--arch", default=d.arch, help="small-cnn (default), wrn-16-4, resnet18")
     p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--checkpoints", type=int, default=d.checkpoints)
     p.add_argument("--grid", type=int, default=d.grid)
+    p.add_argument("--train-per-class", type=int, default=d.train_per_class,
+                   help="CIFAR-10: training images per class (0: all)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="CIFAR-10: class-balanced evaluation images from the test split (0: all 10,000)")
+    p.add_argument("--imprint-samples", type=int, default=d.imprint_samples)
     p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
     p.set_defaults(fn=_cmd)
 
 
 def _cmd(args) -> int:
-    cfg = PictureConfig(out=args.out, store=args.store, tasks=tuple(args.tasks), seeds=args.seeds, epochs=args.epochs,
-                        checkpoints=args.checkpoints, grid=args.grid, device=args.device)
+    cfg = PictureConfig(out=args.out, store=args.store, data=args.data, data_path=args.data_path,
+                        tasks=tuple(args.tasks) if args.tasks else None, seeds=args.seeds, arch=args.arch,
+                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, checkpoints=args.checkpoints,
+                        grid=args.grid, train_per_class=args.train_per_class, eval_samples=args.eval_samples,
+                        imprint_samples=args.imprint_samples, device=args.device)
     res = run(cfg)
     print_headline(res, cfg.out)
     return 0

@@ -138,6 +138,14 @@ def write_report(res: dict, out: Path, title: str = "taskgeom picture") -> Path:
                      for t in res["progress_on_union_task"]],
                     ["task", "progress (final, mean over seeds)", "Riemann length (eq. 6)"]),
              f"<p>Length of the geodesic P0 &rarr; P*: {res['geodesic_length_P0_Pstar']:.4f}.</p>"]
+    td = res.get("task_distances")
+    if td and len(td["tasks"]) > 1:
+        names = td["tasks"]
+        parts += ["<h2>Distances between tasks (Remark 5)</h2>",
+                  "<p>Distance between mean trajectories over the mean of their tube radii, averaged over the "
+                  "progress both tasks reach (1 = the tubes touch).</p>",
+                  _table([[a] + [f"{v:.2f}" for v in row] for a, row in zip(names, td["normalized"])],
+                         ["task"] + names)]
     for fig in res.get("figures", []):
         data = base64.b64encode((out / fig).read_bytes()).decode()
         parts.append(f"<h2>{html.escape(fig)}</h2><img alt='{html.escape(fig)}' src='data:image/png;base64,{data}' "

@@ -108,3 +108,56 @@ def test_result6_experiment_runs(tmp_path):
     final = next(v for k, v in res["finetuned"].items() if "final" in k)
     # fine-tuning starts from the supervised model's backbone: same imprinted model, same progress
     assert abs(final["start_progress"] - res["supervised"]["final_progress"]) < 1e-3
+
+
+def test_picture_reports_distances_between_tasks(report):
+    res = json.loads((report.parent / "results.json").read_text())
+    td = res["task_distances"]
+    assert td["tasks"] == ["all", "0-4"]
+    nd = np.array(td["normalized"])
+    assert nd.shape == (2, 2) and np.all(np.diag(nd) == 0) and nd[0, 1] == nd[1, 0] > 0
+    assert "Distances between tasks" in report.read_text()
+
+
+@pytest.fixture(scope="module")
+def tiny_cifar(tmp_path_factory):
+    """A CIFAR-10-shaped ImageFolder (train/ and test/, the ten class names, 32 x 32 PNGs): each class a
+    colour, so that even one epoch separates them."""
+    from taskgeom.data import CIFAR10_CLASSES
+
+    root = tmp_path_factory.mktemp("tiny_cifar")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 12), ("test", 4)):
+        for k, c in enumerate(CIFAR10_CLASSES):
+            (root / split / c).mkdir(parents=True)
+            base = np.array([25 * k, 255 - 25 * k, (80 * k) % 256])
+            for i in range(count):
+                img = np.clip(base + rng.integers(-20, 21, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(img).save(root / split / c / f"{i}.png")
+    return root
+
+
+def test_picture_on_cifar10_layout_and_result3_analysis(tiny_cifar, tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.setenv("TASKGEOM_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "pic"
+    assert cli.main(["picture", "--data", "cifar10", "--data-path", str(tiny_cifar), "--out", str(out),
+                     "--tasks", "all", "vehicles", "animals", "pets", "--seeds", "2", "--epochs", "1",
+                     "--checkpoints", "3", "--grid", "6", "--batch-size", "16", "--device", "cpu"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["n"] == 40 and res["c"] == 10 and res["eval_set"].startswith("cifar10-test-40")
+    assert res["task_distances"]["tasks"] == ["all", "vehicles", "animals", "pets"]
+    script = Path(__file__).resolve().parents[1] / "experiments" / "result3_hierarchy.py"
+    if not script.exists():
+        pytest.skip("experiments/ not beside the tests")
+    run = subprocess.run([sys.executable, str(script), "--results", str(out / "results.json"), "--out",
+                          str(tmp_path / "r3")], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    r3 = json.loads((tmp_path / "r3" / "result3.json").read_text())
+    tree = np.array(r3["tree_distance"])
+    # all -> vehicles 1, all -> animals 1, all -> pets 3, vehicles -> animals 2, vehicles -> pets 4, animals -> pets 2
+    assert tree[np.triu_indices(4, 1)].tolist() == [1, 1, 3, 2, 4, 2]
+    assert -1 <= r3["spearman_normalized_vs_tree_distance"]["rho"] <= 1
+    assert (tmp_path / "r3" / "result3.png").stat().st_size > 0

@@ -1,0 +1,163 @@
+"""Result 3 at small scale: do the trajectories of tasks built from a semantic hierarchy reflect it?
+
+The paper (Fig. 3) trains on sub-tasks of two Wordnet phyla of ImageNet and finds that trajectories of
+semantically close tasks are close. Here the hierarchy is CIFAR-10's (taskgeom.data.CIFAR10_TASKS):
+
+    all -> vehicles, animals;   animals -> mammals;   mammals -> pets
+
+Every model is imprinted onto all ten classes, trajectories are re-indexed by progress, and each pair of
+tasks is compared with the normalised distance of Remark 5 (distance between mean trajectories over the
+mean tube radius, averaged over the progress both reach). The script then compares those distances with
+the distances in the tree (edges between the two task nodes) and with the overlap of their class sets.
+
+    # train (or reuse) the runs and analyse them, CIFAR-10 on the CPU (about 15 minutes on 2 cores):
+    python experiments/result3_hierarchy.py --data-path ../shared/data/cifar10 --out runs/result3
+    # paper-like scale on a GPU:
+    python experiments/result3_hierarchy.py --data-path ../shared/data/cifar10 --out runs/result3-gpu \\
+        --arch wrn-16-4 --epochs 30 --seeds 5 --train-per-class 0 --eval-samples 0 --device cuda
+
+Writes ``result3.json`` (distance matrices, tree distances, rank correlations, nearest tasks) and
+``result3.png`` beside the ``taskgeom picture`` report of the same runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+#: parent of each task node in CIFAR-10's semantic tree (None: the root)
+PARENT = {"all": None, "vehicles": "all", "animals": "all", "mammals": "animals", "pets": "mammals",
+          "airplane-automobile": "vehicles", "ship-truck": "vehicles", "bird-cat": "animals"}
+
+
+def tree_distance(a: str, b: str) -> int:
+    """Number of edges between two task nodes of the tree."""
+    def ancestors(x):
+        out = [x]
+        while PARENT[out[-1]] is not None:
+            out.append(PARENT[out[-1]])
+        return out
+
+    pa, pb = ancestors(a), ancestors(b)
+    common = next(x for x in pa if x in pb)
+    return pa.index(common) + pb.index(common)
+
+
+def class_overlap_distance(a: str, b: str) -> float:
+    """1 - Jaccard index of the two tasks' class sets."""
+    from taskgeom.data import CIFAR10_TASKS
+
+    ca, cb = set(CIFAR10_TASKS[a].classes), set(CIFAR10_TASKS[b].classes)
+    return 1.0 - len(ca & cb) / len(ca | cb)
+
+
+def analyse(td: dict) -> dict:
+    from scipy.stats import spearmanr
+
+    names = td["tasks"]
+    nd = np.asarray(td["normalized"])
+    db = np.asarray(td["bhattacharyya"])
+    iu = np.triu_indices(len(names), 1)
+    tree = np.array([[tree_distance(a, b) for b in names] for a in names])
+    overlap = np.array([[class_overlap_distance(a, b) for b in names] for a in names])
+    out = {"tasks": names, "normalized_distance": nd.tolist(), "bhattacharyya_between_means": db.tolist(),
+           "tree_distance": tree.tolist(), "class_overlap_distance": overlap.tolist(),
+           "progress_reached": td["progress_reached"]}
+    for key, m in (("tree_distance", tree), ("class_overlap_distance", overlap)):
+        for dist, d in (("normalized", nd), ("bhattacharyya", db)):
+            rho, pval = spearmanr(m[iu], d[iu])
+            out[f"spearman_{dist}_vs_{key}"] = {"rho": float(rho), "p": float(pval), "pairs": int(len(iu[0]))}
+    nearest = {}
+    for i, a in enumerate(names):
+        others = [j for j in range(len(names)) if j != i]
+        j = min(others, key=lambda j: nd[i, j])
+        nearest[a] = {"nearest": names[j], "normalized_distance": float(nd[i, j]),
+                      "tree_neighbours": [names[k] for k in others if tree[i, k] == 1]}
+    out["nearest_task"] = nearest
+    return out
+
+
+def figure(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = res["tasks"]
+    nd = np.asarray(res["normalized_distance"])
+    tree = np.asarray(res["tree_distance"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    im = axes[0].imshow(np.log10(np.where(nd > 0, nd, np.nan)), cmap="viridis")
+    axes[0].set_xticks(range(len(names)), names, rotation=45, ha="right")
+    axes[0].set_yticks(range(len(names)), names)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            if i != j:
+                axes[0].text(j, i, f"{nd[i, j]:.1f}\n(tree {tree[i, j]})", ha="center", va="center", fontsize=7,
+                             color="w")
+    fig.colorbar(im, ax=axes[0], label="log10 normalised distance")
+    axes[0].set_title("Remark 5 distance between tasks (tree distance)")
+    iu = np.triu_indices(len(names), 1)
+    axes[1].scatter(tree[iu], nd[iu])
+    for i, j in zip(*iu):
+        axes[1].annotate(f"{names[i]}-{names[j]}", (tree[i, j], nd[i, j]), fontsize=7, xytext=(3, 2),
+                         textcoords="offset points")
+    rho = res["spearman_normalized_vs_tree_distance"]["rho"]
+    axes[1].set(xlabel="edges between the tasks in the semantic tree", ylabel="normalised distance",
+                yscale="log", title=f"Spearman rho = {rho:.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--data-path", default="../shared/data/cifar10")
+    ap.add_argument("--out", default="result3")
+    ap.add_argument("--tasks", nargs="+", default=["all", "vehicles", "animals", "mammals", "pets"])
+    ap.add_argument("--arch", default="small-cnn")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--checkpoints", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.1)
+    ap.add_argument("--train-per-class", type=int, default=800)
+    ap.add_argument("--eval-samples", type=int, default=2000)
+    ap.add_argument("--imprint-samples", type=int, default=2000)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--results", help="analyse the results.json of an existing `taskgeom picture --data cifar10` "
+                                      "run instead of training")
+    args = ap.parse_args()
+    out = Path(args.out)
+    if args.results:
+        pic = json.loads(Path(args.results).read_text())
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        from taskgeom.picture import PictureConfig, print_headline, run
+
+        cfg = PictureConfig(out=str(out), data="cifar10", data_path=args.data_path, tasks=tuple(args.tasks),
+                            seeds=args.seeds, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
+                            lr=args.lr, checkpoints=args.checkpoints, train_per_class=args.train_per_class,
+                            eval_samples=args.eval_samples, imprint_samples=args.imprint_samples, device=args.device)
+        pic = run(cfg)
+        print_headline(pic, str(out))
+    res = analyse(pic["task_distances"])
+    res["explained_stress"] = pic["explained_stress"]
+    res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
+    (out / "result3.json").write_text(json.dumps(res, indent=2))
+    figure(res, out / "result3.png")
+    for key in ("spearman_normalized_vs_tree_distance", "spearman_normalized_vs_class_overlap_distance"):
+        r = res[key]
+        print(f"{key}: rho {r['rho']:.3f} (p {r['p']:.3g}, {r['pairs']} pairs)")
+    for a, v in res["nearest_task"].items():
+        print(f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}); tree neighbours "
+              f"{', '.join(v['tree_neighbours'])}")
+    print(f"wrote {out / 'result3.json'} and {out / 'result3.png'}")
+
+
+if __name__ == "__main__":
+    main()
