@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 import taskgeom as tg
-from taskgeom.picture import DIGIT_TASKS, load_digits_split
+from _data import add_data_arguments, load
 from taskgeom.store import PredictionStore
 from taskgeom.train import TrainConfig, train
 
@@ -55,22 +55,23 @@ def main():
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--device", default="auto")
+    add_data_arguments(ap)
     args = ap.parse_args()
     reference, families_cfg = PRESETS[args.preset]
     out = Path(args.out or args.preset)
     out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte) = load_digits_split(0.35, 0)
+    (xtr, ytr), (xte, yte), class_names, tasks, eval_set, rename = load(args)
     store = PredictionStore(out / "store", create=True)
-    store.add_eval_set("digits-test", yte, class_names=[str(i) for i in range(10)])
-    steps_per_epoch = int(np.ceil(len(ytr) / 64))
+    store.add_eval_set(eval_set, yte, class_names=class_names)
+    steps_per_epoch = int(np.ceil(len(ytr) / args.batch_size))
     runs = {}
     for name, (task, over) in families_cfg.items():
         over = {"lr": 0.1, "norm": "batch", **over}
         for seed in range(args.seeds):
-            cfg = TrainConfig(arch="small-cnn", epochs=args.epochs, checkpoints=20, seed=seed, device=args.device,
+            cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size, epochs=args.epochs, checkpoints=20, seed=seed, device=args.device,
                               episodes_per_epoch=steps_per_epoch, imprint_samples=len(ytr), **over)
-            runs.setdefault(name, []).append(train(cfg, DIGIT_TASKS[task], (xtr, ytr), (xte, yte), store,
-                                                   "digits-test", f"{task}:{name}", progress_bar=False))
+            runs.setdefault(name, []).append(train(cfg, tasks[rename(task)], (xtr, ytr), (xte, yte), store,
+                                                   eval_set, f"{rename(task)}:{name}", progress_bar=False))
     res = {"preset": args.preset, "reference": reference, "families": {}}
     families = {}
     for name, ts in runs.items():

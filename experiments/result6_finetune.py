@@ -1,12 +1,14 @@
 """Result 6 at small scale: fine-tuning on sub-tasks from checkpoints along the supervised trajectory.
 
 A supervised run on all ten digits keeps the weights of every recorded checkpoint; from an early, a
-middle and the final one, models are fine-tuned on 0-4 and on 5-9. Every fine-tuned checkpoint is
+middle and the final one, models are fine-tuned on 0-4 and on 5-9 (on CIFAR-10 with ``--data cifar10``:
+on vehicles and on animals). Every fine-tuned checkpoint is
 imprinted onto the ten-digit task, and its distance to the supervised trajectory is the smallest d_B to
 any point of the re-indexed supervised trajectory. Reports how far the fine-tuned models move from it
 (relative to the supervised trajectory's own tube of seeds) and their progress on the union task.
 
     python experiments/result6_finetune.py --out runs/result6      # about a minute on 2 CPU cores
+    python experiments/result6_finetune.py --data cifar10 --data-path ../shared/data/cifar10 --out runs/r6c
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import taskgeom as tg
-from taskgeom.picture import DIGIT_TASKS, load_digits_split
+from _data import SUBTASKS, add_data_arguments, load
 from taskgeom.store import PredictionStore
 from taskgeom.train import TrainConfig, train
 
@@ -31,15 +33,18 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--imprint-samples", type=int, default=5000)
+    add_data_arguments(ap)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte) = load_digits_split(0.35, 0)
+    (xtr, ytr), (xte, yte), class_names, tasks, eval_set, _ = load(args)
     store = PredictionStore(out / "store", create=True)
-    store.add_eval_set("digits-test", yte, class_names=[str(i) for i in range(10)])
-    base = dict(arch="small-cnn", norm="layer", lr=0.1, device=args.device, imprint_samples=len(ytr))
-    sup = [train(TrainConfig(epochs=args.epochs, checkpoints=20, seed=s, keep_states=True, **base), list(range(10)),
-                 (xtr, ytr), (xte, yte), store, "digits-test", "all", progress_bar=False) for s in range(args.seeds)]
+    store.add_eval_set(eval_set, yte, class_names=class_names)
+    base = dict(arch=args.arch, norm="layer", lr=0.1, batch_size=args.batch_size, device=args.device,
+                imprint_samples=min(args.imprint_samples, len(ytr)))
+    sup = [train(TrainConfig(epochs=args.epochs, checkpoints=20, seed=s, keep_states=True, **base), tasks["all"],
+                 (xtr, ytr), (xte, yte), store, eval_set, "all", progress_bar=False) for s in range(args.seeds)]
     family = np.stack([tg.reindex(np.asarray(t.probs), yte, grid=args.grid) for t in sup]).astype(np.float32)
     mean_sup = family.astype(np.float64).mean(0)
     radius = float(np.mean(tg.tube_radius(family)))
@@ -50,13 +55,13 @@ def main():
            "finetuned": {}}
     state_dir = out / "store" / "state"
     for where, k in starts.items():
-        for task in ("0-4", "5-9"):
+        for task in SUBTASKS[args.data]:
             rows = []
             for s, t in enumerate(sup):
                 init = state_dir / f"{t.id:06d}_ckpt{k:03d}.pt"
                 ft = train(TrainConfig(method="finetune", epochs=args.finetune_epochs, checkpoints=8, seed=s,
-                                       init_from=str(init), **base), DIGIT_TASKS[task], (xtr, ytr), (xte, yte),
-                           store, "digits-test", f"{task}:finetune-from-{where}", progress_bar=False)
+                                       init_from=str(init), **base), tasks[task], (xtr, ytr), (xte, yte),
+                           store, eval_set, f"{task}:finetune-from-{where}", progress_bar=False)
                 probs = np.asarray(ft.probs)
                 d = np.asarray(tg.pairwise_distances(probs, mean_sup))  # (checkpoints, grid)
                 rows.append({"distance_to_supervised": d.min(1).tolist(),
