@@ -69,7 +69,8 @@ def main():
         over = {"lr": 0.1, "norm": "batch", **over}
         for seed in range(args.seeds):
             cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size, epochs=args.epochs, checkpoints=20, seed=seed, device=args.device,
-                              episodes_per_epoch=steps_per_epoch, imprint_samples=len(ytr), **over)
+                              episodes_per_epoch=steps_per_epoch,
+                              imprint_samples=min(args.imprint_samples, len(ytr)), **over)
             runs.setdefault(name, []).append(train(cfg, tasks[rename(task)], (xtr, ytr), (xte, yte), store,
                                                    eval_set, f"{rename(task)}:{name}", progress_bar=False))
     res = {"preset": args.preset, "reference": reference, "families": {}}

@@ -2,7 +2,7 @@
 
 A supervised run on all ten digits keeps the weights of every recorded checkpoint; from an early, a
 middle and the final one, models are fine-tuned on 0-4 and on 5-9 (on CIFAR-10 with ``--data cifar10``:
-on vehicles and on animals). Every fine-tuned checkpoint is
+on airplane-automobile and on bird-cat, as in the paper). Every fine-tuned checkpoint is
 imprinted onto the ten-digit task, and its distance to the supervised trajectory is the smallest d_B to
 any point of the re-indexed supervised trajectory. Reports how far the fine-tuned models move from it
 (relative to the supervised trajectory's own tube of seeds) and their progress on the union task.
@@ -33,7 +33,6 @@ def main():
     ap.add_argument("--finetune-epochs", type=int, default=5)
     ap.add_argument("--grid", type=int, default=40)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--imprint-samples", type=int, default=5000)
     add_data_arguments(ap)
     args = ap.parse_args()
     out = Path(args.out)
