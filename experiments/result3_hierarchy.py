@@ -60,21 +60,25 @@ def analyse(td: dict) -> dict:
     names = td["tasks"]
     nd = np.asarray(td["normalized"])
     db = np.asarray(td["bhattacharyya"])
+    nd_end = np.asarray(td["normalized_final"])
     iu = np.triu_indices(len(names), 1)
     tree = np.array([[tree_distance(a, b) for b in names] for a in names])
     overlap = np.array([[class_overlap_distance(a, b) for b in names] for a in names])
     out = {"tasks": names, "normalized_distance": nd.tolist(), "bhattacharyya_between_means": db.tolist(),
            "tree_distance": tree.tolist(), "class_overlap_distance": overlap.tolist(),
-           "progress_reached": td["progress_reached"]}
+           "normalized_distance_final": nd_end.tolist(), "progress_reached": td["progress_reached"],
+           "grid_points_compared": td["points_compared"]}
     for key, m in (("tree_distance", tree), ("class_overlap_distance", overlap)):
-        for dist, d in (("normalized", nd), ("bhattacharyya", db)):
+        for dist, d in (("normalized", nd), ("bhattacharyya", db), ("normalized_final", nd_end)):
             rho, pval = spearmanr(m[iu], d[iu])
             out[f"spearman_{dist}_vs_{key}"] = {"rho": float(rho), "p": float(pval), "pairs": int(len(iu[0]))}
     nearest = {}
     for i, a in enumerate(names):
         others = [j for j in range(len(names)) if j != i]
         j = min(others, key=lambda j: nd[i, j])
+        je = min(others, key=lambda j: nd_end[i, j])
         nearest[a] = {"nearest": names[j], "normalized_distance": float(nd[i, j]),
+                      "nearest_final": names[je], "normalized_distance_final": float(nd_end[i, je]),
                       "tree_neighbours": [names[k] for k in others if tree[i, k] == 1]}
     out["nearest_task"] = nearest
     return out
@@ -87,9 +91,12 @@ def figure(res: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = res["tasks"]
-    nd = np.asarray(res["normalized_distance"])
     tree = np.asarray(res["tree_distance"])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    iu = np.triu_indices(len(names), 1)
+    panels = [("normalized_distance", "over the progress both reach", "spearman_normalized_vs_tree_distance"),
+              ("normalized_distance_final", "final models", "spearman_normalized_final_vs_tree_distance")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    nd = np.asarray(res["normalized_distance_final"])
     im = axes[0].imshow(np.log10(np.where(nd > 0, nd, np.nan)), cmap="viridis")
     axes[0].set_xticks(range(len(names)), names, rotation=45, ha="right")
     axes[0].set_yticks(range(len(names)), names)
@@ -99,17 +106,17 @@ def figure(res: dict, path: Path) -> None:
                 axes[0].text(j, i, f"{nd[i, j]:.1f}\n(tree {tree[i, j]})", ha="center", va="center", fontsize=7,
                              color="w")
     fig.colorbar(im, ax=axes[0], label="log10 normalised distance")
-    axes[0].set_title("Remark 5 distance between tasks (tree distance)")
-    iu = np.triu_indices(len(names), 1)
-    axes[1].scatter(tree[iu], nd[iu])
-    for i, j in zip(*iu):
-        axes[1].annotate(f"{names[i]}-{names[j]}", (tree[i, j], nd[i, j]), fontsize=7, xytext=(3, 2),
-                         textcoords="offset points")
-    rho = res["spearman_normalized_vs_tree_distance"]["rho"]
-    axes[1].set(xlabel="edges between the tasks in the semantic tree", ylabel="normalised distance",
-                yscale="log", title=f"Spearman rho = {rho:.2f}")
+    axes[0].set_title("Final models: Remark 5 distance (tree distance)")
+    for ax, (key, what, rho_key) in zip(axes[1:], panels):
+        d = np.asarray(res[key])
+        ax.scatter(tree[iu], d[iu])
+        for i, j in zip(*iu):
+            ax.annotate(f"{names[i]}-{names[j]}", (tree[i, j], d[i, j]), fontsize=7, xytext=(3, 2),
+                        textcoords="offset points")
+        ax.set(xlabel="edges between the tasks in the semantic tree", ylabel="normalised distance", yscale="log",
+               title=f"{what}: Spearman rho = {res[rho_key]['rho']:.2f}")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
@@ -150,11 +157,13 @@ def main():
     res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
     (out / "result3.json").write_text(json.dumps(res, indent=2))
     figure(res, out / "result3.png")
-    for key in ("spearman_normalized_vs_tree_distance", "spearman_normalized_vs_class_overlap_distance"):
+    for key in ("spearman_normalized_vs_tree_distance", "spearman_normalized_final_vs_tree_distance",
+                "spearman_normalized_vs_class_overlap_distance", "spearman_normalized_final_vs_class_overlap_distance"):
         r = res[key]
         print(f"{key}: rho {r['rho']:.3f} (p {r['p']:.3g}, {r['pairs']} pairs)")
     for a, v in res["nearest_task"].items():
-        print(f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}); tree neighbours "
+        print(f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}), final models nearest "
+              f"{v['nearest_final']} ({v['normalized_distance_final']:.2f}); tree neighbours "
               f"{', '.join(v['tree_neighbours'])}")
     print(f"wrote {out / 'result3.json'} and {out / 'result3.png'}")
 

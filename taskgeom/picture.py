@@ -182,14 +182,15 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
     seeds): beyond it re-indexing clamps a trajectory to its last model. Reported: ``normalized``, the
     mean over that range of the symmetrised Remark 5 ratio (distance between mean trajectories over the
     mean of the two tube radii), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
-    trajectories.
+    trajectories. ``normalized_final`` and ``bhattacharyya_final`` compare the final models (the last
+    checkpoints) the same way: the comparison that still says something when a task reaches little
+    progress on the union task.
     """
     import taskgeom as tg
 
     names = list(families)
     k = len(names)
-    nd = np.zeros((k, k))
-    db = np.zeros((k, k))
+    nd, db, nd_end, db_end = (np.zeros((k, k)) for _ in range(4))
     reach = {t: float(min(final_progress[t])) for t in names}
     means = {t: families[t].astype(np.float64).mean(0) for t in names}
     for i, a in enumerate(names):
@@ -199,8 +200,14 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
             mask[0] = True
             nd[i, j] = nd[j, i] = float(np.mean(tg.normalized_distance(families[a][:, mask], families[b][:, mask])))
             db[i, j] = db[j, i] = float(np.mean(tg.bhattacharyya(means[a][mask], means[b][mask])))
+            # the final models (the re-indexed trajectories end at each run's last checkpoint)
+            nd_end[i, j] = nd_end[j, i] = float(tg.normalized_distance(families[a][:, -1:], families[b][:, -1:])[0])
+            db_end[i, j] = db_end[j, i] = float(tg.bhattacharyya(means[a][-1], means[b][-1]))
     return {"tasks": names, "normalized": nd.tolist(), "bhattacharyya": db.tolist(),
-            "progress_reached": reach}
+            "normalized_final": nd_end.tolist(), "bhattacharyya_final": db_end.tolist(),
+            "progress_reached": reach, "points_compared": {
+                f"{a}|{b}": int(max(1, np.sum(grid <= min(reach[a], reach[b])))) for i, a in enumerate(names)
+                for b in names[i + 1:]}}
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
