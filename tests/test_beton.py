@@ -2,6 +2,7 @@
 
 Skips where FFCV is not installed, unless TASKGEOM_REQUIRE_FFCV=1 (set by .ci/run, which installs it)."""
 
+import importlib.util
 import os
 
 import hypothesis  # noqa: F401 - imported before FFCV's threads run: CPython 3.11's ast.parse (pytest's
@@ -10,8 +11,10 @@ import pytest  # after them (python/cpython#106905)
 import torch
 from PIL import Image
 
-if os.environ.get("TASKGEOM_REQUIRE_FFCV") != "1":
-    pytest.importorskip("ffcv", reason="FFCV is an optional extra")
+# (found, not imported: importing ffcv itself sets torch's global thread count, which the other tests'
+# bit-for-bit reproducibility depends on; taskgeom's FFCV support imports it with the count kept)
+if os.environ.get("TASKGEOM_REQUIRE_FFCV") != "1" and importlib.util.find_spec("ffcv") is None:
+    pytest.skip("FFCV is an optional extra", allow_module_level=True)
 
 from taskgeom.data.beton import FFCVLoader, classes_of, write_beton  # noqa: E402
 
@@ -81,6 +84,21 @@ def test_train_loader_random_resized_crop_and_flip(beton):
     assert [c.tolist() for _, c in epoch(1)] != [c.tolist() for _, c in first]
     again = torch.cat([b for b, _ in epoch(0)])
     assert not torch.equal(x, again)  # fresh crops and flips
+
+
+def test_torch_thread_count_is_left_alone(beton):
+    """FFCV sets torch's global thread count when imported and when a loader is made or read; the run
+    that imports taskgeom's FFCV support must keep its own (CPU results depend on it)."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # FFCV will set its worker count, 2
+        loader = FFCVLoader(beton, batch_size=4, train=False, resolution=16, num_workers=2)
+        assert torch.get_num_threads() == 1
+        for _ in loader:
+            pass
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_clear_errors(tmp_path, beton):

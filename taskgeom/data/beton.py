@@ -12,6 +12,7 @@ training, a centre crop for evaluation, moved to ``device`` and normalised as in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -28,9 +29,24 @@ _INSTALL = ("FFCV support needs the 'ffcv' extra and its system libraries: apt-g
             "libturbojpeg0-dev libopencv-dev pkg-config && pip install 'taskgeom[ffcv]'")
 
 
+@contextlib.contextmanager
+def _torch_threads_kept():
+    """FFCV sets torch's global thread count (to 1 when imported, to its worker count when a loader is made
+    or iterated); put the caller's back afterwards. Results of torch CPU ops depend on it: a training run
+    would otherwise stop reproducing itself bit for bit after FFCV was merely imported."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 def _ffcv():
     try:
-        import ffcv  # noqa: F401
+        with _torch_threads_kept():
+            import ffcv  # noqa: F401
+            import ffcv.loader  # noqa: F401 - sets the thread count on import
     except ImportError as exc:
         raise ImportError(_INSTALL) from exc
     return ffcv
@@ -143,15 +159,19 @@ class FFCVLoader:
         image += [ToTensor(), ToDevice(self.device, non_blocking=True), ToTorchImage()]
         label = [IntDecoder(), ToTensor(), ToDevice(self.device, non_blocking=True), Squeeze()]
         workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
-        self._loader = Loader(str(p), batch_size=int(batch_size), num_workers=workers,
-                              order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL,
-                              drop_last=self.train if drop_last is None else bool(drop_last),
-                              pipelines={"image": image, "label": label}, seed=int(seed))
+        with _torch_threads_kept():
+            self._loader = Loader(str(p), batch_size=int(batch_size), num_workers=workers,
+                                  order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL,
+                                  drop_last=self.train if drop_last is None else bool(drop_last),
+                                  pipelines={"image": image, "label": label}, seed=int(seed))
         self.classes = classes_of(p) if _classes_file(p).exists() else None
 
     def __len__(self) -> int:
         return len(self._loader)
 
     def __iter__(self):
-        for x, y in self._loader:
-            yield normalize(x), y.to(torch.int64).reshape(-1)
+        """While an epoch is being read, FFCV's workers hold torch's thread count at their number; the
+        caller's count is restored when the epoch ends (or the iteration is abandoned)."""
+        with _torch_threads_kept():
+            for x, y in self._loader:
+                yield normalize(x), y.to(torch.int64).reshape(-1)
