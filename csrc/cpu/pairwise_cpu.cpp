@@ -432,6 +432,10 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
     const double bytes_per_sample = (double)(kRowsPerItem + kG) * C * (divergence == kSymmetricKL ? 12 : 8);
     nc = (int64_t)((1024.0 * 1024) / std::max(bytes_per_sample, 1.0));
     nc = std::max<int64_t>(32, std::min<int64_t>(nc, 256)) / kW * kW;
+    // and the staged chunks of all models stay within 256 MB (thousands of models x 1000 classes)
+    const double staged_per_sample = (double)(ma + (symmetric ? 0 : mb)) * C * (divergence == kSymmetricKL ? 12 : 8);
+    const int64_t cap = (int64_t)((256.0 * 1024 * 1024) / std::max(staged_per_sample, 1.0)) / kW * kW;
+    nc = std::max<int64_t>(kW, std::min(nc, cap));
   }
   nc = std::min(nc, N);
   const int64_t ncp = ((nc + kW - 1) / kW) * kW;
