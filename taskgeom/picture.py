@@ -92,9 +92,9 @@ def load_data(cfg: PictureConfig):
         return tr, te, [str(i) for i in range(10)], dict(DIGIT_TASKS), f"digits-test-seed{cfg.data_seed}"
     if cfg.data != "cifar10":
         raise ValueError(f"unknown dataset {cfg.data!r} (digits, cifar10)")
-    from .train import _dataset
+    from .train import load_dataset
 
-    tr, te, classes, tasks = _dataset("cifar10", cfg.data_path)
+    tr, te, classes, tasks = load_dataset("cifar10", cfg.data_path)
     rng = np.random.default_rng(cfg.data_seed)
     if cfg.train_per_class:
         idx = _balanced(tr[1], cfg.train_per_class, rng)
@@ -193,11 +193,13 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
     nd, db, nd_end, db_end = (np.zeros((k, k)) for _ in range(4))
     reach = {t: float(min(final_progress[t])) for t in names}
     means = {t: families[t].astype(np.float64).mean(0) for t in names}
+    points = {}
     for i, a in enumerate(names):
         for j in range(i + 1, k):
             b = names[j]
             mask = grid <= min(reach[a], reach[b])
             mask[0] = True
+            points[f"{a}|{b}"] = int(mask.sum())
             nd[i, j] = nd[j, i] = float(np.mean(tg.normalized_distance(families[a][:, mask], families[b][:, mask])))
             db[i, j] = db[j, i] = float(np.mean(tg.bhattacharyya(means[a][mask], means[b][mask])))
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
@@ -205,9 +207,7 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
             db_end[i, j] = db_end[j, i] = float(tg.bhattacharyya(means[a][-1], means[b][-1]))
     return {"tasks": names, "normalized": nd.tolist(), "bhattacharyya": db.tolist(),
             "normalized_final": nd_end.tolist(), "bhattacharyya_final": db_end.tolist(),
-            "progress_reached": reach, "points_compared": {
-                f"{a}|{b}": int(max(1, np.sum(grid <= min(reach[a], reach[b])))) for i, a in enumerate(names)
-                for b in names[i + 1:]}}
+            "progress_reached": reach, "points_compared": points}
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):

@@ -337,7 +337,7 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
 
 
 # ---- command line -------------------------------------------------------------------------------
-def _dataset(name: str, path: str | None):
+def load_dataset(name: str, path: str | None):
     """(train, test, class names, named tasks) for ``digits`` or ``cifar10`` (tar / folder / batches)."""
     if name == "digits":
         from .picture import DIGIT_TASKS, load_digits_split
@@ -384,7 +384,7 @@ def _cmd_train(args) -> int:
 
     from .store import PredictionStore
 
-    tr, te, classes, tasks = _dataset(args.data, args.data_path)
+    tr, te, classes, tasks = load_dataset(args.data, args.data_path)
     if args.task not in tasks:
         raise ValueError(f"unknown task {args.task!r}; known: {sorted(tasks)}")
     store = PredictionStore(args.store, create=True)

@@ -138,7 +138,8 @@ void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, int64_t 
 #endif
 
 // raw: scratch of at least nc * C floats.
-void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t, float* raw) {
+void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t,
+                  [[maybe_unused]] float* raw) {
   const int64_t C = v.shape[2];
   switch (v.dtype) {
     case kFloat16:
@@ -159,7 +160,6 @@ void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp
     default:
       gather_typed<float>(v, i, n0, nc, ncp, t, [](float x) { return (double)x; });
   }
-  (void)raw;
   for (int64_t c = 0; c < C; ++c)
     for (int64_t n = nc; n < ncp; ++n) t[c * ncp + n] = c == 0 ? 1.0 : 0.0;
 }
