@@ -45,8 +45,7 @@ inline void check_same_events(const View3& a, const View3& b) {
 }
 
 inline void check_divergence(int divergence) {
-  if (divergence != kBhattacharyya && divergence != kSymmetricKL)
-    throw std::invalid_argument("unknown divergence code " + std::to_string(divergence));
+  dispatch_divergence(divergence, [](auto) {});  // throws for an unknown code
 }
 
 inline void raise_if_bad(const BadInput& bad, const char* which) {

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <string>
 
+#include "divergence.h"
+
 #if defined(__F16C__) && !defined(__CUDACC__)
 #include <immintrin.h>
 #endif
@@ -37,7 +39,7 @@ struct View3 {
 TG_HD float half_to_float(uint16_t h) {
 #if defined(__F16C__) && !defined(__CUDACC__)
   return _cvtsh_ss(h);
-#endif
+#else
   uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1fu;
   uint32_t man = h & 0x3ffu;
@@ -62,6 +64,7 @@ TG_HD float half_to_float(uint16_t h) {
   std::memcpy(&f, &bits, 4);
 #endif
   return f;
+#endif
 }
 
 TG_HD float bf16_to_float(uint16_t h) {
@@ -119,7 +122,5 @@ struct BadInput {
 };
 
 std::string describe_bad(const BadInput& b, const char* which);
-
-enum Divergence : int { kBhattacharyya = 0, kSymmetricKL = 1 };
 
 }  // namespace taskgeom

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from . import kernels
+from . import _native as kernels
 
 
 def build_info() -> dict:
@@ -20,7 +20,7 @@ def build_info() -> dict:
         c = kernels.cpu_module().build_info()
         info.update(openmp_threads=c["openmp_max_threads"], simd=c["simd"], compiler=c["compiler"])
     else:
-        info["cpu_error"] = str(kernels._modules.get("_C"))
+        info["cpu_error"] = kernels.import_error("_C")
     if info["cuda"]:
         g = kernels.cuda_module().build_info()
         info.update(cuda_architectures=g["cuda_architectures"].split(","),

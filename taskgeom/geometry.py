@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import kernels, reference
+from . import divergences, kernels, reference
 from ._validate import as_tensor, check_labels, check_probabilities, default_tol, same_events, to_output
 
 __all__ = [
@@ -171,8 +171,9 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     others : array (m', N, C), optional
         Cross matrix ``D[i, j] = d(models[i], others[j])``; by default the symmetric ``m x m`` matrix of
         ``models`` (only one triangle is computed).
-    divergence : {"bhattacharyya", "symmetric_kl"}
-        Bhattacharyya distance (eq. 2) or Jeffreys' symmetric KL (Appendix C), both averaged over samples.
+    divergence : {"bhattacharyya", "symmetric_kl", "hellinger"}
+        Bhattacharyya distance (eq. 2), Jeffreys' symmetric KL (Appendix C) or the squared Hellinger
+        distance ``1 - BC``, each averaged over samples (the registry :mod:`taskgeom.divergences`).
     chunk : int, optional
         Samples per streamed chunk (default: chosen from the cache size).
     backend : {"auto", "cpu", "cuda", "torch"}
@@ -188,8 +189,7 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     float64 array (m, m') with zero diagonal in the symmetric case. Float32 arithmetic with float64
     accumulation over samples; relative error about 1e-6 even for near-identical models.
     """
-    if divergence not in kernels.DIVERGENCES:
-        raise ValueError(f"divergence must be one of {sorted(kernels.DIVERGENCES)}, got {divergence!r}")
+    divergence = divergences.get(divergence).name  # a ValueError lists the registered names
     opts = dict(divergence=divergence, chunk=chunk, backend=backend, validate=validate, tol=tol, threads=threads,
                 cuda_method=cuda_method)
     if _is_blocks(models) or (others is not None and _is_blocks(others)):

@@ -12,6 +12,7 @@ Conventions (shared with the C++ and CUDA kernels):
   the finite per-sample distance ``-log(BC_FLOOR)`` (about 69.08).
 * Symmetric KL is Jeffreys' divergence ``KL(p||q) + KL(q||p)``, averaged over samples, with
   probabilities floored at :data:`PROB_FLOOR` inside logarithms.
+* The per-sample divergences and their names live in :mod:`taskgeom.divergences` (the registry).
 """
 
 from __future__ import annotations
@@ -20,14 +21,23 @@ import math
 
 import torch
 
-BC_FLOOR = 1e-30
-PROB_FLOOR = 1e-30
+from . import divergences
+from .divergences import (
+    BC_FLOOR,
+    PROB_FLOOR,
+    bhattacharyya_per_sample,
+    hellinger_per_sample,
+    normalized,
+    symmetric_kl_per_sample,
+)
 
 __all__ = [
     "BC_FLOOR",
     "PROB_FLOOR",
+    "normalized",
     "bhattacharyya_per_sample",
     "bhattacharyya",
+    "hellinger_per_sample",
     "symmetric_kl_per_sample",
     "pairwise_distances",
     "pairwise_gram",
@@ -44,34 +54,9 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.float64)
 
 
-def normalized(p: torch.Tensor) -> torch.Tensor:
-    """Rows in float64, negatives clipped, renormalised to sum to one (stored float16 rows are off by
-    up to ~1e-3, and the equivalent forms of d_B agree only on normalised rows)."""
-    p = _f64(p).clamp_min(0)
-    s = p.sum(-1, keepdim=True)
-    return p / torch.where(s > 0, s, torch.ones_like(s))
-
-
-def bhattacharyya_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Per-sample d_B (eq. 2 before the mean) without cancellation, shape ``broadcast(p, q)[..., N]``.
-
-    ``1 - BC = h = 1/2 sum_c (sqrt p - sqrt q)^2``; ``d = -log1p(-h)`` for h <= 1/2, else ``-log(BC)``.
-    """
-    sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
-    h = 0.5 * ((sp - sq) ** 2).sum(-1)
-    bc = (sp * sq).sum(-1)
-    return torch.where(h <= 0.5, -torch.log1p(-h.clamp(max=0.5)), -torch.log(bc.clamp_min(BC_FLOOR)))
-
-
 def bhattacharyya(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """Bhattacharyya distance averaged over samples (eq. 2), shape ``broadcast(p, q)[...]``."""
     return bhattacharyya_per_sample(p, q).mean(-1)
-
-
-def symmetric_kl_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``sum_c (p - q)(log p - log q)`` (Appendix C), shape ``broadcast(p, q)[..., N]``."""
-    p, q = normalized(p), normalized(q)
-    return ((p - q) * (p.clamp_min(PROB_FLOOR).log() - q.clamp_min(PROB_FLOOR).log())).sum(-1)
 
 
 def pairwise_distances(models: torch.Tensor, others: torch.Tensor | None = None, divergence: str = "bhattacharyya",
@@ -81,7 +66,7 @@ def pairwise_distances(models: torch.Tensor, others: torch.Tensor | None = None,
     Streams over sample chunks and blocks of rows so that no ``m x m' x N x C`` tensor exists;
     every pair is computed in the cancellation-free form of :func:`bhattacharyya_per_sample`.
     """
-    fn = bhattacharyya_per_sample if divergence == "bhattacharyya" else symmetric_kl_per_sample
+    fn = divergences.get(divergence).per_sample
     a = models
     b = models if others is None else others
     m, n, c = a.shape

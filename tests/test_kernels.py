@@ -21,7 +21,7 @@ from testing import (
 import taskgeom as tg
 from taskgeom import reference as R
 
-DIVERGENCES = ["bhattacharyya", "symmetric_kl"]
+DIVERGENCES = tg.divergences.names()
 
 
 def _ref(a, b=None, divergence="bhattacharyya"):
@@ -221,36 +221,42 @@ def test_cuda_methods_match_reference(backend, method):
     assert_rel_close(tg.pairwise_distances(p.cuda(), cuda_method=method), _ref(p), 1e-5, what="tiny")
 
 
-def test_gram64_formulation_on_host_tensors():
-    from taskgeom import kernels
+@pytest.mark.parametrize("divergence", ["bhattacharyya", "hellinger"])
+def test_gram64_formulation_on_host_tensors(divergence):
+    from taskgeom._cuda_ops import pairwise_gram64
 
     a = models(9, 77, 40, seed=3, dtype=torch.float16)
-    assert_rel_close(kernels._pairwise_gram64(a, None), _ref(a), 1e-10, atol=1e-15)
+    assert_rel_close(pairwise_gram64(a, None, divergence=divergence), _ref(a, None, divergence), 1e-10, atol=1e-15)
     # streamed in sample chunks into one matrix (as the GPU streaming path does), for both shapes
     for b in (None, models(4, 77, 40, seed=4)):
         out = torch.zeros(9, 9 if b is None else 4, dtype=torch.float64)
         for n0 in range(0, 77, 30):
-            kernels._pairwise_gram64(a[:, n0:n0 + 30], None if b is None else b[:, n0:n0 + 30], out=out, norm=77)
-        assert_rel_close(out, _ref(a, b), 1e-10, atol=1e-15)
-    p = nearby(7, 10, 1e-4, seed=6, count=5).float()
-    assert_rel_close(kernels._pairwise_gram64(p, None), _ref(p), 1e-5)
+            pairwise_gram64(a[:, n0:n0 + 30], None if b is None else b[:, n0:n0 + 30], out=out, norm=77,
+                            divergence=divergence)
+        assert_rel_close(out, _ref(a, b, divergence), 1e-10, atol=1e-15)
+    if divergence == "bhattacharyya":  # (1 - BC loses relative accuracy for nearby models in float64 Grams)
+        p = nearby(7, 10, 1e-4, seed=6, count=5).float()
+        assert_rel_close(pairwise_gram64(p, None), _ref(p), 1e-5)
+    with pytest.raises(ValueError, match="gram64"):
+        pairwise_gram64(a, None, divergence="symmetric_kl")
 
 
 @requires_cuda
 def test_tiled_kernel_with_small_staging_buffer_chunks_samples():
-    from taskgeom import kernels
+    from taskgeom import _cuda_ops, kernels
 
     mod = kernels.cuda_module()
-    for divergence, code in kernels.DIVERGENCES.items():
+    for divergence in DIVERGENCES:
+        code = tg.divergences.get(divergence).code
         a = models(67, 101, 13, seed=9).cuda()
         out = torch.zeros(67, 67, dtype=torch.float64, device="cuda")
         scratch = torch.empty(mod.pairwise_scratch_floats(67, 67, False, 13, code, 3), device="cuda")
-        kernels._launch_tiled(mod, a, None, code, out, 101, True, scratch)
+        _cuda_ops.launch_tiled(a, None, code, out, 101, True, scratch)
         assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=divergence)
 
 
 def test_row_normalisation_factors_in_blocks():
-    from taskgeom.kernels import _inv_row_sums
+    from taskgeom._cuda_ops import inv_row_sums as _inv_row_sums
 
     a = models(7, 13, 5, seed=12, dtype=torch.float16)
     a[3, 4] = 0  # an all-zero row gets factor 0, not inf
@@ -258,3 +264,36 @@ def test_row_normalisation_factors_in_blocks():
     expected[3, 4] = 0.0
     for budget in (13 * 5, 2 * 13 * 5, 1 << 27):  # one model per block, two, everything
         torch.testing.assert_close(_inv_row_sums(a, budget=budget), expected, rtol=1e-15, atol=0)
+
+
+def test_divergence_registry_matches_the_compiled_enum():
+    """The Python registry and csrc/divergence.h list the same divergences (codes come from the enum)."""
+    from taskgeom import kernels
+
+    mods = [kernels.cpu_module()] + ([kernels.cuda_module()] if kernels.has_cuda() else [])
+    for mod in mods:
+        assert sorted(mod.Divergence.__members__) == sorted(tg.divergences.names())
+    codes = [tg.divergences.get(n).code for n in tg.divergences.names()]
+    assert len(set(codes)) == len(codes)
+    with pytest.raises(ValueError, match="divergence must be one of"):
+        tg.pairwise_distances(models(2, 5, 3), divergence="hellinger2")
+    with pytest.raises(ValueError, match="unknown divergence code"):
+        kernels.cpu_module().pairwise(kernels.view(models(2, 5, 3)), None, np.zeros((2, 2)).ctypes.data, 99, 0, 0,
+                                      True, 1e-4)
+
+
+def test_hellinger_identities():
+    """Squared Hellinger = 1 - BC = 1 - exp(-d_B) per sample, in [0, 1]; 1 for disjoint supports; the
+    kernels keep relative accuracy for nearby models."""
+    a = models(6, 200, 7, seed=21, dtype=torch.float64)
+    h = R.pairwise_distances(a, None, "hellinger")
+    per_b = R.bhattacharyya_per_sample(a[:, None], a[None])
+    torch.testing.assert_close(h, (1 - torch.exp(-per_b)).mean(-1).fill_diagonal_(0), rtol=1e-12, atol=1e-15)
+    disjoint = torch.zeros(2, 3, 4, dtype=torch.float64)
+    disjoint[0, :, 0] = 1
+    disjoint[1, :, 1] = 1
+    d = tg.pairwise_distances(disjoint, divergence="hellinger")
+    assert float(d[0, 1]) == pytest.approx(1.0, abs=1e-15)
+    p = nearby(300, 10, 1e-3, seed=3, count=3)
+    assert_rel_close(tg.pairwise_distances(p.numpy(), divergence="hellinger"), R.pairwise_distances(p, None, "hellinger"),
+                     1e-6, atol=1e-18)

@@ -170,7 +170,7 @@ def test_import_authors_hdf5(tmp_path):
 
 
 def test_parallel_file_reads_match_memory_map(tmp_path):
-    from taskgeom.kernels import read_chunk_into
+    from taskgeom.streaming import read_chunk_into
 
     a = models(37, 101, 7, seed=5, dtype=torch.float16).numpy()
     path = tmp_path / "m.npy"

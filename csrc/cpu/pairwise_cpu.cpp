@@ -1,4 +1,6 @@
-// Tiled, streaming pairwise Bhattacharyya / symmetric-KL matrices on the CPU (OpenMP + SIMD).
+// Tiled, streaming pairwise divergence matrices on the CPU (OpenMP + SIMD): Bhattacharyya, squared
+// Hellinger and symmetric KL. What differs between divergences is gathered in one traits struct per
+// divergence (Traits<D> below): how samples are staged and how a tile's per-sample values are reduced.
 //
 // Bhattacharyya, per sample: BC = sum_c sqrt(p_c) sqrt(q_c), d = -log(BC). sqrt p is staged in float64
 // and BC is accumulated with float64 FMAs: its absolute error is a few 1e-16, so 1 - BC keeps a relative
@@ -8,6 +10,8 @@
 // that the product stays a normal float64; -log of the product is reduced exactly to e log 2 + log1p(f),
 // f = m - 1 computed exactly. One logarithm per lane then serves a whole staged chunk, and -log(1 - h)
 // never meets the cancellation of forming 1 - h in float32.
+//
+// Squared Hellinger, per sample: 1 - BC from the same float64 Gram sums, added per lane in float64.
 //
 // Symmetric KL, per sample: sum_c (p_c - q_c) (log p_c - log q_c) with log p staged as a float32 pair
 // hi + lo, so that the differences keep their relative accuracy.
@@ -61,8 +65,12 @@ constexpr int64_t kProdBlocks = 8;
 // most 32 * 2^-24 = 2e-6) before they join the float64 sum.
 constexpr int64_t kMaxBlocks = 32;
 
+// How a divergence's samples are staged: sqrt p as float64 (the Gram forms), or p, log p hi, log p lo as
+// float32 (symmetric KL).
+enum Staging : int { kSqrtF64 = 0, kLogPair = 1 };
+
 // float32 slots per (model, class, block): sqrt p as kW float64, or p, log hi, log lo as 3 x kW float32.
-constexpr int slots(int div) { return div == kSymmetricKL ? 3 * kW : 2 * kW; }
+constexpr int slots(Staging st) { return st == kLogPair ? 3 * kW : 2 * kW; }
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -85,9 +93,9 @@ struct Stage {
   int64_t m = 0, C = 0, ncp = 0, blocks = 0, groups = 0;
   int S = 0;  // float slots per (model, class, block)
   Buffer data;
-  void allocate(int64_t m_, int64_t C_, int64_t ncp_, int div) {
+  void allocate(int64_t m_, int64_t C_, int64_t ncp_, Staging st) {
     m = m_; C = C_; ncp = ncp_;
-    S = slots(div);
+    S = slots(st);
     blocks = ncp / kW;
     groups = (m + kG - 1) / kG;
     data = make_zeroed((size_t)groups * blocks * C * kG * S);
@@ -177,7 +185,7 @@ inline v8d vsqrt(v8d x) {
 // float64 (stored float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows).
 // After one transposing copy per model chunk, every loop runs over contiguous samples and vectorises
 // (square roots included).
-void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, int div, bool validate, double tol,
+void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging staging, bool validate, double tol,
                  BadInput& bad, int which) {
   const int64_t m = v.shape[0], C = v.shape[2], ncp = s.ncp, step = s.class_step();
   const void* base = reinterpret_cast<const void*>(v.ptr);
@@ -208,7 +216,7 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, int div, bool
           float* const dst = x0 + (b * C + c) * step;
           const double* __restrict tb = tc + b * kW;
           const double* __restrict sb = sc + b * kW;
-          if (div == kBhattacharyya) {
+          if (staging == kSqrtF64) {
             v8d pd, sv;
             std::memcpy(&pd, tb, sizeof pd);
             std::memcpy(&sv, sb, sizeof sv);
@@ -301,18 +309,31 @@ inline v8d vmax(v8d a, v8d b) {
 #endif
 }
 
-// Bhattacharyya on TI rows x kG columns over `nblocks` sample blocks. `a` points at the first row's
-// block-0 class-0 data, `b` at the column group's; out gets the float64 sums of -log BC. Per lane, BC of
-// consecutive blocks are multiplied (each floored at BC_FLOOR); every kProdBlocks blocks the product's
-// exponent moves into E, and one logarithm per lane ends the tile.
-template <int TI>
-inline void bhattacharyya_tile(const double* __restrict a, const double* __restrict b, int64_t C, int64_t nblocks,
-                               double (*out)[kG]) {
+// Per-lane reductions of the per-sample BC of a Gram tile: the part of gram_tile that differs between
+// the Gram-form divergences.
+struct ProductLog {  // Bhattacharyya: -log of a product of BC (each floored at BC_FLOOR)
+  v8d prod = v8d{} + 1.0, E = v8d{};
+  inline void add(v8d bc) { prod *= vmax(bc, v8d{} + kBCFloor); }
+  inline void renormalise() { prod = split_exponent(prod, E); }
+  inline v8d finish() const { return neg_log(prod, E); }
+};
+
+struct SumOneMinus {  // squared Hellinger: sum of 1 - BC
+  v8d sum = v8d{};
+  inline void add(v8d bc) { sum += 1.0 - bc; }
+  inline void renormalise() {}
+  inline v8d finish() const { return sum; }
+};
+
+// Gram-form divergences on TI rows x kG columns over `nblocks` sample blocks. `a` points at the first row's
+// block-0 class-0 data, `b` at the column group's; out gets the float64 sums over samples. Per lane, the BC
+// of consecutive blocks go to the reducer; every kProdBlocks blocks it may renormalise (the product's
+// exponent moves into E for Bhattacharyya), and one finish per lane ends the tile.
+template <int TI, typename Reducer>
+inline void gram_tile(const double* __restrict a, const double* __restrict b, int64_t C, int64_t nblocks,
+                      double (*out)[kG]) {
   constexpr int S = kG * kW;  // float64 per class step
-  const v8d floor = v8d{} + kBCFloor;
-  v8d prod[TI][kG], E[TI][kG];
-  for (int u = 0; u < TI; ++u)
-    for (int t = 0; t < kG; ++t) { prod[u][t] = v8d{} + 1.0; E[u][t] = v8d{}; }
+  Reducer red[TI][kG];
   for (int64_t blk = 0; blk < nblocks;) {
     const int64_t end = std::min(nblocks, blk + kProdBlocks);
     for (; blk < end; ++blk) {
@@ -328,15 +349,15 @@ inline void bhattacharyya_tile(const double* __restrict a, const double* __restr
         }
       }
       for (int u = 0; u < TI; ++u)
-        for (int t = 0; t < kG; ++t) prod[u][t] *= vmax(bc[u][t], floor);
+        for (int t = 0; t < kG; ++t) red[u][t].add(bc[u][t]);
     }
     if (blk < nblocks)
       for (int u = 0; u < TI; ++u)
-        for (int t = 0; t < kG; ++t) prod[u][t] = split_exponent(prod[u][t], E[u][t]);
+        for (int t = 0; t < kG; ++t) red[u][t].renormalise();
   }
   for (int u = 0; u < TI; ++u)
     for (int t = 0; t < kG; ++t) {
-      const v8d d = neg_log(prod[u][t], E[u][t]);
+      const v8d d = red[u][t].finish();
       double sum = 0.0;
       for (int l = 0; l < kW; ++l) sum += d[l];
       out[u][t] = sum;
@@ -374,13 +395,47 @@ inline void kl_tile(const float* __restrict a, const float* __restrict b, int64_
   }
 }
 
+// The per-divergence traits: how samples are staged and which tile computes the sums.
+template <int D>
+struct Traits;
+
+template <>
+struct Traits<kBhattacharyya> {
+  static constexpr Staging kStaging = kSqrtF64;
+  template <int TI>
+  static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
+    gram_tile<TI, ProductLog>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks,
+                              out);
+  }
+};
+
+template <>
+struct Traits<kHellinger> {
+  static constexpr Staging kStaging = kSqrtF64;
+  template <int TI>
+  static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
+    gram_tile<TI, SumOneMinus>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks,
+                               out);
+  }
+};
+
+template <>
+struct Traits<kSymmetricKL> {
+  static constexpr Staging kStaging = kLogPair;
+  template <int TI>
+  static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
+    kl_tile<TI>(a, b, C, nblocks, out);
+  }
+};
+
 // Rows per work item: a column group's panel is reused by this many rows while it stays in L1.
 constexpr int64_t kRowsPerItem = 32;
 static_assert(kRowsPerItem % kG == 0 && kG % kTI == 0, "row tiles must not straddle groups");
 
 // One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Work items are
 // (column group, block of rows) pairs, so that cross matrices with few columns still use every thread.
-void compute_pairs(const Stage& A, const Stage& B, bool symmetric, int div, double* acc) {
+template <int D>
+void compute_pairs(const Stage& A, const Stage& B, bool symmetric, double* acc) {
   const int64_t ma = A.m, mb = B.m, C = A.C;
   struct Item { int64_t g, r0, r1; };
   std::vector<Item> items;
@@ -399,12 +454,7 @@ void compute_pairs(const Stage& A, const Stage& B, bool symmetric, int div, doub
       const int64_t in = std::min<int64_t>(kTI, item.r1 - i0);
       const float* ai = A.model(i0);
       double sums[kTI][kG];
-      if (div == kBhattacharyya) {
-        bhattacharyya_tile<kTI>(reinterpret_cast<const double*>(ai), reinterpret_cast<const double*>(bg), C,
-                                A.blocks, sums);
-      } else {
-        kl_tile<kTI>(ai, bg, C, A.blocks, sums);
-      }
+      Traits<D>::template tile<kTI>(ai, bg, C, A.blocks, sums);
       for (int u = 0; u < in; ++u)
         for (int t = 0; t < jn; ++t) {
           if (symmetric && j0 + t < i0 + u) continue;
@@ -427,13 +477,16 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   // Samples per chunk: a work item's rows (kRowsPerItem) and column panel (kG models) take about 1 MB,
   // and a tile covers 32 to 256 samples, so that its one logarithm per lane and its per-pair bookkeeping
   // are spread over many FMAs (chosen from measurements at C = 10, 100 and 1000 on a Zen 4 machine).
+  const Staging staging =
+      dispatch_divergence(divergence, [](auto d) { return Traits<decltype(d)::value>::kStaging; });
+  const double bytes_per_value = staging == kLogPair ? 12 : 8;
   int64_t nc = chunk;
   if (nc <= 0) {
-    const double bytes_per_sample = (double)(kRowsPerItem + kG) * C * (divergence == kSymmetricKL ? 12 : 8);
+    const double bytes_per_sample = (double)(kRowsPerItem + kG) * C * bytes_per_value;
     nc = (int64_t)((1024.0 * 1024) / std::max(bytes_per_sample, 1.0));
     nc = std::max<int64_t>(32, std::min<int64_t>(nc, 256)) / kW * kW;
     // and the staged chunks of all models stay within 256 MB (thousands of models x 1000 classes)
-    const double staged_per_sample = (double)(ma + (symmetric ? 0 : mb)) * C * (divergence == kSymmetricKL ? 12 : 8);
+    const double staged_per_sample = (double)(ma + (symmetric ? 0 : mb)) * C * bytes_per_value;
     const int64_t cap = (int64_t)((256.0 * 1024 * 1024) / std::max(staged_per_sample, 1.0)) / kW * kW;
     nc = std::max<int64_t>(kW, std::min(nc, cap));
   }
@@ -441,17 +494,19 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   const int64_t ncp = ((nc + kW - 1) / kW) * kW;
 
   Stage A, B;
-  A.allocate(ma, C, ncp, divergence);
-  if (!symmetric) B.allocate(mb, C, ncp, divergence);
+  A.allocate(ma, C, ncp, staging);
+  if (!symmetric) B.allocate(mb, C, ncp, staging);
   std::vector<double> acc((size_t)ma * mb, 0.0);
   BadInput bad;
 
   for (int64_t n0 = 0; n0 < N; n0 += nc) {
     const int64_t len = std::min(nc, N - n0);
-    stage_chunk(a, n0, len, A, divergence, validate, tol, bad, 0);
-    if (!symmetric) stage_chunk(bv, n0, len, B, divergence, validate, tol, bad, 1);
+    stage_chunk(a, n0, len, A, staging, validate, tol, bad, 0);
+    if (!symmetric) stage_chunk(bv, n0, len, B, staging, validate, tol, bad, 1);
     if (bad.kind != kOk) break;
-    compute_pairs(A, symmetric ? A : B, symmetric, divergence, acc.data());
+    dispatch_divergence(divergence, [&](auto d) {
+      compute_pairs<decltype(d)::value>(A, symmetric ? A : B, symmetric, acc.data());
+    });
   }
   if (threads > 0) omp_set_num_threads(old_threads);
   if (bad.kind != kOk) return bad;

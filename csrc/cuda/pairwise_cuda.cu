@@ -1,4 +1,5 @@
-// Tiled pairwise Bhattacharyya / symmetric-KL matrices on the GPU.
+// Tiled pairwise divergence matrices on the GPU: Bhattacharyya, squared Hellinger and symmetric KL.
+// What differs between divergences is gathered in one traits struct per divergence (Traits<D>).
 //
 // Samples are processed in chunks. For each chunk a staging kernel writes every model's row-normalised
 // entries once, k-major and model-contiguous ([sample * C + class][model]), as float32 pairs: sqrt(p)
@@ -40,14 +41,50 @@ __device__ __forceinline__ float neg_log1m_small(float h) {
   return p * h;
 }
 
+// The per-divergence traits. kArrays: staged float32 arrays per entry (2: sqrt p as hi + lo, from which
+// the tile accumulates h = sum_c (sqrt p - sqrt q)^2 and BC = sum_c sqrt(p q); 3: p and log p as hi + lo,
+// from which it accumulates sum_c (p - q)(log p - log q)). sample_value: the per-sample divergence from
+// those sums.
+template <int D>
+struct Traits;
+
+template <>
+struct Traits<kBhattacharyya> {
+  static constexpr int kArrays = 2;
+  // series where h/2 <= 1/8 (no cancellation); -log BC elsewhere (|log BC| >= 0.13, so the absolute error
+  // 4e-7 of __logf is below 3e-6 relative)
+  __device__ __forceinline__ static float sample_value(float h, float bc) {
+    const float hh = 0.5f * h;
+    const float far = -__logf(fmaxf(bc, (float)kBCFloor));
+    return hh <= 0.125f ? neg_log1m_small(hh) : far;
+  }
+};
+
+template <>
+struct Traits<kHellinger> {
+  static constexpr int kArrays = 2;
+  __device__ __forceinline__ static float sample_value(float h, float) { return 0.5f * h; }  // 1 - BC
+};
+
+template <>
+struct Traits<kSymmetricKL> {
+  static constexpr int kArrays = 3;
+  __device__ __forceinline__ static float sample_value(float h, float) { return h; }
+};
+
 template <int DIV>
 constexpr int tile_smem_bytes() {
-  return (DIV == kSymmetricKL ? 3 : 2) * 2 * kK * kTile * (int)sizeof(float) +
+  return Traits<DIV>::kArrays * 2 * kK * kTile * (int)sizeof(float) +
          kMicro * kMicro * kThreads * (int)sizeof(double);
 }
 
-// X/Y/Z[k * mpad + model] for k = (n - n0) * C + c; zero for padded models.
-__global__ void stage_kernel(View3 v, const double* inv_sum, int64_t n0, int64_t nc, int64_t mpad, int div,
+int staged_arrays(int divergence) {
+  return dispatch_divergence(divergence, [](auto d) { return Traits<decltype(d)::value>::kArrays; });
+}
+
+// X/Y/Z[k * mpad + model] for k = (n - n0) * C + c; zero for padded models. log_pair: stage p and log p
+// (hi + lo) instead of sqrt p (hi + lo).
+__global__ void stage_kernel(View3 v, const double* inv_sum, int64_t n0, int64_t nc, int64_t mpad, bool log_pair,
                              float* X, float* Y, float* Z) {
   const int64_t C = v.shape[2], m = v.shape[0];
   const int64_t total = nc * C * mpad;
@@ -60,7 +97,7 @@ __global__ void stage_kernel(View3 v, const double* inv_sum, int64_t n0, int64_t
       double p = load_as_double(reinterpret_cast<const void*>(v.ptr), v.dtype,
                                 model * v.stride[0] + n * v.stride[1] + c * v.stride[2]);
       p = fmax(p, 0.0) * inv_sum[model * v.shape[1] + n];
-      if (div == kBhattacharyya) {
+      if (!log_pair) {
         const double r = sqrt(p);
         x = (float)r;
         y = (float)(r - (double)x);
@@ -73,7 +110,7 @@ __global__ void stage_kernel(View3 v, const double* inv_sum, int64_t n0, int64_t
     }
     X[idx] = x;
     Y[idx] = y;
-    if (div == kSymmetricKL) Z[idx] = z;
+    if (log_pair) Z[idx] = z;
   }
 }
 
@@ -86,7 +123,7 @@ template <int DIV>
 __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, int64_t ma, int64_t mb, int C,
                                                            int64_t nc, int64_t samples_per_split, bool symmetric,
                                                            int tiles_j, double inv_norm, double* out) {
-  constexpr int NA = DIV == kSymmetricKL ? 3 : 2;
+  constexpr int NA = Traits<DIV>::kArrays;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float (*As)[kK][kTile] = reinterpret_cast<float (*)[kK][kTile]>(smem_raw);
   float (*Bs)[kK][kTile] = reinterpret_cast<float (*)[kK][kTile]>(smem_raw + NA * kK * kTile * sizeof(float));
@@ -150,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, i
       const float4 b1 = *reinterpret_cast<const float4*>(&Bs[1][k][tx * kMicro]);
       const float ax[4] = {a0.x, a0.y, a0.z, a0.w}, ay[4] = {a1.x, a1.y, a1.z, a1.w};
       const float bx[4] = {b0.x, b0.y, b0.z, b0.w}, by[4] = {b1.x, b1.y, b1.z, b1.w};
-      if (DIV == kBhattacharyya) {
+      if constexpr (NA == 2) {
 #pragma unroll
         for (int u = 0; u < kMicro; ++u)
 #pragma unroll
@@ -177,17 +214,7 @@ __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, i
         for (int u = 0; u < kMicro; ++u)
 #pragma unroll
           for (int w = 0; w < kMicro; ++w) {
-            float v;
-            if (DIV == kBhattacharyya) {
-              // series where h <= 1/8 (no cancellation); -log BC elsewhere (|log BC| >= 0.13, so the
-              // absolute error 4e-7 of __logf is below 3e-6 relative)
-              const float hh = 0.5f * h[u][w];
-              const float far = -__logf(fmaxf(s[u][w], (float)kBCFloor));
-              v = hh <= 0.125f ? neg_log1m_small(hh) : far;
-            } else {
-              v = h[u][w];
-            }
-            part[u][w] += v;
+            part[u][w] += Traits<DIV>::sample_value(h[u][w], s[u][w]);
             h[u][w] = 0.f;
             s[u][w] = 0.f;
             if (flush) {
@@ -237,14 +264,13 @@ int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
 }  // namespace
 
 int64_t pairwise_scratch_floats(int64_t ma, int64_t mb, bool cross, int64_t C, int divergence, int64_t samples) {
-  const int64_t arrays = divergence == kSymmetricKL ? 3 : 2;
+  const int64_t arrays = staged_arrays(divergence);
   const int64_t per_sample = (round_up(ma, kTile) + (cross ? round_up(mb, kTile) : 0)) * C * arrays;
   return per_sample * samples;
 }
 
 void pairwise(const View3& a, const double* a_inv, const View3* b, const double* b_inv, double* out, int divergence,
-              int splits, int64_t norm, bool mirror, float* scratch, int64_t scratch_floats,
-              std::uintptr_t stream_ptr) {
+              int64_t norm, bool mirror, float* scratch, int64_t scratch_floats, std::uintptr_t stream_ptr) {
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_ptr);
   const bool symmetric = b == nullptr;
   const View3& bv = symmetric ? a : *b;
@@ -252,7 +278,8 @@ void pairwise(const View3& a, const double* a_inv, const View3* b, const double*
   const int64_t per_sample = pairwise_scratch_floats(ma, mb, !symmetric, C, divergence, 1);
   const int64_t nc = std::min<int64_t>(N, scratch_floats / per_sample);
   if (nc < 1) throw std::invalid_argument("scratch buffer too small for one sample");
-  const int64_t arrays = divergence == kSymmetricKL ? 3 : 2;
+  const int64_t arrays = staged_arrays(divergence);
+  const bool log_pair = arrays == 3;
   const int64_t mpa = round_up(ma, kTile), mpb = symmetric ? mpa : round_up(mb, kTile);
   float* base = scratch;
   Staged A{base, base + nc * C * mpa, arrays == 3 ? base + 2 * nc * C * mpa : nullptr, mpa};
@@ -271,35 +298,27 @@ void pairwise(const View3& a, const double* a_inv, const View3* b, const double*
     const int64_t len = std::min(nc, N - n0);
     const int64_t entries = len * C * mpa;
     const unsigned sblocks = (unsigned)std::min<int64_t>((entries + 255) / 256, (int64_t)sms * 32);
-    stage_kernel<<<sblocks, 256, 0, stream>>>(a, a_inv, n0, len, mpa, divergence, const_cast<float*>(A.x),
+    stage_kernel<<<sblocks, 256, 0, stream>>>(a, a_inv, n0, len, mpa, log_pair, const_cast<float*>(A.x),
                                               const_cast<float*>(A.y), const_cast<float*>(A.z));
     TG_CUDA_CHECK(cudaGetLastError());
     if (!symmetric) {
       const int64_t eb = len * C * mpb;
       const unsigned bblocks = (unsigned)std::min<int64_t>((eb + 255) / 256, (int64_t)sms * 32);
-      stage_kernel<<<bblocks, 256, 0, stream>>>(bv, b_inv, n0, len, mpb, divergence, const_cast<float*>(B.x),
+      stage_kernel<<<bblocks, 256, 0, stream>>>(bv, b_inv, n0, len, mpb, log_pair, const_cast<float*>(B.x),
                                                 const_cast<float*>(B.y), const_cast<float*>(B.z));
       TG_CUDA_CHECK(cudaGetLastError());
     }
-    int sp = splits;
-    if (sp <= 0) {  // about 8 waves of resident blocks, so the last partial wave costs little
-      const int bps = divergence == kBhattacharyya ? tile_blocks_per_sm<kBhattacharyya>()
-                                                   : tile_blocks_per_sm<kSymmetricKL>();
-      const int64_t want = (int64_t)sms * bps * 8;
-      sp = (int)std::max<int64_t>(1, std::min<int64_t>((want + tiles - 1) / tiles, len));
-    }
-    sp = (int)std::min<int64_t>(std::min<int64_t>(sp, len), 65535);
-    const int64_t per_split = (len + sp - 1) / sp;
-    dim3 grid((unsigned)tiles, 1, (unsigned)sp);
-    if (divergence == kBhattacharyya) {
-      tile_blocks_per_sm<kBhattacharyya>();  // sets the dynamic shared memory limit once
-      tile_kernel<kBhattacharyya><<<grid, kThreads, tile_smem_bytes<kBhattacharyya>(), stream>>>(
-          A, B, ma, mb, (int)C, len, per_split, symmetric, tiles_j, inv_norm, out);
-    } else {
-      tile_blocks_per_sm<kSymmetricKL>();
-      tile_kernel<kSymmetricKL><<<grid, kThreads, tile_smem_bytes<kSymmetricKL>(), stream>>>(
-          A, B, ma, mb, (int)C, len, per_split, symmetric, tiles_j, inv_norm, out);
-    }
+    dispatch_divergence(divergence, [&](auto d) {
+      constexpr int D = decltype(d)::value;
+      // about 8 waves of resident blocks, so the last partial wave costs little
+      const int64_t want = (int64_t)sms * tile_blocks_per_sm<D>() * 8;  // (also sets the shared memory limit)
+      int sp = (int)std::max<int64_t>(1, std::min<int64_t>((want + tiles - 1) / tiles, len));
+      sp = (int)std::min<int64_t>(sp, 65535);
+      const int64_t per_split = (len + sp - 1) / sp;
+      dim3 grid((unsigned)tiles, 1, (unsigned)sp);
+      tile_kernel<D><<<grid, kThreads, tile_smem_bytes<D>(), stream>>>(A, B, ma, mb, (int)C, len, per_split,
+                                                                       symmetric, tiles_j, inv_norm, out);
+    });
     TG_CUDA_CHECK(cudaGetLastError());
   }
   if (symmetric && mirror) {
