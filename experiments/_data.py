@@ -1,6 +1,11 @@
-"""Data options shared by the experiment scripts: built-in digits (default) or real CIFAR-10."""
+"""Data options shared by the experiment scripts: built-in digits (default) or real CIFAR-10, through
+taskgeom's one data layer (taskgeom.data.datasets), so that experiments, ``taskgeom train`` and
+``taskgeom picture`` name and share evaluation sets the same way."""
 
 from __future__ import annotations
+
+from taskgeom import config
+from taskgeom.data import datasets
 
 #: the two disjoint sub-tasks used where an experiment needs them, per dataset (on CIFAR-10 the paper's
 #: binary tasks of Results 6 and 7)
@@ -8,22 +13,16 @@ SUBTASKS = {"digits": ("0-4", "5-9"), "cifar10": ("airplane-automobile", "bird-c
 
 
 def add_data_arguments(ap) -> None:
-    ap.add_argument("--data", default="digits", choices=["digits", "cifar10"])
-    ap.add_argument("--data-path", default="../shared/data/cifar10", help="CIFAR-10 folder or tarballs")
-    ap.add_argument("--train-per-class", type=int, default=0, help="CIFAR-10: training images per class (0: all)")
-    ap.add_argument("--eval-samples", type=int, default=0, help="CIFAR-10: evaluation images (0: all 10,000)")
-    ap.add_argument("--arch", default="small-cnn")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--imprint-samples", type=int, default=5000,
-                    help="training images used to imprint each checkpoint onto the union task")
+    config.add_options(ap, datasets.DataConfig, group="data")
+    ap.set_defaults(data_path="../shared/data/cifar10")
+    ap.add_argument("--arch", default="small-cnn", help="network (default: %(default)s)")
+    ap.add_argument("--batch-size", type=config.positive_int, default=64, help="samples per batch (default: 64)")
+    ap.add_argument("--imprint-samples", type=config.positive_int, default=5000,
+                    help="training images used to imprint each checkpoint onto the union task (default: 5000)")
 
 
 def load(args):
     """(train, test, class names, tasks, evaluation set name, task-name translation) for ``args``."""
-    from taskgeom.picture import PictureConfig, load_data
-
-    cfg = PictureConfig(data=args.data, data_path=args.data_path, train_per_class=args.train_per_class,
-                        eval_samples=args.eval_samples)
-    tr, te, classes, tasks, eval_set = load_data(cfg)
+    data = datasets.load(config.from_args(datasets.DataConfig, args))
     rename = dict(zip(SUBTASKS["digits"], SUBTASKS[args.data]))
-    return tr, te, classes, tasks, eval_set, (lambda t: rename.get(t, t))
+    return data.train, data.test, data.classes, data.tasks, data.eval_set, (lambda t: rename.get(t, t))

@@ -144,14 +144,17 @@ def main():
         pic = json.loads(Path(args.results).read_text())
         out.mkdir(parents=True, exist_ok=True)
     else:
+        from taskgeom.data import DataConfig
         from taskgeom.picture import PictureConfig, print_headline, run
 
-        cfg = PictureConfig(out=str(out), data="cifar10", data_path=args.data_path, tasks=tuple(args.tasks),
-                            seeds=args.seeds, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size,
-                            lr=args.lr, checkpoints=args.checkpoints, train_per_class=args.train_per_class,
-                            eval_samples=args.eval_samples, imprint_samples=args.imprint_samples, device=args.device)
-        pic = run(cfg)
-        print_headline(pic, str(out))
+        cfg = PictureConfig(out=str(out), tasks=tuple(args.tasks), seeds=args.seeds, arch=args.arch,
+                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, checkpoints=args.checkpoints,
+                            imprint_samples=args.imprint_samples, device=args.device)
+        data = DataConfig(data="cifar10", data_path=args.data_path, train_per_class=args.train_per_class,
+                          eval_samples=args.eval_samples)
+        result = run(cfg, data)
+        print_headline(result, str(out))
+        pic = result.to_json()
     res = analyse(pic["task_distances"])
     res["explained_stress"] = pic["explained_stress"]
     res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import divergences
+
 
 def _load(path: str) -> np.ndarray:
     p = Path(path)
@@ -91,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distances", help="pairwise divergence matrix of models stored as .npy (m, N, C)")
     p.add_argument("models")
     p.add_argument("--others", help="second set (m', N, C) for a cross matrix")
-    p.add_argument("--divergence", default="bhattacharyya", choices=["bhattacharyya", "symmetric_kl"])
+    p.add_argument("--divergence", default="bhattacharyya", choices=divergences.names(),
+                   help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"])
     p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk")
     p.add_argument("-o", "--out", default="distances.npy")
@@ -120,10 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(fn=_cmd_beton)
 
-    from . import picture, train
+    from . import picture
+    from .train import cli as train_cli
 
     picture.add_parser(sub)
-    train.add_parser(sub)
+    train_cli.add_parser(sub)
     return ap
 
 

@@ -9,7 +9,10 @@ import torch
 
 from ._validate import as_tensor, check_labels, to_output
 
-__all__ = ["ImprintedHead", "imprint"]
+__all__ = ["HEADS", "ImprintedHead", "imprint"]
+
+#: The imprinted heads: eq. 7 of the paper, and class means as in the authors' released code.
+HEADS = ("cosine", "euclidean")
 
 
 @dataclass
@@ -65,8 +68,8 @@ def imprint(features, labels, c: int | None = None, head: str = "cosine", normal
     lab_np = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     c = int(lab_np.max()) + 1 if c is None else int(c)
     lab = check_labels(lab_np, f.shape[0], c).to(f.device)
-    if head not in ("cosine", "euclidean"):
-        raise ValueError(f"head must be 'cosine' or 'euclidean', got {head!r}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if not bool(torch.isfinite(f).all()):
         raise ValueError("features contain NaN or inf")
     counts = torch.bincount(lab, minlength=c)

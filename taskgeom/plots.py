@@ -1,10 +1,12 @@
-"""Plot helpers shared by the main job and the experiments (matplotlib, drawn on a given axis)."""
+"""Figures (matplotlib): the picture's static figures and helpers shared with the experiments."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-__all__ = ["per_class_violins"]
+__all__ = ["per_class_violins", "picture_figures"]
 
 
 def per_class_violins(ax, per_class: dict, trained: dict) -> None:
@@ -27,3 +29,60 @@ def per_class_violins(ax, per_class: dict, trained: dict) -> None:
     ax.set_xticks([3 * i + 0.5 for i in range(len(tasks))], tasks)
     ax.set_ylabel("per-class progress")
     ax.set_title("Per-class progress (blue: trained, orange: unseen)")
+
+
+def picture_figures(res, out: Path) -> list[str]:
+    """Static figures of a picture run (PNG): 3-D InPCA trajectories; explained stress, progress against
+    epochs, normalised distances and per-class progress. ``res``: a :class:`taskgeom.analysis.PictureResult`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    emb = res.embedding
+    keys, G = emb.keys, emb.grid
+    X = np.asarray(emb.coords).reshape(len(keys), G, -1)
+    tasks = list(dict.fromkeys(k[0] for k in keys))
+    colors = {t: plt.cm.tab10(i) for i, t in enumerate(tasks)}
+    made = []
+    fig = plt.figure(figsize=(7, 6))
+    ax = fig.add_subplot(projection="3d")
+    for (task, _seed, _p, _a), x in zip(keys, X):
+        ax.plot(x[:, 0], x[:, 1], x[:, 2] if x.shape[1] > 2 else 0 * x[:, 0], color=colors[task], lw=0.8, alpha=0.5)
+    for task in tasks:
+        m = X[[i for i, k in enumerate(keys) if k[0] == task]].mean(0)
+        ax.plot(m[:, 0], m[:, 1], m[:, 2] if m.shape[1] > 2 else 0 * m[:, 0], color=colors[task], lw=2.5, label=task)
+    sig = emb.signature
+    ax.set_xlabel(f"PC1 ({'+' if sig[0] > 0 else '-'})")
+    ax.set_ylabel(f"PC2 ({'+' if sig[1] > 0 else '-'})")
+    ax.set_zlabel(f"PC3 ({'+' if len(sig) > 2 and sig[2] > 0 else '-'})")
+    chi3 = res.explained_stress.get("3", float("nan"))
+    ax.set_title(f"InPCA of re-indexed trajectories ({100 * chi3:.1f}% explained stress in 3 dims)")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "inpca_3d.png", dpi=110)
+    plt.close(fig)
+    made.append("inpca_3d.png")
+
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4))
+    ks = sorted(int(k) for k in res.explained_stress)
+    axes[0].plot(ks, [100 * res.explained_stress[str(k)] for k in ks], "o-")
+    axes[0].set_xticks(ks)
+    axes[0].set(xlabel="dimensions k", ylabel="explained stress (%)", title="Explained stress (eq. 11)")
+    for (task, seed, prog, _acc), ep in zip(keys, emb.epochs):
+        axes[1].plot(ep, prog, color=colors[task], alpha=0.7, label=task if seed == 0 else None)
+    axes[1].set(xlabel="epoch", ylabel="progress on the union task", title="Progress (eq. 4)")
+    axes[1].legend(fontsize=8)
+    grid = res.grid
+    for task, nd in res.normalized_distance.items():
+        axes[2].plot(grid, nd, color=colors[task], label=task)
+    axes[2].axhline(1.0, color="k", ls=":", lw=1)
+    axes[2].set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log",
+                title=f"Normalised distance to '{res.reference_task}' (Remark 5)")
+    axes[2].legend(fontsize=8)
+    per_class_violins(axes[3], emb.per_class, emb.trained)
+    fig.tight_layout()
+    fig.savefig(out / "summary.png", dpi=110)
+    plt.close(fig)
+    made.append("summary.png")
+    return made

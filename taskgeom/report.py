@@ -5,6 +5,7 @@ epoch and accuracy; mean trajectories in bold; P0 and P* marked). No network is 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -112,21 +113,19 @@ def _table(rows, header) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(res: dict, out: Path, title: str = "taskgeom picture") -> Path:
-    """Write ``out/report.html`` from the results of :func:`taskgeom.picture.analyse` (with figures)."""
-    emb = res["_embedding"]
-    tasks = list(dict.fromkeys(k["task"] for k in emb["lines"]))
+def write_report(res, out: Path, title: str = "taskgeom picture") -> Path:
+    """Write ``out/report.html`` from a :class:`taskgeom.analysis.PictureResult` (with its figures)."""
+    emb = res.embedding
+    tasks = list(dict.fromkeys(ln.task for ln in emb.lines))
     colors = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(tasks)}
-    lines = []
-    for ln in emb["lines"]:
-        lines.append({**ln, "color": colors[ln["task"]]})
-    payload = {"lines": lines, "marks": emb["marks"], "legend": [{"name": t, "color": colors[t]} for t in tasks]}
-    chi = res["explained_stress"]
+    lines = [{**dataclasses.asdict(ln), "color": colors[ln.task]} for ln in emb.lines]
+    payload = {"lines": lines, "marks": emb.marks, "legend": [{"name": t, "color": colors[t]} for t in tasks]}
+    chi = res.explained_stress
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              f"<style>{_CSS}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>",
-             f"<p>{res['trajectories']} trajectories, {res['checkpoints']} checkpoints, evaluated on {res['n']} "
-             f"samples x {res['c']} classes ({html.escape(res['eval_set'])}).</p>",
+             f"<p>{res.trajectories} trajectories, {res.checkpoints} checkpoints, evaluated on {res.n} "
+             f"samples x {res.c} classes ({html.escape(res.eval_set)}).</p>",
              "<h2>InPCA of the re-indexed trajectories</h2>",
              "<p>Drag to rotate, scroll to zoom, hover for details. Bold: mean over seeds. "
              f"Explained stress of these 3 dimensions: {100 * chi.get('3', float('nan')):.2f}%.</p>",
@@ -134,11 +133,11 @@ def write_report(res: dict, out: Path, title: str = "taskgeom picture") -> Path:
              "<h2>Explained stress (eq. 11)</h2>",
              _table([[k, f"{100 * v:.2f}%"] for k, v in chi.items()], ["dimensions", "explained stress"]),
              "<h2>Progress on the union task and Riemann length</h2>",
-             _table([[t, f"{res['progress_on_union_task'][t]['mean']:.3f}", f"{res['riemann_length'][t]['mean']:.3f}"]
-                     for t in res["progress_on_union_task"]],
+             _table([[t, f"{res.progress_on_union_task[t]['mean']:.3f}", f"{res.riemann_length[t]['mean']:.3f}"]
+                     for t in res.progress_on_union_task],
                     ["task", "progress (final, mean over seeds)", "Riemann length (eq. 6)"]),
-             f"<p>Length of the geodesic P0 &rarr; P*: {res['geodesic_length_P0_Pstar']:.4f}.</p>"]
-    td = res.get("task_distances")
+             f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>"]
+    td = res.task_distances
     if td and len(td["tasks"]) > 1:
         names = td["tasks"]
         parts += ["<h2>Distances between tasks (Remark 5)</h2>",
@@ -146,7 +145,7 @@ def write_report(res: dict, out: Path, title: str = "taskgeom picture") -> Path:
                   "progress both tasks reach (1 = the tubes touch).</p>",
                   _table([[a] + [f"{v:.2f}" for v in row] for a, row in zip(names, td["normalized"])],
                          ["task"] + names)]
-    for fig in res.get("figures", []):
+    for fig in res.figures:
         data = base64.b64encode((out / fig).read_bytes()).decode()
         parts.append(f"<h2>{html.escape(fig)}</h2><img alt='{html.escape(fig)}' src='data:image/png;base64,{data}' "
                      "style='max-width:100%'>")

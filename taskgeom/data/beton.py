@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .images import _IMAGE_EXT
-from .loader import normalize
+from .augment import normalize
 
 __all__ = ["FFCVLoader", "classes_of", "write_beton"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Task", "CIFAR10_CLASSES", "CIFAR10_TASKS", "load_tasks", "union", "episodes"]
+__all__ = ["Task", "CIFAR10_CLASSES", "CIFAR10_TASKS", "DIGIT_TASKS", "load_tasks", "union", "episodes"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -52,6 +52,16 @@ CIFAR10_TASKS = {
     "airplane-automobile": Task("airplane-automobile", ("airplane", "automobile")),
     "bird-cat": Task("bird-cat", ("bird", "cat")),
     "ship-truck": Task("ship-truck", ("ship", "truck")),
+}
+
+
+#: Built-in tasks on scikit-learn's digits: name -> class indices (the union task is all ten digits).
+DIGIT_TASKS = {
+    "all": list(range(10)),
+    "0-4": [0, 1, 2, 3, 4],
+    "5-9": [5, 6, 7, 8, 9],
+    "even": [0, 2, 4, 6, 8],
+    "odd": [1, 3, 5, 7, 9],
 }
 
 

@@ -1,0 +1,244 @@
+"""The picture's analysis of a store of trajectories, as a typed result.
+
+For every trajectory recorded on an evaluation set: progress (eq. 4), re-indexing onto a common progress
+grid (Remark 4), Riemann length (eq. 6) and per-class progress; for all of them together: the pairwise
+distances of the re-indexed points, the InPCA embedding and explained stress (eqs. 9-11); per task: mean
+trajectories, tube radii and normalised distances (Remark 5, App. G), and distances between every pair
+of tasks. :class:`PictureResult` is what the plots, the report and the command line consume.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import embedding as _embedding
+from . import geometry, trajectories
+
+__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances"]
+
+
+@dataclass
+class Line:
+    """One curve of the 3-D view: a seed's re-indexed trajectory or a task's mean (``mean=True``).
+    ``points``: dicts with ``xyz``, ``progress``, ``epoch`` and ``accuracy`` (None where undefined)."""
+
+    task: str
+    seed: int | None
+    method: str
+    mean: bool
+    points: list
+
+
+@dataclass
+class EmbeddingView:
+    """The embedding as drawn: 3-D coordinates of every re-indexed point (trajectory-major), signed
+    eigenvalues and signature, the curves and the marked models (P0, P*), and per-trajectory series."""
+
+    coords: np.ndarray  # (K * G, 3)
+    signature: list
+    eigenvalues: list
+    keys: list  # per trajectory: (task, seed, progress per checkpoint, accuracy per checkpoint)
+    grid: int
+    lines: list  # of Line
+    marks: list  # of {"name", "xyz"}
+    epochs: list  # per trajectory: epoch of each checkpoint
+    per_class: dict  # task -> (seeds, C) per-class progress of the final checkpoints
+    trained: dict  # task -> class indices it was trained on
+
+
+@dataclass
+class PictureResult:
+    """Everything :func:`analyse` computes; :meth:`to_json` is the form written to ``results.json``."""
+
+    eval_set: str
+    n: int
+    c: int
+    trajectories: int
+    checkpoints: int
+    explained_stress: dict
+    progress_on_union_task: dict
+    riemann_length: dict
+    geodesic_length_P0_Pstar: float
+    reference_task: str
+    normalized_distance: dict  # task -> curve over the grid, to the reference task
+    tube_radius: dict
+    grid: list
+    task_distances: dict
+    per_class_progress: dict
+    embedding: EmbeddingView
+    seconds: dict = field(default_factory=dict)
+    figures: list = field(default_factory=list)
+    report: str | None = None
+
+    def to_json(self) -> dict:
+        out = {"eval_set": self.eval_set, "n": self.n, "c": self.c, "trajectories": self.trajectories,
+               "checkpoints": self.checkpoints, "explained_stress": self.explained_stress,
+               "progress_on_union_task": self.progress_on_union_task, "riemann_length": self.riemann_length,
+               "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
+               f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
+               "tube_radius": self.tube_radius, "grid": self.grid, "task_distances": self.task_distances,
+               "per_class_progress": self.per_class_progress}
+        if self.seconds:
+            out["seconds"] = self.seconds
+        if self.figures:
+            out["figures"] = self.figures
+        if self.report:
+            out["report"] = self.report
+        return out
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _load(t, device: torch.device):
+    """A trajectory's probabilities: the memory map itself on the host, a tensor on a GPU."""
+    if device.type == "cpu":
+        return np.asarray(t.probs)
+    return torch.as_tensor(np.asarray(t.probs)).to(device)
+
+
+def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
+    """Epoch and accuracy at each re-indexed point, interpolated between the two checkpoints whose
+    geodesic it lies on (the checkpoint itself where the grid value lies outside the reached range)."""
+    epochs = np.array([c["epoch"] if c["epoch"] is not None else np.nan for c in checkpoints], dtype=float)
+    accs = np.array([c["accuracy"] if c["accuracy"] is not None else np.nan for c in checkpoints], dtype=float)
+    tk = info["checkpoint_progress"]
+    ep, ac = [], []
+    for g, seg in enumerate(info["segment"]):
+        if seg >= 0:
+            lam = info["lam"][g]
+            e = epochs[seg] + lam * (epochs[seg + 1] - epochs[seg])
+            a = accs[seg] + lam * (accs[seg + 1] - accs[seg])
+        else:
+            k = int(np.argmin(tk)) if info["grid"][g] < tk.min() else int(np.argmax(tk))
+            e, a = epochs[k], accs[k]
+        ep.append(None if np.isnan(e) else float(e))
+        ac.append(None if np.isnan(a) else float(a))
+    return ep, ac
+
+
+def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> dict:
+    """Progress, re-indexing, lengths and per-class progress of each trajectory."""
+    acc = {"final": {}, "reindexed": [], "keys": [], "along": [], "epochs": [], "per_class": {}, "trained": {},
+           "lengths": {}}
+    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    for t in trajs:
+        probs = _load(t, device)
+        prog = _np(geometry.progress(probs, lab, backend=backend))
+        acc["final"].setdefault(t.task, []).append(float(prog[-1]))
+        r, info = trajectories.reindex(probs, lab, grid=grid, return_info=True)
+        acc["reindexed"].append(_np(r).astype(np.float32))
+        cps = t.checkpoints
+        acc["keys"].append((t.task, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
+        acc["epochs"].append([cp["epoch"] for cp in cps])
+        acc["lengths"].setdefault(t.task, []).append(trajectories.riemann_length(probs))
+        acc["per_class"].setdefault(t.task, []).append(_np(geometry.per_class_progress(probs[-1], lab)).tolist())
+        acc["trained"].setdefault(t.task, list(t.extra.get("classes", range(c))))
+        acc["along"].append(_interpolate_checkpoints(info, cps))
+    return acc
+
+
+def _lines(emb, placed, keys, along, task_names, grid: int) -> list:
+    grid_t = np.linspace(0, 1, grid)
+    lines = []
+    for i, (task, seed, _p, _a) in enumerate(keys):
+        pts = [{"xyz": emb.coords[i * grid + g, :3].tolist(), "progress": float(grid_t[g]),
+                "epoch": along[i][0][g], "accuracy": along[i][1][g]} for g in range(grid)]
+        lines.append(Line(task, int(seed), "supervised", False, pts))
+    for j, task in enumerate(task_names):
+        pts = [{"xyz": placed[j * grid + g].tolist(), "progress": float(grid_t[g]), "epoch": None, "accuracy": None}
+               for g in range(grid)]
+        lines.append(Line(task, None, "supervised", True, pts))
+    return lines
+
+
+def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", device="cpu") -> PictureResult:
+    """Analyse the supervised trajectories of ``tasks`` on ``eval_set`` (see the module docstring).
+
+    ``device``: where the geometry runs (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is
+    one); ``backend`` as in :func:`taskgeom.pairwise_distances`.
+    """
+    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if device == "auto" else device))
+    labels = store.eval_set(eval_set).labels
+    c = int(store.eval_set(eval_set).c)
+    trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
+    trajs.sort(key=lambda t: (list(tasks).index(t.task), t.seed))
+    if not trajs:
+        raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
+    acc = _per_trajectory(trajs, labels, grid, c, device, backend)
+    R = np.stack(acc["reindexed"])  # (K, G, N, C)
+    flat = R.reshape(-1, R.shape[2], R.shape[3])
+    flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
+    D = _np(geometry.pairwise_distances(flat_dev, backend=backend))
+    emb = _embedding.inpca(D, k=min(10, D.shape[0]))
+    chi = emb.explained_stress()
+    keys = acc["keys"]
+    families = {task: R[[i for i, k in enumerate(keys) if k[0] == task]] for task in dict.fromkeys(k[0] for k in keys)}
+    ref = "all" if "all" in families else next(iter(families))
+    task_names = list(families)
+    # means over seeds and the two ends of the task, placed into the embedding out of sample
+    n = int(labels.size)
+    means = np.stack([families[t].astype(np.float64).mean(0) for t in task_names]).reshape(-1, R.shape[2], R.shape[3])
+    ends = np.stack([np.full((n, c), 1.0 / c), np.eye(c)[labels]])
+    placed = emb.transform(geometry.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
+    view = EmbeddingView(coords=emb.coords[:, :3], signature=emb.signature[:3].tolist(),
+                         eigenvalues=emb.eigenvalues.tolist(), keys=keys, grid=grid,
+                         lines=_lines(emb, placed, keys, acc["along"], task_names, grid),
+                         marks=[{"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
+                                {"name": "P* (truth)", "xyz": placed[-1].tolist()}],
+                         epochs=acc["epochs"], per_class=acc["per_class"], trained=acc["trained"])
+    return PictureResult(
+        eval_set=eval_set, n=n, c=c, trajectories=len(trajs), checkpoints=int(sum(len(t) for t in trajs)),
+        explained_stress={str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))},
+        progress_on_union_task={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["final"].items()},
+        riemann_length={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["lengths"].items()},
+        geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)), reference_task=ref,
+        normalized_distance={t: trajectories.normalized_distance(fam, families[ref]).tolist()
+                             for t, fam in families.items() if t != ref},
+        tube_radius={t: trajectories.tube_radius(fam).tolist() for t, fam in families.items()},
+        grid=np.linspace(0, 1, grid).tolist(),
+        task_distances=task_distances(families, acc["final"], np.linspace(0, 1, grid)),
+        per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
+        embedding=view)
+
+
+def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> dict:
+    """Distances between every pair of task families, over the progress both reach.
+
+    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. For each pair, the comparison is
+    restricted to the grid values up to the smaller of the two tasks' final progress (the lowest over
+    seeds): beyond it re-indexing clamps a trajectory to its last model. Reported: ``normalized``, the
+    mean over that range of the symmetrised Remark 5 ratio (distance between mean trajectories over the
+    mean of the two tube radii), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
+    trajectories. ``normalized_final`` and ``bhattacharyya_final`` compare the final models (the last
+    checkpoints) the same way: the comparison that still says something when a task reaches little
+    progress on the union task.
+    """
+    names = list(families)
+    k = len(names)
+    nd, db, nd_end, db_end = (np.zeros((k, k)) for _ in range(4))
+    reach = {t: float(min(final_progress[t])) for t in names}
+    means = {t: families[t].astype(np.float64).mean(0) for t in names}
+    points = {}
+    for i, a in enumerate(names):
+        for j in range(i + 1, k):
+            b = names[j]
+            mask = grid <= min(reach[a], reach[b])
+            mask[0] = True
+            points[f"{a}|{b}"] = int(mask.sum())
+            nd[i, j] = nd[j, i] = float(np.mean(trajectories.normalized_distance(families[a][:, mask],
+                                                                                 families[b][:, mask])))
+            db[i, j] = db[j, i] = float(np.mean(geometry.bhattacharyya(means[a][mask], means[b][mask])))
+            # the final models (the re-indexed trajectories end at each run's last checkpoint)
+            nd_end[i, j] = nd_end[j, i] = float(trajectories.normalized_distance(families[a][:, -1:],
+                                                                                 families[b][:, -1:])[0])
+            db_end[i, j] = db_end[j, i] = float(geometry.bhattacharyya(means[a][-1], means[b][-1]))
+    return {"tasks": names, "normalized": nd.tolist(), "bhattacharyya": db.tolist(),
+            "normalized_final": nd_end.tolist(), "bhattacharyya_final": db_end.tolist(),
+            "progress_reached": reach, "points_compared": points}

@@ -1,0 +1,27 @@
+"""Seed derivation, in one place: every random draw of a training run is a pure function of the run's
+seed and where it happens (epoch, batch, step), so a resumed run sees exactly the draws an uninterrupted
+one would. Each purpose has its own multiplier so that streams do not collide for small seeds."""
+
+from __future__ import annotations
+
+__all__ = ["epoch_seed", "batch_seed", "step_seed", "episode_seed"]
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The data order of ``epoch`` (``randperm``)."""
+    return int(seed) * 1_000_003 + int(epoch)
+
+
+def batch_seed(seed: int, epoch: int, index: int) -> int:
+    """The crop-and-flip augmentation of batch ``index`` of ``epoch``."""
+    return epoch_seed(seed, epoch) * 100_003 + int(index)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Every other draw of optimisation step ``step``: views, jitter, cutout, labelled batches."""
+    return int(seed) * 7_919_993 + int(step)
+
+
+def episode_seed(seed: int, step: int) -> int:
+    """The classes and samples of the episode of step ``step`` (episodic methods)."""
+    return int(seed) * 100_003 + int(step)

@@ -1,0 +1,18 @@
+"""Producing trajectories (Appendix A): train a network on a task with one of the registered methods and
+record each checkpoint's predictions, after imprinting onto the evaluation (union) task, into a
+PredictionStore.
+
+Methods (:mod:`taskgeom.train.methods`): ``supervised`` (SGD + Nesterov 0.9, cosine schedule, weight
+decay excluding normalisation parameters and biases, optional label smoothing, mixed precision on GPU),
+``finetune`` (supervised from a saved checkpoint's backbone), ``protonet`` (episodic meta-learning with
+the prototypical loss), ``simclr`` (NT-Xent on two views), ``barlow`` (Barlow Twins) and ``fixmatch``
+(a labelled subset plus confident pseudo-labels of weakly augmented images on strongly augmented ones).
+The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
+"""
+
+from .config import TrainConfig
+from .loop import checkpoint_steps, identity, resolve_device, train
+from .methods import METHODS, Method, get_method, register_method
+
+__all__ = ["METHODS", "Method", "TrainConfig", "checkpoint_steps", "get_method", "identity", "register_method",
+           "resolve_device", "train"]

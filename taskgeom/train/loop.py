@@ -1,0 +1,242 @@
+"""The training loop (Appendix A): schedule, recording and resume, for any registered method.
+
+Each run trains a network on a task with one method (:mod:`taskgeom.train.methods`) and records each
+checkpoint's predictions, after imprinting onto the evaluation (union) task (eq. 7), into a
+PredictionStore. The run's resolved configuration and the code's version are stored with its trajectory.
+
+Runs are resumable: every random draw (data order, augmentation, episodes, views) is a pure function of
+(seed, step) (:mod:`taskgeom.seeding`), and after each recorded checkpoint the training state (weights,
+optimiser, schedule, step) is saved as plain tensors; a resumed run continues from it, reproduces the
+uninterrupted run, and never records a checkpoint twice nor skips one. With ``keep_states`` the weights
+of every recorded checkpoint are kept too (``<id>_ckpt<k>.pt``), so that other runs can be fine-tuned
+from any point of a trajectory (Result 6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import config as _config
+from .._provenance import code_version
+from ..data.loader import DeviceLoader
+from ..imprint import imprint
+from .config import IDENTITY_EXCLUDED, TrainConfig
+from .methods import Method, get_method
+from .state import copy_state, load_state, save_state
+
+__all__ = ["train", "checkpoint_steps", "resolve_device", "identity"]
+
+
+def checkpoint_steps(total: int, count: int) -> list[int]:
+    """``count`` distinct steps in [0, total], geometrically spaced: dense early, sparse late."""
+    steps = np.unique(np.round(np.geomspace(1, total + 1, count * 3)).astype(int) - 1)
+    idx = np.unique(np.round(np.linspace(0, len(steps) - 1, count)).astype(int))
+    return sorted(set(int(s) for s in steps[idx]) | {0, total})
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def identity(cfg: TrainConfig) -> dict:
+    """The settings that define what a run computes (stored with its trajectory; a resume must match)."""
+    return {k: v for k, v in _config.to_dict(cfg).items() if k not in IDENTITY_EXCLUDED}
+
+
+@dataclass
+class Run:
+    """Everything one training run works with (what methods see as ``run``)."""
+
+    cfg: TrainConfig
+    method: Method
+    device: torch.device
+    classes: list
+    task_images: np.ndarray  # training images of the task's classes
+    task_labels: np.ndarray  # their labels in the task, 0..k-1
+    model: torch.nn.Module | None = None
+    loader: DeviceLoader | None = None
+    step_generator: torch.Generator | None = None
+    rng: np.random.Generator | None = None
+    per_epoch: int = 1
+    use_amp: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def _task_data(cfg, method, classes, x_tr, y_tr, device) -> Run:
+    remap = np.full(int(max(y_tr.max(), max(classes))) + 1, -1)
+    remap[classes] = np.arange(len(classes))
+    keep = remap[y_tr] >= 0
+    run = Run(cfg, method, device, classes, x_tr[keep], remap[y_tr[keep]])
+    run.extra["remap"] = remap
+    return run
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    if cfg.optimizer != "sgd":
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
+    decay = [p for _, p in model.named_parameters() if p.dim() > 1]
+    no_decay = [p for _, p in model.named_parameters() if p.dim() <= 1]
+    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
+                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=0.9, nesterov=True)
+
+
+def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
+    """Loaders of the imprinting samples (from the training split, all evaluation classes) and of the
+    evaluation set; draws the imprinting subset from ``run.rng``."""
+    missing = sorted(set(range(n_eval_classes)) - set(np.unique(y_tr).tolist()))
+    if missing:
+        raise ValueError(f"imprinting onto the evaluation task needs training samples of each of its classes; "
+                         f"classes {missing} have none in train_data (pass the whole training split: the task's "
+                         f"classes are selected from it)")
+    idx = np.flatnonzero(np.isin(y_tr, np.arange(n_eval_classes)))
+    if len(idx) > run.cfg.imprint_samples:
+        idx = np.sort(run.rng.choice(idx, run.cfg.imprint_samples, replace=False))
+    imp = DeviceLoader(x_tr[idx], y_tr[idx], batch_size=512, device=run.device, shuffle=False, augment=False)
+    ev = DeviceLoader(x_ev, y_ev, batch_size=512, device=run.device, shuffle=False, augment=False)
+    return imp, ev
+
+
+class _Recorder:
+    """Imprints the current model onto the evaluation task and appends its predictions to the store."""
+
+    def __init__(self, run: Run, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes: int):
+        self.run, self.store, self.traj = run, store, traj
+        self.imp, self.ev, self.y_ev, self.c = imp_loader, ev_loader, y_ev, n_eval_classes
+        remap = run.extra["remap"]
+        self.own = (y_ev < len(remap)) & (remap[np.minimum(y_ev, len(remap) - 1)] >= 0)
+        self.stored = len(traj)  # may exceed the state's count by one if a run died between append and save
+
+    @torch.no_grad()
+    def __call__(self, k: int, step: int) -> None:
+        if k < self.stored:
+            return  # already in the store (resumed run)
+        run, model = self.run, self.run.model
+        model.eval()
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            f_imp = torch.cat([model.features(x).float() for x, _ in self.imp])
+            f_ev = torch.cat([model.features(x).float() for x, _ in self.ev])
+        probs = imprint(f_imp, self.imp.labels, self.c, head=run.cfg.imprint_head)(f_ev)
+        probs = torch.as_tensor(probs).float().cpu().numpy()
+        acc = float((probs.argmax(1) == self.y_ev).mean())
+        extra = {}
+        if run.method.class_head and self.own.any():
+            # the network's own head on the evaluation samples of its task's classes
+            head = torch.cat([model.head(model.features(x)).argmax(1) for x, _ in self.ev]).cpu().numpy()
+            remap = run.extra["remap"]
+            extra["head_accuracy"] = float((head[self.own] == remap[self.y_ev[self.own]]).mean())
+        model.train()
+        self.store.append(self.traj, probs, epoch=step / run.per_epoch, step=step, accuracy=acc, **extra)
+        self.stored += 1
+
+
+def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
+    """The run's trajectory (an existing one is resumed); with ``new``, a fresh one beside earlier runs."""
+    meta = dict(task=task_name, method=cfg.method, seed=cfg.seed, architecture=cfg.arch, dtype="float16",
+                classes=classes, config=identity(cfg), code=code_version())
+    if not new:
+        return store.create_trajectory(eval_set, **meta)
+    base = f"{task_name}/{cfg.method}/{cfg.arch}/seed{cfg.seed}@{eval_set}"
+    k = 2
+    while store.select(name=f"{base}~{k}"):
+        k += 1
+    return store.create_trajectory(eval_set, name=f"{base}~{k}", **meta)
+
+
+def _setup(run: Run, store, traj, train_data) -> tuple:
+    """Model, optimiser, loader and schedule of a run, restored from its saved state when there is one."""
+    cfg, device = run.cfg, run.device
+    torch.manual_seed(cfg.seed)
+    run.step_generator = torch.Generator(device=device)
+    run.model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
+    opt = _optimizer(run.model, cfg)
+    augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
+    run.loader = DeviceLoader(run.task_images, run.task_labels, batch_size=cfg.batch_size, device=device,
+                              shuffle=True, augment=augment and run.method.augment_batches,
+                              drop_last=len(run.task_labels) > cfg.batch_size, seed=cfg.seed)
+    run.per_epoch = run.method.steps_per_epoch(run)
+    total = max(1, run.per_epoch * cfg.epochs)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    state_dir = Path(cfg.state_dir) if cfg.state_dir else store.root / "state"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_path = state_dir / f"{traj.id:06d}.pt"
+    step, recorded = 0, 0
+    if state_path.exists():
+        st = load_state(state_path)
+        run.model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        step, recorded = int(st["step"]), int(st["recorded"])
+    return opt, sched, total, state_path, step, recorded
+
+
+def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set: str, task_name: str,
+          progress_bar: bool = True, new: bool = False):
+    """Train one run and record its trajectory; returns the store's Trajectory.
+
+    ``train_data`` and ``eval_data`` are ``(images (N, H, W, C) uint8, labels (N,))``; the evaluation
+    labels index the evaluation (union) task's classes, which the model is imprinted onto at each
+    checkpoint using samples of ``train_data`` of those classes. An existing trajectory of the same run is
+    resumed (its stored configuration must match); ``new=True`` starts a separate trajectory instead.
+    """
+    method = get_method(cfg.method)
+    cfg = method.resolve(cfg)
+    device = resolve_device(cfg.device)
+    x_tr, y_tr = np.asarray(train_data[0]), np.asarray(train_data[1])
+    x_ev, y_ev = np.asarray(eval_data[0]), np.asarray(eval_data[1])
+    n_eval_classes = int(store.eval_set(eval_set).c)
+    classes = [int(c) for c in task_classes]
+    run = _task_data(cfg, method, classes, x_tr, y_tr, device)
+    traj = _create_trajectory(store, eval_set, task_name, cfg, classes, new)
+    opt, sched, total, state_path, step, recorded = _setup(run, store, traj, train_data)
+    run.rng = np.random.default_rng(cfg.seed)
+    imp_loader, ev_loader = _imprint_loaders(run, x_tr, y_tr, x_ev, y_ev, n_eval_classes)
+    run.use_amp = cfg.amp and device.type == "cuda"
+    record = _Recorder(run, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes)
+    method.prepare(run)
+    _optimise(run, opt, sched, total, record, state_path, step, recorded, progress_bar, task_name)
+    return traj
+
+
+def _optimise(run: Run, opt, sched, total: int, record, state_path: Path, step: int, recorded: int,
+              progress_bar: bool, task_name: str) -> None:
+    """The optimisation steps from ``step`` to ``total``, recording and saving at the scheduled steps."""
+    from tqdm.auto import tqdm
+
+    cfg = run.cfg
+    schedule = checkpoint_steps(total, cfg.checkpoints)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
+
+    def checkpoint(k: int) -> None:
+        record(k, step)
+        save_state(state_path, run.model, opt, sched, step, k + 1)
+        if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
+            copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
+
+    if step == 0 and recorded == 0:
+        checkpoint(0)
+        recorded = 1
+    bar = tqdm(total=total, initial=step, desc=f"{task_name}/{cfg.method}/seed{cfg.seed}", disable=not progress_bar,
+               leave=False, unit="step")
+    run.model.train()
+    while step < total:
+        loss = run.method.loss(run, step)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        step += 1
+        bar.update(1)
+        if step in schedule:
+            checkpoint(recorded)
+            recorded += 1
+    bar.close()

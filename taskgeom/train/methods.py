@@ -1,0 +1,187 @@
+"""Training methods, one object each, in a registry.
+
+A method provides its network (head), its default optimiser and learning rate, anything it sets up
+before training (FixMatch's labelled subset), the steps of an epoch, and the loss of one optimisation
+step; the loop in :mod:`taskgeom.train.loop` does the rest (schedule, recording, resume). Adding a method
+is one subclass of :class:`Method` decorated with :func:`register_method`; an unknown method name is an
+error that lists the registered ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+
+from .. import seeding
+from ..data.augment import color_jitter, cutout, normalize, random_resized_crop
+from ..data.tasks import episodes
+from ..models import build_model
+from .losses import barlow_twins, nt_xent, prototypical
+from .state import load_state
+
+__all__ = ["Method", "METHODS", "register_method", "get_method"]
+
+#: name -> method object, in registration order.
+METHODS: dict[str, "Method"] = {}
+
+
+def register_method(cls):
+    """Class decorator: register one instance of a :class:`Method` subclass under ``cls.name``."""
+    if not cls.name or cls.name in METHODS:
+        raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def get_method(name: str) -> "Method":
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method {name!r}; registered methods: {', '.join(METHODS)}") from None
+
+
+class Method:
+    """The base: supervised cross-entropy on augmented batches of the task's classes, SGD."""
+
+    name = ""
+    optimizer = "sgd"
+    class_head = True  # one output per class of the task (else a projection head)
+    augment_batches = True  # crop-and-flip on the loader's training batches
+
+    def resolve(self, cfg):
+        """``cfg`` with the method's defaults made explicit (optimiser, learning rate)."""
+        opt = cfg.optimizer or self.optimizer
+        lr = cfg.lr if cfg.lr is not None else (1e-3 if opt == "adam" else 0.05)
+        return dataclasses.replace(cfg, optimizer=opt, lr=lr)
+
+    def build(self, cfg, n_classes: int, in_channels: int, device) -> torch.nn.Module:
+        kwargs = ({"norm": cfg.norm} if cfg.arch.startswith("wrn") else
+                  ({"in_channels": in_channels, "norm": cfg.norm} if cfg.arch == "small-cnn" else {}))
+        n_out = n_classes if self.class_head else cfg.projection_dim
+        return build_model(cfg.arch, n_out, **kwargs).to(device)
+
+    def prepare(self, run) -> None:
+        """Set-up after the run's data and imprinting samples are chosen (may draw from ``run.rng``)."""
+
+    def steps_per_epoch(self, run) -> int:
+        return len(run.loader)
+
+    def loss(self, run, step: int) -> torch.Tensor:
+        """The loss of optimisation step ``step`` (its draws are functions of the seed and the step)."""
+        cfg, loader = run.cfg, run.loader
+        g = run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
+        xb, yb = loader.batch(step // run.per_epoch, step % run.per_epoch)
+        loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))  # extra views of this step
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            return self.batch_loss(run, xb, yb, g)
+
+    def batch_loss(self, run, xb, yb, g) -> torch.Tensor:
+        return F.cross_entropy(run.model(xb), yb, label_smoothing=run.cfg.label_smoothing)
+
+
+@register_method
+class Supervised(Method):
+    name = "supervised"
+
+
+@register_method
+class Finetune(Method):
+    """Supervised training from a saved state's backbone (layers of matching shape; the head is new)."""
+
+    name = "finetune"
+
+    def build(self, cfg, n_classes, in_channels, device):
+        if not cfg.init_from:
+            raise ValueError("method 'finetune' needs init_from (a saved training state)")
+        model = super().build(cfg, n_classes, in_channels, device)
+        src = load_state(cfg.init_from)["model"]
+        own = model.state_dict()
+        model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
+        return model
+
+
+@register_method
+class Protonet(Method):
+    """Episodic meta-learning with the prototypical loss on ``way``-way ``shot``-shot episodes."""
+
+    name = "protonet"
+    class_head = False
+
+    def steps_per_epoch(self, run):
+        return run.cfg.episodes_per_epoch
+
+    def loss(self, run, step):
+        cfg, loader = run.cfg, run.loader
+        run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
+        s_idx, s_y, q_idx, q_y = next(episodes(run.task_labels, cfg.way, cfg.shot, cfg.query, count=1,
+                                               seed=seeding.episode_seed(cfg.seed, step)))
+        loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))
+        xs, xq = loader.augmented(s_idx), loader.augmented(q_idx)
+        with torch.autocast(run.device.type, enabled=run.use_amp):
+            return prototypical(run.model.features(xs).float(), torch.as_tensor(s_y, device=run.device),
+                                run.model.features(xq).float(), torch.as_tensor(q_y, device=run.device), cfg.way)
+
+
+class _TwoViews(Method):
+    """Self-supervised on two random-resized, colour-jittered views of each image, Adam, projection head."""
+
+    optimizer = "adam"
+    class_head = False
+    augment_batches = False
+
+    def build(self, cfg, n_classes, in_channels, device):
+        model = super().build(cfg, n_classes, in_channels, device)
+        fd = model.feature_dim
+        model.head = torch.nn.Sequential(torch.nn.Linear(fd, fd), torch.nn.ReLU(),
+                                         torch.nn.Linear(fd, cfg.projection_dim, bias=False)).to(device)
+        return model
+
+    def views(self, run, xb, g):
+        scale = run.cfg.crop_scale
+        v1 = color_jitter(random_resized_crop(xb, g, scale=scale), g)
+        v2 = color_jitter(random_resized_crop(xb, g, scale=scale), g)
+        return run.model(v1), run.model(v2)
+
+
+@register_method
+class SimCLR(_TwoViews):
+    name = "simclr"
+
+    def batch_loss(self, run, xb, yb, g):
+        return nt_xent(*self.views(run, xb, g), run.cfg.temperature)
+
+
+@register_method
+class BarlowTwins(_TwoViews):
+    name = "barlow"
+
+    def batch_loss(self, run, xb, yb, g):
+        return barlow_twins(*self.views(run, xb, g), run.cfg.barlow_lambda)
+
+
+@register_method
+class FixMatch(Method):
+    """A labelled subset with cross-entropy, plus confident pseudo-labels of weakly augmented images
+    enforced on strongly augmented ones (colour jitter and cutout)."""
+
+    name = "fixmatch"
+
+    def prepare(self, run):
+        n = len(run.task_labels)
+        pick = run.rng.choice(n, min(run.cfg.labelled, n), replace=False)
+        run.extra["labelled"] = torch.as_tensor(pick, device=run.device)
+
+    def batch_loss(self, run, xb, yb, g):
+        cfg, loader, model = run.cfg, run.loader, run.model
+        labelled = run.extra["labelled"]
+        li = labelled[torch.randint(0, len(labelled), (cfg.batch_size,), device=run.device, generator=g)]
+        xl = loader.augment_normalized(normalize(loader.images[li]))
+        sup = F.cross_entropy(model(xl), loader.labels[li])
+        with torch.no_grad():
+            conf, pseudo = torch.softmax(model(xb), 1).max(1)
+        strong = cutout(color_jitter(xb, g), g)
+        mask = (conf >= cfg.threshold).float()
+        unsup = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
+        return sup + unsup
