@@ -95,6 +95,25 @@ class CMakeBuild(build_ext):
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_dir), *args], check=True)
         jobs = str(max(1, os.cpu_count() or 1))
         subprocess.run([cmake, "--build", str(build_dir), "--parallel", jobs], check=True)
+        _record_commit(out_dir / "_commit.json")
+
+
+def _record_commit(path):
+    """The source's git commit (and whether it had local changes), recorded at build time, so that an
+    installed taskgeom still knows which code it runs (git is not reachable from site-packages)."""
+    import json
+
+    info = {}
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            info["commit"] = head.stdout.strip()
+            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                                   capture_output=True, text=True, timeout=10)
+            info["dirty"] = bool(dirty.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    path.write_text(json.dumps(info))
 
 
 setup(ext_modules=[CMakeExtension("taskgeom._C"), CMakeExtension("taskgeom._cuda")], cmdclass={"build_ext": CMakeBuild})

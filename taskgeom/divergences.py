@@ -72,9 +72,9 @@ class Divergence:
     @property
     def code(self) -> int:
         """The native kernels' code (from ``taskgeom._C.Divergence``, else ``taskgeom._cuda``)."""
-        from . import kernels
+        from ._native import native_module
 
-        mod = kernels.native_module()
+        mod = native_module()
         try:
             return int(mod.Divergence.__members__[self.name])
         except KeyError:

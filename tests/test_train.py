@@ -109,3 +109,60 @@ def test_train_command(tmp_path, capsys):
     assert len(PredictionStore(tmp_path / "s").select(task="0-4")) == 2
     assert cli.main(args[:4] + ["nope"] + args[5:]) == 2
     assert "unknown task" in capsys.readouterr().err
+
+
+def test_unknown_method_is_an_error_and_a_new_method_is_one_class(tmp_path):
+    from taskgeom.train import METHODS, Method, register_method
+
+    with pytest.raises(ValueError, match="unknown method 'hebbian'; registered methods: supervised"):
+        run(tmp_path, "hebbian")
+
+    @register_method
+    class LabelSmoothed(Method):  # a new method: one class and its registration
+        name = "test-smoothed"
+
+        def batch_loss(self, run_, xb, yb, g):
+            return torch.nn.functional.cross_entropy(run_.model(xb), yb, label_smoothing=0.3)
+
+    try:
+        _, traj = run(tmp_path, "test-smoothed", epochs=2)
+        assert traj.method == "test-smoothed" and len(traj) >= 3
+        assert traj.checkpoints[-1]["accuracy"] > traj.checkpoints[0]["accuracy"]
+    finally:
+        del METHODS["test-smoothed"]
+    with pytest.raises(ValueError, match="already registered"):
+        register_method(type("Again", (Method,), {"name": "supervised"}))
+
+
+def test_trajectory_records_its_resolved_config_and_code_version(tmp_path):
+    """Hidden defaults are resolved before training and stored: SimCLR's optimiser and learning rate are
+    explicit in the stored config, and an explicit learning rate is kept as given."""
+    _, traj = run(tmp_path, "simclr", checkpoints=2)
+    cfg = traj.config if getattr(traj, "config", None) else traj.extra["config"]
+    assert cfg["optimizer"] == "adam" and cfg["lr"] == 1e-3 and cfg["method"] == "simclr"
+    assert cfg["crop_scale"] == [0.2, 1.0] and "device" not in cfg
+    code = getattr(traj, "code", None) or traj.extra["code"]
+    assert code["taskgeom"] and "commit" in code
+    _, sup = run(tmp_path, "supervised", checkpoints=2, name="sup", lr=0.2)
+    cfg = sup.config if getattr(sup, "config", None) else sup.extra["config"]
+    assert cfg["optimizer"] == "sgd" and cfg["lr"] == 0.2
+
+
+def test_config_options_are_documented_and_checked(capsys):
+    """Every option of `taskgeom train` and `taskgeom picture` has help text with its default, and
+    out-of-range values are one-line argparse errors (exit 2)."""
+    from taskgeom import cli
+
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices
+    for name in ("train", "picture"):
+        for action in subs[name]._actions:
+            if action.dest in ("help",):
+                continue
+            assert action.help and "default" in action.help, (name, action.dest)
+    for argv in (["train", "--epochs", "0"], ["train", "--batch-size", "-3"], ["picture", "--seeds", "x"]):
+        with pytest.raises(SystemExit) as exc:
+            cli.main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("taskgeom") and ("at least" in err[-1] or "expected" in err[-1]), err
