@@ -13,10 +13,10 @@ import argparse
 import numpy as np
 import torch
 
-from _common import environment, table, timeit, write_json
-
 import taskgeom as tg
 from taskgeom import reference as R
+
+from _common import environment, table, timeit, write_json
 
 CPU_CASES = [(200, 10_000, 10)]
 CUDA_CASES = [(2430, 10_000, 10), (1000, 10_000, 100), (512, 10_000, 1000)]

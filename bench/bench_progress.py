@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from _common import environment, table, timeit, write_json
-
 import taskgeom as tg
+
+from _common import environment, table, timeit, write_json
 
 
 def scipy_progress(p: np.ndarray, labels: np.ndarray) -> float:

@@ -13,9 +13,9 @@ import time
 import numpy as np
 import torch
 
-from _common import environment, table, write_json
-
 import taskgeom as tg
+
+from _common import environment, table, write_json
 
 
 def write_file(path, m, n, c, seed=0):

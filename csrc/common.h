@@ -49,7 +49,10 @@ TG_HD float half_to_float(uint16_t h) {
       bits = sign;
     } else {  // subnormal: renormalise
       int e = -1;
-      do { ++e; man <<= 1; } while ((man & 0x400u) == 0);
+      do {
+        ++e;
+        man <<= 1;
+      } while ((man & 0x400u) == 0);
       bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ffu) << 13);
     }
   } else if (exp == 0x1f) {
@@ -81,10 +84,14 @@ TG_HD float bf16_to_float(uint16_t h) {
 // Load element `offset` (in elements) of a buffer of the given dtype as float32 (float64 is rounded).
 TG_HD float load_as_float(const void* base, int dtype, int64_t offset) {
   switch (dtype) {
-    case kFloat16: return half_to_float(static_cast<const uint16_t*>(base)[offset]);
-    case kBFloat16: return bf16_to_float(static_cast<const uint16_t*>(base)[offset]);
-    case kFloat64: return (float)static_cast<const double*>(base)[offset];
-    default: return static_cast<const float*>(base)[offset];
+    case kFloat16:
+      return half_to_float(static_cast<const uint16_t*>(base)[offset]);
+    case kBFloat16:
+      return bf16_to_float(static_cast<const uint16_t*>(base)[offset]);
+    case kFloat64:
+      return (float)static_cast<const double*>(base)[offset];
+    default:
+      return static_cast<const float*>(base)[offset];
   }
 }
 

@@ -12,9 +12,9 @@
 namespace taskgeom {
 
 // X(enumerator, Python name, code)
-#define TASKGEOM_DIVERGENCES(X)            \
-  X(kBhattacharyya, "bhattacharyya", 0)    \
-  X(kSymmetricKL, "symmetric_kl", 1)       \
+#define TASKGEOM_DIVERGENCES(X)         \
+  X(kBhattacharyya, "bhattacharyya", 0) \
+  X(kSymmetricKL, "symmetric_kl", 1)    \
   X(kHellinger, "hellinger", 2)
 
 enum Divergence : int {

@@ -16,15 +16,20 @@ namespace py = pybind11;
 namespace taskgeom {
 
 std::string describe_bad(const BadInput& b, const char* which) {
-  std::string where = std::string(which) + ": model " + std::to_string(b.model) + ", sample " + std::to_string(b.sample);
+  std::string where =
+      std::string(which) + ": model " + std::to_string(b.model) + ", sample " + std::to_string(b.sample);
   switch (b.kind) {
-    case kNonFinite: return where + ": probability is not finite (" + std::to_string(b.value) + ")";
-    case kNegative: return where + ": probability is negative (" + std::to_string(b.value) + ")";
-    case kNotNormalised: return where + ": probabilities sum to " + std::to_string(b.value) + ", not 1";
+    case kNonFinite:
+      return where + ": probability is not finite (" + std::to_string(b.value) + ")";
+    case kNegative:
+      return where + ": probability is negative (" + std::to_string(b.value) + ")";
+    case kNotNormalised:
+      return where + ": probabilities sum to " + std::to_string(b.value) + ", not 1";
     case kBadLabel:
       return "labels: sample " + std::to_string(b.sample) + ": label " + std::to_string((long long)b.value) +
              " is outside [0, C)";
-    default: return where + ": invalid input";
+    default:
+      return where + ": invalid input";
   }
 }
 

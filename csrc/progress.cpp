@@ -34,8 +34,8 @@ static void progress_binding(py::tuple a, std::uintptr_t labels, int64_t n_label
   BadInput bad;
   {
     py::gil_scoped_release release;
-    bad = cpu::progress(av, reinterpret_cast<const int64_t*>(labels), reinterpret_cast<double*>(out), threads,
-                        validate, tol, xtol);
+    bad = cpu::progress(av, reinterpret_cast<const int64_t*>(labels), reinterpret_cast<double*>(out), threads, validate,
+                        tol, xtol);
   }
   raise_if_bad(bad, "models");
 }

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 import taskgeom as tg
-from _data import add_data_arguments, load
 from taskgeom.store import PredictionStore
 from taskgeom.train import TrainConfig, train
+
+from _data import add_data_arguments, load
 
 #: preset -> (reference family, {family: (task, TrainConfig overrides)})
 PRESETS = {

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 import taskgeom as tg
-from _data import SUBTASKS, add_data_arguments, load
 from taskgeom.store import PredictionStore
 from taskgeom.train import TrainConfig, train
+
+from _data import SUBTASKS, add_data_arguments, load
 
 
 def main():

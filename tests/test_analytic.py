@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from testing import BACKENDS, DEVICE_BACKENDS, geodesic_length_p0_truth, labels, models, to_device
 
 import taskgeom as tg
 from taskgeom import reference as R
+
+from testing import BACKENDS, DEVICE_BACKENDS, geodesic_length_p0_truth, labels, models, to_device
 
 
 @pytest.mark.parametrize("c", [2, 10, 100])

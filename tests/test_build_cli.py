@@ -6,10 +6,11 @@ import sys
 
 import numpy as np
 import torch
-from testing import labels, models
 
 import taskgeom as tg
 from taskgeom import cli
+
+from testing import labels, models
 
 
 def test_build_info_reports_backends():

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from testing import SHARED
 
 from taskgeom.data import (
     CIFAR10_CLASSES,
@@ -19,6 +18,8 @@ from taskgeom.data import (
     load_tasks,
     union,
 )
+
+from testing import SHARED
 
 
 def _png(rng, size=8) -> bytes:

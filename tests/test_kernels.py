@@ -5,6 +5,10 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import taskgeom as tg
+from taskgeom import reference as R
+
 from testing import (
     DEVICE_BACKENDS,
     DTYPES,
@@ -17,9 +21,6 @@ from testing import (
     requires_cuda,
     to_device,
 )
-
-import taskgeom as tg
-from taskgeom import reference as R
 
 DIVERGENCES = tg.divergences.names()
 

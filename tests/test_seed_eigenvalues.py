@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from testing import SHARED
 
 import taskgeom as tg
+
+from testing import SHARED
 
 FOLDER = SHARED / "seed-inpca-eigenvalues"
 EXPECTED = {  # percent for k = 1..5, from the data's README; the paper quotes k = 3

@@ -10,10 +10,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from testing import labels, models
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore, StoreError
+
+from testing import labels, models
 
 N, C = 50, 4
 

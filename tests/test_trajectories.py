@@ -5,10 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from testing import labels
 
 import taskgeom as tg
 from taskgeom import reference as R
+
+from testing import labels
 
 
 def training_run(n=300, c=6, steps=12, seed=0, speed=1.0, bias=None):

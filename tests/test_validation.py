@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 import torch
-from testing import DEVICE_BACKENDS, labels, models, to_device
 
 import taskgeom as tg
+
+from testing import DEVICE_BACKENDS, labels, models, to_device
 
 PATHS = ["cpu", "torch", pytest.param("cuda", marks=DEVICE_BACKENDS[1].marks)]
 

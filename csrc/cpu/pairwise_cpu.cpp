@@ -43,8 +43,8 @@ namespace taskgeom {
 namespace cpu {
 namespace {
 
-constexpr int kW = 8;   // samples per block (SIMD lanes)
-constexpr int kG = 4;   // models per staged group = columns of a register tile
+constexpr int kW = 8;  // samples per block (SIMD lanes)
+constexpr int kG = 4;  // models per staged group = columns of a register tile
 typedef float v8 __attribute__((vector_size(kW * sizeof(float))));
 typedef int v8i __attribute__((vector_size(kW * sizeof(int))));
 typedef double v8d __attribute__((vector_size(kW * sizeof(double))));
@@ -70,7 +70,9 @@ constexpr int64_t kMaxBlocks = 32;
 enum Staging : int { kSqrtF64 = 0, kLogPair = 1 };
 
 // float32 slots per (model, class, block): sqrt p as kW float64, or p, log hi, log lo as 3 x kW float32.
-constexpr int slots(Staging st) { return st == kLogPair ? 3 * kW : 2 * kW; }
+constexpr int slots(Staging st) {
+  return st == kLogPair ? 3 * kW : 2 * kW;
+}
 
 struct AlignedFree {
   void operator()(float* p) const { std::free(p); }
@@ -94,7 +96,9 @@ struct Stage {
   int S = 0;  // float slots per (model, class, block)
   Buffer data;
   void allocate(int64_t m_, int64_t C_, int64_t ncp_, Staging st) {
-    m = m_; C = C_; ncp = ncp_;
+    m = m_;
+    C = C_;
+    ncp = ncp_;
     S = slots(st);
     blocks = ncp / kW;
     groups = (m + kG - 1) / kG;
@@ -111,7 +115,11 @@ void record(BadInput& bad, int which, int kind, int64_t model, int64_t sample, d
     bool earlier = bad.kind == kOk || which < bad.which ||
                    (which == bad.which && (model < bad.model || (model == bad.model && sample < bad.sample)));
     if (earlier) {
-      bad.kind = kind; bad.which = which; bad.model = model; bad.sample = sample; bad.value = value;
+      bad.kind = kind;
+      bad.which = which;
+      bad.model = model;
+      bad.sample = sample;
+      bad.value = value;
     }
   }
 }
@@ -200,7 +208,10 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging stagi
       double* __restrict su = sums.data();
       double* __restrict sc = scale.data();
       char* __restrict ng = negative.data();
-      for (int64_t n = 0; n < ncp; ++n) { su[n] = 0.0; ng[n] = 0; }
+      for (int64_t n = 0; n < ncp; ++n) {
+        su[n] = 0.0;
+        ng[n] = 0;
+      }
       for (int64_t c = 0; c < C; ++c) {
         const double* __restrict tc = &t[(size_t)c * ncp];
         for (int64_t n = 0; n < ncp; ++n) {
@@ -245,8 +256,13 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging stagi
         bool found = false;
         for (int64_t c = 0; c < C && !found; ++c) {
           const double p = load_as_double(base, v.dtype, row + c * v.stride[2]);
-          if (!std::isfinite(p)) { record(bad, which, kNonFinite, i, n0 + n, p); found = true; }
-          else if (p < 0) { record(bad, which, kNegative, i, n0 + n, p); found = true; }
+          if (!std::isfinite(p)) {
+            record(bad, which, kNonFinite, i, n0 + n, p);
+            found = true;
+          } else if (p < 0) {
+            record(bad, which, kNegative, i, n0 + n, p);
+            found = true;
+          }
         }
         if (!found) record(bad, which, kNotNormalised, i, n0 + n, su[n]);
         break;
@@ -266,7 +282,9 @@ inline V pinned(V v) {
 }
 
 template <typename V, typename T>
-inline V vload(const T* p) { return *reinterpret_cast<const V*>(p); }
+inline V vload(const T* p) {
+  return *reinterpret_cast<const V*>(p);
+}
 
 // log(1 + f) = f - f^2/2 + f^3 P(f) for f in [sqrt(1/2) - 1, sqrt(2) - 1], P a degree-7 least-squares fit
 // for relative error (fitted for taskgeom; max relative error 7e-9 in exact arithmetic on that interval).
@@ -404,8 +422,7 @@ struct Traits<kBhattacharyya> {
   static constexpr Staging kStaging = kSqrtF64;
   template <int TI>
   static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
-    gram_tile<TI, ProductLog>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks,
-                              out);
+    gram_tile<TI, ProductLog>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks, out);
   }
 };
 
@@ -414,8 +431,7 @@ struct Traits<kHellinger> {
   static constexpr Staging kStaging = kSqrtF64;
   template <int TI>
   static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
-    gram_tile<TI, SumOneMinus>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks,
-                               out);
+    gram_tile<TI, SumOneMinus>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks, out);
   }
 };
 
@@ -437,7 +453,9 @@ static_assert(kRowsPerItem % kG == 0 && kG % kTI == 0, "row tiles must not strad
 template <int D>
 void compute_pairs(const Stage& A, const Stage& B, bool symmetric, double* acc) {
   const int64_t ma = A.m, mb = B.m, C = A.C;
-  struct Item { int64_t g, r0, r1; };
+  struct Item {
+    int64_t g, r0, r1;
+  };
   std::vector<Item> items;
   for (int64_t g = B.groups - 1; g >= 0; --g) {
     const int64_t r_end = symmetric ? std::min(ma, (g + 1) * kG) : ma;
@@ -477,8 +495,7 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   // Samples per chunk: a work item's rows (kRowsPerItem) and column panel (kG models) take about 1 MB,
   // and a tile covers 32 to 256 samples, so that its one logarithm per lane and its per-pair bookkeeping
   // are spread over many FMAs (chosen from measurements at C = 10, 100 and 1000 on a Zen 4 machine).
-  const Staging staging =
-      dispatch_divergence(divergence, [](auto d) { return Traits<decltype(d)::value>::kStaging; });
+  const Staging staging = dispatch_divergence(divergence, [](auto d) { return Traits<decltype(d)::value>::kStaging; });
   const double bytes_per_value = staging == kLogPair ? 12 : 8;
   int64_t nc = chunk;
   if (nc <= 0) {
@@ -504,9 +521,8 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
     stage_chunk(a, n0, len, A, staging, validate, tol, bad, 0);
     if (!symmetric) stage_chunk(bv, n0, len, B, staging, validate, tol, bad, 1);
     if (bad.kind != kOk) break;
-    dispatch_divergence(divergence, [&](auto d) {
-      compute_pairs<decltype(d)::value>(A, symmetric ? A : B, symmetric, acc.data());
-    });
+    dispatch_divergence(
+        divergence, [&](auto d) { compute_pairs<decltype(d)::value>(A, symmetric ? A : B, symmetric, acc.data()); });
   }
   if (threads > 0) omp_set_num_threads(old_threads);
   if (bad.kind != kOk) return bad;

@@ -19,8 +19,7 @@ namespace cpu {
 
 namespace {
 // f'(l) and f''(l); f' is +inf where some D_n <= 0 at l = 1 (f -> +inf there). Vectorised over samples.
-void derivatives(const double* alpha, const double* beta, int64_t n, double theta, double l, double* g,
-                 double* h) {
+void derivatives(const double* alpha, const double* beta, int64_t n, double theta, double l, double* g, double* h) {
   const double sa = std::sin((1 - l) * theta), sb = std::sin(l * theta);
   const double ca = -theta * std::cos((1 - l) * theta), cb = theta * std::cos(l * theta);
   double s1 = 0.0, s2 = 0.0, dmin = std::numeric_limits<double>::infinity();
@@ -47,7 +46,10 @@ double solve_lambda(const double* alpha, const double* beta, int64_t n, double t
   double lo = 0.0, hi = 1.0, l = 0.5;
   for (int it = 0; it < 200; ++it) {
     derivatives(alpha, beta, n, theta, l, &g, &h);
-    if (g > 0) hi = l; else lo = l;
+    if (g > 0)
+      hi = l;
+    else
+      lo = l;
     double next = l - g / h;
     if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
     const double step = std::fabs(next - l);
@@ -66,7 +68,10 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
   BadInput bad;
   for (int64_t k = 0; k < N; ++k) {
     if (labels[k] < 0 || labels[k] >= C) {
-      bad.kind = kBadLabel; bad.model = -1; bad.sample = k; bad.value = (double)labels[k];
+      bad.kind = kBadLabel;
+      bad.model = -1;
+      bad.sample = k;
+      bad.value = (double)labels[k];
       return bad;
     }
   }
@@ -95,12 +100,23 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
           int kind = kNotNormalised;
           double value = sum;
           for (int64_t c = 0; c < C; ++c) {
-            if (!std::isfinite(row[c])) { kind = kNonFinite; value = row[c]; break; }
-            if (row[c] < 0) { kind = kNegative; value = row[c]; break; }
+            if (!std::isfinite(row[c])) {
+              kind = kNonFinite;
+              value = row[c];
+              break;
+            }
+            if (row[c] < 0) {
+              kind = kNegative;
+              value = row[c];
+              break;
+            }
           }
 #pragma omp critical(taskgeom_progress_bad)
           if (bad.kind == kOk || i < bad.model) {
-            bad.kind = kind; bad.model = i; bad.sample = k; bad.value = value;
+            bad.kind = kind;
+            bad.model = i;
+            bad.sample = k;
+            bad.value = value;
           }
           ok = false;
           break;
@@ -110,8 +126,7 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
         alpha[k] = sr * inv_sqrt_c * norm;
         beta[k] = std::sqrt(std::max(row[labels[k]], 0.0)) * norm;
       }
-      out[i] = ok ? solve_lambda(alpha.data(), beta.data(), N, theta, xtol)
-                  : std::numeric_limits<double>::quiet_NaN();
+      out[i] = ok ? solve_lambda(alpha.data(), beta.data(), N, theta, xtol) : std::numeric_limits<double>::quiet_NaN();
     }
   }
   if (threads > 0) omp_set_num_threads(old_threads);

@@ -23,11 +23,11 @@ namespace taskgeom {
 namespace cuda {
 namespace {
 
-constexpr int kTile = 64;    // models per tile side
-constexpr int kMicro = 4;    // models per thread side
+constexpr int kTile = 64;  // models per tile side
+constexpr int kMicro = 4;  // models per thread side
 constexpr int kThreads = 256;
-constexpr int kK = 32;       // staged k-entries per step
-constexpr int kFlush = 16;   // samples summed in float32 before adding to the float64 accumulators
+constexpr int kK = 32;      // staged k-entries per step
+constexpr int kFlush = 16;  // samples summed in float32 before adding to the float64 accumulators
 
 // -log(1 - h) for h <= 1/8 by its series (8 terms, relative error below 1e-8), division-free.
 __device__ __forceinline__ float neg_log1m_small(float h) {
@@ -74,8 +74,7 @@ struct Traits<kSymmetricKL> {
 
 template <int DIV>
 constexpr int tile_smem_bytes() {
-  return Traits<DIV>::kArrays * 2 * kK * kTile * (int)sizeof(float) +
-         kMicro * kMicro * kThreads * (int)sizeof(double);
+  return Traits<DIV>::kArrays * 2 * kK * kTile * (int)sizeof(float) + kMicro * kMicro * kThreads * (int)sizeof(double);
 }
 
 int staged_arrays(int divergence) {
@@ -120,9 +119,9 @@ struct Staged {
 };
 
 template <int DIV>
-__global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, int64_t ma, int64_t mb, int C,
-                                                           int64_t nc, int64_t samples_per_split, bool symmetric,
-                                                           int tiles_j, double inv_norm, double* out) {
+__global__ void __launch_bounds__(kThreads, 2)
+    tile_kernel(Staged A, Staged B, int64_t ma, int64_t mb, int C, int64_t nc, int64_t samples_per_split,
+                bool symmetric, int tiles_j, double inv_norm, double* out) {
   constexpr int NA = Traits<DIV>::kArrays;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   float (*As)[kK][kTile] = reinterpret_cast<float (*)[kK][kTile]>(smem_raw);
@@ -135,7 +134,11 @@ __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, i
     int64_t idx = blockIdx.x;
     ti = 0;
     int64_t row_len = tiles_j;
-    while (idx >= row_len) { idx -= row_len; ++ti; --row_len; }
+    while (idx >= row_len) {
+      idx -= row_len;
+      ++ti;
+      --row_len;
+    }
     tj = ti + (int)idx;
   } else {
     ti = blockIdx.x / tiles_j;
@@ -153,7 +156,9 @@ __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, i
   for (int u = 0; u < kMicro; ++u)
 #pragma unroll
     for (int w = 0; w < kMicro; ++w) {
-      h[u][w] = 0.f; s[u][w] = 0.f; part[u][w] = 0.f;
+      h[u][w] = 0.f;
+      s[u][w] = 0.f;
+      part[u][w] = 0.f;
       acc[(u * kMicro + w) * kThreads + threadIdx.x] = 0.0;
     }
 
@@ -203,8 +208,7 @@ __global__ void __launch_bounds__(kThreads, 2) tile_kernel(Staged A, Staged B, i
 #pragma unroll
         for (int u = 0; u < kMicro; ++u)
 #pragma unroll
-          for (int w = 0; w < kMicro; ++w)
-            h[u][w] = fmaf(ax[u] - bx[w], (ay[u] - by[w]) + (az[u] - bz[w]), h[u][w]);
+          for (int w = 0; w < kMicro; ++w) h[u][w] = fmaf(ax[u] - bx[w], (ay[u] - by[w]) + (az[u] - bz[w]), h[u][w]);
       }
       if (++cls == C) {  // a sample is complete (uniform branch)
         cls = 0;
@@ -242,11 +246,11 @@ template <int DIV>
 int tile_blocks_per_sm() {
   static int cached = -1;
   if (cached < 0) {
-    TG_CUDA_CHECK(cudaFuncSetAttribute(tile_kernel<DIV>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       tile_smem_bytes<DIV>()));
+    TG_CUDA_CHECK(
+        cudaFuncSetAttribute(tile_kernel<DIV>, cudaFuncAttributeMaxDynamicSharedMemorySize, tile_smem_bytes<DIV>()));
     int bps = 1;
-    TG_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, tile_kernel<DIV>, kThreads,
-                                                                tile_smem_bytes<DIV>()));
+    TG_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, tile_kernel<DIV>, kThreads, tile_smem_bytes<DIV>()));
     cached = bps > 0 ? bps : 1;
   }
   return cached;
@@ -259,7 +263,9 @@ __global__ void mirror_kernel(double* out, int64_t m) {
   if (i > j) out[idx] = out[j * m + i];
 }
 
-int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+int64_t round_up(int64_t x, int64_t to) {
+  return (x + to - 1) / to * to;
+}
 
 }  // namespace
 
@@ -316,8 +322,8 @@ void pairwise(const View3& a, const double* a_inv, const View3* b, const double*
       sp = (int)std::min<int64_t>(sp, 65535);
       const int64_t per_split = (len + sp - 1) / sp;
       dim3 grid((unsigned)tiles, 1, (unsigned)sp);
-      tile_kernel<D><<<grid, kThreads, tile_smem_bytes<D>(), stream>>>(A, B, ma, mb, (int)C, len, per_split,
-                                                                       symmetric, tiles_j, inv_norm, out);
+      tile_kernel<D><<<grid, kThreads, tile_smem_bytes<D>(), stream>>>(A, B, ma, mb, (int)C, len, per_split, symmetric,
+                                                                       tiles_j, inv_norm, out);
     });
     TG_CUDA_CHECK(cudaGetLastError());
   }

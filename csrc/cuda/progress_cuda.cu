@@ -23,14 +23,26 @@ __device__ void block_sum3(double& a, double& b, double& c, double* sh) {
   }
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   __syncthreads();
-  if (lane == 0) { sh[warp * 3] = a; sh[warp * 3 + 1] = b; sh[warp * 3 + 2] = c; }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    for (int w = 1; w < kThreads / 32; ++w) { a += sh[w * 3]; b += sh[w * 3 + 1]; c += sh[w * 3 + 2]; }
-    sh[0] = a; sh[1] = b; sh[2] = c;
+  if (lane == 0) {
+    sh[warp * 3] = a;
+    sh[warp * 3 + 1] = b;
+    sh[warp * 3 + 2] = c;
   }
   __syncthreads();
-  a = sh[0]; b = sh[1]; c = sh[2];
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < kThreads / 32; ++w) {
+      a += sh[w * 3];
+      b += sh[w * 3 + 1];
+      c += sh[w * 3 + 2];
+    }
+    sh[0] = a;
+    sh[1] = b;
+    sh[2] = c;
+  }
+  __syncthreads();
+  a = sh[0];
+  b = sh[1];
+  c = sh[2];
   __syncthreads();
 }
 
@@ -42,7 +54,10 @@ __device__ void derivs(const double* alpha, const double* beta, int64_t N, doubl
   for (int64_t k = threadIdx.x; k < N; k += kThreads) {
     const double D = sa * alpha[k] + sb * beta[k];
     const double Dp = ca * alpha[k] + cb * beta[k];
-    if (D <= 0) { blow += 1.0; continue; }
+    if (D <= 0) {
+      blow += 1.0;
+      continue;
+    }
     const double r = Dp / D;
     s1 += r;
     s2 += r * r;
@@ -76,13 +91,22 @@ __global__ void progress_kernel(View3 a, const int64_t* labels, double* out, dou
   const double theta = acos(inv_sqrt_c);
   double g, h;
   derivs(alpha, beta, N, theta, 0.0, sh, g, h);
-  if (g >= 0) { if (threadIdx.x == 0) out[i] = 0.0; return; }
+  if (g >= 0) {
+    if (threadIdx.x == 0) out[i] = 0.0;
+    return;
+  }
   derivs(alpha, beta, N, theta, 1.0, sh, g, h);
-  if (g <= 0) { if (threadIdx.x == 0) out[i] = 1.0; return; }
+  if (g <= 0) {
+    if (threadIdx.x == 0) out[i] = 1.0;
+    return;
+  }
   double lo = 0.0, hi = 1.0, l = 0.5;
   for (int it = 0; it < 200; ++it) {
     derivs(alpha, beta, N, theta, l, sh, g, h);
-    if (g > 0) hi = l; else lo = l;
+    if (g > 0)
+      hi = l;
+    else
+      lo = l;
     double next = l - g / h;
     if (!(next > lo && next < hi)) next = 0.5 * (lo + hi);
     const double step = fabs(next - l);

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import _IMAGE_EXT
 from .augment import normalize
+from .images import _IMAGE_EXT
 
 __all__ = ["FFCVLoader", "classes_of", "write_beton"]
 
