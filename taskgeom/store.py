@@ -599,6 +599,8 @@ class PredictionStore:
                 problems.append(f"manifest: {msg}")
         self.unchecked = 0
         self.checked = 0
+        has_sum = "checksum" in {r[1] for r in self._db.execute("PRAGMA table_info(checkpoints)")}
+        sum_col = "checksum" if has_sum else "NULL"  # an old store opened read-only: not migrated
         trajs = self.select() if trajectories is None else [
             t if isinstance(t, Trajectory) else self.trajectory(t) for t in trajectories]
         for traj in trajs:
@@ -607,8 +609,8 @@ class PredictionStore:
             except (KeyError, StoreError) as exc:
                 problems.append(f"trajectory {traj.name!r}: {_one_line(exc)}")
                 continue
-            rows = self._db.execute("SELECT idx, checksum FROM checkpoints WHERE trajectory=? ORDER BY idx",
-                                    (traj.id,)).fetchall()
+            rows = self._db.execute(f"SELECT idx, {sum_col} AS checksum FROM checkpoints WHERE trajectory=? "
+                                    "ORDER BY idx", (traj.id,)).fetchall()
             if [r["idx"] for r in rows] != list(range(len(rows))):
                 problems.append(f"trajectory {traj.name!r}: checkpoint indices are not 0..{len(rows) - 1}")
             if not rows:

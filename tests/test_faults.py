@@ -248,6 +248,8 @@ def test_empty_or_foreign_manifest_is_an_error_and_is_left_alone(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(StoreError, match="not a directory"):
         PredictionStore(tmp_path / "afile", create=True)
+    with pytest.raises(StoreError, match="cannot create store .*afile/s"):  # an unwritable --store
+        PredictionStore(tmp_path / "afile" / "s", create=True)
 
 
 def test_old_store_is_migrated_with_null_config_and_checksum(tmp_path):
@@ -276,6 +278,7 @@ def test_old_store_is_migrated_with_null_config_and_checksum(tmp_path):
     (path / "data" / "000001_old.bin").write_bytes(checkpoint(0).tobytes())
     ro = PredictionStore(path, readonly=True)  # read-only: readable without migrating
     assert ro.trajectory("old").config is None and len(ro.trajectory("old")) == 1
+    assert ro.verify() == [] and ro.unchecked == 1
     ro.close()
     store = PredictionStore(path)
     t = store.trajectory("old")

@@ -105,8 +105,9 @@ def _decode(data: bytes, where: str, budget: _Budget | None = None) -> np.ndarra
         if str(exc).startswith(where):
             raise
         raise ValueError(f"{where}: not a readable image ({_one_line(exc)})") from exc
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError, EOFError,
-            zlib.error, MemoryError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's own guard (above ~179M pixels) fires at open
+        raise ValueError(f"{where}: image is over the pixel limit ({_one_line(exc)})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, EOFError, zlib.error, MemoryError) as exc:
         raise ValueError(f"{where}: not a readable image ({type(exc).__name__}: {_one_line(exc)})") from exc
     if img.shape[:2] != (h, w):
         raise ValueError(f"{where}: decoded to shape {img.shape}, its header says {w} x {h}")
