@@ -290,11 +290,13 @@ def test_positive_number_argument_types(fn, good, bad):
 
 
 # ---- item 11: consistency ---------------------------------------------------------------------------------
+BACKENDS = ["cpu", "torch"] + (["cuda"] if tg.build_info().get("cuda") and torch.cuda.is_available() else [])
+
 def test_float16_cast_to_float32_is_checked_with_float16_tolerance(tmp_path):
     p16 = _probs(3, 200, 10, seed=3).astype(np.float16)
     p32 = p16.astype(np.float32)
     assert np.abs(p32.astype(np.float64).sum(-1) - 1).max() > 1e-4  # would fail float32's tolerance
-    for backend in ("cpu", "torch"):
+    for backend in BACKENDS:
         np.testing.assert_allclose(tg.pairwise_distances(p32, backend=backend), tg.pairwise_distances(p16),
                                    rtol=1e-6, atol=1e-9)
         assert tg.progress(p32, np.arange(200) % 10, backend=backend).shape == (3,)
@@ -305,7 +307,7 @@ def test_float16_cast_to_float32_is_checked_with_float16_tolerance(tmp_path):
     np.testing.assert_array_equal(t.probs[0], p32[0])
     bad = p32.copy()
     bad[1, 4] = np.float16(0.09)  # still exactly float16, but the row sums to about 0.9
-    for backend in ("cpu", "torch"):
+    for backend in BACKENDS:
         with pytest.raises(ValueError, match=r"model 1, sample 4: probabilities sum to .*tolerance 0.01; the float32 "
                                              r"values are all exactly representable in float16"):
             tg.pairwise_distances(bad, backend=backend)
@@ -348,7 +350,7 @@ def test_empty_inputs_are_clear_errors(call):
 def test_validate_false_on_nan_is_unchecked_but_never_crashes():
     p = _probs(3, 40, 4)
     p[1, 3, 2] = np.nan
-    for backend in ("cpu", "torch"):
+    for backend in BACKENDS:
         D = tg.pairwise_distances(p, backend=backend, validate=False)
         assert D.shape == (3, 3) and D[0, 2] == pytest.approx(tg.pairwise_distances(p[[0, 2]])[0, 1])
         assert tg.progress(p, np.arange(40) % 4, backend=backend, validate=False).shape == (3,)
