@@ -351,7 +351,11 @@ class PredictionStore:
             extra_json = json.dumps(extra, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"evaluation set {name!r}: extra fields must be JSON-serialisable ({exc})") from exc
-        self._writable(f"add evaluation set {name!r}")
+        if self.readonly:  # registering an identical set is a no-op, which reading allows
+            row = self._db.execute("SELECT c, labels FROM eval_sets WHERE name=?", (name,)).fetchone()
+            if row is None or row["c"] != c or not np.array_equal(self._decode_labels(name, row["labels"]), lab):
+                self._writable(f"add evaluation set {name!r}")
+            return self.eval_set(name)
         with self._write():
             self._add_eval_set_locked(name, lab, c, class_names, extra_json)
         return self.eval_set(name)
