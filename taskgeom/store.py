@@ -179,6 +179,25 @@ class Trajectory:
                              f"{t} checkpoints need {need} (truncated or corrupt)")
         return np.memmap(self.file, dtype=dtype, mode="r", shape=(t, es.n, es.c))
 
+    def read(self, idx: int, verify: bool = True) -> np.ndarray:
+        """A copy of checkpoint ``idx`` (N, C); with ``verify`` its bytes are checked against the checksum
+        recorded when it was written, so that flipped or zeroed bytes raise StoreError instead of being
+        returned. (Checkpoints written before checksums existed are returned unchecked.)"""
+        n = len(self)
+        if not -n <= idx < n:
+            raise IndexError(f"trajectory {self.name!r} has {n} checkpoints, no checkpoint {idx}")
+        idx = idx % n
+        out = np.array(self.probs[idx])
+        if verify:
+            keys = {r[1] for r in self.store._db.execute("PRAGMA table_info(checkpoints)")}
+            if "checksum" in keys:
+                row = self.store._db.execute("SELECT checksum FROM checkpoints WHERE trajectory=? AND idx=?",
+                                             (self.id, idx)).fetchone()
+                if row is not None and row["checksum"] is not None and _checksum(out.tobytes()) != row["checksum"]:
+                    raise StoreError(f"trajectory {self.name!r}: checkpoint {idx}: checksum mismatch (data changed "
+                                     f"on disk since it was written; run taskgeom store verify {self.store.root})")
+        return out
+
     def __array__(self, dtype=None, copy=None):
         a = np.asarray(self.probs)
         return a.astype(dtype) if dtype is not None else a

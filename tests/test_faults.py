@@ -6,7 +6,6 @@ Writers run in subprocesses that load ``taskgeom/store.py`` on its own (no torch
 many processes start in a fraction of a second."""
 
 import errno
-import json
 import os
 import signal
 import sqlite3
@@ -200,6 +199,10 @@ def test_flipped_and_zeroed_bytes_are_found_by_verify_and_the_cli(tmp_path, caps
         f.write(bytes([b[0] ^ 1]))
         f.seek(3 * nbytes + 100)  # zeroed bytes in checkpoint 3
         f.write(b"\0" * 64)
+    np.testing.assert_array_equal(t.read(0), checkpoint(0))  # verified reads of intact checkpoints
+    for i in (1, 3):
+        with pytest.raises(StoreError, match=f"checkpoint {i}: checksum mismatch"):
+            t.read(i)
     problems = store.verify()
     assert len(problems) == 2
     assert "checkpoint 1: checksum mismatch" in problems[0] and "checkpoint 3: checksum mismatch" in problems[1]
