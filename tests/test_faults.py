@@ -73,7 +73,7 @@ def test_random_sigkills_never_corrupt_or_lose_committed_checkpoints(tmp_path):
     path = tmp_path / "s"
     rng = np.random.default_rng(2026)
     committed = {}  # trajectory name -> checkpoints the writer reported committed
-    kills = 0
+    kills = uninitialised = 0
     for round_ in range(50):
         name = f"t{round_ // 10}"  # a new trajectory every 10 rounds: kills land in creation too
         proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), name],
@@ -94,8 +94,14 @@ def test_random_sigkills_never_corrupt_or_lose_committed_checkpoints(tmp_path):
             committed[name] = max(committed.get(name, 0), done[-1] + 1)
         if not (path / "manifest.sqlite").exists() or (path / "manifest.sqlite").stat().st_size == 0:
             assert not done  # killed before the store existed: nothing was committed
+            uninitialised += 1
             continue
-        store = PredictionStore(path, create=True)  # opens (a 0-byte manifest from a kill is initialised)
+        try:
+            store = PredictionStore(path)
+        except StoreError as exc:  # killed while creating the store: empty, and said so; create=True finishes it
+            assert "empty" in str(exc) and not committed, exc
+            uninitialised += 1
+            store = PredictionStore(path, create=True)
         assert store.verify() == [], f"round {round_}"
         for tname, count in committed.items():
             t = store.trajectory(tname)
@@ -103,6 +109,8 @@ def test_random_sigkills_never_corrupt_or_lose_committed_checkpoints(tmp_path):
             assert [c["idx"] for c in t.checkpoints] == list(range(len(t)))
         store.close()
     assert kills == 50
+    print(f"\n50 SIGKILLs: {uninitialised} before the store was initialised, "
+          f"{sum(committed.values())} checkpoints committed, all intact")
     store = PredictionStore(path)
     assert store.verify() == [] and store.checked == sum(len(t) for t in store.select())
     for t in store.select():
