@@ -6,6 +6,7 @@ arrays (memory maps included) or torch tensors, in float16, bfloat16 (torch only
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -60,6 +61,47 @@ def default_tol(dtype: torch.dtype) -> float:
     return DEFAULT_TOL.get(dtype, 1e-4)
 
 
+def check_tol(tol) -> float | None:
+    """``tol`` as a float, or None; NaN, infinite or negative tolerances are refused."""
+    if tol is None:
+        return None
+    try:
+        t = float(tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"tol must be a number, got {type(tol).__name__}") from None
+    if not math.isfinite(t) or t < 0:
+        raise ValueError(f"tol must be a finite number >= 0, got {tol}")
+    return t
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def exactly_representable(p: torch.Tensor, narrow: torch.dtype, budget: int = 1 << 24) -> bool:
+    """Whether every value of ``p`` survives a round trip through ``narrow`` unchanged (checked in blocks)."""
+    flat = p.reshape(-1)
+    for i in range(0, flat.numel(), budget):
+        blk = flat[i:i + budget]
+        if not bool((blk.to(narrow).to(blk.dtype) == blk).all()):
+            return False
+    return True
+
+
+def implied_tol(p: torch.Tensor) -> tuple[float, str]:
+    """The default tolerance for ``p`` from the precision its values came in, and a note saying why.
+
+    float32/float64 values that are all exactly float16 (or bfloat16) were almost certainly stored in that
+    precision and cast up: their sums carry float16's rounding, so they get float16's tolerance."""
+    tol = default_tol(p.dtype)
+    if p.dtype in (torch.float32, torch.float64) and p.numel():
+        for narrow in (torch.float16, torch.bfloat16):
+            if exactly_representable(p, narrow):
+                return DEFAULT_TOL[narrow], (f"; the {_dtype_name(p.dtype)} values are all exactly representable in "
+                                             f"{_dtype_name(narrow)}, so they are checked as {_dtype_name(narrow)} data")
+    return tol, ""
+
+
 def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
     flat = int(torch.nonzero(mask.reshape(-1), as_tuple=False)[0, 0])
     return tuple(int(i) for i in np.unravel_index(flat, tuple(mask.shape)))
@@ -79,11 +121,18 @@ def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None
     """Raise ``ValueError`` naming the first offending model and sample unless ``p`` holds
     finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1).
     ``sample_offset`` is added to reported sample indices (for chunks of a larger array). Works in
-    blocks of models, so checking a large array never makes a full-size temporary."""
+    blocks of models, so checking a large array never makes a full-size temporary.
+
+    The default tolerance follows the precision the data came in (:func:`implied_tol`): float32 values
+    that are all exactly float16 (predictions stored in float16 and cast up) get float16's tolerance,
+    which the error message then says."""
     if p.dim() < 2:
         raise ValueError(f"{name}: expected shape (N, C) or (..., N, C), got {tuple(p.shape)}")
-    if p.shape[-1] < 1 or p.shape[-2] < 1:
+    if p.numel() == 0:
         raise ValueError(f"{name}: empty array of shape {tuple(p.shape)}")
+    tol = check_tol(tol)
+    implied = tol is None  # the dtype's tolerance, widened below if the values came in a narrower precision
+    note = ""
     tol = default_tol(p.dtype) if tol is None else tol
     lead = tuple(p.shape[:-2])
     flat = p.reshape((-1,) + tuple(p.shape[-2:]))
@@ -110,12 +159,18 @@ def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None
                              f"({float(blk[j, s_, k])}) at class {k}")
         s = blk.sum(-1, dtype=torch.float64)
         off = (s - 1).abs() > tol
+        if bool(off.any()) and implied:
+            implied = False
+            wider, why = implied_tol(p)
+            if wider > tol:
+                tol, note = wider, why
+                off = (s - 1).abs() > tol
         if bool(off.any()):
             j, s_ = _first_index(off)
             idx = where(i0 + j, (s_,))
             raise ValueError(
                 f"{_where(name, idx, sample_offset)}: probabilities sum to {float(s[j, s_]):.6g}, not 1 "
-                f"(tolerance {tol:g}); pass normalised probabilities (softmax of the logits)"
+                f"(tolerance {tol:g}{note}); pass normalised probabilities (softmax of the logits)"
             )
 
 

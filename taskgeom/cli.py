@@ -3,13 +3,18 @@
 Subcommands: ``info`` (what was built), ``distances`` (pairwise divergence matrix of stored models),
 ``progress`` (progress of stored models on a task), ``inpca`` (embedding and explained stress of a
 distance matrix), ``train`` (record training trajectories into a store), ``picture`` (the main job:
-see ``taskgeom picture --help``).
+see ``taskgeom picture --help``), ``store verify`` (check a store's checkpoints against their checksums).
+
+Every error is one line on stderr with exit status 2 (never a traceback; set ``TASKGEOM_TRACEBACK=1``
+to see one for an unexpected error); Ctrl-C exits with status 130 after one line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -17,16 +22,37 @@ from pathlib import Path
 import numpy as np
 
 from . import divergences
+from ._cliutil import OneLineParser, one_line
 
 
-def _load(path: str) -> np.ndarray:
+class CLIError(Exception):
+    """A user error reported by the command line as one line, exit status 2."""
+
+
+def _load(path: str, what: str = "array", ndim: tuple[int, ...] | None = None, shape_hint: str = "") -> np.ndarray:
+    """A ``.npy`` file as a (read-only) memory map, with one-line errors for anything else."""
     p = Path(path)
     if not p.exists():
-        raise SystemExit(f"taskgeom: {path}: no such file")
+        raise CLIError(f"{path}: no such file")
+    if p.is_dir():
+        raise CLIError(f"{path}: is a directory, expected a .npy file")
+    if p.stat().st_size == 0:
+        raise CLIError(f"{path}: empty file, expected a .npy {what}")
     try:
-        return np.load(p, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise SystemExit(f"taskgeom: {path}: not a readable .npy array ({exc})") from exc
+        a = np.load(p, mmap_mode="r", allow_pickle=False)
+    except (ValueError, EOFError, OSError) as exc:
+        raise CLIError(f"{path}: not a readable .npy {what} ({one_line(exc)})") from exc
+    if not isinstance(a, np.ndarray):
+        raise CLIError(f"{path}: an .npz archive, expected a single .npy {what}")
+    if ndim is not None and a.ndim not in ndim:
+        raise CLIError(f"{path}: {a.ndim}-d array of shape {a.shape}, expected {shape_hint or what}")
+    if a.size == 0:
+        raise CLIError(f"{path}: empty {what} of shape {a.shape}")
+    return a
+
+
+_MODELS_HINT = ("(m, N, C): m models' probabilities on N samples of C classes; a single model (N, C) "
+                "must be given as (1, N, C), e.g. np.save(path, p[None])")
 
 
 def _cmd_info(args) -> int:
@@ -39,8 +65,10 @@ def _cmd_info(args) -> int:
 def _cmd_distances(args) -> int:
     import taskgeom as tg
 
-    models = _load(args.models)
-    others = _load(args.others) if args.others else None
+    models = _load(args.models, "models", (3,), _MODELS_HINT)
+    others = _load(args.others, "models", (3,), _MODELS_HINT) if args.others else None
+    if args.chunk is not None and args.chunk < 1:
+        raise CLIError(f"--chunk must be a positive number of samples, got {args.chunk}")
     t0 = time.perf_counter()
     D = tg.pairwise_distances(models, others, divergence=args.divergence, backend=args.backend, chunk=args.chunk)
     dt = time.perf_counter() - t0
@@ -52,7 +80,11 @@ def _cmd_distances(args) -> int:
 def _cmd_progress(args) -> int:
     import taskgeom as tg
 
-    t = tg.progress(_load(args.models), np.asarray(_load(args.labels)), backend=args.backend)
+    models = _load(args.models, "models", (2, 3), "(m, N, C) models (or one model (N, C))")
+    labels = np.asarray(_load(args.labels, "labels", (1,), "(N,) integer labels"))
+    if labels.dtype.kind not in "iu":
+        raise CLIError(f"{args.labels}: labels of dtype {labels.dtype}, expected integers")
+    t = tg.progress(models, labels, backend=args.backend)
     t = np.atleast_1d(t)
     if args.out:
         np.save(args.out, t)
@@ -64,7 +96,8 @@ def _cmd_progress(args) -> int:
 def _cmd_inpca(args) -> int:
     import taskgeom as tg
 
-    emb = tg.inpca(np.asarray(_load(args.distances)), k=args.k)
+    D = np.asarray(_load(args.distances, "distance matrix", (2,), "a square (m, m) distance matrix"))
+    emb = tg.inpca(D, k=args.k)
     if args.out:
         np.save(args.out, emb.coords)
     chi = emb.explained_stress()
@@ -83,8 +116,25 @@ def _cmd_beton(args) -> int:
     return 0
 
 
+def _cmd_store_verify(args) -> int:
+    from .store import PredictionStore
+
+    bad = 0
+    for path in args.paths:
+        with PredictionStore(path, readonly=True) as store:
+            problems = store.verify()
+            n_traj = len(store.select())
+            for p in problems:
+                print(f"taskgeom store verify: {path}: {p}", file=sys.stderr)
+            bad += len(problems)
+            if not problems:
+                extra = f", {store.unchecked} written before checksums (unchecked)" if store.unchecked else ""
+                print(f"{path}: ok ({n_traj} trajectories, {store.checked} checkpoints match their checksums{extra})")
+    return 2 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
+    ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="backends compiled into this install")
@@ -123,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None)
     p.set_defaults(fn=_cmd_beton)
 
+    p = sub.add_parser("store", help="store maintenance: taskgeom store verify PATH")
+    store_sub = p.add_subparsers(dest="store_command", required=True)
+    v = store_sub.add_parser("verify", help="check every checkpoint of a store against its checksum "
+                             "(exit 0 when clean, 2 with one line per problem)")
+    v.add_argument("paths", nargs="+", metavar="PATH", help="store directory")
+    v.set_defaults(fn=_cmd_store_verify)
+
     from . import picture
     from .train import cli as train_cli
 
@@ -131,12 +188,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Exceptions that mean bad input or environment (reported as one line, exit 2); anything else is a bug,
+#: also one line (with its type) unless TASKGEOM_TRACEBACK=1.
+_EXPECTED = (CLIError, ValueError, TypeError, RuntimeError, OSError, ImportError, KeyError, IndexError,
+             EOFError, sqlite3.Error, MemoryError, NotImplementedError)
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    command = "taskgeom"
     try:
+        args = build_parser().parse_args(argv)
+        command = f"taskgeom {args.command}" + (f" {args.store_command}" if getattr(args, "store_command", None) else "")
         return int(args.fn(args) or 0)
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError, ImportError) as exc:
-        print(f"taskgeom {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except _EXPECTED as exc:
+        if os.environ.get("TASKGEOM_TRACEBACK"):
+            raise
+        what = "out of memory: " if isinstance(exc, MemoryError) else ""
+        print(f"{command}: error: {what}{one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
+        if os.environ.get("TASKGEOM_TRACEBACK"):
+            raise
+        print(f"{command}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
+              "TASKGEOM_TRACEBACK=1 shows the traceback", file=sys.stderr)
         return 2
 
 

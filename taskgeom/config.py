@@ -14,7 +14,9 @@ import types
 import typing
 from typing import Any
 
-__all__ = ["option", "add_options", "from_args", "to_dict", "positive_int", "non_negative_int", "positive_float"]
+from ._cliutil import nonnegative_int, positive_float, positive_int  # noqa: F401  (re-exported)
+
+__all__ = ["option", "add_options", "from_args", "to_dict", "positive_int", "nonnegative_int", "positive_float"]
 
 
 def option(default: Any, help: str, *, choices=None, minimum=None, metavar=None, flag=None) -> Any:
@@ -40,24 +42,6 @@ def _bounded(kind, minimum):
 
     parse.__name__ = kind.__name__
     return parse
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    return _bounded(int, 1)(text)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _bounded(int, 0)(text)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0 (finite)."""
-    value = _bounded(float, None)(text)
-    if not (value > 0 and value < float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def _unwrap(tp):

@@ -92,11 +92,23 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
     Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
     if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
         raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
+    if Dm.shape[0] < 1:
+        raise ValueError("D is empty (0 x 0): an embedding needs at least one model")
     if not np.all(np.isfinite(Dm)):
-        raise ValueError("D has non-finite entries")
-    asym = np.abs(Dm - Dm.T).max() if Dm.size else 0.0
-    if asym > 1e-8 * max(1.0, np.abs(Dm).max()):
+        i, j = np.argwhere(~np.isfinite(Dm))[0]
+        raise ValueError(f"D has non-finite entries (D[{i}, {j}] = {Dm[i, j]})")
+    scale = max(1.0, float(np.abs(Dm).max()))
+    asym = np.abs(Dm - Dm.T).max()
+    if asym > 1e-8 * scale:
         raise ValueError(f"D must be symmetric (max |D - D^T| = {asym:.3g})")
+    if Dm.min() < -1e-12 * scale:
+        i, j = np.argwhere(Dm == Dm.min())[0]
+        raise ValueError(f"D must hold divergences (>= 0), but D[{i}, {j}] = {Dm[i, j]:.6g}")
+    diag = np.abs(np.diag(Dm))
+    if diag.max() > 1e-12 * scale:
+        i = int(np.argmax(diag))
+        raise ValueError(f"D must have a zero diagonal (a model's divergence from itself), but D[{i}, {i}] = "
+                         f"{Dm[i, i]:.6g}")
     Dm = 0.5 * (Dm + Dm.T)
     m = Dm.shape[0]
     k = m if k is None else int(k)

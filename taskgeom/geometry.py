@@ -3,7 +3,12 @@
 Every function takes numpy arrays (memory maps included) or torch tensors of probabilities, one model
 as ``(N, C)`` or many as ``(m, N, C)``; numpy in gives numpy out, torch in gives torch out on the
 same device. Inputs are checked unless ``validate=False``: NaN or infinite values, negative entries and
-rows that do not sum to one raise a ``ValueError`` naming the model and sample.
+rows that do not sum to one raise a ``ValueError`` naming the model and sample. The default tolerance
+on the sums follows the precision the data came in (float32 values that are all exactly float16 are
+checked as float16 data; see :func:`taskgeom._validate.implied_tol`). ``validate=False`` skips these
+checks: the results for invalid input (NaN, negative or unnormalised rows) are then unspecified and may
+differ between backends (NaN on one, a number on another), but never crash. Empty inputs and invalid
+tolerances are refused whatever ``validate`` says.
 """
 
 from __future__ import annotations
@@ -15,7 +20,30 @@ import numpy as np
 import torch
 
 from . import divergences, kernels, reference
-from ._validate import as_tensor, check_labels, check_probabilities, default_tol, same_events, to_output
+from ._validate import (
+    as_tensor,
+    check_labels,
+    check_probabilities,
+    check_tol,
+    default_tol,
+    same_events,
+    to_output,
+)
+
+
+def _recheck(exc: ValueError, tol, checks) -> None:
+    """After a kernel's validation failed with the dtype's tolerance: re-raise unless the tolerance was
+    the default and the precision-aware Python check (which names the precision) passes every input."""
+    if tol is not None or "sum to" not in str(exc):
+        raise exc
+    for t, name in checks:
+        if t is not None:
+            check_probabilities(t, name, None)  # raises the precision-aware message if really unnormalised
+
+
+def _nonempty(t: torch.Tensor, name: str) -> None:
+    if t.numel() == 0:
+        raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}; every dimension must be at least 1")
 
 __all__ = [
     "Ignorance",
@@ -78,6 +106,8 @@ def _special(x):
 
 def _model(x, name, validate, tol=None):
     t, was_np = as_tensor(x, name)
+    tol = check_tol(tol)
+    _nonempty(t, name)
     if validate:
         check_probabilities(t, name, tol)
     return t, was_np
@@ -194,23 +224,36 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
                 cuda_method=cuda_method)
     if _is_blocks(models) or (others is not None and _is_blocks(others)):
         return _blockwise(models, others, opts)
+    tol = check_tol(tol)
     a, was_np = _as_models(models, "models")
+    _nonempty(a, "models")
     b = None
     if others is not None:
         b, _ = _as_models(others, "others")
+        _nonempty(b, "others")
         same_events(a, b)
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of samples, got {chunk}")
     backend = kernels.resolve(backend, a, *([] if b is None else [b]))
-    tol_v = default_tol(a.dtype) if tol is None else tol
     streamed = backend == "cuda" and not a.is_cuda  # host data streamed through the GPU, checked per chunk
-    if validate and backend != "cpu" and not streamed:  # the C++ kernel checks while it streams
-        check_probabilities(a, "models", tol_v)
-        if b is not None:
-            check_probabilities(b, "others", tol_v)
-    out = kernels.pairwise(a, b, divergence, backend, chunk=chunk, threads=threads, validate=validate, tol=tol_v,
-                           cuda_method=cuda_method, a_src=models if isinstance(models, np.ndarray) else None,
-                           b_src=others if isinstance(others, np.ndarray) else None)
+
+    def run(tol_v, validate_):
+        if validate_ and backend != "cpu" and not streamed:  # the C++ kernel checks while it streams
+            check_probabilities(a, "models", tol_v)
+            if b is not None:
+                check_probabilities(b, "others", tol_v)
+        return kernels.pairwise(a, b, divergence, backend, chunk=chunk, threads=threads, validate=validate_,
+                                tol=tol_v, cuda_method=cuda_method,
+                                a_src=models if isinstance(models, np.ndarray) else None,
+                                b_src=others if isinstance(others, np.ndarray) else None)
+
+    try:
+        out = run(default_tol(a.dtype) if tol is None else tol, validate)
+    except ValueError as exc:
+        if not validate:
+            raise
+        _recheck(exc, tol, [(a, "models"), (b, "others")])
+        out = run(default_tol(a.dtype), False)  # valid at the precision the data came in: checked above
     return to_output(out, was_np)
 
 
@@ -300,17 +343,28 @@ def progress(models, labels, backend: str = "auto", validate: bool = True, tol: 
     -------
     float64 scalar or array of shape (...).
     """
+    tol = check_tol(tol)
     t, was_np = as_tensor(models, "models")
     if t.dim() < 2:
         raise ValueError(f"models: expected (N, C) or (..., N, C), got shape {tuple(t.shape)}")
+    _nonempty(t, "models")
     lead = t.shape[:-2]
     lab = check_labels(labels, t.shape[-2], t.shape[-1])
     a = t.reshape(-1, t.shape[-2], t.shape[-1])
     backend = kernels.resolve(backend, a)
-    tol_v = default_tol(a.dtype) if tol is None else tol
-    if validate and backend != "cpu":
-        check_probabilities(t, "models", tol_v)
-    out = kernels.progress(a, lab, backend, threads=threads, validate=validate, tol=tol_v, xtol=xtol)
+
+    def run(tol_v, validate_):
+        if validate_ and backend != "cpu":
+            check_probabilities(t, "models", tol_v)
+        return kernels.progress(a, lab, backend, threads=threads, validate=validate_, tol=tol_v, xtol=xtol)
+
+    try:
+        out = run(default_tol(a.dtype) if tol is None else tol, validate)
+    except ValueError as exc:
+        if not validate:
+            raise
+        _recheck(exc, tol, [(t, "models")])
+        out = run(default_tol(a.dtype), False)  # valid at the precision the data came in: checked above
     out = out.reshape(lead)
     return to_output(out, was_np)
 

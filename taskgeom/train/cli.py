@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                                                  "vehicles, animals, mammals, pets, airplane-automobile, bird-cat, "
                                                  "ship-truck) (default: %(default)s)")
     p.add_argument("--store", default="taskgeom-store", help="PredictionStore folder (default: %(default)s)")
-    p.add_argument("--seeds", type=_config.non_negative_int, nargs="+", default=[0],
+    p.add_argument("--seeds", type=_config.nonnegative_int, nargs="+", default=[0],
                    help="one run per seed (default: 0)")
     p.add_argument("--new-trajectory", action="store_true",
                    help="start a separate trajectory even if this run was recorded before with other settings "

@@ -1,0 +1,83 @@
+"""Small helpers for the command line: argparse types that reject bad numbers with one line, a parser
+whose errors are one line, and the one-line rendering of exceptions.
+
+``positive_int`` / ``nonnegative_int`` / ``positive_float`` are meant for options such as ``--epochs``,
+``--batch-size`` or ``--lr``: ``p.add_argument("--epochs", type=positive_int)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "OneLineParser", "one_line"]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _float(text: str) -> float:
+    try:
+        v = float(text)
+    except (TypeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = _int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {v}")
+    return v
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    v = _int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {v}")
+    return v
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    v = _float(text)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {v:g}")
+    return v
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    v = _float(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number (>= 0), got {v:g}")
+    return v
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (``prog: error: ...``, exit status 2) instead of
+    the usage text followed by the error. Subparsers made from it inherit this."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(exc) -> str:
+    """An exception (or text) as one line: KeyError's quotes dropped, whitespace runs collapsed."""
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        text = exc.args[0]
+    elif isinstance(exc, BaseException):
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+            text = f"{exc.filename}: {text}"
+    else:
+        text = str(exc)
+    return " ".join(text.split())
