@@ -86,17 +86,37 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
         models = None  # free before the next case
         if device == "cuda":
             torch.cuda.empty_cache()
-    cols = ["m", "N", "C", "dtype", "taskgeom_s", "torch_ref_s", "x_torch"] + (
-        ["numpy_s", "x_numpy"] if device == "cpu" else
-        ["tiled_s", "gram64_s", "x_torch_tiled", "x_torch_gram64", "tiled_fp32_issue_fraction", "tiled_max_rel_err",
-         "gram64_max_rel_err"]) + ["max_rel_err", "torch_ref_max_rel_err"]
+    cols = (
+        ["m", "N", "C", "dtype", "taskgeom_s", "torch_ref_s", "x_torch"]
+        + (
+            ["numpy_s", "x_numpy"]
+            if device == "cpu"
+            else [
+                "tiled_s",
+                "gram64_s",
+                "x_torch_tiled",
+                "x_torch_gram64",
+                "tiled_fp32_issue_fraction",
+                "tiled_max_rel_err",
+                "gram64_max_rel_err",
+            ]
+        )
+        + ["max_rel_err", "torch_ref_max_rel_err"]
+    )
     print()
     print(table(rows, cols))
-    write_json(args.json, {"benchmark": "pairwise_bhattacharyya", "device": device, "env": environment(device),
-                           "notes": "x_* = baseline time / taskgeom time, same run, same data; "
-                                    "tiled_fp32_issue_fraction counts 7 flops per (pair, sample, class) over one "
-                                    "triangle against 51 TFLOP/s",
-                           "rows": rows})
+    write_json(
+        args.json,
+        {
+            "benchmark": "pairwise_bhattacharyya",
+            "device": device,
+            "env": environment(device),
+            "notes": "x_* = baseline time / taskgeom time, same run, same data; "
+            "tiled_fp32_issue_fraction counts 7 flops per (pair, sample, class) over one "
+            "triangle against 51 TFLOP/s",
+            "rows": rows,
+        },
+    )
 
 
 def main():

@@ -62,12 +62,20 @@ def main():
     t0 = time.perf_counter()
     theirs = np.array([scipy_progress(host[i], yn) for i in idx])
     t_scipy = (time.perf_counter() - t0) / k
-    row = {"m": args.m, "N": args.n, "C": args.c, "device": args.device,
-           "taskgeom_ms_per_checkpoint": 1e3 * t_kernel / args.m, "scipy_ms_per_checkpoint": 1e3 * t_scipy,
-           "speedup": t_scipy / (t_kernel / args.m), "max_abs_lambda_diff": float(np.abs(ours[idx] - theirs).max())}
+    row = {
+        "m": args.m,
+        "N": args.n,
+        "C": args.c,
+        "device": args.device,
+        "taskgeom_ms_per_checkpoint": 1e3 * t_kernel / args.m,
+        "scipy_ms_per_checkpoint": 1e3 * t_scipy,
+        "speedup": t_scipy / (t_kernel / args.m),
+        "max_abs_lambda_diff": float(np.abs(ours[idx] - theirs).max()),
+    }
     print(table([row], list(row)))
-    write_json(args.json, {"benchmark": "progress", "device": args.device, "env": environment(args.device),
-                           "rows": [row]})
+    write_json(
+        args.json, {"benchmark": "progress", "device": args.device, "env": environment(args.device), "rows": [row]}
+    )
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ def write_file(path, m, n, c, seed=0):
     block = max(1, (1 << 28) // (n * c))
     for i0 in range(0, m, block):
         i1 = min(m, i0 + block)
-        x = torch.randn(i1 - i0, n, c, generator=g, device="cuda") * torch.linspace(0.5, 4, i1 - i0, device="cuda")[:, None, None]
+        x = (
+            torch.randn(i1 - i0, n, c, generator=g, device="cuda")
+            * torch.linspace(0.5, 4, i1 - i0, device="cuda")[:, None, None]
+        )
         mm[i0:i1] = torch.softmax(x, -1).half().cpu().numpy()
     mm.flush()
     del mm

@@ -17,8 +17,12 @@ def add_data_arguments(ap) -> None:
     ap.set_defaults(data_path="../shared/data/cifar10")
     ap.add_argument("--arch", default="small-cnn", help="network (default: %(default)s)")
     ap.add_argument("--batch-size", type=config.positive_int, default=64, help="samples per batch (default: 64)")
-    ap.add_argument("--imprint-samples", type=config.positive_int, default=5000,
-                    help="training images used to imprint each checkpoint onto the union task (default: 5000)")
+    ap.add_argument(
+        "--imprint-samples",
+        type=config.positive_int,
+        default=5000,
+        help="training images used to imprint each checkpoint onto the union task (default: 5000)",
+    )
 
 
 def load(args):

@@ -36,32 +36,73 @@ def main():
     store = PredictionStore(args.store, create=True)
     store.add_eval_set("cifar10-test", te.labels, class_names=te.classes)
     classes = CIFAR10_TASKS["all"].indices(tr.classes)
-    cfg = TrainConfig(method="supervised", arch="wrn-16-4", epochs=args.epochs, batch_size=args.batch_size,
-                      lr=args.lr, weight_decay=5e-4, checkpoints=10, device="cuda")
+    cfg = TrainConfig(
+        method="supervised",
+        arch="wrn-16-4",
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=5e-4,
+        checkpoints=10,
+        device="cuda",
+    )
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    traj = train(cfg, classes, (tr.images, tr.labels), (te.images, te.labels), store, "cifar10-test", "all",
-                 progress_bar=False)
+    traj = train(
+        cfg, classes, (tr.images, tr.labels), (te.images, te.labels), store, "cifar10-test", "all", progress_bar=False
+    )
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
     cps = traj.checkpoints
-    res["supervised"] = {"epochs": args.epochs, "batch_size": args.batch_size, "seconds": dt,
-                         "images_per_s_including_recording": args.epochs * len(tr.labels) / dt,
-                         "accuracy": [c["accuracy"] for c in cps],
-                         "head_accuracy": [c.get("head_accuracy") for c in cps]}
+    res["supervised"] = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seconds": dt,
+        "images_per_s_including_recording": args.epochs * len(tr.labels) / dt,
+        "accuracy": [c["accuracy"] for c in cps],
+        "head_accuracy": [c.get("head_accuracy") for c in cps],
+    }
     print(json.dumps(res["supervised"], indent=1))
     sub = np.random.default_rng(0).choice(len(tr.labels), 10_000, replace=False)
-    for method, arch, task in (("protonet", "wrn-16-4", "all"), ("simclr", "resnet18", "airplane-automobile"),
-                               ("barlow", "resnet18", "all"), ("fixmatch", "wrn-16-4", "all")):
-        c = TrainConfig(method=method, arch=arch, norm="layer" if method == "protonet" else "batch",
-                        epochs=args.other_epochs, batch_size=256, checkpoints=4, device="cuda",
-                        episodes_per_epoch=200, way=5, shot=5, query=15, labelled=2500, imprint_samples=5000)
+    for method, arch, task in (
+        ("protonet", "wrn-16-4", "all"),
+        ("simclr", "resnet18", "airplane-automobile"),
+        ("barlow", "resnet18", "all"),
+        ("fixmatch", "wrn-16-4", "all"),
+    ):
+        c = TrainConfig(
+            method=method,
+            arch=arch,
+            norm="layer" if method == "protonet" else "batch",
+            epochs=args.other_epochs,
+            batch_size=256,
+            checkpoints=4,
+            device="cuda",
+            episodes_per_epoch=200,
+            way=5,
+            shot=5,
+            query=15,
+            labelled=2500,
+            imprint_samples=5000,
+        )
         t0 = time.perf_counter()
         cls = CIFAR10_TASKS[task].indices(tr.classes)
-        tj = train(c, cls, (tr.images[sub], tr.labels[sub]), (te.images, te.labels), store, "cifar10-test", task,
-                   progress_bar=False)
-        res[method] = {"arch": arch, "task": task, "seconds": time.perf_counter() - t0,
-                       "accuracy": [x["accuracy"] for x in tj.checkpoints]}
+        tj = train(
+            c,
+            cls,
+            (tr.images[sub], tr.labels[sub]),
+            (te.images, te.labels),
+            store,
+            "cifar10-test",
+            task,
+            progress_bar=False,
+        )
+        res[method] = {
+            "arch": arch,
+            "task": task,
+            "seconds": time.perf_counter() - t0,
+            "accuracy": [x["accuracy"] for x in tj.checkpoints],
+        }
         print(method, json.dumps(res[method]))
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)

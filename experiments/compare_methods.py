@@ -26,30 +26,40 @@ from _data import add_data_arguments, load
 
 #: preset -> (reference family, {family: (task, TrainConfig overrides)})
 PRESETS = {
-    "result4": ("supervised", {
-        "supervised": ("all", dict(method="supervised", norm="layer")),
-        "protonet-2way": ("all", dict(method="protonet", norm="layer", way=2, shot=5, query=10)),
-        "protonet-5way": ("all", dict(method="protonet", norm="layer", way=5, shot=5, query=10)),
-    }),
-    "result5": ("supervised", {
-        "supervised": ("all", dict(method="supervised")),
-        "simclr": ("all", dict(method="simclr", lr=1e-3)),
-        "barlow": ("all", dict(method="barlow", lr=1e-3)),
-        "fixmatch": ("all", dict(method="fixmatch", labelled=500)),
-    }),
-    "result7": ("simclr all", {
-        "simclr all": ("all", dict(method="simclr", lr=1e-3)),
-        "simclr 0-4": ("0-4", dict(method="simclr", lr=1e-3)),
-        "simclr 5-9": ("5-9", dict(method="simclr", lr=1e-3)),
-        "supervised 0-4": ("0-4", dict(method="supervised")),
-        "supervised all": ("all", dict(method="supervised")),
-    }),
+    "result4": (
+        "supervised",
+        {
+            "supervised": ("all", dict(method="supervised", norm="layer")),
+            "protonet-2way": ("all", dict(method="protonet", norm="layer", way=2, shot=5, query=10)),
+            "protonet-5way": ("all", dict(method="protonet", norm="layer", way=5, shot=5, query=10)),
+        },
+    ),
+    "result5": (
+        "supervised",
+        {
+            "supervised": ("all", dict(method="supervised")),
+            "simclr": ("all", dict(method="simclr", lr=1e-3)),
+            "barlow": ("all", dict(method="barlow", lr=1e-3)),
+            "fixmatch": ("all", dict(method="fixmatch", labelled=500)),
+        },
+    ),
+    "result7": (
+        "simclr all",
+        {
+            "simclr all": ("all", dict(method="simclr", lr=1e-3)),
+            "simclr 0-4": ("0-4", dict(method="simclr", lr=1e-3)),
+            "simclr 5-9": ("5-9", dict(method="simclr", lr=1e-3)),
+            "supervised 0-4": ("0-4", dict(method="supervised")),
+            "supervised all": ("all", dict(method="supervised")),
+        },
+    ),
 }
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--preset", choices=sorted(PRESETS), default="result4")
     ap.add_argument("--out", default=None)
     ap.add_argument("--seeds", type=int, default=3)
@@ -69,11 +79,29 @@ def main():
     for name, (task, over) in families_cfg.items():
         over = {"lr": 0.1, "norm": "batch", **over}
         for seed in range(args.seeds):
-            cfg = TrainConfig(arch=args.arch, batch_size=args.batch_size, epochs=args.epochs, checkpoints=20, seed=seed, device=args.device,
-                              episodes_per_epoch=steps_per_epoch,
-                              imprint_samples=min(args.imprint_samples, len(ytr)), **over)
-            runs.setdefault(name, []).append(train(cfg, tasks[rename(task)], (xtr, ytr), (xte, yte), store,
-                                                   eval_set, f"{rename(task)}:{name}", progress_bar=False))
+            cfg = TrainConfig(
+                arch=args.arch,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                checkpoints=20,
+                seed=seed,
+                device=args.device,
+                episodes_per_epoch=steps_per_epoch,
+                imprint_samples=min(args.imprint_samples, len(ytr)),
+                **over,
+            )
+            runs.setdefault(name, []).append(
+                train(
+                    cfg,
+                    tasks[rename(task)],
+                    (xtr, ytr),
+                    (xte, yte),
+                    store,
+                    eval_set,
+                    f"{rename(task)}:{name}",
+                    progress_bar=False,
+                )
+            )
     res = {"preset": args.preset, "reference": reference, "families": {}}
     families = {}
     for name, ts in runs.items():
@@ -90,7 +118,9 @@ def main():
     res["grid"] = np.linspace(0, 1, args.grid).tolist()
     res["normalized_distance_to_reference"] = {
         name: tg.normalized_distance(fam, families[reference]).tolist()
-        for name, fam in families.items() if name != reference}
+        for name, fam in families.items()
+        if name != reference
+    }
     (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
 
     import matplotlib
@@ -121,9 +151,11 @@ def main():
     fig.tight_layout()
     fig.savefig(out / f"{args.preset}.png", dpi=110)
     for name, f in res["families"].items():
-        print(f"{name:>16}: final progress {np.mean(f['final_progress']):.3f}, Riemann length "
-              f"{np.mean(f['riemann_length']):.3f} ({f['riemann_length_ratio_to_reference']:.3f} x {reference}), "
-              f"accuracy {np.mean(f['final_accuracy']):.3f}")
+        print(
+            f"{name:>16}: final progress {np.mean(f['final_progress']):.3f}, Riemann length "
+            f"{np.mean(f['riemann_length']):.3f} ({f['riemann_length_ratio_to_reference']:.3f} x {reference}), "
+            f"accuracy {np.mean(f['final_accuracy']):.3f}"
+        )
     print(f"wrote {out / (args.preset + '.json')} and {out / (args.preset + '.png')}")
 
 

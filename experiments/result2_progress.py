@@ -42,10 +42,12 @@ def main():
         pc = np.array(e["per_class"])  # (seeds, C)
         trained = np.array(e["trained"])
         unseen = np.setdiff1d(np.arange(pc.shape[1]), trained)
-        summary[task] = {"progress_on_union_task": float(np.mean(e["union"])),
-                         "per_class_mean": pc.mean(0).tolist(),
-                         "trained_classes_mean": float(pc[:, trained].mean()),
-                         "unseen_classes_mean": float(pc[:, unseen].mean()) if unseen.size else None}
+        summary[task] = {
+            "progress_on_union_task": float(np.mean(e["union"])),
+            "per_class_mean": pc.mean(0).tolist(),
+            "trained_classes_mean": float(pc[:, trained].mean()),
+            "unseen_classes_mean": float(pc[:, unseen].mean()) if unseen.size else None,
+        }
     (out / "result2.json").write_text(json.dumps(summary, indent=2))
 
     import matplotlib
@@ -61,8 +63,10 @@ def main():
     fig.savefig(out / "per_class_progress.png", dpi=110)
     for task, s in summary.items():
         unseen = "-" if s["unseen_classes_mean"] is None else f"{s['unseen_classes_mean']:.3f}"
-        print(f"{task:>6}: union {s['progress_on_union_task']:.3f}, trained classes {s['trained_classes_mean']:.3f}, "
-              f"unseen classes {unseen}")
+        print(
+            f"{task:>6}: union {s['progress_on_union_task']:.3f}, trained classes {s['trained_classes_mean']:.3f}, "
+            f"unseen classes {unseen}"
+        )
     print(f"wrote {out / 'result2.json'} and {out / 'per_class_progress.png'}")
 
 

@@ -29,12 +29,21 @@ from pathlib import Path
 import numpy as np
 
 #: parent of each task node in CIFAR-10's semantic tree (None: the root)
-PARENT = {"all": None, "vehicles": "all", "animals": "all", "mammals": "animals", "pets": "mammals",
-          "airplane-automobile": "vehicles", "ship-truck": "vehicles", "bird-cat": "animals"}
+PARENT = {
+    "all": None,
+    "vehicles": "all",
+    "animals": "all",
+    "mammals": "animals",
+    "pets": "mammals",
+    "airplane-automobile": "vehicles",
+    "ship-truck": "vehicles",
+    "bird-cat": "animals",
+}
 
 
 def tree_distance(a: str, b: str) -> int:
     """Number of edges between two task nodes of the tree."""
+
     def ancestors(x):
         out = [x]
         while PARENT[out[-1]] is not None:
@@ -64,10 +73,16 @@ def analyse(td: dict) -> dict:
     iu = np.triu_indices(len(names), 1)
     tree = np.array([[tree_distance(a, b) for b in names] for a in names])
     overlap = np.array([[class_overlap_distance(a, b) for b in names] for a in names])
-    out = {"tasks": names, "normalized_distance": nd.tolist(), "bhattacharyya_between_means": db.tolist(),
-           "tree_distance": tree.tolist(), "class_overlap_distance": overlap.tolist(),
-           "normalized_distance_final": nd_end.tolist(), "progress_reached": td["progress_reached"],
-           "grid_points_compared": td["points_compared"]}
+    out = {
+        "tasks": names,
+        "normalized_distance": nd.tolist(),
+        "bhattacharyya_between_means": db.tolist(),
+        "tree_distance": tree.tolist(),
+        "class_overlap_distance": overlap.tolist(),
+        "normalized_distance_final": nd_end.tolist(),
+        "progress_reached": td["progress_reached"],
+        "grid_points_compared": td["points_compared"],
+    }
     for key, m in (("tree_distance", tree), ("class_overlap_distance", overlap)):
         for dist, d in (("normalized", nd), ("bhattacharyya", db), ("normalized_final", nd_end)):
             rho, pval = spearmanr(m[iu], d[iu])
@@ -77,9 +92,13 @@ def analyse(td: dict) -> dict:
         others = [j for j in range(len(names)) if j != i]
         j = min(others, key=lambda j: nd[i, j])
         je = min(others, key=lambda j: nd_end[i, j])
-        nearest[a] = {"nearest": names[j], "normalized_distance": float(nd[i, j]),
-                      "nearest_final": names[je], "normalized_distance_final": float(nd_end[i, je]),
-                      "tree_neighbours": [names[k] for k in others if tree[i, k] == 1]}
+        nearest[a] = {
+            "nearest": names[j],
+            "normalized_distance": float(nd[i, j]),
+            "nearest_final": names[je],
+            "normalized_distance_final": float(nd_end[i, je]),
+            "tree_neighbours": [names[k] for k in others if tree[i, k] == 1],
+        }
     out["nearest_task"] = nearest
     return out
 
@@ -93,8 +112,10 @@ def figure(res: dict, path: Path) -> None:
     names = res["tasks"]
     tree = np.asarray(res["tree_distance"])
     iu = np.triu_indices(len(names), 1)
-    panels = [("normalized_distance", "over the progress both reach", "spearman_normalized_vs_tree_distance"),
-              ("normalized_distance_final", "final models", "spearman_normalized_final_vs_tree_distance")]
+    panels = [
+        ("normalized_distance", "over the progress both reach", "spearman_normalized_vs_tree_distance"),
+        ("normalized_distance_final", "final models", "spearman_normalized_final_vs_tree_distance"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
     nd = np.asarray(res["normalized_distance_final"])
     im = axes[0].imshow(np.log10(np.where(nd > 0, nd, np.nan)), cmap="viridis")
@@ -103,26 +124,33 @@ def figure(res: dict, path: Path) -> None:
     for i in range(len(names)):
         for j in range(len(names)):
             if i != j:
-                axes[0].text(j, i, f"{nd[i, j]:.1f}\n(tree {tree[i, j]})", ha="center", va="center", fontsize=7,
-                             color="w")
+                axes[0].text(
+                    j, i, f"{nd[i, j]:.1f}\n(tree {tree[i, j]})", ha="center", va="center", fontsize=7, color="w"
+                )
     fig.colorbar(im, ax=axes[0], label="log10 normalised distance")
     axes[0].set_title("Final models: Remark 5 distance (tree distance)")
     for ax, (key, what, rho_key) in zip(axes[1:], panels):
         d = np.asarray(res[key])
         ax.scatter(tree[iu], d[iu])
         for i, j in zip(*iu):
-            ax.annotate(f"{names[i]}-{names[j]}", (tree[i, j], d[i, j]), fontsize=7, xytext=(3, 2),
-                        textcoords="offset points")
-        ax.set(xlabel="edges between the tasks in the semantic tree", ylabel="normalised distance", yscale="log",
-               title=f"{what}: Spearman rho = {res[rho_key]['rho']:.2f}")
+            ax.annotate(
+                f"{names[i]}-{names[j]}", (tree[i, j], d[i, j]), fontsize=7, xytext=(3, 2), textcoords="offset points"
+            )
+        ax.set(
+            xlabel="edges between the tasks in the semantic tree",
+            ylabel="normalised distance",
+            yscale="log",
+            title=f"{what}: Spearman rho = {res[rho_key]['rho']:.2f}",
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+    )
     ap.add_argument("--data-path", default="../shared/data/cifar10")
     ap.add_argument("--out", default="result3")
     ap.add_argument("--tasks", nargs="+", default=["all", "vehicles", "animals", "mammals", "pets"])
@@ -136,8 +164,10 @@ def main():
     ap.add_argument("--eval-samples", type=int, default=2000)
     ap.add_argument("--imprint-samples", type=int, default=2000)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--results", help="analyse the results.json of an existing `taskgeom picture --data cifar10` "
-                                      "run instead of training")
+    ap.add_argument(
+        "--results",
+        help="analyse the results.json of an existing `taskgeom picture --data cifar10` run instead of training",
+    )
     args = ap.parse_args()
     out = Path(args.out)
     if args.results:
@@ -147,11 +177,24 @@ def main():
         from taskgeom.data import DataConfig
         from taskgeom.picture import PictureConfig, print_headline, run
 
-        cfg = PictureConfig(out=str(out), tasks=tuple(args.tasks), seeds=args.seeds, arch=args.arch,
-                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, checkpoints=args.checkpoints,
-                            imprint_samples=args.imprint_samples, device=args.device)
-        data = DataConfig(data="cifar10", data_path=args.data_path, train_per_class=args.train_per_class,
-                          eval_samples=args.eval_samples)
+        cfg = PictureConfig(
+            out=str(out),
+            tasks=tuple(args.tasks),
+            seeds=args.seeds,
+            arch=args.arch,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            checkpoints=args.checkpoints,
+            imprint_samples=args.imprint_samples,
+            device=args.device,
+        )
+        data = DataConfig(
+            data="cifar10",
+            data_path=args.data_path,
+            train_per_class=args.train_per_class,
+            eval_samples=args.eval_samples,
+        )
         result = run(cfg, data)
         print_headline(result, str(out))
         pic = result.to_json()
@@ -160,14 +203,20 @@ def main():
     res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
     (out / "result3.json").write_text(json.dumps(res, indent=2))
     figure(res, out / "result3.png")
-    for key in ("spearman_normalized_vs_tree_distance", "spearman_normalized_final_vs_tree_distance",
-                "spearman_normalized_vs_class_overlap_distance", "spearman_normalized_final_vs_class_overlap_distance"):
+    for key in (
+        "spearman_normalized_vs_tree_distance",
+        "spearman_normalized_final_vs_tree_distance",
+        "spearman_normalized_vs_class_overlap_distance",
+        "spearman_normalized_final_vs_class_overlap_distance",
+    ):
         r = res[key]
         print(f"{key}: rho {r['rho']:.3f} (p {r['p']:.3g}, {r['pairs']} pairs)")
     for a, v in res["nearest_task"].items():
-        print(f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}), final models nearest "
-              f"{v['nearest_final']} ({v['normalized_distance_final']:.2f}); tree neighbours "
-              f"{', '.join(v['tree_neighbours'])}")
+        print(
+            f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}), final models nearest "
+            f"{v['nearest_final']} ({v['normalized_distance_final']:.2f}); tree neighbours "
+            f"{', '.join(v['tree_neighbours'])}"
+        )
     print(f"wrote {out / 'result3.json'} and {out / 'result3.png'}")
 
 

@@ -14,8 +14,12 @@ def build_info() -> dict:
     ``cuda_architectures``, ``cuda_runtime_version``, ``cuda_devices`` (as the static runtime sees them),
     plus ``torch`` and ``torch_cuda_available``.
     """
-    info: dict = {"cpu": kernels.has_cpu(), "cuda": kernels.has_cuda(), "torch": torch.__version__,
-                  "torch_cuda_available": bool(torch.cuda.is_available())}
+    info: dict = {
+        "cpu": kernels.has_cpu(),
+        "cuda": kernels.has_cuda(),
+        "torch": torch.__version__,
+        "torch_cuda_available": bool(torch.cuda.is_available()),
+    }
     if info["cpu"]:
         c = kernels.cpu_module().build_info()
         info.update(openmp_threads=c["openmp_max_threads"], simd=c["simd"], compiler=c["compiler"])
@@ -23,7 +27,10 @@ def build_info() -> dict:
         info["cpu_error"] = kernels.import_error("_C")
     if info["cuda"]:
         g = kernels.cuda_module().build_info()
-        info.update(cuda_architectures=g["cuda_architectures"].split(","),
-                    cuda_runtime_version=g["cuda_runtime_version"], cuda_devices=g["cuda_device_count"])
+        info.update(
+            cuda_architectures=g["cuda_architectures"].split(","),
+            cuda_runtime_version=g["cuda_runtime_version"],
+            cuda_devices=g["cuda_device_count"],
+        )
     info["gpu_visible"] = bool(info.get("cuda_devices", 0)) or info["torch_cuda_available"]
     return info

@@ -9,8 +9,16 @@ import torch
 from . import divergences
 from ._native import cuda_module, view
 
-__all__ = ["GRAM64_MIN_CLASSES", "GRAM64_DIVERGENCES", "scratch", "launch_tiled", "pairwise_tiled",
-           "pairwise_gram64", "inv_row_sums", "progress"]
+__all__ = [
+    "GRAM64_MIN_CLASSES",
+    "GRAM64_DIVERGENCES",
+    "scratch",
+    "launch_tiled",
+    "pairwise_tiled",
+    "pairwise_gram64",
+    "inv_row_sums",
+    "progress",
+]
 
 #: From this many classes on, ``cuda_method="auto"`` uses float64 Gram matrices for Bhattacharyya: on an
 #: H100 (bench/README.md) gram64 took 0.34 s against the tiled kernel's 0.52 s at C = 1000, and lost at
@@ -42,9 +50,19 @@ def launch_tiled(a, b, code, out, norm, mirror, buf=None) -> None:
         a_inv = inv_row_sums(a)
         b_inv = None if b is None else inv_row_sums(b)
         buf = scratch(a, b, code) if buf is None else buf
-        mod.pairwise(view(a), a_inv.data_ptr(), None if b is None else view(b, "others"),
-                     0 if b_inv is None else b_inv.data_ptr(), out.data_ptr(), code, int(norm), bool(mirror),
-                     buf.data_ptr(), buf.numel(), stream)
+        mod.pairwise(
+            view(a),
+            a_inv.data_ptr(),
+            None if b is None else view(b, "others"),
+            0 if b_inv is None else b_inv.data_ptr(),
+            out.data_ptr(),
+            code,
+            int(norm),
+            bool(mirror),
+            buf.data_ptr(),
+            buf.numel(),
+            stream,
+        )
 
 
 def pairwise_tiled(a: torch.Tensor, b: torch.Tensor | None, code: int) -> torch.Tensor:
@@ -54,14 +72,18 @@ def pairwise_tiled(a: torch.Tensor, b: torch.Tensor | None, code: int) -> torch.
     return out
 
 
-def pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor | None = None,
-                    norm: int | None = None, divergence: str = "bhattacharyya") -> torch.Tensor:
+def pairwise_gram64(
+    a: torch.Tensor,
+    b: torch.Tensor | None,
+    out: torch.Tensor | None = None,
+    norm: int | None = None,
+    divergence: str = "bhattacharyya",
+) -> torch.Tensor:
     """Bhattacharyya (or squared Hellinger) matrix from float64 batched Gram matrices
     BC_n = sqrt(P_n) sqrt(Q_n)^T (DGEMM); per sample ``-log1p(BC - 1)`` (BC - 1 is exact in float64 near
     1) or ``1 - BC``, summed over sample chunks."""
     if divergence not in GRAM64_DIVERGENCES:
-        raise ValueError(f"cuda_method='gram64' computes {' and '.join(GRAM64_DIVERGENCES)} only, "
-                         f"not {divergence!r}")
+        raise ValueError(f"cuda_method='gram64' computes {' and '.join(GRAM64_DIVERGENCES)} only, not {divergence!r}")
     ma, n, c = a.shape
     bb = a if b is None else b
     mb = bb.shape[0]
@@ -69,8 +91,8 @@ def pairwise_gram64(a: torch.Tensor, b: torch.Tensor | None, out: torch.Tensor |
     per_sample = ma * mb * 8 + (ma + mb) * c * 8
     step = max(1, min(n, (1 << 30) // per_sample))
     for n0 in range(0, n, step):
-        sa = divergences.normalized(a[:, n0:n0 + step]).sqrt().transpose(0, 1)  # (nc, ma, C)
-        sb = sa if b is None else divergences.normalized(bb[:, n0:n0 + step]).sqrt().transpose(0, 1)
+        sa = divergences.normalized(a[:, n0 : n0 + step]).sqrt().transpose(0, 1)  # (nc, ma, C)
+        sb = sa if b is None else divergences.normalized(bb[:, n0 : n0 + step]).sqrt().transpose(0, 1)
         bc = torch.bmm(sa, sb.transpose(1, 2))
         if divergence == "hellinger":
             d = 1 - bc
@@ -94,8 +116,8 @@ def inv_row_sums(t: torch.Tensor, budget: int = 1 << 27) -> torch.Tensor:
     out = torch.empty((m, n), dtype=torch.float64, device=t.device)
     step = max(1, budget // max(1, n * c))
     for i0 in range(0, m, step):
-        s = t[i0:i0 + step].sum(-1, dtype=torch.float64)
-        out[i0:i0 + step] = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
+        s = t[i0 : i0 + step].sum(-1, dtype=torch.float64)
+        out[i0 : i0 + step] = torch.where(s > 0, 1.0 / s, torch.zeros_like(s))
     return out
 
 

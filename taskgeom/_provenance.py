@@ -17,8 +17,13 @@ def _git(root: Path) -> dict:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
         if head.returncode != 0:
             return {}
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()), "source": "git"}
     except (OSError, subprocess.SubprocessError):
         return {}

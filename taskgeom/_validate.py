@@ -82,7 +82,7 @@ def exactly_representable(p: torch.Tensor, narrow: torch.dtype, budget: int = 1 
     """Whether every value of ``p`` survives a round trip through ``narrow`` unchanged (checked in blocks)."""
     flat = p.reshape(-1)
     for i in range(0, flat.numel(), budget):
-        blk = flat[i:i + budget]
+        blk = flat[i : i + budget]
         if not bool((blk.to(narrow).to(blk.dtype) == blk).all()):
             return False
     return True
@@ -97,8 +97,10 @@ def implied_tol(p: torch.Tensor) -> tuple[float, str]:
     if p.dtype in (torch.float32, torch.float64) and p.numel():
         for narrow in (torch.float16, torch.bfloat16):
             if exactly_representable(p, narrow):
-                return DEFAULT_TOL[narrow], (f"; the {_dtype_name(p.dtype)} values are all exactly representable in "
-                                             f"{_dtype_name(narrow)}, so they are checked as {_dtype_name(narrow)} data")
+                return DEFAULT_TOL[narrow], (
+                    f"; the {_dtype_name(p.dtype)} values are all exactly representable in "
+                    f"{_dtype_name(narrow)}, so they are checked as {_dtype_name(narrow)} data"
+                )
     return tol, ""
 
 
@@ -116,8 +118,9 @@ def _where(name: str, idx: tuple[int, ...], offset: int = 0) -> str:
     return f"{name}: {model}sample {idx[-1] + offset}"
 
 
-def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None = None,
-                        sample_offset: int = 0, budget: int = 1 << 26) -> None:
+def check_probabilities(
+    p: torch.Tensor, name: str = "models", tol: float | None = None, sample_offset: int = 0, budget: int = 1 << 26
+) -> None:
     """Raise ``ValueError`` naming the first offending model and sample unless ``p`` holds
     finite, non-negative probability vectors along its last axis (sums within ``tol`` of 1).
     ``sample_offset`` is added to reported sample indices (for chunks of a larger array). Works in
@@ -144,19 +147,21 @@ def check_probabilities(p: torch.Tensor, name: str = "models", tol: float | None
         return model + rest
 
     for i0 in range(0, flat.shape[0], step):
-        blk = flat[i0:i0 + step]
+        blk = flat[i0 : i0 + step]
         bad = ~torch.isfinite(blk)
         if bool(bad.any()):
             j, s_, k = _first_index(bad)
             idx = where(i0 + j, (s_,))
-            raise ValueError(f"{_where(name, idx, sample_offset)}: probability is not finite "
-                             f"({float(blk[j, s_, k])}) at class {k}")
+            raise ValueError(
+                f"{_where(name, idx, sample_offset)}: probability is not finite ({float(blk[j, s_, k])}) at class {k}"
+            )
         neg = blk < 0
         if bool(neg.any()):
             j, s_, k = _first_index(neg)
             idx = where(i0 + j, (s_,))
-            raise ValueError(f"{_where(name, idx, sample_offset)}: probability is negative "
-                             f"({float(blk[j, s_, k])}) at class {k}")
+            raise ValueError(
+                f"{_where(name, idx, sample_offset)}: probability is negative ({float(blk[j, s_, k])}) at class {k}"
+            )
         s = blk.sum(-1, dtype=torch.float64)
         off = (s - 1).abs() > tol
         if bool(off.any()) and implied:
@@ -193,9 +198,13 @@ def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
 
 def same_events(a: torch.Tensor, b: torch.Tensor, names=("models", "others")) -> None:
     if a.shape[-2] != b.shape[-2]:
-        raise ValueError(f"{names[0]} and {names[1]} have different numbers of samples ({a.shape[-2]} vs {b.shape[-2]})")
+        raise ValueError(
+            f"{names[0]} and {names[1]} have different numbers of samples ({a.shape[-2]} vs {b.shape[-2]})"
+        )
     if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"{names[0]} and {names[1]} have different numbers of classes ({a.shape[-1]} vs {b.shape[-1]})")
+        raise ValueError(
+            f"{names[0]} and {names[1]} have different numbers of classes ({a.shape[-1]} vs {b.shape[-1]})"
+        )
 
 
 def to_output(t: torch.Tensor, was_numpy: bool):

@@ -75,13 +75,22 @@ class PictureResult:
     report: str | None = None
 
     def to_json(self) -> dict:
-        out = {"eval_set": self.eval_set, "n": self.n, "c": self.c, "trajectories": self.trajectories,
-               "checkpoints": self.checkpoints, "explained_stress": self.explained_stress,
-               "progress_on_union_task": self.progress_on_union_task, "riemann_length": self.riemann_length,
-               "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
-               f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
-               "tube_radius": self.tube_radius, "grid": self.grid, "task_distances": self.task_distances,
-               "per_class_progress": self.per_class_progress}
+        out = {
+            "eval_set": self.eval_set,
+            "n": self.n,
+            "c": self.c,
+            "trajectories": self.trajectories,
+            "checkpoints": self.checkpoints,
+            "explained_stress": self.explained_stress,
+            "progress_on_union_task": self.progress_on_union_task,
+            "riemann_length": self.riemann_length,
+            "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
+            f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
+            "tube_radius": self.tube_radius,
+            "grid": self.grid,
+            "task_distances": self.task_distances,
+            "per_class_progress": self.per_class_progress,
+        }
         if self.seconds:
             out["seconds"] = self.seconds
         if self.figures:
@@ -124,8 +133,16 @@ def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
 
 def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> dict:
     """Progress, re-indexing, lengths and per-class progress of each trajectory."""
-    acc = {"final": {}, "reindexed": [], "keys": [], "along": [], "epochs": [], "per_class": {}, "trained": {},
-           "lengths": {}}
+    acc = {
+        "final": {},
+        "reindexed": [],
+        "keys": [],
+        "along": [],
+        "epochs": [],
+        "per_class": {},
+        "trained": {},
+        "lengths": {},
+    }
     lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
     for t in trajs:
         probs = _load(t, device)
@@ -147,12 +164,21 @@ def _lines(emb, placed, keys, along, task_names, grid: int) -> list:
     grid_t = np.linspace(0, 1, grid)
     lines = []
     for i, (task, seed, _p, _a) in enumerate(keys):
-        pts = [{"xyz": emb.coords[i * grid + g, :3].tolist(), "progress": float(grid_t[g]),
-                "epoch": along[i][0][g], "accuracy": along[i][1][g]} for g in range(grid)]
+        pts = [
+            {
+                "xyz": emb.coords[i * grid + g, :3].tolist(),
+                "progress": float(grid_t[g]),
+                "epoch": along[i][0][g],
+                "accuracy": along[i][1][g],
+            }
+            for g in range(grid)
+        ]
         lines.append(Line(task, int(seed), "supervised", False, pts))
     for j, task in enumerate(task_names):
-        pts = [{"xyz": placed[j * grid + g].tolist(), "progress": float(grid_t[g]), "epoch": None, "accuracy": None}
-               for g in range(grid)]
+        pts = [
+            {"xyz": placed[j * grid + g].tolist(), "progress": float(grid_t[g]), "epoch": None, "accuracy": None}
+            for g in range(grid)
+        ]
         lines.append(Line(task, None, "supervised", True, pts))
     return lines
 
@@ -163,8 +189,9 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
     ``device``: where the geometry runs (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is
     one); ``backend`` as in :func:`taskgeom.pairwise_distances`.
     """
-    device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if device == "auto" else device))
+    device = torch.device(
+        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    )
     labels = store.eval_set(eval_set).labels
     c = int(store.eval_set(eval_set).c)
     trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
@@ -187,25 +214,41 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
     means = np.stack([families[t].astype(np.float64).mean(0) for t in task_names]).reshape(-1, R.shape[2], R.shape[3])
     ends = np.stack([np.full((n, c), 1.0 / c), np.eye(c)[labels]])
     placed = emb.transform(geometry.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
-    view = EmbeddingView(coords=emb.coords[:, :3], signature=emb.signature[:3].tolist(),
-                         eigenvalues=emb.eigenvalues.tolist(), keys=keys, grid=grid,
-                         lines=_lines(emb, placed, keys, acc["along"], task_names, grid),
-                         marks=[{"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
-                                {"name": "P* (truth)", "xyz": placed[-1].tolist()}],
-                         epochs=acc["epochs"], per_class=acc["per_class"], trained=acc["trained"])
+    view = EmbeddingView(
+        coords=emb.coords[:, :3],
+        signature=emb.signature[:3].tolist(),
+        eigenvalues=emb.eigenvalues.tolist(),
+        keys=keys,
+        grid=grid,
+        lines=_lines(emb, placed, keys, acc["along"], task_names, grid),
+        marks=[
+            {"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
+            {"name": "P* (truth)", "xyz": placed[-1].tolist()},
+        ],
+        epochs=acc["epochs"],
+        per_class=acc["per_class"],
+        trained=acc["trained"],
+    )
     return PictureResult(
-        eval_set=eval_set, n=n, c=c, trajectories=len(trajs), checkpoints=int(sum(len(t) for t in trajs)),
+        eval_set=eval_set,
+        n=n,
+        c=c,
+        trajectories=len(trajs),
+        checkpoints=int(sum(len(t) for t in trajs)),
         explained_stress={str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))},
         progress_on_union_task={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["final"].items()},
         riemann_length={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["lengths"].items()},
-        geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)), reference_task=ref,
-        normalized_distance={t: trajectories.normalized_distance(fam, families[ref]).tolist()
-                             for t, fam in families.items() if t != ref},
+        geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)),
+        reference_task=ref,
+        normalized_distance={
+            t: trajectories.normalized_distance(fam, families[ref]).tolist() for t, fam in families.items() if t != ref
+        },
         tube_radius={t: trajectories.tube_radius(fam).tolist() for t, fam in families.items()},
         grid=np.linspace(0, 1, grid).tolist(),
         task_distances=task_distances(families, acc["final"], np.linspace(0, 1, grid)),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
-        embedding=view)
+        embedding=view,
+    )
 
 
 def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> dict:
@@ -232,13 +275,21 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
             mask = grid <= min(reach[a], reach[b])
             mask[0] = True
             points[f"{a}|{b}"] = int(mask.sum())
-            nd[i, j] = nd[j, i] = float(np.mean(trajectories.normalized_distance(families[a][:, mask],
-                                                                                 families[b][:, mask])))
+            nd[i, j] = nd[j, i] = float(
+                np.mean(trajectories.normalized_distance(families[a][:, mask], families[b][:, mask]))
+            )
             db[i, j] = db[j, i] = float(np.mean(geometry.bhattacharyya(means[a][mask], means[b][mask])))
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
-            nd_end[i, j] = nd_end[j, i] = float(trajectories.normalized_distance(families[a][:, -1:],
-                                                                                 families[b][:, -1:])[0])
+            nd_end[i, j] = nd_end[j, i] = float(
+                trajectories.normalized_distance(families[a][:, -1:], families[b][:, -1:])[0]
+            )
             db_end[i, j] = db_end[j, i] = float(geometry.bhattacharyya(means[a][-1], means[b][-1]))
-    return {"tasks": names, "normalized": nd.tolist(), "bhattacharyya": db.tolist(),
-            "normalized_final": nd_end.tolist(), "bhattacharyya_final": db_end.tolist(),
-            "progress_reached": reach, "points_compared": points}
+    return {
+        "tasks": names,
+        "normalized": nd.tolist(),
+        "bhattacharyya": db.tolist(),
+        "normalized_final": nd_end.tolist(),
+        "bhattacharyya_final": db_end.tolist(),
+        "progress_reached": reach,
+        "points_compared": points,
+    }

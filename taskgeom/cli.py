@@ -51,8 +51,10 @@ def _load(path: str, what: str = "array", ndim: tuple[int, ...] | None = None, s
     return a
 
 
-_MODELS_HINT = ("(m, N, C): m models' probabilities on N samples of C classes; a single model (N, C) "
-                "must be given as (1, N, C), e.g. np.save(path, p[None])")
+_MODELS_HINT = (
+    "(m, N, C): m models' probabilities on N samples of C classes; a single model (N, C) "
+    "must be given as (1, N, C), e.g. np.save(path, p[None])"
+)
 
 
 def _cmd_info(args) -> int:
@@ -110,8 +112,15 @@ def _cmd_inpca(args) -> int:
 def _cmd_beton(args) -> int:
     from .data.beton import write_beton
 
-    out = write_beton(args.folder, args.out, split=args.split, max_resolution=args.max_resolution,
-                      jpeg_quality=args.jpeg_quality, write_mode=args.write_mode, num_workers=args.workers)
+    out = write_beton(
+        args.folder,
+        args.out,
+        split=args.split,
+        max_resolution=args.max_resolution,
+        jpeg_quality=args.jpeg_quality,
+        write_mode=args.write_mode,
+        num_workers=args.workers,
+    )
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) and {out.name}.classes.json")
     return 0
 
@@ -143,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("distances", help="pairwise divergence matrix of models stored as .npy (m, N, C)")
     p.add_argument("models")
     p.add_argument("--others", help="second set (m', N, C) for a cross matrix")
-    p.add_argument("--divergence", default="bhattacharyya", choices=divergences.names(),
-                   help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)")
+    p.add_argument(
+        "--divergence",
+        default="bhattacharyya",
+        choices=divergences.names(),
+        help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)",
+    )
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"])
     p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk")
     p.add_argument("-o", "--out", default="distances.npy")
@@ -175,8 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("store", help="store maintenance: taskgeom store verify PATH")
     store_sub = p.add_subparsers(dest="store_command", required=True)
-    v = store_sub.add_parser("verify", help="check every checkpoint of a store against its checksum "
-                             "(exit 0 when clean, 2 with one line per problem)")
+    v = store_sub.add_parser(
+        "verify",
+        help="check every checkpoint of a store against its checksum (exit 0 when clean, 2 with one line per problem)",
+    )
     v.add_argument("paths", nargs="+", metavar="PATH", help="store directory")
     v.set_defaults(fn=_cmd_store_verify)
 
@@ -190,15 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: Exceptions that mean bad input or environment (reported as one line, exit 2); anything else is a bug,
 #: also one line (with its type) unless TASKGEOM_TRACEBACK=1.
-_EXPECTED = (CLIError, ValueError, TypeError, RuntimeError, OSError, ImportError, KeyError, IndexError,
-             EOFError, sqlite3.Error, MemoryError, NotImplementedError)
+_EXPECTED = (
+    CLIError,
+    ValueError,
+    TypeError,
+    RuntimeError,
+    OSError,
+    ImportError,
+    KeyError,
+    IndexError,
+    EOFError,
+    sqlite3.Error,
+    MemoryError,
+    NotImplementedError,
+)
 
 
 def main(argv=None) -> int:
     command = "taskgeom"
     try:
         args = build_parser().parse_args(argv)
-        command = f"taskgeom {args.command}" + (f" {args.store_command}" if getattr(args, "store_command", None) else "")
+        command = f"taskgeom {args.command}" + (
+            f" {args.store_command}" if getattr(args, "store_command", None) else ""
+        )
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
         print(f"{command}: interrupted; run the same command again to resume", file=sys.stderr)
@@ -212,8 +241,11 @@ def main(argv=None) -> int:
     except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
         if os.environ.get("TASKGEOM_TRACEBACK"):
             raise
-        print(f"{command}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
-              "TASKGEOM_TRACEBACK=1 shows the traceback", file=sys.stderr)
+        print(
+            f"{command}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
+            "TASKGEOM_TRACEBACK=1 shows the traceback",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -117,6 +117,7 @@ def from_args(cls, args: argparse.Namespace, **overrides):
 
 def to_dict(cfg) -> dict:
     """A config dataclass as a JSON-ready dict (tuples become lists, nested dataclasses dicts)."""
+
     def plain(v):
         if dataclasses.is_dataclass(v):
             return {k: plain(x) for k, x in dataclasses.asdict(v).items()}

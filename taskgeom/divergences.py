@@ -22,8 +22,18 @@ from typing import Callable
 
 import torch
 
-__all__ = ["BC_FLOOR", "PROB_FLOOR", "Divergence", "REGISTRY", "names", "get", "normalized",
-           "bhattacharyya_per_sample", "hellinger_per_sample", "symmetric_kl_per_sample"]
+__all__ = [
+    "BC_FLOOR",
+    "PROB_FLOOR",
+    "Divergence",
+    "REGISTRY",
+    "names",
+    "get",
+    "normalized",
+    "bhattacharyya_per_sample",
+    "hellinger_per_sample",
+    "symmetric_kl_per_sample",
+]
 
 BC_FLOOR = 1e-30
 PROB_FLOOR = 1e-30
@@ -78,19 +88,27 @@ class Divergence:
         try:
             return int(mod.Divergence.__members__[self.name])
         except KeyError:
-            raise RuntimeError(f"the compiled kernels do not know the divergence {self.name!r}; "
-                               "rebuild taskgeom (pip install .)") from None
+            raise RuntimeError(
+                f"the compiled kernels do not know the divergence {self.name!r}; rebuild taskgeom (pip install .)"
+            ) from None
 
 
 REGISTRY: dict[str, Divergence] = {
     d.name: d
     for d in (
-        Divergence("bhattacharyya", bhattacharyya_per_sample,
-                   "Bhattacharyya distance -log sum_c sqrt(p q) (eq. 2), averaged over samples"),
-        Divergence("symmetric_kl", symmetric_kl_per_sample,
-                   "Jeffreys' divergence KL(p||q) + KL(q||p) (Appendix C), averaged over samples"),
-        Divergence("hellinger", hellinger_per_sample,
-                   "squared Hellinger distance 1 - sum_c sqrt(p q), averaged over samples"),
+        Divergence(
+            "bhattacharyya",
+            bhattacharyya_per_sample,
+            "Bhattacharyya distance -log sum_c sqrt(p q) (eq. 2), averaged over samples",
+        ),
+        Divergence(
+            "symmetric_kl",
+            symmetric_kl_per_sample,
+            "Jeffreys' divergence KL(p||q) + KL(q||p) (Appendix C), averaged over samples",
+        ),
+        Divergence(
+            "hellinger", hellinger_per_sample, "squared Hellinger distance 1 - sum_c sqrt(p q), averaged over samples"
+        ),
     )
 }
 

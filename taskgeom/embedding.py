@@ -26,7 +26,7 @@ def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None =
         ``||W||_F^2 = sum_i s_i^2`` over *all* eigenvalues, when only the top ones are given.
     """
     ev = np.sort(np.abs(np.asarray(eigenvalues, dtype=np.float64)))[::-1]
-    sq = ev ** 2
+    sq = ev**2
     total = float(sq.sum()) if total_sq is None else float(total_sq)
     if total <= 0:
         raise ValueError("explained stress is undefined for W = 0 (all distances zero)")
@@ -71,8 +71,9 @@ class InPCA:
         reproduces its coordinates exactly."""
         d = np.atleast_2d(np.asarray(distances, dtype=np.float64))
         if d.shape[1] != self.coords.shape[0]:
-            raise ValueError(f"distances must have {self.coords.shape[0]} columns (one per embedded model), "
-                             f"got shape {d.shape}")
+            raise ValueError(
+                f"distances must have {self.coords.shape[0]} columns (one per embedded model), got shape {d.shape}"
+            )
         b = -0.5 * (d - d.mean(1, keepdims=True) - self._row_means[None, :] + self._grand_mean)
         return (b @ self.vectors) * (np.sqrt(np.abs(self.eigenvalues)) / self.eigenvalues)[None, :]
 
@@ -107,8 +108,9 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
     diag = np.abs(np.diag(Dm))
     if diag.max() > 1e-12 * scale:
         i = int(np.argmax(diag))
-        raise ValueError(f"D must have a zero diagonal (a model's divergence from itself), but D[{i}, {i}] = "
-                         f"{Dm[i, i]:.6g}")
+        raise ValueError(
+            f"D must have a zero diagonal (a model's divergence from itself), but D[{i}, {i}] = {Dm[i, i]:.6g}"
+        )
     Dm = 0.5 * (Dm + Dm.T)
     m = Dm.shape[0]
     k = m if k is None else int(k)
@@ -117,7 +119,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
     row = Dm.mean(1)
     grand = float(Dm.mean())
     W = -0.5 * (Dm - row[:, None] - row[None, :] + grand)
-    total_sq = float((W ** 2).sum())
+    total_sq = float((W**2).sum())
     if method == "auto":
         method = "lanczos" if (k < m / 4 and m > 500) else "dense"
     if method == "dense":
@@ -134,8 +136,15 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
     flip = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     vecs = vecs * np.where(flip == 0, 1.0, flip)[None, :]
     coords = vecs * np.sqrt(np.abs(vals))[None, :]
-    return InPCA(coords=coords, eigenvalues=vals, signature=np.where(vals < 0, -1, 1).astype(np.int8),
-                 vectors=vecs, total_sq=total_sq, _row_means=row, _grand_mean=grand)
+    return InPCA(
+        coords=coords,
+        eigenvalues=vals,
+        signature=np.where(vals < 0, -1, 1).astype(np.int8),
+        vectors=vecs,
+        total_sq=total_sq,
+        _row_means=row,
+        _grand_mean=grand,
+    )
 
 
 def random_projection(models, c_out: int, seed: int = 0, return_matrix: bool = False, validate: bool = True):

@@ -45,6 +45,7 @@ def _nonempty(t: torch.Tensor, name: str) -> None:
     if t.numel() == 0:
         raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}; every dimension must be at least 1")
 
+
 __all__ = [
     "Ignorance",
     "Truth",
@@ -188,9 +189,17 @@ def _as_models(x, name):
     return t, was_np
 
 
-def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", chunk: int | None = None,
-                       backend: str = "auto", validate: bool = True, tol: float | None = None,
-                       threads: int | None = None, cuda_method: str = "auto"):
+def pairwise_distances(
+    models,
+    others=None,
+    divergence: str = "bhattacharyya",
+    chunk: int | None = None,
+    backend: str = "auto",
+    validate: bool = True,
+    tol: float | None = None,
+    threads: int | None = None,
+    cuda_method: str = "auto",
+):
     """Matrix of divergences between models, streamed over sample chunks.
 
     Parameters
@@ -220,8 +229,15 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
     accumulation over samples; relative error about 1e-6 even for near-identical models.
     """
     divergence = divergences.get(divergence).name  # a ValueError lists the registered names
-    opts = dict(divergence=divergence, chunk=chunk, backend=backend, validate=validate, tol=tol, threads=threads,
-                cuda_method=cuda_method)
+    opts = dict(
+        divergence=divergence,
+        chunk=chunk,
+        backend=backend,
+        validate=validate,
+        tol=tol,
+        threads=threads,
+        cuda_method=cuda_method,
+    )
     if _is_blocks(models) or (others is not None and _is_blocks(others)):
         return _blockwise(models, others, opts)
     tol = check_tol(tol)
@@ -242,10 +258,19 @@ def pairwise_distances(models, others=None, divergence: str = "bhattacharyya", c
             check_probabilities(a, "models", tol_v)
             if b is not None:
                 check_probabilities(b, "others", tol_v)
-        return kernels.pairwise(a, b, divergence, backend, chunk=chunk, threads=threads, validate=validate_,
-                                tol=tol_v, cuda_method=cuda_method,
-                                a_src=models if isinstance(models, np.ndarray) else None,
-                                b_src=others if isinstance(others, np.ndarray) else None)
+        return kernels.pairwise(
+            a,
+            b,
+            divergence,
+            backend,
+            chunk=chunk,
+            threads=threads,
+            validate=validate_,
+            tol=tol_v,
+            cuda_method=cuda_method,
+            a_src=models if isinstance(models, np.ndarray) else None,
+            b_src=others if isinstance(others, np.ndarray) else None,
+        )
 
     try:
         out = run(default_tol(a.dtype) if tol is None else tol, validate)
@@ -261,8 +286,11 @@ def _is_blocks(x) -> bool:
     """A sequence of model sets (store trajectories or (T, N, C) arrays) rather than of single models."""
     from .store import Trajectory
 
-    return isinstance(x, (list, tuple)) and len(x) > 0 and all(
-        isinstance(e, Trajectory) or (hasattr(e, "ndim") and e.ndim == 3) for e in x)
+    return (
+        isinstance(x, (list, tuple))
+        and len(x) > 0
+        and all(isinstance(e, Trajectory) or (hasattr(e, "ndim") and e.ndim == 3) for e in x)
+    )
 
 
 def _blocks(x):
@@ -292,9 +320,9 @@ def _blockwise(models, others, opts):
             same = others is None and i == j
             d = pairwise_distances(bi, None if same else bj, **opts)
             d = np.asarray(torch.as_tensor(d).cpu())
-            out[offs_r[i]:offs_r[i + 1], offs_c[j]:offs_c[j + 1]] = d
+            out[offs_r[i] : offs_r[i + 1], offs_c[j] : offs_c[j + 1]] = d
             if others is None and not same:
-                out[offs_c[j]:offs_c[j + 1], offs_r[i]:offs_r[i + 1]] = d.T
+                out[offs_c[j] : offs_c[j + 1], offs_r[i] : offs_r[i + 1]] = d.T
     return out
 
 
@@ -325,8 +353,15 @@ def geodesic(p, q, lam, validate: bool = True):
     return to_output(reference.geodesic(a, b.to(a.device), torch.as_tensor(lam_arr)), was_np)
 
 
-def progress(models, labels, backend: str = "auto", validate: bool = True, tol: float | None = None,
-             xtol: float = 1e-12, threads: int | None = None):
+def progress(
+    models,
+    labels,
+    backend: str = "auto",
+    validate: bool = True,
+    tol: float | None = None,
+    xtol: float = 1e-12,
+    threads: int | None = None,
+):
     """Progress of models on the task of ``labels`` (eq. 4).
 
     ``t_w = argmin_{lambda in [0, 1]} d_B(P_w, P^lambda_{0,*})``: 0 for ignorance, 1 for the truth.
@@ -407,4 +442,3 @@ def geodesic_progress(models, start, end, validate: bool = True, xtol: float = 1
     alpha, beta = (sp * su).sum(-1), (sp * sv).sum(-1)
     theta = reference.half_angle(u.to(t.device), v.to(t.device))
     return to_output(reference.solve_lambda(alpha, beta, theta, xtol=xtol), was_np)
-

@@ -30,7 +30,7 @@ class ImprintedHead:
         if f.dim() != 2 or f.shape[1] != self.weights.shape[1]:
             raise ValueError(f"features must be (N, {self.weights.shape[1]}), got {tuple(f.shape)}")
         if self.head == "euclidean":
-            out = -torch.cdist(f, self.weights) ** 2
+            out = -(torch.cdist(f, self.weights) ** 2)
         else:
             if self.normalize_features:
                 f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-30)
@@ -43,8 +43,9 @@ class ImprintedHead:
         return to_output(torch.softmax(torch.as_tensor(self.logits(f)), dim=1), was_np)
 
 
-def imprint(features, labels, c: int | None = None, head: str = "cosine", normalize_features: bool = False,
-            scale: float = 1.0) -> ImprintedHead:
+def imprint(
+    features, labels, c: int | None = None, head: str = "cosine", normalize_features: bool = False, scale: float = 1.0
+) -> ImprintedHead:
     """Imprint a classifier for a task from penultimate-layer features (eq. 7).
 
     Parameters

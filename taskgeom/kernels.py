@@ -16,8 +16,18 @@ from . import _cuda_ops, divergences, reference, streaming
 from ._native import cpu_module, cuda_module, has_cpu, has_cuda, native_module, view
 from ._native import threads as _threads
 
-__all__ = ["BACKENDS", "CUDA_METHODS", "resolve", "pairwise", "progress", "cpu_module", "cuda_module",
-           "native_module", "has_cpu", "has_cuda"]
+__all__ = [
+    "BACKENDS",
+    "CUDA_METHODS",
+    "resolve",
+    "pairwise",
+    "progress",
+    "cpu_module",
+    "cuda_module",
+    "native_module",
+    "has_cpu",
+    "has_cuda",
+]
 
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 CUDA_METHODS = ("auto", "tiled", "gram64")
@@ -44,9 +54,19 @@ def resolve(backend: str, *tensors: torch.Tensor) -> str:
     return backend
 
 
-def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: str, chunk: int | None = None,
-             threads: int | None = None, validate: bool = True, tol: float = 1e-4,
-             cuda_method: str = "auto", a_src=None, b_src=None) -> torch.Tensor:
+def pairwise(
+    a: torch.Tensor,
+    b: torch.Tensor | None,
+    divergence: str,
+    backend: str,
+    chunk: int | None = None,
+    threads: int | None = None,
+    validate: bool = True,
+    tol: float = 1e-4,
+    cuda_method: str = "auto",
+    a_src=None,
+    b_src=None,
+) -> torch.Tensor:
     """Divergence matrix (float64) of ``(m, N, C)`` tensors; see :func:`taskgeom.pairwise_distances`.
 
     ``cuda_method``: ``"tiled"`` is taskgeom's CUDA kernel (cancellation-free float32 with float64
@@ -58,8 +78,16 @@ def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: 
         return reference.pairwise_distances(a, b, div.name, chunk=chunk or 1024)
     if backend == "cpu":
         out = np.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=np.float64)
-        cpu_module().pairwise(view(a), None if b is None else view(b, "others"), out.ctypes.data, div.code,
-                              int(chunk or 0), _threads(threads), bool(validate), float(tol))
+        cpu_module().pairwise(
+            view(a),
+            None if b is None else view(b, "others"),
+            out.ctypes.data,
+            div.code,
+            int(chunk or 0),
+            _threads(threads),
+            bool(validate),
+            float(tol),
+        )
         return torch.from_numpy(out)
     if cuda_method not in CUDA_METHODS:
         raise ValueError(f"cuda_method must be one of {CUDA_METHODS}, got {cuda_method!r}")
@@ -69,22 +97,38 @@ def pairwise(a: torch.Tensor, b: torch.Tensor | None, divergence: str, backend: 
     if cuda_method == "gram64" and div.name not in _cuda_ops.GRAM64_DIVERGENCES:
         raise ValueError(f"cuda_method='gram64' computes {' and '.join(_cuda_ops.GRAM64_DIVERGENCES)} only")
     if not a.is_cuda:
-        return streaming.pairwise_streamed(a, b, div.name, chunk, validate, tol, method=cuda_method, a_src=a_src,
-                                           b_src=b_src)
+        return streaming.pairwise_streamed(
+            a, b, div.name, chunk, validate, tol, method=cuda_method, a_src=a_src, b_src=b_src
+        )
     if cuda_method == "gram64":
         return _cuda_ops.pairwise_gram64(a, b, divergence=div.name)
     return _cuda_ops.pairwise_tiled(a, b, div.code)
 
 
-def progress(a: torch.Tensor, labels: torch.Tensor, backend: str, threads: int | None = None,
-             validate: bool = True, tol: float = 1e-4, xtol: float = 1e-12) -> torch.Tensor:
+def progress(
+    a: torch.Tensor,
+    labels: torch.Tensor,
+    backend: str,
+    threads: int | None = None,
+    validate: bool = True,
+    tol: float = 1e-4,
+    xtol: float = 1e-12,
+) -> torch.Tensor:
     """Progress (float64, shape (m,)) of ``(m, N, C)`` models on the ignorance -> truth geodesic."""
     if backend == "torch":
         return reference.progress(a, labels, xtol=xtol)
     if backend == "cpu":
         lab = labels.to(torch.int64).contiguous()
         out = np.empty(a.shape[0], dtype=np.float64)
-        cpu_module().progress(view(a), lab.data_ptr(), lab.numel(), out.ctypes.data, _threads(threads),
-                              bool(validate), float(tol), float(xtol))
+        cpu_module().progress(
+            view(a),
+            lab.data_ptr(),
+            lab.numel(),
+            out.ctypes.data,
+            _threads(threads),
+            bool(validate),
+            float(tol),
+            float(xtol),
+        )
         return torch.from_numpy(out)
     return _cuda_ops.progress(a, labels, xtol)

@@ -82,8 +82,11 @@ class _BasicBlock(nn.Module):
         super().__init__()
         self.c1, self.n1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
         self.c2, self.n2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
-        self.short = (nn.Sequential() if cin == cout and stride == 1 else
-                      nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.short = (
+            nn.Sequential()
+            if cin == cout and stride == 1
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x):
         y = torch.relu(self.n1(self.c1(x)))
@@ -132,9 +135,15 @@ class _Bottleneck(nn.Module):
         self.blur = BlurPool(mid, stride) if stride > 1 else nn.Identity()
         self.n2 = nn.BatchNorm2d(mid, affine=False)
         self.c3, self.n3 = nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout, affine=False)
-        self.short = nn.Identity() if cin == cout and stride == 1 else nn.Sequential(
-            *( [BlurPool(cin, stride)] if stride > 1 else []), nn.Conv2d(cin, cout, 1, bias=False),
-            nn.BatchNorm2d(cout, affine=False))
+        self.short = (
+            nn.Identity()
+            if cin == cout and stride == 1
+            else nn.Sequential(
+                *([BlurPool(cin, stride)] if stride > 1 else []),
+                nn.Conv2d(cin, cout, 1, bias=False),
+                nn.BatchNorm2d(cout, affine=False),
+            )
+        )
 
     def forward(self, x):
         y = torch.relu(self.n1(self.c1(x)))
@@ -147,8 +156,14 @@ class ResNet50(_Classifier):
 
     def __init__(self, num_classes: int = 1000):
         super().__init__()
-        layers = [nn.Conv2d(3, 64, 7, 1, 3, bias=False), BlurPool(64, 2), nn.BatchNorm2d(64, affine=False), nn.ReLU(),
-                  nn.MaxPool2d(3, 1, 1), BlurPool(64, 2)]
+        layers = [
+            nn.Conv2d(3, 64, 7, 1, 3, bias=False),
+            BlurPool(64, 2),
+            nn.BatchNorm2d(64, affine=False),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 1, 1),
+            BlurPool(64, 2),
+        ]
         cin = 64
         for mid, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
             for b in range(blocks):
@@ -163,11 +178,23 @@ class SmallCNN(_Classifier):
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 32, norm: str = "batch"):
         super().__init__()
-        self._finish([
-            nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), _norm(norm, width), nn.ReLU(),
-            nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
-            nn.Conv2d(2 * width, 2 * width, 3, 1, 1, bias=False), _norm(norm, 2 * width), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten()], 2 * width, num_classes)
+        self._finish(
+            [
+                nn.Conv2d(in_channels, width, 3, 1, 1, bias=False),
+                _norm(norm, width),
+                nn.ReLU(),
+                nn.Conv2d(width, 2 * width, 3, 2, 1, bias=False),
+                _norm(norm, 2 * width),
+                nn.ReLU(),
+                nn.Conv2d(2 * width, 2 * width, 3, 1, 1, bias=False),
+                _norm(norm, 2 * width),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            ],
+            2 * width,
+            num_classes,
+        )
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:

@@ -31,23 +31,26 @@ class PictureConfig:
     out: str = _config.option("taskgeom-picture", "report folder", metavar="PATH")
     store: str | None = _config.option(None, "PredictionStore folder (none: <out>/store)", metavar="PATH")
     tasks: tuple[str, ...] | None = _config.option(
-        None, "task names (none: digits: all 0-4 5-9 even odd; cifar10: all vehicles animals mammals pets; also "
-              "airplane-automobile bird-cat ship-truck)")
+        None,
+        "task names (none: digits: all 0-4 5-9 even odd; cifar10: all vehicles animals mammals pets; also "
+        "airplane-automobile bird-cat ship-truck)",
+    )
     seeds: int = _config.option(3, "seeds per task (runs use seeds 0 .. seeds-1)", minimum=1)
     arch: str = _config.option("small-cnn", "network", choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50"))
     epochs: int = _config.option(15, "training epochs per run", minimum=1)
     batch_size: int = _config.option(64, "samples per batch", minimum=1)
-    lr: float = _config.option(0.1, "peak learning rate of SGD with Nesterov momentum 0.9, cosine schedule",
-                               minimum=0.0)
-    weight_decay: float = _config.option(1e-5, "weight decay, excluding normalisation parameters and biases",
-                                         minimum=0.0)
-    checkpoints: int = _config.option(20, "recorded checkpoints per run, dense early (geometric in steps)",
-                                      minimum=2)
+    lr: float = _config.option(
+        0.1, "peak learning rate of SGD with Nesterov momentum 0.9, cosine schedule", minimum=0.0
+    )
+    weight_decay: float = _config.option(
+        1e-5, "weight decay, excluding normalisation parameters and biases", minimum=0.0
+    )
+    checkpoints: int = _config.option(20, "recorded checkpoints per run, dense early (geometric in steps)", minimum=2)
     grid: int = _config.option(50, "progress values of the re-indexed trajectories", minimum=2)
-    imprint_samples: int = _config.option(5000, "training images used to imprint each checkpoint onto the union "
-                                                "task", minimum=1)
-    device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu "
-                                         "or cuda")
+    imprint_samples: int = _config.option(
+        5000, "training images used to imprint each checkpoint onto the union task", minimum=1
+    )
+    device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
 
     def task_names(self, data: str) -> tuple:
         return tuple(self.tasks) if self.tasks else datasets.DEFAULT_TASKS[data]
@@ -60,9 +63,18 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
 
     runs = [(task, seed) for task in tasks for seed in range(cfg.seeds)]
     for task, seed in tqdm(runs, desc="training (or resuming) runs", unit="run"):
-        tcfg = TrainConfig(method="supervised", arch=cfg.arch, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                           lr=cfg.lr, weight_decay=cfg.weight_decay, checkpoints=cfg.checkpoints, seed=seed,
-                           device=cfg.device, imprint_samples=min(cfg.imprint_samples, len(data.train[1])))
+        tcfg = TrainConfig(
+            method="supervised",
+            arch=cfg.arch,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            checkpoints=cfg.checkpoints,
+            seed=seed,
+            device=cfg.device,
+            imprint_samples=min(cfg.imprint_samples, len(data.train[1])),
+        )
         # resumable: a finished run is reused, an interrupted one continues where it stopped
         train(tcfg, data.tasks[task], data.train, data.test, store, data.eval_set, task, progress_bar=False)
 
@@ -94,15 +106,27 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     from ._build import build_info
     from ._provenance import code_version
 
-    (out / "config.json").write_text(json.dumps({**_config.to_dict(cfg), "data": _config.to_dict(data_cfg),
-                                                 "tasks": list(tasks), "code": code_version(),
-                                                 "build": build_info()}, indent=2, default=str))
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                **_config.to_dict(cfg),
+                "data": _config.to_dict(data_cfg),
+                "tasks": list(tasks),
+                "code": code_version(),
+                "build": build_info(),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     return res
 
 
 def print_headline(res: PictureResult, out: str) -> None:
-    print(f"\ntaskgeom picture: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
-          f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})")
+    print(
+        f"\ntaskgeom picture: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
+        f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
+    )
     print("explained stress: " + ", ".join(f"{k} dims {100 * v:.2f}%" for k, v in res.explained_stress.items()))
     print("progress on the union task (final checkpoint, mean over seeds):")
     for task, v in res.progress_on_union_task.items():
@@ -117,13 +141,18 @@ def print_headline(res: PictureResult, out: str) -> None:
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
         for n, row in zip(names, td["normalized"]):
             print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
-    print(f"report: {out}/{res.report} (open in a browser), {out}/results.json, figures "
-          f"{', '.join(res.figures)}; took {res.seconds['total']:.1f} s")
+    print(
+        f"report: {out}/{res.report} (open in a browser), {out}/results.json, figures "
+        f"{', '.join(res.figures)}; took {res.seconds['total']:.1f} s"
+    )
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("picture", help="the main job: trajectories of several tasks, their geometry, a report",
-                       description=__doc__.split("\n\n")[0])
+    p = sub.add_parser(
+        "picture",
+        help="the main job: trajectories of several tasks, their geometry, a report",
+        description=__doc__.split("\n\n")[0],
+    )
     _config.add_options(p, datasets.DataConfig, group="data")
     _config.add_options(p, PictureConfig, group="picture")
     p.set_defaults(fn=_cmd)

@@ -77,8 +77,12 @@ def picture_figures(res, out: Path) -> list[str]:
     for task, nd in res.normalized_distance.items():
         axes[2].plot(grid, nd, color=colors[task], label=task)
     axes[2].axhline(1.0, color="k", ls=":", lw=1)
-    axes[2].set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log",
-                title=f"Normalised distance to '{res.reference_task}' (Remark 5)")
+    axes[2].set(
+        xlabel="progress",
+        ylabel="distance / mean tube radius",
+        yscale="log",
+        title=f"Normalised distance to '{res.reference_task}' (Remark 5)",
+    )
     axes[2].legend(fontsize=8)
     per_class_violins(axes[3], emb.per_class, emb.trained)
     fig.tight_layout()

@@ -59,8 +59,13 @@ def bhattacharyya(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return bhattacharyya_per_sample(p, q).mean(-1)
 
 
-def pairwise_distances(models: torch.Tensor, others: torch.Tensor | None = None, divergence: str = "bhattacharyya",
-                       chunk: int = 1024, budget: int = 1 << 24) -> torch.Tensor:
+def pairwise_distances(
+    models: torch.Tensor,
+    others: torch.Tensor | None = None,
+    divergence: str = "bhattacharyya",
+    chunk: int = 1024,
+    budget: int = 1 << 24,
+) -> torch.Tensor:
     """Accurate float64 divergence matrix ``(m, m')`` between ``(m, N, C)`` and ``(m', N, C)``.
 
     Streams over sample chunks and blocks of rows so that no ``m x m' x N x C`` tensor exists;
@@ -73,12 +78,12 @@ def pairwise_distances(models: torch.Tensor, others: torch.Tensor | None = None,
     mb = b.shape[0]
     out = torch.zeros(m, mb, dtype=torch.float64, device=a.device)
     for n0 in range(0, n, chunk):
-        ac = _f64(a[:, n0:n0 + chunk])
-        bc = _f64(b[:, n0:n0 + chunk])
+        ac = _f64(a[:, n0 : n0 + chunk])
+        bc = _f64(b[:, n0 : n0 + chunk])
         nc = ac.shape[1]
         rows = max(1, budget // max(1, mb * nc * c))
         for i0 in range(0, m, rows):
-            out[i0:i0 + rows] += fn(ac[i0:i0 + rows, None], bc[None]).sum(-1)
+            out[i0 : i0 + rows] += fn(ac[i0 : i0 + rows, None], bc[None]).sum(-1)
     out /= n
     if others is None:
         out.fill_diagonal_(0.0)
@@ -86,8 +91,9 @@ def pairwise_distances(models: torch.Tensor, others: torch.Tensor | None = None,
     return out
 
 
-def pairwise_gram(models: torch.Tensor, others: torch.Tensor | None = None, chunk: int = 1024,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def pairwise_gram(
+    models: torch.Tensor, others: torch.Tensor | None = None, chunk: int = 1024, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """The common fast formulation (benchmark baseline, not an oracle): per sample chunk, batched
     Gram matrices ``BC_n = sqrt(P_n) sqrt(Q_n)^T`` then ``-log``; this cancels catastrophically for
     nearby models in low precision."""
@@ -96,8 +102,8 @@ def pairwise_gram(models: torch.Tensor, others: torch.Tensor | None = None, chun
     m, n, _ = a.shape
     out = torch.zeros(m, b.shape[0], dtype=torch.float64, device=a.device)
     for n0 in range(0, n, chunk):
-        sa = a[:, n0:n0 + chunk].to(dtype).sqrt().transpose(0, 1)  # (nc, m, C)
-        sb = b[:, n0:n0 + chunk].to(dtype).sqrt().transpose(0, 1)
+        sa = a[:, n0 : n0 + chunk].to(dtype).sqrt().transpose(0, 1)  # (nc, m, C)
+        sb = b[:, n0 : n0 + chunk].to(dtype).sqrt().transpose(0, 1)
         bc = torch.bmm(sa, sb.transpose(1, 2))  # (nc, m, m')
         out += (-torch.log(bc.clamp_min(1e-30))).sum(0).to(torch.float64)
     return out / n
@@ -151,8 +157,14 @@ def geodesic_at(p: torch.Tensor, q: torch.Tensor, lam: torch.Tensor) -> torch.Te
     return out / out.sum(-1, keepdim=True)
 
 
-def solve_lambda(alpha: torch.Tensor, beta: torch.Tensor, theta, weights: torch.Tensor | None = None,
-                 xtol: float = 1e-12, max_iter: int = 200) -> torch.Tensor:
+def solve_lambda(
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+    theta,
+    weights: torch.Tensor | None = None,
+    xtol: float = 1e-12,
+    max_iter: int = 200,
+) -> torch.Tensor:
     """argmin over lambda in [0, 1] of ``-sum_n w_n log(a_n(l) alpha_n + b_n(l) beta_n) / sum w``.
 
     ``alpha_n = <sqrt p_n, sqrt u_n>``, ``beta_n = <sqrt p_n, sqrt v_n>`` for a model p and the geodesic
@@ -179,7 +191,7 @@ def solve_lambda(alpha: torch.Tensor, beta: torch.Tensor, theta, weights: torch.
         blow = ((d <= 0) & live).any(-1)
         r = torch.where(live & (d > 0), dp / torch.where(d > 0, d, torch.ones_like(d)), torch.zeros_like(d))
         g = -(w * r).sum(-1) / wsum
-        h = (w * (theta ** 2 + r ** 2)).sum(-1) / wsum
+        h = (w * (theta**2 + r**2)).sum(-1) / wsum
         g = torch.where(blow, torch.full_like(g, math.inf), g)
         return g, h
 
@@ -216,8 +228,9 @@ def ignorance_truth_products(models: torch.Tensor, labels: torch.Tensor):
     return alpha, beta, math.acos(1 / math.sqrt(c))
 
 
-def progress(models: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None,
-             xtol: float = 1e-12) -> torch.Tensor:
+def progress(
+    models: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None, xtol: float = 1e-12
+) -> torch.Tensor:
     """Progress (eq. 4) of ``(..., N, C)`` models on the ignorance -> truth geodesic of ``labels``."""
     alpha, beta, theta = ignorance_truth_products(models, labels)
     return solve_lambda(alpha, beta, theta, weights=weights, xtol=xtol)

@@ -121,34 +121,43 @@ def write_report(res, out: Path, title: str = "taskgeom picture") -> Path:
     lines = [{**dataclasses.asdict(ln), "color": colors[ln.task]} for ln in emb.lines]
     payload = {"lines": lines, "marks": emb.marks, "legend": [{"name": t, "color": colors[t]} for t in tasks]}
     chi = res.explained_stress
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>{html.escape(title)}</h1>",
-             f"<p>{res.trajectories} trajectories, {res.checkpoints} checkpoints, evaluated on {res.n} "
-             f"samples x {res.c} classes ({html.escape(res.eval_set)}).</p>",
-             "<h2>InPCA of the re-indexed trajectories</h2>",
-             "<p>Drag to rotate, scroll to zoom, hover for details. Bold: mean over seeds. "
-             f"Explained stress of these 3 dimensions: {100 * chi.get('3', float('nan')):.2f}%.</p>",
-             "<canvas id='tg-3d' width='900' height='640'></canvas><div id='tg-tip'></div>",
-             "<h2>Explained stress (eq. 11)</h2>",
-             _table([[k, f"{100 * v:.2f}%"] for k, v in chi.items()], ["dimensions", "explained stress"]),
-             "<h2>Progress on the union task and Riemann length</h2>",
-             _table([[t, f"{res.progress_on_union_task[t]['mean']:.3f}", f"{res.riemann_length[t]['mean']:.3f}"]
-                     for t in res.progress_on_union_task],
-                    ["task", "progress (final, mean over seeds)", "Riemann length (eq. 6)"]),
-             f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{res.trajectories} trajectories, {res.checkpoints} checkpoints, evaluated on {res.n} "
+        f"samples x {res.c} classes ({html.escape(res.eval_set)}).</p>",
+        "<h2>InPCA of the re-indexed trajectories</h2>",
+        "<p>Drag to rotate, scroll to zoom, hover for details. Bold: mean over seeds. "
+        f"Explained stress of these 3 dimensions: {100 * chi.get('3', float('nan')):.2f}%.</p>",
+        "<canvas id='tg-3d' width='900' height='640'></canvas><div id='tg-tip'></div>",
+        "<h2>Explained stress (eq. 11)</h2>",
+        _table([[k, f"{100 * v:.2f}%"] for k, v in chi.items()], ["dimensions", "explained stress"]),
+        "<h2>Progress on the union task and Riemann length</h2>",
+        _table(
+            [
+                [t, f"{res.progress_on_union_task[t]['mean']:.3f}", f"{res.riemann_length[t]['mean']:.3f}"]
+                for t in res.progress_on_union_task
+            ],
+            ["task", "progress (final, mean over seeds)", "Riemann length (eq. 6)"],
+        ),
+        f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>",
+    ]
     td = res.task_distances
     if td and len(td["tasks"]) > 1:
         names = td["tasks"]
-        parts += ["<h2>Distances between tasks (Remark 5)</h2>",
-                  "<p>Distance between mean trajectories over the mean of their tube radii, averaged over the "
-                  "progress both tasks reach (1 = the tubes touch).</p>",
-                  _table([[a] + [f"{v:.2f}" for v in row] for a, row in zip(names, td["normalized"])],
-                         ["task"] + names)]
+        parts += [
+            "<h2>Distances between tasks (Remark 5)</h2>",
+            "<p>Distance between mean trajectories over the mean of their tube radii, averaged over the "
+            "progress both tasks reach (1 = the tubes touch).</p>",
+            _table([[a] + [f"{v:.2f}" for v in row] for a, row in zip(names, td["normalized"])], ["task"] + names),
+        ]
     for fig in res.figures:
         data = base64.b64encode((out / fig).read_bytes()).decode()
-        parts.append(f"<h2>{html.escape(fig)}</h2><img alt='{html.escape(fig)}' src='data:image/png;base64,{data}' "
-                     "style='max-width:100%'>")
+        parts.append(
+            f"<h2>{html.escape(fig)}</h2><img alt='{html.escape(fig)}' src='data:image/png;base64,{data}' "
+            "style='max-width:100%'>"
+        )
     parts.append(f"<script type='application/json' id='tg-data'>{json.dumps(payload)}</script>")
     parts.append(f"<script>{_JS}</script></body></html>")
     path = out / "report.html"

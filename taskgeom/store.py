@@ -51,8 +51,11 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 _TABLES = ("eval_sets", "trajectories", "checkpoints")
 #: Columns added after the first release: (table, column, type). Old stores get them (NULL) on open.
-_MIGRATIONS = (("trajectories", "config", "TEXT"), ("trajectories", "code", "TEXT"),
-               ("checkpoints", "checksum", "TEXT"))
+_MIGRATIONS = (
+    ("trajectories", "config", "TEXT"),
+    ("trajectories", "code", "TEXT"),
+    ("checkpoints", "checksum", "TEXT"),
+)
 
 _DTYPES = {"float16": np.float16, "float32": np.float32}
 
@@ -93,8 +96,11 @@ def config_diff(old: dict, new: dict) -> list[str]:
     """``["lr: 0.1 -> 0.2", "epochs: 3 -> 5"]``: the fields (dotted for nested dicts) that differ."""
     a, b = _flatten(old), _flatten(new)
     missing = "<absent>"
-    return [f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
-            for k in sorted(set(a) | set(b)) if a.get(k, missing) != b.get(k, missing)]
+    return [
+        f"{k}: {json.dumps(a.get(k, missing))} -> {json.dumps(b.get(k, missing))}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k, missing) != b.get(k, missing)
+    ]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -143,8 +149,10 @@ class Trajectory:
         return None if self._code is None else json.loads(self._code)
 
     def __repr__(self) -> str:
-        return (f"Trajectory({self.name!r}, task={self.task!r}, method={self.method!r}, seed={self.seed}, "
-                f"checkpoints={len(self)})")
+        return (
+            f"Trajectory({self.name!r}, task={self.task!r}, method={self.method!r}, seed={self.seed}, "
+            f"checkpoints={len(self)})"
+        )
 
     def __len__(self) -> int:
         return self.store._count(self.id)
@@ -155,8 +163,16 @@ class Trajectory:
         rows = self.store._db.execute(
             "SELECT idx, epoch, step, accuracy, extra FROM checkpoints WHERE trajectory=? ORDER BY idx", (self.id,)
         ).fetchall()
-        return [{"idx": r["idx"], "epoch": r["epoch"], "step": r["step"], "accuracy": r["accuracy"],
-                 **json.loads(r["extra"] or "{}")} for r in rows]
+        return [
+            {
+                "idx": r["idx"],
+                "epoch": r["epoch"],
+                "step": r["step"],
+                "accuracy": r["accuracy"],
+                **json.loads(r["extra"] or "{}"),
+            }
+            for r in rows
+        ]
 
     @property
     def labels(self) -> np.ndarray:
@@ -175,8 +191,10 @@ class Trajectory:
             raise StoreError(f"trajectory {self.name!r}: data file {self.file} is missing")
         size = self.file.stat().st_size
         if size < need:
-            raise StoreError(f"trajectory {self.name!r}: data file {self.file} has {size} bytes but the manifest's "
-                             f"{t} checkpoints need {need} (truncated or corrupt)")
+            raise StoreError(
+                f"trajectory {self.name!r}: data file {self.file} has {size} bytes but the manifest's "
+                f"{t} checkpoints need {need} (truncated or corrupt)"
+            )
         return np.memmap(self.file, dtype=dtype, mode="r", shape=(t, es.n, es.c))
 
     def read(self, idx: int, verify: bool = True) -> np.ndarray:
@@ -191,11 +209,14 @@ class Trajectory:
         if verify:
             keys = {r[1] for r in self.store._db.execute("PRAGMA table_info(checkpoints)")}
             if "checksum" in keys:
-                row = self.store._db.execute("SELECT checksum FROM checkpoints WHERE trajectory=? AND idx=?",
-                                             (self.id, idx)).fetchone()
+                row = self.store._db.execute(
+                    "SELECT checksum FROM checkpoints WHERE trajectory=? AND idx=?", (self.id, idx)
+                ).fetchone()
                 if row is not None and row["checksum"] is not None and _checksum(out.tobytes()) != row["checksum"]:
-                    raise StoreError(f"trajectory {self.name!r}: checkpoint {idx}: checksum mismatch (data changed "
-                                     f"on disk since it was written; run taskgeom store verify {self.store.root})")
+                    raise StoreError(
+                        f"trajectory {self.name!r}: checkpoint {idx}: checksum mismatch (data changed "
+                        f"on disk since it was written; run taskgeom store verify {self.store.root})"
+                    )
         return out
 
     def __array__(self, dtype=None, copy=None):
@@ -285,11 +306,14 @@ class PredictionStore:
         ours = set(_TABLES)
         if tables & ours != ours:
             if tables - {"sqlite_sequence"}:
-                raise StoreError(f"{manifest} is not a taskgeom manifest (it has the tables "
-                                 f"{sorted(tables)}, not {sorted(ours)})")
+                raise StoreError(
+                    f"{manifest} is not a taskgeom manifest (it has the tables {sorted(tables)}, not {sorted(ours)})"
+                )
             if not create or self.readonly:
-                raise StoreError(f"{self.root} is not a taskgeom store ({manifest} is an empty database); "
-                                 "pass create=True to make a new store")
+                raise StoreError(
+                    f"{self.root} is not a taskgeom store ({manifest} is an empty database); "
+                    "pass create=True to make a new store"
+                )
         if self.readonly:
             return
         mode = db.execute("PRAGMA journal_mode").fetchone()[0]
@@ -297,17 +321,21 @@ class PredictionStore:
             self._retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))
         db.execute("PRAGMA synchronous=FULL")
         if tables & ours != ours:
+
             def init():
                 with self._write():
                     for stmt in _SCHEMA.split(";"):
                         if stmt.strip():
                             db.execute(stmt)
+
             self._retry_locked(init)
         if self._missing_columns():
+
             def migrate():
                 with self._write():
                     for table, col, typ in self._missing_columns():
                         db.execute(f"ALTER TABLE {table} ADD COLUMN {col} {typ}")
+
             self._retry_locked(migrate)
 
     def _missing_columns(self):
@@ -384,14 +412,24 @@ class PredictionStore:
         if row is not None:
             old = self._decode_labels(name, row["labels"])
             if row["c"] != c or not np.array_equal(old, lab):
-                raise ValueError(f"evaluation set {name!r} already exists with different labels"
-                                 + (f" ({row['c']} classes, not {c})" if row["c"] != c else ""))
+                raise ValueError(
+                    f"evaluation set {name!r} already exists with different labels"
+                    + (f" ({row['c']} classes, not {c})" if row["c"] != c else "")
+                )
             return
         buf = io.BytesIO()
         np.save(buf, lab.astype(np.int64), allow_pickle=False)
-        self._db.execute("INSERT INTO eval_sets VALUES (?, ?, ?, ?, ?, ?)",
-                         (name, int(lab.size), c, buf.getvalue(),
-                          None if class_names is None else json.dumps(list(class_names)), extra_json))
+        self._db.execute(
+            "INSERT INTO eval_sets VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                name,
+                int(lab.size),
+                c,
+                buf.getvalue(),
+                None if class_names is None else json.dumps(list(class_names)),
+                extra_json,
+            ),
+        )
 
     @staticmethod
     def _decode_labels(name, blob) -> np.ndarray:
@@ -406,19 +444,34 @@ class PredictionStore:
             if row is None:
                 raise KeyError(f"no evaluation set {name!r} in {self.root}")
             labels = self._decode_labels(name, row["labels"])
-            self._eval_cache[name] = EvalSet(name, row["n"], row["c"], labels,
-                                             json.loads(row["class_names"]) if row["class_names"] else None,
-                                             json.loads(row["extra"] or "{}"))
+            self._eval_cache[name] = EvalSet(
+                name,
+                row["n"],
+                row["c"],
+                labels,
+                json.loads(row["class_names"]) if row["class_names"] else None,
+                json.loads(row["extra"] or "{}"),
+            )
         return self._eval_cache[name]
 
     def eval_sets(self) -> list[str]:
         return [r["name"] for r in self._db.execute("SELECT name FROM eval_sets ORDER BY name")]
 
     # ---- trajectories ----------------------------------------------------------------------------
-    def create_trajectory(self, eval_set: str, task: str | None = None, method: str | None = None,
-                          seed: int | None = None, architecture: str | None = None, dtype: str = "float16",
-                          name: str | None = None, exist_ok: bool = True, config: dict | None = None,
-                          code: dict | None = None, **extra) -> Trajectory:
+    def create_trajectory(
+        self,
+        eval_set: str,
+        task: str | None = None,
+        method: str | None = None,
+        seed: int | None = None,
+        architecture: str | None = None,
+        dtype: str = "float16",
+        name: str | None = None,
+        exist_ok: bool = True,
+        config: dict | None = None,
+        code: dict | None = None,
+        **extra,
+    ) -> Trajectory:
         """Create (or, with ``exist_ok``, return) a trajectory recorded on ``eval_set``.
 
         ``config`` (the resolved settings that produce the trajectory) and ``code`` (its provenance) are
@@ -443,8 +496,9 @@ class PredictionStore:
             self._check_existing(row, name, exist_ok, cfg_json)
             return Trajectory(self, row)
         with self._write():
-            tid = self._create_locked(eval_set, task, method, seed, architecture, dtype, name, exist_ok,
-                                      cfg_json, code_json, extra_json)
+            tid = self._create_locked(
+                eval_set, task, method, seed, architecture, dtype, name, exist_ok, cfg_json, code_json, extra_json
+            )
         return self.trajectory(tid)
 
     def _check_existing(self, row, name, exist_ok, cfg_json) -> None:
@@ -456,10 +510,12 @@ class PredictionStore:
             raise ConfigMismatchError(
                 f"trajectory {name!r} was recorded with different settings ({'; '.join(diff)}); rerun with the "
                 "original settings to resume it, or pass a new trajectory name (new=True in training) "
-                "to start a separate one")
+                "to start a separate one"
+            )
 
-    def _create_locked(self, eval_set, task, method, seed, architecture, dtype, name, exist_ok,
-                       cfg_json, code_json, extra_json) -> int:
+    def _create_locked(
+        self, eval_set, task, method, seed, architecture, dtype, name, exist_ok, cfg_json, code_json, extra_json
+    ) -> int:
         row = self._db.execute("SELECT * FROM trajectories WHERE name=?", (name,)).fetchone()
         if row is not None:  # created by another process since we looked
             self._check_existing(row, name, exist_ok, cfg_json)
@@ -468,7 +524,8 @@ class PredictionStore:
         cur = self._db.execute(
             "INSERT INTO trajectories (name, eval_set, task, method, seed, architecture, dtype, file, extra, "
             "created, config, code) VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?)",
-            (name, eval_set, task, method, seed, architecture, dtype, extra_json, time.time(), cfg_json, code_json))
+            (name, eval_set, task, method, seed, architecture, dtype, extra_json, time.time(), cfg_json, code_json),
+        )
         tid = cur.lastrowid
         rel = f"data/{tid:06d}_{safe}.bin"
         self._db.execute("UPDATE trajectories SET file=? WHERE id=?", (rel, tid))
@@ -526,8 +583,9 @@ class PredictionStore:
                         db.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
-                    raise StoreError(f"{store.root}: could not commit to the manifest "
-                                     f"({_one_line(err)}); nothing was recorded") from err
+                    raise StoreError(
+                        f"{store.root}: could not commit to the manifest ({_one_line(err)}); nothing was recorded"
+                    ) from err
                 return False
 
         return _Txn()
@@ -548,7 +606,8 @@ class PredictionStore:
                 raise StoreError(
                     f"trajectory {traj.name!r}: data file {traj.file} has {size} bytes but its {first} committed "
                     f"checkpoints need {offset} (truncated or corrupt); refusing to append (it would fill the gap "
-                    "with zeros): restore the file or start a new trajectory")
+                    "with zeros): restore the file or start a new trajectory"
+                )
             try:
                 pos = offset
                 for blob in blobs:
@@ -572,15 +631,25 @@ class PredictionStore:
                 except OSError:
                     pass
                 if isinstance(exc, OSError):
-                    raise StoreError(f"trajectory {traj.name!r}: could not write checkpoint {first + len(sums) - 1} "
-                                     f"to {traj.file} ({_one_line(exc)}); nothing was committed") from exc
+                    raise StoreError(
+                        f"trajectory {traj.name!r}: could not write checkpoint {first + len(sums) - 1} "
+                        f"to {traj.file} ({_one_line(exc)}); nothing was committed"
+                    ) from exc
                 raise
         finally:
             os.close(fd)
         return sums
 
-    def append(self, trajectory, probs, epoch: float | None = None, step: int | None = None,
-               accuracy: float | None = None, validate: bool = True, **extra) -> int:
+    def append(
+        self,
+        trajectory,
+        probs,
+        epoch: float | None = None,
+        step: int | None = None,
+        accuracy: float | None = None,
+        validate: bool = True,
+        **extra,
+    ) -> int:
         """Append one checkpoint's probabilities (N, C) to a trajectory; returns its index.
 
         The data is written (every write checked) and fsynced first, then the manifest row with the
@@ -604,9 +673,11 @@ class PredictionStore:
         with self._write():
             idx = self._count(traj.id)
             (checksum,) = self._write_data(traj, [data], idx, len(data))
-            self._db.execute("INSERT INTO checkpoints (trajectory, idx, epoch, step, accuracy, extra, created, "
-                             "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             (traj.id, idx, epoch, step, accuracy, extra_json, time.time(), checksum))
+            self._db.execute(
+                "INSERT INTO checkpoints (trajectory, idx, epoch, step, accuracy, extra, created, "
+                "checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (traj.id, idx, epoch, step, accuracy, extra_json, time.time(), checksum),
+            )
         return idx
 
     # ---- integrity -------------------------------------------------------------------------------
@@ -624,32 +695,39 @@ class PredictionStore:
         self.checked = 0
         has_sum = "checksum" in {r[1] for r in self._db.execute("PRAGMA table_info(checkpoints)")}
         sum_col = "checksum" if has_sum else "NULL"  # an old store opened read-only: not migrated
-        trajs = self.select() if trajectories is None else [
-            t if isinstance(t, Trajectory) else self.trajectory(t) for t in trajectories]
+        trajs = (
+            self.select()
+            if trajectories is None
+            else [t if isinstance(t, Trajectory) else self.trajectory(t) for t in trajectories]
+        )
         for traj in trajs:
             try:
                 es = self.eval_set(traj.eval_set)
             except (KeyError, StoreError) as exc:
                 problems.append(f"trajectory {traj.name!r}: {_one_line(exc)}")
                 continue
-            rows = self._db.execute(f"SELECT idx, {sum_col} AS checksum FROM checkpoints WHERE trajectory=? "
-                                    "ORDER BY idx", (traj.id,)).fetchall()
+            rows = self._db.execute(
+                f"SELECT idx, {sum_col} AS checksum FROM checkpoints WHERE trajectory=? ORDER BY idx", (traj.id,)
+            ).fetchall()
             if [r["idx"] for r in rows] != list(range(len(rows))):
                 problems.append(f"trajectory {traj.name!r}: checkpoint indices are not 0..{len(rows) - 1}")
             if not rows:
                 continue
             nbytes = es.n * es.c * np.dtype(_DTYPES[traj.dtype]).itemsize
             if not traj.file.is_file():
-                problems.append(f"trajectory {traj.name!r}: data file {traj.file} is missing "
-                                f"({len(rows)} checkpoints lost)")
+                problems.append(
+                    f"trajectory {traj.name!r}: data file {traj.file} is missing ({len(rows)} checkpoints lost)"
+                )
                 continue
             size = traj.file.stat().st_size
             with open(traj.file, "rb") as f:
                 for r in rows:
                     start = r["idx"] * nbytes
                     if start + nbytes > size:
-                        problems.append(f"trajectory {traj.name!r}: checkpoint {r['idx']}: data file {traj.file} "
-                                        f"is truncated ({size} bytes, need {start + nbytes})")
+                        problems.append(
+                            f"trajectory {traj.name!r}: checkpoint {r['idx']}: data file {traj.file} "
+                            f"is truncated ({size} bytes, need {start + nbytes})"
+                        )
                         break
                     if r["checksum"] is None:
                         self.unchecked += 1
@@ -658,14 +736,25 @@ class PredictionStore:
                     got = _checksum(f.read(nbytes))
                     self.checked += 1
                     if got != r["checksum"]:
-                        problems.append(f"trajectory {traj.name!r}: checkpoint {r['idx']}: checksum mismatch "
-                                        f"(data changed on disk since it was written)")
+                        problems.append(
+                            f"trajectory {traj.name!r}: checkpoint {r['idx']}: checksum mismatch "
+                            f"(data changed on disk since it was written)"
+                        )
         return problems
 
     # ---- import ----------------------------------------------------------------------------------
-    def import_h5(self, path, labels, eval_set: str, task: str | None = None, method: str | None = None,
-                  seed: int | None = None, architecture: str | None = None, dataset: str = "data",
-                  dtype: str = "float16") -> Trajectory:
+    def import_h5(
+        self,
+        path,
+        labels,
+        eval_set: str,
+        task: str | None = None,
+        method: str | None = None,
+        seed: int | None = None,
+        architecture: str | None = None,
+        dataset: str = "data",
+        dtype: str = "float16",
+    ) -> Trajectory:
         """Import a trajectory released by the paper's authors: an HDF5 file with dataset ``data``
         [T, N, C] (float16, LZ4-compressed through hdf5plugin) and its labels (an array or a ``.npy``).
 
@@ -690,8 +779,9 @@ class PredictionStore:
                 raise StoreError(f"{path}: no dataset {dataset!r} (found {list(f)})")
             d = f[dataset]
             if d.ndim != 3 or d.shape[1] != lab.size or d.shape[0] < 1 or d.shape[2] < 1:
-                raise StoreError(f"{path}: dataset {dataset!r} has shape {d.shape}, expected (T, {lab.size}, C) "
-                                 "with T, C >= 1")
+                raise StoreError(
+                    f"{path}: dataset {dataset!r} has shape {d.shape}, expected (T, {lab.size}, C) with T, C >= 1"
+                )
             c = self._check_labels(lab, int(d.shape[2]), f"{path}: labels")
             for t in range(d.shape[0]):  # validate everything first: nothing is written for a bad file
                 try:
@@ -701,17 +791,30 @@ class PredictionStore:
             name = f"{Path(path).name}@{eval_set}"
             with self._write():
                 self._add_eval_set_locked(eval_set, lab, c, None, "{}")
-                tid = self._create_locked(eval_set, task, method, seed, architecture, dtype, name, True, None,
-                                          None, json.dumps({"source": str(path)}))
+                tid = self._create_locked(
+                    eval_set,
+                    task,
+                    method,
+                    seed,
+                    architecture,
+                    dtype,
+                    name,
+                    True,
+                    None,
+                    None,
+                    json.dumps({"source": str(path)}),
+                )
                 traj = Trajectory(self, self._db.execute("SELECT * FROM trajectories WHERE id=?", (tid,)).fetchone())
                 have = self._count(tid)
                 nbytes = lab.size * c * np.dtype(_DTYPES[traj.dtype]).itemsize
-                blobs = (np.ascontiguousarray(d[t], dtype=_DTYPES[traj.dtype]).tobytes()
-                         for t in range(have, d.shape[0]))  # streamed: one checkpoint in memory at a time
+                blobs = (
+                    np.ascontiguousarray(d[t], dtype=_DTYPES[traj.dtype]).tobytes() for t in range(have, d.shape[0])
+                )  # streamed: one checkpoint in memory at a time
                 sums = self._write_data(traj, blobs, have, nbytes) if have < d.shape[0] else []
                 now = time.time()
                 self._db.executemany(
                     "INSERT INTO checkpoints (trajectory, idx, epoch, step, accuracy, extra, created, checksum) "
                     "VALUES (?, ?, NULL, ?, NULL, '{}', ?, ?)",
-                    [(tid, have + k, have + k, now, s) for k, s in enumerate(sums)])
+                    [(tid, have + k, have + k, now, s) for k, s in enumerate(sums)],
+                )
         return self.trajectory(tid)

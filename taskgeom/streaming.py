@@ -20,8 +20,12 @@ def file_backed(x) -> tuple[str, int] | None:
     of a memory map (``mm[2:7]``) keep their parent's ``offset``, so they are copied, not read."""
     import mmap
 
-    if isinstance(x, np.memmap) and isinstance(x.base, mmap.mmap) and x.flags.c_contiguous and \
-            getattr(x, "filename", None):
+    if (
+        isinstance(x, np.memmap)
+        and isinstance(x.base, mmap.mmap)
+        and x.flags.c_contiguous
+        and getattr(x, "filename", None)
+    ):
         return str(x.filename), int(x.offset)
     return None
 
@@ -51,6 +55,7 @@ def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
         _READERS = ThreadPoolExecutor(max_workers=_READ_WORKERS)
     fd = os.open(path, os.O_RDONLY)
     try:
+
         def read(rows):
             for i in rows:
                 target = memoryview(dst[i].reshape(-1).view(np.uint8))[:row]
@@ -64,8 +69,17 @@ def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
         os.close(fd)
 
 
-def pairwise_streamed(a: torch.Tensor, b: torch.Tensor | None, divergence: str, chunk: int | None,
-                      validate: bool, tol: float, method: str = "tiled", a_src=None, b_src=None) -> torch.Tensor:
+def pairwise_streamed(
+    a: torch.Tensor,
+    b: torch.Tensor | None,
+    divergence: str,
+    chunk: int | None,
+    validate: bool,
+    tol: float,
+    method: str = "tiled",
+    a_src=None,
+    b_src=None,
+) -> torch.Tensor:
     """Host data (memory maps included) on the GPU: sample chunks go through two pinned host buffers
     and a side stream, so the copy of chunk k+1 overlaps the kernel on chunk k. The kernel adds each
     chunk's sum (divided by the total N) into one float64 matrix: the result equals the in-memory one."""

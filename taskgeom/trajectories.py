@@ -41,7 +41,11 @@ def _grid(grid) -> torch.Tensor:
     if isinstance(grid, (int, np.integer)):
         if grid < 1:
             raise ValueError(f"grid must be >= 1 points, got {grid}")
-        return torch.linspace(0.0, 1.0, int(grid), dtype=torch.float64) if grid > 1 else torch.zeros(1, dtype=torch.float64)
+        return (
+            torch.linspace(0.0, 1.0, int(grid), dtype=torch.float64)
+            if grid > 1
+            else torch.zeros(1, dtype=torch.float64)
+        )
     g = torch.as_tensor(np.asarray(grid, dtype=np.float64))
     if g.dim() != 1 or bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
         raise ValueError("grid must be an int or a 1-d array of progress values in [0, 1]")
@@ -55,8 +59,15 @@ def _segment_progress(alpha0, beta0, alpha1, beta1, phi, lam, theta0):
     return reference.solve_lambda(a * alpha0 + b * alpha1, a * beta0 + b * beta1, theta0)
 
 
-def reindex(trajectory, labels, grid=100, outside: str = "clamp", backend: str = "auto", validate: bool = True,
-            return_info: bool = False):
+def reindex(
+    trajectory,
+    labels,
+    grid=100,
+    outside: str = "clamp",
+    backend: str = "auto",
+    validate: bool = True,
+    return_info: bool = False,
+):
     """Re-sample a trajectory at evenly spaced progress values (Section 2, Remark 4).
 
     Each output point is a point on the geodesic (eq. 3) between two successive checkpoints, chosen by
@@ -207,13 +218,16 @@ def riemann_length(trajectory, refine="geodesic", validate: bool = True) -> floa
         p, q = t[k], t[k + 1]
         if refine == "geodesic":
             theta = reference.half_angle(p, q)
-            total += math.sqrt(2.0 * float((theta ** 2).mean()))
+            total += math.sqrt(2.0 * float((theta**2).mean()))
             continue
         r = 1 if refine is None else int(refine)
         if r < 1:
             raise ValueError(f"refine must be 'geodesic', None or a positive int, got {refine!r}")
-        pts = reference.geodesic(p, q, torch.linspace(0, 1, r + 1, dtype=torch.float64)) if r > 1 else torch.stack(
-            [p.to(torch.float64), q.to(torch.float64)])
+        pts = (
+            reference.geodesic(p, q, torch.linspace(0, 1, r + 1, dtype=torch.float64))
+            if r > 1
+            else torch.stack([p.to(torch.float64), q.to(torch.float64)])
+        )
         d = reference.bhattacharyya(pts[:-1], pts[1:]).clamp_min(0)
         total += float(2.0 * d.sqrt().sum())
     return total
@@ -225,8 +239,9 @@ def _family(x, name, validate):
     return _traj(x, name, validate, dims=4)
 
 
-def mean_trajectory(trajectories, method: str = "arithmetic", iters: int = 100, tol: float = 1e-12,
-                    validate: bool = True):
+def mean_trajectory(
+    trajectories, method: str = "arithmetic", iters: int = 100, tol: float = 1e-12, validate: bool = True
+):
     """Mean of K re-indexed trajectories (Appendix G), shape (G, N, C).
 
     ``method="arithmetic"`` (the paper's choice) averages probabilities; ``"bhattacharyya"`` computes the
@@ -277,6 +292,7 @@ def normalized_distance(family_a, family_b, method: str = "arithmetic", validate
     rb = reference.bhattacharyya(b.to(a.device), mb.unsqueeze(0)).max(0).values
     d = reference.bhattacharyya(ma, mb)
     r = ra + rb
-    ratio = torch.where(r > 0, 2 * d / torch.where(r > 0, r, 1.0),
-                        torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d)))
+    ratio = torch.where(
+        r > 0, 2 * d / torch.where(r > 0, r, 1.0), torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
+    )
     return to_output(ratio, was_np)

@@ -117,7 +117,7 @@ def test_inpca_full_rank_is_an_isometry():
     emb = tg.inpca(D)
     X, s = emb.coords, emb.signature
     diff = X[:, None, :] - X[None, :, :]
-    mink = (s[None, None, :] * diff ** 2).sum(-1)
+    mink = (s[None, None, :] * diff**2).sum(-1)
     np.testing.assert_allclose(mink, D, atol=1e-10)
     assert emb.explained_stress(30) == pytest.approx(1.0)
 
@@ -129,7 +129,7 @@ def test_inpca_isometry_with_time_like_axes():
     emb = tg.inpca(D)
     assert (emb.signature < 0).any() and (emb.signature > 0).any()
     diff = emb.coords[:, None, :] - emb.coords[None, :, :]
-    np.testing.assert_allclose((emb.signature * diff ** 2).sum(-1), D, atol=1e-10)
+    np.testing.assert_allclose((emb.signature * diff**2).sum(-1), D, atol=1e-10)
     # Lanczos top-k agrees with the dense decomposition
     top = tg.inpca(D, k=3, method="lanczos")
     np.testing.assert_allclose(top.eigenvalues, emb.eigenvalues[:3], rtol=1e-8)
@@ -148,7 +148,7 @@ def test_inpca_out_of_sample_reproduces_embedded_models():
 
 def test_explained_stress_formula():
     ev = np.array([3.0, -2.0, 1.0, 0.5])
-    tot = (ev ** 2).sum()
+    tot = (ev**2).sum()
     assert tg.explained_stress(ev, 1) == pytest.approx(1 - math.sqrt((4 + 1 + 0.25) / tot))
     assert tg.explained_stress(ev, 2) == pytest.approx(1 - math.sqrt(1.25 / tot))
     np.testing.assert_allclose(tg.explained_stress(ev), [tg.explained_stress(ev, k) for k in range(1, 5)])

@@ -32,7 +32,7 @@ def _imports(path: Path) -> set:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -75,7 +75,7 @@ def test_no_import_cycles():
             if d == "taskgeom" and _layer(m) == 4:
                 continue  # (the facade imports no presentation module but the plots/report helpers)
             if state.get(d) == 1:
-                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d):] + [d]))
+                pytest.fail("import cycle: " + " -> ".join(stack[stack.index(d) :] + [d]))
             if d not in state:
                 visit(d)
         stack.pop()
@@ -87,8 +87,13 @@ def test_no_import_cycles():
 
 
 def test_lower_layers_do_not_import_upper_ones():
-    bad = [(m, d) for m, deps in _graph().items() if m != "taskgeom" for d in deps
-           if d != "taskgeom" and _layer(d) > _layer(m)]
+    bad = [
+        (m, d)
+        for m, deps in _graph().items()
+        if m != "taskgeom"
+        for d in deps
+        if d != "taskgeom" and _layer(d) > _layer(m)
+    ]
     assert not bad, f"imports from a higher layer: {bad}"
 
 

@@ -57,6 +57,7 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
 
 def test_console_script_info(tmp_path):
     # run outside the checkout so that the installed (compiled) package is imported
-    out = subprocess.run([sys.executable, "-m", "taskgeom.cli", "info"], capture_output=True, text=True, check=True,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-m", "taskgeom.cli", "info"], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
     assert json.loads(out.stdout)["cpu"] is True

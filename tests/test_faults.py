@@ -76,8 +76,12 @@ def test_random_sigkills_never_corrupt_or_lose_committed_checkpoints(tmp_path):
     kills = uninitialised = 0
     for round_ in range(50):
         name = f"t{round_ // 10}"  # a new trajectory every 10 rounds: kills land in creation too
-        proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(path), name],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", KILLED_WRITER, str(path), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if round_ % 3 == 0:  # sometimes kill during start-up (opening, schema, creation)
             time.sleep(float(rng.uniform(0, 0.15)))
         else:
@@ -109,8 +113,10 @@ def test_random_sigkills_never_corrupt_or_lose_committed_checkpoints(tmp_path):
             assert [c["idx"] for c in t.checkpoints] == list(range(len(t)))
         store.close()
     assert kills == 50
-    print(f"\n50 SIGKILLs: {uninitialised} before the store was initialised, "
-          f"{sum(committed.values())} checkpoints committed, all intact")
+    print(
+        f"\n50 SIGKILLs: {uninitialised} before the store was initialised, "
+        f"{sum(committed.values())} checkpoints committed, all intact"
+    )
     store = PredictionStore(path)
     assert store.verify() == [] and store.checked == sum(len(t) for t in store.select())
     for t in store.select():
@@ -281,8 +287,10 @@ def test_old_store_is_migrated_with_null_config_and_checksum(tmp_path):
     buf = io.BytesIO()
     np.save(buf, (np.arange(N) % C).astype(np.int64))
     db.execute("INSERT INTO eval_sets VALUES ('toy', ?, ?, ?, NULL, '{}')", (N, C, buf.getvalue()))
-    db.execute("INSERT INTO trajectories VALUES (1, 'old', 'toy', NULL, NULL, 0, NULL, 'float32', "
-               "'data/000001_old.bin', '{}', 0)")
+    db.execute(
+        "INSERT INTO trajectories VALUES (1, 'old', 'toy', NULL, NULL, 0, NULL, 'float32', "
+        "'data/000001_old.bin', '{}', 0)"
+    )
     db.execute("INSERT INTO checkpoints VALUES (1, 0, 0, 0, NULL, '{}', 0)")
     db.commit()
     db.close()
@@ -350,16 +358,24 @@ CONCURRENT = LOADER + textwrap.dedent("""
 def test_concurrent_creators_and_writers_all_succeed(tmp_path):
     path, go = tmp_path / "fresh", tmp_path / "go"
     writers = 6
-    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, str(path), str(k), str(go)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT, str(path), str(k), str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(writers)
+    ]
     time.sleep(0.8)
     go.write_text("go")
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0] * writers, [o[1][-500:] for o in outs]
     assert len({o[0].strip() for o in outs}) == 1  # every creator got the same trajectory
     store = PredictionStore(path)
-    assert sorted(t.name for t in store.select()) == sorted([f"shared{j}" for j in range(30)] +
-                                                            [f"w{k}" for k in range(writers)])
+    assert sorted(t.name for t in store.select()) == sorted(
+        [f"shared{j}" for j in range(30)] + [f"w{k}" for k in range(writers)]
+    )
     for k in range(writers):
         t = store.trajectory(f"w{k}")
         assert len(t) == 15
@@ -391,13 +407,16 @@ def test_changed_config_is_a_clear_error_naming_the_fields(tmp_path):
 
 
 # ---- 7. labels and HDF5 imports -----------------------------------------------------------------------
-@pytest.mark.parametrize("labels, c, match", [
-    (np.array([0, 1, -1, 2]), None, "sample 2: label -1 is negative"),
-    (np.array([0, 1, 5, 2]), 4, r"sample 2: label 5 is outside \[0, 4\)"),
-    (np.array([], dtype=np.int64), None, "empty"),
-    (np.array([0.0, 1.0]), None, "integer"),
-    (np.array([[0, 1]]), None, "1-d"),
-])
+@pytest.mark.parametrize(
+    "labels, c, match",
+    [
+        (np.array([0, 1, -1, 2]), None, "sample 2: label -1 is negative"),
+        (np.array([0, 1, 5, 2]), 4, r"sample 2: label 5 is outside \[0, 4\)"),
+        (np.array([], dtype=np.int64), None, "empty"),
+        (np.array([0.0, 1.0]), None, "integer"),
+        (np.array([[0, 1]]), None, "1-d"),
+    ],
+)
 def test_bad_labels_are_rejected(tmp_path, labels, c, match):
     store = PredictionStore(tmp_path / "s", create=True)
     with pytest.raises(ValueError, match=match):
@@ -413,8 +432,9 @@ def test_hdf5_import_is_validated_first_and_all_or_nothing(tmp_path):
         f.create_dataset("data", data=traj)
     store = PredictionStore(tmp_path / "s", create=True)
     lab = np.arange(N) % C
-    with pytest.raises(ValueError, match="bad.h5: checkpoint 3: probs: sample 7: probability is not finite.*"
-                                         "nothing was imported"):
+    with pytest.raises(
+        ValueError, match="bad.h5: checkpoint 3: probs: sample 7: probability is not finite.*nothing was imported"
+    ):
         store.import_h5(tmp_path / "bad.h5", lab, eval_set="e")
     assert store.select() == [] and store.eval_sets() == []
     with pytest.raises(ValueError, match="label 4 is outside"):

@@ -36,8 +36,11 @@ def write_cifar(folder, n=20, protocol=2, seed=0):
         y = [int(v) for v in rng.integers(0, 10, n)]
         truth[name] = (x, y)
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": b"batch", b"labels": y, b"data": x,
-                         b"filenames": [b"f%d.png" % i for i in range(n)]}, f, protocol=protocol)
+            pickle.dump(
+                {b"batch_label": b"batch", b"labels": y, b"data": x, b"filenames": [b"f%d.png" % i for i in range(n)]},
+                f,
+                protocol=protocol,
+            )
     return truth
 
 
@@ -99,12 +102,17 @@ def test_truncated_or_wrong_batches_are_clear_errors(tmp_path):
 # ---- item 7: archives ----------------------------------------------------------------------------------
 def png_of_zeros(w, h, truncate=False) -> bytes:
     """A valid RGB PNG of w x h black pixels, written by hand (tiny when compressed)."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     raw = b"" if truncate else zlib.compress(b"\0" * ((3 * w + 1) * h), 9)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
 
 
 def tar_of(path, members, mode="w:gz"):
@@ -132,8 +140,12 @@ def test_bomb_archive_is_rejected_within_a_memory_bound(tmp_path):
     png = png_of_zeros(3000, 3000)  # 27 MB decoded from about 26 KB
     tar_of(tmp_path / "bomb.tar.gz", [(f"c{k % 2}/{k:03d}.png", png) for k in range(40)])  # 1.08 GB decoded
     assert (tmp_path / "bomb.tar.gz").stat().st_size < 200_000
-    r = subprocess.run([sys.executable, "-c", BOMB, str(tmp_path / "bomb.tar.gz"), str(100 << 20)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", BOMB, str(tmp_path / "bomb.tar.gz"), str(100 << 20)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = r.stdout.splitlines()
     assert r.returncode == 0 and out[0].startswith("ERROR") and "max_total_bytes" in out[0], r.stderr[-2000:]
     assert float(out[1].split()[1]) < 300  # MB above the interpreter's peak before loading
@@ -246,10 +258,14 @@ def test_cli_errors_are_one_line_with_exit_status_2(files, capsys, argv, match):
 
 
 def test_cli_in_a_subprocess_usage_errors_interrupts_and_bugs(files, capsys, monkeypatch):
-    for argv in (["distances", str(files / "empty.npy")], ["inpca", str(files / "D.npy"), "-k", "x"],
-                 ["nonsense"]):
-        r = subprocess.run([sys.executable, "-m", "taskgeom.cli", *argv], capture_output=True, text=True,
-                           cwd=files, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    for argv in (["distances", str(files / "empty.npy")], ["inpca", str(files / "D.npy"), "-k", "x"], ["nonsense"]):
+        r = subprocess.run(
+            [sys.executable, "-m", "taskgeom.cli", *argv],
+            capture_output=True,
+            text=True,
+            cwd=files,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "Traceback" not in r.stderr
 
@@ -270,12 +286,15 @@ def test_cli_in_a_subprocess_usage_errors_interrupts_and_bugs(files, capsys, mon
     assert len(err) == 1 and "internal error (ZeroDivisionError" in err[0]
 
 
-@pytest.mark.parametrize("fn, good, bad", [
-    (_cliutil.positive_int, [("1", 1), ("64", 64)], ["0", "-3", "1.5", "x", ""]),
-    (_cliutil.nonnegative_int, [("0", 0), ("7", 7)], ["-1", "two"]),
-    (_cliutil.positive_float, [("0.1", 0.1), ("3", 3.0)], ["0", "-1e-3", "nan", "inf", "x"]),
-    (_cliutil.nonnegative_float, [("0", 0.0)], ["-0.5", "nan"]),
-])
+@pytest.mark.parametrize(
+    "fn, good, bad",
+    [
+        (_cliutil.positive_int, [("1", 1), ("64", 64)], ["0", "-3", "1.5", "x", ""]),
+        (_cliutil.nonnegative_int, [("0", 0), ("7", 7)], ["-1", "two"]),
+        (_cliutil.positive_float, [("0.1", 0.1), ("3", 3.0)], ["0", "-1e-3", "nan", "inf", "x"]),
+        (_cliutil.nonnegative_float, [("0", 0.0)], ["-0.5", "nan"]),
+    ],
+)
 def test_positive_number_argument_types(fn, good, bad):
     for text, value in good:
         assert fn(text) == value
@@ -292,13 +311,15 @@ def test_positive_number_argument_types(fn, good, bad):
 # ---- item 11: consistency ---------------------------------------------------------------------------------
 BACKENDS = ["cpu", "torch"] + (["cuda"] if tg.build_info().get("cuda") and torch.cuda.is_available() else [])
 
+
 def test_float16_cast_to_float32_is_checked_with_float16_tolerance(tmp_path):
     p16 = _probs(3, 200, 10, seed=3).astype(np.float16)
     p32 = p16.astype(np.float32)
     assert np.abs(p32.astype(np.float64).sum(-1) - 1).max() > 1e-4  # would fail float32's tolerance
     for backend in BACKENDS:
-        np.testing.assert_allclose(tg.pairwise_distances(p32, backend=backend), tg.pairwise_distances(p16),
-                                   rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(
+            tg.pairwise_distances(p32, backend=backend), tg.pairwise_distances(p16), rtol=1e-6, atol=1e-9
+        )
         assert tg.progress(p32, np.arange(200) % 10, backend=backend).shape == (3,)
     store = PredictionStore(tmp_path / "s", create=True)
     store.add_eval_set("e", np.arange(200) % 10)
@@ -308,8 +329,11 @@ def test_float16_cast_to_float32_is_checked_with_float16_tolerance(tmp_path):
     bad = p32.copy()
     bad[1, 4] = np.float16(0.09)  # still exactly float16, but the row sums to about 0.9
     for backend in BACKENDS:
-        with pytest.raises(ValueError, match=r"model 1, sample 4: probabilities sum to .*tolerance 0.01; the float32 "
-                                             r"values are all exactly representable in float16"):
+        with pytest.raises(
+            ValueError,
+            match=r"model 1, sample 4: probabilities sum to .*tolerance 0.01; the float32 "
+            r"values are all exactly representable in float16",
+        ):
             tg.pairwise_distances(bad, backend=backend)
     genuine = p32 + np.float32(1e-6)  # not float16 data: float32's tolerance, and the message says so
     with pytest.raises(ValueError, match=r"tolerance 0.0001\)"):
@@ -332,15 +356,18 @@ def test_inpca_rejects_negative_distances_nonzero_diagonal_and_empty():
         tg.inpca(np.zeros((0, 0)))
 
 
-@pytest.mark.parametrize("call", [
-    lambda: tg.pairwise_distances(np.zeros((0, 5, 3))),
-    lambda: tg.pairwise_distances(np.zeros((2, 0, 3)), validate=False),
-    lambda: tg.pairwise_distances(_probs(2, 5, 3), np.zeros((0, 5, 3)), validate=False),
-    lambda: tg.progress(np.zeros((2, 0, 3)), np.zeros(0, dtype=np.int64), validate=False),
-    lambda: tg.progress(np.zeros((0, 5, 3)), np.zeros(5, dtype=np.int64)),
-    lambda: tg.bhattacharyya(np.zeros((0, 3)), np.zeros((0, 3)), validate=False),
-    lambda: tg.geodesic(np.zeros((0, 3)), np.zeros((0, 3)), 0.5, validate=False),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: tg.pairwise_distances(np.zeros((0, 5, 3))),
+        lambda: tg.pairwise_distances(np.zeros((2, 0, 3)), validate=False),
+        lambda: tg.pairwise_distances(_probs(2, 5, 3), np.zeros((0, 5, 3)), validate=False),
+        lambda: tg.progress(np.zeros((2, 0, 3)), np.zeros(0, dtype=np.int64), validate=False),
+        lambda: tg.progress(np.zeros((0, 5, 3)), np.zeros(5, dtype=np.int64)),
+        lambda: tg.bhattacharyya(np.zeros((0, 3)), np.zeros((0, 3)), validate=False),
+        lambda: tg.geodesic(np.zeros((0, 3)), np.zeros((0, 3)), 0.5, validate=False),
+    ],
+)
 def test_empty_inputs_are_clear_errors(call):
     with pytest.raises(ValueError, match="empty|at least 1") as info:
         call()

@@ -32,8 +32,9 @@ def _ref(a, b=None, divergence="bhattacharyya"):
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("divergence", DIVERGENCES)
-@pytest.mark.parametrize("m,n,c", [(1, 1, 1), (2, 1, 3), (3, 999, 10), (67, 37, 10), (5, 999, 2), (4, 33, 100),
-                                   (3, 5, 1000)])
+@pytest.mark.parametrize(
+    "m,n,c", [(1, 1, 1), (2, 1, 3), (3, 999, 10), (67, 37, 10), (5, 999, 2), (4, 33, 100), (3, 5, 1000)]
+)
 def test_symmetric_matrix_matches_reference(backend, dtype, divergence, m, n, c):
     a = models(m, n, c, seed=m * n + c, dtype=dtype)
     d = tg.pairwise_distances(to_device(a, backend), divergence=divergence, backend=backend)
@@ -62,7 +63,9 @@ def test_non_contiguous_and_offset_inputs(backend):
         "offset_samples": base[2:7, 5:55],
         "samples_major": base.transpose(0, 1).contiguous().transpose(0, 1),
         "class_strided": torch.softmax(to_device(torch.randn(3, 20, 16, dtype=torch.float64), backend), -1)
-        .float().repeat_interleave(2, dim=2)[:, :, ::2] * 1.0,
+        .float()
+        .repeat_interleave(2, dim=2)[:, :, ::2]
+        * 1.0,
     }
     for name, v in views.items():
         if name == "class_strided":
@@ -88,12 +91,21 @@ def test_streamed_host_data_equals_in_memory(tmp_path, cross):
     ro = read_only_memmap(tmp_path / "preds.f16", a)
     others = ro[2:7] if cross else None  # a view of the map, not at its start
     streamed = tg.pairwise_distances(ro, others, backend="cuda", chunk=97)
-    resident = tg.pairwise_distances(torch.from_numpy(a).cuda(), None if others is None else
-                                     torch.from_numpy(np.array(others)).cuda()).cpu().numpy()
+    resident = (
+        tg.pairwise_distances(
+            torch.from_numpy(a).cuda(), None if others is None else torch.from_numpy(np.array(others)).cuda()
+        )
+        .cpu()
+        .numpy()
+    )
     # same kernel, different sample chunking: equal up to float32 partial-sum rounding
     np.testing.assert_allclose(streamed, resident, rtol=1e-6, atol=1e-15)
-    assert_rel_close(streamed, _ref(torch.from_numpy(a), None if others is None else torch.from_numpy(np.array(others))),
-                     1e-5, atol=1e-12)
+    assert_rel_close(
+        streamed,
+        _ref(torch.from_numpy(a), None if others is None else torch.from_numpy(np.array(others))),
+        1e-5,
+        atol=1e-12,
+    )
     bad = a.copy()
     bad[3, 500, 2] = np.nan
     with pytest.raises(ValueError, match="model 3, sample 500"):
@@ -185,8 +197,14 @@ def test_progress_kernel_matches_reference(backend, dtype):
 
 
 @settings(max_examples=25, deadline=None)
-@given(m=st.integers(1, 9), n=st.integers(1, 40), c=st.integers(1, 12), seed=st.integers(0, 10_000),
-       chunk=st.integers(1, 50), scale=st.floats(0.0, 6.0))
+@given(
+    m=st.integers(1, 9),
+    n=st.integers(1, 40),
+    c=st.integers(1, 12),
+    seed=st.integers(0, 10_000),
+    chunk=st.integers(1, 50),
+    scale=st.floats(0.0, 6.0),
+)
 def test_properties_symmetry_diagonal_nonnegative_chunking(m, n, c, seed, chunk, scale):
     a = models(m, n, c, seed=seed, scale=scale)
     d = tg.pairwise_distances(a)
@@ -212,7 +230,7 @@ def test_properties_cross_matrix_is_block_of_full_matrix(m, n, c, seed):
 def test_cuda_methods_match_reference(backend, method):
     if backend != "cuda":
         pytest.skip("CUDA methods")
-    for (m, n, c) in [(3, 999, 10), (70, 50, 300), (5, 7, 1000)]:
+    for m, n, c in [(3, 999, 10), (70, 50, 300), (5, 7, 1000)]:
         a = models(m, n, c, seed=m + c, dtype=torch.float16)
         d = tg.pairwise_distances(a.cuda(), cuda_method=method)
         assert_rel_close(d, _ref(a), 1e-5, atol=1e-12, what=f"{method} {m}x{n}x{c}")
@@ -232,8 +250,9 @@ def test_gram64_formulation_on_host_tensors(divergence):
     for b in (None, models(4, 77, 40, seed=4)):
         out = torch.zeros(9, 9 if b is None else 4, dtype=torch.float64)
         for n0 in range(0, 77, 30):
-            pairwise_gram64(a[:, n0:n0 + 30], None if b is None else b[:, n0:n0 + 30], out=out, norm=77,
-                            divergence=divergence)
+            pairwise_gram64(
+                a[:, n0 : n0 + 30], None if b is None else b[:, n0 : n0 + 30], out=out, norm=77, divergence=divergence
+            )
         assert_rel_close(out, _ref(a, b, divergence), 1e-10, atol=1e-15)
     if divergence == "bhattacharyya":  # (1 - BC loses relative accuracy for nearby models in float64 Grams)
         p = nearby(7, 10, 1e-4, seed=6, count=5).float()
@@ -279,8 +298,9 @@ def test_divergence_registry_matches_the_compiled_enum():
     with pytest.raises(ValueError, match="divergence must be one of"):
         tg.pairwise_distances(models(2, 5, 3), divergence="hellinger2")
     with pytest.raises(ValueError, match="unknown divergence code"):
-        kernels.cpu_module().pairwise(kernels.view(models(2, 5, 3)), None, np.zeros((2, 2)).ctypes.data, 99, 0, 0,
-                                      True, 1e-4)
+        kernels.cpu_module().pairwise(
+            kernels.view(models(2, 5, 3)), None, np.zeros((2, 2)).ctypes.data, 99, 0, 0, True, 1e-4
+        )
 
 
 def test_hellinger_identities():
@@ -296,5 +316,9 @@ def test_hellinger_identities():
     d = tg.pairwise_distances(disjoint, divergence="hellinger")
     assert float(d[0, 1]) == pytest.approx(1.0, abs=1e-15)
     p = nearby(300, 10, 1e-3, seed=3, count=3)
-    assert_rel_close(tg.pairwise_distances(p.numpy(), divergence="hellinger"), R.pairwise_distances(p, None, "hellinger"),
-                     1e-6, atol=1e-18)
+    assert_rel_close(
+        tg.pairwise_distances(p.numpy(), divergence="hellinger"),
+        R.pairwise_distances(p, None, "hellinger"),
+        1e-6,
+        atol=1e-18,
+    )

@@ -38,7 +38,10 @@ def test_resnet50_blurpool():
     assert not any(isinstance(mod, torch.nn.Conv2d) and mod.stride != (1, 1) for mod in m.modules())
     m.eval()
     with torch.no_grad():
-        assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000) and m.features(torch.randn(1, 3, 64, 64)).shape == (1, 2048)
+        assert m(torch.randn(1, 3, 64, 64)).shape == (1, 1000) and m.features(torch.randn(1, 3, 64, 64)).shape == (
+            1,
+            2048,
+        )
     # BlurPool: a constant image stays constant, a one-pixel checkerboard is smoothed away
     bp = BlurPool(2)
     const = torch.ones(1, 2, 8, 8)

@@ -19,8 +19,22 @@ def test_checkpoint_schedule_is_dense_early():
 
 def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     out = tmp_path / "report"
-    args = ["picture", "--out", str(out), "--tasks", "all", "0-4", "--seeds", "2", "--epochs", "3",
-            "--checkpoints", "6", "--grid", "12"]
+    args = [
+        "picture",
+        "--out",
+        str(out),
+        "--tasks",
+        "all",
+        "0-4",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--checkpoints",
+        "6",
+        "--grid",
+        "12",
+    ]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "explained stress" in text and "Riemann length" in text

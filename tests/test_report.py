@@ -13,15 +13,42 @@ from PIL import Image
 from taskgeom import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    assert cli.main(["picture", "--out", str(out), "--tasks", "all", "0-4", "--seeds", "2", "--epochs", "2",
-                     "--checkpoints", "5", "--grid", "10"]) == 0
+    assert (
+        cli.main(
+            [
+                "picture",
+                "--out",
+                str(out),
+                "--tasks",
+                "all",
+                "0-4",
+                "--seeds",
+                "2",
+                "--epochs",
+                "2",
+                "--checkpoints",
+                "5",
+                "--grid",
+                "10",
+            ]
+        )
+        == 0
+    )
     return out / "report.html"
 
 
@@ -40,14 +67,30 @@ def test_report_is_self_contained(report):
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     url = report.resolve().as_uri()
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'u1'}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=120)
+    dom = subprocess.run(
+        [CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'u1'}", "--dump-dom", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     rendered = re.search(r'data-rendered="(\d+)"', dom.stdout)
     assert rendered and int(rendered.group(1)) > 50, dom.stderr[-2000:]  # the script ran to the end
     shot = tmp_path / "shot.png"
-    run = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'u2'}", "--enable-logging=stderr", "--v=0",
-                          "--window-size=1000,900", f"--screenshot={shot}", url],
-                         capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [
+            CHROMIUM,
+            *FLAGS,
+            f"--user-data-dir={tmp_path / 'u2'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--window-size=1000,900",
+            f"--screenshot={shot}",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     console = [ln for ln in run.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
     assert not console, console
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
@@ -62,8 +105,12 @@ def test_result2_experiment_runs_on_a_picture_store(report, tmp_path):
     script = Path(__file__).resolve().parents[1] / "experiments" / "result2_progress.py"
     if not script.exists():
         pytest.skip("experiments/ not beside the tests")
-    run = subprocess.run([sys.executable, str(script), "--store", str(report.parent / "store"), "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script), "--store", str(report.parent / "store"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "result2.json").read_text())
     assert set(res) == {"all", "0-4"}
@@ -79,9 +126,27 @@ def test_compare_methods_presets_run(tmp_path, preset):
     script = Path(__file__).resolve().parents[1] / "experiments" / "compare_methods.py"
     if not script.exists():
         pytest.skip("experiments/ not beside the tests")
-    run = subprocess.run([sys.executable, str(script), "--preset", preset, "--out", str(tmp_path), "--seeds", "2",
-                          "--epochs", "1", "--grid", "8", "--device", "cpu"], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--preset",
+            preset,
+            "--out",
+            str(tmp_path),
+            "--seeds",
+            "2",
+            "--epochs",
+            "1",
+            "--grid",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / f"{preset}.json").read_text())
     ref = res["reference"]
@@ -97,9 +162,27 @@ def test_result6_experiment_runs(tmp_path):
     script = Path(__file__).resolve().parents[1] / "experiments" / "result6_finetune.py"
     if not script.exists():
         pytest.skip("experiments/ not beside the tests")
-    run = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--seeds", "1", "--epochs", "2",
-                          "--finetune-epochs", "1", "--grid", "8", "--device", "cpu"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--out",
+            str(tmp_path),
+            "--seeds",
+            "1",
+            "--epochs",
+            "2",
+            "--finetune-epochs",
+            "1",
+            "--grid",
+            "8",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "result6.json").read_text())
     assert len(res["finetuned"]) == 6
@@ -143,17 +226,49 @@ def test_picture_on_cifar10_layout_and_result3_analysis(tiny_cifar, tmp_path, mo
 
     monkeypatch.setenv("TASKGEOM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "pic"
-    assert cli.main(["picture", "--data", "cifar10", "--data-path", str(tiny_cifar), "--out", str(out),
-                     "--tasks", "all", "vehicles", "animals", "pets", "--seeds", "2", "--epochs", "1",
-                     "--checkpoints", "3", "--grid", "6", "--batch-size", "16", "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "picture",
+                "--data",
+                "cifar10",
+                "--data-path",
+                str(tiny_cifar),
+                "--out",
+                str(out),
+                "--tasks",
+                "all",
+                "vehicles",
+                "animals",
+                "pets",
+                "--seeds",
+                "2",
+                "--epochs",
+                "1",
+                "--checkpoints",
+                "3",
+                "--grid",
+                "6",
+                "--batch-size",
+                "16",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     res = json.loads((out / "results.json").read_text())
     assert res["n"] == 40 and res["c"] == 10 and res["eval_set"].startswith("cifar10-test-40")
     assert res["task_distances"]["tasks"] == ["all", "vehicles", "animals", "pets"]
     script = Path(__file__).resolve().parents[1] / "experiments" / "result3_hierarchy.py"
     if not script.exists():
         pytest.skip("experiments/ not beside the tests")
-    run = subprocess.run([sys.executable, str(script), "--results", str(out / "results.json"), "--out",
-                          str(tmp_path / "r3")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, str(script), "--results", str(out / "results.json"), "--out", str(tmp_path / "r3")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     r3 = json.loads((tmp_path / "r3" / "result3.json").read_text())
     tree = np.array(r3["tree_distance"])

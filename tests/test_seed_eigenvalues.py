@@ -32,5 +32,6 @@ def test_top3_numbers_quoted_in_paper():
 def test_partial_spectrum_with_total():
     ev = np.load(FOLDER / "fig_1a.npy")
     top = ev[np.argsort(-np.abs(ev))[:3]]
-    assert tg.explained_stress(top, 3, total_sq=float((ev ** 2).sum())) == pytest.approx(
-        tg.explained_stress(ev, 3), rel=1e-12)
+    assert tg.explained_stress(top, 3, total_sq=float((ev**2).sum())) == pytest.approx(
+        tg.explained_stress(ev, 3), rel=1e-12
+    )

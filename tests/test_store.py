@@ -162,8 +162,14 @@ def test_import_authors_hdf5(tmp_path):
         f.create_dataset("data", data=traj, **hdf5plugin.LZ4())
     np.save(tmp_path / "labels.npy", lab)
     store = PredictionStore(tmp_path / "s", create=True)
-    t = store.import_h5(tmp_path / "preds_0.h5", tmp_path / "labels.npy", eval_set="imagenet-val", task="dogs",
-                        method="supervised", seed=0)
+    t = store.import_h5(
+        tmp_path / "preds_0.h5",
+        tmp_path / "labels.npy",
+        eval_set="imagenet-val",
+        task="dogs",
+        method="supervised",
+        seed=0,
+    )
     assert t.probs.shape == (5, N, C)
     np.testing.assert_array_equal(np.asarray(t.probs), traj)
     again = store.import_h5(tmp_path / "preds_0.h5", lab, eval_set="imagenet-val")  # idempotent

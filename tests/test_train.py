@@ -27,9 +27,21 @@ def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
     (xtr, ytr), (xte, yte) = digits()
     store = PredictionStore(tmp_path / name, create=True)
     store.add_eval_set("digits", yte, c=10)
-    cfg = TrainConfig(method=method, arch="small-cnn", epochs=epochs, batch_size=64, checkpoints=checkpoints,
-                      device="cpu", episodes_per_epoch=10, way=5, shot=2, query=3, labelled=200,
-                      imprint_samples=600, **kw)
+    cfg = TrainConfig(
+        method=method,
+        arch="small-cnn",
+        epochs=epochs,
+        batch_size=64,
+        checkpoints=checkpoints,
+        device="cpu",
+        episodes_per_epoch=10,
+        way=5,
+        shot=2,
+        query=3,
+        labelled=200,
+        imprint_samples=600,
+        **kw,
+    )
     classes = list(range(10)) if method != "protonet" else list(range(10))
     traj = train(cfg, classes, (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
     return store, traj
@@ -101,8 +113,26 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
 def test_train_command(tmp_path, capsys):
     from taskgeom import cli
 
-    args = ["train", "--data", "digits", "--task", "0-4", "--arch", "small-cnn", "--epochs", "1", "--checkpoints",
-            "3", "--seeds", "0", "1", "--store", str(tmp_path / "s"), "--device", "cpu"]
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--task",
+        "0-4",
+        "--arch",
+        "small-cnn",
+        "--epochs",
+        "1",
+        "--checkpoints",
+        "3",
+        "--seeds",
+        "0",
+        "1",
+        "--store",
+        str(tmp_path / "s"),
+        "--device",
+        "cpu",
+    ]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "0-4/supervised/small-cnn/seed1" in out and "head accuracy" in out
@@ -166,3 +196,20 @@ def test_config_options_are_documented_and_checked(capsys):
         assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("taskgeom") and ("at least" in err[-1] or "expected" in err[-1]), err
+
+
+def test_resume_with_changed_settings_is_an_error_unless_a_new_trajectory_is_asked_for(tmp_path):
+    from taskgeom.store import ConfigMismatchError
+
+    store, traj = run(tmp_path, "supervised", epochs=1, checkpoints=3)
+    n = len(traj)
+    (xtr, ytr), (xte, yte) = digits()
+    cfg = TrainConfig(
+        method="supervised", arch="small-cnn", epochs=2, batch_size=64, checkpoints=3, device="cpu", imprint_samples=600
+    )
+    with pytest.raises(ConfigMismatchError, match="epochs: 1 -> 2"):
+        train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+    assert len(store.select()) == 1 and len(traj) == n  # nothing was appended to the old trajectory
+    other = train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False, new=True)
+    assert other.id != traj.id and other.name.endswith("~2") and other.config["epochs"] == 2
+    assert len(traj) == n

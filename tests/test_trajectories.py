@@ -75,8 +75,9 @@ def test_reindex_is_invariant_to_training_speed():
 def test_non_monotone_progress_uses_first_crossing():
     traj, y = training_run(steps=6)
     wobble = torch.cat([traj[:4], traj[1:2], traj[4:]])  # progress goes up, back down, up again
-    out, info = tg.reindex(wobble, y, grid=np.array([0.5 * float(tg.progress(traj[1], y) + tg.progress(traj[2], y))]),
-                           return_info=True)
+    out, info = tg.reindex(
+        wobble, y, grid=np.array([0.5 * float(tg.progress(traj[1], y) + tg.progress(traj[2], y))]), return_info=True
+    )
     assert info["segment"][0] == 1
 
 
@@ -88,8 +89,10 @@ def test_trajectory_distance_properties():
     assert dab == pytest.approx(dba, rel=1e-12) and dab > 0
     assert tg.trajectory_distance(ra, ra) == 0.0
     per = R.bhattacharyya(torch.as_tensor(ra), torch.as_tensor(rb)).numpy()
-    assert dab == pytest.approx(np.trapezoid(per, np.linspace(0, 1, 20)) if hasattr(np, "trapezoid")
-                                else np.trapz(per, np.linspace(0, 1, 20)), rel=1e-10)
+    assert dab == pytest.approx(
+        np.trapezoid(per, np.linspace(0, 1, 20)) if hasattr(np, "trapezoid") else np.trapz(per, np.linspace(0, 1, 20)),
+        rel=1e-10,
+    )
 
 
 def test_means_tubes_and_normalised_distance():

@@ -8,7 +8,31 @@ from .images import ImageDataset, default_cache_dir, load_images
 from .loader import DeviceLoader
 from .tasks import CIFAR10_CLASSES, CIFAR10_TASKS, DIGIT_TASKS, Task, episodes, load_tasks, union
 
-__all__ = ["CIFAR10_CLASSES", "CIFAR10_TASKS", "DATASETS", "DEFAULT_TASKS", "DIGIT_TASKS", "Data", "DataConfig",
-           "DeviceLoader", "FFCVLoader", "ImageDataset", "Task", "balanced_subset", "classes_of", "color_jitter",
-           "cutout", "default_cache_dir", "episodes", "load", "load_digits_split", "load_images", "load_tasks",
-           "normalize", "pad_crop_flip", "random_resized_crop", "union", "write_beton"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_TASKS",
+    "DATASETS",
+    "DEFAULT_TASKS",
+    "DIGIT_TASKS",
+    "Data",
+    "DataConfig",
+    "DeviceLoader",
+    "FFCVLoader",
+    "ImageDataset",
+    "Task",
+    "balanced_subset",
+    "classes_of",
+    "color_jitter",
+    "cutout",
+    "default_cache_dir",
+    "episodes",
+    "load",
+    "load_digits_split",
+    "load_images",
+    "load_tasks",
+    "normalize",
+    "pad_crop_flip",
+    "random_resized_crop",
+    "union",
+    "write_beton",
+]

@@ -36,8 +36,9 @@ def pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int) -> torc
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
-def random_resized_crop(x: torch.Tensor, generator: torch.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3),
-                        flip_p: float = 0.5) -> torch.Tensor:
+def random_resized_crop(
+    x: torch.Tensor, generator: torch.Generator, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3), flip_p: float = 0.5
+) -> torch.Tensor:
     """Per-sample random-resized crops with random horizontal flips (SimCLR's augmentation), as one
     batched bilinear ``grid_sample``.
 

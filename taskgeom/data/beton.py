@@ -25,8 +25,10 @@ from .images import _IMAGE_EXT
 
 __all__ = ["FFCVLoader", "classes_of", "write_beton"]
 
-_INSTALL = ("FFCV support needs the 'ffcv' extra and its system libraries: apt-get install -y "
-            "libturbojpeg0-dev libopencv-dev pkg-config && pip install 'taskgeom[ffcv]'")
+_INSTALL = (
+    "FFCV support needs the 'ffcv' extra and its system libraries: apt-get install -y "
+    "libturbojpeg0-dev libopencv-dev pkg-config && pip install 'taskgeom[ffcv]'"
+)
 
 
 @contextlib.contextmanager
@@ -60,11 +62,14 @@ class _Folder:
         if not base.is_dir():
             raise FileNotFoundError(f"{base}: no such image folder")
         self.classes = sorted(p.name for p in base.iterdir() if p.is_dir())
-        self.items = [(f, k) for k, c in enumerate(self.classes) for f in sorted((base / c).iterdir())
-                      if f.is_file() and f.suffix.lower() in _IMAGE_EXT]
+        self.items = [
+            (f, k)
+            for k, c in enumerate(self.classes)
+            for f in sorted((base / c).iterdir())
+            if f.is_file() and f.suffix.lower() in _IMAGE_EXT
+        ]
         if not self.items:
-            raise ValueError(f"{base}: no images found (expected <class>/<image> with extensions "
-                             f"{sorted(_IMAGE_EXT)})")
+            raise ValueError(f"{base}: no images found (expected <class>/<image> with extensions {sorted(_IMAGE_EXT)})")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -84,8 +89,15 @@ def _classes_file(path: Path) -> Path:
     return path.with_name(path.name + ".classes.json")
 
 
-def write_beton(source, path, split: str | None = None, max_resolution: int = 256, jpeg_quality: int = 90,
-                write_mode: str = "smart", num_workers: int | None = None) -> Path:
+def write_beton(
+    source,
+    path,
+    split: str | None = None,
+    max_resolution: int = 256,
+    jpeg_quality: int = 90,
+    write_mode: str = "smart",
+    num_workers: int | None = None,
+) -> Path:
     """Write an ImageFolder-style directory as an FFCV ``.beton`` file (and ``<path>.classes.json``).
 
     Parameters
@@ -106,9 +118,12 @@ def write_beton(source, path, split: str | None = None, max_resolution: int = 25
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    fields = {"image": RGBImageField(write_mode=write_mode, max_resolution=int(max_resolution),
-                                     jpeg_quality=int(jpeg_quality)),
-              "label": IntField()}
+    fields = {
+        "image": RGBImageField(
+            write_mode=write_mode, max_resolution=int(max_resolution), jpeg_quality=int(jpeg_quality)
+        ),
+        "label": IntField(),
+    }
     workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
     try:
         DatasetWriter(str(tmp), fields, num_workers=workers).from_indexed_dataset(folder)
@@ -140,8 +155,17 @@ class FFCVLoader:
         generator, so crops and flips differ between runs).
     """
 
-    def __init__(self, path, batch_size: int = 256, device="cpu", train: bool = True, resolution: int = 224,
-                 seed: int = 0, num_workers: int | None = None, drop_last: bool | None = None):
+    def __init__(
+        self,
+        path,
+        batch_size: int = 256,
+        device="cpu",
+        train: bool = True,
+        resolution: int = 224,
+        seed: int = 0,
+        num_workers: int | None = None,
+        drop_last: bool | None = None,
+    ):
         _ffcv()
         from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
         from ffcv.loader import Loader, OrderOption
@@ -160,10 +184,15 @@ class FFCVLoader:
         label = [IntDecoder(), ToTensor(), ToDevice(self.device, non_blocking=True), Squeeze()]
         workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
         with _torch_threads_kept():
-            self._loader = Loader(str(p), batch_size=int(batch_size), num_workers=workers,
-                                  order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL,
-                                  drop_last=self.train if drop_last is None else bool(drop_last),
-                                  pipelines={"image": image, "label": label}, seed=int(seed))
+            self._loader = Loader(
+                str(p),
+                batch_size=int(batch_size),
+                num_workers=workers,
+                order=OrderOption.RANDOM if self.train else OrderOption.SEQUENTIAL,
+                drop_last=self.train if drop_last is None else bool(drop_last),
+                pipelines={"image": image, "label": label},
+                seed=int(seed),
+            )
         self.classes = classes_of(p) if _classes_file(p).exists() else None
 
     def __len__(self) -> int:

@@ -35,14 +35,20 @@ class DataConfig:
     """Which data, and which subset of it."""
 
     data: str = option("digits", "dataset: digits (built in) or cifar10 (needs --data-path)", choices=DATASETS)
-    data_path: str | None = option(None, "cifar10: an ImageFolder directory (<split>/<class>/<image>), a folder "
-                                         "with train.tar.gz and test.tar.gz, or torchvision's cifar-10-batches-py "
-                                         "folder", metavar="PATH")
+    data_path: str | None = option(
+        None,
+        "cifar10: an ImageFolder directory (<split>/<class>/<image>), a folder "
+        "with train.tar.gz and test.tar.gz, or torchvision's cifar-10-batches-py "
+        "folder",
+        metavar="PATH",
+    )
     test_fraction: float = option(0.35, "digits: held-out fraction used as the evaluation set")
-    train_per_class: int = option(0, "cifar10: training images per class, a class-balanced subset (0: all 5,000)",
-                                  minimum=0)
-    eval_samples: int = option(0, "cifar10: evaluation images, a class-balanced subset of the test split "
-                                  "(0: all 10,000)", minimum=0)
+    train_per_class: int = option(
+        0, "cifar10: training images per class, a class-balanced subset (0: all 5,000)", minimum=0
+    )
+    eval_samples: int = option(
+        0, "cifar10: evaluation images, a class-balanced subset of the test split (0: all 10,000)", minimum=0
+    )
     data_seed: int = option(0, "seed of the digits split and of the class-balanced subsets", minimum=0)
 
 
@@ -81,8 +87,10 @@ def balanced_subset(labels: np.ndarray, per_class: int, rng) -> np.ndarray:
 
 def _cifar10(path: str | None):
     if path is None:
-        raise ValueError("--data cifar10 needs --data-path (an ImageFolder directory, a folder with train.tar.gz "
-                         "and test.tar.gz, or torchvision's cifar-10-batches-py folder)")
+        raise ValueError(
+            "--data cifar10 needs --data-path (an ImageFolder directory, a folder with train.tar.gz "
+            "and test.tar.gz, or torchvision's cifar-10-batches-py folder)"
+        )
     p = Path(path)
     train_src = p / "train.tar.gz" if (p / "train.tar.gz").exists() else p
     test_src = p / "test.tar.gz" if (p / "test.tar.gz").exists() else p

@@ -32,9 +32,9 @@ __all__ = ["ImageDataset", "load_images", "default_cache_dir"]
 _IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp"}
 
 #: Default limits on untrusted input (see the module docstring); load_images takes overrides.
-MAX_PIXELS = 1 << 26            # 67M pixels (8192 x 8192) per image
-MAX_MEMBER_BYTES = 64 << 20     # 64 MiB per archive member (encoded)
-MAX_TOTAL_BYTES = 16 << 30      # 16 GiB of decoded images in all
+MAX_PIXELS = 1 << 26  # 67M pixels (8192 x 8192) per image
+MAX_MEMBER_BYTES = 64 << 20  # 64 MiB per archive member (encoded)
+MAX_TOTAL_BYTES = 16 << 30  # 16 GiB of decoded images in all
 
 
 @dataclass(frozen=True)
@@ -94,11 +94,15 @@ def _decode(data: bytes, where: str, budget: _Budget | None = None) -> np.ndarra
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
                 if w * h > lim.max_pixels:
-                    raise ValueError(f"{where}: image of {w} x {h} = {w * h} pixels is over the limit of "
-                                     f"{lim.max_pixels} pixels per image (max_pixels)")
+                    raise ValueError(
+                        f"{where}: image of {w} x {h} = {w * h} pixels is over the limit of "
+                        f"{lim.max_pixels} pixels per image (max_pixels)"
+                    )
                 if budget.used + w * h * 3 > lim.max_total_bytes:
-                    raise ValueError(f"{where}: decoding it would take the images past {lim.max_total_bytes} "
-                                     "bytes in all (max_total_bytes)")
+                    raise ValueError(
+                        f"{where}: decoding it would take the images past {lim.max_total_bytes} "
+                        "bytes in all (max_total_bytes)"
+                    )
                 budget.used += w * h * 3
                 img = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except ValueError as exc:
@@ -175,13 +179,16 @@ def _read_tar(path: Path, split: str | None, limits: _Limits | None = None) -> I
                     continue
                 where = f"{path}:{member.name}"
                 if member.size > limits.max_member_bytes:
-                    raise ValueError(f"{where}: member of {member.size} bytes is over the limit of "
-                                     f"{limits.max_member_bytes} bytes (max_member_bytes)")
+                    raise ValueError(
+                        f"{where}: member of {member.size} bytes is over the limit of "
+                        f"{limits.max_member_bytes} bytes (max_member_bytes)"
+                    )
                 f = tf.extractfile(member)
                 data = f.read(member.size + 1) if f is not None else b""
                 if len(data) != member.size:
-                    raise ValueError(f"{where}: member has {len(data)} bytes, its header says {member.size} "
-                                     "(truncated archive)")
+                    raise ValueError(
+                        f"{where}: member has {len(data)} bytes, its header says {member.size} (truncated archive)"
+                    )
                 rows.append((key[0], key[1], _decode(data, f"{path}:{key[0]}/{key[1]}", budget)))
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise ValueError(f"{path}: truncated or corrupt archive ({type(exc).__name__}: {_one_line(exc)})") from exc
@@ -202,16 +209,20 @@ def _read_folder(path: Path, split: str | None, limits: _Limits | None = None) -
 def _read_file(f: Path, limits: _Limits) -> bytes:
     size = f.stat().st_size
     if size > limits.max_member_bytes:
-        raise ValueError(f"{f}: file of {size} bytes is over the limit of {limits.max_member_bytes} bytes "
-                         "(max_member_bytes)")
+        raise ValueError(
+            f"{f}: file of {size} bytes is over the limit of {limits.max_member_bytes} bytes (max_member_bytes)"
+        )
     return f.read_bytes()
 
 
 #: The only globals a CIFAR-10 batch may name: numpy's array reconstruction (numpy 1 and 2 paths),
 #: and the codec Python 3 uses for bytes in protocol-2 pickles. Nothing else can be called.
 _PICKLE_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
 }
 
 
@@ -232,8 +243,17 @@ def _load_batch(file: Path, keys) -> dict:
             d = _SafeUnpickler(f, encoding="bytes").load()
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"{file}: missing from the CIFAR-10 batches folder") from exc
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            MemoryError, UnicodeDecodeError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        MemoryError,
+        UnicodeDecodeError,
+    ) as exc:
         raise ValueError(f"{file}: not a CIFAR-10 batch ({type(exc).__name__}: {_one_line(exc)})") from exc
     if not isinstance(d, dict):
         raise ValueError(f"{file}: not a CIFAR-10 batch (a {type(d).__name__}, not a dict)")
@@ -274,9 +294,15 @@ def _cache_key(path: Path, split: str | None) -> str:
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def load_images(source, split: str | None = None, cache_dir=None, use_cache: bool = True,
-                max_pixels: int = MAX_PIXELS, max_member_bytes: int = MAX_MEMBER_BYTES,
-                max_total_bytes: int = MAX_TOTAL_BYTES) -> ImageDataset:
+def load_images(
+    source,
+    split: str | None = None,
+    cache_dir=None,
+    use_cache: bool = True,
+    max_pixels: int = MAX_PIXELS,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
+    max_total_bytes: int = MAX_TOTAL_BYTES,
+) -> ImageDataset:
     """Load an image classification dataset (see the module docstring), decoding only on first use.
 
     Parameters
@@ -295,8 +321,11 @@ def load_images(source, split: str | None = None, cache_dir=None, use_cache: boo
     files = [cache / f"{key}.{part}" for part in ("images.npy", "labels.npy", "classes.json")]
     if use_cache and all(f.exists() for f in files):
         try:
-            return ImageDataset(np.load(files[0], allow_pickle=False), np.load(files[1], allow_pickle=False),
-                                json.loads(files[2].read_text()))
+            return ImageDataset(
+                np.load(files[0], allow_pickle=False),
+                np.load(files[1], allow_pickle=False),
+                json.loads(files[2].read_text()),
+            )
         except (ValueError, OSError):
             pass  # a damaged cache is rebuilt below
     if path.is_dir() and (path / "batches.meta").exists():

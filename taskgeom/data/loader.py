@@ -26,8 +26,18 @@ class DeviceLoader:
     drop_last : drop the final incomplete batch (training) or keep it (evaluation).
     """
 
-    def __init__(self, images, labels, batch_size: int = 256, device="cpu", shuffle: bool = True,
-                 augment: bool = True, pad: int | None = None, drop_last: bool = False, seed: int = 0):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int = 256,
+        device="cpu",
+        shuffle: bool = True,
+        augment: bool = True,
+        pad: int | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+    ):
         imgs = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
         if imgs.dtype != torch.uint8 or imgs.dim() != 4 or imgs.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3) uint8, got {tuple(imgs.shape)} {imgs.dtype}")
@@ -37,7 +47,13 @@ class DeviceLoader:
         if self.labels.numel() != self.images.shape[0]:
             raise ValueError(f"{self.labels.numel()} labels for {self.images.shape[0]} images")
         pad = max(1, round(self.images.shape[2] / 8)) if pad is None else int(pad)
-        self.batch_size, self.shuffle, self.augment, self.pad, self.drop_last = batch_size, shuffle, augment, pad, drop_last
+        self.batch_size, self.shuffle, self.augment, self.pad, self.drop_last = (
+            batch_size,
+            shuffle,
+            augment,
+            pad,
+            drop_last,
+        )
         self.seed = int(seed)
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self._epoch = 0
@@ -64,9 +80,13 @@ class DeviceLoader:
         n = self.images.shape[0]
         if self._order is None or self._order[0] != epoch:
             g = torch.Generator(device=self.device).manual_seed(seeding.epoch_seed(self.seed, epoch))
-            order = torch.randperm(n, device=self.device, generator=g) if self.shuffle else torch.arange(n, device=self.device)
+            order = (
+                torch.randperm(n, device=self.device, generator=g)
+                if self.shuffle
+                else torch.arange(n, device=self.device)
+            )
             self._order = (epoch, order)
-        idx = self._order[1][index * self.batch_size:(index + 1) * self.batch_size]
+        idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
         x = self.images[idx]
         if self.augment:
             self.generator.manual_seed(seeding.batch_seed(self.seed, epoch, index))

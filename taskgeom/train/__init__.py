@@ -14,5 +14,14 @@ from .config import TrainConfig
 from .loop import checkpoint_steps, identity, resolve_device, train
 from .methods import METHODS, Method, get_method, register_method
 
-__all__ = ["METHODS", "Method", "TrainConfig", "checkpoint_steps", "get_method", "identity", "register_method",
-           "resolve_device", "train"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "TrainConfig",
+    "checkpoint_steps",
+    "get_method",
+    "identity",
+    "register_method",
+    "resolve_device",
+    "train",
+]

@@ -13,17 +13,28 @@ __all__ = ["add_parser"]
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("train", help="train runs and record their imprinted predictions in a store",
-                       description=__doc__.split("\n\n")[0])
-    p.add_argument("--task", default="all", help="a named task (digits: all, 0-4, 5-9, even, odd; cifar10: all, "
-                                                 "vehicles, animals, mammals, pets, airplane-automobile, bird-cat, "
-                                                 "ship-truck) (default: %(default)s)")
+    p = sub.add_parser(
+        "train",
+        help="train runs and record their imprinted predictions in a store",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument(
+        "--task",
+        default="all",
+        help="a named task (digits: all, 0-4, 5-9, even, odd; cifar10: all, "
+        "vehicles, animals, mammals, pets, airplane-automobile, bird-cat, "
+        "ship-truck) (default: %(default)s)",
+    )
     p.add_argument("--store", default="taskgeom-store", help="PredictionStore folder (default: %(default)s)")
-    p.add_argument("--seeds", type=_config.nonnegative_int, nargs="+", default=[0],
-                   help="one run per seed (default: 0)")
-    p.add_argument("--new-trajectory", action="store_true",
-                   help="start a separate trajectory even if this run was recorded before with other settings "
-                        "(default: resume the existing one, which must have the same settings)")
+    p.add_argument(
+        "--seeds", type=_config.nonnegative_int, nargs="+", default=[0], help="one run per seed (default: 0)"
+    )
+    p.add_argument(
+        "--new-trajectory",
+        action="store_true",
+        help="start a separate trajectory even if this run was recorded before with other settings "
+        "(default: resume the existing one, which must have the same settings)",
+    )
     _config.add_options(p, datasets.DataConfig, group="data")
     _config.add_options(p, TrainConfig, exclude=("seed",), group="training")
     p.set_defaults(fn=_cmd)
@@ -40,10 +51,13 @@ def _cmd(args) -> int:
     for seed in args.seeds:
         cfg = _config.from_args(TrainConfig, args, seed=seed)
         t0 = time.perf_counter()
-        traj = train(cfg, data.tasks[args.task], data.train, data.test, store, data.eval_set, args.task,
-                     new=args.new_trajectory)
+        traj = train(
+            cfg, data.tasks[args.task], data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory
+        )
         last = traj.checkpoints[-1]
         head = f", head accuracy {last['head_accuracy']:.4f}" if "head_accuracy" in last else ""
-        print(f"{traj.name}: {len(traj)} checkpoints, imprinted accuracy on all classes {last['accuracy']:.4f}"
-              f"{head}, {time.perf_counter() - t0:.1f} s")
+        print(
+            f"{traj.name}: {len(traj)} checkpoints, imprinted accuracy on all classes {last['accuracy']:.4f}"
+            f"{head}, {time.perf_counter() - t0:.1f} s"
+        )
     return 0

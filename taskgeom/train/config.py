@@ -19,20 +19,33 @@ IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states")
 class TrainConfig:
     """One training run."""
 
-    method: str = option("supervised", "training method (see taskgeom.train.METHODS)",
-                         choices=("supervised", "finetune", "protonet", "simclr", "barlow", "fixmatch"))
-    arch: str = option("wrn-16-4", "network (taskgeom.models.build_model)",
-                       choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50"))
-    norm: str = option("batch", "normalisation layers (layer: the meta-learning and fine-tuning experiments)",
-                       choices=("batch", "layer"))
+    method: str = option(
+        "supervised",
+        "training method (see taskgeom.train.METHODS)",
+        choices=("supervised", "finetune", "protonet", "simclr", "barlow", "fixmatch"),
+    )
+    arch: str = option(
+        "wrn-16-4", "network (taskgeom.models.build_model)", choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50")
+    )
+    norm: str = option(
+        "batch",
+        "normalisation layers (layer: the meta-learning and fine-tuning experiments)",
+        choices=("batch", "layer"),
+    )
     epochs: int = option(100, "training epochs", minimum=1)
     batch_size: int = option(64, "samples per batch", minimum=1)
-    optimizer: str | None = option(None, "optimiser: sgd (Nesterov momentum 0.9) or adam; none: the method's "
-                                         "(adam for simclr and barlow, sgd otherwise)", choices=("sgd", "adam"))
-    lr: float | None = option(None, "peak learning rate of the cosine schedule; none: the method's (0.05 with "
-                                    "sgd, 1e-3 with adam)", minimum=0.0)
-    weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)",
-                                 minimum=0.0)
+    optimizer: str | None = option(
+        None,
+        "optimiser: sgd (Nesterov momentum 0.9) or adam; none: the method's "
+        "(adam for simclr and barlow, sgd otherwise)",
+        choices=("sgd", "adam"),
+    )
+    lr: float | None = option(
+        None,
+        "peak learning rate of the cosine schedule; none: the method's (0.05 with sgd, 1e-3 with adam)",
+        minimum=0.0,
+    )
+    weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
@@ -48,15 +61,22 @@ class TrainConfig:
     projection_dim: int = option(128, "simclr / barlow: projection head outputs", minimum=1)
     labelled: int = option(2500, "fixmatch: labelled subset size", minimum=1)
     threshold: float = option(0.95, "fixmatch: pseudo-label confidence threshold", minimum=0.0)
-    unlabelled_ratio: int = option(7, "fixmatch: unlabelled to labelled batch ratio (not used yet: one "
-                                      "unlabelled batch per labelled batch)", minimum=1)
-    init_from: str | None = option(None, "finetune: a saved training state (<store>/state/<id>.pt)",
-                                   metavar="PATH")
-    imprint_samples: int = option(5000, "training images used to imprint each checkpoint onto the union task",
-                                  minimum=1)
-    imprint_head: str = option("cosine", "imprinted head: cosine (eq. 7, the paper) or euclidean (class means, "
-                                         "the authors' code)", choices=HEADS)
+    unlabelled_ratio: int = option(
+        7,
+        "fixmatch: unlabelled to labelled batch ratio (not used yet: one unlabelled batch per labelled batch)",
+        minimum=1,
+    )
+    init_from: str | None = option(None, "finetune: a saved training state (<store>/state/<id>.pt)", metavar="PATH")
+    imprint_samples: int = option(
+        5000, "training images used to imprint each checkpoint onto the union task", minimum=1
+    )
+    imprint_head: str = option(
+        "cosine",
+        "imprinted head: cosine (eq. 7, the paper) or euclidean (class means, the authors' code)",
+        choices=HEADS,
+    )
     augment: bool | None = option(None, "crop and flip training images (default: on for images of 16 px or more)")
-    state_dir: str | None = option(None, "where resumable training state is kept (default: <store>/state)",
-                                   metavar="PATH")
+    state_dir: str | None = option(
+        None, "where resumable training state is kept (default: <store>/state)", metavar="PATH"
+    )
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")

@@ -85,8 +85,12 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
     decay = [p for _, p in model.named_parameters() if p.dim() > 1]
     no_decay = [p for _, p in model.named_parameters() if p.dim() <= 1]
-    return torch.optim.SGD([{"params": decay, "weight_decay": cfg.weight_decay},
-                            {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, momentum=0.9, nesterov=True)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
 
 
 def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
@@ -94,9 +98,11 @@ def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
     evaluation set; draws the imprinting subset from ``run.rng``."""
     missing = sorted(set(range(n_eval_classes)) - set(np.unique(y_tr).tolist()))
     if missing:
-        raise ValueError(f"imprinting onto the evaluation task needs training samples of each of its classes; "
-                         f"classes {missing} have none in train_data (pass the whole training split: the task's "
-                         f"classes are selected from it)")
+        raise ValueError(
+            f"imprinting onto the evaluation task needs training samples of each of its classes; "
+            f"classes {missing} have none in train_data (pass the whole training split: the task's "
+            f"classes are selected from it)"
+        )
     idx = np.flatnonzero(np.isin(y_tr, np.arange(n_eval_classes)))
     if len(idx) > run.cfg.imprint_samples:
         idx = np.sort(run.rng.choice(idx, run.cfg.imprint_samples, replace=False))
@@ -140,8 +146,16 @@ class _Recorder:
 
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     """The run's trajectory (an existing one is resumed); with ``new``, a fresh one beside earlier runs."""
-    meta = dict(task=task_name, method=cfg.method, seed=cfg.seed, architecture=cfg.arch, dtype="float16",
-                classes=classes, config=identity(cfg), code=code_version())
+    meta = dict(
+        task=task_name,
+        method=cfg.method,
+        seed=cfg.seed,
+        architecture=cfg.arch,
+        dtype="float16",
+        classes=classes,
+        config=identity(cfg),
+        code=code_version(),
+    )
     if not new:
         return store.create_trajectory(eval_set, **meta)
     base = f"{task_name}/{cfg.method}/{cfg.arch}/seed{cfg.seed}@{eval_set}"
@@ -159,9 +173,16 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     run.model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
     opt = _optimizer(run.model, cfg)
     augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
-    run.loader = DeviceLoader(run.task_images, run.task_labels, batch_size=cfg.batch_size, device=device,
-                              shuffle=True, augment=augment and run.method.augment_batches,
-                              drop_last=len(run.task_labels) > cfg.batch_size, seed=cfg.seed)
+    run.loader = DeviceLoader(
+        run.task_images,
+        run.task_labels,
+        batch_size=cfg.batch_size,
+        device=device,
+        shuffle=True,
+        augment=augment and run.method.augment_batches,
+        drop_last=len(run.task_labels) > cfg.batch_size,
+        seed=cfg.seed,
+    )
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
@@ -178,8 +199,17 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     return opt, sched, total, state_path, step, recorded
 
 
-def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set: str, task_name: str,
-          progress_bar: bool = True, new: bool = False):
+def train(
+    cfg: TrainConfig,
+    task_classes,
+    train_data,
+    eval_data,
+    store,
+    eval_set: str,
+    task_name: str,
+    progress_bar: bool = True,
+    new: bool = False,
+):
     """Train one run and record its trajectory; returns the store's Trajectory.
 
     ``train_data`` and ``eval_data`` are ``(images (N, H, W, C) uint8, labels (N,))``; the evaluation
@@ -206,8 +236,18 @@ def train(cfg: TrainConfig, task_classes, train_data, eval_data, store, eval_set
     return traj
 
 
-def _optimise(run: Run, opt, sched, total: int, record, state_path: Path, step: int, recorded: int,
-              progress_bar: bool, task_name: str) -> None:
+def _optimise(
+    run: Run,
+    opt,
+    sched,
+    total: int,
+    record,
+    state_path: Path,
+    step: int,
+    recorded: int,
+    progress_bar: bool,
+    task_name: str,
+) -> None:
     """The optimisation steps from ``step`` to ``total``, recording and saving at the scheduled steps."""
     from tqdm.auto import tqdm
 
@@ -224,8 +264,14 @@ def _optimise(run: Run, opt, sched, total: int, record, state_path: Path, step: 
     if step == 0 and recorded == 0:
         checkpoint(0)
         recorded = 1
-    bar = tqdm(total=total, initial=step, desc=f"{task_name}/{cfg.method}/seed{cfg.seed}", disable=not progress_bar,
-               leave=False, unit="step")
+    bar = tqdm(
+        total=total,
+        initial=step,
+        desc=f"{task_name}/{cfg.method}/seed{cfg.seed}",
+        disable=not progress_bar,
+        leave=False,
+        unit="step",
+    )
     run.model.train()
     while step < total:
         loss = run.method.loss(run, step)

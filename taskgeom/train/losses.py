@@ -32,4 +32,4 @@ def barlow_twins(z1: torch.Tensor, z2: torch.Tensor, lam: float) -> torch.Tensor
 def prototypical(features_s, y_s, features_q, y_q, way: int) -> torch.Tensor:
     """Prototypical networks: cross-entropy of negative squared distances to the support class means."""
     protos = torch.stack([features_s[y_s == j].mean(0) for j in range(way)])
-    return F.cross_entropy(-torch.cdist(features_q, protos) ** 2, y_q)
+    return F.cross_entropy(-(torch.cdist(features_q, protos) ** 2), y_q)

@@ -57,8 +57,11 @@ class Method:
         return dataclasses.replace(cfg, optimizer=opt, lr=lr)
 
     def build(self, cfg, n_classes: int, in_channels: int, device) -> torch.nn.Module:
-        kwargs = ({"norm": cfg.norm} if cfg.arch.startswith("wrn") else
-                  ({"in_channels": in_channels, "norm": cfg.norm} if cfg.arch == "small-cnn" else {}))
+        kwargs = (
+            {"norm": cfg.norm}
+            if cfg.arch.startswith("wrn")
+            else ({"in_channels": in_channels, "norm": cfg.norm} if cfg.arch == "small-cnn" else {})
+        )
         n_out = n_classes if self.class_head else cfg.projection_dim
         return build_model(cfg.arch, n_out, **kwargs).to(device)
 
@@ -115,13 +118,19 @@ class Protonet(Method):
     def loss(self, run, step):
         cfg, loader = run.cfg, run.loader
         run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
-        s_idx, s_y, q_idx, q_y = next(episodes(run.task_labels, cfg.way, cfg.shot, cfg.query, count=1,
-                                               seed=seeding.episode_seed(cfg.seed, step)))
+        s_idx, s_y, q_idx, q_y = next(
+            episodes(run.task_labels, cfg.way, cfg.shot, cfg.query, count=1, seed=seeding.episode_seed(cfg.seed, step))
+        )
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))
         xs, xq = loader.augmented(s_idx), loader.augmented(q_idx)
         with torch.autocast(run.device.type, enabled=run.use_amp):
-            return prototypical(run.model.features(xs).float(), torch.as_tensor(s_y, device=run.device),
-                                run.model.features(xq).float(), torch.as_tensor(q_y, device=run.device), cfg.way)
+            return prototypical(
+                run.model.features(xs).float(),
+                torch.as_tensor(s_y, device=run.device),
+                run.model.features(xq).float(),
+                torch.as_tensor(q_y, device=run.device),
+                cfg.way,
+            )
 
 
 class _TwoViews(Method):
@@ -134,8 +143,9 @@ class _TwoViews(Method):
     def build(self, cfg, n_classes, in_channels, device):
         model = super().build(cfg, n_classes, in_channels, device)
         fd = model.feature_dim
-        model.head = torch.nn.Sequential(torch.nn.Linear(fd, fd), torch.nn.ReLU(),
-                                         torch.nn.Linear(fd, cfg.projection_dim, bias=False)).to(device)
+        model.head = torch.nn.Sequential(
+            torch.nn.Linear(fd, fd), torch.nn.ReLU(), torch.nn.Linear(fd, cfg.projection_dim, bias=False)
+        ).to(device)
         return model
 
     def views(self, run, xb, g):

@@ -13,8 +13,13 @@ __all__ = ["save_state", "load_state", "copy_state"]
 
 def save_state(path: Path, model, opt, sched, step: int, recorded: int) -> None:
     """Write the state atomically: a kill leaves the previous state intact."""
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "step": torch.tensor(step), "recorded": torch.tensor(recorded)}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "step": torch.tensor(step),
+        "recorded": torch.tensor(recorded),
+    }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
