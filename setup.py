@@ -100,24 +100,15 @@ class CMakeBuild(build_ext):
 
 def _record_commit(path):
     """The source's git commit (and whether it had local changes), recorded at build time, so that an
-    installed taskgeom still knows which code it runs (git is not reachable from site-packages)."""
+    installed taskgeom still knows which code it runs (git is not reachable from site-packages). Uses
+    taskgeom/_provenance.py's own reader, loaded by path (the package itself is not importable yet)."""
+    import importlib.util
     import json
 
-    info = {}
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        if head.returncode == 0:
-            info["commit"] = head.stdout.strip()
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            )
-            info["dirty"] = bool(dirty.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        pass
+    spec = importlib.util.spec_from_file_location("_taskgeom_provenance", ROOT / "taskgeom" / "_provenance.py")
+    provenance = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(provenance)
+    info = {k: v for k, v in provenance._git(ROOT).items() if k != "source"}
     path.write_text(json.dumps(info))
 
 
