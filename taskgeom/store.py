@@ -509,8 +509,8 @@ class PredictionStore:
             diff = config_diff(json.loads(old), json.loads(cfg_json))
             raise ConfigMismatchError(
                 f"trajectory {name!r} was recorded with different settings ({'; '.join(diff)}); rerun with the "
-                "original settings to resume it, or pass a new trajectory name (new=True in training) "
-                "to start a separate one"
+                "original settings to resume it, or start a separate trajectory (another name; new=True in "
+                "taskgeom.train.train, --new-trajectory on the command line)"
             )
 
     def _create_locked(

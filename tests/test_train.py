@@ -213,3 +213,10 @@ def test_resume_with_changed_settings_is_an_error_unless_a_new_trajectory_is_ask
     other = train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False, new=True)
     assert other.id != traj.id and other.name.endswith("~2") and other.config["epochs"] == 2
     assert len(traj) == n
+    # the same settings again, with or without the flag, resume that variant: no duplicates
+    for flag in (False, True):
+        again = train(
+            cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False, new=flag
+        )
+        assert again.id == other.id
+    assert len(store.select()) == 2

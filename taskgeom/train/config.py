@@ -75,8 +75,6 @@ class TrainConfig:
         "imprinted head: cosine (eq. 7, the paper) or euclidean (class means, the authors' code)",
         choices=HEADS,
     )
-    augment: bool | None = option(None, "crop and flip training images (default: on for images of 16 px or more)")
-    state_dir: str | None = option(
-        None, "where resumable training state is kept (default: <store>/state)", metavar="PATH"
-    )
+    augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")
+    state_dir: str | None = option(None, "where resumable training state is kept; none: <store>/state", metavar="PATH")
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")

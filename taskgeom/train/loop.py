@@ -145,7 +145,11 @@ class _Recorder:
 
 
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
-    """The run's trajectory (an existing one is resumed); with ``new``, a fresh one beside earlier runs."""
+    """The run's trajectory. A recorded run with the same settings is resumed: the base name
+    ``task/method/arch/seed@eval_set`` or one of its separate variants ``...~2``, ``...~3``. Otherwise the
+    base trajectory is created (an error if it exists with other settings), or with ``new`` the next
+    variant."""
+    ident = identity(cfg)
     meta = dict(
         task=task_name,
         method=cfg.method,
@@ -153,12 +157,19 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
         architecture=cfg.arch,
         dtype="float16",
         classes=classes,
-        config=identity(cfg),
+        config=ident,
         code=code_version(),
     )
-    if not new:
-        return store.create_trajectory(eval_set, **meta)
     base = f"{task_name}/{cfg.method}/{cfg.arch}/seed{cfg.seed}@{eval_set}"
+    names = [base] + [
+        t.name for t in store.select(task=task_name, method=cfg.method, seed=cfg.seed) if t.name.startswith(base + "~")
+    ]
+    for name in names:
+        found = store.select(name=name)
+        if found and found[0].config == ident:
+            return store.create_trajectory(eval_set, name=name, **meta)
+    if not new or not store.select(name=base):
+        return store.create_trajectory(eval_set, name=base, **meta)
     k = 2
     while store.select(name=f"{base}~{k}"):
         k += 1
