@@ -14,14 +14,16 @@ from .geometry import (
     geodesic,
     geodesic_progress,
     ignorance,
-    pairwise_distances,
     per_class_progress,
     progress,
     truth,
 )
 from .imprint import ImprintedHead, imprint
+from .large import LandmarkInPCA, inpca_out_of_core, landmark_inpca
+from .modelsets import ModelSet, open_models
 from .reference import BC_FLOOR, PROB_FLOOR
 from .store import PredictionStore, StoreError
+from .tiled import DistanceMatrix, pairwise_distances
 from .trajectories import (
     mean_trajectory,
     normalized_distance,
@@ -41,6 +43,12 @@ __all__ = [
     "Ignorance",
     "ImprintedHead",
     "InPCA",
+    "DistanceMatrix",
+    "LandmarkInPCA",
+    "ModelSet",
+    "inpca_out_of_core",
+    "landmark_inpca",
+    "open_models",
     "Truth",
     "bhattacharyya",
     "build_info",

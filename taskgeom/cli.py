@@ -67,15 +67,57 @@ def _cmd_info(args) -> int:
 def _cmd_distances(args) -> int:
     import taskgeom as tg
 
-    models = _load(args.models, "models", (3,), _MODELS_HINT)
-    others = _load(args.others, "models", (3,), _MODELS_HINT) if args.others else None
     if args.chunk is not None and args.chunk < 1:
         raise CLIError(f"--chunk must be a positive number of samples, got {args.chunk}")
+    out_of_core = Path(args.models).is_dir() or args.engine != "local" or not str(args.out).endswith(".npy")
+    if out_of_core:
+        return _distances_out_of_core(args)
+    models = _load(args.models, "models", (3,), _MODELS_HINT)
+    others = _load(args.others, "models", (3,), _MODELS_HINT) if args.others else None
     t0 = time.perf_counter()
     D = tg.pairwise_distances(models, others, divergence=args.divergence, backend=args.backend, chunk=args.chunk)
     dt = time.perf_counter() - t0
     np.save(args.out, D)
     print(f"{args.divergence} matrix {D.shape} of {models.shape} models in {dt:.3f} s -> {args.out}")
+    return 0
+
+
+def _distances_out_of_core(args) -> int:
+    from . import engines, tiled
+    from .modelsets import open_models
+
+    if args.others:
+        raise CLIError("--others needs an in-memory matrix: give --out a .npy file name")
+    if args.chunk is not None:
+        raise CLIError("--chunk applies to an in-memory matrix (--out FILE.npy)")
+    filters = {}
+    for item in args.select or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CLIError(f"--select {item!r}: expected FIELD=VALUE, e.g. task=0-4")
+        filters.setdefault(key, []).append(int(value) if key == "seed" and value.lstrip("-").isdigit() else value)
+    if filters and not Path(args.models).is_dir():
+        raise CLIError("--select applies to a store folder")
+    ms = open_models(args.models, **filters)
+    t0 = time.perf_counter()
+    dm = tiled.open_for(args.out, ms, args.divergence, None, int(args.budget_mb) << 20)
+    todo = len(dm.tasks())
+    engines.run_tiles(
+        dm,
+        ms,
+        args.divergence,
+        engine=args.engine,
+        address=args.address,
+        backend=args.backend,
+        num_cpus=args.num_cpus,
+        num_gpus=args.num_gpus,
+        progress_bar=sys.stderr.isatty(),
+    )
+    print(
+        f"{args.divergence} matrix ({dm.m}, {dm.m}) of {ms.m} models ({ms.n} samples x {ms.c} classes): "
+        f"{todo} of {(dm.m + dm.tile - 1) // dm.tile * ((dm.m + dm.tile - 1) // dm.tile + 1) // 2} tiles of "
+        f"{dm.tile} computed in {time.perf_counter() - t0:.1f} s ({args.engine}) -> {dm.file}"
+    )
     return 0
 
 
@@ -142,6 +184,12 @@ def _cmd_store_verify(args) -> int:
     return 2 if bad else 0
 
 
+def engines_names():
+    from .engines import ENGINES
+
+    return list(ENGINES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -149,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="backends compiled into this install")
     p.set_defaults(fn=_cmd_info)
 
-    p = sub.add_parser("distances", help="pairwise divergence matrix of models stored as .npy (m, N, C)")
+    p = sub.add_parser(
+        "distances", help="pairwise divergence matrix of models (.npy (m, N, C) or a store), in memory or out of core"
+    )
     p.add_argument("models")
     p.add_argument("--others", help="second set (m', N, C) for a cross matrix")
     p.add_argument(
@@ -158,9 +208,47 @@ def build_parser() -> argparse.ArgumentParser:
         choices=divergences.names(),
         help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)",
     )
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"])
-    p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk")
-    p.add_argument("-o", "--out", default="distances.npy")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "cpu", "cuda", "torch"],
+        help="kernels: auto (CUDA for GPU data, else C++), cpu, cuda or torch (float64 reference) "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk (default: from the cache size)")
+    p.add_argument(
+        "-o",
+        "--out",
+        default="distances.npy",
+        help="a .npy file: the matrix computed in memory; any other path: a folder the matrix is "
+        "computed into tile by tile, out of core (resumable; added models add only their rows and "
+        "columns; np.load(PATH/D.npy, mmap_mode='r') reads it) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--select",
+        action="append",
+        metavar="FIELD=VALUE",
+        help="with a store folder: only trajectories with this task, method, seed, architecture or "
+        "eval_set (repeatable) (default: every trajectory)",
+    )
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=engines_names(),
+        help="out of core: compute tiles in this process (local) or as Ray tasks (ray, the ray extra) "
+        "(default: %(default)s)",
+    )
+    p.add_argument("--address", default=None, help="ray: the cluster's address (default: start a local Ray)")
+    p.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per tile task (default: %(default)s)")
+    p.add_argument(
+        "--num-gpus", type=float, default=0, help="ray: GPUs per tile task, fractions allowed (default: %(default)s)"
+    )
+    p.add_argument(
+        "--budget-mb",
+        type=int,
+        default=1024,
+        help="out of core: memory for model blocks and one tile, which sets the tile size (default: %(default)s)",
+    )
     p.set_defaults(fn=_cmd_distances)
 
     p = sub.add_parser("progress", help="progress (eq. 4) of models (.npy (m, N, C)) on a task's labels (.npy (N,))")

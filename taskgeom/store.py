@@ -680,6 +680,41 @@ class PredictionStore:
             )
         return idx
 
+    def extend(self, trajectory, probs, epochs=None, steps=None, accuracies=None, validate: bool = True) -> list:
+        """Append many checkpoints ``(T, N, C)`` at once (one write, one fsync, one transaction): all of them
+        or, on any failure, none. ``epochs``, ``steps``, ``accuracies``: optional sequences of length T.
+        Returns their indices."""
+        self._writable("extend")
+        traj = trajectory if isinstance(trajectory, Trajectory) else self.trajectory(trajectory)
+        es = self.eval_set(traj.eval_set)
+        p = np.asarray(probs)
+        if p.ndim != 3 or p.shape[1:] != (es.n, es.c):
+            raise ValueError(f"probs must have shape (T, {es.n}, {es.c}) for evaluation set {es.name!r}, got {p.shape}")
+        t = p.shape[0]
+        cols = {}
+        for name, values in (("epoch", epochs), ("step", steps), ("accuracy", accuracies)):
+            if values is not None and len(values) != t:
+                raise ValueError(f"{name}s: {len(values)} values for {t} checkpoints")
+            cols[name] = [None] * t if values is None else list(values)
+        if validate:
+            from ._validate import as_tensor, check_probabilities
+
+            check_probabilities(as_tensor(p, "probs")[0], "probs")
+        data = np.ascontiguousarray(p, dtype=_DTYPES[traj.dtype])
+        with self._write():
+            first = self._count(traj.id)
+            sums = self._write_data(traj, (data[k].tobytes() for k in range(t)), first, data[0].nbytes)
+            now = time.time()
+            self._db.executemany(
+                "INSERT INTO checkpoints (trajectory, idx, epoch, step, accuracy, extra, created, checksum) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (traj.id, first + k, cols["epoch"][k], cols["step"][k], cols["accuracy"][k], "{}", now, sums[k])
+                    for k in range(t)
+                ],
+            )
+        return list(range(first, first + t))
+
     # ---- integrity -------------------------------------------------------------------------------
     def verify(self, trajectories=None) -> list[str]:
         """Check the manifest and every committed checkpoint's bytes against its checksum.
