@@ -6,6 +6,7 @@ lengths, tubes and InPCA embeddings of such models, on C++/OpenMP and CUDA kerne
 """
 
 from ._build import build_info
+from .distances import pairwise_distances
 from .embedding import InPCA, explained_stress, inpca, random_projection
 from .geometry import (
     Ignorance,
@@ -23,7 +24,7 @@ from .large import LandmarkInPCA, inpca_out_of_core, landmark_inpca
 from .modelsets import ModelSet, open_models
 from .reference import BC_FLOOR, PROB_FLOOR
 from .store import PredictionStore, StoreError
-from .tiled import DistanceMatrix, pairwise_distances
+from .tiled import DistanceMatrix
 from .trajectories import (
     mean_trajectory,
     normalized_distance,

@@ -1,4 +1,5 @@
-"""Out-of-core divergence matrices: tiles computed into a matrix on disk, with a ledger of finished tiles.
+"""Out-of-core divergence matrices: tiles computed into a matrix on disk, with a ledger of finished tiles
+(the public entry point is :func:`taskgeom.pairwise_distances` with ``out=PATH``, in :mod:`taskgeom.distances`).
 
 ``pairwise_distances(models, out=PATH)`` (and ``taskgeom distances SOURCE --out PATH``) splits the
 ``m x m`` matrix into ``T x T`` tiles (``T`` from a memory budget that does not grow with ``m``) and
@@ -27,11 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import divergences
 from . import geometry as _geometry
-from .modelsets import ModelSet, open_models
+from .modelsets import ModelSet
 
-__all__ = ["DistanceMatrix", "pairwise_distances", "tile_size", "compute_tile"]
+__all__ = ["DistanceMatrix", "Task", "tile_size", "open_for", "compute_tile", "DEFAULT_BUDGET"]
 
 DEFAULT_BUDGET = 1 << 30  # bytes of model blocks and tile output held at once
 
@@ -130,11 +130,23 @@ class DistanceMatrix:
         os.replace(tmp, self._marker(task.I, task.J))
 
     def row_blocks(self, budget: int = DEFAULT_BUDGET):
-        """(r0, rows) blocks of the matrix, each at most ``budget`` bytes, read from the memory map."""
-        D = self.array()
+        """(r0, rows) blocks of the matrix, each at most ``budget`` bytes, read with ``pread`` into one
+        reused buffer (not through a memory map, whose touched pages would count in this process's
+        resident memory): reading the whole matrix holds one block."""
         step = max(1, int(budget // max(1, 8 * self.m)))
-        for r0 in range(0, self.m, step):
-            yield r0, np.asarray(D[r0 : r0 + step])
+        buf = np.empty((min(step, self.m), self.m))
+        offset = int(self.meta["offset"])
+        fd = os.open(self.file, os.O_RDONLY)
+        try:
+            for r0 in range(0, self.m, step):
+                rows = min(step, self.m - r0)
+                view = memoryview(buf[:rows].reshape(-1).view(np.uint8))
+                got = os.preadv(fd, [view], offset + r0 * self.m * 8)
+                if got != rows * self.m * 8:
+                    raise OSError(f"{self.file}: short read ({got} bytes) at row {r0}: truncated?")
+                yield r0, buf[:rows]
+        finally:
+            os.close(fd)
 
 
 def _create(path: Path, models: ModelSet, divergence: str, tile: int, keys: list) -> DistanceMatrix:
@@ -222,46 +234,3 @@ def compute_tile(
             )
         dm.write_block(block, r0, c0, mirror=(r0, r1) != (c0, c1) or task.I != task.J)
     dm.mark(task)
-
-
-def pairwise_distances(
-    models,
-    others=None,
-    *,
-    out=None,
-    engine: str = "local",
-    address: str | None = None,
-    budget: int = DEFAULT_BUDGET,
-    tile: int | None = None,
-    progress_bar: bool = False,
-    **kwargs,
-):
-    """:func:`taskgeom.geometry.pairwise_distances`, or, with ``out=PATH``, the out-of-core version.
-
-    With ``out``, ``models`` is anything :func:`taskgeom.modelsets.open_models` opens (an ``(m, N, C)``
-    ``.npy`` path, an array, a store folder or :class:`~taskgeom.store.PredictionStore`); the matrix is
-    computed tile by tile into the folder ``out`` (see the module docstring) and returned as a read-only
-    memory map. A run killed halfway resumes without recomputing finished tiles; models appended to the
-    source later add only their rows and columns. ``engine="ray"`` runs the tiles as Ray tasks
-    (:mod:`taskgeom.engines`; ``address`` of the cluster, default a local Ray). ``budget``: bytes of models
-    and output held at once (sets the tile size). Other keyword arguments (``divergence``, ``backend``,
-    ``validate``, ``threads``) are passed to the tile computations.
-    """
-    if out is None:
-        if engine != "local":
-            raise ValueError("engine='ray' needs out=PATH (the tiles are written to a folder)")
-        return _geometry.pairwise_distances(models, others, **kwargs)
-    if others is not None:
-        raise ValueError("out=PATH computes the symmetric matrix of one model set; pass others=None")
-    divergence = divergences.get(kwargs.pop("divergence", "bhattacharyya")).name
-    unknown = set(kwargs) - {"backend", "threads"}
-    if unknown:
-        raise ValueError(f"out=PATH does not take {sorted(unknown)}")
-    from . import engines
-
-    ms = open_models(models)
-    dm = open_for(out, ms, divergence, tile, budget)
-    engines.run_tiles(dm, ms, divergence, engine=engine, address=address, progress_bar=progress_bar, **kwargs)
-    if dm.tasks():
-        raise RuntimeError(f"{out}: {len(dm.tasks())} tiles are still missing after the run")
-    return dm.array()
