@@ -24,10 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import environment
 
 import taskgeom as tg
 from taskgeom import large
+
+from _common import environment
 
 
 def peak_rss_gb() -> float:
@@ -92,13 +93,22 @@ def part_landmark(args) -> dict:
     exact = tg.inpca(tg.pairwise_distances(X), k=3)
     t_exact = time.perf_counter() - t0
     sub_lm = large.landmark_inpca(X, n_landmarks=min(args.landmarks, args.subset), k=3, check=0)
-    return {"m": args.m, "n": args.n, "c": args.c, "landmarks": args.landmarks, "store_seconds": t_make,
-            "landmark_inpca_seconds": t_lm, "peak_rss_gb": peak_rss_gb(), "placement_error": lm.error,
-            "subset": args.subset, "subset_exact_seconds": t_exact,
-            "subset_explained_stress_3_exact": exact.explained_stress(3),
-            "subset_explained_stress_3_landmark": sub_lm.explained_stress(3),
-            "subset_procrustes_correlation_3d": large.procrustes_correlation(exact.coords, sub_lm.coords),
-            "full_run_vs_subset_exact_correlation_3d": large.procrustes_correlation(exact.coords, lm.coords[sub])}
+    return {
+        "m": args.m,
+        "n": args.n,
+        "c": args.c,
+        "landmarks": args.landmarks,
+        "store_seconds": t_make,
+        "landmark_inpca_seconds": t_lm,
+        "peak_rss_gb": peak_rss_gb(),
+        "placement_error": lm.error,
+        "subset": args.subset,
+        "subset_exact_seconds": t_exact,
+        "subset_explained_stress_3_exact": exact.explained_stress(3),
+        "subset_explained_stress_3_landmark": sub_lm.explained_stress(3),
+        "subset_procrustes_correlation_3d": large.procrustes_correlation(exact.coords, sub_lm.coords),
+        "full_run_vs_subset_exact_correlation_3d": large.procrustes_correlation(exact.coords, lm.coords[sub]),
+    }
 
 
 def part_exact(args) -> dict:
@@ -110,9 +120,16 @@ def part_exact(args) -> dict:
     t0 = time.perf_counter()
     emb = large.inpca_out_of_core(work / f"D{args.m}", k=10, budget=512 << 20)
     t_e = time.perf_counter() - t0
-    out = {"m": args.m, "n": args.n, "c": args.c, "distances_seconds": t_d, "inpca_seconds": t_e,
-           "peak_rss_gb": peak_rss_gb(), "explained_stress_3": emb.explained_stress(3),
-           "top10_eigenvalues": emb.eigenvalues.tolist()}
+    out = {
+        "m": args.m,
+        "n": args.n,
+        "c": args.c,
+        "distances_seconds": t_d,
+        "inpca_seconds": t_e,
+        "peak_rss_gb": peak_rss_gb(),
+        "explained_stress_3": emb.explained_stress(3),
+        "top10_eigenvalues": emb.eigenvalues.tolist(),
+    }
     if args.check_m:  # top-10 eigenvalues against the dense solver at a size it can hold
         D = np.load(work / f"D{args.m}" / "D.npy", mmap_mode="r")[: args.check_m, : args.check_m]
         np.save(work / "Dcheck.npy", np.asarray(D))
@@ -120,7 +137,8 @@ def part_exact(args) -> dict:
         ooc = large.inpca_out_of_core(work / "Dcheck.npy", k=10)
         out["check_m"] = args.check_m
         out["check_max_relative_eigenvalue_error"] = float(
-            np.max(np.abs(ooc.eigenvalues - dense.eigenvalues) / np.abs(dense.eigenvalues)))
+            np.max(np.abs(ooc.eigenvalues - dense.eigenvalues) / np.abs(dense.eigenvalues))
+        )
     return out
 
 
@@ -141,8 +159,7 @@ def part_engines(args) -> dict:
     t_ray = time.perf_counter() - t0
     ray.shutdown()
     # killed halfway (SIGKILL of the whole process at about half the local time), then resumed
-    code = (f"import taskgeom as tg; tg.pairwise_distances({str(src)!r}, out={str(work / 'Dkill')!r}, "
-            "budget=64 << 20)")
+    code = f"import taskgeom as tg; tg.pairwise_distances({str(src)!r}, out={str(work / 'Dkill')!r}, budget=64 << 20)"
     proc = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.time() + 60
     while not (work / "Dkill" / "meta.json").exists() and time.time() < deadline and proc.poll() is None:
@@ -157,9 +174,18 @@ def part_engines(args) -> dict:
     t0 = time.perf_counter()
     resumed = np.asarray(tg.pairwise_distances(str(src), out=work / "Dkill", budget=64 << 20))
     t_resume = time.perf_counter() - t0
-    return {"m": args.m, "n": args.n, "c": args.c, "tiles": total, "local_seconds": t_local, "ray_seconds": t_ray,
-            "ray_equals_local": bool(np.array_equal(local, remote)), "killed_tiles_left": left,
-            "resume_seconds": t_resume, "resumed_equals_local": bool(np.array_equal(local, resumed))}
+    return {
+        "m": args.m,
+        "n": args.n,
+        "c": args.c,
+        "tiles": total,
+        "local_seconds": t_local,
+        "ray_seconds": t_ray,
+        "ray_equals_local": bool(np.array_equal(local, remote)),
+        "killed_tiles_left": left,
+        "resume_seconds": t_resume,
+        "resumed_equals_local": bool(np.array_equal(local, resumed)),
+    }
 
 
 def main() -> None:
@@ -177,8 +203,12 @@ def main() -> None:
     args.m = args.m or {"landmark": 150_000, "exact": 20_000, "engines": 3000}[args.part]
     Path(args.work).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    res = {"part": args.part, **{"landmark": part_landmark, "exact": part_exact, "engines": part_engines}[
-        args.part](args), "wall_seconds": time.perf_counter() - t0, "env": environment("cpu")}
+    res = {
+        "part": args.part,
+        **{"landmark": part_landmark, "exact": part_exact, "engines": part_engines}[args.part](args),
+        "wall_seconds": time.perf_counter() - t0,
+        "env": environment("cpu"),
+    }
     print(json.dumps({k: v for k, v in res.items() if k != "env"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

@@ -184,6 +184,17 @@ def _cmd_store_verify(args) -> int:
     return 2 if bad else 0
 
 
+def _cmd_store_merge(args) -> int:
+    from .shards import merge_stores
+
+    res = merge_stores(args.shards, args.out)
+    print(
+        f"merged {res['shards']} shards into {args.out}: {res['trajectories']} trajectories, "
+        f"{res['checkpoints_added']} checkpoints added"
+    )
+    return 0
+
+
 def engines_names():
     from .engines import ENGINES
 
@@ -282,12 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("paths", nargs="+", metavar="PATH", help="store directory")
     v.set_defaults(fn=_cmd_store_verify)
+    mg = store_sub.add_parser(
+        "merge", help="merge store shards into one store (verified, idempotent; a new store appears whole)"
+    )
+    mg.add_argument("shards", nargs="+", metavar="SHARD", help="store folders to merge")
+    mg.add_argument("-o", "--out", required=True, help="the merged store (created when missing)")
+    mg.set_defaults(fn=_cmd_store_merge)
 
     from . import picture
     from .train import cli as train_cli
 
     picture.add_parser(sub)
     train_cli.add_parser(sub)
+    train_cli.add_sweep_parser(sub)
     return ap
 
 

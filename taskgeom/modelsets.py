@@ -74,7 +74,7 @@ class ModelSet:
                 t = self._trajectory(tid)
                 sums = self.__dict__.setdefault("_sums", {})
                 if tid not in sums:
-                    sums[tid] = [cp.get("checksum") for cp in t.checkpoints]
+                    sums[tid] = t.checksums
                 out.append(f"{t.name}#{idx}:{sums[tid][idx] or ''}")
             return out
         out = []

@@ -158,6 +158,17 @@ class Trajectory:
         return self.store._count(self.id)
 
     @property
+    def checksums(self) -> list:
+        """The committed checkpoints' checksums in order (None for checkpoints written before checksums)."""
+        cols = {r[1] for r in self.store._db.execute("PRAGMA table_info(checkpoints)")}
+        if "checksum" not in cols:
+            return [None] * len(self)
+        rows = self.store._db.execute(
+            "SELECT checksum FROM checkpoints WHERE trajectory=? ORDER BY idx", (self.id,)
+        ).fetchall()
+        return [r["checksum"] for r in rows]
+
+    @property
     def checkpoints(self) -> list[dict]:
         """Committed checkpoints in order: idx, epoch, step, accuracy and the free-form fields."""
         rows = self.store._db.execute(
@@ -680,10 +691,12 @@ class PredictionStore:
             )
         return idx
 
-    def extend(self, trajectory, probs, epochs=None, steps=None, accuracies=None, validate: bool = True) -> list:
+    def extend(
+        self, trajectory, probs, epochs=None, steps=None, accuracies=None, extras=None, validate: bool = True
+    ) -> list:
         """Append many checkpoints ``(T, N, C)`` at once (one write, one fsync, one transaction): all of them
-        or, on any failure, none. ``epochs``, ``steps``, ``accuracies``: optional sequences of length T.
-        Returns their indices."""
+        or, on any failure, none. ``epochs``, ``steps``, ``accuracies``, ``extras`` (dicts of free-form
+        fields): optional sequences of length T. Returns their indices."""
         self._writable("extend")
         traj = trajectory if isinstance(trajectory, Trajectory) else self.trajectory(trajectory)
         es = self.eval_set(traj.eval_set)
@@ -692,7 +705,7 @@ class PredictionStore:
             raise ValueError(f"probs must have shape (T, {es.n}, {es.c}) for evaluation set {es.name!r}, got {p.shape}")
         t = p.shape[0]
         cols = {}
-        for name, values in (("epoch", epochs), ("step", steps), ("accuracy", accuracies)):
+        for name, values in (("epoch", epochs), ("step", steps), ("accuracy", accuracies), ("extra", extras)):
             if values is not None and len(values) != t:
                 raise ValueError(f"{name}s: {len(values)} values for {t} checkpoints")
             cols[name] = [None] * t if values is None else list(values)
@@ -709,7 +722,16 @@ class PredictionStore:
                 "INSERT INTO checkpoints (trajectory, idx, epoch, step, accuracy, extra, created, checksum) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (traj.id, first + k, cols["epoch"][k], cols["step"][k], cols["accuracy"][k], "{}", now, sums[k])
+                    (
+                        traj.id,
+                        first + k,
+                        cols["epoch"][k],
+                        cols["step"][k],
+                        cols["accuracy"][k],
+                        json.dumps(cols["extra"][k] or {}, allow_nan=False),
+                        now,
+                        sums[k],
+                    )
                     for k in range(t)
                 ],
             )

@@ -9,7 +9,7 @@ from ..data import datasets
 from .config import TrainConfig
 from .loop import train
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "add_sweep_parser"]
 
 
 def add_parser(sub) -> None:
@@ -38,6 +38,40 @@ def add_parser(sub) -> None:
     _config.add_options(p, datasets.DataConfig, group="data")
     _config.add_options(p, TrainConfig, exclude=("seed",), group="training")
     p.set_defaults(fn=_cmd)
+
+
+def add_sweep_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="a grid of training runs, locally or on Ray, merged into one store",
+        description="Run every run of a sweep file (YAML or JSON; see taskgeom.train.sweep) into "
+        "OUT/shards/<run>/ and merge them into OUT/store.",
+    )
+    p.add_argument("sweep", help="the sweep file")
+    p.add_argument("--out", default="taskgeom-sweep", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--engine",
+        default="local",
+        choices=["local", "ray"],
+        help="run in this process, or each run as a Ray task (default: %(default)s)",
+    )
+    p.add_argument("--address", default=None, help="ray: the cluster's address (default: start a local Ray)")
+    p.set_defaults(fn=_cmd_sweep)
+
+
+def _cmd_sweep(args) -> int:
+    import sys
+
+    from .sweep import load_sweep, run_sweep
+
+    res = run_sweep(
+        load_sweep(args.sweep), args.out, engine=args.engine, address=args.address, progress_bar=sys.stderr.isatty()
+    )
+    print(
+        f"{res['runs']} runs ({args.engine}) merged into {args.out}/store: {res['trajectories']} trajectories, "
+        f"{res['checkpoints_added']} checkpoints added"
+    )
+    return 0
 
 
 def _cmd(args) -> int:
