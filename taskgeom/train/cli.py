@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from .. import config as _config
@@ -88,6 +89,8 @@ def _cmd(args) -> int:
         traj = train(
             cfg, data.tasks[args.task], data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory
         )
+        if int(os.environ.get("RANK", "0")) != 0:
+            continue  # under torchrun, rank 0 reports
         last = traj.checkpoints[-1]
         head = f", head accuracy {last['head_accuracy']:.4f}" if "head_accuracy" in last else ""
         print(

@@ -25,6 +25,7 @@ from .. import config as _config
 from .._provenance import code_version
 from ..data.loader import DeviceLoader
 from ..imprint import imprint
+from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method
 from .state import copy_state, load_state, save_state
@@ -61,6 +62,8 @@ class Run:
     task_images: np.ndarray  # training images of the task's classes
     task_labels: np.ndarray  # their labels in the task, 0..k-1
     model: torch.nn.Module | None = None
+    train_model: torch.nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
     loader: DeviceLoader | None = None
     step_generator: torch.Generator | None = None
     rng: np.random.Generator | None = None
@@ -181,7 +184,8 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     cfg, device = run.cfg, run.device
     torch.manual_seed(cfg.seed)
     run.step_generator = torch.Generator(device=device)
-    run.model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
+    model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
+    run.model, run.train_model = distributed.wrap_model(model, run.dist, device)
     opt = _optimizer(run.model, cfg)
     augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
     run.loader = DeviceLoader(
@@ -230,13 +234,24 @@ def train(
     """
     method = get_method(cfg.method)
     cfg = method.resolve(cfg)
-    device = resolve_device(cfg.device)
+    d, device_name = distributed.setup(cfg.device)
+    if d.active and not method.distributed:
+        raise ValueError(
+            f"method {cfg.method!r} does not run on several processes yet (supported: supervised, finetune)"
+        )
+    device = resolve_device(device_name)
     x_tr, y_tr = np.asarray(train_data[0]), np.asarray(train_data[1])
     x_ev, y_ev = np.asarray(eval_data[0]), np.asarray(eval_data[1])
     n_eval_classes = int(store.eval_set(eval_set).c)
     classes = [int(c) for c in task_classes]
     run = _task_data(cfg, method, classes, x_tr, y_tr, device)
-    traj = _create_trajectory(store, eval_set, task_name, cfg, classes, new)
+    run.dist = d
+    traj = _create_trajectory(store, eval_set, task_name, cfg, classes, new) if d.main else None
+    d.barrier()  # rank 0 created the trajectory; the others find it (same settings: no write)
+    if not d.main:
+        traj = store.trajectory(d.broadcast(None))
+    else:
+        d.broadcast(traj.id)
     opt, sched, total, state_path, step, recorded = _setup(run, store, traj, train_data)
     run.rng = np.random.default_rng(cfg.seed)
     imp_loader, ev_loader = _imprint_loaders(run, x_tr, y_tr, x_ev, y_ev, n_eval_classes)
@@ -267,10 +282,12 @@ def _optimise(
     scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
 
     def checkpoint(k: int) -> None:
-        record(k, step)
-        save_state(state_path, run.model, opt, sched, step, k + 1)
-        if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
-            copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
+        if run.dist.main:  # one process records and saves; the others wait for it
+            record(k, step)
+            save_state(state_path, run.model, opt, sched, step, k + 1)
+            if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
+                copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
+        run.dist.barrier()
 
     if step == 0 and recorded == 0:
         checkpoint(0)
@@ -279,7 +296,7 @@ def _optimise(
         total=total,
         initial=step,
         desc=f"{task_name}/{cfg.method}/seed{cfg.seed}",
-        disable=not progress_bar,
+        disable=not progress_bar or not run.dist.main,
         leave=False,
         unit="step",
     )

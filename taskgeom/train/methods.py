@@ -49,6 +49,7 @@ class Method:
     optimizer = "sgd"
     class_head = True  # one output per class of the task (else a projection head)
     augment_batches = True  # crop-and-flip on the loader's training batches
+    distributed = True  # runs data-parallel on several processes (taskgeom.train.distributed)
 
     def resolve(self, cfg):
         """``cfg`` with the method's defaults made explicit (optimiser, learning rate)."""
@@ -76,12 +77,13 @@ class Method:
         cfg, loader = run.cfg, run.loader
         g = run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
         xb, yb = loader.batch(step // run.per_epoch, step % run.per_epoch)
+        xb, yb = run.dist.shard(xb), run.dist.shard(yb)  # this process's share of the global batch
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))  # extra views of this step
         with torch.autocast(run.device.type, enabled=run.use_amp):
             return self.batch_loss(run, xb, yb, g)
 
     def batch_loss(self, run, xb, yb, g) -> torch.Tensor:
-        return F.cross_entropy(run.model(xb), yb, label_smoothing=run.cfg.label_smoothing)
+        return F.cross_entropy(run.train_model(xb), yb, label_smoothing=run.cfg.label_smoothing)
 
 
 @register_method
@@ -111,6 +113,7 @@ class Protonet(Method):
 
     name = "protonet"
     class_head = False
+    distributed = False
 
     def steps_per_epoch(self, run):
         return run.cfg.episodes_per_epoch
@@ -139,6 +142,7 @@ class _TwoViews(Method):
     optimizer = "adam"
     class_head = False
     augment_batches = False
+    distributed = False  # NT-Xent / Barlow over a global batch would need gathered projections
 
     def build(self, cfg, n_classes, in_channels, device):
         model = super().build(cfg, n_classes, in_channels, device)
@@ -177,6 +181,7 @@ class FixMatch(Method):
     enforced on strongly augmented ones (colour jitter and cutout)."""
 
     name = "fixmatch"
+    distributed = False
 
     def prepare(self, run):
         n = len(run.task_labels)
