@@ -267,8 +267,8 @@ def _optimise(
     bar = tqdm(
         total=total,
         initial=step,
-        desc=f"{task_name}/{cfg.method}/seed{cfg.seed}",
-        disable=not progress_bar,
+        desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {cfg.checkpoints} checkpoints)",
+        disable=None if progress_bar else True,  # None: quiet when not on a terminal
         leave=False,
         unit="step",
     )
