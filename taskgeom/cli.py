@@ -195,13 +195,6 @@ _BACKEND_HELP = (
 )
 
 
-def _positive(text: str) -> int:
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
-    return v
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -234,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inpca", help="InPCA embedding and explained stress of a distance matrix (.npy)")
     p.add_argument("distances", help="a .npy (m, m) divergence matrix (symmetric, zero diagonal)")
-    p.add_argument("-k", type=_positive, default=3, help="dimensions to keep (default: %(default)s)")
+    p.add_argument("-k", type=int, default=3, help="dimensions to keep (default: %(default)s)")
     p.add_argument(
         "-o",
         "--out",

@@ -99,7 +99,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
         raise ValueError("D is empty (0 x 0): an embedding needs at least one model")
     if not np.all(np.isfinite(Dm)):
         i, j = np.argwhere(~np.isfinite(Dm))[0]
-        raise ValueError(f"D has non-finite entries (D[{i}, {j}] = {Dm[i, j]})")
+        raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {Dm[i, j]}")
     scale = max(1.0, float(np.abs(Dm).max()))
     asym = np.abs(Dm - Dm.T).max()
     if asym > 1e-8 * scale:
@@ -184,7 +184,11 @@ class InPCA(TransformerMixin, BaseEstimator):
         """Embed the models of the ``(m, m)`` divergence matrix ``X``; ``y`` is ignored."""
         if self.metric != "precomputed":
             raise ValueError(f"metric must be 'precomputed' (InPCA takes a divergence matrix), got {self.metric!r}")
-        D = validate_data(self, X, dtype=np.float64, reset=True)
+        # finiteness, symmetry, sign and diagonal are checked by inpca, with messages naming the entry
+        D = validate_data(self, X, dtype=np.float64, reset=True, ensure_all_finite=False)
+        if not np.all(np.isfinite(D)):
+            i, j = np.argwhere(~np.isfinite(D))[0]
+            raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {D[i, j]}")
         emb = inpca(D, k=self.n_components, method=self.eigen_solver)
         self.embedding_result_ = emb
         self.embedding_ = emb.coords
