@@ -21,13 +21,19 @@ from taskgeom.train import TrainConfig, train
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--store", default="/tmp/taskgeom-smoke")
-    ap.add_argument("--other-epochs", type=int, default=1)
-    ap.add_argument("--out", default="smoke.json")
+    ap.add_argument(
+        "--data", required=True, help="CIFAR-10: an ImageFolder, a tarball or torchvision's batches folder (required)"
+    )
+    ap.add_argument("--epochs", type=int, default=8, help="training epochs (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=256, help="samples per batch (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate, cosine schedule (default: %(default)s)")
+    ap.add_argument("--store", default="/tmp/taskgeom-smoke", help="PredictionStore folder (default: %(default)s)")
+    ap.add_argument(
+        "--other-epochs", type=int, default=1, help="epochs of the other methods' short runs (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--out", default="smoke.json", help="where the timings and accuracies are written (default: %(default)s)"
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     tr = load_images(f"{args.data}/train.tar.gz", split="train")

@@ -60,12 +60,18 @@ def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="result4")
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--grid", type=int, default=40)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--preset", choices=sorted(PRESETS), default="result4", help="which comparison (default: %(default)s)"
+    )
+    ap.add_argument("--out", default=None, help="output folder (default: the preset's name)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds per family (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, default=15, help="training epochs per run (default: %(default)s)")
+    ap.add_argument(
+        "--grid", type=int, default=40, help="progress values of the re-indexed trajectories (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
+    )
     add_data_arguments(ap)
     args = ap.parse_args()
     reference, families_cfg = PRESETS[args.preset]

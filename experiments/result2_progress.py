@@ -22,8 +22,8 @@ from taskgeom.store import PredictionStore
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--store", required=True)
-    ap.add_argument("--out", default="result2")
+    ap.add_argument("--store", required=True, help="a PredictionStore, e.g. <picture out>/store (required)")
+    ap.add_argument("--out", default="result2", help="output folder (default: %(default)s)")
     args = ap.parse_args()
     store = PredictionStore(args.store)
     out = Path(args.out)

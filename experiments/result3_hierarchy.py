@@ -151,22 +151,40 @@ def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
-    ap.add_argument("--data-path", default="../shared/data/cifar10")
-    ap.add_argument("--out", default="result3")
-    ap.add_argument("--tasks", nargs="+", default=["all", "vehicles", "animals", "mammals", "pets"])
-    ap.add_argument("--arch", default="small-cnn")
-    ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--checkpoints", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=0.1)
-    ap.add_argument("--train-per-class", type=int, default=800)
-    ap.add_argument("--eval-samples", type=int, default=2000)
-    ap.add_argument("--imprint-samples", type=int, default=2000)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--data-path",
+        default="../shared/data/cifar10",
+        help="CIFAR-10: an ImageFolder, a tarball or torchvision's batches folder (default: %(default)s)",
+    )
+    ap.add_argument("--out", default="result3", help="output folder (default: %(default)s)")
+    ap.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["all", "vehicles", "animals", "mammals", "pets"],
+        help="tasks of the hierarchy (default: %(default)s)",
+    )
+    ap.add_argument("--arch", default="small-cnn", help="network (default: %(default)s)")
+    ap.add_argument("--seeds", type=int, default=2, help="seeds per task (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, default=6, help="training epochs per run (default: %(default)s)")
+    ap.add_argument("--checkpoints", type=int, default=10, help="recorded checkpoints per run (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=128, help="samples per batch (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate, cosine schedule (default: %(default)s)")
+    ap.add_argument("--train-per-class", type=int, default=800, help="training images per class (default: %(default)s)")
+    ap.add_argument(
+        "--eval-samples", type=int, default=2000, help="evaluation samples, class-balanced (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--imprint-samples",
+        type=int,
+        default=2000,
+        help="training images used to imprint each checkpoint (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
+    )
     ap.add_argument(
         "--results",
-        help="analyse the results.json of an existing `taskgeom picture --data cifar10` run instead of training",
+        help="analyse the results.json of an existing `taskgeom picture --data cifar10` run instead of training (default: train)",
     )
     args = ap.parse_args()
     out = Path(args.out)

@@ -28,12 +28,18 @@ from _data import SUBTASKS, add_data_arguments, load
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="result6")
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--epochs", type=int, default=15)
-    ap.add_argument("--finetune-epochs", type=int, default=5)
-    ap.add_argument("--grid", type=int, default=40)
-    ap.add_argument("--device", default="auto")
+    ap.add_argument("--out", default="result6", help="output folder (default: %(default)s)")
+    ap.add_argument("--seeds", type=int, default=3, help="seeds (default: %(default)s)")
+    ap.add_argument("--epochs", type=int, default=15, help="epochs of the supervised runs (default: %(default)s)")
+    ap.add_argument(
+        "--finetune-epochs", type=int, default=5, help="epochs of each fine-tuning run (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--grid", type=int, default=40, help="progress values of the re-indexed trajectories (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
+    )
     add_data_arguments(ap)
     args = ap.parse_args()
     out = Path(args.out)

@@ -7,7 +7,7 @@ lengths, tubes and InPCA embeddings of such models, on C++/OpenMP and CUDA kerne
 
 from ._build import build_info
 from .distances import pairwise_distances
-from .embedding import InPCA, explained_stress, inpca, random_projection
+from .embedding import Embedding, InPCA, explained_stress, inpca, random_projection
 from .geometry import (
     Ignorance,
     Truth,
@@ -42,6 +42,7 @@ __all__ = [
     "PredictionStore",
     "StoreError",
     "Ignorance",
+    "Embedding",
     "ImprintedHead",
     "InPCA",
     "DistanceMatrix",

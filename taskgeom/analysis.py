@@ -24,7 +24,10 @@ __all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances"
 @dataclass
 class Line:
     """One curve of the 3-D view: a seed's re-indexed trajectory or a task's mean (``mean=True``).
-    ``points``: dicts with ``xyz``, ``progress``, ``epoch`` and ``accuracy`` (None where undefined)."""
+    ``points``: dicts with ``xyz``, ``progress`` (the grid value), ``epoch`` and ``accuracy`` (None where
+    undefined), ``reached`` (whether the run reached this grid value: False where re-indexing clamps to
+    its first or last checkpoint) and ``true_progress`` (the grid value where reached, else the real
+    progress of the checkpoint it is a copy of; for a mean, the grid value where every seed reached it)."""
 
     task: str
     seed: int | None
@@ -65,6 +68,7 @@ class PictureResult:
     geodesic_length_P0_Pstar: float
     reference_task: str
     normalized_distance: dict  # task -> curve over the grid, to the reference task
+    normalized_distance_spread: dict  # task -> {"low", "high"}: min and max over its seeds (one seed each)
     tube_radius: dict
     grid: list
     task_distances: dict
@@ -86,6 +90,7 @@ class PictureResult:
             "riemann_length": self.riemann_length,
             "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
             f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
+            f"normalized_distance_to_{self.reference_task}_seed_spread": self.normalized_distance_spread,
             "tube_radius": self.tube_radius,
             "grid": self.grid,
             "task_distances": self.task_distances,
@@ -112,23 +117,27 @@ def _load(t, device: torch.device):
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
-    """Epoch and accuracy at each re-indexed point, interpolated between the two checkpoints whose
-    geodesic it lies on (the checkpoint itself where the grid value lies outside the reached range)."""
+    """Epoch, accuracy, whether reached, and true progress at each re-indexed point: interpolated
+    between the two checkpoints whose geodesic it lies on, or the checkpoint itself (and its own progress)
+    where the grid value lies outside the reached range."""
     epochs = np.array([c["epoch"] if c["epoch"] is not None else np.nan for c in checkpoints], dtype=float)
     accs = np.array([c["accuracy"] if c["accuracy"] is not None else np.nan for c in checkpoints], dtype=float)
-    tk = info["checkpoint_progress"]
-    ep, ac = [], []
+    tk = np.asarray(info["checkpoint_progress"], dtype=float)
+    ep, ac, reached, true = [], [], [], []
     for g, seg in enumerate(info["segment"]):
         if seg >= 0:
             lam = info["lam"][g]
             e = epochs[seg] + lam * (epochs[seg + 1] - epochs[seg])
             a = accs[seg] + lam * (accs[seg + 1] - accs[seg])
+            t = float(info["grid"][g])
         else:
             k = int(np.argmin(tk)) if info["grid"][g] < tk.min() else int(np.argmax(tk))
-            e, a = epochs[k], accs[k]
+            e, a, t = epochs[k], accs[k], float(tk[k])
         ep.append(None if np.isnan(e) else float(e))
         ac.append(None if np.isnan(a) else float(a))
-    return ep, ac
+        reached.append(bool(seg >= 0))
+        true.append(t)
+    return ep, ac, reached, true
 
 
 def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> dict:
@@ -143,8 +152,10 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
         "trained": {},
         "lengths": {},
     }
+    from tqdm.auto import tqdm
+
     lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
-    for t in trajs:
+    for t in tqdm(trajs, desc="analysing trajectories (progress, re-indexing, lengths)", unit="traj", disable=None):
         probs = _load(t, device)
         prog = _np(geometry.progress(probs, lab, backend=backend))
         acc["final"].setdefault(t.task, []).append(float(prog[-1]))
@@ -164,21 +175,34 @@ def _lines(emb, placed, keys, along, task_names, grid: int) -> list:
     grid_t = np.linspace(0, 1, grid)
     lines = []
     for i, (task, seed, _p, _a) in enumerate(keys):
+        ep, ac, reached, true = along[i]
         pts = [
             {
                 "xyz": emb.coords[i * grid + g, :3].tolist(),
                 "progress": float(grid_t[g]),
-                "epoch": along[i][0][g],
-                "accuracy": along[i][1][g],
+                "epoch": ep[g],
+                "accuracy": ac[g],
+                "reached": reached[g],
+                "true_progress": true[g],
             }
             for g in range(grid)
         ]
         lines.append(Line(task, int(seed), "supervised", False, pts))
     for j, task in enumerate(task_names):
-        pts = [
-            {"xyz": placed[j * grid + g].tolist(), "progress": float(grid_t[g]), "epoch": None, "accuracy": None}
-            for g in range(grid)
-        ]
+        members = [i for i, k in enumerate(keys) if k[0] == task]
+        pts = []
+        for g in range(grid):
+            all_reached = all(along[i][2][g] for i in members)
+            pts.append(
+                {
+                    "xyz": placed[j * grid + g].tolist(),
+                    "progress": float(grid_t[g]),
+                    "epoch": None,
+                    "accuracy": None,
+                    "reached": all_reached,
+                    "true_progress": float(grid_t[g]) if all_reached else None,
+                }
+            )
         lines.append(Line(task, None, "supervised", True, pts))
     return lines
 
@@ -243,12 +267,25 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
         normalized_distance={
             t: trajectories.normalized_distance(fam, families[ref]).tolist() for t, fam in families.items() if t != ref
         },
+        normalized_distance_spread={t: _seed_spread(fam, families[ref]) for t, fam in families.items() if t != ref},
         tube_radius={t: trajectories.tube_radius(fam).tolist() for t, fam in families.items()},
         grid=np.linspace(0, 1, grid).tolist(),
         task_distances=task_distances(families, acc["final"], np.linspace(0, 1, grid)),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         embedding=view,
     )
+
+
+def _seed_spread(fam: np.ndarray, ref: np.ndarray) -> dict:
+    """Where the individual seeds lie: for each seed of ``fam``, ``2 d_B(seed(t), mean_ref(t)) / (r_fam(t) +
+    r_ref(t))``, the Remark 5 ratio with the seed's trajectory in place of its family's mean (same tube
+    radii); ``low`` and ``high`` are the min and max over seeds. A seed spread, not a confidence interval."""
+    mean_ref = np.asarray(trajectories.mean_trajectory(ref.astype(np.float64)))
+    r = np.asarray(trajectories.tube_radius(fam)) + np.asarray(trajectories.tube_radius(ref))
+    d = np.stack([np.asarray(geometry.bhattacharyya(f.astype(np.float64), mean_ref)) for f in fam])  # (K, G)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(r > 0, 2 * d / np.where(r > 0, r, 1.0), np.where(d > 0, np.inf, 0.0))
+    return {"low": ratio.min(0).tolist(), "high": ratio.max(0).tolist()}
 
 
 def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> dict:

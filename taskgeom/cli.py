@@ -2,7 +2,7 @@
 
 Subcommands: ``info`` (what was built), ``distances`` (pairwise divergence matrix of stored models),
 ``progress`` (progress of stored models on a task), ``inpca`` (embedding and explained stress of a
-distance matrix), ``train`` (record training trajectories into a store), ``picture`` (the main job:
+distance matrix), ``export`` (a store's predictions and labels as ``.npy`` files), ``train`` (record training trajectories into a store), ``picture`` (the main job:
 see ``taskgeom picture --help``), ``store verify`` (check a store's checkpoints against their checksums).
 
 Every error is one line on stderr with exit status 2 (never a traceback; set ``TASKGEOM_TRACEBACK=1``
@@ -140,14 +140,61 @@ def _cmd_progress(args) -> int:
 def _cmd_inpca(args) -> int:
     import taskgeom as tg
 
+    if args.out and Path(args.out).suffix not in (".npz", ".npy"):
+        raise CLIError(f"-o {args.out}: name a .npz (coordinates, eigenvalues, signature) or a .npy (coordinates)")
     D = np.asarray(_load(args.distances, "distance matrix", (2,), "a square (m, m) distance matrix"))
-    emb = tg.inpca(D, k=args.k)
+    est = tg.InPCA(n_components=args.k)
+    coords = est.fit_transform(D)
+    chi = est.explained_stress()
     if args.out:
-        np.save(args.out, emb.coords)
-    chi = emb.explained_stress()
+        # written to exactly the given name (np.save / np.savez would append a suffix to other names)
+        with open(args.out, "wb") as f:
+            if args.out.endswith(".npz"):
+                np.savez(f, coords=coords, eigenvalues=est.eigenvalues_, signature=est.signature_, explained_stress=chi)
+            else:
+                np.save(f, coords)
     for k in range(len(chi)):
-        sign = "time-like" if emb.signature[k] < 0 else "space-like"
-        print(f"dim {k + 1}: eigenvalue {emb.eigenvalues[k]: .6g} ({sign}), explained stress {100 * chi[k]:.2f}%")
+        sign = "time-like" if est.signature_[k] < 0 else "space-like"
+        print(f"dim {k + 1}: eigenvalue {est.eigenvalues_[k]: .6g} ({sign}), explained stress {100 * chi[k]:.2f}%")
+    if args.out:
+        what = "coordinates, eigenvalues, signature, explained_stress" if args.out.endswith(".npz") else "coordinates"
+        print(f"{what} -> {args.out}")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .store import PredictionStore
+
+    if len(args.out) != 2:
+        raise CLIError(f"-o takes two files, PREDS.npy LABELS.npy; got {len(args.out)}")
+    where = {
+        k: v
+        for k, v in {"task": args.task, "method": args.method, "seed": args.seed, "eval_set": args.eval_set}.items()
+        if v
+    }
+    with PredictionStore(args.store, readonly=True) as store:
+        trajs = [t for t in store.select(**where) if len(t)]
+        if not trajs:
+            raise CLIError(f"{args.store}: no trajectory with checkpoints matches {where or 'any'}")
+        sets = sorted({t.eval_set for t in trajs})
+        if len(sets) > 1:
+            raise CLIError(f"{args.store}: trajectories on several evaluation sets {sets}; choose one with --eval-set")
+        first = trajs[0].probs
+        m = sum(1 if args.checkpoint == "last" else len(t) for t in trajs)
+        preds = np.lib.format.open_memmap(args.out[0], mode="w+", dtype=first.dtype, shape=(m,) + first.shape[1:])
+        i = 0
+        for t in tqdm(trajs, desc="exporting trajectories", unit="traj", disable=None):
+            p = t.probs[-1:] if args.checkpoint == "last" else t.probs
+            preds[i : i + len(p)] = p
+            i += len(p)
+        preds.flush()
+        del preds
+        with open(args.out[1], "wb") as f:
+            np.save(f, np.asarray(store.eval_set(sets[0]).labels))
+    which = "last checkpoint of each" if args.checkpoint == "last" else "every checkpoint of"
+    print(f"{m} models ({which} {len(trajs)} trajectories on {sets[0]}) -> {args.out[0]}; labels -> {args.out[1]}")
     return 0
 
 
@@ -201,6 +248,12 @@ def engines_names():
     return list(ENGINES)
 
 
+_BACKEND_HELP = (
+    "auto (CUDA kernels for CUDA tensors, C++ otherwise), cpu, cuda, or torch (the float64 reference) "
+    "(default: %(default)s)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -211,21 +264,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "distances", help="pairwise divergence matrix of models (.npy (m, N, C) or a store), in memory or out of core"
     )
-    p.add_argument("models")
-    p.add_argument("--others", help="second set (m', N, C) for a cross matrix")
+    p.add_argument(
+        "models",
+        help="a .npy (m, N, C) of m models' probabilities on N samples of C classes, or a "
+        "store folder (every checkpoint of the selected trajectories)",
+    )
+    p.add_argument("--others", help="second set (m', N, C) for a cross matrix (default: none, models against models)")
     p.add_argument(
         "--divergence",
         default="bhattacharyya",
         choices=divergences.names(),
         help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)",
     )
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", "cpu", "cuda", "torch"],
-        help="kernels: auto (CUDA for GPU data, else C++), cpu, cuda or torch (float64 reference) "
-        "(default: %(default)s)",
-    )
+    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"], help=_BACKEND_HELP)
     p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk (default: from the cache size)")
     p.add_argument(
         "-o",
@@ -263,26 +314,63 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_distances)
 
     p = sub.add_parser("progress", help="progress (eq. 4) of models (.npy (m, N, C)) on a task's labels (.npy (N,))")
-    p.add_argument("models")
-    p.add_argument("labels")
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"])
-    p.add_argument("-o", "--out")
+    p.add_argument("models", help="a .npy (m, N, C) of models (or one model (N, C))")
+    p.add_argument("labels", help="a .npy (N,) of integer labels")
+    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"], help=_BACKEND_HELP)
+    p.add_argument("-o", "--out", help="also save the (m,) progress values as .npy (default: print only)")
     p.set_defaults(fn=_cmd_progress)
 
     p = sub.add_parser("inpca", help="InPCA embedding and explained stress of a distance matrix (.npy)")
-    p.add_argument("distances")
-    p.add_argument("-k", type=int, default=3)
-    p.add_argument("-o", "--out")
+    p.add_argument("distances", help="a .npy (m, m) divergence matrix (symmetric, zero diagonal)")
+    p.add_argument("-k", type=int, default=3, help="dimensions to keep (default: %(default)s)")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="a .npz gets coords, eigenvalues, signature and explained_stress; a .npy the (m, k) coordinates "
+        "(default: print only)",
+    )
     p.set_defaults(fn=_cmd_inpca)
+
+    p = sub.add_parser(
+        "export",
+        help="a store's predictions and labels as .npy files (the inputs of distances, progress and the Python API)",
+    )
+    p.add_argument("store", metavar="STORE", help="PredictionStore folder")
+    p.add_argument("--task", nargs="+", help="only these tasks (default: all)")
+    p.add_argument("--method", nargs="+", help="only these methods (default: all)")
+    p.add_argument("--seed", type=int, nargs="+", help="only these seeds (default: all)")
+    p.add_argument("--eval-set", help="the evaluation set (default: the only one the selected runs use)")
+    p.add_argument(
+        "--checkpoint",
+        choices=["all", "last"],
+        default="all",
+        help="every checkpoint of each trajectory, in order, or only the last (default: %(default)s)",
+    )
+    p.add_argument(
+        "-o",
+        "--out",
+        nargs=2,
+        metavar=("PREDS", "LABELS"),
+        default=["preds.npy", "labels.npy"],
+        help="(m, N, C) predictions and (N,) labels (default: preds.npy labels.npy)",
+    )
+    p.set_defaults(fn=_cmd_export)
 
     p = sub.add_parser("beton", help="write an ImageFolder directory as an FFCV .beton (needs the ffcv extra)")
     p.add_argument("folder", help="directory of <class>/<image> (or <split>/<class>/<image>)")
     p.add_argument("out", help="the .beton file to write")
-    p.add_argument("--split", help="e.g. train or val, for <split>/<class>/<image> layouts")
-    p.add_argument("--max-resolution", type=int, default=256)
-    p.add_argument("--jpeg-quality", type=int, default=90)
-    p.add_argument("--write-mode", default="smart", choices=["smart", "jpg", "raw"])
-    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--split", help="e.g. train or val, for <split>/<class>/<image> layouts (default: <class>/<image>)")
+    p.add_argument(
+        "--max-resolution", type=int, default=256, help="longest side of stored images (default: %(default)s)"
+    )
+    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality, 1-100 (default: %(default)s)")
+    p.add_argument(
+        "--write-mode",
+        default="smart",
+        choices=["smart", "jpg", "raw"],
+        help="how images are stored: smart (JPEG for large ones), jpg or raw (default: %(default)s)",
+    )
+    p.add_argument("--workers", type=int, default=None, help="writer processes (default: the cores, at most 8)")
     p.set_defaults(fn=_cmd_beton)
 
     p = sub.add_parser("store", help="store maintenance: taskgeom store verify PATH")

@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validate import as_tensor, check_probabilities, to_output
 
-__all__ = ["InPCA", "inpca", "explained_stress", "random_projection"]
+__all__ = ["Embedding", "InPCA", "inpca", "explained_stress", "random_projection"]
 
 
 def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None = None):
@@ -40,8 +42,8 @@ def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None =
 
 
 @dataclass
-class InPCA:
-    """An InPCA embedding of m models (eqs. 9-11).
+class Embedding:
+    """An InPCA embedding of m models (eqs. 9-11), as returned by :func:`inpca`.
 
     Attributes
     ----------
@@ -78,7 +80,7 @@ class InPCA:
         return (b @ self.vectors) * (np.sqrt(np.abs(self.eigenvalues)) / self.eigenvalues)[None, :]
 
 
-def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
+def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
     """InPCA embedding of a divergence matrix (eqs. 9-11).
 
     Parameters
@@ -97,14 +99,14 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
         raise ValueError("D is empty (0 x 0): an embedding needs at least one model")
     if not np.all(np.isfinite(Dm)):
         i, j = np.argwhere(~np.isfinite(Dm))[0]
-        raise ValueError(f"D has non-finite entries (D[{i}, {j}] = {Dm[i, j]})")
+        raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {Dm[i, j]}")
     scale = max(1.0, float(np.abs(Dm).max()))
     asym = np.abs(Dm - Dm.T).max()
     if asym > 1e-8 * scale:
         raise ValueError(f"D must be symmetric (max |D - D^T| = {asym:.3g})")
     if Dm.min() < -1e-12 * scale:
         i, j = np.argwhere(Dm == Dm.min())[0]
-        raise ValueError(f"D must hold divergences (>= 0), but D[{i}, {j}] = {Dm[i, j]:.6g}")
+        raise ValueError(f"Negative values in data: D must hold divergences (>= 0), but D[{i}, {j}] = {Dm[i, j]:.6g}")
     diag = np.abs(np.diag(Dm))
     if diag.max() > 1e-12 * scale:
         i = int(np.argmax(diag))
@@ -136,7 +138,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
     flip = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     vecs = vecs * np.where(flip == 0, 1.0, flip)[None, :]
     coords = vecs * np.sqrt(np.abs(vals))[None, :]
-    return InPCA(
+    return Embedding(
         coords=coords,
         eigenvalues=vals,
         signature=np.where(vals < 0, -1, 1).astype(np.int8),
@@ -145,6 +147,75 @@ def inpca(D, k: int | None = None, method: str = "auto") -> InPCA:
         _row_means=row,
         _grand_mean=grand,
     )
+
+
+class InPCA(TransformerMixin, BaseEstimator):
+    """InPCA on precomputed divergences, as a scikit-learn transformer (eqs. 9-11).
+
+    ``fit(D)`` takes the ``(m, m)`` divergence matrix of the models to embed (symmetric, zero diagonal,
+    e.g. from :func:`taskgeom.pairwise_distances`); ``transform(D_new)`` places new models from their
+    ``(m_new, m)`` divergences to the fitted ones (the out-of-sample extension of :meth:`Embedding.transform`;
+    for a fitted model it returns its own coordinates); ``fit_transform(D)`` returns the fitted coordinates.
+
+    Parameters
+    ----------
+    n_components : int, optional
+        Dimensions to keep (default: all m).
+    eigen_solver : {"auto", "dense", "lanczos"}
+        As ``method`` in :func:`inpca`.
+    metric : {"precomputed"}
+        The input is always a precomputed divergence matrix (sklearn's name for it, as in
+        ``sklearn.manifold.MDS``); no other value is accepted.
+
+    Attributes
+    ----------
+    embedding_ : (m, n_components) coordinates of the fitted models.
+    eigenvalues_ : (n_components,) signed eigenvalues, by decreasing magnitude.
+    signature_ : (n_components,) +1 space-like, -1 time-like.
+    n_features_in_ : m, the number of fitted models (the columns ``transform`` expects).
+    """
+
+    def __init__(self, n_components: int | None = None, eigen_solver: str = "auto", metric: str = "precomputed"):
+        self.n_components = n_components
+        self.eigen_solver = eigen_solver
+        self.metric = metric
+
+    def fit(self, X, y=None):
+        """Embed the models of the ``(m, m)`` divergence matrix ``X``; ``y`` is ignored."""
+        if self.metric != "precomputed":
+            raise ValueError(f"metric must be 'precomputed' (InPCA takes a divergence matrix), got {self.metric!r}")
+        # finiteness, symmetry, sign and diagonal are checked by inpca, with messages naming the entry
+        D = validate_data(self, X, dtype=np.float64, reset=True, ensure_all_finite=False)
+        if not np.all(np.isfinite(D)):
+            i, j = np.argwhere(~np.isfinite(D))[0]
+            raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {D[i, j]}")
+        emb = inpca(D, k=self.n_components, method=self.eigen_solver)
+        self.embedding_result_ = emb
+        self.embedding_ = emb.coords
+        self.eigenvalues_ = emb.eigenvalues
+        self.signature_ = emb.signature
+        return self
+
+    def transform(self, X):
+        """Coordinates of models given by their ``(m_new, m)`` divergences to the fitted models."""
+        check_is_fitted(self, "embedding_result_")
+        d = validate_data(self, X, dtype=np.float64, reset=False)
+        return self.embedding_result_.transform(d)
+
+    def fit_transform(self, X, y=None):
+        """``fit(X)`` and the fitted models' coordinates."""
+        return self.fit(X).embedding_
+
+    def explained_stress(self, k: int | None = None):
+        """chi_k of eq. (11) for the top ``k`` dimensions (default: an array over k = 1..n_components)."""
+        check_is_fitted(self, "embedding_result_")
+        return self.embedding_result_.explained_stress(k)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True  # X is (m, m): models against models
+        tags.input_tags.positive_only = True  # divergences are >= 0
+        return tags
 
 
 def random_projection(models, c_out: int, seed: int = 0, return_matrix: bool = False, validate: bool = True):

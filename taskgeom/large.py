@@ -7,7 +7,7 @@
   memory, torch's dense solver is used instead.
 * :func:`landmark_inpca`: ``L`` landmark models (random or farthest-point), the InPCA of their ``L x L``
   distances, and every model placed out of sample from its distances to the landmarks (the
-  generalisation of landmark MDS to an indefinite W; the same formula as :meth:`InPCA.transform`), with
+  generalisation of landmark MDS to an indefinite W; the same formula as :meth:`Embedding.transform`), with
   the approximation error measured on a held-out sample of models.
 """
 
@@ -122,7 +122,7 @@ def _finish(vals, vecs, k, total, row, grand):
     flip = np.sign(vecs[np.argmax(np.abs(vecs), axis=0), np.arange(vecs.shape[1])])
     vecs = vecs * np.where(flip == 0, 1.0, flip)[None, :]
     coords = vecs * np.sqrt(np.abs(vals))[None, :]
-    return _embedding.InPCA(
+    return _embedding.Embedding(
         coords=coords,
         eigenvalues=vals,
         signature=np.where(vals < 0, -1, 1).astype(np.int8),

@@ -56,13 +56,29 @@ class PictureConfig:
         return tuple(self.tasks) if self.tasks else datasets.DEFAULT_TASKS[data]
 
 
+def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> bool:
+    """Whether this run's trajectory is already recorded to its last epoch (then nothing is trained)."""
+    for t in store.select(eval_set=eval_set, task=task, method="supervised", seed=seed, architecture=cfg.arch):
+        last = t.checkpoints[-1] if len(t) else None
+        if last and last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9:
+            return True
+    return False
+
+
 def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
     from tqdm.auto import tqdm
 
     from .train import TrainConfig, train
 
     runs = [(task, seed) for task in tasks for seed in range(cfg.seeds)]
-    for task, seed in tqdm(runs, desc="training (or resuming) runs", unit="run"):
+    todo = [r for r in runs if not _finished(store, data.eval_set, r[0], r[1], cfg)]
+    if todo:
+        desc = f"training {len(todo)} runs" + (
+            f" ({len(runs) - len(todo)} already recorded)" if len(todo) < len(runs) else ""
+        )
+    else:
+        desc = f"checking {len(runs)} recorded runs (nothing to train)"
+    for task, seed in tqdm(runs, desc=desc, unit="run", disable=None):
         tcfg = TrainConfig(
             method="supervised",
             arch=cfg.arch,
@@ -75,8 +91,8 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
             device=cfg.device,
             imprint_samples=min(cfg.imprint_samples, len(data.train[1])),
         )
-        # resumable: a finished run is reused, an interrupted one continues where it stopped
-        train(tcfg, data.tasks[task], data.train, data.test, store, data.eval_set, task, progress_bar=False)
+        # resumable: a finished run is reused (its settings checked), an interrupted one continues
+        train(tcfg, data.tasks[task], data.train, data.test, store, data.eval_set, task, progress_bar=True)
 
 
 def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> PictureResult:
@@ -100,11 +116,29 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     t_train = time.perf_counter() - t0
     res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device)
     res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
-    res.figures = picture_figures(res, out)
-    res.report = write_report(res, out).name
-    (out / "results.json").write_text(json.dumps(res.to_json(), indent=2))
     from ._build import build_info
     from ._provenance import code_version
+    from .train import TrainConfig
+
+    code = code_version()
+    commit = code.get("commit")
+    settings = {
+        "data": f"{data_cfg.data} ({data.eval_set}: {len(data.test[1])} evaluation samples, "
+        f"{len(data.train[1])} training samples)",
+        "tasks": ", ".join(tasks),
+        "architecture": cfg.arch,
+        "method": "supervised",
+        "epochs": cfg.epochs,
+        "seeds": f"{cfg.seeds} (0 .. {cfg.seeds - 1})",
+        "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
+        "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
+        "imprinting head": f"{TrainConfig.imprint_head} (from {min(cfg.imprint_samples, len(data.train[1]))} training images)",
+        "code": f"taskgeom {code.get('taskgeom', '?')}, commit "
+        + (f"{commit[:12]}{' (uncommitted changes)' if code.get('dirty') else ''}" if commit else "unknown"),
+    }
+    res.figures = picture_figures(res, out)
+    res.report = write_report(res, out, settings=settings).name
+    (out / "results.json").write_text(json.dumps(res.to_json(), indent=2))
 
     (out / "config.json").write_text(
         json.dumps(

@@ -1,6 +1,10 @@
-"""A self-contained HTML report of a picture run: headline numbers, the static figures, and an
-interactive 3-D InPCA view (drag to rotate, wheel to zoom, hover for task, method, seed, progress,
-epoch and accuracy; mean trajectories in bold; P0 and P* marked). No network is needed to open it."""
+"""A self-contained HTML report of a picture run, drawn with plotly (plotly.js embedded once, so it opens
+offline): a header with the run's settings and accuracies; the 3-D InPCA view (axes named by component
+and the sign of its eigenvalue, P0 and P* marked, thin seeds and bold means, a legend entry per task and
+method that toggles it, hover with task, method, seed, epoch, accuracy and true progress); explained
+stress by dimension; progress against epochs; normalised distances against progress (Figs. 3b and 7b)
+with the seed spread; the task-distance matrix as a heat map; the static PNG figures. Every figure has a
+caption."""
 
 from __future__ import annotations
 
@@ -8,100 +12,18 @@ import base64
 import dataclasses
 import html
 import json
+import math
 from pathlib import Path
 
 __all__ = ["write_report"]
 
-_JS = r"""
-(function () {
-  const data = JSON.parse(document.getElementById('tg-data').textContent);
-  const canvas = document.getElementById('tg-3d');
-  const ctx = canvas.getContext('2d');
-  const tip = document.getElementById('tg-tip');
-  let yaw = 0.6, pitch = 0.35, zoom = 1.0, drag = null;
-  const all = [];
-  data.lines.forEach(l => l.points.forEach(p => all.push(p.xyz)));
-  data.marks.forEach(m => all.push(m.xyz));
-  const center = [0, 1, 2].map(k => all.reduce((s, p) => s + p[k], 0) / all.length);
-  const radius = Math.max(1e-12, ...all.map(p => Math.hypot(p[0] - center[0], p[1] - center[1], p[2] - center[2])));
-  function project(p) {
-    const x = (p[0] - center[0]) / radius, y = (p[1] - center[1]) / radius, z = (p[2] - center[2]) / radius;
-    const cx = Math.cos(yaw) * x - Math.sin(yaw) * z, cz = Math.sin(yaw) * x + Math.cos(yaw) * z;
-    const cy = Math.cos(pitch) * y - Math.sin(pitch) * cz, dz = Math.sin(pitch) * y + Math.cos(pitch) * cz;
-    const s = 0.42 * Math.min(canvas.width, canvas.height) * zoom;
-    return [canvas.width / 2 + s * cx, canvas.height / 2 - s * cy, dz];
-  }
-  let screen = [];
-  function draw() {
-    ctx.fillStyle = '#ffffff';
-    ctx.fillRect(0, 0, canvas.width, canvas.height);
-    screen = [];
-    data.lines.forEach(l => {
-      ctx.strokeStyle = l.color;
-      ctx.globalAlpha = l.mean ? 1.0 : 0.45;
-      ctx.lineWidth = l.mean ? 3.5 : 1.2;
-      ctx.beginPath();
-      l.points.forEach((p, i) => {
-        const q = project(p.xyz);
-        if (i === 0) ctx.moveTo(q[0], q[1]); else ctx.lineTo(q[0], q[1]);
-        screen.push({x: q[0], y: q[1], line: l, point: p});
-      });
-      ctx.stroke();
-    });
-    ctx.globalAlpha = 1.0;
-    data.marks.forEach(m => {
-      const q = project(m.xyz);
-      ctx.fillStyle = '#000000';
-      ctx.beginPath(); ctx.arc(q[0], q[1], 6, 0, 2 * Math.PI); ctx.fill();
-      ctx.font = '14px sans-serif'; ctx.fillText(m.name, q[0] + 8, q[1] - 8);
-      screen.push({x: q[0], y: q[1], mark: m});
-    });
-    let y = 20;
-    data.legend.forEach(e => {
-      ctx.fillStyle = e.color; ctx.fillRect(12, y - 10, 14, 4);
-      ctx.fillStyle = '#222'; ctx.font = '13px sans-serif'; ctx.fillText(e.name, 32, y - 4); y += 18;
-    });
-  }
-  canvas.addEventListener('mousedown', e => { drag = [e.clientX, e.clientY, yaw, pitch]; });
-  window.addEventListener('mouseup', () => { drag = null; });
-  canvas.addEventListener('mousemove', e => {
-    const r = canvas.getBoundingClientRect();
-    const mx = (e.clientX - r.left) * canvas.width / r.width, my = (e.clientY - r.top) * canvas.height / r.height;
-    if (drag) {
-      yaw = drag[2] + (e.clientX - drag[0]) * 0.01;
-      pitch = Math.max(-1.5, Math.min(1.5, drag[3] + (e.clientY - drag[1]) * 0.01));
-      draw();
-      return;
-    }
-    let best = null, bd = 64;
-    screen.forEach(s => { const d = (s.x - mx) ** 2 + (s.y - my) ** 2; if (d < bd) { bd = d; best = s; } });
-    if (!best) { tip.style.display = 'none'; return; }
-    tip.style.display = 'block';
-    tip.style.left = (e.pageX + 12) + 'px';
-    tip.style.top = (e.pageY + 12) + 'px';
-    if (best.mark) { tip.textContent = best.mark.name; return; }
-    const l = best.line, p = best.point;
-    tip.textContent = (l.mean ? 'mean of ' : '') + 'task ' + l.task + ', ' + l.method +
-      (l.mean ? '' : ', seed ' + l.seed) + ' | progress ' + p.progress.toFixed(3) +
-      (p.epoch === null ? '' : ', epoch ' + p.epoch.toFixed(2)) +
-      (p.accuracy === null ? '' : ', accuracy ' + (100 * p.accuracy).toFixed(1) + '%');
-  });
-  canvas.addEventListener('mouseleave', () => { tip.style.display = 'none'; });
-  canvas.addEventListener('wheel', e => { e.preventDefault(); zoom *= Math.exp(-e.deltaY * 0.001); draw(); },
-                          {passive: false});
-  draw();
-  document.body.setAttribute('data-rendered', String(screen.length));
-})();
-"""
-
 _CSS = """
-body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1100px; }
+body { font-family: sans-serif; margin: 24px; color: #222; max-width: 1150px; }
 table { border-collapse: collapse; margin: 8px 0 18px 0; }
 td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: right; }
 th { background: #f4f4f4; }
-#tg-tip { position: absolute; display: none; background: #fffbe6; border: 1px solid #aaa; padding: 4px 8px;
-          font-size: 13px; pointer-events: none; }
-canvas { border: 1px solid #ddd; cursor: grab; }
+figure { margin: 18px 0 30px 0; }
+figcaption { color: #444; font-size: 14px; margin-top: 4px; max-width: 1000px; }
 """
 
 _PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
@@ -113,53 +35,386 @@ def _table(rows, header) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def write_report(res, out: Path, title: str = "taskgeom picture") -> Path:
-    """Write ``out/report.html`` from a :class:`taskgeom.analysis.PictureResult` (with its figures)."""
+def _finite(values) -> list:
+    """Plotly draws None as a gap; inf and nan (e.g. a ratio over zero tube radii) become gaps."""
+    return [v if v is not None and math.isfinite(v) else None for v in values]
+
+
+def _axis_name(k: int, eigenvalue: float) -> str:
+    kind = "+, space-like" if eigenvalue >= 0 else "−, time-like"
+    return f"InPCA {k + 1} (λ = {eigenvalue:.3g}, {kind})"
+
+
+def _hover(line, p) -> str:
+    who = f"mean of task {line.task}" if line.mean else f"task {line.task}"
+    head = f"{who}<br>method {line.method}" + ("" if line.mean else f", seed {line.seed}")
+    parts = [head]
+    if p.get("epoch") is not None:
+        parts.append(f"epoch {p['epoch']:.2f}")
+    if p.get("accuracy") is not None:
+        parts.append(f"accuracy {100 * p['accuracy']:.1f}%")
+    if p.get("reached", True):
+        parts.append(f"progress {p['progress']:.3f}")
+    elif line.mean:
+        parts.append(f"grid progress {p['progress']:.3f}, not reached by every seed")
+    else:
+        parts.append(
+            f"progress {p['true_progress']:.3f} (grid value {p['progress']:.3f} not reached: "
+            "a copy of the nearest checkpoint)"
+        )
+    return "<br>".join(parts)
+
+
+def _inpca_figure(res, colors):
+    import plotly.graph_objects as go
+
+    emb = res.embedding
+    ev = list(emb.eigenvalues)[:3]
+    fig = go.Figure()
+    shown = set()
+    for ln in emb.lines:
+        group = f"{ln.task} · {ln.method}"
+        xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in ln.points]
+        fig.add_trace(
+            go.Scatter3d(
+                x=[q[0] for q in xyz],
+                y=[q[1] for q in xyz],
+                z=[q[2] for q in xyz],
+                mode="lines",
+                line=dict(color=colors[ln.task], width=9 if ln.mean else 2.5),
+                opacity=1.0 if ln.mean else 0.55,
+                name=group + (" (mean)" if ln.mean else f" (seed {ln.seed})"),
+                legendgroup=group,
+                showlegend=ln.mean and group not in shown,
+                text=[_hover(ln, p) for p in ln.points],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        if ln.mean:
+            shown.add(group)
+    for mark, symbol in zip(emb.marks, ("circle", "diamond")):
+        q = mark["xyz"] + [0.0] * (3 - len(mark["xyz"]))
+        fig.add_trace(
+            go.Scatter3d(
+                x=[q[0]],
+                y=[q[1]],
+                z=[q[2]],
+                mode="markers+text",
+                marker=dict(size=6, color="black", symbol=symbol),
+                text=[mark["name"]],
+                textposition="top center",
+                name=mark["name"],
+                hovertemplate=html.escape(mark["name"]) + "<extra></extra>",
+            )
+        )
+    # framed on the trajectories (P* is usually far away); a button frames P0 and P* too
+    pts = [p["xyz"] for ln in emb.lines for p in ln.points]
+    marks = [m["xyz"] for m in emb.marks]
+
+    def ranges(points):
+        out = []
+        for k in range(3):
+            vals = [p[k] if len(p) > k else 0.0 for p in points]
+            lo, hi = min(vals), max(vals)
+            pad = 0.08 * (hi - lo) or 1e-3
+            out.append([lo - pad, hi + pad])
+        return out
+
+    tight, wide = ranges(pts), ranges(pts + marks)
+    axes = ("xaxis", "yaxis", "zaxis")
+
+    def scene(rng):
+        return {f"scene.{a}.range": r for a, r in zip(axes, rng)}
+
+    fig.update_layout(
+        height=680,
+        margin=dict(l=0, r=0, t=30, b=0),
+        legend=dict(title="click: toggle a task · method", itemsizing="constant"),
+        scene=dict(
+            **{
+                a: dict(title=_axis_name(k, ev[k]) if k < len(ev) else f"InPCA {k + 1}", range=tight[k])
+                for k, a in enumerate(axes)
+            },
+            aspectmode="cube",
+        ),
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="right",
+                x=0.0,
+                y=1.04,
+                xanchor="left",
+                buttons=[
+                    dict(label="frame the trajectories", method="relayout", args=[scene(tight)]),
+                    dict(label="frame P0 and P* too", method="relayout", args=[scene(wide)]),
+                ],
+            )
+        ],
+    )
+    return fig
+
+
+def _stress_figure(res):
+    import plotly.graph_objects as go
+
+    ks = sorted(int(k) for k in res.explained_stress)
+    fig = go.Figure(
+        go.Scatter(
+            x=ks,
+            y=[100 * res.explained_stress[str(k)] for k in ks],
+            mode="lines+markers",
+            hovertemplate="%{x} dimensions: %{y:.2f}%<extra></extra>",
+            name="explained stress",
+        )
+    )
+    fig.update_layout(
+        height=340,
+        margin=dict(t=20),
+        xaxis=dict(title="dimensions k", tickmode="array", tickvals=ks),
+        yaxis=dict(title="explained stress χ_k (%)", range=[0, 101]),
+    )
+    return fig
+
+
+def _progress_figure(res, colors):
+    import plotly.graph_objects as go
+
+    emb = res.embedding
+    fig = go.Figure()
+    shown = set()
+    for (task, seed, prog, acc), ep in zip(emb.keys, emb.epochs):
+        fig.add_trace(
+            go.Scatter(
+                x=ep,
+                y=prog,
+                mode="lines+markers",
+                marker=dict(size=4),
+                line=dict(color=colors[task], width=1.5),
+                name=task,
+                legendgroup=task,
+                showlegend=task not in shown,
+                text=[
+                    f"task {task}, seed {seed}<br>epoch {e:.2f}<br>progress {p:.3f}"
+                    + ("" if a is None else f"<br>accuracy {100 * a:.1f}%")
+                    for e, p, a in zip(ep, prog, acc)
+                ],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        shown.add(task)
+    fig.update_layout(
+        height=380, margin=dict(t=20), xaxis=dict(title="epoch"), yaxis=dict(title="progress on the union task")
+    )
+    return fig
+
+
+def _distance_figure(res, colors):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    grid = list(res.grid)
+    spread = getattr(res, "normalized_distance_spread", {}) or {}
+    for task, nd in res.normalized_distance.items():
+        if task in spread:
+            lo, hi = _finite(spread[task]["low"]), _finite(spread[task]["high"])
+            fig.add_trace(
+                go.Scatter(
+                    x=grid, y=hi, mode="lines", line=dict(width=0), legendgroup=task, showlegend=False, hoverinfo="skip"
+                )
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=grid,
+                    y=lo,
+                    mode="lines",
+                    line=dict(width=0),
+                    fill="tonexty",
+                    fillcolor=colors.get(task, "#888") + "33",
+                    legendgroup=task,
+                    name=f"{task}: seed spread",
+                    hoverinfo="skip",
+                )
+            )
+        fig.add_trace(
+            go.Scatter(
+                x=grid,
+                y=_finite(nd),
+                mode="lines+markers",
+                marker=dict(size=4),
+                line=dict(color=colors.get(task, "#888"), width=2.5),
+                name=task,
+                legendgroup=task,
+                hovertemplate=f"task {task}<br>progress %{{x:.3f}}<br>normalised distance %{{y:.3g}}<extra></extra>",
+            )
+        )
+    fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
+    fig.update_layout(
+        height=380,
+        margin=dict(t=20),
+        xaxis=dict(title="progress", range=[0, 1]),
+        yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log"),
+    )
+    return fig
+
+
+def _heatmap_figure(td):
+    import plotly.graph_objects as go
+
+    names = td["tasks"]
+    z = [_finite(row) for row in td["normalized"]]
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=names,
+            y=names,
+            colorscale="Viridis",
+            text=[[("" if v is None else f"{v:.2f}") for v in row] for row in z],
+            texttemplate="%{text}",
+            colorbar=dict(title="normalised<br>distance"),
+            hovertemplate="%{y} ↔ %{x}: %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=120 + 70 * len(names), width=260 + 90 * len(names), margin=dict(t=20), yaxis=dict(autorange="reversed")
+    )
+    return fig
+
+
+def _figure(fig, div_id: str, caption: str) -> str:
+    body = fig.to_html(full_html=False, include_plotlyjs=False, div_id=div_id, config={"displaylogo": False})
+    return f"<figure>{body}<figcaption>{caption}</figcaption></figure>"
+
+
+def _settings_rows(settings: dict) -> list:
+    return [[k, "—" if v is None else v] for k, v in settings.items()]
+
+
+_PNG_CAPTIONS = {
+    "inpca_3d.png": "Static version of the 3-D InPCA view (matplotlib): thin lines are seeds, bold lines the "
+    "means over seeds.",
+    "summary.png": "Static summary (matplotlib): explained stress by dimension, progress against epochs, "
+    "normalised distances to the reference task, and per-class progress (blue: classes the task was trained "
+    "on, orange: unseen ones).",
+}
+
+
+def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict | None = None) -> Path:
+    """Write ``out/report.html`` from a :class:`taskgeom.analysis.PictureResult` (with its figures).
+
+    ``settings``: what the header shows about the run (e.g. data, architecture, epochs, seeds,
+    imprinting head, commit), in order.
+    """
+    from plotly.offline import get_plotlyjs
+
+    out = Path(out)
     emb = res.embedding
     tasks = list(dict.fromkeys(ln.task for ln in emb.lines))
     colors = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(tasks)}
-    lines = [{**dataclasses.asdict(ln), "color": colors[ln.task]} for ln in emb.lines]
-    payload = {"lines": lines, "marks": emb.marks, "legend": [{"name": t, "color": colors[t]} for t in tasks]}
     chi = res.explained_stress
+    accs: dict = {}
+    for task, _seed, _prog, acc in emb.keys:
+        if acc and acc[-1] is not None:
+            accs.setdefault(task, []).append(acc[-1])
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        f"<style>{_CSS}</style></head><body>",
+        f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>{res.trajectories} trajectories, {res.checkpoints} checkpoints, evaluated on {res.n} "
         f"samples x {res.c} classes ({html.escape(res.eval_set)}).</p>",
-        "<h2>InPCA of the re-indexed trajectories</h2>",
-        "<p>Drag to rotate, scroll to zoom, hover for details. Bold: mean over seeds. "
-        f"Explained stress of these 3 dimensions: {100 * chi.get('3', float('nan')):.2f}%.</p>",
-        "<canvas id='tg-3d' width='900' height='640'></canvas><div id='tg-tip'></div>",
-        "<h2>Explained stress (eq. 11)</h2>",
-        _table([[k, f"{100 * v:.2f}%"] for k, v in chi.items()], ["dimensions", "explained stress"]),
-        "<h2>Progress on the union task and Riemann length</h2>",
+    ]
+    if settings:
+        parts.append("<h2>Settings</h2>" + _table(_settings_rows(settings), ["setting", "value"]))
+    parts += [
+        "<h2>Results per task</h2>",
         _table(
             [
-                [t, f"{res.progress_on_union_task[t]['mean']:.3f}", f"{res.riemann_length[t]['mean']:.3f}"]
+                [
+                    t,
+                    f"{res.progress_on_union_task[t]['mean']:.3f}",
+                    f"{100 * sum(accs[t]) / len(accs[t]):.1f}%" if accs.get(t) else "—",
+                    f"{res.riemann_length[t]['mean']:.3f}",
+                ]
                 for t in res.progress_on_union_task
             ],
-            ["task", "progress (final, mean over seeds)", "Riemann length (eq. 6)"],
+            [
+                "task",
+                "final progress on the union task (mean over seeds)",
+                "final accuracy on all classes, imprinted (mean over seeds)",
+                "Riemann length (eq. 6)",
+            ],
         ),
         f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>",
+        "<h2>InPCA of the re-indexed trajectories</h2>",
+        _figure(
+            _inpca_figure(res, colors),
+            "tg-inpca",
+            "Figure 1. InPCA embedding (eqs. 9-11) of every trajectory re-indexed by progress (Remark 4): "
+            "thin lines are seeds, bold lines the means over seeds (placed into the embedding out of sample), "
+            "P0 (ignorance, uniform predictions) and P* (truth) marked. Axes are the top components, named by "
+            "the sign of their eigenvalue (−: time-like); "
+            f"these 3 dimensions explain {100 * chi.get('3', float('nan')):.2f}% of the stress. "
+            "Drag to rotate, scroll to zoom, click a legend entry to toggle a task and method. Hover gives the "
+            "epoch and accuracy (interpolated between checkpoints) and the true progress: where a run never "
+            "reached a grid value, its point is a copy of its nearest checkpoint and the hover says so.",
+        ),
+        "<h2>Explained stress</h2>",
+        _figure(
+            _stress_figure(res),
+            "tg-stress",
+            "Figure 2. Explained stress χ_k (eq. 11) of the top k InPCA dimensions, by dimension.",
+        ),
+        "<h2>Progress against epochs</h2>",
+        _figure(
+            _progress_figure(res, colors),
+            "tg-progress",
+            "Figure 3. Progress (eq. 4) on the union task of every recorded checkpoint against its epoch, one "
+            "line per seed; click a task in the legend to toggle it.",
+        ),
     ]
+    if res.normalized_distance:
+        parts += [
+            "<h2>Normalised distances against progress</h2>",
+            _figure(
+                _distance_figure(res, colors),
+                "tg-distance",
+                f"Figure 4 (the paper's Figs. 3b and 7b). Distance between each task's mean trajectory and "
+                f"that of '{html.escape(res.reference_task)}', over the mean of their tube radii (Remark 5), "
+                "against progress; below the dotted line at 1 the tubes intersect. The band is the seed "
+                "spread: min to max over the task's seeds of the same ratio with one seed in place of the "
+                "mean. It is not a confidence interval.",
+            ),
+        ]
     td = res.task_distances
     if td and len(td["tasks"]) > 1:
-        names = td["tasks"]
         parts += [
             "<h2>Distances between tasks (Remark 5)</h2>",
-            "<p>Distance between mean trajectories over the mean of their tube radii, averaged over the "
-            "progress both tasks reach (1 = the tubes touch).</p>",
-            _table([[a] + [f"{v:.2f}" for v in row] for a, row in zip(names, td["normalized"])], ["task"] + names),
+            _figure(
+                _heatmap_figure(td),
+                "tg-tasks",
+                "Figure 5. Normalised distance between every pair of tasks: the distance between their mean "
+                "trajectories over the mean of their tube radii, averaged over the progress both tasks reach "
+                "(1 = the tubes touch).",
+            ),
         ]
-    for fig in res.figures:
+    for k, fig in enumerate(res.figures):
         data = base64.b64encode((out / fig).read_bytes()).decode()
+        caption = _PNG_CAPTIONS.get(fig, "Static figure.")
         parts.append(
-            f"<h2>{html.escape(fig)}</h2><img alt='{html.escape(fig)}' src='data:image/png;base64,{data}' "
-            "style='max-width:100%'>"
+            f"<figure><img alt='{html.escape(caption)}' src='data:image/png;base64,{data}' style='max-width:100%'>"
+            f"<figcaption>Figure {6 + k}. {html.escape(caption)} ({html.escape(fig)} in the report folder)"
+            "</figcaption></figure>"
         )
-    parts.append(f"<script type='application/json' id='tg-data'>{json.dumps(payload)}</script>")
-    parts.append(f"<script>{_JS}</script></body></html>")
+    payload = {
+        "lines": [dataclasses.asdict(ln) for ln in emb.lines],
+        "marks": emb.marks,
+        "settings": settings or {},
+    }
+    data_json = json.dumps(payload).replace("</", "<\\/")  # never closes the script element early
+    parts.append(f"<script type='application/json' id='tg-data'>{data_json}</script>")
+    parts.append(
+        "<script>window.addEventListener('load', function () { document.body.setAttribute('data-rendered', "
+        "String(document.querySelectorAll('.js-plotly-plot .main-svg').length)); });</script></body></html>"
+    )
     path = out / "report.html"
-    path.write_text("".join(parts))
+    path.write_text("".join(parts), encoding="utf-8")
     return path

@@ -50,7 +50,17 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     store = PredictionStore(out / "store")
     counts = [len(t) for t in store.select()]
     assert len(counts) == 4 and min(counts) >= 5
-    # second run: every run is finished in the store, nothing is retrained or duplicated
+    # second run: every run is finished in the store, nothing is retrained or duplicated (and the
+    # progress bar says it only checks recorded runs)
+    from taskgeom import picture
+    from taskgeom.config import from_args
+
+    cfg = from_args(picture.PictureConfig, cli.build_parser().parse_args(args))
+    ev = store.select()[0].eval_set
+    assert all(picture._finished(store, ev, t, s, cfg) for t in ("all", "0-4") for s in (0, 1))
+    assert not picture._finished(store, ev, "all", 2, cfg)
+    longer = from_args(picture.PictureConfig, cli.build_parser().parse_args(args + ["--epochs", "4"]))
+    assert not picture._finished(store, ev, "all", 0, longer)
     states = sorted((out / "store" / "state").glob("*.pt"))
     stamps = [p.stat().st_mtime_ns for p in states]
     assert cli.main(args) == 0

@@ -220,3 +220,26 @@ def test_resume_with_changed_settings_is_an_error_unless_a_new_trajectory_is_ask
         )
         assert again.id == other.id
     assert len(store.select()) == 2
+
+
+def test_runs_write_metrics_a_user_can_watch(tmp_path):
+    import json
+
+    store, traj = run(tmp_path, "supervised", epochs=2, checkpoints=4, log_every=5)
+    path = store.root / "metrics" / f"{traj.id:06d}.jsonl"
+    lines = [json.loads(s) for s in path.read_text().splitlines()]
+    train_lines = [x for x in lines if x["kind"] == "train"]
+    cps = [x for x in lines if x["kind"] == "checkpoint"]
+    assert len(cps) == len(traj)  # one line per recorded checkpoint, with its accuracy
+    assert [c["accuracy"] for c in cps] == pytest.approx([c["accuracy"] for c in traj.checkpoints])
+    assert len(train_lines) >= 5 and all(x["step"] % 5 == 0 or x is train_lines[-1] for x in train_lines)
+    for x in train_lines:
+        assert np.isfinite(x["loss"]) and x["loss"] > 0 and x["images_per_second"] > 0 and x["lr"] >= 0
+    assert train_lines[0]["lr"] > train_lines[-1]["lr"]  # the cosine schedule decays
+    assert train_lines[0]["loss"] > train_lines[-1]["loss"]
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        return  # the tensorboard extra is not installed: JSON lines only
+    events = list((store.root / "tensorboard" / f"{traj.id:06d}").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 100

@@ -12,7 +12,7 @@ __all__ = ["TrainConfig", "IDENTITY_EXCLUDED"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
-IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states")
+IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every")
 
 
 @dataclass(frozen=True)
@@ -78,3 +78,9 @@ class TrainConfig:
     augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")
     state_dir: str | None = option(None, "where resumable training state is kept; none: <store>/state", metavar="PATH")
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")
+    log_every: int = option(
+        50,
+        "training steps between metric lines (loss, learning rate, images per second) in "
+        "<store>/metrics/<id>.jsonl and, when tensorboard is installed, <store>/tensorboard/<id>",
+        minimum=1,
+    )

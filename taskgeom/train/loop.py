@@ -7,14 +7,19 @@ PredictionStore. The run's resolved configuration and the code's version are sto
 Runs are resumable: every random draw (data order, augmentation, episodes, views) is a pure function of
 (seed, step) (:mod:`taskgeom.seeding`), and after each recorded checkpoint the training state (weights,
 optimiser, schedule, step) is saved as plain tensors; a resumed run continues from it, reproduces the
-uninterrupted run, and never records a checkpoint twice nor skips one. With ``keep_states`` the weights
+uninterrupted run, and never records a checkpoint twice nor skips one. Metrics a user can watch (loss,
+learning rate, images per second every ``log_every`` steps; accuracy at every recorded checkpoint) go to
+``<store>/metrics/<id>.jsonl`` (one JSON object a line, appended across resumes) and, when TensorBoard
+is installed (the ``tensorboard`` extra), to ``<store>/tensorboard/<id>``. With ``keep_states`` the weights
 of every recorded checkpoint are kept too (``<id>_ckpt<k>.pt``), so that other runs can be fine-tuned
 from any point of a trajectory (Result 6).
 """
 
 from __future__ import annotations
 
+import json
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,6 +128,7 @@ class _Recorder:
         remap = run.extra["remap"]
         self.own = (y_ev < len(remap)) & (remap[np.minimum(y_ev, len(remap) - 1)] >= 0)
         self.stored = len(traj)  # may exceed the state's count by one if a run died between append and save
+        self.last: dict = {}
 
     @torch.no_grad()
     def __call__(self, k: int, step: int) -> None:
@@ -145,6 +151,38 @@ class _Recorder:
         model.train()
         self.store.append(self.traj, probs, epoch=step / run.per_epoch, step=step, accuracy=acc, **extra)
         self.stored += 1
+        self.last = {"accuracy": acc, **extra}
+
+
+class _Metrics:
+    """Metric lines of a run: ``<store>/metrics/<id>.jsonl`` always, TensorBoard when importable."""
+
+    def __init__(self, store, traj, cfg: TrainConfig):
+        self.path = store.root / "metrics" / f"{traj.id:06d}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a", encoding="utf-8")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the tensorboard extra is not installed
+            SummaryWriter = None
+        if SummaryWriter is not None:
+            self.tb = SummaryWriter(log_dir=str(store.root / "tensorboard" / f"{traj.id:06d}"))
+        self.name = traj.name
+
+    def write(self, kind: str, step: int, **values) -> None:
+        line = {"kind": kind, "step": step, "time": time.time(), **values}
+        self.file.write(json.dumps(line) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for key, v in values.items():
+                if isinstance(v, (int, float)) and key != "epoch":
+                    self.tb.add_scalar(f"{kind}/{key}", v, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()
 
 
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
@@ -258,7 +296,12 @@ def train(
     run.use_amp = cfg.amp and device.type == "cuda"
     record = _Recorder(run, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes)
     method.prepare(run)
-    _optimise(run, opt, sched, total, record, state_path, step, recorded, progress_bar, task_name)
+    metrics = _Metrics(store, traj, cfg) if d.main else None  # rank 0 writes the metrics
+    try:
+        _optimise(run, opt, sched, total, record, state_path, step, recorded, progress_bar, task_name, metrics)
+    finally:
+        if metrics is not None:
+            metrics.close()
     return traj
 
 
@@ -273,6 +316,7 @@ def _optimise(
     recorded: int,
     progress_bar: bool,
     task_name: str,
+    metrics: _Metrics | None = None,
 ) -> None:
     """The optimisation steps from ``step`` to ``total``, recording and saving at the scheduled steps."""
     from tqdm.auto import tqdm
@@ -281,13 +325,20 @@ def _optimise(
     schedule = checkpoint_steps(total, cfg.checkpoints)
     scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
 
+    paused = [0.0]  # seconds spent recording since the last metric line (not training throughput)
+
     def checkpoint(k: int) -> None:
-        if run.dist.main:  # one process records and saves; the others wait for it
+        t0 = time.perf_counter()
+        if run.dist.main:  # one process records, writes and saves; the others wait for it
+            fresh = k >= record.stored
             record(k, step)
+            if metrics is not None and fresh:
+                metrics.write("checkpoint", step, epoch=step / run.per_epoch, checkpoint=k, **record.last)
             save_state(state_path, run.model, opt, sched, step, k + 1)
             if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
                 copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
         run.dist.barrier()
+        paused[0] += time.perf_counter() - t0
 
     if step == 0 and recorded == 0:
         checkpoint(0)
@@ -295,21 +346,38 @@ def _optimise(
     bar = tqdm(
         total=total,
         initial=step,
-        desc=f"{task_name}/{cfg.method}/seed{cfg.seed}",
-        disable=not progress_bar or not run.dist.main,
+        desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {cfg.checkpoints} checkpoints)",
+        disable=(None if progress_bar else True) if run.dist.main else True,  # None: quiet when not on a terminal
         leave=False,
         unit="step",
     )
     run.model.train()
+    loss_sum, since, t_last = None, 0, time.perf_counter()
     while step < total:
         loss = run.method.loss(run, step)
         opt.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        lr = sched.get_last_lr()[0]  # the rate this step used
         sched.step()
         step += 1
         bar.update(1)
+        if metrics is not None:
+            loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
+            since += 1
+            if step % cfg.log_every == 0 or step == total:
+                now = time.perf_counter()
+                metrics.write(
+                    "train",
+                    step,
+                    epoch=step / run.per_epoch,
+                    loss=float(loss_sum) / since,  # mean over the steps since the last line
+                    lr=float(lr),
+                    # training throughput (batch_size x steps per second, recording time excluded)
+                    images_per_second=since * cfg.batch_size / max(now - t_last - paused[0], 1e-9),
+                )
+                loss_sum, since, t_last, paused[0] = None, 0, now, 0.0
         if step in schedule:
             checkpoint(recorded)
             recorded += 1
