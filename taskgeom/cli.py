@@ -69,7 +69,10 @@ def _cmd_distances(args) -> int:
 
     if args.chunk is not None and args.chunk < 1:
         raise CLIError(f"--chunk must be a positive number of samples, got {args.chunk}")
-    out_of_core = Path(args.models).is_dir() or args.engine != "local" or not str(args.out).endswith(".npy")
+    src = Path(args.models)
+    if src.is_dir() and not (src / "manifest.sqlite").exists():
+        raise CLIError(f"{src}: is a directory, expected a .npy (m, N, C) file or a store folder (manifest.sqlite)")
+    out_of_core = src.is_dir() or args.engine != "local" or not str(args.out).endswith(".npy")
     if out_of_core:
         return _distances_out_of_core(args)
     models = _load(args.models, "models", (3,), _MODELS_HINT)
@@ -385,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
         "merge", help="merge store shards into one store (verified, idempotent; a new store appears whole)"
     )
     mg.add_argument("shards", nargs="+", metavar="SHARD", help="store folders to merge")
-    mg.add_argument("-o", "--out", required=True, help="the merged store (created when missing)")
+    mg.add_argument("-o", "--out", required=True, help="the merged store, created when missing (no default: required)")
     mg.set_defaults(fn=_cmd_store_merge)
 
     from . import picture

@@ -398,7 +398,7 @@ def test_changed_config_is_a_clear_error_naming_the_fields(tmp_path):
     msg = str(info.value)
     assert isinstance(info.value, ValueError) and "\n" not in msg
     assert "epochs: 3 -> 5" in msg and "lr: 0.1 -> 0.2" in msg and "momentum" not in msg
-    assert "new trajectory name" in msg and "new=True" in msg
+    assert "another name" in msg and "new=True" in msg and "--new-trajectory" in msg
     with pytest.raises(ConfigMismatchError, match=r"opt.momentum: 0.9 -> 0.5; seed: \"<absent>\" -> 1"):
         store.create_trajectory("toy", name="run", config={**cfg, "opt": {"momentum": 0.5}, "seed": 1})
     with pytest.raises(ValueError, match="JSON"):
