@@ -49,7 +49,7 @@ TG_HD double double_of(int64_t b) {
 
 // One factor of the product: BC floored at kBCFloor (disjoint supports give 69.08 per sample).
 TG_HD double floored(double bc) {
-  return bc > kBCFloor ? bc : kBCFloor;  // (a NaN BC becomes the floor; inputs are validated upstream)
+  return fmax(bc, kBCFloor);  // one DMNMX on the device; a NaN BC becomes the floor (inputs are validated upstream)
 }
 
 // For a normal p > 0: returns m in [1, 2) with p = m 2^e and adds e to E (exact).

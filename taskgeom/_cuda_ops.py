@@ -188,14 +188,14 @@ def _config_index(config: str | None, m: int, c: int) -> int:
 
 def fp64tc_scratch(a: torch.Tensor, b: torch.Tensor | None, index: int) -> torch.Tensor:
     """float64 staging buffer for the fp64 tensor-core kernel: the whole sample range if it fits in
-    2 GiB (and a sixteenth of free memory), else as many samples as do (at least one)."""
+    4 GiB (and a sixteenth of free memory), else as many samples as do (at least one)."""
     mod = cuda_module()
     ma, n, c = a.shape
     mb = ma if b is None else b.shape[0]
     need = mod.fp64tc_scratch_doubles(ma, mb, b is not None, c, index, n)
     one = mod.fp64tc_scratch_doubles(ma, mb, b is not None, c, index, 1)
     free = torch.cuda.mem_get_info(a.device)[0]
-    budget = max(one, min(need, (1 << 28), free // 128))
+    budget = max(one, min(need, (1 << 29), free // 128))
     return torch.empty(int(budget), dtype=torch.float64, device=a.device)
 
 
