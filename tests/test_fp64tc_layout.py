@@ -17,16 +17,19 @@ from testing import models
 
 
 def stage(p, inv, n0, nc, KC, mpad):
+    """stage_fp64_kernel: one warp per (model, sample) row, lanes over the padded classes."""
     m, _, C = p.shape
     X = np.full(nc * KC * mpad * 4, np.nan)
-    for idx in range(mpad * nc * KC * 4):
-        c = idx % (4 * KC)
-        rest = idx // (4 * KC)
-        n, model = rest % nc, rest // nc
-        x = 0.0
-        if model < m and c < C:
-            x = math.sqrt(max(p[model, n0 + n, c], 0.0) * inv[model, n0 + n])
-        X[((n * KC + c // 4) * mpad + model) * 4 + c % 4] = x
+    for row in range(mpad * nc):
+        model, n = row // nc, row % nc
+        real = model < m
+        inv_row = inv[model, n0 + n] if real else 0.0
+        dst = (n * KC * mpad + model) * 4
+        for c in range(4 * KC):
+            x = 0.0
+            if real and c < C:
+                x = math.sqrt(max(p[model, n0 + n, c], 0.0) * inv_row)
+            X[dst + (c // 4) * mpad * 4 + c % 4] = x
     return X
 
 

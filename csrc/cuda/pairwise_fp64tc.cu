@@ -111,23 +111,26 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 
 // X[((n - n0) * KC + kk) * mpad * 4 + model * 4 + r] = sqrt(p[model, n, 4 kk + r] / sum p), zero for
-// padded classes and models. Threads run over (model, sample, class) in input order, so that reads are
-// coalesced and each group of 4 threads writes one 32-byte sector.
+// padded classes and models. One warp per (model, sample) row, lanes over its classes: reads are
+// coalesced along the row, each group of 4 lanes writes one 32-byte sector, and the 64-bit index
+// arithmetic is done once per row.
 __global__ void stage_fp64_kernel(View3 v, const double* inv_sum, int64_t n0, int64_t nc, int KC, int64_t mpad,
                                   double* X) {
   const int64_t m = v.shape[0], C = v.shape[2];
-  const int64_t total = mpad * nc * KC * 4;
-  for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < total;
-       idx += (int64_t)gridDim.x * blockDim.x) {
-    const int64_t c = idx % (4 * KC), rest = idx / (4 * KC);
-    const int64_t n = rest % nc, model = rest / nc;
-    double x = 0.0;
-    if (model < m && c < C) {
-      const double p = load_as_double(reinterpret_cast<const void*>(v.ptr), v.dtype,
-                                      model * v.stride[0] + (n0 + n) * v.stride[1] + c * v.stride[2]);
-      x = sqrt(fmax(p, 0.0) * inv_sum[model * v.shape[1] + n0 + n]);
+  const int lane = threadIdx.x % 32, width = 4 * KC;
+  const int64_t warps = (int64_t)gridDim.x * (blockDim.x / 32);
+  const void* base = reinterpret_cast<const void*>(v.ptr);
+  for (int64_t row = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) / 32; row < mpad * nc; row += warps) {
+    const int64_t model = row / nc, n = row % nc;
+    const bool real = model < m;
+    const double inv = real ? inv_sum[model * v.shape[1] + n0 + n] : 0.0;
+    const int64_t src = model * v.stride[0] + (n0 + n) * v.stride[1];
+    double* dst = X + (n * KC * mpad + model) * 4;
+    for (int c = lane; c < width; c += 32) {
+      double x = 0.0;
+      if (real && c < C) x = sqrt(fmax(load_as_double(base, v.dtype, src + c * v.stride[2]), 0.0) * inv);
+      dst[(int64_t)(c / 4) * mpad * 4 + c % 4] = x;
     }
-    X[((n * KC + c / 4) * mpad + model) * 4 + c % 4] = x;
   }
 }
 
@@ -291,8 +294,8 @@ int blocks_per_sm() {
 
 void stage(const View3& v, const double* inv_sum, int64_t n0, int64_t len, int KC, int64_t mpad, double* X, int sms,
            cudaStream_t stream) {
-  const int64_t total = mpad * len * KC * 4;
-  const unsigned blocks = (unsigned)std::min<int64_t>((total + 255) / 256, (int64_t)sms * 32);
+  const int64_t rows = mpad * len;  // one warp each, 8 per block
+  const unsigned blocks = (unsigned)std::min<int64_t>((rows + 7) / 8, (int64_t)sms * 32);
   stage_fp64_kernel<<<blocks, 256, 0, stream>>>(v, inv_sum, n0, len, KC, mpad, X);
   TG_CUDA_CHECK(cudaGetLastError());
 }
