@@ -55,7 +55,7 @@ echo "stream file: $(tail -1 "$OUT/stream_write.log") at $(elapsed) s"
 
 # 3. tuning sweep over the fp64tc instances and the three benchmark cases (torch reference, tiled)
 cd "$ROOT/bench"
-timeout "$(allow 200 100)" python3 bench_fp64tc.py --sweep --budget 100 --json "$OUT/fp64tc.json" \
+timeout "$(allow 220 100)" python3 bench_fp64tc.py --sweep --budget 120 --json "$OUT/fp64tc.json" \
   --tuning "$OUT/_tuning.json" >"$OUT/fp64tc.log" 2>&1
 echo "fp64tc bench (rc $?) at $(elapsed) s"
 tail -5 "$OUT/fp64tc.log"

@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_FP64TC_CONFIG",
     "fp64tc_supported",
     "fp64tc_config",
+    "fp64tc_runnable",
     "fp64tc_scratch",
     "launch_fp64tc",
     "pairwise_fp64tc",
@@ -167,7 +168,7 @@ def fp64tc_config(m: int, c: int, path: str | Path | None = None, names: list[st
     import math
 
     cases = _tuning_cases(str(path or os.environ.get("TASKGEOM_FP64TC_TUNING") or TUNING_FILE))
-    names = cuda_module().fp64tc_configs() if names is None else names
+    names = fp64tc_runnable() if names is None else names
     best, key = DEFAULT_FP64TC_CONFIG, None
     for cm, cc, name in cases:
         if name not in names:
@@ -176,6 +177,14 @@ def fp64tc_config(m: int, c: int, path: str | Path | None = None, names: list[st
         if key is None or k < key:
             best, key = name, k
     return best
+
+
+def fp64tc_runnable(device_index: int | None = None) -> list[str]:
+    """The compiled-in instances this GPU can run (the ``mma1684_``/``mma1688_`` ones need sm_90)."""
+    mod = cuda_module()
+    index = torch.cuda.current_device() if device_index is None else device_index
+    major, minor = torch.cuda.get_device_capability(index)
+    return [n for n, a in zip(mod.fp64tc_configs(), mod.fp64tc_config_archs()) if a <= 10 * major + minor]
 
 
 def _config_index(config: str | None, m: int, c: int) -> int:

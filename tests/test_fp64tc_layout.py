@@ -33,9 +33,28 @@ def stage(p, inv, n0, nc, KC, mpad):
     return X
 
 
+def mma_lanes(a, b, c, ki):
+    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) .f64 on per-lane registers, with the PTX ISA's fragment
+    layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)), b[lane][u] is
+    B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2)."""
+    A, B = np.full((16, 4 * ki), np.nan), np.full((4 * ki, 8), np.nan)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for i in range(2 * ki):
+            A[g + 8 * (i % 2), t + 4 * (i // 2)] = a[lane][i]
+        for u in range(ki):
+            B[t + 4 * u, g] = b[lane][u]
+    D = A @ B
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for e in range(4):
+            c[lane][e] += D[g + 8 * (e // 2), 2 * t + e % 2]
+
+
 def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_norm, out, cfg, bx, bz):
-    T, WM, WN, KS = cfg
-    WJ, WI = T // (8 * WN), T // (8 * WM)
+    T, WM, WN, KS, shape = cfg
+    FR, KI = (8 if shape == 0 else 16), (2 if shape == 2 else 1)
+    WJ, WI = T // (8 * WN), T // (FR * WM)
     warps = WI * WJ
     if symmetric:
         idx, ti, row_len = bx, 0, tiles_j
@@ -65,25 +84,51 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
                 smem[sa : sa + 2] = A[ga : ga + 2]
                 smem[sb : sb + 2] = B[gb : gb + 2]
 
-    bc = np.zeros((warps, WM, WN, 8, 8))
-    acc = np.zeros((warps, WM, WN, 8, 8))
+    # per warp and fragment: WMMA as an 8 x 8 matrix (its layout is opaque), mma as 32 lanes x 4
+    frag = (8, 8) if shape == 0 else (32, 4)
+    bc = np.zeros((warps, WM, WN) + frag)
+    acc = np.zeros((warps, WM, WN) + frag)
     kk, buf, q0 = 0, 0, qb
     load(0, qb)
     while q0 < qe:
         if q0 + KS < qe:
             load(buf ^ 1, q0 + KS)
-        for ks in range(min(KS, qe - q0)):
+        kn = min(KS, qe - q0)
+        assert kn % KI == 0
+        for ks in range(0, kn, KI):
             for wp in range(warps):
                 wi, wj = wp // WJ, wp % WJ
-                sA = buf * stage_sz + wi * WM * 8 * 4 + ks * T * 4
-                sB = buf * stage_sz + op + wj * WN * 8 * 4 + ks * T * 4
+                sA = buf * stage_sz + wi * WM * FR * 4
+                sB = buf * stage_sz + op + wj * WN * 8 * 4
                 for f in range(WM):
-                    a = smem[sA + f * 32 : sA + f * 32 + 32].reshape(8, 4)  # row_major: (r, k) at r * 4 + k
-                    for g in range(WN):
-                        b = smem[sB + g * 32 : sB + g * 32 + 32].reshape(8, 4).T  # col_major: (k, j) at j * 4 + k
-                        assert not (np.isnan(a).any() or np.isnan(b).any()), "read a shared slot nothing wrote"
-                        bc[wp, f, g] += a @ b
-            kk += 1
+                    if shape == 0:
+                        pa = sA + ks * T * 4 + f * 32
+                        a = smem[pa : pa + 32].reshape(8, 4)  # row_major: (r, k) at r * 4 + k
+                    else:
+                        a = [[0.0] * (2 * KI) for _ in range(32)]
+                        for lane in range(32):
+                            g, t = lane // 4, lane % 4
+                            for u in range(KI):
+                                pa = sA + (ks + u) * T * 4 + f * 16 * 4
+                                a[lane][2 * u] = smem[pa + g * 4 + t]
+                                a[lane][2 * u + 1] = smem[pa + (g + 8) * 4 + t]
+                    for h in range(WN):
+                        if shape == 0:
+                            pb = sB + ks * T * 4 + h * 32
+                            b = smem[pb : pb + 32].reshape(8, 4).T  # col_major: (k, j) at j * 4 + k
+                            assert not (np.isnan(a).any() or np.isnan(b).any()), "read a slot nothing wrote"
+                            bc[wp, f, h] += a @ b
+                        else:
+                            b = [
+                                [
+                                    smem[sB + (ks + u) * T * 4 + h * 8 * 4 + (lane // 4) * 4 + lane % 4]
+                                    for u in range(KI)
+                                ]
+                                for lane in range(32)
+                            ]
+                            mma_lanes(a, b, bc[wp, f, h], KI)
+                            assert not np.isnan(bc[wp, f, h]).any(), "read a slot nothing wrote"
+            kk += KI
             if kk == KC:
                 kk = 0
                 acc -= np.log(np.maximum(bc, 1e-30))
@@ -93,20 +138,28 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
     for wp in range(warps):
         wi, wj = wp // WJ, wp % WJ
         for f in range(WM):
-            for g in range(WN):
-                for e in range(64):
-                    i, j = i0 + (wi * WM + f) * 8 + e // 8, j0 + (wj * WN + g) * 8 + e % 8
+            for h in range(WN):
+                if shape == 0:
+                    cells = [(e // 8, e % 8, acc[wp, f, h, e // 8, e % 8]) for e in range(64)]
+                else:
+                    cells = [
+                        ((lane // 4) + 8 * (e // 2), 2 * (lane % 4) + e % 2, acc[wp, f, h, lane, e])
+                        for lane in range(32)
+                        for e in range(4)
+                    ]
+                for r, col, value in cells:
+                    i, j = i0 + (wi * WM + f) * FR + r, j0 + (wj * WN + h) * 8 + col
                     if i < ma and j < mb and (not symmetric or j > i):
-                        out[i, j] += acc[wp, f, g, e // 8, e % 8] * inv_norm
+                        out[i, j] += value * inv_norm
 
 
 def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
     """pairwise_fp64tc's host loop (chunks, splits) around the block model."""
-    T = cfg[0]
+    T, KI = cfg[0], (2 if cfg[4] == 2 else 1)
     sym = b is None
     bb = a if sym else b
     (ma, N, C), mb = a.shape, bb.shape[0]
-    KC = (C + 3) // 4
+    KC = (C + 4 * KI - 1) // (4 * KI) * KI  # classes padded to 4 (to 8 for m16n8k8)
     mpa = (ma + T - 1) // T * T
     mpb = mpa if sym else (mb + T - 1) // T * T
     nc = min(N, scratch_samples)
@@ -130,7 +183,9 @@ def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
     return out
 
 
-@pytest.mark.parametrize("cfg", [(32, 2, 2, 16), (32, 4, 2, 3), (64, 4, 2, 4)], ids=str)
+@pytest.mark.parametrize(
+    "cfg", [(32, 2, 2, 16, 0), (32, 4, 2, 3, 0), (64, 4, 2, 4, 0), (32, 1, 2, 4, 1), (32, 2, 1, 4, 2)], ids=str
+)
 @pytest.mark.parametrize("ma,mb,n,c,chunk", [(37, None, 11, 6, 5), (5, 40, 9, 3, 100), (70, None, 3, 13, 2)])
 def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
     a = models(ma, n, c, seed=ma + c).double()

@@ -296,7 +296,7 @@ def test_fp64tc_every_instance_matches_reference(divergence):
     cases = [(models(m, n, c, seed=m + n + c, dtype=torch.float16), None) for m, n, c in shapes]
     cases.append((models(67, 101, 7, seed=1), models(5, 101, 7, seed=2, scale=0.5)))  # cross, float32
     cases.append((models(3, 64, 30, seed=3, dtype=torch.bfloat16), models(200, 64, 30, seed=4)))
-    for config in mod.fp64tc_configs():
+    for config in _cuda_ops.fp64tc_runnable():
         for a, b in cases:
             got = _cuda_ops.pairwise_fp64tc(a.cuda(), None if b is None else b.cuda(), code, config=config)
             what = f"{config} {tuple(a.shape)} x {None if b is None else tuple(b.shape)}"
@@ -318,9 +318,9 @@ def test_fp64tc_near_identical_models(noise):
     # d per sample near 6e-8, 6e-10 and 5e-11: 1e-5 relative down to d = 1e-9 (and below)
     from taskgeom import _cuda_ops
 
-    mod = _fp64tc_or_skip()
+    _fp64tc_or_skip()
     p = nearby(20_000, 10, noise, seed=7, count=6).float()
-    for config in mod.fp64tc_configs():
+    for config in _cuda_ops.fp64tc_runnable():
         for divergence in ("bhattacharyya", "hellinger"):
             got = _cuda_ops.pairwise_fp64tc(p.cuda(), None, tg.divergences.get(divergence).code, config=config)
             assert_rel_close(got, _ref(p, None, divergence), 1e-5, what=f"{config} {divergence} noise {noise}")
@@ -328,8 +328,7 @@ def test_fp64tc_near_identical_models(noise):
 
 @requires_cuda
 def test_fp64tc_streamed_equals_in_memory(tmp_path):
-    mod = _fp64tc_or_skip()
-    del mod
+    _fp64tc_or_skip()
     a = models(70, 1001, 12, seed=11, dtype=torch.float16).numpy()
     ro = read_only_memmap(tmp_path / "preds.f16", a)
     streamed = tg.pairwise_distances(ro, backend="cuda", chunk=97, cuda_method="fp64tc")

@@ -20,8 +20,13 @@ void pairwise_fp64tc(const View3& a, const double* a_inv, const View3* b, const 
 int64_t fp64tc_scratch_doubles(int64_t ma, int64_t mb, bool cross, int64_t C, int config, int64_t samples);
 
 // Names of the compiled-in instances ("t64_w4x2_k8": 64 x 64 model pairs per block, 4 x 2 fragments of
-// 8 x 8 pairs per warp, 8 k-steps of 4 classes per shared-memory stage), in config order.
+// 8 x 8 pairs per warp, 8 k-steps of 4 classes per shared-memory stage; "mma1684_t64_w2x2_k8": the same
+// with m16n8k4 fragments of 16 x 8 pairs), in config order.
 std::vector<std::string> fp64tc_configs();
+
+// The compute capability (x10: 80, 90) each instance needs, in config order ("mma1684_" and "mma1688_"
+// instances use the sm_90 FP64 mma shapes).
+std::vector<int> fp64tc_config_archs();
 
 // Whether the current device can run the kernel: compute capability >= 8.0 and a binary built for it
 // with FP64 tensor-core instructions (a module built for older architectures only has none).
