@@ -46,7 +46,7 @@ writer=$!
 # 2. the kernel tests, CUDA cases included, against the installed package
 rm -rf /tmp/taskgeom-tests && cp -r tests /tmp/taskgeom-tests
 (cd /tmp/taskgeom-tests && timeout "$(allow 150 200)" python3 -m pytest -q -p no:cacheprovider \
-  test_kernels.py test_tc_math.py >"$OUT/tests.log" 2>&1)
+  test_kernels.py test_tc_math.py test_fp64tc_layout.py >"$OUT/tests.log" 2>&1)
 echo "tests (rc $?): $(tail -1 "$OUT/tests.log") at $(elapsed) s"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -5
 
