@@ -37,6 +37,11 @@ timeout "$(allow 180 290)" python3 -m pip install --no-build-isolation --no-deps
 grep -E "Compiling entry|registers|spill" "$OUT/build.log" >"$OUT/ptxas.txt" || true
 echo "build: $(elapsed) s"
 (cd /tmp && python3 -c "import taskgeom, json; print(json.dumps(taskgeom.build_info()))") | tee "$OUT/build_info.json"
+# which matrix instructions the sm_90 binary holds (DMMA: FP64 tensor cores), and any local memory
+so=$(cd /tmp && python3 -c "import taskgeom._cuda as m; print(m.__file__)")
+timeout 60 cuobjdump -sass "$so" 2>/dev/null | grep -oE "DMMA[.0-9A-Z]*|LDL[.0-9A-Z]*|STL[.0-9A-Z]*" | sort | uniq -c \
+  >"$OUT/sass.txt" || true
+echo "sass: $(tr -s ' \n' ' ' <"$OUT/sass.txt")"
 
 # the streaming file, generated on the GPU while the tests run (the tests are not timed)
 (cd bench && python3 bench_stream.py --m 2430 --n 50000 --c 100 --path "$STREAM_FILE" --write-only \
