@@ -4,6 +4,11 @@ method that runs on cuBLAS. Called by :mod:`taskgeom.kernels` (dispatch) and
 
 from __future__ import annotations
 
+import functools
+import json
+import os
+from pathlib import Path
+
 import torch
 
 from . import divergences
@@ -16,6 +21,15 @@ __all__ = [
     "launch_tiled",
     "pairwise_tiled",
     "pairwise_gram64",
+    "FP64TC_DIVERGENCES",
+    "FP64TC_CAPABILITIES",
+    "DEFAULT_FP64TC_CONFIG",
+    "fp64tc_supported",
+    "fp64tc_config",
+    "fp64tc_runnable",
+    "fp64tc_scratch",
+    "launch_fp64tc",
+    "pairwise_fp64tc",
     "inv_row_sums",
     "progress",
 ]
@@ -27,6 +41,23 @@ GRAM64_MIN_CLASSES = 512
 
 #: The divergences that are functions of the per-sample BC alone, which gram64 can compute.
 GRAM64_DIVERGENCES = ("bhattacharyya", "hellinger")
+
+
+#: The divergences the fp64 tensor-core kernel computes (functions of the per-sample BC).
+FP64TC_DIVERGENCES = ("bhattacharyya", "hellinger")
+
+#: Compute capabilities with fast FP64 tensor cores (A100, H100/H200, B200), where ``cuda_method="auto"``
+#: uses the fp64 tensor-core kernel. Elsewhere (sm_86/89 run DMMA at a small fraction of that rate, and
+#: older GPUs have none) ``auto`` keeps the tiled float32 kernel.
+FP64TC_CAPABILITIES = ((8, 0), (9, 0), (10, 0))
+
+#: The instance used where the tuning table has no entry (also before any tuning run).
+DEFAULT_FP64TC_CONFIG = "t64_w4x2_k8"
+
+#: The table ``auto`` reads: per benchmark case (m, C), the fastest instance of the last tuning sweep
+#: (bench/bench_fp64tc.py writes a new one; copy it here to adopt it). The environment variable
+#: TASKGEOM_FP64TC_TUNING names another table (the tuning run uses it for its own benchmarks).
+TUNING_FILE = Path(__file__).with_name("_tuning.json")
 
 
 def scratch(a: torch.Tensor, b: torch.Tensor | None, code: int) -> torch.Tensor:
@@ -106,6 +137,110 @@ def pairwise_gram64(
     if out is None:
         return part
     out += part
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def fp64tc_supported(device_index: int) -> bool:
+    """Whether ``cuda_method="auto"`` may use the fp64 tensor-core kernel on this GPU: fast FP64 tensor
+    cores (:data:`FP64TC_CAPABILITIES`) and a module built with a binary for them."""
+    from ._native import has_cuda
+
+    if not has_cuda() or torch.cuda.get_device_capability(device_index) not in FP64TC_CAPABILITIES:
+        return False
+    with torch.cuda.device(device_index):
+        return bool(cuda_module().fp64tc_available())
+
+
+@functools.lru_cache(maxsize=None)
+def _tuning_cases(path: str) -> tuple:
+    try:
+        table = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return ()
+    return tuple((int(e["m"]), int(e["C"]), str(e["config"])) for e in table.get("fp64tc", {}).get("cases", []))
+
+
+def fp64tc_config(m: int, c: int, path: str | Path | None = None, names: list[str] | None = None) -> str:
+    """The instance for ``m`` models of ``c`` classes: that of the tuned case nearest in (log C, log m)
+    (classes first: they set the k-loop length), or :data:`DEFAULT_FP64TC_CONFIG` without a table.
+    ``names``: the compiled-in instances (default: the module's)."""
+    import math
+
+    cases = _tuning_cases(str(path or os.environ.get("TASKGEOM_FP64TC_TUNING") or TUNING_FILE))
+    names = fp64tc_runnable() if names is None else names
+    best, key = DEFAULT_FP64TC_CONFIG, None
+    for cm, cc, name in cases:
+        if name not in names:
+            continue  # a table from a build with other instances
+        k = (abs(math.log(max(c, 1) / cc)), abs(math.log(max(m, 1) / cm)))
+        if key is None or k < key:
+            best, key = name, k
+    return best
+
+
+def fp64tc_runnable(device_index: int | None = None) -> list[str]:
+    """The compiled-in instances this GPU can run (the ``mma1684_``/``mma1688_`` ones need sm_90)."""
+    mod = cuda_module()
+    index = torch.cuda.current_device() if device_index is None else device_index
+    major, minor = torch.cuda.get_device_capability(index)
+    return [n for n, a in zip(mod.fp64tc_configs(), mod.fp64tc_config_archs()) if a <= 10 * major + minor]
+
+
+def _config_index(config: str | None, m: int, c: int) -> int:
+    names = cuda_module().fp64tc_configs()
+    name = config or fp64tc_config(m, c)
+    if name not in names:
+        raise ValueError(f"unknown fp64tc config {name!r}; compiled in: {', '.join(names)}")
+    return names.index(name)
+
+
+def fp64tc_scratch(a: torch.Tensor, b: torch.Tensor | None, index: int) -> torch.Tensor:
+    """float64 staging buffer for the fp64 tensor-core kernel: the whole sample range if it fits in
+    4 GiB (and a sixteenth of free memory), else as many samples as do (at least one)."""
+    mod = cuda_module()
+    ma, n, c = a.shape
+    mb = ma if b is None else b.shape[0]
+    need = mod.fp64tc_scratch_doubles(ma, mb, b is not None, c, index, n)
+    one = mod.fp64tc_scratch_doubles(ma, mb, b is not None, c, index, 1)
+    free = torch.cuda.mem_get_info(a.device)[0]
+    budget = max(one, min(need, (1 << 29), free // 128))
+    return torch.empty(int(budget), dtype=torch.float64, device=a.device)
+
+
+def launch_fp64tc(a, b, code, out, norm, mirror, buf=None, config: str | None = None) -> None:
+    """Add the fp64 tensor-core kernel's sums over ``a``'s samples, divided by ``norm``, into ``out``.
+    ``config``: an instance name (:func:`fp64tc_config` by default)."""
+    mod = cuda_module()
+    ma, _, c = a.shape
+    index = _config_index(config, ma if b is None else max(ma, b.shape[0]), c)
+    with torch.cuda.device(a.device):
+        stream = torch.cuda.current_stream(a.device).cuda_stream
+        a_inv = inv_row_sums(a)
+        b_inv = None if b is None else inv_row_sums(b)
+        buf = fp64tc_scratch(a, b, index) if buf is None else buf
+        if buf.dtype != torch.float64:
+            raise ValueError("the fp64tc scratch buffer must be float64")
+        mod.pairwise_fp64tc(
+            view(a),
+            a_inv.data_ptr(),
+            None if b is None else view(b, "others"),
+            0 if b_inv is None else b_inv.data_ptr(),
+            out.data_ptr(),
+            code,
+            int(norm),
+            bool(mirror),
+            buf.data_ptr(),
+            buf.numel(),
+            index,
+            stream,
+        )
+
+
+def pairwise_fp64tc(a: torch.Tensor, b: torch.Tensor | None, code: int, config: str | None = None) -> torch.Tensor:
+    """The divergence matrix of device tensors with the fp64 tensor-core kernel."""
+    out = torch.zeros((a.shape[0], (a if b is None else b).shape[0]), dtype=torch.float64, device=a.device)
+    launch_fp64tc(a, b, code, out, a.shape[1], True, config=config)
     return out
 
 

@@ -219,9 +219,11 @@ def pairwise_distances(
         See :mod:`taskgeom.kernels`. ``"torch"`` is the float64 reference. ``"cuda"`` with host data
         (e.g. a memory map larger than GPU memory) streams sample chunks through pinned buffers,
         overlapping copies with compute; the result equals the in-memory one.
-    cuda_method : {"auto", "tiled", "gram64"}
-        On the GPU: taskgeom's tiled kernel, or float64 Gram matrices through cuBLAS (Bhattacharyya only;
-        relative error about 1e-16 * C / d_B per sample); see :func:`taskgeom.kernels.pairwise`.
+    cuda_method : {"auto", "tiled", "gram64", "fp64tc"}
+        On the GPU: taskgeom's tiled kernel, float64 Gram matrices through cuBLAS, or taskgeom's fused
+        float64 tensor-core kernel (sm_80+); the last two for Bhattacharyya and squared Hellinger only
+        (relative error about 1e-16 / d per sample); ``auto`` takes ``fp64tc`` where FP64 tensor cores
+        are fast; see :func:`taskgeom.kernels.pairwise`.
 
     Returns
     -------

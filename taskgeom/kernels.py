@@ -20,6 +20,7 @@ __all__ = [
     "BACKENDS",
     "CUDA_METHODS",
     "resolve",
+    "choose_cuda_method",
     "pairwise",
     "progress",
     "cpu_module",
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 BACKENDS = ("auto", "cpu", "cuda", "torch")
-CUDA_METHODS = ("auto", "tiled", "gram64")
+CUDA_METHODS = ("auto", "tiled", "gram64", "fp64tc")
 
 
 def resolve(backend: str, *tensors: torch.Tensor) -> str:
@@ -71,7 +72,10 @@ def pairwise(
 
     ``cuda_method``: ``"tiled"`` is taskgeom's CUDA kernel (cancellation-free float32 with float64
     accumulation); ``"gram64"`` computes Bhattacharyya coefficients as float64 batched Gram matrices
-    (cuBLAS DGEMM, FP64 tensor cores); ``"auto"`` chooses by C.
+    (cuBLAS DGEMM, FP64 tensor cores); ``"fp64tc"`` is taskgeom's fused float64 tensor-core kernel
+    (Bhattacharyya and squared Hellinger, sm_80+); ``"auto"`` takes ``fp64tc`` for those two on GPUs
+    with fast FP64 tensor cores (:data:`taskgeom._cuda_ops.FP64TC_CAPABILITIES`), else chooses between
+    the other two by C.
     """
     div = divergences.get(divergence)
     if backend == "torch":
@@ -91,9 +95,15 @@ def pairwise(
         return torch.from_numpy(out)
     if cuda_method not in CUDA_METHODS:
         raise ValueError(f"cuda_method must be one of {CUDA_METHODS}, got {cuda_method!r}")
+    device_index = a.device.index if a.is_cuda and a.device.index is not None else torch.cuda.current_device()
     if cuda_method == "auto":
-        gram = div.name in _cuda_ops.GRAM64_DIVERGENCES and a.shape[-1] >= _cuda_ops.GRAM64_MIN_CLASSES
-        cuda_method = "gram64" if gram else "tiled"
+        cuda_method = choose_cuda_method(div.name, a.shape[-1], device_index)
+    if cuda_method == "fp64tc":
+        if div.name not in _cuda_ops.FP64TC_DIVERGENCES:
+            raise ValueError(f"cuda_method='fp64tc' computes {' and '.join(_cuda_ops.FP64TC_DIVERGENCES)} only")
+        with torch.cuda.device(device_index):
+            if not cuda_module().fp64tc_available():
+                raise RuntimeError("cuda_method='fp64tc' needs FP64 tensor cores (sm_80+) and a build for them")
     if cuda_method == "gram64" and div.name not in _cuda_ops.GRAM64_DIVERGENCES:
         raise ValueError(f"cuda_method='gram64' computes {' and '.join(_cuda_ops.GRAM64_DIVERGENCES)} only")
     if not a.is_cuda:
@@ -102,7 +112,19 @@ def pairwise(
         )
     if cuda_method == "gram64":
         return _cuda_ops.pairwise_gram64(a, b, divergence=div.name)
+    if cuda_method == "fp64tc":
+        return _cuda_ops.pairwise_fp64tc(a, b, div.code)
     return _cuda_ops.pairwise_tiled(a, b, div.code)
+
+
+def choose_cuda_method(divergence: str, classes: int, device_index: int) -> str:
+    """What ``cuda_method="auto"`` runs: the fp64 tensor-core kernel for the Gram-form divergences on GPUs
+    with fast FP64 tensor cores; elsewhere float64 Gram matrices from ``GRAM64_MIN_CLASSES`` classes on
+    (Bhattacharyya, squared Hellinger), else the tiled kernel."""
+    if divergence in _cuda_ops.FP64TC_DIVERGENCES and _cuda_ops.fp64tc_supported(device_index):
+        return "fp64tc"
+    gram = divergence in _cuda_ops.GRAM64_DIVERGENCES and classes >= _cuda_ops.GRAM64_MIN_CLASSES
+    return "gram64" if gram else "tiled"
 
 
 def progress(

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import _cuda_ops, divergences
+from ._native import cuda_module
 from ._validate import check_probabilities
 
 __all__ = ["file_backed", "read_chunk_into", "pairwise_streamed"]
@@ -124,6 +125,12 @@ def pairwise_streamed(
             other = None if b is None else views[1]
             if method == "gram64":
                 _cuda_ops.pairwise_gram64(views[0], other, out=out, norm=n, divergence=divergence)
+            elif method == "fp64tc":
+                if scratch is None:
+                    config = _cuda_ops.fp64tc_config(max(s.shape[0] for s in sets), c)
+                    index = cuda_module().fp64tc_configs().index(config)
+                    scratch = _cuda_ops.fp64tc_scratch(views[0], other, index)
+                _cuda_ops.launch_fp64tc(views[0], other, code, out, n, False, scratch, config=config)
             else:
                 if scratch is None:
                     scratch = _cuda_ops.scratch(views[0], other, code)

@@ -225,11 +225,13 @@ def test_properties_cross_matrix_is_block_of_full_matrix(m, n, c, seed):
     assert_rel_close(cross, full[:1, 1:], 1e-6, atol=1e-15)
 
 
-@pytest.mark.parametrize("method", ["tiled", "gram64"])
+@pytest.mark.parametrize("method", ["tiled", "gram64", "fp64tc"])
 @pytest.mark.parametrize("backend", DEVICE_BACKENDS)
 def test_cuda_methods_match_reference(backend, method):
     if backend != "cuda":
         pytest.skip("CUDA methods")
+    if method == "fp64tc" and not tg.kernels.cuda_module().fp64tc_available():
+        pytest.skip("no FP64 tensor cores on this GPU")
     for m, n, c in [(3, 999, 10), (70, 50, 300), (5, 7, 1000)]:
         a = models(m, n, c, seed=m + c, dtype=torch.float16)
         d = tg.pairwise_distances(a.cuda(), cuda_method=method)
@@ -273,6 +275,110 @@ def test_tiled_kernel_with_small_staging_buffer_chunks_samples():
         scratch = torch.empty(mod.pairwise_scratch_floats(67, 67, False, 13, code, 3), device="cuda")
         _cuda_ops.launch_tiled(a, None, code, out, 101, True, scratch)
         assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=divergence)
+
+
+def _fp64tc_or_skip():
+    from taskgeom import kernels
+
+    if not kernels.cuda_module().fp64tc_available():
+        pytest.skip("no FP64 tensor cores on this GPU (or no binary for them)")
+    return kernels.cuda_module()
+
+
+@requires_cuda
+@pytest.mark.parametrize("divergence", ["bhattacharyya", "hellinger"])
+def test_fp64tc_every_instance_matches_reference(divergence):
+    from taskgeom import _cuda_ops
+
+    mod = _fp64tc_or_skip()
+    code = tg.divergences.get(divergence).code
+    shapes = [(1, 1, 1), (3, 37, 1), (70, 50, 13), (130, 21, 100), (5, 7, 1000), (97, 333, 10)]
+    cases = [(models(m, n, c, seed=m + n + c, dtype=torch.float16), None) for m, n, c in shapes]
+    cases.append((models(67, 101, 7, seed=1), models(5, 101, 7, seed=2, scale=0.5)))  # cross, float32
+    cases.append((models(3, 64, 30, seed=3, dtype=torch.bfloat16), models(200, 64, 30, seed=4)))
+    for config in _cuda_ops.fp64tc_runnable():
+        for a, b in cases:
+            got = _cuda_ops.pairwise_fp64tc(a.cuda(), None if b is None else b.cuda(), code, config=config)
+            what = f"{config} {tuple(a.shape)} x {None if b is None else tuple(b.shape)}"
+            assert_rel_close(got, _ref(a, b, divergence), 1e-5, atol=1e-12, what=what)
+            if b is None:
+                assert torch.all(torch.diagonal(got) == 0), what
+        # a staging buffer of 3 samples: many launches, each its own product and logarithm
+        a = models(67, 101, 13, seed=9).cuda()
+        out = torch.zeros(67, 67, dtype=torch.float64, device="cuda")
+        index = mod.fp64tc_configs().index(config)
+        buf = torch.empty(mod.fp64tc_scratch_doubles(67, 67, False, 13, index, 3), dtype=torch.float64, device="cuda")
+        _cuda_ops.launch_fp64tc(a, None, code, out, 101, True, buf, config=config)
+        assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=f"{config} chunked")
+
+
+@requires_cuda
+@pytest.mark.parametrize("noise", [1e-3, 1e-4, 3e-5])
+def test_fp64tc_near_identical_models(noise):
+    # d per sample near 6e-8, 6e-10 and 5e-11: 1e-5 relative down to d = 1e-9 (and below)
+    from taskgeom import _cuda_ops
+
+    _fp64tc_or_skip()
+    p = nearby(20_000, 10, noise, seed=7, count=6).float()
+    for config in _cuda_ops.fp64tc_runnable():
+        for divergence in ("bhattacharyya", "hellinger"):
+            got = _cuda_ops.pairwise_fp64tc(p.cuda(), None, tg.divergences.get(divergence).code, config=config)
+            assert_rel_close(got, _ref(p, None, divergence), 1e-5, what=f"{config} {divergence} noise {noise}")
+
+
+@requires_cuda
+def test_fp64tc_streamed_equals_in_memory(tmp_path):
+    _fp64tc_or_skip()
+    a = models(70, 1001, 12, seed=11, dtype=torch.float16).numpy()
+    ro = read_only_memmap(tmp_path / "preds.f16", a)
+    streamed = tg.pairwise_distances(ro, backend="cuda", chunk=97, cuda_method="fp64tc")
+    resident = tg.pairwise_distances(torch.from_numpy(a).cuda(), cuda_method="fp64tc").cpu().numpy()
+    np.testing.assert_allclose(streamed, resident, rtol=1e-12, atol=1e-15)
+    assert_rel_close(streamed, _ref(torch.from_numpy(a)), 1e-5, atol=1e-12)
+
+
+def test_auto_cuda_method_choice(monkeypatch):
+    """auto: fp64tc for the Gram-form divergences where FP64 tensor cores are fast, else gram64 / tiled."""
+    from taskgeom import _cuda_ops, kernels
+
+    monkeypatch.setattr(_cuda_ops, "fp64tc_supported", lambda index: True)
+    assert kernels.choose_cuda_method("bhattacharyya", 10, 0) == "fp64tc"
+    assert kernels.choose_cuda_method("hellinger", 1000, 0) == "fp64tc"
+    assert kernels.choose_cuda_method("symmetric_kl", 10, 0) == "tiled"
+    monkeypatch.setattr(_cuda_ops, "fp64tc_supported", lambda index: False)
+    assert kernels.choose_cuda_method("bhattacharyya", 10, 0) == "tiled"
+    assert kernels.choose_cuda_method("bhattacharyya", 1000, 0) == "gram64"
+    if kernels.has_cuda() and torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp64tc"):
+            tg.pairwise_distances(models(2, 5, 3).cuda(), divergence="symmetric_kl", cuda_method="fp64tc")
+
+
+def test_fp64tc_tuning_table(tmp_path):
+    """The table auto reads: the nearest tuned case in (log C, log m); the default without a table or
+    for instances this build does not have."""
+    import json
+
+    from taskgeom import _cuda_ops
+
+    names = ["t64_w4x2_k8", "t32_w2x2_k16", "t96_w4x3_k8"]
+    assert _cuda_ops.fp64tc_config(1000, 100, tmp_path / "missing.json", names) == _cuda_ops.DEFAULT_FP64TC_CONFIG
+    table = {
+        "fp64tc": {
+            "cases": [
+                {"m": 2430, "C": 10, "config": "t96_w4x3_k8"},
+                {"m": 512, "C": 1000, "config": "t32_w2x2_k16"},
+                {"m": 1000, "C": 100, "config": "t_not_compiled"},
+            ]
+        }
+    }
+    path = tmp_path / "tuning.json"
+    path.write_text(json.dumps(table))
+    assert _cuda_ops.fp64tc_config(2000, 12, path, names) == "t96_w4x3_k8"
+    assert _cuda_ops.fp64tc_config(100, 2000, path, names) == "t32_w2x2_k16"
+    assert _cuda_ops.fp64tc_config(1000, 100, path, names) in ("t96_w4x3_k8", "t32_w2x2_k16")
+    # the committed table parses (and names only compiled-in instances, or none)
+    committed = json.loads(_cuda_ops.TUNING_FILE.read_text())["fp64tc"]["cases"]
+    assert all({"m", "C", "config"} <= set(e) for e in committed)
 
 
 def test_row_normalisation_factors_in_blocks():

@@ -1,0 +1,86 @@
+"""Gather the GPU run's results (bench/gpu_run.sh) into OUT/pairwise_cuda.json and print one short table.
+
+python bench/gpu_summary.py OUT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def f(value, spec: str) -> str:
+    """Formatted, or '-' padded to the width for a missing value."""
+    width = int(spec.split(".")[0] or 0)
+    return format(value, spec) if isinstance(value, (int, float)) else "-".rjust(width)
+
+
+def main():
+    out = Path(sys.argv[1])
+    fp = load(out / "fp64tc.json") or {}
+    st = load(out / "stream_cuda.json") or {}
+    env = fp.get("env") or st.get("env") or {}
+    cases = []
+    for r in fp.get("rows", []):
+        cases.append(
+            {
+                k: r.get(k)
+                for k in (
+                    "m",
+                    "N",
+                    "C",
+                    "method",
+                    "config",
+                    "seconds",
+                    "torch_ref_seconds",
+                    "ratio",
+                    "max_rel_err",
+                    "tiled_seconds",
+                    "floor_seconds",
+                    "fp64_peak_fraction",
+                )
+            }
+        )
+    stream = (st.get("rows") or [None])[0]
+    summary = {
+        "device": env.get("gpu"),
+        "commit": env.get("commit"),
+        "date": env.get("date"),
+        "fp64_tc_peak": fp.get("fp64_tc_peak"),
+        "dgemm_flops": fp.get("dgemm_flops"),
+        "cases": cases,
+        "stream": stream,
+        "tuning": fp.get("tuning"),
+    }
+    (out / "pairwise_cuda.json").write_text(json.dumps(summary, indent=2))
+    print(
+        f"device {summary['device']}  commit {summary['commit']}  DGEMM {(summary['dgemm_flops'] or 0) / 1e12:.1f} TF"
+    )
+    print(f"{'m':>5} {'N':>6} {'C':>5} {'config':>13} {'s':>8} {'ref s':>7} {'x ref':>6} {'rel err':>8} {'peak':>5}")
+    for c in cases:
+        print(
+            f"{c['m']:>5} {c['N']:>6} {c['C']:>5} {str(c['config'] or c['method']):>13} {f(c['seconds'], '8.4f')} "
+            f"{f(c['torch_ref_seconds'], '7.3f')} {f(c['ratio'], '6.1f')} {f(c['max_rel_err'], '8.1e')} "
+            f"{f(c['fp64_peak_fraction'], '5.0%')}"
+        )
+    if stream:
+        print(
+            f"stream {stream['m']}x{stream['N']}x{stream['C']} {f(stream.get('file_GB'), '.1f')} GB: read "
+            f"{f(stream.get('read_s'), '.2f')} s, in-memory {f(stream.get('in_memory_s'), '.2f')} s, streamed "
+            f"{f(stream.get('stream_s'), '.2f')} s, ratio {f(stream.get('ratio_vs_max(read,in_memory)'), '.2f')}, "
+            f"max rel diff {f(stream.get('max_rel_diff_vs_in_memory'), '.1e')}"
+        )
+    else:
+        print("stream: no result")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,196 @@
+"""A model of the fp64 tensor-core kernel's index arithmetic (csrc/cuda/pairwise_fp64tc.cu), run on the CPU:
+the staging layout [sample][k-step][model][4 classes], the symmetric tile enumeration, sample splits,
+the 16-byte cp.async mapping of a stage into shared memory, the fragment addresses (row_major A and
+col_major B with ldm = 4), the end of a sample every KC k-steps, and the scatter of 8 x 8 results with
+the j > i filter. Each index formula is written as in the kernel; the 8 x 8 x 4 products are exact
+NumPy products, so this checks the addressing, not the tensor cores (the GPU run checks those). Keep in
+step with the kernel."""
+
+import math
+
+import numpy as np
+import pytest
+
+from taskgeom import reference as R
+
+from testing import models
+
+
+def stage(p, inv, n0, nc, KC, mpad):
+    """stage_fp64_kernel: one warp per (model, sample) row, lanes over the padded classes."""
+    m, _, C = p.shape
+    X = np.full(nc * KC * mpad * 4, np.nan)
+    for row in range(mpad * nc):
+        model, n = row // nc, row % nc
+        real = model < m
+        inv_row = inv[model, n0 + n] if real else 0.0
+        dst = (n * KC * mpad + model) * 4
+        for c in range(4 * KC):
+            x = 0.0
+            if real and c < C:
+                x = math.sqrt(max(p[model, n0 + n, c], 0.0) * inv_row)
+            X[dst + (c // 4) * mpad * 4 + c % 4] = x
+    return X
+
+
+def mma_lanes(a, b, c, ki):
+    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) .f64 on per-lane registers, with the PTX ISA's fragment
+    layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)), b[lane][u] is
+    B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2)."""
+    A, B = np.full((16, 4 * ki), np.nan), np.full((4 * ki, 8), np.nan)
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for i in range(2 * ki):
+            A[g + 8 * (i % 2), t + 4 * (i // 2)] = a[lane][i]
+        for u in range(ki):
+            B[t + 4 * u, g] = b[lane][u]
+    D = A @ B
+    for lane in range(32):
+        g, t = lane // 4, lane % 4
+        for e in range(4):
+            c[lane][e] += D[g + 8 * (e // 2), 2 * t + e % 2]
+
+
+def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_norm, out, cfg, bx, bz):
+    T, WM, WN, KS, shape = cfg
+    FR, KI = (8 if shape == 0 else 16), (2 if shape == 2 else 1)
+    WJ, WI = T // (8 * WN), T // (FR * WM)
+    warps = WI * WJ
+    if symmetric:
+        idx, ti, row_len = bx, 0, tiles_j
+        while idx >= row_len:
+            idx -= row_len
+            ti += 1
+            row_len -= 1
+        tj = ti + idx
+    else:
+        ti, tj = bx // tiles_j, bx % tiles_j
+    i0, j0 = ti * T, tj * T
+    s_begin = bz * per_split
+    s_end = min(s_begin + per_split, nc)
+    if s_begin >= s_end:
+        return
+    qb, qe = s_begin * KC, s_end * KC
+    stage_sz, op = 2 * KS * T * 4, KS * T * 4
+    smem = np.full(2 * stage_sz, np.nan)
+
+    def load(buf, q0):
+        for e in range(KS * T * 2):
+            ks, w = e // (T * 2), e % (T * 2)
+            q = q0 + ks
+            if q < qe:
+                sa, ga = buf * stage_sz + ks * T * 4 + w * 2, i0 * 4 + q * mpa * 4 + w * 2
+                sb, gb = buf * stage_sz + op + ks * T * 4 + w * 2, j0 * 4 + q * mpb * 4 + w * 2
+                smem[sa : sa + 2] = A[ga : ga + 2]
+                smem[sb : sb + 2] = B[gb : gb + 2]
+
+    # per warp and fragment: WMMA as an 8 x 8 matrix (its layout is opaque), mma as 32 lanes x 4
+    frag = (8, 8) if shape == 0 else (32, 4)
+    bc = np.zeros((warps, WM, WN) + frag)
+    acc = np.zeros((warps, WM, WN) + frag)
+    kk, buf, q0 = 0, 0, qb
+    load(0, qb)
+    while q0 < qe:
+        if q0 + KS < qe:
+            load(buf ^ 1, q0 + KS)
+        kn = min(KS, qe - q0)
+        assert kn % KI == 0
+        for ks in range(0, kn, KI):
+            for wp in range(warps):
+                wi, wj = wp // WJ, wp % WJ
+                sA = buf * stage_sz + wi * WM * FR * 4
+                sB = buf * stage_sz + op + wj * WN * 8 * 4
+                for f in range(WM):
+                    if shape == 0:
+                        pa = sA + ks * T * 4 + f * 32
+                        a = smem[pa : pa + 32].reshape(8, 4)  # row_major: (r, k) at r * 4 + k
+                    else:
+                        a = [[0.0] * (2 * KI) for _ in range(32)]
+                        for lane in range(32):
+                            g, t = lane // 4, lane % 4
+                            for u in range(KI):
+                                pa = sA + (ks + u) * T * 4 + f * 16 * 4
+                                a[lane][2 * u] = smem[pa + g * 4 + t]
+                                a[lane][2 * u + 1] = smem[pa + (g + 8) * 4 + t]
+                    for h in range(WN):
+                        if shape == 0:
+                            pb = sB + ks * T * 4 + h * 32
+                            b = smem[pb : pb + 32].reshape(8, 4).T  # col_major: (k, j) at j * 4 + k
+                            assert not (np.isnan(a).any() or np.isnan(b).any()), "read a slot nothing wrote"
+                            bc[wp, f, h] += a @ b
+                        else:
+                            b = [
+                                [
+                                    smem[sB + (ks + u) * T * 4 + h * 8 * 4 + (lane // 4) * 4 + lane % 4]
+                                    for u in range(KI)
+                                ]
+                                for lane in range(32)
+                            ]
+                            mma_lanes(a, b, bc[wp, f, h], KI)
+                            assert not np.isnan(bc[wp, f, h]).any(), "read a slot nothing wrote"
+            kk += KI
+            if kk == KC:
+                kk = 0
+                acc -= np.log(np.maximum(bc, 1e-30))
+                bc[:] = 0
+        buf ^= 1
+        q0 += KS
+    for wp in range(warps):
+        wi, wj = wp // WJ, wp % WJ
+        for f in range(WM):
+            for h in range(WN):
+                if shape == 0:
+                    cells = [(e // 8, e % 8, acc[wp, f, h, e // 8, e % 8]) for e in range(64)]
+                else:
+                    cells = [
+                        ((lane // 4) + 8 * (e // 2), 2 * (lane % 4) + e % 2, acc[wp, f, h, lane, e])
+                        for lane in range(32)
+                        for e in range(4)
+                    ]
+                for r, col, value in cells:
+                    i, j = i0 + (wi * WM + f) * FR + r, j0 + (wj * WN + h) * 8 + col
+                    if i < ma and j < mb and (not symmetric or j > i):
+                        out[i, j] += value * inv_norm
+
+
+def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
+    """pairwise_fp64tc's host loop (chunks, splits) around the block model."""
+    T, KI = cfg[0], (2 if cfg[4] == 2 else 1)
+    sym = b is None
+    bb = a if sym else b
+    (ma, N, C), mb = a.shape, bb.shape[0]
+    KC = (C + 4 * KI - 1) // (4 * KI) * KI  # classes padded to 4 (to 8 for m16n8k8)
+    mpa = (ma + T - 1) // T * T
+    mpb = mpa if sym else (mb + T - 1) // T * T
+    nc = min(N, scratch_samples)
+    tiles_i, tiles_j = mpa // T, mpb // T
+    tiles = tiles_i * (tiles_i + 1) // 2 if sym else tiles_i * tiles_j
+    want = sms * bps * 8
+    out = np.zeros((ma, mb))
+    for n0 in range(0, N, nc):
+        ln = min(nc, N - n0)
+        As = stage(a, 1 / a.sum(-1), n0, ln, KC, mpa)
+        Bs = As if sym else stage(bb, 1 / bb.sum(-1), n0, ln, KC, mpb)
+        sp = max(1, min((want + tiles - 1) // tiles, ln))
+        per = (ln + sp - 1) // sp
+        sp = (ln + per - 1) // per
+        for bx in range(tiles):
+            for bz in range(sp):
+                block(As, Bs, mpa, mpb, ma, mb, KC, ln, per, sym, tiles_j, 1 / N, out, cfg, bx, bz)
+    if sym:
+        out = np.triu(out, 1)
+        out = out + out.T
+    return out
+
+
+@pytest.mark.parametrize(
+    "cfg", [(32, 2, 2, 16, 0), (32, 4, 2, 3, 0), (64, 4, 2, 4, 0), (32, 1, 2, 4, 1), (32, 2, 1, 4, 2)], ids=str
+)
+@pytest.mark.parametrize("ma,mb,n,c,chunk", [(37, None, 11, 6, 5), (5, 40, 9, 3, 100), (70, None, 3, 13, 2)])
+def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
+    a = models(ma, n, c, seed=ma + c).double()
+    b = None if mb is None else models(mb, n, c, seed=1).double()
+    got = model_of_kernel(a.numpy(), None if b is None else b.numpy(), cfg, chunk)
+    ref = R.pairwise_distances(a, b).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+    assert np.isfinite(got).all()
