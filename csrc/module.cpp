@@ -63,7 +63,7 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "taskgeom native kernels (raw buffers in, no libtorch)";
   m.def("build_info", &build_info);
   // the divergence codes, from csrc/divergence.h (taskgeom/divergences.py reads them from here)
-  py::enum_<taskgeom::Divergence> div(m, "Divergence");
+  py::enum_<taskgeom::Divergence> div(m, "Divergence", py::module_local());
 #define TASKGEOM_VALUE(e, name, code) div.value(name, taskgeom::e);
   TASKGEOM_DIVERGENCES(TASKGEOM_VALUE)
 #undef TASKGEOM_VALUE
