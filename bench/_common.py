@@ -14,6 +14,8 @@ import torch
 
 
 def commit() -> str:
+    if os.environ.get("TASKGEOM_COMMIT"):  # given by the caller (a device copy's git may describe another tree)
+        return os.environ["TASKGEOM_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
