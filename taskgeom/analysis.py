@@ -113,7 +113,7 @@ def _load(t, device: torch.device):
     """A trajectory's probabilities: the memory map itself on the host, a tensor on a GPU."""
     if device.type == "cpu":
         return np.asarray(t.probs)
-    return torch.as_tensor(np.asarray(t.probs)).to(device)
+    return torch.from_numpy(np.array(t.probs)).to(device)  # a copy: the map is read-only
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
