@@ -48,6 +48,19 @@ inline void check_divergence(int divergence) {
   dispatch_divergence(divergence, [](auto) {});  // throws for an unknown code
 }
 
+// The operands of a pairwise call: models, optional others (same samples and classes), a known divergence.
+// Returns whether there are others (a cross matrix).
+inline bool parse_operands(const pybind11::tuple& a, const pybind11::object& b, int divergence, View3& av, View3& bv) {
+  av = parse_view(a, "models");
+  const bool cross = !b.is_none();
+  if (cross) {
+    bv = parse_view(b.cast<pybind11::tuple>(), "others");
+    check_same_events(av, bv);
+  }
+  check_divergence(divergence);
+  return cross;
+}
+
 inline void raise_if_bad(const BadInput& bad, const char* which) {
   if (bad.kind != kOk) throw std::invalid_argument(describe_bad(bad, which));
 }

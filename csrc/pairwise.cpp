@@ -17,14 +17,8 @@ namespace taskgeom {
 static void pairwise_binding(py::tuple a, std::uintptr_t a_inv, py::object b, std::uintptr_t b_inv, std::uintptr_t out,
                              int divergence, int64_t norm, bool mirror, std::uintptr_t scratch, int64_t scratch_floats,
                              std::uintptr_t stream) {
-  View3 av = parse_view(a, "models");
-  View3 bv;
-  const bool cross = !b.is_none();
-  if (cross) {
-    bv = parse_view(b.cast<py::tuple>(), "others");
-    check_same_events(av, bv);
-  }
-  check_divergence(divergence);
+  View3 av, bv;
+  const bool cross = parse_operands(a, b, divergence, av, bv);
   if (out == 0 || a_inv == 0 || (cross && b_inv == 0) || scratch == 0) throw std::invalid_argument("null data pointer");
   py::gil_scoped_release release;
   cuda::pairwise(av, reinterpret_cast<const double*>(a_inv), cross ? &bv : nullptr,
@@ -36,14 +30,8 @@ static void pairwise_fp64tc_binding(py::tuple a, std::uintptr_t a_inv, py::objec
                                     std::uintptr_t out, int divergence, int64_t norm, bool mirror,
                                     std::uintptr_t scratch, int64_t scratch_doubles, int config,
                                     std::uintptr_t stream) {
-  View3 av = parse_view(a, "models");
-  View3 bv;
-  const bool cross = !b.is_none();
-  if (cross) {
-    bv = parse_view(b.cast<py::tuple>(), "others");
-    check_same_events(av, bv);
-  }
-  check_divergence(divergence);
+  View3 av, bv;
+  const bool cross = parse_operands(a, b, divergence, av, bv);
   if (out == 0 || a_inv == 0 || (cross && b_inv == 0) || scratch == 0) throw std::invalid_argument("null data pointer");
   py::gil_scoped_release release;
   cuda::pairwise_fp64tc(av, reinterpret_cast<const double*>(a_inv), cross ? &bv : nullptr,
@@ -53,14 +41,8 @@ static void pairwise_fp64tc_binding(py::tuple a, std::uintptr_t a_inv, py::objec
 #else
 static void pairwise_binding(py::tuple a, py::object b, std::uintptr_t out, int divergence, int64_t chunk, int threads,
                              bool validate, double tol) {
-  View3 av = parse_view(a, "models");
-  View3 bv;
-  const bool cross = !b.is_none();
-  if (cross) {
-    bv = parse_view(b.cast<py::tuple>(), "others");
-    check_same_events(av, bv);
-  }
-  check_divergence(divergence);
+  View3 av, bv;
+  const bool cross = parse_operands(a, b, divergence, av, bv);
   if (out == 0) throw std::invalid_argument("out: null data pointer");
   BadInput bad;
   {

@@ -75,13 +75,18 @@ def scratch(a: torch.Tensor, b: torch.Tensor | None, code: int) -> torch.Tensor:
 
 def launch_tiled(a, b, code, out, norm, mirror, buf=None) -> None:
     """Add the tiled kernel's sums over ``a``'s samples, divided by ``norm``, into ``out`` (float64)."""
-    mod = cuda_module()
+    buf = scratch(a, b, code) if buf is None else buf
+    _launch(cuda_module().pairwise, a, b, code, out, norm, mirror, buf)
+
+
+def _launch(kernel, a, b, code, out, norm, mirror, buf, *extra) -> None:
+    """Call a pairwise kernel binding on ``a``'s device and current stream with the row-normalisation
+    factors of both operands; ``extra`` goes between the scratch buffer and the stream."""
     with torch.cuda.device(a.device):
         stream = torch.cuda.current_stream(a.device).cuda_stream
         a_inv = inv_row_sums(a)
         b_inv = None if b is None else inv_row_sums(b)
-        buf = scratch(a, b, code) if buf is None else buf
-        mod.pairwise(
+        kernel(
             view(a),
             a_inv.data_ptr(),
             None if b is None else view(b, "others"),
@@ -92,6 +97,7 @@ def launch_tiled(a, b, code, out, norm, mirror, buf=None) -> None:
             bool(mirror),
             buf.data_ptr(),
             buf.numel(),
+            *extra,
             stream,
         )
 
@@ -211,30 +217,13 @@ def fp64tc_scratch(a: torch.Tensor, b: torch.Tensor | None, index: int) -> torch
 def launch_fp64tc(a, b, code, out, norm, mirror, buf=None, config: str | None = None) -> None:
     """Add the fp64 tensor-core kernel's sums over ``a``'s samples, divided by ``norm``, into ``out``.
     ``config``: an instance name (:func:`fp64tc_config` by default)."""
-    mod = cuda_module()
     ma, _, c = a.shape
     index = _config_index(config, ma if b is None else max(ma, b.shape[0]), c)
     with torch.cuda.device(a.device):
-        stream = torch.cuda.current_stream(a.device).cuda_stream
-        a_inv = inv_row_sums(a)
-        b_inv = None if b is None else inv_row_sums(b)
         buf = fp64tc_scratch(a, b, index) if buf is None else buf
-        if buf.dtype != torch.float64:
-            raise ValueError("the fp64tc scratch buffer must be float64")
-        mod.pairwise_fp64tc(
-            view(a),
-            a_inv.data_ptr(),
-            None if b is None else view(b, "others"),
-            0 if b_inv is None else b_inv.data_ptr(),
-            out.data_ptr(),
-            code,
-            int(norm),
-            bool(mirror),
-            buf.data_ptr(),
-            buf.numel(),
-            index,
-            stream,
-        )
+    if buf.dtype != torch.float64:
+        raise ValueError("the fp64tc scratch buffer must be float64")
+    _launch(cuda_module().pairwise_fp64tc, a, b, code, out, norm, mirror, buf, index)
 
 
 def pairwise_fp64tc(a: torch.Tensor, b: torch.Tensor | None, code: int, config: str | None = None) -> torch.Tensor:
