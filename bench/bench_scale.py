@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 import taskgeom as tg
-from taskgeom import large
+from taskgeom import engines, large
 
 from _common import environment
 
@@ -153,7 +153,7 @@ def part_engines(args) -> dict:
     t0 = time.perf_counter()
     local = np.asarray(tg.pairwise_distances(str(src), out=work / "Dlocal", budget=64 << 20))
     t_local = time.perf_counter() - t0
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    engines.init_ray(num_cpus=2)
     t0 = time.perf_counter()
     remote = np.asarray(tg.pairwise_distances(str(src), out=work / "Dray", budget=64 << 20, engine="ray"))
     t_ray = time.perf_counter() - t0

@@ -50,7 +50,9 @@ def main() -> None:
     t_local = time.perf_counter() - t0
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    from taskgeom.engines import init_ray
+
+    init_ray(num_cpus=args.cpus)
     t0 = time.perf_counter()
     remote = run_sweep(SPEC, out / "ray", engine="ray")
     t_ray = time.perf_counter() - t0

@@ -103,7 +103,7 @@ def _distances_out_of_core(args) -> int:
         raise CLIError("--select applies to a store folder")
     ms = open_models(args.models, **filters)
     t0 = time.perf_counter()
-    dm = tiled.open_for(args.out, ms, args.divergence, None, int(args.budget_mb) << 20)
+    dm = tiled.open_for(args.out, ms, args.divergence, None, int(args.budget_mb * (1 << 20)))
     todo = len(dm.tasks())
     engines.run_tiles(
         dm,
@@ -310,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget-mb",
-        type=int,
+        type=float,
         default=1024,
         help="out of core: memory for model blocks and one tile, which sets the tile size (default: %(default)s)",
     )
@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="writer processes (default: the cores, at most 8)")
     p.set_defaults(fn=_cmd_beton)
 
-    p = sub.add_parser("store", help="store maintenance: taskgeom store verify PATH")
+    p = sub.add_parser("store", help="store maintenance: verify PATH (checksums), merge SHARDS -o STORE")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     v = store_sub.add_parser(
         "verify",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validate import as_tensor, check_probabilities, to_output
@@ -149,7 +149,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
     )
 
 
-class InPCA(TransformerMixin, BaseEstimator):
+class InPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """InPCA on precomputed divergences, as a scikit-learn transformer (eqs. 9-11).
 
     ``fit(D)`` takes the ``(m, m)`` divergence matrix of the models to embed (symmetric, zero diagonal,
@@ -194,6 +194,7 @@ class InPCA(TransformerMixin, BaseEstimator):
         self.embedding_ = emb.coords
         self.eigenvalues_ = emb.eigenvalues
         self.signature_ = emb.signature
+        self._n_features_out = emb.coords.shape[1]  # output names inpca0, inpca1, ... (set_output works)
         return self
 
     def transform(self, X):

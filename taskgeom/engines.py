@@ -11,9 +11,29 @@ local engine's.
 
 from __future__ import annotations
 
-__all__ = ["ENGINES", "run_tiles"]
+__all__ = ["ENGINES", "run_tiles", "init_ray"]
 
 ENGINES = ("local", "ray")
+
+
+def init_ray(address: str | None = None, **kwargs):
+    """Start (or join, with ``address``) Ray unless it is running; returns the ``ray`` module.
+
+    Workers are given an empty working directory: otherwise Ray puts the driver's current directory first
+    on their ``sys.path``, and started from a source checkout they would import its uncompiled
+    ``taskgeom`` instead of the installed one. (Paths sent to workers are therefore absolute.)"""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RuntimeError("engine='ray' needs Ray: pip install 'taskgeom[ray]'") from exc
+    if not ray.is_initialized():
+        import tempfile
+
+        empty = tempfile.mkdtemp(prefix="taskgeom-ray-")
+        kwargs.setdefault("include_dashboard", False)
+        kwargs.setdefault("log_to_driver", False)
+        ray.init(address=address, runtime_env={"working_dir": empty}, **kwargs)
+    return ray
 
 
 def run_tiles(
@@ -74,13 +94,8 @@ def _ray_tile(
 def _run_ray(
     dm, models, tasks, divergence, address, backend, threads, num_cpus, num_gpus, max_retries, progress_bar
 ) -> int:
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError("engine='ray' needs Ray: pip install 'taskgeom[ray]'") from exc
     spec = models.spec()
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    ray = init_ray(address)
     remote = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)(_ray_tile)
     threads = threads if threads is not None else max(1, int(num_cpus))
     import os

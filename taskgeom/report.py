@@ -252,7 +252,7 @@ def _distance_figure(res, colors):
         height=380,
         margin=dict(t=20),
         xaxis=dict(title="progress", range=[0, 1]),
-        yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log"),
+        yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log", dtick=1),
     )
     return fig
 

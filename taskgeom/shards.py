@@ -16,25 +16,31 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import PredictionStore, StoreError
+from .store import ConfigMismatchError, PredictionStore, StoreError
 
 __all__ = ["merge_stores"]
 
 
 def _copy_trajectory(src, dst_store: PredictionStore) -> int:
     """Add ``src``'s checkpoints missing from its namesake in ``dst_store``; returns how many were added."""
-    t = dst_store.create_trajectory(
-        src.eval_set,
-        task=src.task,
-        method=src.method,
-        seed=src.seed,
-        architecture=src.architecture,
-        dtype=src.dtype,
-        name=src.name,
-        config=src.config,
-        code=src.code,
-        **src.extra,
-    )
+    try:
+        t = dst_store.create_trajectory(
+            src.eval_set,
+            task=src.task,
+            method=src.method,
+            seed=src.seed,
+            architecture=src.architecture,
+            dtype=src.dtype,
+            name=src.name,
+            config=src.config,
+            code=src.code,
+            **src.extra,
+        )
+    except ConfigMismatchError as exc:
+        raise StoreError(
+            f"{src.store.root}: {exc}".split("; rerun")[0] + "; the target holds a different run under "
+            "this name: merge into another store"
+        ) from None
     have, sums = len(t), src.checksums
     if have > len(src) or t.checksums[:have] != sums[:have]:
         raise StoreError(

@@ -61,7 +61,7 @@ class DistanceMatrix:
     """The on-disk matrix of a folder written by :func:`pairwise_distances` (see the module docstring)."""
 
     def __init__(self, path):
-        self.path = Path(path)
+        self.path = Path(path).resolve()  # absolute: Ray workers may run in another directory
         try:
             self.meta = json.loads((self.path / "meta.json").read_text())
         except (OSError, ValueError) as exc:

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +56,15 @@ def launch(store, nproc: int, wait: bool = True):
             "--store",
             str(store),
         ]
+    # run outside the checkout, so that `-m taskgeom.cli` imports the installed (built) taskgeom
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        cwd=Path(store).parent,
     )
     if wait:
         out, _ = proc.communicate(timeout=300)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import taskgeom as tg
-from taskgeom import large, tiled
+from taskgeom import engines, large, tiled
 from taskgeom.modelsets import open_models
 
 
@@ -172,7 +172,7 @@ def test_landmark_inpca_approximates_the_exact_embedding(tmp_path):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    engines.init_ray(num_cpus=2)  # (an empty working dir: workers import the installed taskgeom)
     yield ray
     ray.shutdown()
 

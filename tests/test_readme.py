@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import taskgeom
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(?:<!--\s*(skip-test|slow-test):\s*(.*?)-->\s*\n)?```(bash|python)\n(.*?)```", re.S)
 
@@ -42,7 +44,10 @@ def test_readme_code_blocks_run_as_written(tmp_path):
     env = {
         **os.environ,
         "PATH": f"{shim}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        # the taskgeom these tests import: the checkout when built in place, else the installed copy
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(taskgeom.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]
+        ),
         "TASKGEOM_CACHE": str(tmp_path / "cache"),
     }
     work = tmp_path / "work"

@@ -81,7 +81,9 @@ def test_merge_refuses_damaged_or_conflicting_shards(sequential, tmp_path):
 
 def test_ray_sweep_equals_the_local_one_and_retries_a_killed_worker(sequential, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    from taskgeom.engines import init_ray
+
+    init_ray(num_cpus=2)
     try:
         marker = tmp_path / "killed"
         monkeypatch.setenv("TASKGEOM_FAULT_KILL_WORKER_ONCE", str(marker))

@@ -17,6 +17,7 @@ from any point of a trajectory (Result 6).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -272,6 +273,9 @@ def train(
     """
     method = get_method(cfg.method)
     cfg = method.resolve(cfg)
+    # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
+    n_imp = int(np.isin(np.asarray(train_data[1]), np.arange(int(store.eval_set(eval_set).c))).sum())
+    cfg = dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, n_imp)))
     d, device_name = distributed.setup(cfg.device)
     if d.active and not method.distributed:
         raise ValueError(

@@ -135,7 +135,7 @@ def run_sweep(
     """Run every run of ``spec`` into ``out/shards/`` and merge them into ``out/store``; returns counts."""
     from ..shards import merge_stores
 
-    out = Path(out)
+    out = Path(out).resolve()  # absolute: Ray workers run elsewhere
     (out / "shards").mkdir(parents=True, exist_ok=True)
     runs = expand(spec)
     data_spec = dict(spec.get("data") or {})
@@ -158,12 +158,9 @@ def run_sweep(
 
 
 def _on_ray(data_spec, runs, shards, res, threads, address, max_retries, fault) -> None:
-    try:
-        import ray
-    except ImportError as exc:
-        raise RuntimeError("--engine ray needs Ray: pip install 'taskgeom[ray]'") from exc
-    if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    from ..engines import init_ray
+
+    ray = init_ray(address)
     remote = ray.remote(num_cpus=res.get("num_cpus", 1), num_gpus=res.get("num_gpus", 0), max_retries=max_retries)(
         _run_one
     )
