@@ -171,6 +171,7 @@ def test_trajectory_records_its_resolved_config_and_code_version(tmp_path):
     cfg = traj.config if getattr(traj, "config", None) else traj.extra["config"]
     assert cfg["optimizer"] == "adam" and cfg["lr"] == 1e-3 and cfg["method"] == "simclr"
     assert cfg["crop_scale"] == [0.2, 1.0] and "device" not in cfg
+    assert traj.extra["run_config"]["device"] == "cpu" and traj.extra["run_config"]["lr"] == 1e-3
     code = getattr(traj, "code", None) or traj.extra["code"]
     assert code["taskgeom"] and "commit" in code
     _, sup = run(tmp_path, "supervised", checkpoints=2, name="sup", lr=0.2)

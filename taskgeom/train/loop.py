@@ -201,6 +201,8 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
         classes=classes,
         config=ident,
         code=code_version(),
+        # the full resolved config as first run, operational fields (device, state_dir, ...) included
+        run_config=_config.to_dict(cfg),
     )
     base = f"{task_name}/{cfg.method}/{cfg.arch}/seed{cfg.seed}@{eval_set}"
     names = [base] + [
