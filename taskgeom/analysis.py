@@ -69,6 +69,7 @@ class PictureResult:
     reference_task: str
     normalized_distance: dict  # task -> curve over the grid, to the reference task
     normalized_distance_spread: dict  # task -> {"low", "high"}: min and max over its seeds (one seed each)
+    normalized_distance_interval: dict  # task -> {"low", "high", "level", "replicates", "over"}: bootstrap
     tube_radius: dict
     grid: list
     task_distances: dict
@@ -91,6 +92,7 @@ class PictureResult:
             "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
             f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
             f"normalized_distance_to_{self.reference_task}_seed_spread": self.normalized_distance_spread,
+            f"normalized_distance_to_{self.reference_task}_interval": self.normalized_distance_interval,
             "tube_radius": self.tube_radius,
             "grid": self.grid,
             "task_distances": self.task_distances,
@@ -268,12 +270,26 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
             t: trajectories.normalized_distance(fam, families[ref]).tolist() for t, fam in families.items() if t != ref
         },
         normalized_distance_spread={t: _seed_spread(fam, families[ref]) for t, fam in families.items() if t != ref},
+        normalized_distance_interval={t: _interval(fam, families[ref]) for t, fam in families.items() if t != ref},
         tube_radius={t: trajectories.tube_radius(fam).tolist() for t, fam in families.items()},
         grid=np.linspace(0, 1, grid).tolist(),
         task_distances=task_distances(families, acc["final"], np.linspace(0, 1, grid)),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         embedding=view,
     )
+
+
+def _interval(fam: np.ndarray, ref: np.ndarray, n_boot: int = 200, level: float = 0.95) -> dict:
+    """95% bootstrap interval over evaluation samples of the normalised distance curve (reweighted per-sample
+    terms: :func:`taskgeom.trajectories.normalized_distance_interval`)."""
+    ci = trajectories.normalized_distance_interval(fam, ref, n_boot=n_boot, level=level, seed=0)
+    return {
+        "low": np.asarray(ci["low"]).tolist(),
+        "high": np.asarray(ci["high"]).tolist(),
+        "level": level,
+        "replicates": n_boot,
+        "over": "evaluation samples",
+    }
 
 
 def _seed_spread(fam: np.ndarray, ref: np.ndarray) -> dict:

@@ -313,18 +313,21 @@ def _blockwise(models, others, opts):
     out = np.zeros((sum(sizes_r), sum(sizes_c)))
     offs_r = np.concatenate([[0], np.cumsum(sizes_r)])
     offs_c = np.concatenate([[0], np.cumsum(sizes_c)])
-    for i, bi in enumerate(rows):
-        for j, bj in enumerate(cols):
-            if others is None and j < i:
-                continue
-            if len(bi) == 0 or len(bj) == 0:
-                continue
-            same = others is None and i == j
-            d = pairwise_distances(bi, None if same else bj, **opts)
-            d = np.asarray(torch.as_tensor(d).cpu())
-            out[offs_r[i] : offs_r[i + 1], offs_c[j] : offs_c[j + 1]] = d
-            if others is None and not same:
-                out[offs_c[j] : offs_c[j + 1], offs_r[i] : offs_r[i + 1]] = d.T
+    pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if others is not None or j >= i]
+    from tqdm.auto import tqdm
+
+    # a bar on a terminal when there is much to do (quiet otherwise)
+    big = sum(sizes_r) * sum(sizes_c) * int(np.prod(rows[0].shape[1:])) > 2e10
+    for i, j in tqdm(pairs, desc="distances (blocks of models)", unit="block", disable=None if big else True):
+        bi, bj = rows[i], cols[j]
+        if len(bi) == 0 or len(bj) == 0:
+            continue
+        same = others is None and i == j
+        d = pairwise_distances(bi, None if same else bj, **opts)
+        d = np.asarray(torch.as_tensor(d).cpu())
+        out[offs_r[i] : offs_r[i + 1], offs_c[j] : offs_c[j + 1]] = d
+        if others is None and not same:
+            out[offs_c[j] : offs_c[j + 1], offs_r[i] : offs_r[i + 1]] = d.T
     return out
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "mean_trajectory",
     "tube_radius",
     "normalized_distance",
+    "normalized_distance_interval",
 ]
 
 
@@ -296,3 +297,41 @@ def normalized_distance(family_a, family_b, method: str = "arithmetic", validate
         r > 0, 2 * d / torch.where(r > 0, r, 1.0), torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
     )
     return to_output(ratio, was_np)
+
+
+def normalized_distance_interval(
+    family_a, family_b, n_boot: int = 200, level: float = 0.95, seed: int = 0, weights=None
+):
+    """Bootstrap interval over evaluation samples of :func:`normalized_distance` at each grid point.
+
+    Every quantity in the ratio is a mean over samples of per-sample terms (the distance between the two
+    mean trajectories, each seed's distance to its family's mean), so a bootstrap replicate reweights the
+    per-sample terms with multinomial counts instead of recomputing anything: ``n_boot`` replicates cost
+    about as much as one evaluation. The mean trajectories are per-sample averages over seeds and do not
+    change under resampling of samples. Returns ``{"low", "high"}`` (float64 (G,) each, the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles). ``weights`` (B, N) replaces the random
+    counts (for tests)."""
+    a, _ = _family(family_a, "family_a", False)
+    b, _ = _family(family_b, "family_b", False)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"families differ in (G, N, C): {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    a, b = a.to(torch.float64), b.to(torch.float64).to(a.device)
+    ma, mb = a.mean(0), b.mean(0)
+    d_ab = reference.bhattacharyya_per_sample(ma, mb)  # (G, N)
+    d_a = reference.bhattacharyya_per_sample(a, ma.unsqueeze(0))  # (K_a, G, N)
+    d_b = reference.bhattacharyya_per_sample(b, mb.unsqueeze(0))
+    n = d_ab.shape[-1]
+    if weights is None:
+        rng = np.random.default_rng(seed)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot))
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=a.device).T / n  # (N, B)
+    d = d_ab @ w  # (G, B)
+    r = (d_a @ w).max(0).values + (d_b @ w).max(0).values
+    ratio = torch.where(
+        r > 0, 2 * d / torch.where(r > 0, r, 1.0), torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
+    )
+    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=a.device)
+    lo, hi = torch.quantile(ratio, q, dim=1)
+    return {"low": lo.cpu().numpy(), "high": hi.cpu().numpy()}
