@@ -208,6 +208,29 @@ def _progress_figure(res, colors):
     return fig
 
 
+def _band(fig, grid, bounds: dict, fill: str, task: str, name: str) -> None:
+    """A filled band between ``bounds["low"]`` and ``bounds["high"]`` over ``grid`` (grouped with the task)."""
+    import plotly.graph_objects as go
+
+    lo, hi = _finite(bounds["low"]), _finite(bounds["high"])
+    fig.add_trace(
+        go.Scatter(x=grid, y=hi, mode="lines", line=dict(width=0), legendgroup=task, showlegend=False, hoverinfo="skip")
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=grid,
+            y=lo,
+            mode="lines",
+            line=dict(width=0),
+            fill="tonexty",
+            fillcolor=fill,
+            legendgroup=task,
+            name=name,
+            hoverinfo="skip",
+        )
+    )
+
+
 def _distance_figure(res, colors):
     import plotly.graph_objects as go
 
@@ -217,45 +240,9 @@ def _distance_figure(res, colors):
     interval = getattr(res, "normalized_distance_interval", {}) or {}
     for task, nd in res.normalized_distance.items():
         if task in interval:
-            lo, hi = _finite(interval[task]["low"]), _finite(interval[task]["high"])
-            fig.add_trace(
-                go.Scatter(
-                    x=grid, y=hi, mode="lines", line=dict(width=0), legendgroup=task, showlegend=False, hoverinfo="skip"
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=grid,
-                    y=lo,
-                    mode="lines",
-                    line=dict(width=0),
-                    fill="tonexty",
-                    fillcolor=colors.get(task, "#888") + "66",
-                    legendgroup=task,
-                    name=f"{task}: 95% interval",
-                    hoverinfo="skip",
-                )
-            )
+            _band(fig, grid, interval[task], colors.get(task, "#888") + "66", task, f"{task}: 95% interval")
         if task in spread:
-            lo, hi = _finite(spread[task]["low"]), _finite(spread[task]["high"])
-            fig.add_trace(
-                go.Scatter(
-                    x=grid, y=hi, mode="lines", line=dict(width=0), legendgroup=task, showlegend=False, hoverinfo="skip"
-                )
-            )
-            fig.add_trace(
-                go.Scatter(
-                    x=grid,
-                    y=lo,
-                    mode="lines",
-                    line=dict(width=0),
-                    fill="tonexty",
-                    fillcolor=colors.get(task, "#888") + "33",
-                    legendgroup=task,
-                    name=f"{task}: seed spread",
-                    hoverinfo="skip",
-                )
-            )
+            _band(fig, grid, spread[task], colors.get(task, "#888") + "33", task, f"{task}: seed spread")
         fig.add_trace(
             go.Scatter(
                 x=grid,
