@@ -18,7 +18,7 @@ import torch
 from . import embedding as _embedding
 from . import geometry, trajectories
 
-__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances"]
+__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances", "reached_mask"]
 
 
 @dataclass
@@ -277,6 +277,16 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         embedding=view,
     )
+
+
+def reached_mask(res, task: str) -> np.ndarray:
+    """Grid points up to the progress both ``task`` and the reference task reach (every seed): beyond it
+    re-indexing repeats final models, so curves there are not measurements (the first point is kept)."""
+    reach = (res.task_distances or {}).get("progress_reached") or {}
+    limit = min(reach.get(task, 1.0), reach.get(res.reference_task, 1.0))
+    mask = np.asarray(res.grid) <= limit + 1e-12
+    mask[0] = True
+    return mask
 
 
 def _interval(fam: np.ndarray, ref: np.ndarray, n_boot: int = 200, level: float = 0.95) -> dict:

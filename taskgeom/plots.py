@@ -74,8 +74,11 @@ def picture_figures(res, out: Path) -> list[str]:
     axes[1].set(xlabel="epoch", ylabel="progress on the union task", title="Progress (eq. 4)")
     axes[1].legend(fontsize=8)
     grid = res.grid
+    from .analysis import reached_mask
+
     for task, nd in res.normalized_distance.items():
-        axes[2].plot(grid, nd, color=colors[task], label=task)
+        keep = reached_mask(res, task)  # only the progress both tasks reached
+        axes[2].plot(np.asarray(grid)[keep], np.asarray(nd)[keep], color=colors[task], label=task)
     axes[2].axhline(1.0, color="k", ls=":", lw=1)
     axes[2].set(
         xlabel="progress",

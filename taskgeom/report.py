@@ -238,15 +238,24 @@ def _distance_figure(res, colors):
     grid = list(res.grid)
     spread = getattr(res, "normalized_distance_spread", {}) or {}
     interval = getattr(res, "normalized_distance_interval", {}) or {}
+    from .analysis import reached_mask
+
     for task, nd in res.normalized_distance.items():
+        keep = reached_mask(res, task)  # only the progress both tasks reached: beyond it runs are padded
+
+        def cut(values, keep=keep):
+            return [v if k else None for v, k in zip(_finite(values), keep)]
+
         if task in interval:
-            _band(fig, grid, interval[task], colors.get(task, "#888") + "66", task, f"{task}: 95% interval")
+            band = {"low": cut(interval[task]["low"]), "high": cut(interval[task]["high"])}
+            _band(fig, grid, band, colors.get(task, "#888") + "66", task, f"{task}: 95% interval")
         if task in spread:
-            _band(fig, grid, spread[task], colors.get(task, "#888") + "33", task, f"{task}: seed spread")
+            band = {"low": cut(spread[task]["low"]), "high": cut(spread[task]["high"])}
+            _band(fig, grid, band, colors.get(task, "#888") + "33", task, f"{task}: seed spread")
         fig.add_trace(
             go.Scatter(
                 x=grid,
-                y=_finite(nd),
+                y=cut(nd),
                 mode="lines+markers",
                 marker=dict(size=4),
                 line=dict(color=colors.get(task, "#888"), width=2.5),
@@ -387,7 +396,8 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
                 "tg-distance",
                 f"Figure 4 (the paper's Figs. 3b and 7b). Distance between each task's mean trajectory and "
                 f"that of '{html.escape(res.reference_task)}', over the mean of their tube radii (Remark 5), "
-                "against progress; below the dotted line at 1 the tubes intersect. Darker band: 95% bootstrap "
+                "against progress, up to the progress both tasks reached (beyond it the runs are padded with "
+                "their final models); below the dotted line at 1 the tubes intersect. Darker band: 95% bootstrap "
                 "interval over evaluation samples (200 replicates, per-sample terms reweighted). Lighter band: "
                 "the seed spread, min to max over the task's seeds of the same ratio with one seed in place "
                 "of the mean (not a confidence interval).",
