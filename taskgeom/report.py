@@ -268,7 +268,7 @@ def _distance_figure(res, colors):
     fig.update_layout(
         height=380,
         margin=dict(t=20),
-        xaxis=dict(title="progress", range=[0, 1]),
+        xaxis=dict(title="progress"),
         yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log", dtick=1),
     )
     return fig
