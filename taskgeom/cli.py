@@ -417,7 +417,6 @@ _EXPECTED = (
     EOFError,
     sqlite3.Error,
     MemoryError,
-    NotImplementedError,
 )
 
 

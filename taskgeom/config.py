@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any
 
+from . import _cliutil
 from ._cliutil import nonnegative_int, positive_float, positive_int  # noqa: F401  (re-exported)
 
 __all__ = ["option", "add_options", "from_args", "to_dict", "positive_int", "nonnegative_int", "positive_float"]
@@ -30,12 +31,10 @@ def option(default: Any, help: str, *, choices=None, minimum=None, metavar=None,
 
 
 def _bounded(kind, minimum):
+    convert = {int: _cliutil._int, float: _cliutil._float}.get(kind, kind)  # one-line errors for bad numbers
+
     def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            what = {int: "an integer", float: "a number"}.get(kind, "a value")
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        value = convert(text)
         if minimum is not None and not value >= minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
         return value
