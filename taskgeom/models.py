@@ -1,13 +1,15 @@
 """The paper's networks (Appendix A): WRN-16-4 (BatchNorm or LayerNorm), ResNet-18 with a CIFAR stem,
-and a small CNN for digits and CPU runs. Every model exposes ``features(x)`` (the penultimate layer phi
+a small CNN for digits and CPU runs, and ``fast-resnet``, a small residual-free fast-training network in the
+spirit of the fastest published CIFAR-10 recipes (a frozen patch-whitening stem, three residual blocks). Every model exposes ``features(x)`` (the penultimate layer phi
 used for imprinting, eq. 7) and a bias-free linear ``head``; convolutions use Kaiming-normal init."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WideResNet", "ResNet18", "ResNet50", "BlurPool", "SmallCNN", "build_model"]
+__all__ = ["WideResNet", "ResNet18", "ResNet50", "BlurPool", "SmallCNN", "FastResNet", "build_model"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -197,8 +199,76 @@ class SmallCNN(_Classifier):
         )
 
 
+class _Scale(nn.Module):
+    def __init__(self, factor: float):
+        super().__init__()
+        self.factor = float(factor)
+
+    def forward(self, x):
+        return x * self.factor
+
+
+class _FastBlock(nn.Module):
+    """conv 3 x 3, max-pool 2, BatchNorm, GELU; then a residual branch conv 3 x 3, BatchNorm, GELU."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.pool, self.n1 = nn.MaxPool2d(2), nn.BatchNorm2d(cout)
+        self.res, self.n2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+
+    def forward(self, x):
+        y = F.gelu(self.n1(self.pool(self.conv(x))))
+        return y + F.gelu(self.n2(self.res(y)))
+
+
+class FastResNet(_Classifier):
+    """A fast-training residual CIFAR network: a 2 x 2 patch-whitening convolution (weights fitted to the
+    training images by :meth:`fit_whitening` and frozen; positive and negative copies of each whitened
+    direction, trainable bias), then three blocks (conv 3 x 3, max-pool, BatchNorm, GELU, and a residual
+    conv 3 x 3, BatchNorm, GELU) of widths ``widths``, a global max-pool and a scale of 1/8 before the
+    bias-free head. About 0.16 GMAC per 32 x 32 image; meant for many short runs (about ten epochs each,
+    batches of 1,024)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths=(64, 256, 256)):
+        super().__init__()
+        patch = in_channels * 4
+        self.whiten = nn.Conv2d(in_channels, 2 * patch, 2, padding=0, bias=True)
+        layers: list = [self.whiten, nn.GELU()]
+        cin = 2 * patch
+        for w in widths:
+            layers.append(_FastBlock(cin, w))
+            cin = w
+        layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), _Scale(1 / 8)]
+        self._finish(layers, cin, num_classes)
+        self.whiten.weight.requires_grad_(False)
+        self.fit_whitening(None)
+
+    @torch.no_grad()
+    def fit_whitening(self, images: torch.Tensor | None, eps: float = 5e-4) -> None:
+        """Set the stem to whiten 2 x 2 patches of ``images`` ((n, C, H, W), normalised): rows are the
+        eigenvectors of the patch covariance over ``sqrt(eigenvalue + eps)``, each with its negation.
+        ``None``: the identity on patches (before any data is seen)."""
+        w = self.whiten.weight
+        patch = w.shape[1] * 4
+        if images is None:
+            basis = torch.eye(patch, device=w.device)
+        else:
+            x = images.float()
+            p = x.unfold(2, 2, 1).unfold(3, 2, 1)  # (n, C, H-1, W-1, 2, 2)
+            p = p.permute(0, 2, 3, 1, 4, 5).reshape(-1, patch).double()
+            p = p - p.mean(0)
+            cov = p.T @ p / max(1, p.shape[0] - 1)
+            vals, vecs = torch.linalg.eigh(cov)
+            basis = (vecs.T / torch.sqrt(vals.clamp_min(0) + eps)[:, None]).float().flip(0)
+        basis = basis.reshape(patch, w.shape[1], 2, 2).to(w)
+        w.copy_(torch.cat([basis, -basis]))
+        self.whiten.bias.zero_()
+
+
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``."""
+    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``,
+    ``"fast-resnet"``."""
     name = name.lower()
     if name.startswith("wrn-"):
         depth, width = (int(v) for v in name[4:].split("-"))
@@ -209,4 +279,6 @@ def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         return ResNet50(num_classes)
     if name == "small-cnn":
         return SmallCNN(num_classes, **kwargs)
-    raise ValueError(f"unknown architecture {name!r} (wrn-16-4, resnet18, resnet50, small-cnn)")
+    if name == "fast-resnet":
+        return FastResNet(num_classes, **kwargs)
+    raise ValueError(f"unknown architecture {name!r} (wrn-16-4, resnet18, resnet50, small-cnn, fast-resnet)")

@@ -49,3 +49,20 @@ def test_resnet50_blurpool():
     checker = (torch.arange(8)[:, None] + torch.arange(8)[None, :]) % 2
     out = bp(checker.float().expand(1, 2, 8, 8))
     assert float(out.std()) < 0.1 * float(checker.float().std())
+
+
+def test_fast_resnet_whitening_stem_and_shapes():
+    m = build_model("fast-resnet", 10)
+    x = torch.randn(64, 3, 32, 32)
+    assert m(x).shape == (64, 10) and m.features(x).shape == (64, 256)
+    assert not m.whiten.weight.requires_grad and m.whiten.bias.requires_grad
+    # fitted to correlated images, the stem's 2 x 2 patch responses are white (identity covariance)
+    base = torch.randn(512, 1, 32, 32)
+    imgs = torch.cat([base, 0.9 * base + 0.1 * torch.randn_like(base), torch.randn(512, 1, 32, 32)], 1)
+    m.fit_whitening(imgs, eps=0.0)
+    with torch.no_grad():
+        r = m.whiten(imgs)[:, :12]  # the positive copies
+    r = r.permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = torch.cov(r.T)
+    torch.testing.assert_close(cov, torch.eye(12, dtype=torch.float64), atol=0.05, rtol=0)
+    torch.testing.assert_close(m.whiten.weight[12:], -m.whiten.weight[:12])

@@ -96,3 +96,16 @@ def test_ray_sweep_equals_the_local_one_and_retries_a_killed_worker(sequential, 
     for k in got:
         np.testing.assert_array_equal(got[k][0], want[k][0])
         assert got[k][2] == want[k][2]
+
+
+def test_local_sweep_in_worker_processes_equals_the_sequential_one(sequential, tmp_path):
+    """``workers=2``: runs train in two spawned processes at once (several models sharing a device), with
+    the same results as one after the other."""
+    res = run_sweep(SPEC, tmp_path / "par", workers=2)
+    assert res["runs"] == 4 and res["trajectories"] == 4
+    got, want = snapshot(tmp_path / "par" / "store"), snapshot(sequential / "store")
+    assert got.keys() == want.keys()
+    for k in got:
+        np.testing.assert_array_equal(got[k][0], want[k][0])
+    with pytest.raises(ValueError, match="workers"):
+        run_sweep(SPEC, tmp_path / "bad", workers=0)

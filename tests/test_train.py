@@ -244,3 +244,46 @@ def test_runs_write_metrics_a_user_can_watch(tmp_path):
         return  # the tensorboard extra is not installed: JSON lines only
     events = list((store.root / "tensorboard" / f"{traj.id:06d}").glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100
+
+
+def test_learning_rate_schedules(tmp_path):
+    from taskgeom.train import lr_factor
+
+    assert lr_factor(0, 100, "cosine", 0.0) == 1.0 and abs(lr_factor(100, 100, "cosine", 0.0)) < 1e-12
+    assert abs(lr_factor(50, 100, "cosine", 0.0) - 0.5) < 1e-12
+    # triangle: linear warm-up over the first 20 steps to the peak, then linear decay to 0 at the end
+    got = [lr_factor(s, 100, "triangle", 0.2) for s in (0, 10, 20, 60, 100, 120)]
+    np.testing.assert_allclose(got, [0.0, 0.5, 1.0, 0.5, 0.0, 0.0], atol=1e-12)
+    assert lr_factor(5, 100, "cosine", 0.1) == 0.5  # warm-up before the cosine too
+    with pytest.raises(ValueError, match="warmup"):
+        run(tmp_path, "supervised", warmup=1.0)
+
+
+def test_fast_resnet_trains_on_32px_images_with_the_fast_recipe(tmp_path):
+    """The fast recipe's settings (triangle schedule, warm-up, label smoothing, bfloat16 autocast and
+    channels-last where there is CUDA) on random 32 x 32 images: the whitening stem is fitted to the task's
+    images and recorded checkpoints are normalised predictions."""
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (300, 32, 32, 3), dtype=np.uint8), np.arange(300) % 10
+    xe, ye = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8), np.arange(60) % 10
+    store = PredictionStore(tmp_path / "f", create=True)
+    store.add_eval_set("e", ye)
+    cfg = TrainConfig(
+        arch="fast-resnet",
+        epochs=2,
+        batch_size=100,
+        lr=0.4,
+        schedule="triangle",
+        warmup=0.25,
+        label_smoothing=0.2,
+        weight_decay=5e-4,
+        checkpoints=3,
+        imprint_samples=200,
+        device="cpu",
+    )
+    traj = train(cfg, list(range(10)), (x, y), (xe, ye), store, "e", "all", progress_bar=False)
+    probs = np.asarray(traj.probs, dtype=np.float64)
+    assert probs.shape[0] >= 3 and probs.shape[1:] == (60, 10)
+    np.testing.assert_allclose(probs.sum(-1), 1.0, atol=2e-2)
+    assert traj.config["schedule"] == "triangle" and traj.config["amp_dtype"] == "bfloat16"
+    assert "channels_last" not in traj.config  # where it runs, not what it computes

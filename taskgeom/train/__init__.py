@@ -7,11 +7,13 @@ decay excluding normalisation parameters and biases, optional label smoothing, m
 ``finetune`` (supervised from a saved checkpoint's backbone), ``protonet`` (episodic meta-learning with
 the prototypical loss), ``simclr`` (NT-Xent on two views), ``barlow`` (Barlow Twins) and ``fixmatch``
 (a labelled subset plus confident pseudo-labels of weakly augmented images on strongly augmented ones).
+On CUDA runs use bfloat16 autocast, channels-last convolutions and fused optimisers by default; the
+``triangle`` schedule with warm-up and the ``fast-resnet`` network are the fast recipes' (bench/bench_train.py).
 The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
 """
 
 from .config import TrainConfig
-from .loop import checkpoint_steps, identity, resolve_device, train
+from .loop import checkpoint_steps, identity, lr_factor, resolve_device, train
 from .methods import METHODS, Method, get_method, register_method
 
 __all__ = [
@@ -21,6 +23,7 @@ __all__ = [
     "checkpoint_steps",
     "get_method",
     "identity",
+    "lr_factor",
     "register_method",
     "resolve_device",
     "train",

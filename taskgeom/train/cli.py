@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 
+from .. import _cliutil
 from .. import config as _config
 from ..data import datasets
 from .config import TrainConfig
@@ -57,6 +58,13 @@ def add_sweep_parser(sub) -> None:
         help="run in this process, or each run as a Ray task (default: %(default)s)",
     )
     p.add_argument("--address", default=None, help="ray: the cluster's address (default: start a local Ray)")
+    p.add_argument(
+        "--workers",
+        type=_cliutil._int,
+        default=1,
+        help="local: runs trained at once, each in its own process (several small models share one GPU) "
+        "(default: %(default)s)",
+    )
     p.set_defaults(fn=_cmd_sweep)
 
 
@@ -66,7 +74,12 @@ def _cmd_sweep(args) -> int:
     from .sweep import load_sweep, run_sweep
 
     res = run_sweep(
-        load_sweep(args.sweep), args.out, engine=args.engine, address=args.address, progress_bar=sys.stderr.isatty()
+        load_sweep(args.sweep),
+        args.out,
+        engine=args.engine,
+        address=args.address,
+        progress_bar=sys.stderr.isatty(),
+        workers=args.workers,
     )
     print(
         f"{res['runs']} runs ({args.engine}) merged into {args.out}/store: {res['trajectories']} trajectories, "

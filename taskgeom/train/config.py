@@ -12,7 +12,7 @@ __all__ = ["TrainConfig", "IDENTITY_EXCLUDED"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
-IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every")
+IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class TrainConfig:
         choices=("supervised", "finetune", "protonet", "simclr", "barlow", "fixmatch"),
     )
     arch: str = option(
-        "wrn-16-4", "network (taskgeom.models.build_model)", choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50")
+        "wrn-16-4",
+        "network (taskgeom.models.build_model)",
+        choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50", "fast-resnet"),
     )
     norm: str = option(
         "batch",
@@ -42,15 +44,26 @@ class TrainConfig:
     )
     lr: float | None = option(
         None,
-        "peak learning rate of the cosine schedule; none: the method's (0.05 with sgd, 1e-3 with adam)",
+        "peak learning rate of the schedule; none: the method's (0.05 with sgd, 1e-3 with adam)",
         minimum=0.0,
     )
+    schedule: str = option(
+        "cosine",
+        "learning-rate schedule: cosine (the paper's) or triangle (linear warm-up then linear decay to 0, the "
+        "fast recipes'); both start with `warmup` of linear warm-up",
+        choices=("cosine", "triangle"),
+    )
+    warmup: float = option(0.0, "fraction of the steps of linear learning-rate warm-up from 0", minimum=0.0)
     weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
     device: str = option("auto", "auto (cuda when available), cpu or cuda[:k]")
     amp: bool = option(True, "mixed precision on CUDA")
+    amp_dtype: str = option(
+        "bfloat16", "mixed-precision type on CUDA (float16 adds loss scaling)", choices=("bfloat16", "float16")
+    )
+    channels_last: bool = option(True, "channels-last memory format on CUDA (faster convolutions)")
     way: int = option(5, "protonet: classes per episode", minimum=2)
     shot: int = option(5, "protonet: support samples per class", minimum=1)
     query: int = option(10, "protonet: query samples per class", minimum=1)

@@ -29,6 +29,7 @@ import torch
 
 from .. import config as _config
 from .._provenance import code_version
+from ..data.augment import normalize
 from ..data.loader import DeviceLoader
 from ..imprint import imprint
 from . import distributed
@@ -36,7 +37,7 @@ from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method
 from .state import copy_state, load_state, save_state
 
-__all__ = ["train", "checkpoint_steps", "resolve_device", "identity"]
+__all__ = ["train", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:
@@ -77,6 +78,10 @@ class Run:
     use_amp: bool = False
     extra: dict = field(default_factory=dict)
 
+    def autocast(self):
+        """Mixed precision of the run's forward passes (``cfg.amp_dtype`` on CUDA; off elsewhere)."""
+        return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.amp_dtype), enabled=self.use_amp)
+
 
 def _task_data(cfg, method, classes, x_tr, y_tr, device) -> Run:
     remap = np.full(int(max(y_tr.max(), max(classes))) + 1, -1)
@@ -87,19 +92,32 @@ def _task_data(cfg, method, classes, x_tr, y_tr, device) -> Run:
     return run
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters' updates
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, **fused)
     if cfg.optimizer != "sgd":
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
-    decay = [p for _, p in model.named_parameters() if p.dim() > 1]
-    no_decay = [p for _, p in model.named_parameters() if p.dim() <= 1]
+    params = [p for p in model.parameters() if p.requires_grad]  # not frozen ones (fast-resnet's whitening)
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
     return torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         momentum=0.9,
         nesterov=True,
+        **fused,
     )
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
+    """The learning rate of ``step`` of ``total`` as a fraction of the peak: linear warm-up over the first
+    ``warmup`` of the steps, then cosine or linear (``triangle``) decay to 0 at ``total``."""
+    s, w = min(step, total), warmup * total
+    if w > 0 and s < w:
+        return s / w
+    x = (s - w) / max(total - w, 1e-12)
+    return 0.5 * (1 + math.cos(math.pi * x)) if schedule == "cosine" else 1.0 - x
 
 
 def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
@@ -137,7 +155,7 @@ class _Recorder:
             return  # already in the store (resumed run)
         run, model = self.run, self.run.model
         model.eval()
-        with torch.autocast(run.device.type, enabled=run.use_amp):
+        with run.autocast():
             f_imp = torch.cat([model.features(x).float() for x, _ in self.imp])
             f_ev = torch.cat([model.features(x).float() for x, _ in self.ev])
         probs = imprint(f_imp, self.imp.labels, self.c, head=run.cfg.imprint_head)(f_ev)
@@ -226,8 +244,13 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     torch.manual_seed(cfg.seed)
     run.step_generator = torch.Generator(device=device)
     model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
+    if hasattr(model, "fit_whitening") and not cfg.init_from:  # a data-fitted stem (fast-resnet): fitted
+        # to the task's first 5,000 training images (a fine-tuned model keeps its source's)
+        model.fit_whitening(normalize(torch.as_tensor(run.task_images[:5000]).permute(0, 3, 1, 2).to(device)))
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     run.model, run.train_model = distributed.wrap_model(model, run.dist, device)
-    opt = _optimizer(run.model, cfg)
+    opt = _optimizer(run.model, cfg, device)
     augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
     run.loader = DeviceLoader(
         run.task_images,
@@ -241,7 +264,7 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     )
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
     state_dir = Path(cfg.state_dir) if cfg.state_dir else store.root / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / f"{traj.id:06d}.pt"
@@ -275,6 +298,8 @@ def train(
     """
     method = get_method(cfg.method)
     cfg = method.resolve(cfg)
+    if not 0.0 <= cfg.warmup < 1.0:
+        raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {cfg.warmup}")
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
     n_imp = int(np.isin(np.asarray(train_data[1]), np.arange(int(store.eval_set(eval_set).c))).sum())
     cfg = dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, n_imp)))
@@ -300,6 +325,8 @@ def train(
     run.rng = np.random.default_rng(cfg.seed)
     imp_loader, ev_loader = _imprint_loaders(run, x_tr, y_tr, x_ev, y_ev, n_eval_classes)
     run.use_amp = cfg.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fastest convolution algorithms for the fixed batch shapes
     record = _Recorder(run, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes)
     method.prepare(run)
     metrics = _Metrics(store, traj, cfg) if d.main else None  # rank 0 writes the metrics
@@ -329,7 +356,7 @@ def _optimise(
 
     cfg = run.cfg
     schedule = checkpoint_steps(total, cfg.checkpoints)
-    scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and cfg.amp_dtype == "float16")
 
     paused = [0.0]  # seconds spent recording since the last metric line (not training throughput)
 

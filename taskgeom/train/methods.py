@@ -63,6 +63,8 @@ class Method:
             if cfg.arch.startswith("wrn")
             else ({"in_channels": in_channels, "norm": cfg.norm} if cfg.arch == "small-cnn" else {})
         )
+        if cfg.arch == "fast-resnet":
+            kwargs = {"in_channels": in_channels}
         n_out = n_classes if self.class_head else cfg.projection_dim
         return build_model(cfg.arch, n_out, **kwargs).to(device)
 
@@ -79,7 +81,7 @@ class Method:
         xb, yb = loader.batch(step // run.per_epoch, step % run.per_epoch)
         xb, yb = run.dist.shard(xb), run.dist.shard(yb)  # this process's share of the global batch
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))  # extra views of this step
-        with torch.autocast(run.device.type, enabled=run.use_amp):
+        with run.autocast():
             return self.batch_loss(run, xb, yb, g)
 
     def batch_loss(self, run, xb, yb, g) -> torch.Tensor:
@@ -126,7 +128,7 @@ class Protonet(Method):
         )
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))
         xs, xq = loader.augmented(s_idx), loader.augmented(q_idx)
-        with torch.autocast(run.device.type, enabled=run.use_amp):
+        with run.autocast():
             return prototypical(
                 run.model.features(xs).float(),
                 torch.as_tensor(s_y, device=run.device),

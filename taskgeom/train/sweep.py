@@ -130,9 +130,18 @@ def _data(data_spec: dict):
 
 
 def run_sweep(
-    spec: dict, out, engine: str = "local", address: str | None = None, progress_bar: bool = False, max_retries: int = 3
+    spec: dict,
+    out,
+    engine: str = "local",
+    address: str | None = None,
+    progress_bar: bool = False,
+    max_retries: int = 3,
+    workers: int = 1,
 ) -> dict:
-    """Run every run of ``spec`` into ``out/shards/`` and merge them into ``out/store``; returns counts."""
+    """Run every run of ``spec`` into ``out/shards/`` and merge them into ``out/store``; returns counts.
+
+    ``workers`` (local engine): how many runs train at once, each in its own spawned process; on a GPU they
+    share the device, which keeps it busy when one small model alone would leave it idle."""
     from ..shards import merge_stores
 
     out = Path(out).resolve()  # absolute: Ray workers run elsewhere
@@ -144,7 +153,11 @@ def run_sweep(
     threads = int(res.get("num_cpus", 1) or 1)
     fault = os.environ.get("TASKGEOM_FAULT_KILL_WORKER_ONCE")
     shards = [str(out / "shards" / r["id"]) for r in runs]
-    if engine == "local":
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    if engine == "local" and int(workers) > 1:
+        _in_processes(data_spec, runs, shards, threads, int(workers), progress_bar)
+    elif engine == "local":
         from tqdm.auto import tqdm
 
         for run, shard in tqdm(list(zip(runs, shards)), desc="sweep runs", unit="run", disable=not progress_bar):
@@ -155,6 +168,20 @@ def run_sweep(
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     counts = merge_stores(shards, out / "store")
     return {"runs": len(runs), **counts}
+
+
+def _in_processes(data_spec, runs, shards, threads, workers, progress_bar) -> None:
+    """The local engine with ``workers`` spawned processes (each loads the data once, then trains runs)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
+    with ProcessPoolExecutor(max_workers=min(workers, len(runs)) or 1, mp_context=ctx) as pool:
+        futures = [pool.submit(_run_one, data_spec, run, shard, threads) for run, shard in zip(runs, shards)]
+        for f in tqdm(as_completed(futures), total=len(futures), desc="sweep runs", disable=not progress_bar):
+            f.result()  # a failed run fails the sweep (its shard stays, resumable)
 
 
 def _on_ray(data_spec, runs, shards, res, threads, address, max_retries, fault) -> None:

@@ -1,0 +1,233 @@
+"""Fast training on one GPU (issue 16, item 1): time to accuracy of the two CIFAR-10 recipes through
+``taskgeom.train.train`` itself (bfloat16 autocast, channels-last, the device-resident loader, fused SGD,
+recording included), and several small models trained at once on one GPU.
+
+* ``fast-resnet``: a few settings (epochs x peak learning rate), each one full run recording 20 checkpoints
+  into a store; seconds per model from the call to ``train`` to its return (whitening fit, training,
+  imprinting and recording, state saves), test accuracy of the network's head at the last checkpoint, and
+  with horizontal-flip test-time augmentation.
+* ``wrn-16-4``: the paper's network; a one-epoch probe measures throughput, then one run with as many
+  epochs as fit ``--wrn-seconds`` (capped by ``--wrn-max-epochs``).
+* concurrency: ``--workers`` fast-resnet runs at once (``run_sweep(workers=K)``: spawned processes sharing
+  the GPU) against the same runs one at a time in one process.
+
+The first run of each network warms up cuDNN's algorithm search and is not reported. Writes JSON after
+every stage (partial results survive a time limit) and prints one table last.
+
+    python bench/bench_train.py --data ../shared/data/cifar10 --json train.json
+    python bench/bench_train.py --smoke --json /tmp/train_smoke.json       # tiny, CPU, same code path
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from taskgeom.data import DataConfig, load
+from taskgeom.store import PredictionStore
+from taskgeom.train import TrainConfig, get_method, train
+from taskgeom.train.state import load_state
+from taskgeom.train.sweep import run_sweep
+
+from _common import commit
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+FAST = dict(
+    arch="fast-resnet", batch_size=1024, schedule="triangle", warmup=0.2, label_smoothing=0.2, weight_decay=5e-4
+)
+WRN = dict(arch="wrn-16-4", batch_size=512, schedule="triangle", warmup=0.15, label_smoothing=0.1, weight_decay=5e-4)
+
+
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def smoke_data(root: Path, per_class: int = 30, test_per_class: int = 8) -> str:
+    """A tiny CIFAR-like ImageFolder (``<split>/<class>/<image>.png``, 32 x 32, 10 classes)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        for c in range(10):
+            d = root / split / CLASSES[c]
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                img = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+                img[..., c % 3] = np.clip(img[..., c % 3].astype(int) + 40 * (c - 4), 0, 255)  # class signal
+                Image.fromarray(img).save(d / f"{i}.png")
+    return str(root)
+
+
+def one_run(data, cfg: TrainConfig, root: Path, tag: str) -> dict:
+    """Train one run into its own store; seconds, accuracies and the loop's training images per second."""
+    store = PredictionStore(root / tag, create=True)
+    store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+    classes = data.tasks["all"]
+    _sync()
+    t0 = time.perf_counter()
+    traj = train(cfg, classes, data.train, data.test, store, data.eval_set, "all", progress_bar=False)
+    _sync()
+    seconds = time.perf_counter() - t0
+    last = traj.checkpoints[-1]
+    metrics = [json.loads(line) for line in (store.root / "metrics" / f"{traj.id:06d}.jsonl").read_text().splitlines()]
+    ips = [m["images_per_second"] for m in metrics if m["kind"] == "train"]
+    row = {
+        "arch": cfg.arch,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "batch_size": cfg.batch_size,
+        "checkpoints_recorded": len(traj.checkpoints),
+        "seconds": seconds,
+        "train_images_per_second": float(np.median(ips)) if ips else None,
+        "epoch_images_per_second": cfg.epochs * len(data.train[1]) / seconds,
+        "head_accuracy": last.get("head_accuracy"),
+        "imprinted_accuracy": last.get("accuracy"),
+        "flip_tta_accuracy": flip_tta_accuracy(cfg, store.root / "state" / f"{traj.id:06d}.pt", data),
+    }
+    store.close()
+    return row
+
+
+@torch.no_grad()
+def flip_tta_accuracy(cfg: TrainConfig, state_path: Path, data) -> float:
+    """Test accuracy of the saved final network averaging its logits over the image and its mirror."""
+    from taskgeom.data.augment import normalize
+    from taskgeom.train import resolve_device
+
+    device = resolve_device(cfg.device)
+    method = get_method(cfg.method)
+    model = method.build(method.resolve(cfg), len(data.classes), 3, device)
+    model.load_state_dict(load_state(state_path)["model"])
+    model.eval()
+    x, y = torch.as_tensor(data.test[0]), torch.as_tensor(data.test[1])
+    correct = 0
+    for i in range(0, len(y), 1000):
+        xb = normalize(x[i : i + 1000].permute(0, 3, 1, 2).to(device))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(xb).float() + model(xb.flip(-1)).float()
+        correct += int((logits.argmax(1).cpu() == y[i : i + 1000]).sum())
+    return correct / len(y)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", help="CIFAR-10: a folder with train.tar.gz and test.tar.gz, or an ImageFolder")
+    ap.add_argument("--smoke", action="store_true", help="tiny generated data on the CPU, one epoch per run")
+    ap.add_argument("--json", default="train.json", help="where the results go (default: %(default)s)")
+    ap.add_argument(
+        "--fast", default="10:0.4,10:0.8,14:0.8", help="fast-resnet runs, epochs:lr,... (default: %(default)s)"
+    )
+    ap.add_argument("--wrn-seconds", type=float, default=85.0, help="wrn-16-4: seconds the run may take")
+    ap.add_argument("--wrn-max-epochs", type=int, default=40, help="wrn-16-4: at most this many epochs")
+    ap.add_argument("--wrn-lr", type=float, default=0.4, help="wrn-16-4: peak learning rate")
+    ap.add_argument("--workers", type=int, default=4, help="concurrent fast-resnet runs (default: %(default)s)")
+    ap.add_argument("--budget-s", type=float, default=420.0, help="skip stages that would not fit (seconds)")
+    ap.add_argument("--skip", default="", help="stages to skip: fast,wrn,concurrent")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    left = lambda: args.budget_s - (time.perf_counter() - t_start)  # noqa: E731
+    work = Path(tempfile.mkdtemp(prefix="taskgeom-bench-train-"))
+    device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
+    path = smoke_data(work / "data") if args.smoke else args.data
+    if not path:
+        ap.error("--data is required (or --smoke)")
+    out = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "commit": commit(),
+        "smoke": args.smoke,
+        "fast": [],
+    }
+
+    def save():
+        Path(args.json).write_text(json.dumps(out, indent=1))
+
+    t0 = time.perf_counter()
+    data = load(DataConfig(data="cifar10", data_path=path))
+    out["data_load_s"] = time.perf_counter() - t0
+    print(
+        f"data: {len(data.train[1])} train, {len(data.test[1])} test images in {out['data_load_s']:.1f} s", flush=True
+    )
+    common = dict(device=device, checkpoints=20, imprint_samples=5000, seed=0)
+    if args.smoke:
+        common.update(checkpoints=3, imprint_samples=100)
+    skip = set(filter(None, args.skip.split(",")))
+    if "fast" not in skip:
+        t0 = time.perf_counter()
+        one_run(data, TrainConfig(**{**FAST, **common, "epochs": 1, "lr": 0.4, "checkpoints": 2}), work, "warm-fast")
+        out["fast_warmup_s"] = time.perf_counter() - t0
+        for k, spec in enumerate(args.fast.split(",")):
+            epochs, lr = spec.split(":")
+            if left() < 60:
+                out.setdefault("skipped", []).append(f"fast {spec}")
+                continue
+            epochs = 1 if args.smoke else int(epochs)
+            cfg = TrainConfig(**{**FAST, **common, "epochs": epochs, "lr": float(lr)})
+            out["fast"].append(one_run(data, cfg, work, f"fast{k}"))
+            print(f"fast-resnet {spec}: {out['fast'][-1]}", flush=True)
+            save()
+    if "wrn" not in skip and left() > (60 if args.smoke else args.wrn_seconds + 40):
+        probe = one_run(
+            data, TrainConfig(**{**WRN, **common, "epochs": 1, "lr": args.wrn_lr, "checkpoints": 2}), work, "probe"
+        )
+        ips = probe["train_images_per_second"] or probe["epoch_images_per_second"]
+        # epochs that fit: training at the probe's rate plus about 5 % for recording 20 checkpoints
+        epochs = int(np.clip(args.wrn_seconds * 0.95 * ips / len(data.train[1]), 1, args.wrn_max_epochs))
+        epochs = 1 if args.smoke else epochs
+        out["wrn_probe"] = probe
+        cfg = TrainConfig(**{**WRN, **common, "epochs": epochs, "lr": args.wrn_lr})
+        out["wrn"] = one_run(data, cfg, work, "wrn")
+        print(f"wrn-16-4: {out['wrn']}", flush=True)
+        save()
+    if "concurrent" not in skip and out["fast"] and left() > 90:
+        best = max(out["fast"], key=lambda r: (r["seconds"] <= 8.0, r["head_accuracy"] or 0))
+        runs = {}
+        for workers in (1, args.workers):
+            spec = {
+                "data": {"data": "cifar10", "data_path": str(path)},
+                "tasks": ["all"],
+                "seeds": list(range(args.workers)),
+                "archs": ["fast-resnet"],
+                "fixed": {**FAST, **common, "epochs": best["epochs"], "lr": best["lr"]},
+                "resources": {"num_cpus": 1},
+            }
+            t0 = time.perf_counter()
+            run_sweep(spec, work / f"sweep{workers}", workers=workers)
+            sec = time.perf_counter() - t0
+            runs[workers] = {
+                "workers": workers,
+                "models": args.workers,
+                "seconds": sec,
+                "models_per_minute": 60 * args.workers / sec,
+                "images_per_second": args.workers * best["epochs"] * len(data.train[1]) / sec,
+            }
+            print(f"sweep of {args.workers} fast-resnet runs with {workers} worker(s): {sec:.1f} s", flush=True)
+        out["concurrent"] = list(runs.values())
+        save()
+    out["total_s"] = time.perf_counter() - t_start
+    save()
+    table(out)
+
+
+def table(out: dict) -> None:
+    print(f"\n{out['device']}  torch {out['torch']}  commit {out['commit']}")
+    print(f"{'network':<12} {'epochs':>6} {'lr':>5} {'s/model':>8} {'img/s':>8} {'head acc':>9} {'flip TTA':>9}")
+    for r in out["fast"] + ([out["wrn"]] if "wrn" in out else []):
+        ips = r["train_images_per_second"] or 0
+        print(
+            f"{r['arch']:<12} {r['epochs']:>6} {r['lr']:>5} {r['seconds']:>8.2f} {ips:>8.0f} "
+            f"{r['head_accuracy'] or 0:>9.4f} {r['flip_tta_accuracy']:>9.4f}"
+        )
+    for c in out.get("concurrent", []):
+        print(f"concurrent: {c['models']} fast-resnet runs, {c['workers']} worker(s): {c['seconds']:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One prepared GPU window (at most ~9 minutes): the kernel run of issue 15 (bench/gpu_run.sh: build for
+# sm_90, CUDA tests, fp64tc sweep and cases, 24 GB streaming), then fast training (issue 16:
+# bench/bench_train.py on CIFAR-10) and the exact InPCA of 150,000 models (issue 13:
+# bench/bench_inpca_gpu.py). Every stage has its own time cap and writes JSON under $OUT; a short table
+# of each comes last. Run from the repository root with the CIFAR-10 tarballs in .devdata/cifar10:
+#   TASKGEOM_COMMIT=<hash> OUT=/path bash bench/gpu_session.sh
+set -uo pipefail
+OUT=${OUT:-/tmp/taskgeom-gpu}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$(pwd)
+export PYTHONUNBUFFERED=1
+export TASKGEOM_COMMIT=${TASKGEOM_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
+TOTAL=${TOTAL_BUDGET_S:-540}
+start=$(date +%s)
+elapsed() { echo $(($(date +%s) - start)); }
+cap() { # seconds a stage may take: its cap, or what is left of the total less a reserve for later stages
+  local left=$((TOTAL - $(elapsed) - $2))
+  ((left < $1)) && echo $((left > 10 ? left : 10)) || echo "$1"
+}
+
+# 1. issue 15: build + kernel tests + fp64tc sweep + cases + streaming (its own table at its end)
+# (about 95 s on an H200 before; its own stage caps assume a total of 470 s, the outer cap is this one)
+KERNEL_S=$(cap 220 330)
+TOTAL_BUDGET_S=470 OUT="$OUT/kernels" timeout "$KERNEL_S" bash bench/gpu_run.sh >"$OUT/kernels.log" 2>&1
+echo "kernels (rc $?) at $(elapsed) s"
+python3 -c "import taskgeom" 2>/dev/null || {
+  echo "taskgeom did not build: see kernels.log"
+  tail -30 "$OUT/kernels.log"
+  exit 1
+}
+rm -f /tmp/taskgeom_stream_*.npy # 24 GB of disk back
+
+# 2. issue 16: fast training (its data decoded on first use, ~15 s)
+cd "$ROOT/bench"
+TRAIN_S=$(cap 230 120)
+timeout "$TRAIN_S" python3 bench_train.py --data "$ROOT/.devdata/cifar10" --json "$OUT/train.json" \
+  --budget-s $((TRAIN_S - 15)) >"$OUT/train.log" 2>&1
+echo "training (rc $?) at $(elapsed) s"
+
+# 3. issue 13: exact InPCA of 150,000 models, distances and top-k together
+INPCA_S=$(cap 200 5)
+timeout "$INPCA_S" python3 bench_inpca_gpu.py --m 150000 --n 1000 --c 10 --k 10 --json "$OUT/inpca_gpu.json" \
+  --budget-s $((INPCA_S - 15)) >"$OUT/inpca.log" 2>&1
+echo "inpca (rc $?) at $(elapsed) s"
+
+echo "total: $(elapsed) s"
+echo "== kernels"
+tail -12 "$OUT/kernels.log"
+echo "== training"
+tail -8 "$OUT/train.log"
+echo "== inpca"
+tail -8 "$OUT/inpca.log"
