@@ -234,8 +234,10 @@ class DeviceDistances:
         one reused float64 buffer (``copy=False`` hands out float64 tiles themselves)."""
         import torch
 
-        step = max(1, self.work_bytes // (8 * self.tile))
-        buf = torch.empty(step * self.tile, dtype=torch.float64, device=self.device)
+        step = min(self.tile, max(1, self.work_bytes // (8 * self.tile)))
+        buf = getattr(self, "_buf", None)
+        if buf is None:  # one buffer for the object's life (allocating it per product costs page faults)
+            buf = self._buf = torch.empty(step * self.tile, dtype=torch.float64, device=self.device)
         for (i, j), t in self.tiles.items():
             (r0, r1), (c0, c1) = self.bounds[i], self.bounds[j]
             for a in range(0, r1 - r0, step):

@@ -2,6 +2,10 @@
 Lanczos over them. Run here on the CPU (the same code with device="cpu") against the dense solver and
 the out-of-core one; bench/bench_inpca_gpu.py --smoke runs the GPU benchmark's path at tiny sizes."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +108,21 @@ def test_bad_input_and_memory_errors(monkeypatch):
     monkeypatch.setattr(large, "_free_bytes", lambda dev: 1000)
     with pytest.raises(MemoryError, match=r"exact InPCA of 40 models on cpu needs .* GB .*inpca_out_of_core"):
         large.inpca_on_device(x, device="cpu")
+
+
+def test_gpu_benchmark_smoke_mode(tmp_path):
+    out = tmp_path / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "bench_inpca_gpu.py"), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(Path(tg.__file__).resolve().parents[1])},  # this taskgeom
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["errors"] == [], res["errors"]
+    assert res["check"]["max_relative_eigenvalue_error"] < 1e-5
+    assert res["check"]["max_relative_row_error"] < 1e-6
+    assert res["full"]["matvecs"] > 0 and res["full"]["max_relative_residual"] < 1e-8
+    assert proc.stdout.splitlines()[-1].startswith("script wall")  # the table is printed last
