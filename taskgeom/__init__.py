@@ -20,7 +20,7 @@ from .geometry import (
     truth,
 )
 from .imprint import ImprintedHead, imprint
-from .large import LandmarkInPCA, inpca_out_of_core, landmark_inpca
+from .large import LandmarkInPCA, inpca_on_device, inpca_out_of_core, landmark_inpca
 from .modelsets import ModelSet, open_models
 from .reference import BC_FLOOR, PROB_FLOOR
 from .store import PredictionStore, StoreError
@@ -48,6 +48,7 @@ __all__ = [
     "DistanceMatrix",
     "LandmarkInPCA",
     "ModelSet",
+    "inpca_on_device",
     "inpca_out_of_core",
     "landmark_inpca",
     "open_models",

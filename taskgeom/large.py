@@ -5,6 +5,10 @@
   operator that double-centres ``D`` on the fly while streaming row blocks of ``D`` from disk; the
   explained stress uses the exact ``||W||_F^2``, streamed once. On a GPU, when ``D`` fits in device
   memory, torch's dense solver is used instead.
+* :func:`inpca_on_device`: distances and top-k together in one device's memory (a GPU's: 150,000 models in
+  about 48 GB): the upper block tiles of ``D`` (:class:`DeviceDistances`, float32 by default) computed by
+  the pairwise kernels straight into device memory, then the same Lanczos as :func:`inpca_out_of_core`
+  with its matrix-vector products running on the device over the stored tiles.
 * :func:`landmark_inpca`: ``L`` landmark models (random or farthest-point), the InPCA of their ``L x L``
   distances, and every model placed out of sample from its distances to the landmarks (the
   generalisation of landmark MDS to an indefinite W; the same formula as :meth:`Embedding.transform`), with
@@ -22,7 +26,15 @@ from . import geometry as _geometry
 from .modelsets import open_models
 from .tiled import DEFAULT_BUDGET, DistanceMatrix
 
-__all__ = ["inpca_out_of_core", "landmark_inpca", "LandmarkInPCA", "procrustes_correlation"]
+__all__ = [
+    "inpca_out_of_core",
+    "inpca_on_device",
+    "device_distances",
+    "DeviceDistances",
+    "landmark_inpca",
+    "LandmarkInPCA",
+    "procrustes_correlation",
+]
 
 
 def _row_blocks(D, budget: int):
@@ -131,6 +143,385 @@ def _finish(vals, vecs, k, total, row, grand):
         _row_means=row,
         _grand_mean=float(grand),
     )
+
+
+# --- distances and top-k in one device's memory ------------------------------------------------------
+
+_STORE_DTYPES = {"float32": 4, "float64": 8}
+
+
+def _free_bytes(device) -> int | None:
+    """Free memory of ``device``: the GPU's (``torch.cuda.mem_get_info``), or the host's MemAvailable
+    (None where it cannot be read)."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+class DeviceDistances:
+    """The symmetric divergence matrix of ``m`` models held as its upper block tiles ``(i <= j)`` in one
+    device's memory (a GPU's, or the host's with ``device="cpu"``), as written by :func:`device_distances`.
+
+    ``tiles[(i, j)]``: rows ``bounds[i]`` against columns ``bounds[j]`` (the last tile of a row or
+    column may be smaller); diagonal tiles are stored whole. ``row_sums``: float64 row sums of the stored
+    values (so that the double-centring is exactly that of the matrix the eigensolver sees).
+    """
+
+    def __init__(self, m: int, tile: int, device, dtype: str = "float32"):
+        import torch
+
+        if dtype not in _STORE_DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_STORE_DTYPES)}, got {dtype!r}")
+        if int(tile) < 1:
+            raise ValueError(f"tile must be a positive number of models, got {tile}")
+        self.m, self.tile, self.device, self.dtype = int(m), int(tile), torch.device(device), dtype
+        self.bounds = [(r0, min(self.m, r0 + self.tile)) for r0 in range(0, self.m, self.tile)]
+        self.tiles: dict = {}
+        self.row_sums = torch.zeros(self.m, dtype=torch.float64, device=self.device)
+        self.work_bytes = 1 << 28  # float64 staging of tile rows for products and norms
+
+    @staticmethod
+    def nbytes_for(m: int, tile: int, dtype: str = "float32") -> int:
+        """Bytes the upper block tiles of an ``m x m`` matrix take."""
+        sizes = [min(m, r0 + tile) - r0 for r0 in range(0, m, tile)]
+        cum = np.cumsum(sizes[::-1])[::-1]  # models in tiles i..end
+        return int(sum(s * int(c) for s, c in zip(sizes, cum)) * _STORE_DTYPES[dtype])
+
+    @property
+    def nbytes(self) -> int:
+        return self.nbytes_for(self.m, self.tile, self.dtype)
+
+    def allocate(self) -> None:
+        import torch
+
+        tdt = getattr(torch, self.dtype)
+        try:
+            for i, (r0, r1) in enumerate(self.bounds):
+                for j in range(i, len(self.bounds)):
+                    c0, c1 = self.bounds[j]
+                    self.tiles[(i, j)] = torch.empty((r1 - r0, c1 - c0), dtype=tdt, device=self.device)
+        except torch.OutOfMemoryError:
+            need = self.nbytes
+            self.tiles.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            raise MemoryError(
+                f"the {self.dtype} tiles of D ({need / 1e9:.1f} GB) do not fit in {self.device}'s memory: use "
+                "inpca_out_of_core (D on disk) or landmark_inpca"
+            ) from None
+
+    def put(self, i: int, j: int, block) -> None:
+        """Store tile ``(i, j)`` (a float64 array or tensor) and add its values to the row sums."""
+        import torch
+
+        t = self.tiles[(i, j)]
+        t.copy_(torch.as_tensor(block))
+        (r0, r1), (c0, c1) = self.bounds[i], self.bounds[j]
+        self.row_sums[r0:r1] += t.sum(1, dtype=torch.float64)
+        if i != j:
+            self.row_sums[c0:c1] += t.sum(0, dtype=torch.float64)
+
+    def _chunks(self, copy: bool):
+        """(r0, r1, c0, c1, diagonal, float64 block) over the stored tiles, a few rows at a time, through
+        one reused float64 buffer (``copy=False`` hands out float64 tiles themselves)."""
+        import torch
+
+        step = min(self.tile, max(1, self.work_bytes // (8 * self.tile)))
+        buf = getattr(self, "_buf", None)
+        if buf is None:  # one buffer for the object's life (allocating it per product costs page faults)
+            buf = self._buf = torch.empty(step * self.tile, dtype=torch.float64, device=self.device)
+        for (i, j), t in self.tiles.items():
+            (r0, r1), (c0, c1) = self.bounds[i], self.bounds[j]
+            for a in range(0, r1 - r0, step):
+                b = min(r1 - r0, a + step)
+                if t.dtype == torch.float64 and not copy:
+                    blk = t[a:b]
+                else:
+                    blk = buf[: (b - a) * (c1 - c0)].view(b - a, c1 - c0)
+                    blk.copy_(t[a:b])
+                yield r0 + a, r0 + b, c0, c1, i == j, blk
+
+    def matmat(self, X):
+        """``D @ X`` in float64 for a float64 tensor ``X`` of shape ``(m,)`` or ``(m, r)`` on this device:
+        every off-diagonal tile is used twice (``T @ X_j`` and ``T^T @ X_i``)."""
+        import torch
+
+        X2 = X.reshape(self.m, -1)
+        Y = torch.zeros_like(X2)
+        for r0, r1, c0, c1, diag, blk in self._chunks(copy=False):
+            Y[r0:r1].addmm_(blk, X2[c0:c1])
+            if not diag:
+                Y[c0:c1].addmm_(blk.T, X2[r0:r1])
+        return Y.reshape(X.shape)
+
+    def rows(self, index) -> np.ndarray:
+        """Rows ``index`` of the stored matrix, float64 ``(len(index), m)`` on the host."""
+        import torch
+
+        index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        out = np.empty((len(index), self.m))
+        for k, r in enumerate(index):
+            if not 0 <= r < self.m:
+                raise IndexError(f"row {r} out of range for {self.m} models")
+            i = int(r) // self.tile
+            parts = []
+            for j in range(len(self.bounds)):
+                if j >= i:
+                    parts.append(self.tiles[(i, j)][r - self.bounds[i][0]])
+                else:
+                    parts.append(self.tiles[(j, i)][:, r - self.bounds[i][0]])
+            out[k] = torch.cat(parts).to(torch.float64).cpu().numpy()
+        return out
+
+    def centring(self) -> tuple[np.ndarray, float, float]:
+        """Row means, grand mean and ``||W||_F^2`` of ``W = -1/2 J D J`` (float64, one pass over the tiles)."""
+        import torch
+
+        if not bool(torch.isfinite(self.row_sums).all()):
+            bad = int(torch.nonzero(~torch.isfinite(self.row_sums))[0])
+            raise ValueError(f"D has non-finite entries in row {bad}")
+        row = self.row_sums / self.m
+        grand = row.mean()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        for r0, r1, c0, c1, diag, blk in self._chunks(copy=True):
+            blk.sub_(row[r0:r1, None]).sub_(row[None, c0:c1]).add_(grand)
+            flat = blk.reshape(-1)
+            total += torch.dot(flat, flat) * (1.0 if diag else 2.0)
+        self._centre = (row, float(grand))
+        return row.cpu().numpy(), float(grand), 0.25 * float(total)
+
+    def w_matmat(self, X):
+        """``W @ X`` with ``W = -1/2 J D J`` double-centred on the fly (after :meth:`centring`), for a
+        float64 ``(m,)`` or ``(m, r)`` tensor on this device."""
+        if not hasattr(self, "_centre"):
+            self.centring()
+        row, grand = self._centre
+        X2 = X.reshape(self.m, -1)
+        s = X2.sum(0, keepdim=True)  # (1, r)
+        Y = self.matmat(X2)
+        Y = -0.5 * (Y - row[:, None] * s - (row @ X2)[None, :] + grand * s)
+        return Y.reshape(X.shape)
+
+
+def _device(device):
+    import torch
+
+    dev = torch.device(device)
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or a CUDA device, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={str(device)!r} needs a visible GPU (torch.cuda.is_available() is False)")
+    return dev
+
+
+def device_distances(
+    models,
+    device="cuda",
+    divergence: str = "bhattacharyya",
+    tile: int | None = None,
+    dtype: str = "float32",
+    cuda_method: str = "auto",
+    validate: bool = True,
+    progress=None,
+    info: dict | None = None,
+) -> DeviceDistances:
+    """The divergence matrix of ``models`` as upper block tiles in ``device``'s memory (see
+    :class:`DeviceDistances` and :func:`inpca_on_device`, which documents the arguments)."""
+    import contextlib
+    import time
+
+    import torch
+
+    from . import divergences, kernels
+    from ._validate import as_tensor, check_probabilities
+
+    t_start = time.perf_counter()
+    dev = _device(device)
+    divergence = divergences.get(divergence).name
+    if dtype not in _STORE_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_STORE_DTYPES)}, got {dtype!r}")
+    on_device = isinstance(models, torch.Tensor) and models.device.type == dev.type
+    if isinstance(models, torch.Tensor) and not on_device:
+        models = models.detach().cpu().numpy()
+    if on_device:
+        if models.dim() != 3 or models.numel() == 0 or not models.is_floating_point():
+            raise ValueError(f"models: expected a non-empty float (m, N, C) tensor, got {tuple(models.shape)}")
+        m, n, c = models.shape
+        itemsize = models.element_size()
+        ms = None
+    else:
+        ms = open_models(models)
+        m, n, c, itemsize = ms.m, ms.n, ms.c, np.dtype(ms.dtype).itemsize
+    if m < 2:
+        raise ValueError(f"models: need at least 2 models, got {m}")
+    if tile is None:
+        tile = 8192 if dev.type == "cuda" else 2048
+    dd = DeviceDistances(m, min(int(tile), m) if int(tile) >= 1 else int(tile), dev, dtype)
+    tile = dd.tile
+    upload = m * n * c * itemsize if (dev.type == "cuda" and not on_device) else 0
+    work = 4 * 8 * tile * tile + 2 * 8 * tile * n + dd.work_bytes + (256 << 20)
+    need = dd.nbytes + upload + work
+    free = _free_bytes(dev)
+    if free is not None and need > 0.95 * free:
+        raise MemoryError(
+            f"exact InPCA of {m} models on {dev} needs {need / 1e9:.1f} GB ({dtype} tiles of D "
+            f"{dd.nbytes / 1e9:.1f} GB, models {upload / 1e9:.1f} GB, work {work / 1e9:.1f} GB) and "
+            f"{free / 1e9:.1f} GB are free: use inpca_out_of_core (D on disk) or landmark_inpca"
+        )
+    if dev.type == "cuda" and not on_device:  # the models, once, in their own dtype
+        x = torch.empty((m, n, c), dtype=getattr(torch, np.dtype(ms.dtype).name), device=dev)
+        step = max(1, (256 << 20) // max(1, n * c * itemsize))
+        for i0 in range(0, m, step):
+            x[i0 : i0 + step] = as_tensor(ms.block(i0, i0 + step))[0].to(dev)
+        models, on_device, ms = x, True, None
+
+    def block(i: int):
+        r0, r1 = dd.bounds[i]
+        return models[r0:r1] if on_device else as_tensor(ms.block(r0, r1))[0]  # read-only maps: never written
+
+    if validate:  # once per model, so that the kernels need not check every tile again
+        for i, (r0, r1) in enumerate(dd.bounds):
+            check_probabilities(block(i), f"models[{r0}:{r1}]")
+    dd.allocate()
+    t_kernels = time.perf_counter()
+    backend = "cuda" if dev.type == "cuda" else "cpu"
+    method = cuda_method
+    if backend == "cuda" and cuda_method == "auto":
+        index = dev.index if dev.index is not None else torch.cuda.current_device()
+        method = kernels.choose_cuda_method(divergence, c, index)
+    total = len(dd.tiles)
+    ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
+    with ctx:
+        for done, (i, j) in enumerate(list(dd.tiles), 1):
+            a = block(i)
+            b = None if i == j else block(j)
+            d = _geometry.pairwise_distances(
+                a, b, divergence=divergence, backend=backend, validate=False, cuda_method=method
+            )
+            dd.put(i, j, d)
+            if progress is not None:
+                progress("distances", done, total)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    if info is not None:
+        info.update(
+            m=m,
+            n=n,
+            c=c,
+            divergence=divergence,
+            device=str(dev),
+            tile=tile,
+            tiles=total,
+            dtype=dtype,
+            tiles_gb=dd.nbytes / 1e9,
+            method=method if backend == "cuda" else "cpu",
+            prepare_seconds=t_kernels - t_start,
+            distances_seconds=time.perf_counter() - t_kernels,
+        )
+    return dd
+
+
+def inpca_on_device(
+    models,
+    k: int = 10,
+    device="cuda",
+    divergence: str = "bhattacharyya",
+    tile: int | None = None,
+    dtype: str = "float32",
+    tol: float = 1e-10,
+    ncv: int | None = None,
+    seed: int = 0,
+    cuda_method: str = "auto",
+    validate: bool = True,
+    progress=None,
+    info: dict | None = None,
+):
+    """Exact InPCA (eqs. 9-11) of ``models``, distances and top-k together in one device's memory.
+
+    The divergence matrix is computed tile by tile by the pairwise kernels (on a GPU the fp64 tensor-core
+    kernel where ``cuda_method="auto"`` picks it; ``cuda_method`` as in :func:`taskgeom.pairwise_distances`)
+    and only its upper block tiles are kept, in ``dtype`` (``"float32"``: 150,000 models take 47 GB with
+    the default tiles, which an 80 GB H100 holds; ``"float64"`` doubles that and keeps the kernels' full
+    accuracy). Row means, the grand mean and the exact ``||W||_F^2`` are accumulated in float64 from the
+    stored values; then the top ``k`` eigenpairs of ``W = -1/2 J D J`` by magnitude (both signs) by
+    Lanczos (ARPACK ``eigsh``, ``which="LM"``, float64 vectors) on an operator whose products run on the
+    device over the tiles, each converted to float64 a few rows at a time (every off-diagonal tile serves
+    ``T x_j`` and ``T^T x_i``). Rounding D to float32 (6e-8 relative per entry) moves the eigenvalues by
+    about 1e-7 relative (2e-7 for the smallest of the top 10 at m = 300 in the tests); float64 tiles give
+    :func:`taskgeom.inpca`'s eigenvalues to 1e-14.
+
+    ``models``: an ``(m, N, C)`` tensor (a CUDA tensor is used in place), array, ``.npy`` path or store
+    (anything :func:`taskgeom.modelsets.open_models` opens; copied to the GPU once, in its own dtype), or
+    a :class:`DeviceDistances` from :func:`device_distances` (the distances are then not recomputed).
+    ``device``: ``"cuda"`` (or ``"cuda:1"``) or ``"cpu"`` (the same computation in RAM). ``tile``: models
+    per tile side (default 8192 on a GPU, 2048 on the CPU). ``ncv``: Lanczos vectors (default ARPACK's,
+    ``max(2k + 1, 20)``: 34 products for k = 10 at m = 4,000 of bench_scale's models). ``progress``:
+    called as ``progress(stage, done, total)`` after each tile (``"distances"``; on a GPU the tile may
+    still be running) and each product (``"lanczos"``, total None); an exception it raises stops the run.
+    ``info``: a dict filled with sizes, the kernel used, seconds per stage and the number of products.
+
+    Free memory is checked first: when the tiles, the models and the work space do not fit, a
+    ``MemoryError`` says how much is needed (use :func:`inpca_out_of_core` or :func:`landmark_inpca`).
+    Returns the same :class:`~taskgeom.embedding.Embedding` as :func:`inpca_out_of_core` (``total_sq`` the
+    exact ``||W||_F^2`` of the stored matrix), so ``explained_stress`` and ``transform`` work.
+    """
+    import time
+
+    import torch
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    info = {} if info is None else info
+    t0 = time.perf_counter()
+    if isinstance(models, DeviceDistances):
+        dd = models
+    else:
+        dd = device_distances(
+            models,
+            device=device,
+            divergence=divergence,
+            tile=tile,
+            dtype=dtype,
+            cuda_method=cuda_method,
+            validate=validate,
+            progress=progress,
+            info=info,
+        )
+    m, dev = dd.m, dd.device
+    if not 1 <= k < m:
+        raise ValueError(f"k must be in [1, {m - 1}] for the iterative solver, got {k}")
+    ncv = min(m, max(2 * k + 1, 20)) if ncv is None else int(ncv)  # ARPACK's default
+    if not k < ncv <= m:
+        raise ValueError(f"ncv must be in [{k + 1}, {m}], got {ncv}")
+    t1 = time.perf_counter()
+    row, grand, total = dd.centring()
+    t2 = time.perf_counter()
+    info.update(centring_seconds=t2 - t1)
+    count = [0]
+
+    def matvec(x):
+        y = dd.w_matmat(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), device=dev))
+        count[0] += 1
+        if progress is not None:
+            progress("lanczos", count[0], None)
+        return y.cpu().numpy()
+
+    op = LinearOperator((m, m), matvec=matvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(m)
+    try:
+        vals, vecs = eigsh(op, k=k, which="LM", tol=tol, v0=v0, ncv=ncv)
+    finally:
+        info.update(lanczos_seconds=time.perf_counter() - t2, matvecs=count[0], ncv=ncv)
+    emb = _finish(vals, vecs, k, total, row, grand)
+    info.update(k=k, inpca_seconds=time.perf_counter() - t0)
+    return emb
 
 
 @dataclass
