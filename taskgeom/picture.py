@@ -92,7 +92,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
             imprint_samples=min(cfg.imprint_samples, len(data.train[1])),
         )
         # resumable: a finished run is reused (its settings checked), an interrupted one continues
-        train(tcfg, data.tasks[task], data.train, data.test, store, data.eval_set, task, progress_bar=True)
+        train(tcfg, data.task(task), data.train, data.test, store, data.eval_set, task, progress_bar=True)
 
 
 def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> PictureResult:
@@ -108,9 +108,8 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     tasks = cfg.task_names(data_cfg.data)
     t0 = time.perf_counter()
     data = datasets.load(data_cfg)
-    unknown = [t for t in tasks if t not in data.tasks]
-    if unknown:
-        raise ValueError(f"unknown task(s) {unknown} for {data_cfg.data}; known: {sorted(data.tasks)}")
+    for t in tasks:
+        data.task(t)  # an unknown task fails here, before training
     store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
     _train_all(cfg, data, store, tasks)
     t_train = time.perf_counter() - t0

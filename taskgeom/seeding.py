@@ -4,7 +4,7 @@ one would. Each purpose has its own multiplier so that streams do not collide fo
 
 from __future__ import annotations
 
-__all__ = ["epoch_seed", "batch_seed", "step_seed", "episode_seed"]
+__all__ = ["epoch_seed", "batch_seed", "step_seed", "episode_seed", "init_seed"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -25,3 +25,14 @@ def step_seed(seed: int, step: int) -> int:
 def episode_seed(seed: int, step: int) -> int:
     """The classes and samples of the episode of step ``step`` (episodic methods)."""
     return int(seed) * 100_003 + int(step)
+
+
+def init_seed(seed: int, method: str) -> int:
+    """The network's initialisation: a function of the seed and the method, so that runs of different
+    methods (families) never share an initialisation by accident (FixMatch seed s and supervised seed s
+    would otherwise start from the same weights: distance 0 at t = 0 by construction). Runs that should
+    share one set ``TrainConfig.init_seed``."""
+    import hashlib
+
+    digest = hashlib.blake2b(f"{method}:{int(seed)}".encode(), digest_size=6).digest()
+    return int.from_bytes(digest, "little")

@@ -179,3 +179,17 @@ def test_random_resized_crop_identity_flip_and_zoom():
     b = random_resized_crop(x, torch.Generator().manual_seed(5))
     c = random_resized_crop(x, torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_random_k_class_tasks_are_seeded_size_matched_subsets():
+    from taskgeom.data import DataConfig, load, random_task
+
+    a, b = random_task("random6-s0", 10), random_task("random6-s0", 10)
+    assert a == b and len(a) == 6 and len(set(a)) == 6 and a == sorted(a) and all(0 <= c < 10 for c in a)
+    assert random_task("random6-s1", 10) != a and random_task("animals", 10) is None
+    with pytest.raises(ValueError, match="2 to 10"):
+        random_task("random11-s0", 10)
+    data = load(DataConfig(data="digits"))
+    assert data.task("random3-s2") == random_task("random3-s2", 10) and data.task("0-4") == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        data.task("nope")

@@ -27,7 +27,7 @@ def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
     (xtr, ytr), (xte, yte) = digits()
     store = PredictionStore(tmp_path / name, create=True)
     store.add_eval_set("digits", yte, c=10)
-    cfg = TrainConfig(
+    settings = dict(
         method=method,
         arch="small-cnn",
         epochs=epochs,
@@ -40,8 +40,8 @@ def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
         query=3,
         labelled=200,
         imprint_samples=600,
-        **kw,
     )
+    cfg = TrainConfig(**{**settings, **kw})
     classes = list(range(10)) if method != "protonet" else list(range(10))
     traj = train(cfg, classes, (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
     return store, traj
@@ -287,3 +287,29 @@ def test_fast_resnet_trains_on_32px_images_with_the_fast_recipe(tmp_path):
     np.testing.assert_allclose(probs.sum(-1), 1.0, atol=2e-2)
     assert traj.config["schedule"] == "triangle" and traj.config["amp_dtype"] == "bfloat16"
     assert "channels_last" not in traj.config  # where it runs, not what it computes
+
+
+def test_methods_never_share_an_initialisation_unless_asked(tmp_path):
+    """Result 5's artefact: FixMatch seed s and supervised seed s started from the same weights, so their
+    distance at t = 0 was zero by construction. Now the initialisation is a function of seed and method;
+    ``init_seed`` makes runs share one on purpose."""
+    _, sup = run(tmp_path, "supervised", name="a")
+    _, fix = run(tmp_path, "fixmatch", name="b")
+    _, sup2 = run(tmp_path, "supervised", name="c")
+    p0 = [np.asarray(t.probs[0], dtype=np.float64) for t in (sup, fix, sup2)]
+    assert np.abs(p0[0] - p0[1]).max() > 1e-3  # different methods: different first models
+    np.testing.assert_array_equal(p0[0], p0[2])  # same method and seed: the same
+    _, s3 = run(tmp_path, "supervised", name="d", init_seed=7)
+    _, f3 = run(tmp_path, "fixmatch", name="e", init_seed=7)
+    np.testing.assert_allclose(np.asarray(s3.probs[0], np.float64), np.asarray(f3.probs[0], np.float64), atol=1e-3)
+
+
+def test_fixmatch_unlabelled_batches_are_mu_times_the_labelled_ones(tmp_path):
+    from taskgeom.train import get_method
+
+    cfg = TrainConfig(method="fixmatch", batch_size=16, unlabelled_ratio=7)
+    assert get_method("fixmatch").loader_batch_size(cfg) == 112
+    assert get_method("supervised").loader_batch_size(cfg) == 16
+    # an epoch is one pass over the unlabelled images: 1,200 / 112 -> 10 full batches
+    _, traj = run(tmp_path, "fixmatch", batch_size=16, unlabelled_ratio=7)
+    assert traj.checkpoints[-1]["step"] == 10

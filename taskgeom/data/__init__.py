@@ -6,7 +6,7 @@ from .beton import FFCVLoader, classes_of, write_beton
 from .datasets import DATASETS, DEFAULT_TASKS, Data, DataConfig, balanced_subset, load, load_digits_split
 from .images import ImageDataset, default_cache_dir, load_images
 from .loader import DeviceLoader
-from .tasks import CIFAR10_CLASSES, CIFAR10_TASKS, DIGIT_TASKS, Task, episodes, load_tasks, union
+from .tasks import CIFAR10_CLASSES, CIFAR10_TASKS, DIGIT_TASKS, Task, episodes, load_tasks, random_task, union
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -33,6 +33,7 @@ __all__ = [
     "normalize",
     "pad_crop_flip",
     "random_resized_crop",
+    "random_task",
     "union",
     "write_beton",
 ]

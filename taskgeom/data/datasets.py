@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import option
 from .images import load_images
-from .tasks import CIFAR10_TASKS, DIGIT_TASKS
+from .tasks import CIFAR10_TASKS, DIGIT_TASKS, random_task
 
 __all__ = ["DATASETS", "DEFAULT_TASKS", "DataConfig", "Data", "load", "load_digits_split", "balanced_subset"]
 
@@ -62,6 +62,16 @@ class Data:
     classes: list
     tasks: dict
     eval_set: str
+
+    def task(self, name: str) -> list[int]:
+        """The class indices of task ``name``: a named task of :attr:`tasks` or a random subset
+        ``random<k>-s<seed>`` (:func:`taskgeom.data.tasks.random_task`)."""
+        if name in self.tasks:
+            return list(self.tasks[name])
+        drawn = random_task(name, len(self.classes))
+        if drawn is None:
+            raise ValueError(f"unknown task {name!r}; known: {sorted(self.tasks)} or random<k>-s<seed>")
+        return drawn
 
 
 def load_digits_split(test_fraction: float, seed: int):

@@ -4,12 +4,23 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Task", "CIFAR10_CLASSES", "CIFAR10_TASKS", "DIGIT_TASKS", "load_tasks", "union", "episodes"]
+__all__ = [
+    "Task",
+    "CIFAR10_CLASSES",
+    "CIFAR10_TASKS",
+    "DIGIT_TASKS",
+    "load_tasks",
+    "union",
+    "episodes",
+    "random_task",
+    "RANDOM_TASK",
+]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -71,6 +82,23 @@ def load_tasks(path) -> dict[str, Task]:
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected an object mapping task names to class lists")
     return {name: Task(name, tuple(classes)) for name, classes in data.items()}
+
+
+#: Built-in random class subsets: ``random<k>-s<seed>`` (e.g. ``random6-s0``, the size-matched control of a
+#: six-class task, as the paper's "random 333" against Dogs; or ``random2-s3``, one of the k-way tasks).
+RANDOM_TASK = re.compile(r"^random(\d+)-s(\d+)$")
+
+
+def random_task(name: str, n_classes: int) -> list[int] | None:
+    """The class indices of a ``random<k>-s<seed>`` task name (``k`` distinct classes of ``n_classes``
+    drawn with the seed, sorted), or None when ``name`` is not of that form."""
+    m = RANDOM_TASK.match(name)
+    if not m:
+        return None
+    k, seed = int(m.group(1)), int(m.group(2))
+    if not 2 <= k <= n_classes:
+        raise ValueError(f"task {name!r}: a random task needs 2 to {n_classes} classes, got {k}")
+    return sorted(int(c) for c in np.random.default_rng(seed).choice(n_classes, k, replace=False))
 
 
 def union(tasks, name: str = "union") -> Task:

@@ -92,15 +92,14 @@ def _cmd(args) -> int:
     from ..store import PredictionStore
 
     data = datasets.load(_config.from_args(datasets.DataConfig, args))
-    if args.task not in data.tasks:
-        raise ValueError(f"unknown task {args.task!r}; known: {sorted(data.tasks)}")
+    data.task(args.task)  # an unknown task fails here, before anything is written
     store = PredictionStore(args.store, create=True)
     store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
     for seed in args.seeds:
         cfg = _config.from_args(TrainConfig, args, seed=seed)
         t0 = time.perf_counter()
         traj = train(
-            cfg, data.tasks[args.task], data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory
+            cfg, data.task(args.task), data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory
         )
         if int(os.environ.get("RANK", "0")) != 0:
             continue  # under torchrun, rank 0 reports

@@ -58,6 +58,12 @@ class TrainConfig:
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
+    init_seed: int | None = option(
+        None,
+        "seed of the network's initialisation; none: derived from seed and method, so that different "
+        "methods never share an initialisation (set it to make runs share one)",
+        minimum=0,
+    )
     device: str = option("auto", "auto (cuda when available), cpu or cuda[:k]")
     amp: bool = option(True, "mixed precision on CUDA")
     amp_dtype: str = option(
@@ -76,7 +82,8 @@ class TrainConfig:
     threshold: float = option(0.95, "fixmatch: pseudo-label confidence threshold", minimum=0.0)
     unlabelled_ratio: int = option(
         7,
-        "fixmatch: unlabelled to labelled batch ratio (not used yet: one unlabelled batch per labelled batch)",
+        "fixmatch: unlabelled images per labelled image in a step (mu; batch_size is the labelled batch, an epoch "
+        "one pass over the unlabelled images)",
         minimum=1,
     )
     init_from: str | None = option(None, "finetune: a saved training state (<store>/state/<id>.pt)", metavar="PATH")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .. import config as _config
+from .. import seeding
 from .._provenance import code_version
 from ..data.augment import normalize
 from ..data.loader import DeviceLoader
@@ -241,7 +242,7 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
 def _setup(run: Run, store, traj, train_data) -> tuple:
     """Model, optimiser, loader and schedule of a run, restored from its saved state when there is one."""
     cfg, device = run.cfg, run.device
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.init_seed if cfg.init_seed is not None else seeding.init_seed(cfg.seed, cfg.method))
     run.step_generator = torch.Generator(device=device)
     model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
     if hasattr(model, "fit_whitening") and not cfg.init_from:  # a data-fitted stem (fast-resnet): fitted
@@ -255,11 +256,11 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     run.loader = DeviceLoader(
         run.task_images,
         run.task_labels,
-        batch_size=cfg.batch_size,
+        batch_size=run.method.loader_batch_size(cfg),
         device=device,
         shuffle=True,
         augment=augment and run.method.augment_batches,
-        drop_last=len(run.task_labels) > cfg.batch_size,
+        drop_last=len(run.task_labels) > run.method.loader_batch_size(cfg),
         seed=cfg.seed,
     )
     run.per_epoch = run.method.steps_per_epoch(run)

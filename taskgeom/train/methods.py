@@ -68,6 +68,10 @@ class Method:
         n_out = n_classes if self.class_head else cfg.projection_dim
         return build_model(cfg.arch, n_out, **kwargs).to(device)
 
+    def loader_batch_size(self, cfg) -> int:
+        """Images in each of the training loader's batches."""
+        return cfg.batch_size
+
     def prepare(self, run) -> None:
         """Set-up after the run's data and imprinting samples are chosen (may draw from ``run.rng``)."""
 
@@ -179,11 +183,16 @@ class BarlowTwins(_TwoViews):
 
 @register_method
 class FixMatch(Method):
-    """A labelled subset with cross-entropy, plus confident pseudo-labels of weakly augmented images
-    enforced on strongly augmented ones (colour jitter and cutout)."""
+    """A labelled subset (``labelled`` images, 2,500 as in the paper) with cross-entropy on batches of
+    ``batch_size``, plus confident pseudo-labels of weakly augmented images enforced on strongly augmented
+    ones (colour jitter and cutout) on unlabelled batches of ``unlabelled_ratio`` x ``batch_size`` images
+    (FixMatch's mu = 7); an epoch is one pass over the unlabelled images (the task's whole training set)."""
 
     name = "fixmatch"
     distributed = False
+
+    def loader_batch_size(self, cfg) -> int:
+        return cfg.batch_size * cfg.unlabelled_ratio
 
     def prepare(self, run):
         n = len(run.task_labels)

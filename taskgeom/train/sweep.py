@@ -99,13 +99,12 @@ def _run_one(data_spec: dict, run: Run, shard: str, threads: int, fault_marker: 
     torch.set_num_threads(max(1, int(threads)))
     try:
         data = _data(data_spec)
-        if run["task"] not in data.tasks:
-            raise ValueError(f"unknown task {run['task']!r}; known: {sorted(data.tasks)}")
+        data.task(run["task"])  # an unknown task fails before its store is created
         store = PredictionStore(shard, create=True)
         store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
         train(
             run["config"],
-            data.tasks[run["task"]],
+            data.task(run["task"]),
             data.train,
             data.test,
             store,
