@@ -64,7 +64,7 @@ def class_overlap_distance(a: str, b: str) -> float:
 
 
 def analyse(td: dict) -> dict:
-    from scipy.stats import spearmanr
+    from taskgeom.stats import mantel
 
     names = td["tasks"]
     nd = np.asarray(td["normalized"])
@@ -85,8 +85,15 @@ def analyse(td: dict) -> dict:
     }
     for key, m in (("tree_distance", tree), ("class_overlap_distance", overlap)):
         for dist, d in (("normalized", nd), ("bhattacharyya", db), ("normalized_final", nd_end)):
-            rho, pval = spearmanr(m[iu], d[iu])
-            out[f"spearman_{dist}_vs_{key}"] = {"rho": float(rho), "p": float(pval), "pairs": int(len(iu[0]))}
+            # Spearman's rho of the pairs, with the p-value of a Mantel permutation test (exact: every
+            # permutation of the tasks); spearmanr's own p-value treats the pairs as independent: invalid
+            test = mantel(d, m, method="spearman")
+            out[f"spearman_{dist}_vs_{key}"] = {
+                "rho": test.statistic,
+                "p": test.p,
+                "test": f"Mantel, one-sided, {'exact' if test.exact else 'sampled'} over {test.permutations} permutations",
+                "pairs": int(len(iu[0])),
+            }
     nearest = {}
     for i, a in enumerate(names):
         others = [j for j in range(len(names)) if j != i]
@@ -228,7 +235,7 @@ def main():
         "spearman_normalized_final_vs_class_overlap_distance",
     ):
         r = res[key]
-        print(f"{key}: rho {r['rho']:.3f} (p {r['p']:.3g}, {r['pairs']} pairs)")
+        print(f"{key}: rho {r['rho']:.3f} (Mantel p {r['p']:.3g}, {r['pairs']} pairs)")
     for a, v in res["nearest_task"].items():
         print(
             f"  {a:>9}: nearest {v['nearest']} ({v['normalized_distance']:.2f}), final models nearest "
