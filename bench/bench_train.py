@@ -44,6 +44,16 @@ FAST = dict(
 WRN = dict(arch="wrn-16-4", batch_size=512, schedule="triangle", warmup=0.15, label_smoothing=0.1, weight_decay=5e-4)
 
 
+def _number(text: str):
+    """A setting's value from the command line: int, float, or the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -122,7 +132,9 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny generated data on the CPU, one epoch per run")
     ap.add_argument("--json", default="train.json", help="where the results go (default: %(default)s)")
     ap.add_argument(
-        "--fast", default="10:0.4,10:0.8,14:0.8", help="fast-resnet runs, epochs:lr,... (default: %(default)s)"
+        "--fast",
+        default="10:0.4,10:0.8,14:0.8",
+        help="fast-resnet runs, epochs:lr[:field=value...],... with TrainConfig fields (default: %(default)s)",
     )
     ap.add_argument("--wrn-seconds", type=float, default=85.0, help="wrn-16-4: seconds the run may take")
     ap.add_argument("--wrn-max-epochs", type=int, default=40, help="wrn-16-4: at most this many epochs")
@@ -164,13 +176,14 @@ def main() -> None:
         one_run(data, TrainConfig(**{**FAST, **common, "epochs": 1, "lr": 0.4, "checkpoints": 2}), work, "warm-fast")
         out["fast_warmup_s"] = time.perf_counter() - t0
         for k, spec in enumerate(args.fast.split(",")):
-            epochs, lr = spec.split(":")
+            epochs, lr, *extra = spec.split(":")
+            over = {key: _number(v) for key, v in (e.split("=", 1) for e in extra)}
             if left() < 60:
                 out.setdefault("skipped", []).append(f"fast {spec}")
                 continue
             epochs = 1 if args.smoke else int(epochs)
-            cfg = TrainConfig(**{**FAST, **common, "epochs": epochs, "lr": float(lr)})
-            out["fast"].append(one_run(data, cfg, work, f"fast{k}"))
+            cfg = TrainConfig(**{**FAST, **common, **over, "epochs": epochs, "lr": float(lr)})
+            out["fast"].append({**one_run(data, cfg, work, f"fast{k}"), "spec": spec, "settings": over})
             print(f"fast-resnet {spec}: {out['fast'][-1]}", flush=True)
             save()
     if "wrn" not in skip and left() > (60 if args.smoke else args.wrn_seconds + 40):
@@ -188,6 +201,7 @@ def main() -> None:
         save()
     if "concurrent" not in skip and out["fast"] and left() > 90:
         best = max(out["fast"], key=lambda r: (r["seconds"] <= 8.0, r["head_accuracy"] or 0))
+        settings = best.get("settings", {})
         runs = {}
         for workers in (1, args.workers):
             spec = {
@@ -195,7 +209,7 @@ def main() -> None:
                 "tasks": ["all"],
                 "seeds": list(range(args.workers)),
                 "archs": ["fast-resnet"],
-                "fixed": {**FAST, **common, "epochs": best["epochs"], "lr": best["lr"]},
+                "fixed": {**FAST, **common, **settings, "epochs": best["epochs"], "lr": best["lr"]},
                 "resources": {"num_cpus": 1},
             }
             t0 = time.perf_counter()
@@ -218,11 +232,12 @@ def main() -> None:
 
 def table(out: dict) -> None:
     print(f"\n{out['device']}  torch {out['torch']}  commit {out['commit']}")
-    print(f"{'network':<12} {'epochs':>6} {'lr':>5} {'s/model':>8} {'img/s':>8} {'head acc':>9} {'flip TTA':>9}")
+    print(f"{'network':<12} {'settings':<44} {'s/model':>8} {'img/s':>8} {'head acc':>9} {'flip TTA':>9}")
     for r in out["fast"] + ([out["wrn"]] if "wrn" in out else []):
         ips = r["train_images_per_second"] or 0
+        spec = r.get("spec", f"{r['epochs']}:{r['lr']}")
         print(
-            f"{r['arch']:<12} {r['epochs']:>6} {r['lr']:>5} {r['seconds']:>8.2f} {ips:>8.0f} "
+            f"{r['arch']:<12} {spec:<44} {r['seconds']:>8.2f} {ips:>8.0f} "
             f"{r['head_accuracy'] or 0:>9.4f} {r['flip_tta_accuracy']:>9.4f}"
         )
     for c in out.get("concurrent", []):

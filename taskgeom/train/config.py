@@ -55,6 +55,9 @@ class TrainConfig:
     )
     warmup: float = option(0.0, "fraction of the steps of linear learning-rate warm-up from 0", minimum=0.0)
     weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
+    bias_lr_scale: float = option(
+        1.0, "sgd: learning-rate multiplier of biases (BatchNorm's and convolutions'; the fast recipe's 64)", minimum=0.0
+    )
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
@@ -96,6 +99,9 @@ class TrainConfig:
         choices=HEADS,
     )
     augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")
+    crop_pad: int | None = option(
+        None, "padding of the random crops in pixels; none: an eighth of the image side (4 for CIFAR-10)", minimum=0
+    )
     state_dir: str | None = option(None, "where resumable training state is kept; none: <store>/state", metavar="PATH")
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")
     log_every: int = option(

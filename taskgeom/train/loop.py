@@ -99,11 +99,17 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, **fused)
     if cfg.optimizer != "sgd":
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
-    params = [p for p in model.parameters() if p.requires_grad]  # not frozen ones (fast-resnet's whitening)
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # not frozen (fast-resnet's stem)
+    decay = [p for _, p in named if p.dim() > 1]
+    biases = [p for n, p in named if p.dim() <= 1 and n.endswith("bias")]
+    other = [p for n, p in named if p.dim() <= 1 and not n.endswith("bias")]  # normalisation weights
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": biases, "weight_decay": 0.0, "lr": cfg.lr * cfg.bias_lr_scale},
+        {"params": other, "weight_decay": 0.0},
+    ]
     return torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [g for g in groups if g["params"]],
         lr=cfg.lr,
         momentum=0.9,
         nesterov=True,
@@ -260,6 +266,7 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
         device=device,
         shuffle=True,
         augment=augment and run.method.augment_batches,
+        pad=cfg.crop_pad,
         drop_last=len(run.task_labels) > run.method.loader_batch_size(cfg),
         seed=cfg.seed,
     )
