@@ -56,7 +56,9 @@ class TrainConfig:
     warmup: float = option(0.0, "fraction of the steps of linear learning-rate warm-up from 0", minimum=0.0)
     weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
     bias_lr_scale: float = option(
-        1.0, "sgd: learning-rate multiplier of biases (BatchNorm's and convolutions'; the fast recipe's 64)", minimum=0.0
+        1.0,
+        "sgd: learning-rate multiplier of biases (BatchNorm's and convolutions'; the fast recipe's 64)",
+        minimum=0.0,
     )
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)

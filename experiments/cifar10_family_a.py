@@ -1,0 +1,176 @@
+"""CIFAR-10 family A (Results 1, 2, 3 and 6) in one GPU run of at most 9 minutes.
+
+Runs (fast-resnet, the fast recipe of bench/bench_train.py, 5 seeds each): supervised on the CIFAR-10
+hierarchy (all, vehicles, animals, mammals, pets) and on size-matched random class subsets (random2-s0,
+random4-s0, random6-s0: the controls of pets, vehicles and mammals, animals, as the paper's random 333
+against Dogs); then fine-tuning on airplane-automobile and on bird-cat from an early, a middle and the
+final checkpoint of the supervised all-classes runs (--finetune-seeds seeds). Every checkpoint is imprinted
+onto all ten classes (the training default head) and evaluated on --eval-samples test images.
+
+Reported in results.json (and summary.png):
+* Result 1: InPCA of the mean trajectories of every task: explained stress of the top 1-3 dimensions;
+* Result 2: progress on all ten classes of each task's final models (seed mean, std), against the
+  size-matched random control, and split into the task's own (seen) and the other (unseen) classes;
+* Result 3: normalised distances between the hierarchy's tasks over the progress both reach, their rank
+  correlation with the distance in the tree and its Mantel p-value (exact over all 120 permutations);
+* Result 6: distance of each fine-tuned trajectory to the supervised mean trajectory, in tube radii at the
+  progress where it is nearest (Remark 5), and the progress it keeps.
+
+    python experiments/cifar10_family_a.py --out runs/family-a                 # GPU, CIFAR-10 in .devdata
+    python experiments/cifar10_family_a.py --smoke --out /tmp/family-a-smoke    # CPU rehearsal, ~1 minute
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from _family import Family, Run, arguments, smoke_settings, summary
+
+import taskgeom as tg
+from taskgeom.analysis import task_distances
+from taskgeom.data import CIFAR10_TASKS
+
+HIERARCHY = ["all", "vehicles", "animals", "mammals", "pets"]
+CONTROLS = {"pets": "random2-s0", "vehicles": "random4-s0", "mammals": "random4-s0", "animals": "random6-s0"}
+FINETUNE = ["airplane-automobile", "bird-cat"]
+
+
+def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
+    first = []
+    for task in HIERARCHY + sorted(set(CONTROLS.values())):
+        for s in range(args.seeds):
+            first.append(Run(task, task, s, {"keep_states": task == "all"}))
+    starts = {"early": max(1, n_checkpoints // 6), "middle": n_checkpoints // 2, "final": n_checkpoints - 1}
+    second = []
+    for where, k in starts.items():
+        for task in FINETUNE:
+            for s in range(min(args.finetune_seeds, args.seeds)):
+                settings = {"epochs": max(1, args.epochs // 2)}
+                second.append(Run(f"{task} from {where}", task, s, settings, init=("all", k)))
+    return first, second
+
+
+def result2(fam: Family) -> dict:
+    out = {}
+    all_final = fam.final_progress("all").mean()
+    for task in HIERARCHY + sorted(set(CONTROLS.values())):
+        fp = fam.final_progress(task)
+        seen = fam.data.task(task)
+        unseen = [c for c in range(10) if c not in seen]
+        pc = np.stack([np.asarray(tg.per_class_progress(p[-1], fam.labels)) for p in fam.probs(task)])
+        out[task] = {
+            "progress": summary(fp),
+            "fraction_of_all": float(fp.mean() / all_final),
+            "seen_classes_progress": float(pc[:, seen].mean()),
+            "unseen_classes_progress": float(pc[:, unseen].mean()) if unseen else None,
+            "control": CONTROLS.get(task),
+        }
+    for task, ctl in CONTROLS.items():
+        out[task]["minus_control"] = out[task]["progress"]["mean"] - out[ctl]["progress"]["mean"]
+    return out
+
+
+def result3(fam: Family, grid: np.ndarray) -> dict:
+    import result3_hierarchy as r3
+
+    families = {t: fam.family(t, grid) for t in HIERARCHY}
+    final = {t: fam.final_progress(t).tolist() for t in HIERARCHY}
+    return r3.analyse(task_distances(families, final, grid))
+
+
+def result6(fam: Family, grid: np.ndarray) -> dict:
+    sup = fam.family("all", grid)
+    mean = sup.astype(np.float64).mean(0)
+    radius = np.asarray(tg.tube_radius(sup))
+    out = {"supervised_final_progress": summary(fam.final_progress("all")), "tube_radius": radius.tolist()}
+    for group in fam.trajs:
+        if " from " not in group:
+            continue
+        rows = []
+        for p in fam.probs(group):
+            d = np.asarray(tg.pairwise_distances(p.astype(np.float64), mean))  # (checkpoints, G)
+            near = d.argmin(1)
+            ratio = d[np.arange(len(d)), near] / np.maximum(radius[near], 1e-300)
+            rows.append(
+                (ratio[-1], ratio.max(), float(tg.progress(p[0], fam.labels)), float(tg.progress(p[-1], fam.labels)))
+            )
+        r = np.array(rows)
+        out[group] = {
+            "final_distance_in_tube_radii": summary(r[:, 0]),
+            "max_distance_in_tube_radii": summary(r[:, 1]),
+            "start_progress": float(r[:, 2].mean()),
+            "final_progress": float(r[:, 3].mean()),
+        }
+    return out
+
+
+def result1(fam: Family, grid: np.ndarray) -> dict:
+    groups = HIERARCHY + sorted(set(CONTROLS.values()))
+    # each task's mean trajectory up to the progress all its seeds reach (no clamped end points)
+    means = [fam.family(g, grid).astype(np.float64).mean(0)[fam.reached([g], grid)] for g in groups]
+    emb = tg.inpca(np.asarray(tg.pairwise_distances(np.concatenate(means))), k=3)
+    ends = np.cumsum([0] + [len(m) for m in means])
+    return {
+        "explained_stress": [float(x) for x in emb.explained_stress()],
+        "points": int(ends[-1]),
+        "coords": {g: emb.coords[ends[i] : ends[i + 1], :3].tolist() for i, g in enumerate(groups)},
+    }
+
+
+def figure(res: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4.5))
+    for g, xy in res["result1"]["coords"].items():
+        xy = np.asarray(xy)
+        ax[0].plot(xy[:, 0], xy[:, 1], "-o", ms=2, label=g)
+    es = res["result1"]["explained_stress"]
+    ax[0].set_title(f"Result 1: InPCA of mean trajectories (stress {100 * es[min(1, len(es) - 1)]:.0f}% in 2-D)")
+    ax[0].legend(fontsize=7)
+    r2 = res["result2"]
+    names = list(r2)
+    ax[1].bar(names, [r2[n]["progress"]["mean"] for n in names], yerr=[r2[n]["progress"]["std"] for n in names])
+    ax[1].set_title("Result 2: progress on all ten classes")
+    ax[1].tick_params(axis="x", rotation=45)
+    r6 = {k: v for k, v in res["result6"].items() if " from " in k}
+    ax[2].bar(list(r6), [v["final_distance_in_tube_radii"]["mean"] for v in r6.values()])
+    ax[2].set_title("Result 6: fine-tuned distance to supervised (tube radii)")
+    ax[2].tick_params(axis="x", rotation=60)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = arguments(__doc__.split("\n\n")[0], epochs=10, seeds=5)
+    ap.add_argument("--finetune-seeds", type=int, default=3, help="seeds of each fine-tuning (default: 3)")
+    args = ap.parse_args()
+    if args.smoke:
+        smoke_settings(args)
+        args.finetune_seeds = 1
+    fam = Family(args, "family-a")
+    first, _ = runs(args, 0)
+    fam.train(first)
+    _, second = runs(args, len(fam.trajs["all"][0]))
+    fam.train(second)
+    grid = fam.grid(fam.trajs)
+    hier_grid = fam.grid(HIERARCHY)
+    res = {
+        "grid": grid[fam.reached(list(fam.trajs), grid)].tolist(),
+        "result1": result1(fam, grid),
+        "result2": result2(fam),
+        "result3": result3(fam, hier_grid),
+        "result6": result6(fam, fam.grid(["all"])),
+        "tasks": {
+            t: CIFAR10_TASKS[t].classes if t in CIFAR10_TASKS else fam.data.task(t)
+            for t in fam.trajs
+            if " from " not in t
+        },
+    }
+    fam.finish(res, figure)
+
+
+if __name__ == "__main__":
+    main()
