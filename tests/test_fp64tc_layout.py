@@ -226,7 +226,9 @@ def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
     assert np.isfinite(got).all()
 
 
-@pytest.mark.parametrize("cfg", [(32, 1, 2, 4, 1, 3, 1), (32, 2, 1, 4, 2, 4, 0), (32, 1, 2, 3, 1, 3, 0)], ids=str)
+@pytest.mark.parametrize(
+    "cfg", [(32, 1, 2, 4, 1, 3, 1), (32, 2, 1, 4, 2, 4, 0), (32, 1, 2, 3, 1, 3, 0), (48, 3, 3, 4, 1, 3, 1)], ids=str
+)
 @pytest.mark.parametrize("ma,mb,n,c", [(37, None, 11, 6), (5, 40, 9, 13)])
 def test_pipelined_stages_over_a_long_sample_range(cfg, ma, mb, n, c):
     """sms=0: one sample split per tile, so a block runs through many stages (the buffer rotation of the

@@ -57,7 +57,9 @@ namespace {
   X(64, 2, 4, 8, 1, 3, 1)    \
   X(64, 2, 4, 8, 2, 3, 1)    \
   X(96, 2, 3, 8, 1, 3, 0)    \
-  X(96, 2, 3, 8, 2, 3, 0)
+  X(96, 2, 3, 8, 2, 3, 0)    \
+  X(96, 3, 3, 8, 1, 3, 1)    \
+  X(96, 3, 3, 8, 2, 3, 0)
 
 template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0>
 struct Config {
@@ -72,6 +74,9 @@ struct Config {
   static constexpr int kStage = 2 * kOperand;         // A and B
   static constexpr int kStages = NST == 0 ? 2 : NST;  // shared-memory stages
   static constexpr int kSmemBytes = kStages * kStage * 8;
+  // pipelined path: blocks per multiprocessor its register cap (__launch_bounds__) allows; two where up to 4
+  // fragments per warp (128 registers at 256 threads) or 128 threads (255 registers) fit, else one
+  static constexpr int min_blocks() { return WM * WN <= 4 || kThreads <= 128 ? 2 : 1; }
   static_assert(T % (kFragRows * WM) == 0 && T % (8 * WN) == 0, "warps must tile the block");
   static_assert(kThreads <= 1024, "too many warps");
   static_assert(KS % kKSteps == 0, "an instruction's k-steps must lie in one stage");
@@ -508,11 +513,9 @@ __global__ void __launch_bounds__(Cfg::kThreads) fp64tc_kernel(TG_FP64TC_PARAMS)
   fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
 }
 
-// The pipelined instances' kernel: capped at the registers that keep two blocks of up to 256 threads
-// resident (one above).
+// The pipelined instances' kernel, capped at the registers that keep Cfg::min_blocks() blocks resident.
 template <typename Cfg, int DIV>
-__global__ void __launch_bounds__(Cfg::kThreads, Cfg::kThreads <= 256 ? 2 : 1)
-    fp64tc_kernel_pipelined(TG_FP64TC_PARAMS) {
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::min_blocks()) fp64tc_kernel_pipelined(TG_FP64TC_PARAMS) {
   fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
 }
 #undef TG_FP64TC_PARAMS
