@@ -15,6 +15,9 @@ from taskgeom import reference as R
 
 from testing import models
 
+#: k-steps of 4 classes per instruction, by SHAPE: WMMA m8n8k4, mma m16n8k4, m16n8k8, m16n8k16
+K_STEPS = {0: 1, 1: 1, 2: 2, 3: 4}
+
 
 def stage(p, inv, n0, nc, KC, mpad):
     """stage_fp64_kernel: one warp per (model, sample) row, lanes over the padded classes."""
@@ -34,9 +37,10 @@ def stage(p, inv, n0, nc, KC, mpad):
 
 
 def mma_lanes(a, b, c, ki):
-    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) .f64 on per-lane registers, with the PTX ISA's fragment
-    layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)), b[lane][u] is
-    B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2)."""
+    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) / m16n8k16 (ki = 4) .f64 on per-lane registers, with the
+    PTX ISA's fragment layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)),
+    b[lane][u] is B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2) (for m16n8k16 the pattern of
+    m16n8k8 extended; the GPU tests check it on the hardware)."""
     A, B = np.full((16, 4 * ki), np.nan), np.full((4 * ki, 8), np.nan)
     for lane in range(32):
         g, t = lane // 4, lane % 4
@@ -54,7 +58,7 @@ def mma_lanes(a, b, c, ki):
 def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_norm, out, cfg, bx, bz):
     T, WM, WN, KS, shape = cfg[:5]
     nst, pf = (cfg[5], cfg[6]) if len(cfg) > 5 else (0, 0)
-    FR, KI = (8 if shape == 0 else 16), (2 if shape == 2 else 1)
+    FR, KI = (8 if shape == 0 else 16), K_STEPS[shape]
     WJ, WI = T // (8 * WN), T // (FR * WM)
     warps = WI * WJ
     if symmetric:
@@ -175,7 +179,7 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
 
 def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
     """pairwise_fp64tc's host loop (chunks, splits) around the block model."""
-    T, KI = cfg[0], (2 if cfg[4] == 2 else 1)  # (cfg[5:]: stages and prefetch of the pipelined path)
+    T, KI = cfg[0], K_STEPS[cfg[4]]  # (cfg[5:]: stages and prefetch of the pipelined path)
     sym = b is None
     bb = a if sym else b
     (ma, N, C), mb = a.shape, bb.shape[0]
@@ -213,6 +217,8 @@ def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
         (32, 2, 1, 4, 2),
         (32, 1, 2, 4, 1, 3, 1),  # the pipelined path: 3 stages, 4 (> stages per block at n = 3, 11)
         (32, 2, 1, 2, 2, 4, 0),
+        (32, 1, 1, 8, 3),  # m16n8k16
+        (32, 2, 1, 4, 3, 3, 0),
     ],
     ids=str,
 )
@@ -227,7 +233,15 @@ def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
 
 
 @pytest.mark.parametrize(
-    "cfg", [(32, 1, 2, 4, 1, 3, 1), (32, 2, 1, 4, 2, 4, 0), (32, 1, 2, 3, 1, 3, 0), (48, 3, 3, 4, 1, 3, 1)], ids=str
+    "cfg",
+    [
+        (32, 1, 2, 4, 1, 3, 1),
+        (32, 2, 1, 4, 2, 4, 0),
+        (32, 1, 2, 3, 1, 3, 0),
+        (48, 3, 3, 4, 1, 3, 1),
+        (32, 1, 2, 8, 3, 3, 0),
+    ],
+    ids=str,
 )
 @pytest.mark.parametrize("ma,mb,n,c", [(37, None, 11, 6), (5, 40, 9, 13)])
 def test_pipelined_stages_over_a_long_sample_range(cfg, ma, mb, n, c):

@@ -35,10 +35,10 @@ namespace {
 // k-steps (4 classes of one sample) per shared-memory stage. SHAPE 0: WMMA m8n8k4 `double` fragments (8 x 8
 // pairs, sm_80+); SHAPE 1 and 2: `mma.sync` m16n8k4 and m16n8k8 .f64 with explicit fragment layouts (16 x 8
 // pairs, sm_90 only: the larger FP64 shapes Hopper added, which cuBLAS's DGEMM uses there; m16n8k8 pads
-// classes to a multiple of 8). NST > 0 (SHAPE 1 and 2 only): the pipelined path, NST shared-memory stages
-// with one barrier each and the stage's k-steps unrolled, named "..._s<NST>"; PF = 1 ("..._s<NST>p") also
-// fetches the next k-step's operands into a second register set (see the kernel). Index 0 is the default
-// before any tuning run; the sweep (bench/bench_fp64tc.py) times all of them.
+// classes to a multiple of 8); SHAPE 3: m16n8k16 .f64 (sm_90, classes padded to 16). NST > 0 (SHAPE 1 and 2 only): the
+// pipelined path, NST shared-memory stages with one barrier each and the stage's k-steps unrolled, named "..._s<NST>";
+// PF = 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel). Index 0
+// is the default before any tuning run; the sweep (bench/bench_fp64tc.py) times all of them.
 #define TG_FP64TC_CONFIGS(X) \
   X(64, 4, 2, 8, 0, 0, 0)    \
   X(64, 4, 2, 4, 0, 0, 0)    \
@@ -59,14 +59,16 @@ namespace {
   X(96, 2, 3, 8, 1, 3, 0)    \
   X(96, 2, 3, 8, 2, 3, 0)    \
   X(96, 3, 3, 8, 1, 3, 1)    \
-  X(96, 3, 3, 8, 2, 3, 0)
+  X(96, 3, 3, 8, 2, 3, 0)    \
+  X(64, 2, 2, 8, 3, 0, 0)    \
+  X(64, 2, 2, 8, 3, 3, 0)
 
 template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0>
 struct Config {
   static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_, NST = NST_, PF = PF_;
-  static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;    // pairs per fragment: kFragRows x 8
-  static constexpr int kKSteps = SHAPE == 2 ? 2 : 1;       // k-steps of 4 classes per instruction
-  static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;  // __CUDA_ARCH__ the instruction needs
+  static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;                // pairs per fragment: kFragRows x 8
+  static constexpr int kKSteps = SHAPE == 3 ? 4 : SHAPE == 2 ? 2 : 1;  // k-steps of 4 classes per instruction
+  static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;              // __CUDA_ARCH__ the instruction needs
   static constexpr int kWarpsI = T / (kFragRows * WM), kWarpsJ = T / (8 * WN);
   static constexpr int kWarps = kWarpsI * kWarpsJ;
   static constexpr int kThreads = 32 * kWarps;
@@ -75,20 +77,22 @@ struct Config {
   static constexpr int kStages = NST == 0 ? 2 : NST;  // shared-memory stages
   static constexpr int kSmemBytes = kStages * kStage * 8;
   // pipelined path: blocks per multiprocessor its register cap (__launch_bounds__) allows; two where up to 4
-  // fragments per warp (128 registers at 256 threads) or 128 threads (255 registers) fit, else one
-  static constexpr int min_blocks() { return WM * WN <= 4 || kThreads <= 128 ? 2 : 1; }
+  // fragments per warp of up to m16n8k8 (128 registers at 256 threads) or 128 threads (255 registers) fit,
+  // else one
+  static constexpr int min_blocks() { return WM * WN * (4 + kKSteps) <= 24 || kThreads <= 128 ? 2 : 1; }
   static_assert(T % (kFragRows * WM) == 0 && T % (8 * WN) == 0, "warps must tile the block");
   static_assert(kThreads <= 1024, "too many warps");
   static_assert(KS % kKSteps == 0, "an instruction's k-steps must lie in one stage");
   static_assert(kWarps * 64 <= 2 * kStage, "per-warp output scratch must fit in the stage buffers");
   static_assert(NST == 0 || (SHAPE != 0 && NST >= 3), "the pipelined path: mma.sync shapes, at least 3 stages");
+  static_assert(SHAPE >= 0 && SHAPE <= 3, "unknown instruction shape");
   static_assert(NST > 0 || PF == 0, "operand prefetch is a feature of the pipelined path");
   static std::string name() {
-    const char* shape[] = {"", "mma1684_", "mma1688_"};
+    const char* shape[] = {"", "mma1684_", "mma1688_", "mma16816_"};
     return std::string(shape[SHAPE]) + "t" + std::to_string(T) + "_w" + std::to_string(WM) + "x" + std::to_string(WN) +
            "_k" + std::to_string(KS) + (NST > 0 ? "_s" + std::to_string(NST) + (PF ? "p" : "") : "");
   }
-  // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8)
+  // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8, of 16 for m16n8k16)
   static int64_t k_steps(int64_t C) { return (C + 4 * kKSteps - 1) / (4 * kKSteps) * kKSteps; }
 };
 
@@ -146,7 +150,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // D = A B + D on one 16 x 8 fragment (sm_90). Per lane, g = lane / 4 and t = lane % 4: c[0], c[1] are
 // pairs (g, 2t), (g, 2t + 1) and c[2], c[3] the same columns in row g + 8; m16n8k4: a = {(g, t), (g + 8, t)},
-// b = {(t, g)}; m16n8k8: a = {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b = {(t, g), (t + 4, g)}.
+// b = {(t, g)}; m16n8k8: a = {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b = {(t, g), (t + 4, g)};
+// m16n8k16 (SHAPE 3) the same pattern over four groups of 4 classes: a[2u], a[2u + 1] = (g, t + 4u),
+// (g + 8, t + 4u) and b[u] = (t + 4u, g), u < 4 (the sweep's error check and the CUDA tests confirm it).
 template <int SHAPE>
 __device__ __forceinline__ void mma_f64(double (&c)[4], const double* a, const double* b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -155,12 +161,19 @@ __device__ __forceinline__ void mma_f64(double (&c)[4], const double* a, const d
         "mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
         : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
         : "d"(a[0]), "d"(a[1]), "d"(b[0]));
-  } else {
+  } else if constexpr (SHAPE == 2) {
     asm volatile(
         "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
         : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(b[0]), "d"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5, %6, %7, %8, %9, %10, %11}, "
+        "{%12, %13, %14, %15}, {%0, %1, %2, %3};\n"
+        : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
+        : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(a[4]), "d"(a[5]), "d"(a[6]), "d"(a[7]), "d"(b[0]), "d"(b[1]),
+          "d"(b[2]), "d"(b[3]));
   }
 #else
   __trap();  // (never launched: the host checks the device, see arch_ok)
