@@ -15,6 +15,9 @@ from taskgeom import reference as R
 
 from testing import models
 
+#: k-steps of 4 classes per instruction, by SHAPE: WMMA m8n8k4, mma m16n8k4, m16n8k8, m16n8k16
+K_STEPS = {0: 1, 1: 1, 2: 2, 3: 4}
+
 
 def stage(p, inv, n0, nc, KC, mpad):
     """stage_fp64_kernel: one warp per (model, sample) row, lanes over the padded classes."""
@@ -34,9 +37,10 @@ def stage(p, inv, n0, nc, KC, mpad):
 
 
 def mma_lanes(a, b, c, ki):
-    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) .f64 on per-lane registers, with the PTX ISA's fragment
-    layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)), b[lane][u] is
-    B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2)."""
+    """mma.sync m16n8k4 (ki = 1) / m16n8k8 (ki = 2) / m16n8k16 (ki = 4) .f64 on per-lane registers, with the
+    PTX ISA's fragment layouts (g = lane / 4, t = lane % 4): a[lane][i] is A(g + 8 (i % 2), t + 4 (i // 2)),
+    b[lane][u] is B(t + 4 u, g), c[lane][e] is D(g + 8 (e // 2), 2 t + e % 2) (for m16n8k16 the pattern of
+    m16n8k8 extended; the GPU tests check it on the hardware)."""
     A, B = np.full((16, 4 * ki), np.nan), np.full((4 * ki, 8), np.nan)
     for lane in range(32):
         g, t = lane // 4, lane % 4
@@ -52,8 +56,9 @@ def mma_lanes(a, b, c, ki):
 
 
 def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_norm, out, cfg, bx, bz):
-    T, WM, WN, KS, shape = cfg
-    FR, KI = (8 if shape == 0 else 16), (2 if shape == 2 else 1)
+    T, WM, WN, KS, shape = cfg[:5]
+    nst, pf = (cfg[5], cfg[6]) if len(cfg) > 5 else (0, 0)
+    FR, KI = (8 if shape == 0 else 16), K_STEPS[shape]
     WJ, WI = T // (8 * WN), T // (FR * WM)
     warps = WI * WJ
     if symmetric:
@@ -72,7 +77,7 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
         return
     qb, qe = s_begin * KC, s_end * KC
     stage_sz, op = 2 * KS * T * 4, KS * T * 4
-    smem = np.full(2 * stage_sz, np.nan)
+    smem = np.full((nst or 2) * stage_sz, np.nan)
 
     def load(buf, q0):
         for e in range(KS * T * 2):
@@ -88,11 +93,9 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
     frag = (8, 8) if shape == 0 else (32, 4)
     bc = np.zeros((warps, WM, WN) + frag)
     acc = np.zeros((warps, WM, WN) + frag)
-    kk, buf, q0 = 0, 0, qb
-    load(0, qb)
-    while q0 < qe:
-        if q0 + KS < qe:
-            load(buf ^ 1, q0 + KS)
+
+    def compute(buf, q0):
+        nonlocal kk
         kn = min(KS, qe - q0)
         assert kn % KI == 0
         for ks in range(0, kn, KI):
@@ -131,10 +134,31 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
             kk += KI
             if kk == KC:
                 kk = 0
-                acc -= np.log(np.maximum(bc, 1e-30))
+                acc[:] -= np.log(np.maximum(bc, 1e-30))
                 bc[:] = 0
-        buf ^= 1
-        q0 += KS
+
+    kk = 0
+    if nst == 0:  # two stages, the next one loaded before this one is computed
+        buf, q0 = 0, qb
+        load(0, qb)
+        while q0 < qe:
+            if q0 + KS < qe:
+                load(buf ^ 1, q0 + KS)
+            compute(buf, q0)
+            buf ^= 1
+            q0 += KS
+    else:  # nst stages, nst - 1 in flight: stage s + nst - 1 goes into the buffer stage s - 1 used
+        stages = (qe - qb + KS - 1) // KS
+        for s in range(min(nst - 1, stages)):
+            load(s, qb + s * KS)
+        buf, nxt = 0, nst - 1
+        for s in range(stages):
+            assert nxt == (s - 1) % nst and buf == s % nst
+            if s + nst - 1 < stages:
+                load(nxt, qb + (s + nst - 1) * KS)
+            nxt = 0 if nxt + 1 == nst else nxt + 1
+            compute(buf, qb + s * KS)
+            buf = 0 if buf + 1 == nst else buf + 1
     for wp in range(warps):
         wi, wj = wp // WJ, wp % WJ
         for f in range(WM):
@@ -155,7 +179,7 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
 
 def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
     """pairwise_fp64tc's host loop (chunks, splits) around the block model."""
-    T, KI = cfg[0], (2 if cfg[4] == 2 else 1)
+    T, KI = cfg[0], K_STEPS[cfg[4]]  # (cfg[5:]: stages and prefetch of the pipelined path)
     sym = b is None
     bb = a if sym else b
     (ma, N, C), mb = a.shape, bb.shape[0]
@@ -184,7 +208,19 @@ def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
 
 
 @pytest.mark.parametrize(
-    "cfg", [(32, 2, 2, 16, 0), (32, 4, 2, 3, 0), (64, 4, 2, 4, 0), (32, 1, 2, 4, 1), (32, 2, 1, 4, 2)], ids=str
+    "cfg",
+    [
+        (32, 2, 2, 16, 0),
+        (32, 4, 2, 3, 0),
+        (64, 4, 2, 4, 0),
+        (32, 1, 2, 4, 1),
+        (32, 2, 1, 4, 2),
+        (32, 1, 2, 4, 1, 3, 1),  # the pipelined path: 3 stages, 4 (> stages per block at n = 3, 11)
+        (32, 2, 1, 2, 2, 4, 0),
+        (32, 1, 1, 8, 3),  # m16n8k16
+        (32, 2, 1, 4, 3, 3, 0),
+    ],
+    ids=str,
 )
 @pytest.mark.parametrize("ma,mb,n,c,chunk", [(37, None, 11, 6, 5), (5, 40, 9, 3, 100), (70, None, 3, 13, 2)])
 def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
@@ -194,3 +230,25 @@ def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
     ref = R.pairwise_distances(a, b).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
     assert np.isfinite(got).all()
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        (32, 1, 2, 4, 1, 3, 1),
+        (32, 2, 1, 4, 2, 4, 0),
+        (32, 1, 2, 3, 1, 3, 0),
+        (48, 3, 3, 4, 1, 3, 1),
+        (32, 1, 2, 8, 3, 3, 0),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("ma,mb,n,c", [(37, None, 11, 6), (5, 40, 9, 13)])
+def test_pipelined_stages_over_a_long_sample_range(cfg, ma, mb, n, c):
+    """sms=0: one sample split per tile, so a block runs through many stages (the buffer rotation of the
+    pipelined path, a partial last stage, samples straddling stages)."""
+    a = models(ma, n, c, seed=ma + c).double()
+    b = None if mb is None else models(mb, n, c, seed=2).double()
+    got = model_of_kernel(a.numpy(), None if b is None else b.numpy(), cfg, 100, sms=0)
+    ref = R.pairwise_distances(a, b).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)

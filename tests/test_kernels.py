@@ -296,20 +296,26 @@ def test_fp64tc_every_instance_matches_reference(divergence):
     cases = [(models(m, n, c, seed=m + n + c, dtype=torch.float16), None) for m, n, c in shapes]
     cases.append((models(67, 101, 7, seed=1), models(5, 101, 7, seed=2, scale=0.5)))  # cross, float32
     cases.append((models(3, 64, 30, seed=3, dtype=torch.bfloat16), models(200, 64, 30, seed=4)))
+    failures = []  # every instance is checked, so that one failing instance does not hide another
     for config in _cuda_ops.fp64tc_runnable():
-        for a, b in cases:
-            got = _cuda_ops.pairwise_fp64tc(a.cuda(), None if b is None else b.cuda(), code, config=config)
-            what = f"{config} {tuple(a.shape)} x {None if b is None else tuple(b.shape)}"
-            assert_rel_close(got, _ref(a, b, divergence), 1e-5, atol=1e-12, what=what)
-            if b is None:
-                assert torch.all(torch.diagonal(got) == 0), what
-        # a staging buffer of 3 samples: many launches, each its own product and logarithm
-        a = models(67, 101, 13, seed=9).cuda()
-        out = torch.zeros(67, 67, dtype=torch.float64, device="cuda")
-        index = mod.fp64tc_configs().index(config)
-        buf = torch.empty(mod.fp64tc_scratch_doubles(67, 67, False, 13, index, 3), dtype=torch.float64, device="cuda")
-        _cuda_ops.launch_fp64tc(a, None, code, out, 101, True, buf, config=config)
-        assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=f"{config} chunked")
+        try:
+            for a, b in cases:
+                got = _cuda_ops.pairwise_fp64tc(a.cuda(), None if b is None else b.cuda(), code, config=config)
+                what = f"{config} {tuple(a.shape)} x {None if b is None else tuple(b.shape)}"
+                assert_rel_close(got, _ref(a, b, divergence), 1e-5, atol=1e-12, what=what)
+                if b is None:
+                    assert torch.all(torch.diagonal(got) == 0), what
+            # a staging buffer of 3 samples: many launches, each its own product and logarithm
+            a = models(67, 101, 13, seed=9).cuda()
+            out = torch.zeros(67, 67, dtype=torch.float64, device="cuda")
+            index = mod.fp64tc_configs().index(config)
+            size = mod.fp64tc_scratch_doubles(67, 67, False, 13, index, 3)
+            buf = torch.empty(size, dtype=torch.float64, device="cuda")
+            _cuda_ops.launch_fp64tc(a, None, code, out, 101, True, buf, config=config)
+            assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=f"{config} chunked")
+        except AssertionError as e:
+            failures.append(f"{config}: {str(e)[:300]}")
+    assert not failures, "\n".join(failures)
 
 
 @requires_cuda
@@ -320,10 +326,15 @@ def test_fp64tc_near_identical_models(noise):
 
     _fp64tc_or_skip()
     p = nearby(20_000, 10, noise, seed=7, count=6).float()
+    failures = []
     for config in _cuda_ops.fp64tc_runnable():
         for divergence in ("bhattacharyya", "hellinger"):
             got = _cuda_ops.pairwise_fp64tc(p.cuda(), None, tg.divergences.get(divergence).code, config=config)
-            assert_rel_close(got, _ref(p, None, divergence), 1e-5, what=f"{config} {divergence} noise {noise}")
+            try:
+                assert_rel_close(got, _ref(p, None, divergence), 1e-5, what=f"{config} {divergence} noise {noise}")
+            except AssertionError as e:
+                failures.append(str(e)[:300])
+    assert not failures, "\n".join(failures)
 
 
 @requires_cuda

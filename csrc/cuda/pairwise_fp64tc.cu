@@ -31,54 +31,76 @@ namespace taskgeom {
 namespace cuda {
 namespace {
 
-// Instances. X(T, WM, WN, KS, SHAPE): T x T model pairs per block, WM x WN fragments per warp, KS k-steps
-// (4 classes of one sample) per shared-memory stage. SHAPE 0: WMMA m8n8k4 `double` fragments (8 x 8
+// Instances. X(T, WM, WN, KS, SHAPE, NST, PF): T x T model pairs per block, WM x WN fragments per warp, KS
+// k-steps (4 classes of one sample) per shared-memory stage. SHAPE 0: WMMA m8n8k4 `double` fragments (8 x 8
 // pairs, sm_80+); SHAPE 1 and 2: `mma.sync` m16n8k4 and m16n8k8 .f64 with explicit fragment layouts (16 x 8
 // pairs, sm_90 only: the larger FP64 shapes Hopper added, which cuBLAS's DGEMM uses there; m16n8k8 pads
-// classes to a multiple of 8). Index 0 is the default before any tuning run.
+// classes to a multiple of 8); SHAPE 3: m16n8k16 .f64 (sm_90, classes padded to 16). NST > 0 (SHAPE 1 and 2 only): the
+// pipelined path, NST shared-memory stages with one barrier each and the stage's k-steps unrolled, named "..._s<NST>";
+// PF = 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel). Index 0
+// is the default before any tuning run; the sweep (bench/bench_fp64tc.py) times all of them.
 #define TG_FP64TC_CONFIGS(X) \
-  X(64, 4, 2, 8, 0)          \
-  X(64, 4, 2, 4, 0)          \
-  X(64, 2, 2, 8, 0)          \
-  X(64, 4, 4, 8, 0)          \
-  X(32, 2, 2, 16, 0)         \
-  X(96, 4, 3, 8, 0)          \
-  X(64, 2, 2, 8, 1)          \
-  X(64, 2, 4, 8, 1)          \
-  X(96, 2, 3, 8, 1)          \
-  X(64, 2, 2, 8, 2)          \
-  X(96, 2, 3, 8, 2)
+  X(64, 4, 2, 8, 0, 0, 0)    \
+  X(64, 4, 2, 4, 0, 0, 0)    \
+  X(64, 2, 2, 8, 0, 0, 0)    \
+  X(64, 4, 4, 8, 0, 0, 0)    \
+  X(32, 2, 2, 16, 0, 0, 0)   \
+  X(96, 4, 3, 8, 0, 0, 0)    \
+  X(64, 2, 2, 8, 1, 0, 0)    \
+  X(64, 2, 4, 8, 1, 0, 0)    \
+  X(96, 2, 3, 8, 1, 0, 0)    \
+  X(64, 2, 2, 8, 2, 0, 0)    \
+  X(96, 2, 3, 8, 2, 0, 0)    \
+  X(64, 2, 2, 8, 1, 3, 1)    \
+  X(64, 2, 2, 8, 2, 3, 0)    \
+  X(64, 2, 2, 4, 1, 4, 1)    \
+  X(64, 2, 4, 8, 1, 3, 1)    \
+  X(64, 2, 4, 8, 2, 3, 1)    \
+  X(96, 2, 3, 8, 1, 3, 0)    \
+  X(96, 2, 3, 8, 2, 3, 0)    \
+  X(96, 3, 3, 8, 1, 3, 1)    \
+  X(96, 3, 3, 8, 2, 3, 0)    \
+  X(64, 2, 2, 8, 3, 0, 0)    \
+  X(64, 2, 2, 8, 3, 3, 0)
 
-template <int T_, int WM_, int WN_, int KS_, int SHAPE_>
+template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0>
 struct Config {
-  static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_;
-  static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;    // pairs per fragment: kFragRows x 8
-  static constexpr int kKSteps = SHAPE == 2 ? 2 : 1;       // k-steps of 4 classes per instruction
-  static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;  // __CUDA_ARCH__ the instruction needs
+  static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_, NST = NST_, PF = PF_;
+  static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;                // pairs per fragment: kFragRows x 8
+  static constexpr int kKSteps = SHAPE == 3 ? 4 : SHAPE == 2 ? 2 : 1;  // k-steps of 4 classes per instruction
+  static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;              // __CUDA_ARCH__ the instruction needs
   static constexpr int kWarpsI = T / (kFragRows * WM), kWarpsJ = T / (8 * WN);
   static constexpr int kWarps = kWarpsI * kWarpsJ;
   static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kOperand = KS * T * 4;        // doubles of one operand per stage
-  static constexpr int kStage = 2 * kOperand;        // A and B
-  static constexpr int kSmemBytes = 2 * kStage * 8;  // two stages
+  static constexpr int kOperand = KS * T * 4;         // doubles of one operand per stage
+  static constexpr int kStage = 2 * kOperand;         // A and B
+  static constexpr int kStages = NST == 0 ? 2 : NST;  // shared-memory stages
+  static constexpr int kSmemBytes = kStages * kStage * 8;
+  // pipelined path: blocks per multiprocessor its register cap (__launch_bounds__) allows; two where up to 4
+  // fragments per warp of up to m16n8k8 (128 registers at 256 threads) or 128 threads (255 registers) fit,
+  // else one
+  static constexpr int min_blocks() { return WM * WN * (4 + kKSteps) <= 24 || kThreads <= 128 ? 2 : 1; }
   static_assert(T % (kFragRows * WM) == 0 && T % (8 * WN) == 0, "warps must tile the block");
   static_assert(kThreads <= 1024, "too many warps");
   static_assert(KS % kKSteps == 0, "an instruction's k-steps must lie in one stage");
   static_assert(kWarps * 64 <= 2 * kStage, "per-warp output scratch must fit in the stage buffers");
+  static_assert(NST == 0 || (SHAPE != 0 && NST >= 3), "the pipelined path: mma.sync shapes, at least 3 stages");
+  static_assert(SHAPE >= 0 && SHAPE <= 3, "unknown instruction shape");
+  static_assert(NST > 0 || PF == 0, "operand prefetch is a feature of the pipelined path");
   static std::string name() {
-    const char* shape[] = {"", "mma1684_", "mma1688_"};
+    const char* shape[] = {"", "mma1684_", "mma1688_", "mma16816_"};
     return std::string(shape[SHAPE]) + "t" + std::to_string(T) + "_w" + std::to_string(WM) + "x" + std::to_string(WN) +
-           "_k" + std::to_string(KS);
+           "_k" + std::to_string(KS) + (NST > 0 ? "_s" + std::to_string(NST) + (PF ? "p" : "") : "");
   }
-  // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8)
+  // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8, of 16 for m16n8k16)
   static int64_t k_steps(int64_t C) { return (C + 4 * kKSteps - 1) / (4 * kKSteps) * kKSteps; }
 };
 
 template <typename F>
 void dispatch_config(int config, F&& f) {
   int k = 0;
-#define TG_FP64TC_CASE(T, WM, WN, KS, SHAPE) \
-  if (config == k++) return f(Config<T, WM, WN, KS, SHAPE>{});
+#define TG_FP64TC_CASE(T, WM, WN, KS, SHAPE, NST, PF) \
+  if (config == k++) return f(Config<T, WM, WN, KS, SHAPE, NST, PF>{});
   TG_FP64TC_CONFIGS(TG_FP64TC_CASE)
 #undef TG_FP64TC_CASE
   throw std::invalid_argument("unknown fp64tc config " + std::to_string(config));
@@ -128,7 +150,9 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // D = A B + D on one 16 x 8 fragment (sm_90). Per lane, g = lane / 4 and t = lane % 4: c[0], c[1] are
 // pairs (g, 2t), (g, 2t + 1) and c[2], c[3] the same columns in row g + 8; m16n8k4: a = {(g, t), (g + 8, t)},
-// b = {(t, g)}; m16n8k8: a = {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b = {(t, g), (t + 4, g)}.
+// b = {(t, g)}; m16n8k8: a = {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b = {(t, g), (t + 4, g)};
+// m16n8k16 (SHAPE 3) the same pattern over four groups of 4 classes: a[2u], a[2u + 1] = (g, t + 4u),
+// (g + 8, t + 4u) and b[u] = (t + 4u, g), u < 4 (the sweep's error check and the CUDA tests confirm it).
 template <int SHAPE>
 __device__ __forceinline__ void mma_f64(double (&c)[4], const double* a, const double* b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -137,12 +161,19 @@ __device__ __forceinline__ void mma_f64(double (&c)[4], const double* a, const d
         "mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
         : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
         : "d"(a[0]), "d"(a[1]), "d"(b[0]));
-  } else {
+  } else if constexpr (SHAPE == 2) {
     asm volatile(
         "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
         "{%0, %1, %2, %3};\n"
         : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
         : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(b[0]), "d"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5, %6, %7, %8, %9, %10, %11}, "
+        "{%12, %13, %14, %15}, {%0, %1, %2, %3};\n"
+        : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
+        : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(a[4]), "d"(a[5]), "d"(a[6]), "d"(a[7]), "d"(b[0]), "d"(b[1]),
+          "d"(b[2]), "d"(b[3]));
   }
 #else
   __trap();  // (never launched: the host checks the device, see arch_ok)
@@ -174,10 +205,10 @@ __global__ void stage_fp64_kernel(View3 v, const double* inv_sum, int64_t n0, in
 }
 
 template <typename Cfg, int DIV>
-__global__ void __launch_bounds__(Cfg::kThreads)
-    fp64tc_kernel(const double* __restrict__ A, const double* __restrict__ B, int64_t mpa, int64_t mpb, int64_t ma,
-                  int64_t mb, int KC, int64_t nc, int64_t samples_per_split, bool symmetric, int tiles_j,
-                  double inv_norm, double* out) {
+__device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const double* __restrict__ B, int64_t mpa,
+                                            int64_t mpb, int64_t ma, int64_t mb, int KC, int64_t nc,
+                                            int64_t samples_per_split, bool symmetric, int tiles_j, double inv_norm,
+                                            double* out) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   using namespace nvcuda;
   constexpr int T = Cfg::T, WM = Cfg::WM, WN = Cfg::WN, KS = Cfg::KS;
@@ -299,7 +330,7 @@ __global__ void __launch_bounds__(Cfg::kThreads)
         }
         __syncwarp();
       }
-  } else {
+  } else if constexpr (Cfg::NST == 0) {
     // mma.sync m16n8k4 / m16n8k8: the fragment layout is documented, so operands are read from shared
     // memory per lane and results go out straight from the accumulators
     constexpr int KI = Cfg::kKSteps;
@@ -377,8 +408,139 @@ __global__ void __launch_bounds__(Cfg::kThreads)
           if (i < ma && j < mb && (!symmetric || j > i))
             atomicAdd(&out[i * mb + j], Traits<DIV>::finish(state[f][h][e], E[f][h][e]) * inv_norm);
         }
+  } else {
+    // The pipelined mma.sync path ("_s<NST>" instances): NST shared-memory stages with NST - 1 of them in
+    // flight and one barrier per stage (the buffer refilled at stage s is the one every warp finished
+    // reading at stage s - 1, before that barrier), and the k-steps of a stage fully unrolled; with PF the
+    // next k-step's operands are fetched from shared memory into a second register set before this
+    // k-step's instructions issue, so that the shared-memory reads do not wait on the sample-end branch.
+    // Same arithmetic, layouts and results as the path above.
+    constexpr int KI = Cfg::kKSteps, NST = Cfg::NST, STEPS = KS / KI;
+    const int g = lane / 4, t = lane % 4;
+    double bc[WM][WN][4], state[WM][WN][4];
+    int E[WM][WN][4];
+#pragma unroll
+    for (int f = 0; f < WM; ++f)
+#pragma unroll
+      for (int h = 0; h < WN; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          bc[f][h][e] = 0.0;
+          state[f][h][e] = Traits<DIV>::kInit;
+          E[f][h][e] = 0;
+        }
+
+    const int64_t stages = (q_end - q_begin + KS - 1) / KS;
+#pragma unroll
+    for (int s = 0; s < NST - 1; ++s) {
+      if (s < stages) {
+        load_stage(s, q_begin + (int64_t)s * KS);
+      } else {
+        cp_async_commit();  // an empty group keeps the wait_group count of the loop right
+      }
+    }
+    int next = NST - 1;  // the buffer of stage s + NST - 1
+    for (int64_t s = 0; s < stages; ++s) {
+      cp_async_wait<NST - 2>();  // this thread's copies of stage s are in
+      __syncthreads();           // everyone's are, and everyone has finished reading stage s - 1
+      if (s + NST - 1 < stages) {
+        load_stage(next, q_begin + (s + NST - 1) * KS);
+      } else {
+        cp_async_commit();
+      }
+      next = next + 1 == NST ? 0 : next + 1;
+      const int64_t q0 = q_begin + s * KS;
+      const double* sA = smem + buf * Cfg::kStage + wi * WM * 16 * 4 + g * 4 + t;
+      const double* sB = smem + buf * Cfg::kStage + Cfg::kOperand + wj * WN * 8 * 4 + g * 4 + t;
+      const int kn = (int)((q_end - q0) < KS ? (q_end - q0) : KS);  // (a multiple of KI: KC is)
+      double a[Cfg::PF ? 2 : 1][WM][2 * KI], b[Cfg::PF ? 2 : 1][WN][KI];
+      // operands of the k-steps ks .. ks + KI - 1 into register set r (past kn: stale, never used)
+      auto fetch = [&](int r, int ks) {
+#pragma unroll
+        for (int f = 0; f < WM; ++f)
+#pragma unroll
+          for (int u = 0; u < KI; ++u) {
+            a[r][f][2 * u] = sA[(ks + u) * T * 4 + f * 16 * 4];
+            a[r][f][2 * u + 1] = sA[(ks + u) * T * 4 + f * 16 * 4 + 8 * 4];
+          }
+#pragma unroll
+        for (int h = 0; h < WN; ++h)
+#pragma unroll
+          for (int u = 0; u < KI; ++u) b[r][h][u] = sB[(ks + u) * T * 4 + h * 8 * 4];
+      };
+      if constexpr (Cfg::PF) fetch(0, 0);
+#pragma unroll
+      for (int step = 0; step < STEPS; ++step) {
+        const int r = Cfg::PF ? step & 1 : 0;
+        if constexpr (Cfg::PF) {
+          if (step + 1 < STEPS) fetch(r ^ 1, (step + 1) * KI);
+        }
+        if (step * KI < kn) {  // (uniform over the block)
+          if constexpr (!Cfg::PF) fetch(0, step * KI);
+#pragma unroll
+          for (int f = 0; f < WM; ++f)
+#pragma unroll
+            for (int h = 0; h < WN; ++h) mma_f64<Cfg::SHAPE>(bc[f][h], a[r][f], b[r][h]);
+          kk += KI;
+          if (kk == KC) {  // a sample is complete
+            kk = 0;
+            const bool split = ++since_split == tc::kSplitEvery;
+            if (split) since_split = 0;
+#pragma unroll
+            for (int f = 0; f < WM; ++f)
+#pragma unroll
+              for (int h = 0; h < WN; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                  Traits<DIV>::add(state[f][h][e], E[f][h][e], bc[f][h][e], split);
+                  bc[f][h][e] = 0.0;
+                }
+          }
+        }
+      }
+      buf = buf + 1 == NST ? 0 : buf + 1;
+    }
+
+#pragma unroll
+    for (int f = 0; f < WM; ++f)
+#pragma unroll
+      for (int h = 0; h < WN; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = i0 + (wi * WM + f) * 16 + g + 8 * (e / 2), j = j0 + (wj * WN + h) * 8 + 2 * t + e % 2;
+          if (i < ma && j < mb && (!symmetric || j > i))
+            atomicAdd(&out[i * mb + j], Traits<DIV>::finish(state[f][h][e], E[f][h][e]) * inv_norm);
+        }
   }
 #endif
+}
+
+#define TG_FP64TC_PARAMS                                                                                        \
+  const double *__restrict__ A, const double *__restrict__ B, int64_t mpa, int64_t mpb, int64_t ma, int64_t mb, \
+      int KC, int64_t nc, int64_t samples_per_split, bool symmetric, int tiles_j, double inv_norm, double *out
+#define TG_FP64TC_ARGS A, B, mpa, mpb, ma, mb, KC, nc, samples_per_split, symmetric, tiles_j, inv_norm, out
+
+// The first instances' kernel, with the launch bounds (and so the register allocation) they were measured with.
+template <typename Cfg, int DIV>
+__global__ void __launch_bounds__(Cfg::kThreads) fp64tc_kernel(TG_FP64TC_PARAMS) {
+  fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
+}
+
+// The pipelined instances' kernel, capped at the registers that keep Cfg::min_blocks() blocks resident.
+template <typename Cfg, int DIV>
+__global__ void __launch_bounds__(Cfg::kThreads, Cfg::min_blocks()) fp64tc_kernel_pipelined(TG_FP64TC_PARAMS) {
+  fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
+}
+#undef TG_FP64TC_PARAMS
+#undef TG_FP64TC_ARGS
+
+template <typename Cfg, int DIV>
+constexpr auto kernel_of() {
+  if constexpr (Cfg::NST == 0) {
+    return fp64tc_kernel<Cfg, DIV>;
+  } else {
+    return fp64tc_kernel_pipelined<Cfg, DIV>;
+  }
 }
 
 __global__ void mirror_fp64tc_kernel(double* out, int64_t m) {
@@ -398,10 +560,10 @@ int blocks_per_sm() {
   static int cached = -1;
   if (cached < 0) {
     TG_CUDA_CHECK(
-        cudaFuncSetAttribute(fp64tc_kernel<Cfg, DIV>, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
+        cudaFuncSetAttribute(kernel_of<Cfg, DIV>(), cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes));
     int bps = 1;
     TG_CUDA_CHECK(
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, fp64tc_kernel<Cfg, DIV>, Cfg::kThreads, Cfg::kSmemBytes));
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&bps, kernel_of<Cfg, DIV>(), Cfg::kThreads, Cfg::kSmemBytes));
     cached = bps > 0 ? bps : 1;
   }
   return cached;
@@ -419,7 +581,7 @@ void stage(const View3& v, const double* inv_sum, int64_t n0, int64_t len, int K
 
 std::vector<std::string> fp64tc_configs() {
   std::vector<std::string> names;
-#define TG_FP64TC_NAME(T, WM, WN, KS, SHAPE) names.push_back(Config<T, WM, WN, KS, SHAPE>::name());
+#define TG_FP64TC_NAME(T, WM, WN, KS, SHAPE, NST, PF) names.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF>::name());
   TG_FP64TC_CONFIGS(TG_FP64TC_NAME)
 #undef TG_FP64TC_NAME
   return names;
@@ -427,7 +589,8 @@ std::vector<std::string> fp64tc_configs() {
 
 std::vector<int> fp64tc_config_archs() {
   std::vector<int> archs;
-#define TG_FP64TC_ARCH(T, WM, WN, KS, SHAPE) archs.push_back(Config<T, WM, WN, KS, SHAPE>::kMinArch / 10);
+#define TG_FP64TC_ARCH(T, WM, WN, KS, SHAPE, NST, PF) \
+  archs.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF>::kMinArch / 10);
   TG_FP64TC_CONFIGS(TG_FP64TC_ARCH)
 #undef TG_FP64TC_ARCH
   return archs;
@@ -498,8 +661,9 @@ void pairwise_fp64tc(const View3& a, const double* a_inv, const View3* b, const 
           const int64_t per_split = (len + sp - 1) / sp;
           sp = (int)((len + per_split - 1) / per_split);  // no empty splits
           dim3 grid((unsigned)tiles, 1, (unsigned)sp);
-          fp64tc_kernel<Cfg, D><<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(
-              As, Bs, mpa, mpb, ma, mb, KC, len, per_split, symmetric, tiles_j, inv_norm, out);
+          const auto kernel = kernel_of<Cfg, D>();
+          kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(As, Bs, mpa, mpb, ma, mb, KC, len, per_split,
+                                                                   symmetric, tiles_j, inv_norm, out);
           TG_CUDA_CHECK(cudaGetLastError());
         }
       });
