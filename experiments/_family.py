@@ -61,7 +61,12 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument("--seeds", type=int, default=seeds, help="seeds per configuration (default: %(default)s)")
     ap.add_argument("--checkpoints", type=int, default=16, help="checkpoints per run (default: %(default)s)")
     ap.add_argument("--eval-samples", type=int, default=2000, help="evaluation images (default: %(default)s)")
+    ap.add_argument(
+        "--train-per-class", type=int, default=0, help="training images per class, 0: all (default: %(default)s)"
+    )
     ap.add_argument("--imprint-samples", type=int, default=5000, help="imprinting images (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, help="samples per batch (default: the fast recipe's 1,024)")
+    ap.add_argument("--lr", type=float, help="peak learning rate (default: the fast recipe's 0.8)")
     ap.add_argument("--grid", type=int, default=24, help="progress values of the re-indexed runs (default: 24)")
     return ap
 
@@ -70,6 +75,7 @@ def smoke_settings(args) -> None:
     """Shrink everything for a CPU rehearsal (same code path)."""
     args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, 2, 3
     args.eval_samples, args.imprint_samples, args.grid, args.device = 100, 100, 6, "cpu"
+    args.train_per_class = 0
 
 
 def smoke_data(root: Path, per_class: int = 24, test_per_class: int = 10) -> str:
@@ -98,7 +104,11 @@ class Family:
         self.work = Path(args.work or tempfile.mkdtemp(prefix=f"taskgeom-{name}-"))
         self.log_file = open(self.out / "run.log", "a", encoding="utf-8")
         path = smoke_data(self.work / "data") if args.smoke else args.data_path
-        self.data = load(DataConfig(data="cifar10", data_path=path, eval_samples=args.eval_samples))
+        self.data = load(
+            DataConfig(
+                data="cifar10", data_path=path, eval_samples=args.eval_samples, train_per_class=args.train_per_class
+            )
+        )
         if eval_on_train:  # evaluate on training images (the paper's Figs. 4-5), class-balanced
             idx = balanced_subset(self.data.train[1], max(1, args.eval_samples // 10), np.random.default_rng(0))
             test = (self.data.train[0][idx], self.data.train[1][idx])
@@ -121,6 +131,7 @@ class Family:
         base.update(imprint_samples=a.imprint_samples, seed=run.seed, state_dir=str(self.work / "state"))
         if a.smoke:
             base.update(batch_size=64, lr=0.1)
+        base.update({k: v for k, v in (("batch_size", a.batch_size), ("lr", a.lr)) if v is not None})
         cfg = {**base, **run.settings}
         if run.init is not None:
             src, k = run.init
