@@ -94,6 +94,7 @@ def main():
                 device=args.device,
                 episodes_per_epoch=steps_per_epoch,
                 imprint_samples=min(args.imprint_samples, len(ytr)),
+                imprint_head=args.imprint_head,
                 **over,
             )
             runs.setdefault(name, []).append(

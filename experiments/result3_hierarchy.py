@@ -180,6 +180,12 @@ def main():
         help="training images used to imprint each checkpoint (default: %(default)s)",
     )
     ap.add_argument(
+        "--imprint-head",
+        choices=("cosine", "cosine-ml", "euclidean"),
+        default="cosine-ml",
+        help="imprinted head (taskgeom.imprint.HEADS) (default: %(default)s)",
+    )
+    ap.add_argument(
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
     )
     ap.add_argument(
@@ -205,6 +211,7 @@ def main():
             lr=args.lr,
             checkpoints=args.checkpoints,
             imprint_samples=args.imprint_samples,
+            imprint_head=args.imprint_head,
             device=args.device,
         )
         data = DataConfig(

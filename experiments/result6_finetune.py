@@ -54,6 +54,7 @@ def main():
         batch_size=args.batch_size,
         device=args.device,
         imprint_samples=min(args.imprint_samples, len(ytr)),
+        imprint_head=args.imprint_head,
     )
     sup = [
         train(
