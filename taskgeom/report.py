@@ -371,8 +371,9 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
             "the sign of their eigenvalue (−: time-like); "
             f"these 3 dimensions explain {100 * chi.get('3', float('nan')):.2f}% of the stress. "
             "Drag to rotate, scroll to zoom, click a legend entry to toggle a task and method. Hover gives the "
-            "epoch and accuracy (interpolated between checkpoints) and the true progress: where a run never "
-            "reached a grid value, its point is a copy of its nearest checkpoint and the hover says so.",
+            "epoch and accuracy (interpolated between checkpoints) and the true progress. The progress grid spans "
+            "only the progress the runs reach (never extrapolated); where one run did not reach a grid value "
+            "another did, its point is a copy of its nearest checkpoint and the hover says so.",
         ),
         "<h2>Explained stress</h2>",
         _figure(
@@ -396,8 +397,8 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
                 "tg-distance",
                 f"Figure 4 (the paper's Figs. 3b and 7b). Distance between each task's mean trajectory and "
                 f"that of '{html.escape(res.reference_task)}', over the mean of their tube radii (Remark 5), "
-                "against progress, up to the progress both tasks reached (beyond it the runs are padded with "
-                "their final models); below the dotted line at 1 the tubes intersect. Darker band: 95% bootstrap "
+                "against progress, over the progress every seed of both tasks reached (elsewhere a run would be "
+                "padded with its first or last model, so nothing is drawn); below the dotted line at 1 the tubes intersect. Darker band: 95% bootstrap "
                 "interval over evaluation samples (200 replicates, per-sample terms reweighted). Lighter band: "
                 "the seed spread, min to max over the task's seeds of the same ratio with one seed in place "
                 "of the mean (not a confidence interval).",

@@ -18,6 +18,7 @@ from ._validate import as_tensor, check_labels, check_probabilities, same_events
 from .geometry import progress as _progress
 
 __all__ = [
+    "progress_grid",
     "reindex",
     "trajectory_distance",
     "riemann_length",
@@ -51,6 +52,36 @@ def _grid(grid) -> torch.Tensor:
     if g.dim() != 1 or bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
         raise ValueError("grid must be an int or a 1-d array of progress values in [0, 1]")
     return g
+
+
+def progress_grid(checkpoint_progress, points: int, shared: bool = False) -> np.ndarray:
+    """Evenly spaced progress values over the range that trajectories actually reach (Remark 4 without
+    extrapolation): the grid for :func:`reindex` when trajectories are compared.
+
+    ``checkpoint_progress``: one array of per-checkpoint progress per trajectory. A trajectory reaches
+    every value between its lowest and highest progress (successive checkpoints are joined by geodesics,
+    along which progress is continuous). ``shared=False``: ``points`` values from the lowest to the highest
+    progress any trajectory reaches, keeping only values that some trajectory reaches (so a gap between
+    disjoint ranges is left out); ``shared=True``: from the highest start to the lowest end, the range every
+    trajectory reaches (a ValueError if there is none). Returns float64 (at most ``points`` values).
+    """
+    if int(points) < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    ranges = []
+    for k, tk in enumerate(checkpoint_progress):
+        tk = np.asarray(tk, dtype=np.float64).ravel()
+        if tk.size == 0 or not np.isfinite(tk).all():
+            raise ValueError(f"checkpoint_progress[{k}] must be a non-empty array of finite progress values")
+        ranges.append((tk.min(), tk.max()))
+    if not ranges:
+        raise ValueError("checkpoint_progress holds no trajectory")
+    lo, hi = np.array(ranges).T
+    a, b = (lo.max(), hi.min()) if shared else (lo.min(), hi.max())
+    if a > b:
+        raise ValueError(f"the trajectories share no progress range (highest start {a:.4g} > lowest end {b:.4g})")
+    g = np.linspace(a, b, int(points)) if points > 1 else np.array([a])
+    reached = ((lo[None] <= g[:, None]) & (g[:, None] <= hi[None])).any(1)
+    return g[reached]
 
 
 def _segment_progress(alpha0, beta0, alpha1, beta1, phi, lam, theta0):
