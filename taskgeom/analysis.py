@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import bootstrap as _bootstrap
 from . import embedding as _embedding
-from . import geometry, trajectories
+from . import geometry, reference, trajectories
 
 __all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances", "reached_mask"]
 
@@ -76,6 +77,7 @@ class PictureResult:
     task_distances: dict
     per_class_progress: dict
     embedding: EmbeddingView
+    uncertainty: dict = field(default_factory=dict)  # bootstrap intervals (see :func:`analyse`)
     seconds: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)
     report: str | None = None
@@ -100,6 +102,8 @@ class PictureResult:
             "task_distances": self.task_distances,
             "per_class_progress": self.per_class_progress,
         }
+        if self.uncertainty:
+            out["uncertainty"] = self.uncertainty
         if self.seconds:
             out["seconds"] = self.seconds
         if self.figures:
@@ -265,7 +269,17 @@ def _masked(values, keep) -> list:
     return [float(v) if k else None for v, k in zip(np.asarray(values, dtype=float), keep)]
 
 
-def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", device="cpu") -> PictureResult:
+def analyse(
+    store,
+    eval_set: str,
+    tasks,
+    grid: int,
+    backend: str = "auto",
+    device="cpu",
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PictureResult:
     """Analyse the supervised trajectories of ``tasks`` on ``eval_set`` (see the module docstring).
 
     ``grid``: the number of progress values; they span the progress the trajectories reach (never
@@ -273,6 +287,11 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
     the values every seed of both reaches (:func:`reached_mask`). ``device``: where the geometry runs
     (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is one); ``backend`` as in
     :func:`taskgeom.pairwise_distances`.
+
+    Uncertainty: ``n_boot`` bootstrap replicates (0: none) over evaluation samples, and over seeds for
+    tasks with at least three, computed by reweighting per-sample terms (:mod:`taskgeom.bootstrap`) with
+    one generator seeded by ``seed``; ``level`` percentile intervals of the final progress, explained
+    stress, tube radii, normalised distance curves and distances between tasks (``uncertainty``).
     """
     device = _device(device)
     labels = store.eval_set(eval_set).labels
@@ -293,7 +312,15 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
     ref = "all" if "all" in families else next(iter(families))
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
-    return PictureResult(
+    boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})
+    shared = _shared_reindexer(
+        {t: [trajs[i] for i in idx] for t, idx in members.items()},
+        {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()},
+        labels,
+        grid,
+        device,
+    )
+    res = PictureResult(
         eval_set=eval_set,
         n=int(labels.size),
         c=c,
@@ -308,25 +335,67 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
             t: _masked(trajectories.normalized_distance(families[t], families[ref]), both[t]) for t in others
         },
         normalized_distance_spread={t: _seed_spread(families[t], families[ref], both[t]) for t in others},
-        normalized_distance_interval={t: _interval(families[t], families[ref], both[t]) for t in others},
+        normalized_distance_interval={t: _interval(families[t], families[ref], both[t], boot, t, ref) for t in others},
         tube_radius={t: _masked(trajectories.tube_radius(fam), reached[t]) for t, fam in families.items()},
         grid=acc["grid"].tolist(),
         reached={t: m.tolist() for t, m in reached.items()},
-        task_distances=task_distances(
-            families,
-            acc["final"],
-            acc["grid"],
-            shared=_shared_reindexer(
-                {t: [trajs[i] for i in idx] for t, idx in members.items()},
-                {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()},
-                labels,
-                grid,
-                device,
-            ),
-        ),
+        task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         embedding=_view(emb, flat, families, acc, labels, c),
     )
+    if boot.n_boot:
+        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, R, labels, device, res)
+    return res
+
+
+class _Boot:
+    """The bootstrap of one analysis: sample counts (B, N) shared by every statistic, seed counts
+    (B, K) per task (ones below :data:`taskgeom.bootstrap.MIN_SEEDS` seeds), from one seeded generator."""
+
+    def __init__(self, n: int, n_boot: int, level: float, seed: int, seeds_per_task: dict):
+        if int(n_boot) < 0:
+            raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+        self.n_boot, self.level, self.seed = int(n_boot), float(level), int(seed)
+        rng = np.random.default_rng(seed)
+        self.w = _bootstrap.sample_weights(n, n_boot, rng) if n_boot else None
+        self.seeds = {t: _bootstrap.seed_weights(k, n_boot, rng) for t, k in seeds_per_task.items()} if n_boot else {}
+
+    def over(self, task: str | None = None) -> str:
+        many = [t for t, s in self.seeds.items() if s.shape[1] >= _bootstrap.MIN_SEEDS]
+        if task is None:
+            return "evaluation samples" + (f"; seeds of {', '.join(many)}" if many else "")
+        return "evaluation samples" + (" and seeds" if task in many else "")
+
+
+def _uncertainty(boot: _Boot, trajs, members, families, reached, R, labels, device, res) -> dict:
+    """Bootstrap intervals of the final progress, explained stress and tube radii (see :func:`analyse`)."""
+    prog = {}
+    for task, idx in members.items():
+        finals = np.stack([np.asarray(_load(trajs[i], torch.device("cpu"))[-1]) for i in idx])
+        reps = _np(_bootstrap.progress_replicates(finals, labels, boot.w))  # (K, B)
+        mean = (boot.seeds[task].T * reps).sum(0) / len(idx)
+        prog[task] = {**_bootstrap.summary(mean, boot.level), "over": boot.over(task)}
+    ks = [int(k) for k in res.explained_stress]
+    chi = _bootstrap.stress_replicates(R.reshape(-1, R.shape[2], R.shape[3]), boot.w, k=max(ks))
+    radius = {
+        t: {
+            **_bootstrap.summary(
+                trajectories.tube_radius_replicates(fam, boot.w, boot.seeds[t]), boot.level, reached[t]
+            ),
+            "over": boot.over(t),
+        }
+        for t, fam in families.items()
+    }
+    return {
+        "level": boot.level,
+        "replicates": boot.n_boot,
+        "seed": boot.seed,
+        "method": "percentile bootstrap, per-sample terms reweighted by multinomial counts (mean trajectories fixed)",
+        "over": boot.over(),
+        "progress_on_union_task": prog,
+        "explained_stress": {str(k): _bootstrap.summary(chi[:, k - 1], boot.level) for k in ks},
+        "tube_radius": radius,
+    }
 
 
 def reached_mask(res, task: str) -> np.ndarray:
@@ -341,17 +410,15 @@ def reached_mask(res, task: str) -> np.ndarray:
     return np.asarray(res.grid) <= limit + 1e-12
 
 
-def _interval(fam: np.ndarray, ref: np.ndarray, keep, n_boot: int = 200, level: float = 0.95) -> dict:
-    """95% bootstrap interval over evaluation samples of the normalised distance curve (reweighted per-sample
-    terms: :func:`taskgeom.trajectories.normalized_distance_interval`), None outside ``keep``."""
-    ci = trajectories.normalized_distance_interval(fam, ref, n_boot=n_boot, level=level, seed=0)
-    return {
-        "low": _masked(ci["low"], keep),
-        "high": _masked(ci["high"], keep),
-        "level": level,
-        "replicates": n_boot,
-        "over": "evaluation samples",
-    }
+def _interval(fam: np.ndarray, ref: np.ndarray, keep, boot: _Boot, task: str, ref_task: str) -> dict:
+    """Bootstrap interval of the normalised distance curve (reweighted per-sample terms:
+    :func:`taskgeom.trajectories.normalized_distance_replicates`), None outside ``keep``; {} without
+    replicates."""
+    if not boot.n_boot:
+        return {}
+    reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
+    over = "evaluation samples" + (" and seeds" if "seeds" in boot.over(task) + boot.over(ref_task) else "")
+    return {**_bootstrap.summary(reps, boot.level, keep), "level": boot.level, "replicates": boot.n_boot, "over": over}
 
 
 def _seed_spread(fam: np.ndarray, ref: np.ndarray, keep) -> dict:
@@ -396,7 +463,36 @@ def _shared_reindexer(trajs_by_task: dict, progs: dict, labels, points: int, dev
     return shared
 
 
-def task_distances(families: dict, final_progress: dict, grid: np.ndarray, shared=None) -> dict:
+def _compare_pair(pair, boot) -> tuple:
+    """Normalised and Bhattacharyya distance of two families over their shared grid (means over it), and
+    their bootstrap replicates (B,) over evaluation samples (None without a bootstrap)."""
+    if pair is None:
+        return math.nan, math.nan, None, None
+    means = [torch.as_tensor(f.astype(np.float64).mean(0)) for f in pair]
+    nd = float(np.mean(trajectories.normalized_distance(*pair)))
+    db = float(reference.bhattacharyya(*means).mean())
+    if boot is None or not boot.n_boot:
+        return nd, db, None, None
+    with np.errstate(invalid="ignore"):
+        nd_reps = trajectories.normalized_distance_replicates(*pair, boot.w).mean(0)
+    db_reps = _np(_bootstrap.reweighted_mean(reference.bhattacharyya_per_sample(*means), boot.w)).mean(0)
+    return nd, db, nd_reps, db_reps
+
+
+def _matrix_intervals(reps: dict, names: list, boot) -> dict:
+    """``{"low", "high"}`` matrices from the replicates of each pair ``(i, j)`` (0 on the diagonal)."""
+    k = len(names)
+    lo, hi = np.zeros((k, k)), np.zeros((k, k))
+    for (i, j), r in reps.items():
+        if r is None:
+            lo[i, j] = lo[j, i] = hi[i, j] = hi[j, i] = math.nan
+            continue
+        lo[i, j], hi[i, j] = _bootstrap.percentile_interval(r, boot.level)
+        lo[j, i], hi[j, i] = lo[i, j], hi[i, j]
+    return {"low": lo.tolist(), "high": hi.tolist(), "level": boot.level, "over": "evaluation samples"}
+
+
+def task_distances(families: dict, final_progress: dict, grid: np.ndarray, shared=None, boot=None) -> dict:
     """Distances between every pair of task families, over the progress both reach.
 
     ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. Each pair is compared over the
@@ -404,36 +500,33 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
     to its first or last model): ``shared(a, b)`` (as :func:`analyse` passes) returns the two families
     re-indexed on a grid over that shared range; without it, the common grid's values up to the smaller
     of the two tasks' final progress are used. Where the two share no progress the trajectory
-    comparisons are NaN (``points_compared`` 0). Reported: ``normalized``, the
-    mean over that range of the symmetrised Remark 5 ratio (distance between mean trajectories over the
-    mean of the two tube radii), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
-    trajectories. ``normalized_final`` and ``bhattacharyya_final`` compare the final models (the last
-    checkpoints) the same way: the comparison that still says something when a task reaches little
-    progress on the union task.
+    comparisons are NaN (``points_compared`` 0). Reported: ``normalized``, the mean over that range of
+    the Remark 5 ratio at each progress (distance between mean trajectories over the mean of the two tube
+    radii at that progress), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
+    trajectories; with a bootstrap (``boot``, from :func:`analyse`) also their intervals over evaluation
+    samples (``normalized_interval``, ``bhattacharyya_interval``). ``normalized_final`` and
+    ``bhattacharyya_final`` compare the final models (the last checkpoints) the same way: the comparison
+    that still says something when a task reaches little progress on the union task.
     """
     names = list(families)
     k = len(names)
     nd, db, nd_end, db_end = (np.zeros((k, k)) for _ in range(4))
     reach = {t: float(min(final_progress[t])) for t in names}
     means = {t: families[t].astype(np.float64).mean(0) for t in names}
-    points = {}
+    points, nd_reps, db_reps = {}, {}, {}
     for i, a in enumerate(names):
         for j in range(i + 1, k):
             b = names[j]
             pair = _pair_families(families, grid, reach, shared, a, b)
             points[f"{a}|{b}"] = 0 if pair is None else int(pair[0].shape[1])
-            nd[i, j] = nd[j, i] = math.nan if pair is None else float(np.mean(trajectories.normalized_distance(*pair)))
-            db[i, j] = db[j, i] = (
-                math.nan
-                if pair is None
-                else float(np.mean(geometry.bhattacharyya(*(f.astype(np.float64).mean(0) for f in pair))))
-            )
+            nd[i, j], db[i, j], nd_reps[i, j], db_reps[i, j] = _compare_pair(pair, boot)
+            nd[j, i], db[j, i] = nd[i, j], db[i, j]
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
             nd_end[i, j] = nd_end[j, i] = float(
                 trajectories.normalized_distance(families[a][:, -1:], families[b][:, -1:])[0]
             )
             db_end[i, j] = db_end[j, i] = float(geometry.bhattacharyya(means[a][-1], means[b][-1]))
-    return {
+    out = {
         "tasks": names,
         "normalized": nd.tolist(),
         "bhattacharyya": db.tolist(),
@@ -442,3 +535,7 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
         "progress_reached": reach,
         "points_compared": points,
     }
+    if boot is not None and boot.n_boot:
+        out["normalized_interval"] = _matrix_intervals(nd_reps, names, boot)
+        out["bhattacharyya_interval"] = _matrix_intervals(db_reps, names, boot)
+    return out
