@@ -22,23 +22,30 @@ HEADS = ("cosine", "cosine-ml", "euclidean")
 TEMPERATURE_BOUNDS = (1e-6, 1e6)
 
 
-def _nll_derivatives(z: torch.Tensor, y: torch.Tensor, s: float):
-    """Mean negative log-likelihood of ``softmax(s z)`` at labels ``y``, and its first two derivatives
-    in ``s``: ``E_p[z] - z_y`` and ``Var_p[z]`` averaged over samples (so it is convex in ``s``)."""
+def _nll_derivatives(z: torch.Tensor, y: torch.Tensor, s: float, eps: float):
+    """Mean cross-entropy of ``softmax(s z)`` against the labels ``y`` smoothed by ``eps`` (``z`` centred
+    per row, so the smoothed target's logit is ``(1 - eps) z_y``), and its first two derivatives in ``s``:
+    ``E_p[z] - (1 - eps) z_y`` and ``Var_p[z]`` averaged over samples (so it is convex in ``s``)."""
     p = torch.softmax(s * z, dim=1)
-    zy = z.gather(1, y[:, None]).squeeze(1)
+    zy = (1.0 - eps) * z.gather(1, y[:, None]).squeeze(1)
     ez = (p * z).sum(1)
     nll = float((torch.logsumexp(s * z, dim=1) - s * zy).mean())
     return nll, float((ez - zy).mean()), float(((p * z * z).sum(1) - ez * ez).mean())
 
 
-def fit_temperature(logits, labels, bounds=TEMPERATURE_BOUNDS, tol: float = 1e-10) -> float:
+def fit_temperature(
+    logits, labels, bounds=TEMPERATURE_BOUNDS, smoothing: float | None = None, tol: float = 1e-10
+) -> float:
     """The scale ``s`` maximising the likelihood ``mean_n log softmax(s z_n)[y_n]`` (float64).
 
-    The negative log-likelihood is convex in ``s``; its minimiser is the root of ``E_p[z] - z_y``
-    (increasing in ``s``), found by Newton steps in ``u = log s`` safeguarded by bisection on the bracket
-    ``bounds``. Where the likelihood still rises at the upper bound (separable samples) the bound is
-    returned, where it falls at the lower bound the lower bound.
+    ``smoothing``: the labels are smoothed by ``eps`` (mass ``eps`` spread evenly over the classes), by
+    default ``1 / N``, one pseudo-count as in Laplace's rule: without it the maximum-likelihood
+    temperature is infinite when the imprinting samples are separable (every prediction would become
+    one-hot), while for thousands of non-separable samples it moves the fit negligibly; 0 gives the plain
+    maximum-likelihood fit. The objective is convex in ``s``; its minimiser is the root of
+    ``E_p[z] - (1 - eps) z_y`` (increasing in ``s``), found by Newton steps in ``u = log s`` safeguarded
+    by bisection on the bracket ``bounds``. Where the likelihood still rises at the upper bound the bound
+    is returned, where it falls at the lower bound the lower bound.
     """
     z, _ = as_tensor(logits, "logits")
     z = z.to(torch.float64)
@@ -47,16 +54,19 @@ def fit_temperature(logits, labels, bounds=TEMPERATURE_BOUNDS, tol: float = 1e-1
     y = check_labels(labels, z.shape[0], z.shape[1]).to(z.device)
     if not 0 < bounds[0] < bounds[1] < math.inf:
         raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds}")
+    eps = 1.0 / z.shape[0] if smoothing is None else float(smoothing)
+    if not 0 <= eps < 1:
+        raise ValueError(f"smoothing must be in [0, 1), got {smoothing}")
     z = z - z.mean(1, keepdim=True)  # softmax is invariant to a per-row shift
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
-    if _nll_derivatives(z, y, bounds[1])[1] <= 0:
+    if _nll_derivatives(z, y, bounds[1], eps)[1] <= 0:
         return float(bounds[1])
-    if _nll_derivatives(z, y, bounds[0])[1] >= 0:
+    if _nll_derivatives(z, y, bounds[0], eps)[1] >= 0:
         return float(bounds[0])
     u = 0.0 if lo < 0 < hi else 0.5 * (lo + hi)
     for _ in range(200):
         s = math.exp(u)
-        _, g, h = _nll_derivatives(z, y, s)
+        _, g, h = _nll_derivatives(z, y, s, eps)
         if g > 0:
             hi = u
         else:
@@ -113,8 +123,8 @@ def imprint(
         class c, the direction of largest cosine similarity to the class; logits are ``w_c . phi(x)``
         (eq. 12), the feature norm acting as the temperature (``normalize_features=True`` divides it out,
         for pure cosine logits). ``"cosine-ml"``: the same rows, the logits multiplied by one scalar
-        temperature fitted by maximum likelihood on the imprinting samples themselves
-        (:func:`fit_temperature`; App. D reads imprinting as a likelihood: eq. 7 at scale 1 can be very
+        temperature fitted by maximum likelihood on the imprinting samples themselves, labels smoothed by
+        one pseudo-count (:func:`fit_temperature`; App. D reads imprinting as a likelihood: eq. 7 at scale 1 can be very
         soft when features point in similar directions). ``"euclidean"``: logits ``-||phi(x) - mu_c||^2``
         to the class means, as in the authors' released code.
     scale : multiplies the logits (a temperature); for ``"cosine-ml"`` it multiplies the fitted one.

@@ -25,24 +25,40 @@ def _features(seed=0, n=400, c=5, f=16, shift=1.0):
 def test_fitted_temperature_maximises_the_likelihood():
     feats, y = _features()
     z = np.asarray(tg.imprint(feats, y, 5, head="cosine").logits(feats))
-    s = fit_temperature(z, y)
+    s = fit_temperature(z, y, smoothing=0.0)
     grid = np.geomspace(s / 20, s * 20, 4001)
     values = [_nll(z, y, g) for g in grid]
     assert _nll(z, y, s) <= min(values) + 1e-12
     assert abs(np.log(grid[int(np.argmin(values))] / s)) < 2 * np.log(grid[1] / grid[0])
-    head = tg.imprint(feats, y, 5, head="cosine-ml")
-    assert head.scale == pytest.approx(s, rel=1e-9)
+    head = tg.imprint(feats, y, 5, head="cosine-ml")  # one pseudo-count of smoothing: close to the ML fit
+    assert head.scale == pytest.approx(fit_temperature(z, y), rel=1e-9) and head.scale == pytest.approx(s, rel=0.05)
     assert _nll(z, y, s) < _nll(z, y, 1.0)  # eq. 7 at scale 1 is a worse likelihood here
+
+
+def test_smoothed_fit_minimises_the_smoothed_cross_entropy_and_stays_finite():
+    feats, y = _features(4, shift=30.0)  # separable: the plain likelihood rises without end
+    z = np.asarray(tg.imprint(feats, y, 5, head="cosine").logits(feats))
+    assert fit_temperature(z, y, smoothing=0.0) == 1e6
+    s = fit_temperature(z, y)
+    eps, zc = 1 / len(y), z - z.mean(1, keepdims=True)
+
+    def smoothed(t):
+        return _nll(z, y, t) + eps * t * zc[np.arange(len(y)), y].mean()
+
+    grid = np.geomspace(s / 20, s * 20, 4001)
+    assert s < 1e3 and smoothed(s) <= min(smoothed(g) for g in grid) + 1e-12
 
 
 def test_fit_temperature_bounds_and_errors():
     z = np.array([[2.0, 0.0], [0.0, 2.0]])  # separable: the likelihood rises without end
-    assert fit_temperature(z, [0, 1], bounds=(1e-3, 50.0)) == 50.0
+    assert fit_temperature(z, [0, 1], bounds=(1e-3, 50.0), smoothing=0.0) == 50.0
     assert fit_temperature(z, [1, 0], bounds=(1e-3, 50.0)) == 1e-3  # every sample on the wrong side
     with pytest.raises(ValueError, match="logits"):
         fit_temperature(np.zeros(3), [0, 1, 0])
     with pytest.raises(ValueError, match="bounds"):
         fit_temperature(z, [0, 1], bounds=(1.0, 0.5))
+    with pytest.raises(ValueError, match="smoothing"):
+        fit_temperature(z, [0, 1], smoothing=1.0)
 
 
 @pytest.mark.parametrize("head", HEADS)
