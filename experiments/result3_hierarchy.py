@@ -85,8 +85,9 @@ def analyse(td: dict) -> dict:
     }
     for key, m in (("tree_distance", tree), ("class_overlap_distance", overlap)):
         for dist, d in (("normalized", nd), ("bhattacharyya", db), ("normalized_final", nd_end)):
-            rho, pval = spearmanr(m[iu], d[iu])
-            out[f"spearman_{dist}_vs_{key}"] = {"rho": float(rho), "p": float(pval), "pairs": int(len(iu[0]))}
+            ok = np.isfinite(d[iu])  # pairs without a shared progress range are NaN: left out
+            rho, pval = spearmanr(m[iu][ok], d[iu][ok]) if ok.sum() >= 3 else (np.nan, np.nan)
+            out[f"spearman_{dist}_vs_{key}"] = {"rho": float(rho), "p": float(pval), "pairs": int(ok.sum())}
     nearest = {}
     for i, a in enumerate(names):
         others = [j for j in range(len(names)) if j != i]

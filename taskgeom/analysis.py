@@ -4,7 +4,10 @@ For every trajectory recorded on an evaluation set: progress (eq. 4), re-indexin
 grid (Remark 4), Riemann length (eq. 6) and per-class progress; for all of them together: the pairwise
 distances of the re-indexed points, the InPCA embedding and explained stress (eqs. 9-11); per task: mean
 trajectories, tube radii and normalised distances (Remark 5, App. G), and distances between every pair
-of tasks. :class:`PictureResult` is what the plots, the report and the command line consume.
+of tasks. The grid spans only the progress the trajectories reach, and two tasks are compared only over
+the progress every seed of both reaches. Bootstrap intervals (:mod:`taskgeom.bootstrap`) come from
+reweighting per-sample terms. :class:`PictureResult` is what the plots, the report and the command line
+consume.
 """
 
 from __future__ import annotations

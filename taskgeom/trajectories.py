@@ -2,8 +2,11 @@
 (eqs. 3-6, Remark 5, Appendix G).
 
 A trajectory is a sequence of checkpoints ``(T, N, C)``. :func:`reindex` turns it into ``G`` models
-at evenly spaced progress; every other function here works on re-indexed trajectories ``(G, N, C)``
-or families of them ``(K, G, N, C)`` sharing one grid.
+at evenly spaced progress, on a grid over the progress the trajectories reach (:func:`progress_grid`);
+every other function here works on re-indexed trajectories ``(G, N, C)`` or families of them
+``(K, G, N, C)`` sharing one grid. :func:`normalized_distance` is the one Remark 5 ratio (tube radii at
+each progress); ``*_replicates`` give its and the tube radius's bootstrap replicates by reweighting
+per-sample terms.
 """
 
 from __future__ import annotations
