@@ -80,3 +80,10 @@ def test_seeded_and_checked():
         bs.percentile_interval(np.zeros(5), level=1.5)
     with pytest.raises(ValueError, match="weights must be"):
         bs.reweighted_mean(np.zeros((3, 5)), np.ones((2, 4)))
+
+
+def test_stress_of_many_points_by_lanczos_matches_all_eigenvalues():
+    pts = torch.softmax(torch.randn(240, 30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    ones = np.ones((1, 30))
+    chi = tg.inpca(reference.pairwise_distances(pts)).explained_stress()[:5]
+    np.testing.assert_allclose(bs.stress_replicates(pts, ones, k=5)[0], chi, atol=1e-9)
