@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from taskgeom import config
 from taskgeom.data import datasets
+from taskgeom.imprint import HEADS
 
 #: the two disjoint sub-tasks used where an experiment needs them, per dataset (on CIFAR-10 the paper's
 #: binary tasks of Results 6 and 7)
@@ -22,6 +23,13 @@ def add_data_arguments(ap) -> None:
         type=config.positive_int,
         default=5000,
         help="training images used to imprint each checkpoint onto the union task (default: 5000)",
+    )
+    ap.add_argument(
+        "--imprint-head",
+        choices=HEADS,
+        default="cosine-ml",
+        help="imprinted head: cosine (eq. 7 as printed), cosine-ml (maximum-likelihood temperature) or "
+        "euclidean (the authors' code) (default: %(default)s)",
     )
 
 

@@ -56,6 +56,18 @@ PRESETS = {
 }
 
 
+def shared_curve(probs_a, probs_b, progress, labels, points: int) -> dict:
+    """Remark 5 between two families as a curve over the progress every run of both reaches (both
+    re-indexed afresh on that shared range; never extrapolated): ``{"progress", "value"}``, empty lists
+    where they share no progress."""
+    try:
+        grid = tg.trajectories.progress_grid(progress, points, shared=True)
+    except ValueError:
+        return {"progress": [], "value": []}
+    fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in ps]) for ps in (probs_a, probs_b)]
+    return {"progress": grid.tolist(), "value": np.asarray(tg.normalized_distance(*fams)).tolist()}
+
+
 def main():
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
@@ -94,6 +106,7 @@ def main():
                 device=args.device,
                 episodes_per_epoch=steps_per_epoch,
                 imprint_samples=min(args.imprint_samples, len(ytr)),
+                imprint_head=args.imprint_head,
                 **over,
             )
             runs.setdefault(name, []).append(
@@ -110,21 +123,23 @@ def main():
             )
     res = {"preset": args.preset, "reference": reference, "families": {}}
     families = {}
+    probs = {name: [np.asarray(t.probs) for t in ts] for name, ts in runs.items()}
+    progress = {name: [np.asarray(tg.progress(p, yte)) for p in ps] for name, ps in probs.items()}
+    grid = tg.trajectories.progress_grid([p for ps in progress.values() for p in ps], args.grid)
     for name, ts in runs.items():
-        probs = [np.asarray(t.probs) for t in ts]
-        families[name] = np.stack([tg.reindex(p, yte, grid=args.grid).astype(np.float32) for p in probs])
+        families[name] = np.stack([tg.reindex(p, yte, grid=grid).astype(np.float32) for p in probs[name]])
         res["families"][name] = {
-            "final_progress": [float(tg.progress(p[-1], yte)) for p in probs],
-            "riemann_length": [tg.riemann_length(p) for p in probs],
+            "final_progress": [float(p[-1]) for p in progress[name]],
+            "riemann_length": [tg.riemann_length(p) for p in probs[name]],
             "final_accuracy": [t.checkpoints[-1]["accuracy"] for t in ts],
         }
     ref_len = np.mean(res["families"][reference]["riemann_length"])
     for f in res["families"].values():
         f["riemann_length_ratio_to_reference"] = float(np.mean(f["riemann_length"]) / ref_len)
-    res["grid"] = np.linspace(0, 1, args.grid).tolist()
+    res["grid"] = grid.tolist()  # the embedding's grid: progress some run reaches
     res["normalized_distance_to_reference"] = {
-        name: tg.normalized_distance(fam, families[reference]).tolist()
-        for name, fam in families.items()
+        name: shared_curve(probs[name], probs[reference], progress[name] + progress[reference], yte, args.grid)
+        for name in families
         if name != reference
     }
     (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
@@ -138,7 +153,7 @@ def main():
     allr = np.concatenate([families[n] for n in names])
     D = tg.pairwise_distances(allr.reshape(-1, allr.shape[2], allr.shape[3]))
     emb = tg.inpca(D, k=3)
-    X = emb.coords.reshape(len(allr), args.grid, 3)
+    X = emb.coords.reshape(len(allr), len(grid), 3)
     fig = plt.figure(figsize=(13, 5))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     k = 0
@@ -150,9 +165,9 @@ def main():
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
     for n, nd in res["normalized_distance_to_reference"].items():
-        ax2.plot(res["grid"], nd, color=f"C{names.index(n)}", label=f"{n} vs {reference}")
+        ax2.plot(nd["progress"], nd["value"], color=f"C{names.index(n)}", label=f"{n} vs {reference}")
     ax2.axhline(1.0, color="k", ls=":", lw=1)
-    ax2.set(xlabel="progress", ylabel="distance / mean tube radius", yscale="log", title="Remark 5")
+    ax2.set(xlabel="progress", ylabel="distance / tube radii at that progress", yscale="log", title="Remark 5")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"{args.preset}.png", dpi=110)

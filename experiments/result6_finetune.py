@@ -3,9 +3,11 @@
 A supervised run on all ten digits keeps the weights of every recorded checkpoint; from an early, a
 middle and the final one, models are fine-tuned on 0-4 and on 5-9 (on CIFAR-10 with ``--data cifar10``:
 on airplane-automobile and on bird-cat, as in the paper). Every fine-tuned checkpoint is
-imprinted onto the ten-digit task, and its distance to the supervised trajectory is the smallest d_B to
-any point of the re-indexed supervised trajectory. Reports how far the fine-tuned models move from it
-(relative to the supervised trajectory's own tube of seeds) and their progress on the union task.
+imprinted onto the ten-digit task. The fine-tuned family (one run per supervised seed) and the supervised
+family are re-indexed on a grid over the progress every run of both reaches, and their normalised distance
+(Remark 5: the distance between the mean trajectories at each progress over the two tube radii at that
+progress, tg.normalized_distance) is reported as a curve over progress, as in the paper's Figs. 3b and
+7b, with a bootstrap interval; and their progress on the union task.
 
     python experiments/result6_finetune.py --out runs/result6      # about a minute on 2 CPU cores
     python experiments/result6_finetune.py --data cifar10 --data-path ../shared/data/cifar10 --out runs/r6c
@@ -26,6 +28,57 @@ from taskgeom.train import TrainConfig, train
 from _data import SUBTASKS, add_data_arguments, load
 
 
+def compare(ft_probs, sup_probs, labels, args) -> dict:
+    """The fine-tuned family against the supervised one (Remark 5, as the paper's Figs. 3b and 7b): both
+    re-indexed on a grid over the progress every run of both reaches, and the normalised distance
+    (tg.normalized_distance: each tube radius at its own progress) as a curve over it, with a bootstrap
+    interval over evaluation samples (per-sample terms reweighted)."""
+    prog = [np.asarray(tg.progress(p, labels)) for p in ft_probs]
+    out = {
+        "start_progress": float(np.mean([p[0] for p in prog])),
+        "final_progress": float(np.mean([p[-1] for p in prog])),
+        "grid": [],
+        "normalized_distance": [],
+    }
+    sup_prog = [np.asarray(tg.progress(p, labels)) for p in sup_probs]
+    try:
+        grid = tg.trajectories.progress_grid(prog + sup_prog, args.grid, shared=True)
+    except ValueError:
+        return out  # the fine-tuned runs never reach progress the supervised ones did
+    fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in group]) for group in (ft_probs, sup_probs)]
+    ci = tg.trajectories.normalized_distance_interval(*fams, n_boot=args.n_boot, seed=0)
+    out.update(
+        grid=grid.tolist(),
+        normalized_distance=np.asarray(tg.normalized_distance(*fams)).tolist(),
+        interval={"low": ci["low"].tolist(), "high": ci["high"].tolist(), "level": 0.95, "over": "evaluation samples"},
+        tube_radius_supervised=np.asarray(tg.tube_radius(fams[1])).tolist(),
+    )
+    return out
+
+
+def plot(res: dict, path: Path) -> None:
+    """The normalised distance curves over progress with their bootstrap bands (as Figs. 3b and 7b)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (name, r) in enumerate(res["finetuned"].items()):
+        y = np.asarray(r["normalized_distance"], dtype=float)
+        if y.size == 0 or not np.isfinite(y).any():
+            continue
+        ax.plot(r["grid"], y, color=f"C{i}", label=name)
+        ax.fill_between(r["grid"], r["interval"]["low"], r["interval"]["high"], color=f"C{i}", alpha=0.2)
+    ax.axhline(1.0, color="k", ls=":", lw=1)
+    ax.set(xlabel="progress on the union task", ylabel="distance / tube radii (Remark 5)", yscale="log")
+    ax.set_title("Fine-tuned against supervised trajectories")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="result6", help="output folder (default: %(default)s)")
@@ -39,6 +92,9 @@ def main():
     )
     ap.add_argument(
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--n-boot", type=int, default=200, help="bootstrap replicates over evaluation samples (default: %(default)s)"
     )
     add_data_arguments(ap)
     args = ap.parse_args()
@@ -54,6 +110,7 @@ def main():
         batch_size=args.batch_size,
         device=args.device,
         imprint_samples=min(args.imprint_samples, len(ytr)),
+        imprint_head=args.imprint_head,
     )
     sup = [
         train(
@@ -68,22 +125,19 @@ def main():
         )
         for s in range(args.seeds)
     ]
-    family = np.stack([tg.reindex(np.asarray(t.probs), yte, grid=args.grid) for t in sup]).astype(np.float32)
-    mean_sup = family.astype(np.float64).mean(0)
-    radius = float(np.mean(tg.tube_radius(family)))
     n_ck = len(sup[0])
     starts = {"early": 3, "middle": n_ck // 2, "final": n_ck - 1}
+    sup_probs = [np.asarray(t.probs) for t in sup]
     res = {
-        "supervised": {
-            "final_progress": float(np.mean([tg.progress(np.asarray(t.probs)[-1], yte) for t in sup])),
-            "mean_tube_radius": radius,
-        },
+        "supervised": {"final_progress": float(np.mean([tg.progress(p[-1], yte) for p in sup_probs]))},
+        "normalisation": "Remark 5: 2 d_B(mean_ft(t), mean_sup(t)) / (r_ft(t) + r_sup(t)), radii at each progress t, "
+        "over the progress every run of both families reaches",
         "finetuned": {},
     }
     state_dir = out / "store" / "state"
     for where, k in starts.items():
         for task in SUBTASKS[args.data]:
-            rows = []
+            ft_probs = []
             for s, t in enumerate(sup):
                 init = state_dir / f"{t.id:06d}_ckpt{k:03d}.pt"
                 ft = train(
@@ -103,29 +157,23 @@ def main():
                     f"{task}:finetune-from-{where}",
                     progress_bar=False,
                 )
-                probs = np.asarray(ft.probs)
-                d = np.asarray(tg.pairwise_distances(probs, mean_sup))  # (checkpoints, grid)
-                rows.append(
-                    {
-                        "distance_to_supervised": d.min(1).tolist(),
-                        "progress": np.asarray(tg.progress(probs, yte)).tolist(),
-                    }
-                )
-            dist = np.array([r["distance_to_supervised"] for r in rows])
-            res["finetuned"][f"{task} from {where} (checkpoint {k})"] = {
-                "start_progress": float(np.mean([r["progress"][0] for r in rows])),
-                "final_progress": float(np.mean([r["progress"][-1] for r in rows])),
-                "final_distance_over_tube_radius": float(dist[:, -1].mean() / radius),
-                "max_distance_over_tube_radius": float(dist.max(1).mean() / radius),
-            }
+                ft_probs.append(np.asarray(ft.probs))
+            res["finetuned"][f"{task} from {where} (checkpoint {k})"] = compare(ft_probs, sup_probs, yte, args)
+    if args.seeds < 2:
+        res["warning"] = "one seed per family: both tube radii are 0, so the normalised distance is 0 or inf"
     (out / "result6.json").write_text(json.dumps(res, indent=2))
-    print(f"supervised: final progress {res['supervised']['final_progress']:.3f}, mean tube radius {radius:.2e}")
+    plot(res, out / "result6_normalized_distance.png")
+    print(f"supervised: final progress {res['supervised']['final_progress']:.3f}")
     for name, r in res["finetuned"].items():
-        print(
-            f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}, distance to the "
-            f"supervised trajectory {r['final_distance_over_tube_radius']:.1f} tube radii at the end"
+        curve = r["normalized_distance"]
+        where = (
+            f"normalised distance (Remark 5) {curve[0]:.2f} -> {curve[-1]:.2f} over progress "
+            f"{r['grid'][0]:.3f} - {r['grid'][-1]:.3f}"
+            if curve
+            else "no progress shared with the supervised runs"
         )
-    print(f"wrote {out / 'result6.json'}")
+        print(f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}; {where}")
+    print(f"wrote {out / 'result6.json'} and {out / 'result6_normalized_distance.png'}")
 
 
 if __name__ == "__main__":

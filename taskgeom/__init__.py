@@ -19,7 +19,7 @@ from .geometry import (
     progress,
     truth,
 )
-from .imprint import ImprintedHead, imprint
+from .imprint import ImprintedHead, fit_temperature, imprint
 from .large import LandmarkInPCA, inpca_on_device, inpca_out_of_core, landmark_inpca
 from .modelsets import ModelSet, open_models
 from .reference import BC_FLOOR, PROB_FLOOR
@@ -28,6 +28,7 @@ from .tiled import DistanceMatrix
 from .trajectories import (
     mean_trajectory,
     normalized_distance,
+    progress_grid,
     reindex,
     riemann_length,
     trajectory_distance,
@@ -56,6 +57,7 @@ __all__ = [
     "bhattacharyya",
     "build_info",
     "explained_stress",
+    "fit_temperature",
     "geodesic",
     "geodesic_progress",
     "ignorance",
@@ -66,6 +68,7 @@ __all__ = [
     "pairwise_distances",
     "per_class_progress",
     "progress",
+    "progress_grid",
     "random_projection",
     "reindex",
     "riemann_length",

@@ -4,7 +4,10 @@ For every trajectory recorded on an evaluation set: progress (eq. 4), re-indexin
 grid (Remark 4), Riemann length (eq. 6) and per-class progress; for all of them together: the pairwise
 distances of the re-indexed points, the InPCA embedding and explained stress (eqs. 9-11); per task: mean
 trajectories, tube radii and normalised distances (Remark 5, App. G), and distances between every pair
-of tasks. :class:`PictureResult` is what the plots, the report and the command line consume.
+of tasks. The grid spans only the progress the trajectories reach, and two tasks are compared only over
+the progress every seed of both reaches. Bootstrap intervals (:mod:`taskgeom.bootstrap`) come from
+reweighting per-sample terms. :class:`PictureResult` is what the plots, the report and the command line
+consume.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import bootstrap as _bootstrap
 from . import embedding as _embedding
-from . import geometry, trajectories
+from . import geometry, reference, trajectories
 
 __all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances", "reached_mask"]
 
@@ -70,11 +74,13 @@ class PictureResult:
     normalized_distance: dict  # task -> curve over the grid, to the reference task
     normalized_distance_spread: dict  # task -> {"low", "high"}: min and max over its seeds (one seed each)
     normalized_distance_interval: dict  # task -> {"low", "high", "level", "replicates", "over"}: bootstrap
-    tube_radius: dict
-    grid: list
+    tube_radius: dict  # task -> radius over the grid (None where not every seed reached it)
+    grid: list  # progress values, all reached by some trajectory
+    reached: dict  # task -> per grid value, whether every seed of the task reached it
     task_distances: dict
     per_class_progress: dict
     embedding: EmbeddingView
+    uncertainty: dict = field(default_factory=dict)  # bootstrap intervals (see :func:`analyse`)
     seconds: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)
     report: str | None = None
@@ -95,9 +101,12 @@ class PictureResult:
             f"normalized_distance_to_{self.reference_task}_interval": self.normalized_distance_interval,
             "tube_radius": self.tube_radius,
             "grid": self.grid,
+            "reached": self.reached,
             "task_distances": self.task_distances,
             "per_class_progress": self.per_class_progress,
         }
+        if self.uncertainty:
+            out["uncertainty"] = self.uncertainty
         if self.seconds:
             out["seconds"] = self.seconds
         if self.figures:
@@ -142,11 +151,18 @@ def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
     return ep, ac, reached, true
 
 
+def _progress_all(trajs, lab, device, backend: str) -> list:
+    """Progress (eq. 4) of every checkpoint of every trajectory."""
+    return [_np(geometry.progress(_load(t, device), lab, backend=backend)) for t in trajs]
+
+
 def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> dict:
-    """Progress, re-indexing, lengths and per-class progress of each trajectory."""
+    """Progress, re-indexing onto a grid over the progress the trajectories reach
+    (:func:`taskgeom.trajectories.progress_grid`), lengths and per-class progress of each trajectory."""
     acc = {
         "final": {},
         "reindexed": [],
+        "inside": [],
         "keys": [],
         "along": [],
         "epochs": [],
@@ -157,12 +173,16 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
     from tqdm.auto import tqdm
 
     lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
-    for t in tqdm(trajs, desc="analysing trajectories (progress, re-indexing, lengths)", unit="traj", disable=None):
+    progs = _progress_all(trajs, lab, device, backend)
+    acc["grid"] = trajectories.progress_grid(progs, grid)
+    for t, prog in zip(
+        tqdm(trajs, desc="analysing trajectories (re-indexing, lengths)", unit="traj", disable=None), progs
+    ):
         probs = _load(t, device)
-        prog = _np(geometry.progress(probs, lab, backend=backend))
         acc["final"].setdefault(t.task, []).append(float(prog[-1]))
-        r, info = trajectories.reindex(probs, lab, grid=grid, return_info=True)
+        r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True)
         acc["reindexed"].append(_np(r).astype(np.float32))
+        acc["inside"].append(np.asarray(info["inside"], dtype=bool))
         cps = t.checkpoints
         acc["keys"].append((t.task, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
         acc["epochs"].append([cp["epoch"] for cp in cps])
@@ -173,8 +193,8 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
     return acc
 
 
-def _lines(emb, placed, keys, along, task_names, grid: int) -> list:
-    grid_t = np.linspace(0, 1, grid)
+def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray) -> list:
+    grid = len(grid_t)
     lines = []
     for i, (task, seed, _p, _a) in enumerate(keys):
         ep, ac, reached, true = along[i]
@@ -209,44 +229,34 @@ def _lines(emb, placed, keys, along, task_names, grid: int) -> list:
     return lines
 
 
-def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", device="cpu") -> PictureResult:
-    """Analyse the supervised trajectories of ``tasks`` on ``eval_set`` (see the module docstring).
+def _device(device) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
 
-    ``device``: where the geometry runs (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is
-    one); ``backend`` as in :func:`taskgeom.pairwise_distances`.
-    """
-    device = torch.device(
-        "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    )
-    labels = store.eval_set(eval_set).labels
-    c = int(store.eval_set(eval_set).c)
-    trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
-    trajs.sort(key=lambda t: (list(tasks).index(t.task), t.seed))
-    if not trajs:
-        raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
-    acc = _per_trajectory(trajs, labels, grid, c, device, backend)
-    R = np.stack(acc["reindexed"])  # (K, G, N, C)
+
+def _embed(R: np.ndarray, device, backend: str):
+    """Pairwise distances of every re-indexed point and their InPCA embedding."""
     flat = R.reshape(-1, R.shape[2], R.shape[3])
     flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
     D = _np(geometry.pairwise_distances(flat_dev, backend=backend))
-    emb = _embedding.inpca(D, k=min(10, D.shape[0]))
-    chi = emb.explained_stress()
-    keys = acc["keys"]
-    families = {task: R[[i for i, k in enumerate(keys) if k[0] == task]] for task in dict.fromkeys(k[0] for k in keys)}
-    ref = "all" if "all" in families else next(iter(families))
-    task_names = list(families)
-    # means over seeds and the two ends of the task, placed into the embedding out of sample
+    return _embedding.inpca(D, k=min(10, D.shape[0])), flat
+
+
+def _view(emb, flat, families: dict, acc: dict, labels, c: int) -> EmbeddingView:
+    """The embedding as drawn, with the task means and the two ends of the task placed out of sample."""
     n = int(labels.size)
-    means = np.stack([families[t].astype(np.float64).mean(0) for t in task_names]).reshape(-1, R.shape[2], R.shape[3])
+    names = list(families)
+    means = np.concatenate([families[t].astype(np.float64).mean(0) for t in names])
     ends = np.stack([np.full((n, c), 1.0 / c), np.eye(c)[labels]])
     placed = emb.transform(geometry.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
-    view = EmbeddingView(
+    return EmbeddingView(
         coords=emb.coords[:, :3],
         signature=emb.signature[:3].tolist(),
         eigenvalues=emb.eigenvalues.tolist(),
-        keys=keys,
-        grid=grid,
-        lines=_lines(emb, placed, keys, acc["along"], task_names, grid),
+        keys=acc["keys"],
+        grid=len(acc["grid"]),
+        lines=_lines(emb, placed, acc["keys"], acc["along"], names, acc["grid"]),
         marks=[
             {"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
             {"name": "P* (truth)", "xyz": placed[-1].tolist()},
@@ -255,9 +265,67 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
         per_class=acc["per_class"],
         trained=acc["trained"],
     )
-    return PictureResult(
+
+
+def _masked(values, keep) -> list:
+    """A curve over the grid with None where it is not a measurement (outside the progress compared)."""
+    return [float(v) if k else None for v, k in zip(np.asarray(values, dtype=float), keep)]
+
+
+def analyse(
+    store,
+    eval_set: str,
+    tasks,
+    grid: int,
+    backend: str = "auto",
+    device="cpu",
+    n_boot: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> PictureResult:
+    """Analyse the supervised trajectories of ``tasks`` on ``eval_set`` (see the module docstring).
+
+    ``grid``: the number of progress values; they span the progress the trajectories reach (never
+    beyond: :func:`taskgeom.trajectories.progress_grid`), and comparisons between two tasks use only
+    the values every seed of both reaches (:func:`reached_mask`). ``device``: where the geometry runs
+    (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is one); ``backend`` as in
+    :func:`taskgeom.pairwise_distances`.
+
+    Uncertainty: ``n_boot`` bootstrap replicates (0: none) over evaluation samples, and over seeds for
+    tasks with at least three, computed by reweighting per-sample terms (:mod:`taskgeom.bootstrap`) with
+    one generator seeded by ``seed``; ``level`` percentile intervals of the final progress, explained
+    stress, tube radii, normalised distance curves and distances between tasks (``uncertainty``).
+    """
+    device = _device(device)
+    labels = store.eval_set(eval_set).labels
+    c = int(store.eval_set(eval_set).c)
+    trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
+    trajs.sort(key=lambda t: (list(tasks).index(t.task), t.seed))
+    if not trajs:
+        raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
+    acc = _per_trajectory(trajs, labels, grid, c, device, backend)
+    R = np.stack(acc["reindexed"])  # (K, G, N, C)
+    emb, flat = _embed(R, device, backend)
+    chi = emb.explained_stress()
+    members = {}
+    for i, k in enumerate(acc["keys"]):
+        members.setdefault(k[0], []).append(i)
+    families = {task: R[idx] for task, idx in members.items()}
+    reached = {task: np.stack([acc["inside"][i] for i in idx]).all(0) for task, idx in members.items()}
+    ref = "all" if "all" in families else next(iter(families))
+    others = [t for t in families if t != ref]
+    both = {t: reached[t] & reached[ref] for t in others}
+    boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})
+    shared = _shared_reindexer(
+        {t: [trajs[i] for i in idx] for t, idx in members.items()},
+        {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()},
+        labels,
+        grid,
+        device,
+    )
+    res = PictureResult(
         eval_set=eval_set,
-        n=n,
+        n=int(labels.size),
         c=c,
         trajectories=len(trajs),
         checkpoints=int(sum(len(t) for t in trajs)),
@@ -267,42 +335,96 @@ def analyse(store, eval_set: str, tasks, grid: int, backend: str = "auto", devic
         geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)),
         reference_task=ref,
         normalized_distance={
-            t: trajectories.normalized_distance(fam, families[ref]).tolist() for t, fam in families.items() if t != ref
+            t: _masked(trajectories.normalized_distance(families[t], families[ref]), both[t]) for t in others
         },
-        normalized_distance_spread={t: _seed_spread(fam, families[ref]) for t, fam in families.items() if t != ref},
-        normalized_distance_interval={t: _interval(fam, families[ref]) for t, fam in families.items() if t != ref},
-        tube_radius={t: trajectories.tube_radius(fam).tolist() for t, fam in families.items()},
-        grid=np.linspace(0, 1, grid).tolist(),
-        task_distances=task_distances(families, acc["final"], np.linspace(0, 1, grid)),
+        normalized_distance_spread={t: _seed_spread(families[t], families[ref], both[t]) for t in others},
+        normalized_distance_interval={t: _interval(families[t], families[ref], both[t], boot, t, ref) for t in others},
+        tube_radius={t: _masked(trajectories.tube_radius(fam), reached[t]) for t, fam in families.items()},
+        grid=acc["grid"].tolist(),
+        reached={t: m.tolist() for t, m in reached.items()},
+        task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
-        embedding=view,
+        embedding=_view(emb, flat, families, acc, labels, c),
     )
+    if boot.n_boot:
+        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, R, labels, device, res)
+    return res
 
 
-def reached_mask(res, task: str) -> np.ndarray:
-    """Grid points up to the progress both ``task`` and the reference task reach (every seed): beyond it
-    re-indexing repeats final models, so curves there are not measurements (the first point is kept)."""
-    reach = (res.task_distances or {}).get("progress_reached") or {}
-    limit = min(reach.get(task, 1.0), reach.get(res.reference_task, 1.0))
-    mask = np.asarray(res.grid) <= limit + 1e-12
-    mask[0] = True
-    return mask
+class _Boot:
+    """The bootstrap of one analysis: sample counts (B, N) shared by every statistic, seed counts
+    (B, K) per task (ones below :data:`taskgeom.bootstrap.MIN_SEEDS` seeds), from one seeded generator."""
+
+    def __init__(self, n: int, n_boot: int, level: float, seed: int, seeds_per_task: dict):
+        if int(n_boot) < 0:
+            raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+        self.n_boot, self.level, self.seed = int(n_boot), float(level), int(seed)
+        rng = np.random.default_rng(seed)
+        self.w = _bootstrap.sample_weights(n, n_boot, rng) if n_boot else None
+        self.seeds = {t: _bootstrap.seed_weights(k, n_boot, rng) for t, k in seeds_per_task.items()} if n_boot else {}
+
+    def over(self, task: str | None = None) -> str:
+        many = [t for t, s in self.seeds.items() if s.shape[1] >= _bootstrap.MIN_SEEDS]
+        if task is None:
+            return "evaluation samples" + (f"; seeds of {', '.join(many)}" if many else "")
+        return "evaluation samples" + (" and seeds" if task in many else "")
 
 
-def _interval(fam: np.ndarray, ref: np.ndarray, n_boot: int = 200, level: float = 0.95) -> dict:
-    """95% bootstrap interval over evaluation samples of the normalised distance curve (reweighted per-sample
-    terms: :func:`taskgeom.trajectories.normalized_distance_interval`)."""
-    ci = trajectories.normalized_distance_interval(fam, ref, n_boot=n_boot, level=level, seed=0)
+def _uncertainty(boot: _Boot, trajs, members, families, reached, R, labels, device, res) -> dict:
+    """Bootstrap intervals of the final progress, explained stress and tube radii (see :func:`analyse`)."""
+    prog = {}
+    for task, idx in members.items():
+        finals = np.stack([np.asarray(_load(trajs[i], torch.device("cpu"))[-1]) for i in idx])
+        reps = _np(_bootstrap.progress_replicates(finals, labels, boot.w))  # (K, B)
+        mean = (boot.seeds[task].T * reps).sum(0) / len(idx)
+        prog[task] = {**_bootstrap.summary(mean, boot.level), "over": boot.over(task)}
+    ks = [int(k) for k in res.explained_stress]
+    chi = _bootstrap.stress_replicates(R.reshape(-1, R.shape[2], R.shape[3]), boot.w, k=max(ks))
+    radius = {
+        t: {
+            **_bootstrap.summary(
+                trajectories.tube_radius_replicates(fam, boot.w, boot.seeds[t]), boot.level, reached[t]
+            ),
+            "over": boot.over(t),
+        }
+        for t, fam in families.items()
+    }
     return {
-        "low": np.asarray(ci["low"]).tolist(),
-        "high": np.asarray(ci["high"]).tolist(),
-        "level": level,
-        "replicates": n_boot,
-        "over": "evaluation samples",
+        "level": boot.level,
+        "replicates": boot.n_boot,
+        "seed": boot.seed,
+        "method": "percentile bootstrap, per-sample terms reweighted by multinomial counts (mean trajectories fixed)",
+        "over": boot.over(),
+        "progress_on_union_task": prog,
+        "explained_stress": {str(k): _bootstrap.summary(chi[:, k - 1], boot.level) for k in ks},
+        "tube_radius": radius,
     }
 
 
-def _seed_spread(fam: np.ndarray, ref: np.ndarray) -> dict:
+def reached_mask(res, task: str) -> np.ndarray:
+    """Grid points every seed of both ``task`` and the reference task reaches: elsewhere re-indexing
+    repeats a run's first or last model, so curves there are not measurements. Results without
+    ``reached`` (older ones) fall back to the grid values up to both tasks' final progress."""
+    reached = getattr(res, "reached", None) or {}
+    if task in reached and res.reference_task in reached:
+        return np.asarray(reached[task], dtype=bool) & np.asarray(reached[res.reference_task], dtype=bool)
+    reach = (res.task_distances or {}).get("progress_reached") or {}
+    limit = min(reach.get(task, 1.0), reach.get(res.reference_task, 1.0))
+    return np.asarray(res.grid) <= limit + 1e-12
+
+
+def _interval(fam: np.ndarray, ref: np.ndarray, keep, boot: _Boot, task: str, ref_task: str) -> dict:
+    """Bootstrap interval of the normalised distance curve (reweighted per-sample terms:
+    :func:`taskgeom.trajectories.normalized_distance_replicates`), None outside ``keep``; {} without
+    replicates."""
+    if not boot.n_boot:
+        return {}
+    reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
+    over = "evaluation samples" + (" and seeds" if "seeds" in boot.over(task) + boot.over(ref_task) else "")
+    return {**_bootstrap.summary(reps, boot.level, keep), "level": boot.level, "replicates": boot.n_boot, "over": over}
+
+
+def _seed_spread(fam: np.ndarray, ref: np.ndarray, keep) -> dict:
     """Where the individual seeds lie: for each seed of ``fam``, ``2 d_B(seed(t), mean_ref(t)) / (r_fam(t) +
     r_ref(t))``, the Remark 5 ratio with the seed's trajectory in place of its family's mean (same tube
     radii); ``low`` and ``high`` are the min and max over seeds. A seed spread, not a confidence interval."""
@@ -311,43 +433,103 @@ def _seed_spread(fam: np.ndarray, ref: np.ndarray) -> dict:
     d = np.stack([np.asarray(geometry.bhattacharyya(f.astype(np.float64), mean_ref)) for f in fam])  # (K, G)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(r > 0, 2 * d / np.where(r > 0, r, 1.0), np.where(d > 0, np.inf, 0.0))
-    return {"low": ratio.min(0).tolist(), "high": ratio.max(0).tolist()}
+    return {"low": _masked(ratio.min(0), keep), "high": _masked(ratio.max(0), keep)}
 
 
-def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> dict:
+def _pair_families(families, grid, reach, shared, a, b):
+    """The two families compared on the progress both reach: re-indexed afresh on a grid over their shared
+    range (``shared(a, b)``), or the common grid's values both reach; None where they share none."""
+    if shared is not None:
+        return shared(a, b)
+    mask = np.asarray(grid) <= min(reach[a], reach[b])
+    return (families[a][:, mask], families[b][:, mask]) if mask.any() else None
+
+
+def _shared_reindexer(trajs_by_task: dict, progs: dict, labels, points: int, device):
+    """``shared(a, b)``: every seed of tasks a and b re-indexed on ``points`` progress values over the
+    range every one of them reaches (:func:`taskgeom.trajectories.progress_grid` with ``shared=True``)."""
+
+    def shared(a, b):
+        try:
+            g = trajectories.progress_grid(progs[a] + progs[b], points, shared=True)
+        except ValueError:
+            return None
+        lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+        fam = [
+            np.stack(
+                [_np(trajectories.reindex(_load(t, device), lab, grid=g)).astype(np.float32) for t in trajs_by_task[x]]
+            )
+            for x in (a, b)
+        ]
+        return fam[0], fam[1]
+
+    return shared
+
+
+def _compare_pair(pair, boot) -> tuple:
+    """Normalised and Bhattacharyya distance of two families over their shared grid (means over it), and
+    their bootstrap replicates (B,) over evaluation samples (None without a bootstrap)."""
+    if pair is None:
+        return math.nan, math.nan, None, None
+    means = [torch.as_tensor(f.astype(np.float64).mean(0)) for f in pair]
+    nd = float(np.mean(trajectories.normalized_distance(*pair)))
+    db = float(reference.bhattacharyya(*means).mean())
+    if boot is None or not boot.n_boot:
+        return nd, db, None, None
+    with np.errstate(invalid="ignore"):
+        nd_reps = trajectories.normalized_distance_replicates(*pair, boot.w).mean(0)
+    db_reps = _np(_bootstrap.reweighted_mean(reference.bhattacharyya_per_sample(*means), boot.w)).mean(0)
+    return nd, db, nd_reps, db_reps
+
+
+def _matrix_intervals(reps: dict, names: list, boot) -> dict:
+    """``{"low", "high"}`` matrices from the replicates of each pair ``(i, j)`` (0 on the diagonal)."""
+    k = len(names)
+    lo, hi = np.zeros((k, k)), np.zeros((k, k))
+    for (i, j), r in reps.items():
+        if r is None:
+            lo[i, j] = lo[j, i] = hi[i, j] = hi[j, i] = math.nan
+            continue
+        lo[i, j], hi[i, j] = _bootstrap.percentile_interval(r, boot.level)
+        lo[j, i], hi[j, i] = lo[i, j], hi[i, j]
+    return {"low": lo.tolist(), "high": hi.tolist(), "level": boot.level, "over": "evaluation samples"}
+
+
+def task_distances(families: dict, final_progress: dict, grid: np.ndarray, shared=None, boot=None) -> dict:
     """Distances between every pair of task families, over the progress both reach.
 
-    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. For each pair, the comparison is
-    restricted to the grid values up to the smaller of the two tasks' final progress (the lowest over
-    seeds): beyond it re-indexing clamps a trajectory to its last model. Reported: ``normalized``, the
-    mean over that range of the symmetrised Remark 5 ratio (distance between mean trajectories over the
-    mean of the two tube radii), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
-    trajectories. ``normalized_final`` and ``bhattacharyya_final`` compare the final models (the last
-    checkpoints) the same way: the comparison that still says something when a task reaches little
-    progress on the union task.
+    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. Each pair is compared over the
+    progress every seed of both tasks reaches, never beyond (where re-indexing would clamp a trajectory
+    to its first or last model): ``shared(a, b)`` (as :func:`analyse` passes) returns the two families
+    re-indexed on a grid over that shared range; without it, the common grid's values up to the smaller
+    of the two tasks' final progress are used. Where the two share no progress the trajectory
+    comparisons are NaN (``points_compared`` 0). Reported: ``normalized``, the mean over that range of
+    the Remark 5 ratio at each progress (distance between mean trajectories over the mean of the two tube
+    radii at that progress), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
+    trajectories; with a bootstrap (``boot``, from :func:`analyse`) also their intervals over evaluation
+    samples (``normalized_interval``, ``bhattacharyya_interval``). ``normalized_final`` and
+    ``bhattacharyya_final`` compare the final models (the last checkpoints) the same way: the comparison
+    that still says something when a task reaches little progress on the union task.
     """
     names = list(families)
     k = len(names)
     nd, db, nd_end, db_end = (np.zeros((k, k)) for _ in range(4))
     reach = {t: float(min(final_progress[t])) for t in names}
     means = {t: families[t].astype(np.float64).mean(0) for t in names}
-    points = {}
+    points, nd_reps, db_reps = {}, {}, {}
     for i, a in enumerate(names):
         for j in range(i + 1, k):
             b = names[j]
-            mask = grid <= min(reach[a], reach[b])
-            mask[0] = True
-            points[f"{a}|{b}"] = int(mask.sum())
-            nd[i, j] = nd[j, i] = float(
-                np.mean(trajectories.normalized_distance(families[a][:, mask], families[b][:, mask]))
-            )
-            db[i, j] = db[j, i] = float(np.mean(geometry.bhattacharyya(means[a][mask], means[b][mask])))
+            pair = _pair_families(families, grid, reach, shared, a, b)
+            points[f"{a}|{b}"] = 0 if pair is None else int(pair[0].shape[1])
+            nd[i, j], db[i, j], nd_reps[i, j], db_reps[i, j] = _compare_pair(pair, boot)
+            nd[j, i], db[j, i] = nd[i, j], db[i, j]
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
             nd_end[i, j] = nd_end[j, i] = float(
                 trajectories.normalized_distance(families[a][:, -1:], families[b][:, -1:])[0]
             )
             db_end[i, j] = db_end[j, i] = float(geometry.bhattacharyya(means[a][-1], means[b][-1]))
-    return {
+    out = {
         "tasks": names,
         "normalized": nd.tolist(),
         "bhattacharyya": db.tolist(),
@@ -356,3 +538,7 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray) -> di
         "progress_reached": reach,
         "points_compared": points,
     }
+    if boot is not None and boot.n_boot:
+        out["normalized_interval"] = _matrix_intervals(nd_reps, names, boot)
+        out["bhattacharyya_interval"] = _matrix_intervals(db_reps, names, boot)
+    return out

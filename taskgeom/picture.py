@@ -20,6 +20,7 @@ from pathlib import Path
 from . import config as _config
 from .analysis import PictureResult, analyse
 from .data import datasets
+from .imprint import HEADS
 
 __all__ = ["PictureConfig", "run", "print_headline", "add_parser"]
 
@@ -50,6 +51,15 @@ class PictureConfig:
     imprint_samples: int = _config.option(
         5000, "training images used to imprint each checkpoint onto the union task", minimum=1
     )
+    imprint_head: str = _config.option(
+        "cosine-ml",
+        "imprinted head mapping each checkpoint onto the union task: cosine (eq. 7 as printed), cosine-ml (eq. 7 "
+        "with a maximum-likelihood temperature per checkpoint) or euclidean (the authors' code)",
+        choices=HEADS,
+    )
+    n_boot: int = _config.option(
+        200, "bootstrap replicates over evaluation samples (and seeds, where a task has 3 or more)", minimum=0
+    )
     device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
 
     def task_names(self, data: str) -> tuple:
@@ -60,6 +70,8 @@ def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) ->
     """Whether this run's trajectory is already recorded to its last epoch (then nothing is trained)."""
     for t in store.select(eval_set=eval_set, task=task, method="supervised", seed=seed, architecture=cfg.arch):
         last = t.checkpoints[-1] if len(t) else None
+        if t.config.get("imprint_head", "cosine") != cfg.imprint_head:
+            continue  # recorded with another head: not this run
         if last and last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9:
             return True
     return False
@@ -90,6 +102,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
             seed=seed,
             device=cfg.device,
             imprint_samples=min(cfg.imprint_samples, len(data.train[1])),
+            imprint_head=cfg.imprint_head,
         )
         # resumable: a finished run is reused (its settings checked), an interrupted one continues
         train(tcfg, data.task(task), data.train, data.test, store, data.eval_set, task, progress_bar=True)
@@ -113,11 +126,10 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
     _train_all(cfg, data, store, tasks)
     t_train = time.perf_counter() - t0
-    res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device)
+    res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot)
     res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
     from ._build import build_info
     from ._provenance import code_version
-    from .train import TrainConfig
 
     code = code_version()
     commit = code.get("commit")
@@ -131,7 +143,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
         "seeds": f"{cfg.seeds} (0 .. {cfg.seeds - 1})",
         "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
         "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
-        "imprinting head": f"{TrainConfig.imprint_head} (from {min(cfg.imprint_samples, len(data.train[1]))} training images)",
+        "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train[1]))} training images)",
         "code": f"taskgeom {code.get('taskgeom', '?')}, commit "
         + (f"{commit[:12]}{' (uncommitted changes)' if code.get('dirty') else ''}" if commit else "unknown"),
     }

@@ -78,7 +78,8 @@ def picture_figures(res, out: Path) -> list[str]:
 
     for task, nd in res.normalized_distance.items():
         keep = reached_mask(res, task)  # only the progress both tasks reached
-        axes[2].plot(np.asarray(grid)[keep], np.asarray(nd)[keep], color=colors[task], label=task)
+        y = np.array([np.nan if v is None else v for v in nd], dtype=float)
+        axes[2].plot(np.asarray(grid)[keep], y[keep], color=colors[task], label=task)
     axes[2].axhline(1.0, color="k", ls=":", lw=1)
     axes[2].set(
         xlabel="progress",

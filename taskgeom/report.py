@@ -45,6 +45,29 @@ def _axis_name(k: int, eigenvalue: float) -> str:
     return f"InPCA {k + 1} (λ = {eigenvalue:.3g}, {kind})"
 
 
+def _ci(iv, fmt: str = ".3f") -> str:
+    """`` [low, high]`` of a bootstrap interval, or nothing."""
+    if not iv or iv.get("low") is None:
+        return ""
+    return f" [{iv['low']:{fmt}}, {iv['high']:{fmt}}]"
+
+
+def _uncertainty_note(res, unc: dict) -> str:
+    """How the intervals were computed, and the explained stress with its intervals."""
+    if not unc:
+        return "<p>No bootstrap intervals (n_boot = 0).</p>"
+    stress = ", ".join(
+        f"{k} dims {100 * v:.2f}%" + _ci({"low": 100 * iv["low"], "high": 100 * iv["high"]}, ".2f")
+        for k, v in res.explained_stress.items()
+        if (iv := unc.get("explained_stress", {}).get(k))
+    )
+    return (
+        f"<p>Brackets: {100 * unc['level']:.0f}% percentile bootstrap intervals, {unc['replicates']} replicates "
+        f"over {html.escape(unc['over'])} (seed {unc['seed']}; per-sample terms reweighted, nothing "
+        f"recomputed). Explained stress: {html.escape(stress)}.</p>"
+    )
+
+
 def _hover(line, p) -> str:
     who = f"mean of task {line.task}" if line.mean else f"task {line.task}"
     head = f"{who}<br>method {line.method}" + ("" if line.mean else f", seed {line.seed}")
@@ -288,13 +311,25 @@ def _heatmap_figure(td):
             text=[[("" if v is None else f"{v:.2f}") for v in row] for row in z],
             texttemplate="%{text}",
             colorbar=dict(title="normalised<br>distance"),
-            hovertemplate="%{y} ↔ %{x}: %{z:.3f}<extra></extra>",
+            customdata=_matrix_ci(td.get("normalized_interval"), len(names)),
+            hovertemplate="%{y} ↔ %{x}: %{z:.3f}%{customdata}<extra></extra>",
         )
     )
     fig.update_layout(
         height=120 + 70 * len(names), width=260 + 90 * len(names), margin=dict(t=20), yaxis=dict(autorange="reversed")
     )
     return fig
+
+
+def _matrix_ci(iv, k: int) -> list:
+    """Per cell, `` [low, high]`` of the bootstrap interval of a task-distance matrix (or nothing)."""
+    if not iv:
+        return [[""] * k for _ in range(k)]
+    lo, hi = iv["low"], iv["high"]
+    return [
+        [_ci({"low": lo[i][j], "high": hi[i][j]}) if math.isfinite(lo[i][j]) else "" for j in range(k)]
+        for i in range(k)
+    ]
 
 
 def _figure(fig, div_id: str, caption: str) -> str:
@@ -341,13 +376,14 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
     ]
     if settings:
         parts.append("<h2>Settings</h2>" + _table(_settings_rows(settings), ["setting", "value"]))
+    unc = getattr(res, "uncertainty", None) or {}
     parts += [
         "<h2>Results per task</h2>",
         _table(
             [
                 [
                     t,
-                    f"{res.progress_on_union_task[t]['mean']:.3f}",
+                    f"{res.progress_on_union_task[t]['mean']:.3f}" + _ci(unc.get("progress_on_union_task", {}).get(t)),
                     f"{100 * sum(accs[t]) / len(accs[t]):.1f}%" if accs.get(t) else "—",
                     f"{res.riemann_length[t]['mean']:.3f}",
                 ]
@@ -361,6 +397,7 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
             ],
         ),
         f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>",
+        _uncertainty_note(res, unc),
         "<h2>InPCA of the re-indexed trajectories</h2>",
         _figure(
             _inpca_figure(res, colors),
@@ -371,8 +408,9 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
             "the sign of their eigenvalue (−: time-like); "
             f"these 3 dimensions explain {100 * chi.get('3', float('nan')):.2f}% of the stress. "
             "Drag to rotate, scroll to zoom, click a legend entry to toggle a task and method. Hover gives the "
-            "epoch and accuracy (interpolated between checkpoints) and the true progress: where a run never "
-            "reached a grid value, its point is a copy of its nearest checkpoint and the hover says so.",
+            "epoch and accuracy (interpolated between checkpoints) and the true progress. The progress grid spans "
+            "only the progress the runs reach (never extrapolated); where one run did not reach a grid value "
+            "another did, its point is a copy of its nearest checkpoint and the hover says so.",
         ),
         "<h2>Explained stress</h2>",
         _figure(
@@ -396,9 +434,10 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
                 "tg-distance",
                 f"Figure 4 (the paper's Figs. 3b and 7b). Distance between each task's mean trajectory and "
                 f"that of '{html.escape(res.reference_task)}', over the mean of their tube radii (Remark 5), "
-                "against progress, up to the progress both tasks reached (beyond it the runs are padded with "
-                "their final models); below the dotted line at 1 the tubes intersect. Darker band: 95% bootstrap "
-                "interval over evaluation samples (200 replicates, per-sample terms reweighted). Lighter band: "
+                "against progress, over the progress every seed of both tasks reached (elsewhere a run would be "
+                "padded with its first or last model, so nothing is drawn); below the dotted line at 1 the tubes intersect. Darker band: the bootstrap "
+                "interval (over evaluation samples, and seeds where a task has three or more; per-sample terms "
+                "reweighted; see above). Lighter band: "
                 "the seed spread, min to max over the task's seeds of the same ratio with one seed in place "
                 "of the mean (not a confidence interval).",
             ),
@@ -411,8 +450,9 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
                 _heatmap_figure(td),
                 "tg-tasks",
                 "Figure 5. Normalised distance between every pair of tasks: the distance between their mean "
-                "trajectories over the mean of their tube radii, averaged over the progress both tasks reach "
-                "(1 = the tubes touch).",
+                "trajectories over the mean of their tube radii at each progress, averaged over the progress every "
+                "seed of both tasks reaches (re-indexed on that shared range; 1 = the tubes touch); hover for the "
+                "bootstrap interval.",
             ),
         ]
     for k, fig in enumerate(res.figures):

@@ -2,8 +2,11 @@
 (eqs. 3-6, Remark 5, Appendix G).
 
 A trajectory is a sequence of checkpoints ``(T, N, C)``. :func:`reindex` turns it into ``G`` models
-at evenly spaced progress; every other function here works on re-indexed trajectories ``(G, N, C)``
-or families of them ``(K, G, N, C)`` sharing one grid.
+at evenly spaced progress, on a grid over the progress the trajectories reach (:func:`progress_grid`);
+every other function here works on re-indexed trajectories ``(G, N, C)`` or families of them
+``(K, G, N, C)`` sharing one grid. :func:`normalized_distance` is the one Remark 5 ratio (tube radii at
+each progress); ``*_replicates`` give its and the tube radius's bootstrap replicates by reweighting
+per-sample terms.
 """
 
 from __future__ import annotations
@@ -13,17 +16,21 @@ import math
 import numpy as np
 import torch
 
+from . import bootstrap as _bootstrap
 from . import reference
 from ._validate import as_tensor, check_labels, check_probabilities, same_events, to_output
 from .geometry import progress as _progress
 
 __all__ = [
+    "progress_grid",
     "reindex",
     "trajectory_distance",
     "riemann_length",
     "mean_trajectory",
     "tube_radius",
     "normalized_distance",
+    "normalized_distance_replicates",
+    "tube_radius_replicates",
     "normalized_distance_interval",
 ]
 
@@ -51,6 +58,36 @@ def _grid(grid) -> torch.Tensor:
     if g.dim() != 1 or bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
         raise ValueError("grid must be an int or a 1-d array of progress values in [0, 1]")
     return g
+
+
+def progress_grid(checkpoint_progress, points: int, shared: bool = False) -> np.ndarray:
+    """Evenly spaced progress values over the range that trajectories actually reach (Remark 4 without
+    extrapolation): the grid for :func:`reindex` when trajectories are compared.
+
+    ``checkpoint_progress``: one array of per-checkpoint progress per trajectory. A trajectory reaches
+    every value between its lowest and highest progress (successive checkpoints are joined by geodesics,
+    along which progress is continuous). ``shared=False``: ``points`` values from the lowest to the highest
+    progress any trajectory reaches, keeping only values that some trajectory reaches (so a gap between
+    disjoint ranges is left out); ``shared=True``: from the highest start to the lowest end, the range every
+    trajectory reaches (a ValueError if there is none). Returns float64 (at most ``points`` values).
+    """
+    if int(points) < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    ranges = []
+    for k, tk in enumerate(checkpoint_progress):
+        tk = np.asarray(tk, dtype=np.float64).ravel()
+        if tk.size == 0 or not np.isfinite(tk).all():
+            raise ValueError(f"checkpoint_progress[{k}] must be a non-empty array of finite progress values")
+        ranges.append((tk.min(), tk.max()))
+    if not ranges:
+        raise ValueError("checkpoint_progress holds no trajectory")
+    lo, hi = np.array(ranges).T
+    a, b = (lo.max(), hi.min()) if shared else (lo.min(), hi.max())
+    if a > b:
+        raise ValueError(f"the trajectories share no progress range (highest start {a:.4g} > lowest end {b:.4g})")
+    g = np.linspace(a, b, int(points)) if points > 1 else np.array([a])
+    reached = ((lo[None] <= g[:, None]) & (g[:, None] <= hi[None])).any(1)
+    return g[reached]
 
 
 def _segment_progress(alpha0, beta0, alpha1, beta1, phi, lam, theta0):
@@ -278,11 +315,20 @@ def tube_radius(trajectories, mean=None, validate: bool = True):
     return to_output(d.max(0).values, was_np)
 
 
+def _ratio(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``2 d / r`` (Remark 5), 0 where both are 0 and inf where only the radii are."""
+    zero = torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
+    return torch.where(r > 0, 2 * d / torch.where(r > 0, r, 1.0), zero)
+
+
 def normalized_distance(family_a, family_b, method: str = "arithmetic", validate: bool = True):
     """Distance between the mean trajectories of two families over their tube radii (Remark 5):
-    ``2 d_B(mean_a(t), mean_b(t)) / (r_a(t) + r_b(t))`` at each grid point; below 1 the tubes
-    intersect. ``family_a``, ``family_b``: (K, G, N, C) on a common grid. Returns float64 (G,); where both
-    radii are zero it is 0 if the means coincide and inf otherwise."""
+    ``2 d_B(mean_a(t), mean_b(t)) / (r_a(t) + r_b(t))`` at each grid point, each radius taken AT that
+    progress (never averaged over the grid); below 1 the tubes intersect. The one function for normalised
+    distances: the picture, the experiments and the bootstrap (:func:`normalized_distance_replicates`) use
+    it. ``family_a``, ``family_b``: (K, G, N, C) on a common grid; either may hold a single trajectory
+    (K = 1, radius 0). Returns float64 (G,), a curve over progress (the paper's Figs. 3b and 7b); where
+    both radii are zero it is 0 if the means coincide and inf otherwise."""
     a, was_np = _family(family_a, "family_a", validate)
     b, _ = _family(family_b, "family_b", validate)
     if a.shape[1:] != b.shape[1:]:
@@ -291,12 +337,53 @@ def normalized_distance(family_a, family_b, method: str = "arithmetic", validate
     mb = as_tensor(mean_trajectory(b, method, validate=False), "mean")[0].to(a.device)
     ra = reference.bhattacharyya(a, ma.unsqueeze(0)).max(0).values
     rb = reference.bhattacharyya(b.to(a.device), mb.unsqueeze(0)).max(0).values
-    d = reference.bhattacharyya(ma, mb)
-    r = ra + rb
-    ratio = torch.where(
-        r > 0, 2 * d / torch.where(r > 0, r, 1.0), torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
+    return to_output(_ratio(reference.bhattacharyya(ma, mb), ra + rb), was_np)
+
+
+def _per_sample_terms(family_a, family_b):
+    """Per-sample terms of the Remark 5 ratio: between the two (arithmetic) means (G, N), and of each
+    seed to its family's mean (K_a, G, N), (K_b, G, N)."""
+    a, _ = _family(family_a, "family_a", False)
+    b, _ = _family(family_b, "family_b", False)
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"families differ in (G, N, C): {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    a, b = a.to(torch.float64), b.to(torch.float64).to(a.device)
+    ma, mb = a.mean(0), b.mean(0)
+    return (
+        reference.bhattacharyya_per_sample(ma, mb),
+        reference.bhattacharyya_per_sample(a, ma.unsqueeze(0)),
+        reference.bhattacharyya_per_sample(b, mb.unsqueeze(0)),
     )
-    return to_output(ratio, was_np)
+
+
+def normalized_distance_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> np.ndarray:
+    """Bootstrap replicates (G, B) of :func:`normalized_distance` by reweighting its per-sample terms with
+    resampling counts ``weights`` (B, N) (all ones: the estimate). ``seeds_a`` (B, K_a), ``seeds_b``
+    (B, K_b): seed counts of each replicate (a seed drawn 0 times leaves the tube-radius maximum; the mean
+    trajectories are held at their estimates)."""
+    d_ab, d_a, d_b = _per_sample_terms(family_a, family_b)
+    d = _bootstrap.reweighted_mean(d_ab, weights)  # (G, B)
+    r = _radius_replicates(d_a, weights, seeds_a) + _radius_replicates(d_b, weights, seeds_b)
+    return _ratio(d, r).cpu().numpy()
+
+
+def _radius_replicates(terms: torch.Tensor, weights, seeds) -> torch.Tensor:
+    """(G, B): per replicate, the largest reweighted distance to the mean over the seeds drawn."""
+    r = _bootstrap.reweighted_mean(terms, weights)  # (K, G, B)
+    if seeds is not None:
+        drawn = torch.as_tensor(np.asarray(seeds).T > 0, device=r.device)[:, None, :]  # (K, 1, B)
+        r = torch.where(drawn, r, torch.zeros_like(r))
+    return r.max(0).values
+
+
+def tube_radius_replicates(trajectories, weights, seeds=None) -> np.ndarray:
+    """Bootstrap replicates (G, B) of :func:`tube_radius` (arithmetic mean) by reweighting each seed's
+    per-sample distances to the mean with ``weights`` (B, N); ``seeds`` (B, K) as in
+    :func:`normalized_distance_replicates`."""
+    t, _ = _family(trajectories, "trajectories", False)
+    t = t.to(torch.float64)
+    terms = reference.bhattacharyya_per_sample(t, t.mean(0, keepdim=True))  # (K, G, N)
+    return _radius_replicates(terms, weights, seeds).cpu().numpy()
 
 
 def normalized_distance_interval(
@@ -306,32 +393,16 @@ def normalized_distance_interval(
 
     Every quantity in the ratio is a mean over samples of per-sample terms (the distance between the two
     mean trajectories, each seed's distance to its family's mean), so a bootstrap replicate reweights the
-    per-sample terms with multinomial counts instead of recomputing anything: ``n_boot`` replicates cost
+    per-sample terms with multinomial counts instead of recomputing anything
+    (:func:`normalized_distance_replicates`, :mod:`taskgeom.bootstrap`): ``n_boot`` replicates cost
     about as much as one evaluation. The mean trajectories are per-sample averages over seeds and do not
     change under resampling of samples. Returns ``{"low", "high"}`` (float64 (G,) each, the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles). ``weights`` (B, N) replaces the random
     counts (for tests)."""
-    a, _ = _family(family_a, "family_a", False)
-    b, _ = _family(family_b, "family_b", False)
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"families differ in (G, N, C): {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    a, b = a.to(torch.float64), b.to(torch.float64).to(a.device)
-    ma, mb = a.mean(0), b.mean(0)
-    d_ab = reference.bhattacharyya_per_sample(ma, mb)  # (G, N)
-    d_a = reference.bhattacharyya_per_sample(a, ma.unsqueeze(0))  # (K_a, G, N)
-    d_b = reference.bhattacharyya_per_sample(b, mb.unsqueeze(0))
-    n = d_ab.shape[-1]
     if weights is None:
-        rng = np.random.default_rng(seed)
-        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=int(n_boot))
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=a.device).T / n  # (N, B)
-    d = d_ab @ w  # (G, B)
-    r = (d_a @ w).max(0).values + (d_b @ w).max(0).values
-    ratio = torch.where(
-        r > 0, 2 * d / torch.where(r > 0, r, 1.0), torch.where(d > 0, torch.full_like(d, math.inf), torch.zeros_like(d))
-    )
-    q = torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64, device=a.device)
-    lo, hi = torch.quantile(ratio, q, dim=1)
-    return {"low": lo.cpu().numpy(), "high": hi.cpu().numpy()}
+        n = as_tensor(family_a[0] if isinstance(family_a, (list, tuple)) else family_a, "family_a")[0].shape[-2]
+        weights = _bootstrap.sample_weights(n, n_boot, seed)
+    lo, hi = _bootstrap.percentile_interval(normalized_distance_replicates(family_a, family_b, weights), level)
+    return {"low": lo, "high": hi}

@@ -42,7 +42,13 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     assert res["trajectories"] == 4
     assert 0 < res["explained_stress"]["3"] <= 1
     assert res["progress_on_union_task"]["all"]["mean"] > res["progress_on_union_task"]["0-4"]["mean"]
-    assert len(res["normalized_distance_to_all"]["0-4"]) == 12
+    assert len(res["normalized_distance_to_all"]["0-4"]) == len(res["grid"]) <= 12
+    # the grid spans the progress the runs reach, and curves are only drawn where both tasks reach it
+    finals = [p for v in res["progress_on_union_task"].values() for p in v["seeds"]]
+    assert max(res["grid"]) <= max(finals) + 0.2 and max(res["grid"]) < 1.0
+    assert all(len(r) == len(res["grid"]) for r in res["reached"].values()) and any(res["reached"]["all"])
+    both = np.array(res["reached"]["all"]) & np.array(res["reached"]["0-4"])
+    assert [v is not None for v in res["normalized_distance_to_all"]["0-4"]] == both.tolist()
     for fig in res["figures"]:
         assert (out / fig).stat().st_size > 10_000
     cfg = json.loads((out / "config.json").read_text())

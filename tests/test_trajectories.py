@@ -188,3 +188,29 @@ def test_normalized_distance_interval_reweights_exactly_and_brackets_the_estimat
     wide = np.mean(ci["high"] - ci["low"])
     ci_big = tg.trajectories.normalized_distance_interval(big_a, big_b, n_boot=300)
     assert np.mean(ci_big["high"] - ci_big["low"]) < wide
+
+
+def test_progress_grid_spans_only_reached_progress():
+    """Issue 11: the re-indexing grid covers the progress some trajectory reaches (or, shared, every one),
+    never beyond, and a gap between disjoint ranges is left out."""
+    runs = [np.array([0.02, 0.10, 0.30, 0.25]), np.array([0.05, 0.20, 0.40])]
+    g = tg.trajectories.progress_grid(runs, 20)
+    assert g.min() == 0.02 and g.max() == 0.40 and len(g) == 20 and np.all(np.diff(g) > 0)
+    s = tg.trajectories.progress_grid(runs, 20, shared=True)
+    assert s.min() == 0.05 and s.max() == 0.30 and len(s) == 20
+    gap = tg.trajectories.progress_grid([np.array([0.0, 0.1]), np.array([0.5, 0.6])], 61)
+    assert not np.any((gap > 0.1) & (gap < 0.5)) and gap.min() == 0.0 and gap.max() == 0.6
+    with pytest.raises(ValueError, match="share no progress range"):
+        tg.trajectories.progress_grid([np.array([0.0, 0.1]), np.array([0.5, 0.6])], 5, shared=True)
+    with pytest.raises(ValueError, match="points"):
+        tg.trajectories.progress_grid(runs, 0)
+    with pytest.raises(ValueError, match=r"checkpoint_progress\[1\]"):
+        tg.trajectories.progress_grid([runs[0], np.array([np.nan])], 5)
+    # re-indexed on the shared grid, every point of every run lies inside its reached range
+    traj_a, y = training_run(seed=1)
+    traj_b, _ = training_run(seed=2, speed=0.5)
+    tks = [np.asarray(tg.progress(t, y)) for t in (traj_a, traj_b)]
+    shared = tg.trajectories.progress_grid(tks, 15, shared=True)
+    for t in (traj_a, traj_b):
+        _, info = tg.reindex(t, y, grid=shared, return_info=True)
+        assert info["inside"].all()

@@ -96,8 +96,10 @@ class TrainConfig:
         5000, "training images used to imprint each checkpoint onto the union task", minimum=1
     )
     imprint_head: str = option(
-        "cosine",
-        "imprinted head: cosine (eq. 7, the paper) or euclidean (class means, the authors' code)",
+        "cosine-ml",
+        "imprinted head: cosine (eq. 7 as printed, scale 1), cosine-ml (eq. 7 with one temperature per "
+        "checkpoint fitted by maximum likelihood on the imprinting samples) or euclidean (class means, the "
+        "authors' code); head and temperature are recorded with every checkpoint",
         choices=HEADS,
     )
     augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")

@@ -165,15 +165,15 @@ class _Recorder:
         with run.autocast():
             f_imp = torch.cat([model.features(x).float() for x, _ in self.imp])
             f_ev = torch.cat([model.features(x).float() for x, _ in self.ev])
-        probs = imprint(f_imp, self.imp.labels, self.c, head=run.cfg.imprint_head)(f_ev)
-        probs = torch.as_tensor(probs).float().cpu().numpy()
+        head = imprint(f_imp, self.imp.labels, self.c, head=run.cfg.imprint_head)
+        probs = torch.as_tensor(head(f_ev)).float().cpu().numpy()
         acc = float((probs.argmax(1) == self.y_ev).mean())
-        extra = {}
+        extra = {"imprint_head": head.head, "imprint_temperature": head.scale}
         if run.method.class_head and self.own.any():
             # the network's own head on the evaluation samples of its task's classes
-            head = torch.cat([model.head(model.features(x)).argmax(1) for x, _ in self.ev]).cpu().numpy()
+            own = torch.cat([model.head(model.features(x)).argmax(1) for x, _ in self.ev]).cpu().numpy()
             remap = run.extra["remap"]
-            extra["head_accuracy"] = float((head[self.own] == remap[self.y_ev[self.own]]).mean())
+            extra["head_accuracy"] = float((own[self.own] == remap[self.y_ev[self.own]]).mean())
         model.train()
         self.store.append(self.traj, probs, epoch=step / run.per_epoch, step=step, accuracy=acc, **extra)
         self.stored += 1

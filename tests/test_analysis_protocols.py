@@ -1,0 +1,92 @@
+"""The analysis protocols of issue 11 on a synthetic store (no training): grids over the progress
+reached, comparisons over the shared range, and bootstrap intervals by reweighting per-sample terms."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_trajectories import training_run
+
+from taskgeom.analysis import analyse, reached_mask
+from taskgeom.store import PredictionStore
+
+N, C = 240, 6
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    store = PredictionStore(tmp_path_factory.mktemp("store"), create=True)
+    _, y = training_run(n=N, c=C)
+    store.add_eval_set("toy", y.numpy(), c=C)
+    bias = torch.zeros(N, C, dtype=torch.float64)
+    bias[:, 0] = 1.0  # task "b" drifts towards class 0
+    for task, speed, b in (("all", 0.6, None), ("b", 0.3, bias)):
+        for seed in range(3):
+            traj, _ = training_run(n=N, c=C, steps=8, seed=seed, speed=speed, bias=b)
+            g = torch.Generator().manual_seed(100 + seed)  # per-sample variation at every checkpoint
+            traj = torch.softmax(traj.log() + 0.5 * torch.randn(traj.shape, generator=g, dtype=torch.float64), -1)
+            t = store.create_trajectory("toy", task=task, method="supervised", seed=seed, architecture="toy")
+            for k, p in enumerate(traj):
+                store.append(t, p.numpy(), epoch=k, step=k, accuracy=None)
+    return analyse(store, "toy", ["all", "b"], grid=20, n_boot=100), store
+
+
+def test_grid_spans_only_progress_some_run_reaches(result):
+    res, store = result
+    from taskgeom import geometry
+
+    ranges = []
+    for t in store.select():
+        p = np.asarray(geometry.progress(np.asarray(t.probs), store.eval_set("toy").labels))
+        ranges.append((p.min(), p.max()))
+    lo, hi = np.array(ranges).T
+    g = np.asarray(res.grid)
+    assert g.min() == pytest.approx(lo.min()) and g.max() == pytest.approx(hi.max()) and hi.max() < 0.9
+    assert all(((lo <= v + 1e-12) & (v <= hi + 1e-12)).any() for v in g)
+    # a task's tube radius and the curves against the reference exist only where every seed reached
+    for task, r in res.tube_radius.items():
+        assert [v is not None for v in r] == res.reached[task]
+    keep = reached_mask(res, "b")
+    assert keep.any() and not keep.all()
+    assert [v is not None for v in res.normalized_distance["b"]] == keep.tolist()
+    assert "progress 1.000" not in str([p for ln in res.embedding.lines for p in ln.points])
+
+
+def test_task_distances_use_the_shared_range(result):
+    res, _ = result
+    td = res.task_distances
+    assert td["points_compared"]["all|b"] == 20  # re-indexed afresh on the pair's shared range
+    nd = np.asarray(td["normalized"])
+    assert np.isfinite(nd).all() and nd[0, 1] == nd[1, 0] > 0 and math.isfinite(td["bhattacharyya"][0][1])
+
+
+def test_bootstrap_intervals_bracket_the_estimates(result):
+    res, _ = result
+    u = res.to_json()["uncertainty"]
+    assert u["replicates"] == 100 and u["level"] == 0.95 and "seeds" in u["over"]
+    for task, v in res.progress_on_union_task.items():
+        iv = u["progress_on_union_task"][task]
+        assert iv["low"] <= v["mean"] <= iv["high"] and iv["low"] < iv["high"] and iv["over"].endswith("seeds")
+    for k, v in res.explained_stress.items():
+        assert u["explained_stress"][k]["low"] - 1e-9 <= v <= u["explained_stress"][k]["high"] + 1e-9
+    for task, r in res.tube_radius.items():
+        iv = u["tube_radius"][task]
+        for est, lo, hi in zip(r, iv["low"], iv["high"]):
+            assert (est is None) == (lo is None) and (est is None or lo - 1e-12 <= est <= hi + 1e-12)
+    td = res.task_distances
+    for name in ("normalized", "bhattacharyya"):
+        lo, hi = (np.asarray(td[f"{name}_interval"][x]) for x in ("low", "high"))
+        assert lo[0, 1] <= td[name][0][1] <= hi[0, 1]
+    nd = res.normalized_distance_interval["b"]
+    assert nd["over"] == "evaluation samples and seeds"
+    assert [v is None for v in nd["low"]] == [v is None for v in res.normalized_distance["b"]]
+
+
+def test_bootstrap_is_seeded(result):
+    _, store = result
+    a = analyse(store, "toy", ["all", "b"], grid=6, n_boot=20, seed=1).uncertainty
+    b = analyse(store, "toy", ["all", "b"], grid=6, n_boot=20, seed=1).uncertainty
+    c = analyse(store, "toy", ["all", "b"], grid=6, n_boot=20, seed=2).uncertainty
+    assert a == b and a != c
+    assert analyse(store, "toy", ["all"], grid=6, n_boot=0).uncertainty == {}

@@ -1,0 +1,89 @@
+"""Bootstrap by reweighting per-sample terms (issue 11, item 9): exact reweighting identities against
+recomputation on resampled samples, intervals that bracket the estimate and shrink with more samples,
+seeded reproducibility."""
+
+import numpy as np
+import pytest
+import torch
+from test_trajectories import training_run
+
+import taskgeom as tg
+from taskgeom import bootstrap as bs
+from taskgeom import reference
+
+
+def _family(n=200, seeds=3, c=5):
+    runs = [training_run(n=n, c=c, steps=6, seed=s)[0] for s in range(seeds)]
+    y = training_run(n=n, c=c)[1]
+    grid = np.linspace(0.05, 0.5, 7)
+    return torch.stack([torch.as_tensor(tg.reindex(r, y, grid=grid)) for r in runs]), y
+
+
+def test_unit_weights_give_the_estimate():
+    fam, y = _family()
+    ones = np.ones((1, fam.shape[2]))
+    final = fam[:, -1]
+    np.testing.assert_allclose(bs.progress_replicates(final, y, ones)[:, 0], tg.progress(final, y), atol=1e-10)
+    np.testing.assert_allclose(tg.trajectories.tube_radius_replicates(fam, ones)[:, 0], tg.tube_radius(fam), rtol=1e-12)
+    pts = fam.reshape(-1, fam.shape[2], fam.shape[3])
+    chi = tg.inpca(reference.pairwise_distances(pts)).explained_stress()[:4]
+    np.testing.assert_allclose(bs.stress_replicates(pts, ones, k=4)[0], chi, atol=1e-10)
+
+
+def test_reweighting_equals_recomputation_on_resampled_samples():
+    fam, y = _family()
+    n = fam.shape[2]
+    counts = bs.sample_weights(n, 2, np.random.default_rng(5))
+    for b, w in enumerate(counts):
+        idx = np.repeat(np.arange(n), w.astype(int))
+        sub = fam[:, :, idx]
+        prog = bs.progress_replicates(fam[:, -1], y, counts)[:, b]
+        np.testing.assert_allclose(prog, tg.progress(sub[:, -1], y[idx]), atol=1e-9)
+        rad = tg.trajectories.tube_radius_replicates(fam, counts)[:, b]
+        np.testing.assert_allclose(rad, tg.tube_radius(sub), rtol=1e-10)
+        pts = sub.reshape(-1, len(idx), fam.shape[3])
+        chi = tg.inpca(reference.pairwise_distances(pts)).explained_stress()[:3]
+        np.testing.assert_allclose(
+            bs.stress_replicates(fam.reshape(-1, n, fam.shape[3]), counts, k=3)[b], chi, atol=1e-9
+        )
+
+
+def test_seed_counts_drop_seeds_from_the_tube_radius():
+    fam, _ = _family()
+    ones = np.ones((1, fam.shape[2]))
+    only_first = tg.trajectories.tube_radius_replicates(fam, ones, seeds=np.array([[3, 0, 0]]))[:, 0]
+    d0 = np.asarray(tg.bhattacharyya(fam[0], fam.mean(0)))
+    np.testing.assert_allclose(only_first, d0, rtol=1e-12)
+    assert (bs.seed_weights(2, 4, 0) == 1).all() and bs.seed_weights(3, 4, 0).sum(1).tolist() == [3] * 4
+
+
+def test_interval_brackets_the_estimate_and_shrinks_with_more_samples():
+    widths = []
+    for n in (100, 1600):
+        fam, y = _family(n=n)
+        est = np.asarray(tg.progress(fam[:, -1], y))
+        reps = bs.progress_replicates(fam[:, -1], y, bs.sample_weights(n, 300, 0)).numpy()
+        lo, hi = bs.percentile_interval(reps)
+        assert np.all(lo <= est) and np.all(est <= hi)
+        widths.append(np.mean(hi - lo))
+    assert widths[1] < 0.5 * widths[0]  # about 1/sqrt(16) of it
+
+
+def test_seeded_and_checked():
+    a, b = bs.sample_weights(50, 10, 3), bs.sample_weights(50, 10, 3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, bs.sample_weights(50, 10, 4))
+    assert (a.sum(1) == 50).all()
+    with pytest.raises(ValueError, match="n_boot"):
+        bs.sample_weights(50, 0, 0)
+    with pytest.raises(ValueError, match="level"):
+        bs.percentile_interval(np.zeros(5), level=1.5)
+    with pytest.raises(ValueError, match="weights must be"):
+        bs.reweighted_mean(np.zeros((3, 5)), np.ones((2, 4)))
+
+
+def test_stress_of_many_points_by_lanczos_matches_all_eigenvalues():
+    pts = torch.softmax(torch.randn(240, 30, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64), -1)
+    ones = np.ones((1, 30))
+    chi = tg.inpca(reference.pairwise_distances(pts)).explained_stress()[:5]
+    np.testing.assert_allclose(bs.stress_replicates(pts, ones, k=5)[0], chi, atol=1e-9)
