@@ -87,6 +87,11 @@ def test_stream_loader_batches_resolution_schedule_and_determinism(folder):
     assert torch.equal(torch.cat([y for _, y in ev]), torch.as_tensor(src.labels))
     with pytest.raises(ValueError, match="images in memory"):
         a.images  # noqa: B018
+    halves = [
+        src.loader(np.arange(50), src.labels, batch_size=8, train=True, resolution=res, seed=3, shard=(r, 2))
+        for r in (0, 1)
+    ]  # two processes of a multi-GPU run decode one half each of the same global batch
+    assert halves[0].sharded and torch.equal(torch.cat([h.batch(0, 2)[0] for h in halves]), x0)
 
 
 def test_resolution_schedule_and_crop_boxes():
