@@ -167,3 +167,14 @@ def test_imagenet_preset_sets_appendix_a_and_yields_to_explicit_options():
     assert (cfg.min_res, cfg.resolution, tuple(cfg.res_ramp)) == (160, 224, (29, 34))
     full = apply_preset(TrainConfig(preset="imagenet-resnet50"))
     assert {k: getattr(full, k) for k in PRESETS["imagenet-resnet50"]} == PRESETS["imagenet-resnet50"]
+
+
+def test_a_sweep_takes_the_preset_for_the_fields_it_does_not_give():
+    from taskgeom.train.sweep import expand
+
+    (run,) = expand({"fixed": {"preset": "imagenet-resnet50", "epochs": 2}, "grid": {"lr": [0.1]}, "seeds": [1]})
+    cfg = run["config"]
+    assert (cfg.arch, cfg.epochs, cfg.lr, cfg.seed, cfg.min_res) == ("resnet50", 2, 0.1, 1, 160)
+    assert run["id"].startswith("all-supervised-resnet50-s1-")
+    (other,) = expand({"fixed": {"preset": "imagenet-resnet50"}, "archs": ["small-cnn"]})
+    assert other["config"].arch == "small-cnn" and other["config"].batch_size == 512

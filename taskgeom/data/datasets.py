@@ -102,6 +102,10 @@ class Data:
         return not isinstance(self.train, tuple)
 
     @property
+    def train_labels(self) -> np.ndarray:
+        return np.asarray(self.train.labels if self.streamed else self.train[1])
+
+    @property
     def test_labels(self) -> np.ndarray:
         return np.asarray(self.test.labels if self.streamed else self.test[1])
 

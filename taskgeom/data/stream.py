@@ -196,7 +196,7 @@ class StreamLoader:
     resolution : side R, or a function of the epoch (progressive resizing).
     shard : (rank, world): each batch is the global batch's ``rank``-th contiguous share (only that share is
         decoded); :attr:`sharded` tells the training loop not to shard again.
-    workers : decoding threads (default: the CPU count, at most 16).
+    workers : decoding threads (default: the CPUs this process may use, at most 16).
     """
 
     def __init__(
@@ -227,7 +227,8 @@ class StreamLoader:
             raise ValueError(f"batch size {self.batch_size} does not split evenly over {self.world} processes")
         self.sharded = self.world > 1
         self.generator = torch.Generator(device=self.device)  # the loop seeds it for extra per-step draws
-        n = workers if workers is not None else min(16, os.cpu_count() or 1)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        n = workers if workers is not None else min(16, cpus)
         self._pool = ThreadPoolExecutor(max(1, n), thread_name_prefix="taskgeom-decode")
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="taskgeom-prefetch")
         self._pending: dict = {}
