@@ -23,7 +23,7 @@ import torch
 from .augment import normalize
 from .images import _IMAGE_EXT
 
-__all__ = ["FFCVLoader", "classes_of", "write_beton"]
+__all__ = ["FFCVLoader", "classes_of", "labels_of", "write_beton"]
 
 _INSTALL = (
     "FFCV support needs the 'ffcv' extra and its system libraries: apt-get install -y "
@@ -134,6 +134,23 @@ def write_beton(
     return out
 
 
+def labels_of(path) -> np.ndarray:
+    """The labels (int64, in file order) of a ``.beton`` with a ``label`` field, read from its metadata
+    without decoding any image."""
+    _ffcv()
+    from ffcv.reader import Reader
+
+    try:
+        reader = Reader(str(path))
+    except Exception as exc:  # FFCV raises assorted errors on files that are not .beton files
+        raise ValueError(
+            f"{path}: not a readable .beton file ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+    if "label" not in reader.field_names:
+        raise ValueError(f"{path}: no 'label' field (fields: {', '.join(reader.field_names)})")
+    return np.asarray(reader.metadata[f"f{reader.field_names.index('label')}"], dtype=np.int64).reshape(-1)
+
+
 def classes_of(path) -> list[str]:
     """Class names (index = label) recorded beside a ``.beton`` by :func:`write_beton`."""
     f = _classes_file(Path(path))
@@ -216,11 +233,7 @@ class FFCVLoader:
     @property
     def labels(self) -> torch.Tensor:
         """The labels of the loader's samples in file order (remapped), on ``device``."""
-        from ffcv.reader import Reader
-
-        idx = self._loader.indices.astype(np.int64)
-        y = torch.as_tensor(np.asarray(Reader(str(self.path)).metadata["f1"], dtype=np.int64).reshape(-1)[idx])
-        y = y.to(self.device)
+        y = torch.as_tensor(labels_of(self.path)[self._loader.indices.astype(np.int64)]).to(self.device)
         return y if self._remap is None else self._remap[y]
 
     def _start(self, epoch: int):

@@ -22,6 +22,7 @@ pixels) before they are decoded; a bad image is a one-line ``ValueError`` naming
 from __future__ import annotations
 
 import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -73,16 +74,16 @@ def crop_box(w: int, h: int, u: np.ndarray | None, scale=(0.08, 1.0), ratio=(3 /
     return ((w - cw) // 2, (h - ch) // 2, (w - cw) // 2 + cw, (h - ch) // 2 + ch)
 
 
-def read_crop(path: Path, res: int, u, flip: bool) -> np.ndarray:
+def read_crop(path, res: int, u, flip: bool) -> np.ndarray:
     """The ``res x res`` crop of one image file (see :func:`crop_box`), checked against the limits first."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
 
-    size = path.stat().st_size
-    if size > MAX_MEMBER_BYTES:
-        raise ValueError(f"{path}: file of {size} bytes is over the limit of {MAX_MEMBER_BYTES} bytes")
     try:
+        size = os.stat(path).st_size
+        if size > MAX_MEMBER_BYTES:
+            raise ValueError(f"{path}: file of {size} bytes is over the limit of {MAX_MEMBER_BYTES} bytes")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(path) as im:
@@ -131,7 +132,7 @@ class ImageFolderSource:
         ]
         if not items:
             raise ValueError(f"{base}: no images found (expected <class>/<image> with extensions {sorted(_IMAGE_EXT)})")
-        self.files = [f for f, _ in items]
+        self.files = [str(f) for f, _ in items]  # strings: lighter than Path objects at ImageNet scale
         self.labels = np.array([k for _, k in items], dtype=np.int64)
 
     def __len__(self) -> int:
@@ -154,16 +155,15 @@ class BetonSource:
     kind = "beton"
 
     def __init__(self, path, indices=None):
-        from .beton import _ffcv, classes_of
+        from .beton import classes_of, labels_of
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such .beton file")
         self.classes = classes_of(self.path)
-        _ffcv()
-        from ffcv.reader import Reader
-
-        all_labels = np.asarray(Reader(str(self.path)).metadata["f1"], dtype=np.int64).reshape(-1)
+        all_labels = labels_of(self.path)
+        if all_labels.size and not 0 <= all_labels.min() <= all_labels.max() < len(self.classes):
+            raise ValueError(f"{self.path}: labels outside [0, {len(self.classes)}) of its class list")
         self._all = all_labels
         self.indices = np.arange(len(all_labels)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.labels = all_labels[self.indices]
@@ -212,8 +212,6 @@ class StreamLoader:
         shard=(0, 1),
         workers: int | None = None,
     ):
-        import os
-
         self.files = list(files)
         self.device, self.train, self.seed = torch.device(device), bool(train), int(seed)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
