@@ -135,7 +135,11 @@ class TrainConfig:
         "imprinted head: cosine (eq. 7, the paper) or euclidean (class means, the authors' code)",
         choices=HEADS,
     )
-    augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")
+    augment: bool | None = option(
+        None,
+        "crop and flip training images; auto: on for images of 16 px or more (in-memory data; streamed data "
+        "always get random-resized crops and flips)",
+    )
     crop_pad: int | None = option(
         None, "padding of the random crops in pixels; none: an eighth of the image side (4 for CIFAR-10)", minimum=0
     )
