@@ -178,3 +178,22 @@ def test_a_sweep_takes_the_preset_for_the_fields_it_does_not_give():
     assert run["id"].startswith("all-supervised-resnet50-s1-")
     (other,) = expand({"fixed": {"preset": "imagenet-resnet50"}, "archs": ["small-cnn"]})
     assert other["config"].arch == "small-cnn" and other["config"].batch_size == 512
+
+
+def test_runs_recorded_before_the_streaming_settings_existed_still_resume(tmp_path, capsys):
+    import sqlite3
+
+    argv = ["train", "--data", "digits", "--task", "0-4", "--arch", "small-cnn", "--epochs", "1"]
+    argv += ["--checkpoints", "2", "--device", "cpu", "--imprint-samples", "100", "--store", str(tmp_path / "s")]
+    assert cli.main(argv) == 0
+    db = sqlite3.connect(tmp_path / "s" / "manifest.sqlite")
+    (cfg,) = db.execute("SELECT config FROM trajectories").fetchone()
+    old = {k: v for k, v in json.loads(cfg).items() if k not in ("preset", "resolution", "min_res", "res_ramp")}
+    db.execute("UPDATE trajectories SET config=?", (json.dumps(old, sort_keys=True),))
+    db.commit()
+    db.close()
+    capsys.readouterr()
+    assert cli.main(argv) == 0  # resumed (nothing left to train), not a changed-settings error
+    assert len(PredictionStore(tmp_path / "s").select()) == 1
+    assert cli.main([*argv, "--resolution", "64"]) != 0
+    assert "resolution" in capsys.readouterr().err

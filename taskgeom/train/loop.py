@@ -248,6 +248,16 @@ class _Metrics:
             self.tb.close()
 
 
+def _as_recorded(ident: dict, recorded: dict | None) -> dict:
+    """``ident`` as a trajectory recorded before some settings existed states it: the settings it lacks are
+    left out where they hold their defaults (which compute what the code did before they were added), so
+    such runs still resume."""
+    if not recorded:
+        return ident
+    defaults = _config.to_dict(TrainConfig())
+    return {k: v for k, v in ident.items() if k in recorded or k not in defaults or v != defaults[k]}
+
+
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     """The run's trajectory. A recorded run with the same settings is resumed: the base name
     ``task/method/arch/seed@eval_set`` or one of its separate variants ``...~2``, ``...~3``. Otherwise the
@@ -272,10 +282,12 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     ]
     for name in names:
         found = store.select(name=name)
-        if found and found[0].config == ident:
-            return store.create_trajectory(eval_set, name=name, **meta)
+        if found and found[0].config == _as_recorded(ident, found[0].config):
+            return store.create_trajectory(eval_set, name=name, **{**meta, "config": found[0].config})
     if not new or not store.select(name=base):
-        return store.create_trajectory(eval_set, name=base, **meta)
+        found = store.select(name=base)  # if it exists (other settings), the error names real differences only
+        cfg_as = _as_recorded(ident, found[0].config) if found else ident
+        return store.create_trajectory(eval_set, name=base, **{**meta, "config": cfg_as})
     k = 2
     while store.select(name=f"{base}~{k}"):
         k += 1
