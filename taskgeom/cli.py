@@ -364,7 +364,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("beton", help="write an ImageFolder directory as an FFCV .beton (needs the ffcv extra)")
     p.add_argument("folder", help="directory of <class>/<image> (or <split>/<class>/<image>)")
-    p.add_argument("out", help="the .beton file to write")
+    p.add_argument(
+        "out",
+        help="the .beton file to write (for taskgeom train --data beton: DIR/train.beton from --split train and "
+        "DIR/val.beton from --split val)",
+    )
     p.add_argument("--split", help="e.g. train or val, for <split>/<class>/<image> layouts (default: <class>/<image>)")
     p.add_argument(
         "--max-resolution", type=int, default=256, help="longest side of stored images (default: %(default)s)"

@@ -63,7 +63,11 @@ class PictureConfig:
     device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
 
     def task_names(self, data: str) -> tuple:
-        return tuple(self.tasks) if self.tasks else datasets.DEFAULT_TASKS[data]
+        if self.tasks:
+            return tuple(self.tasks)
+        if data not in datasets.DEFAULT_TASKS:
+            raise ValueError(f"--data {data} has no default tasks; name them with --tasks (e.g. all random333-s0)")
+        return datasets.DEFAULT_TASKS[data]
 
 
 def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> bool:
@@ -101,7 +105,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
             checkpoints=cfg.checkpoints,
             seed=seed,
             device=cfg.device,
-            imprint_samples=min(cfg.imprint_samples, len(data.train[1])),
+            imprint_samples=min(cfg.imprint_samples, len(data.train_labels)),
             imprint_head=cfg.imprint_head,
         )
         # resumable: a finished run is reused (its settings checked), an interrupted one continues
@@ -123,7 +127,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     data = datasets.load(data_cfg)
     for t in tasks:
         data.task(t)  # an unknown task fails here, before training
-    store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+    store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
     _train_all(cfg, data, store, tasks)
     t_train = time.perf_counter() - t0
     res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot)
@@ -134,8 +138,8 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     code = code_version()
     commit = code.get("commit")
     settings = {
-        "data": f"{data_cfg.data} ({data.eval_set}: {len(data.test[1])} evaluation samples, "
-        f"{len(data.train[1])} training samples)",
+        "data": f"{data_cfg.data} ({data.eval_set}: {len(data.test_labels)} evaluation samples, "
+        f"{len(data.train_labels)} training samples)",
         "tasks": ", ".join(tasks),
         "architecture": cfg.arch,
         "method": "supervised",
@@ -143,7 +147,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
         "seeds": f"{cfg.seeds} (0 .. {cfg.seeds - 1})",
         "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
         "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
-        "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train[1]))} training images)",
+        "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train_labels))} training images)",
         "code": f"taskgeom {code.get('taskgeom', '?')}, commit "
         + (f"{commit[:12]}{' (uncommitted changes)' if code.get('dirty') else ''}" if commit else "unknown"),
     }

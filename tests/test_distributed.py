@@ -39,10 +39,11 @@ ARGS = [
 ]
 
 
-def launch(store, nproc: int, wait: bool = True):
+def launch(store, nproc: int, wait: bool = True, args=None):
+    args = ARGS if args is None else args
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     if nproc == 1:
-        cmd = [sys.executable, "-m", "taskgeom.cli", *ARGS, "--store", str(store)]
+        cmd = [sys.executable, "-m", "taskgeom.cli", *args, "--store", str(store)]
     else:
         cmd = [
             sys.executable,
@@ -52,7 +53,7 @@ def launch(store, nproc: int, wait: bool = True):
             f"--nproc-per-node={nproc}",
             "-m",
             "taskgeom.cli",
-            *ARGS,
+            *args,
             "--store",
             str(store),
         ]
@@ -126,3 +127,19 @@ def test_killed_two_process_run_resumes_to_the_same_trajectory(runs, tmp_path):
     want, _ = trajectory(base / "ddp")
     assert interrupted < want.shape[0]
     np.testing.assert_allclose(p, want, atol=1e-6)
+
+
+def test_streamed_imagefolder_run_on_two_processes_decodes_shares_and_follows_one_process(tmp_path):
+    """Streamed data (--data imagefolder): each process decodes its share of the global batch only (the
+    crops drawn for the whole batch first), and the run follows the single-process one."""
+    from testing import make_image_folder
+
+    folder = make_image_folder(tmp_path / "imagenet")
+    args = ["--data", "imagefolder", "--data-path", str(folder), "--resolution", "32", "--min-res", "16"]
+    args += ["--res-ramp", "0", "1", "--batch-size", "8", "--imprint-samples", "25", "--checkpoints", "3"]
+    args = ["train", "--arch", "small-cnn", "--epochs", "2", "--lr", "0.1", "--device", "cpu", *args]
+    launch(tmp_path / "one", 1, args=args)
+    launch(tmp_path / "two", 2, args=args)
+    (p1, _), (p2, _) = trajectory(tmp_path / "one"), trajectory(tmp_path / "two")
+    assert p1.shape == p2.shape == (3, 20, 5)
+    np.testing.assert_allclose(p2, p1, atol=1e-3)

@@ -71,3 +71,27 @@ def read_only_memmap(path, a: np.ndarray) -> np.memmap:
     mm.flush()
     del mm
     return np.memmap(path, dtype=a.dtype, mode="r", shape=a.shape)
+
+
+#: WordNet ids used as the class folders of the generated ImageFolders (tench, dog, domestic cat,
+#: electric fan, racer): the layout of ImageNet's folders.
+WNIDS = ["n01440764", "n02084071", "n02121808", "n03271574", "n04037443"]
+
+
+def make_image_folder(root: Path, per_class=(10, 4), seed: int = 0) -> Path:
+    """A small ImageNet-style folder: ``train/<wnid>/`` and ``val/<wnid>/`` with ``per_class`` images of
+    each of the 5 classes, sides 40-70 px, JPEG and PNG, each class a distinct mean colour."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, (len(WNIDS), 3))
+    for split, n in zip(("train", "val"), per_class):
+        for k, wnid in enumerate(WNIDS):
+            d = root / split / wnid
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = (int(v) for v in rng.integers(40, 71, 2))
+                img = np.clip(colours[k] + rng.integers(-25, 26, (h, w, 3)), 0, 255).astype(np.uint8)
+                img[: h // 4, : w // 4] = 255  # an asymmetric corner: flips and crops change the image
+                Image.fromarray(img).save(d / f"{i}.{'png' if i % 3 == 0 else 'jpg'}")
+    return root

@@ -23,7 +23,7 @@ import torch
 from .augment import normalize
 from .images import _IMAGE_EXT
 
-__all__ = ["FFCVLoader", "classes_of", "write_beton"]
+__all__ = ["FFCVLoader", "classes_of", "labels_of", "write_beton"]
 
 _INSTALL = (
     "FFCV support needs the 'ffcv' extra and its system libraries: apt-get install -y "
@@ -134,6 +134,23 @@ def write_beton(
     return out
 
 
+def labels_of(path) -> np.ndarray:
+    """The labels (int64, in file order) of a ``.beton`` with a ``label`` field, read from its metadata
+    without decoding any image."""
+    _ffcv()
+    from ffcv.reader import Reader
+
+    try:
+        reader = Reader(str(path))
+    except Exception as exc:  # FFCV raises assorted errors on files that are not .beton files
+        raise ValueError(
+            f"{path}: not a readable .beton file ({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from exc
+    if "label" not in reader.field_names:
+        raise ValueError(f"{path}: no 'label' field (fields: {', '.join(reader.field_names)})")
+    return np.asarray(reader.metadata[f"f{reader.field_names.index('label')}"], dtype=np.int64).reshape(-1)
+
+
 def classes_of(path) -> list[str]:
     """Class names (index = label) recorded beside a ``.beton`` by :func:`write_beton`."""
     f = _classes_file(Path(path))
@@ -150,9 +167,15 @@ class FFCVLoader:
     ----------
     train : random-resized crop (scale 0.08-1, aspect 3/4-4/3) and horizontal flip, shuffled, last
         incomplete batch dropped; otherwise a centre crop (ratio 224/256) in file order, all samples.
-    resolution : side R of the output images.
-    seed : FFCV's ``seed``: fixes the shuffled order (its augmentations draw from numba's own, unseeded
-        generator, so crops and flips differ between runs).
+    resolution : side R of the output images, or a function of the epoch (progressive resizing: the
+        decoder's output size is set before each epoch, as FFCV's ImageNet recipe does).
+    seed : FFCV's ``seed``: fixes the shuffled order of each epoch (``default_rng(seed + epoch)``), so
+        :meth:`batch` holds the same samples on a resumed run; its augmentations draw from numba's own,
+        unseeded generator, so crops and flips differ between runs.
+    indices : the samples to read (default: all); remap : label map applied to the file's labels.
+
+    The training loop's interface: ``batch(epoch, index)``, ``labels`` (of ``indices``, remapped),
+    ``generator`` (unused by FFCV's draws) and ``sharded`` (False: a multi-process run shards each batch).
     """
 
     def __init__(
@@ -165,6 +188,8 @@ class FFCVLoader:
         seed: int = 0,
         num_workers: int | None = None,
         drop_last: bool | None = None,
+        indices=None,
+        remap=None,
     ):
         _ffcv()
         from ffcv.fields.decoders import CenterCropRGBImageDecoder, IntDecoder, RandomResizedCropRGBImageDecoder
@@ -175,11 +200,14 @@ class FFCVLoader:
         if not p.is_file():
             raise FileNotFoundError(f"{p}: no such .beton file")
         self.path, self.device, self.train = p, torch.device(device), bool(train)
-        res = (int(resolution), int(resolution))
+        self.resolution = resolution if callable(resolution) else (lambda epoch, r=int(resolution): r)
+        res = (int(self.resolution(0)),) * 2
         if self.train:
-            image = [RandomResizedCropRGBImageDecoder(res), RandomHorizontalFlip()]
+            self._decoder = RandomResizedCropRGBImageDecoder(res)
+            image = [self._decoder, RandomHorizontalFlip()]
         else:
-            image = [CenterCropRGBImageDecoder(res, ratio=224 / 256)]
+            self._decoder = CenterCropRGBImageDecoder(res, ratio=224 / 256)
+            image = [self._decoder]
         image += [ToTensor(), ToDevice(self.device, non_blocking=True), ToTorchImage()]
         label = [IntDecoder(), ToTensor(), ToDevice(self.device, non_blocking=True), Squeeze()]
         workers = num_workers if num_workers is not None else max(1, min(8, os.cpu_count() or 1))
@@ -192,8 +220,39 @@ class FFCVLoader:
                 drop_last=self.train if drop_last is None else bool(drop_last),
                 pipelines={"image": image, "label": label},
                 seed=int(seed),
+                indices=None if indices is None else np.asarray(indices, dtype=np.int64),
             )
         self.classes = classes_of(p) if _classes_file(p).exists() else None
+        self._remap = (
+            None if remap is None else torch.as_tensor(np.asarray(remap), dtype=torch.int64, device=self.device)
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.sharded = False
+        self._it, self._next = None, None
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """The labels of the loader's samples in file order (remapped), on ``device``."""
+        y = torch.as_tensor(labels_of(self.path)[self._loader.indices.astype(np.int64)]).to(self.device)
+        return y if self._remap is None else self._remap[y]
+
+    def _start(self, epoch: int):
+        self._loader.next_epoch = int(epoch)  # FFCV's order of this epoch
+        self._decoder.output_size = (int(self.resolution(epoch)),) * 2
+        return iter(self)
+
+    def batch(self, epoch: int, index: int):
+        """Batch ``index`` of epoch ``epoch``: read on from the current epoch when it is the next one, else
+        (a resumed run) the epoch is started again and ``index`` batches are skipped."""
+        if self._next != (epoch, index):
+            if self._it is not None:
+                self._it.close()
+            self._it = self._start(epoch)
+            for _ in range(index):
+                next(self._it)
+        out = next(self._it)
+        self._next = (epoch, index + 1)
+        return out
 
     def __len__(self) -> int:
         return len(self._loader)
@@ -202,5 +261,7 @@ class FFCVLoader:
         """While an epoch is being read, FFCV's workers hold torch's thread count at their number; the
         caller's count is restored when the epoch ends (or the iteration is abandoned)."""
         with _torch_threads_kept():
+            self._decoder.output_size = (int(self.resolution(self._loader.next_epoch)),) * 2
             for x, y in self._loader:
-                yield normalize(x), y.to(torch.int64).reshape(-1)
+                y = y.to(torch.int64).reshape(-1)
+                yield normalize(x), (y if self._remap is None else self._remap[y])

@@ -76,12 +76,37 @@ DIGIT_TASKS = {
 }
 
 
-def load_tasks(path) -> dict[str, Task]:
-    """Tasks from a JSON file ``{"name": ["class", ...], ...}`` (class names or indices)."""
-    data = json.loads(Path(path).read_text())
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected an object mapping task names to class lists")
-    return {name: Task(name, tuple(classes)) for name, classes in data.items()}
+def load_tasks(path, classes=None) -> dict[str, Task]:
+    """Tasks from a JSON or YAML file (``.yaml`` / ``.yml``, read with ``yaml.safe_load``) mapping task
+    names to class lists: class names (for an ImageFolder, its class folder names, e.g. WordNet ids such as
+    ``n02084071``) or integer indices. With ``classes`` (a dataset's class names), every class is checked
+    against them: an unknown one is a one-line ValueError naming the task and the class."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ValueError(f"{p}: cannot read the tasks file ({exc.strerror or exc})") from exc
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # yaml.YAMLError, json.JSONDecodeError
+        raise ValueError(
+            f"{p}: not a valid {'YAML' if p.suffix.lower() in ('.yaml', '.yml') else 'JSON'} tasks file ({' '.join(str(exc).split())})"
+        ) from exc
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{p}: expected a mapping of task names to class lists")
+    tasks = {}
+    for name, cls in data.items():
+        if not isinstance(cls, list) or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in cls):
+            raise ValueError(f"{p}: task {name!r}: expected a list of class names or indices, got {cls!r}")
+        tasks[str(name)] = Task(str(name), tuple(cls))
+        if classes is not None:
+            tasks[str(name)].indices(classes)  # unknown classes fail here, naming the task
+    return tasks
 
 
 #: Built-in random class subsets: ``random<k>-s<seed>`` (e.g. ``random6-s0``, the size-matched control of a

@@ -12,14 +12,16 @@ On CUDA runs use bfloat16 autocast, channels-last convolutions and fused optimis
 The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
 """
 
-from .config import TrainConfig
+from .config import PRESETS, TrainConfig, apply_preset
 from .loop import checkpoint_steps, identity, lr_factor, resolve_device, train
 from .methods import METHODS, Method, get_method, register_method
 
 __all__ = [
     "METHODS",
     "Method",
+    "PRESETS",
     "TrainConfig",
+    "apply_preset",
     "checkpoint_steps",
     "get_method",
     "identity",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
 from .. import _cliutil
 from .. import config as _config
 from ..data import datasets
-from .config import TrainConfig
+from .config import TrainConfig, apply_preset
 from .loop import train
 
 __all__ = ["add_parser", "add_sweep_parser"]
@@ -25,7 +26,9 @@ def add_parser(sub) -> None:
         default="all",
         help="a named task (digits: all, 0-4, 5-9, even, odd; cifar10: all, "
         "vehicles, animals, mammals, pets, airplane-automobile, bird-cat, "
-        "ship-truck) (default: %(default)s)",
+        "ship-truck; imagefolder, beton: all), a task of --tasks-file, or a random class subset "
+        "random<k>-s<seed> (k classes drawn with the seed, e.g. random333-s0, the paper's random 333) "
+        "(default: %(default)s)",
     )
     p.add_argument("--store", default="taskgeom-store", help="PredictionStore folder (default: %(default)s)")
     p.add_argument(
@@ -39,7 +42,22 @@ def add_parser(sub) -> None:
     )
     _config.add_options(p, datasets.DataConfig, group="data")
     _config.add_options(p, TrainConfig, exclude=("seed",), group="training")
+    _track_explicit(p, {f.name for f in dataclasses.fields(TrainConfig)})
     p.set_defaults(fn=_cmd)
+
+
+def _explicit_call(self, parser, namespace, values, option_string=None):
+    type(self).__mro__[1].__call__(self, parser, namespace, values, option_string)
+    namespace._explicit = getattr(namespace, "_explicit", frozenset()) | {self.dest}
+
+
+def _track_explicit(parser, names) -> None:
+    """Make the options of ``names`` record, when given, their name in ``args._explicit`` (so that a preset
+    overrides defaults only, wherever ``--preset`` stands on the command line)."""
+    for action in parser._actions:
+        if action.dest in names:
+            base = type(action)
+            action.__class__ = type(f"_Explicit{base.__name__}", (base,), {"__call__": _explicit_call})
 
 
 def add_sweep_parser(sub) -> None:
@@ -94,9 +112,9 @@ def _cmd(args) -> int:
     data = datasets.load(_config.from_args(datasets.DataConfig, args))
     data.task(args.task)  # an unknown task fails here, before anything is written
     store = PredictionStore(args.store, create=True)
-    store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+    store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
     for seed in args.seeds:
-        cfg = _config.from_args(TrainConfig, args, seed=seed)
+        cfg = apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=getattr(args, "_explicit", ()))
         t0 = time.perf_counter()
         traj = train(
             cfg, data.task(args.task), data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory

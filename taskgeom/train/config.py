@@ -3,21 +3,56 @@ them). ``None`` means "the method's default" and is resolved, and recorded, befo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..config import option
 from ..imprint import HEADS
 
-__all__ = ["TrainConfig", "IDENTITY_EXCLUDED"]
+__all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
 IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every", "channels_last")
 
 
+#: Named settings (``--preset``). ``imagenet-resnet50`` is Appendix A.1: ResNet-50 with BlurPool, 40 epochs,
+#: progressive resizing from 160 to 224 px between epochs 29 and 34, batches of 512 (the global batch of the
+#: paper's 4 GPUs), label smoothing 0.1, SGD (Nesterov, momentum 0.9) with cosine annealing, no weight decay
+#: on normalisation parameters. The appendix is silent on the learning rate, warm-up and weight decay; these
+#: follow the FFCV ResNet-50 recipe the paper builds on (its 40-epoch configuration has the same 29-34
+#: ramp): peak 1.7 for batches of 1,024, scaled linearly to 0.85 for 512; its 2 epochs of linear warm-up
+#: (0.05 of 40); weight decay 1e-4 (5e-5 in FFCV's ResNet-18 recipes).
+PRESETS = {
+    "imagenet-resnet50": dict(
+        arch="resnet50",
+        method="supervised",
+        epochs=40,
+        batch_size=512,
+        optimizer="sgd",
+        lr=0.85,
+        schedule="cosine",
+        warmup=0.05,
+        weight_decay=1e-4,
+        label_smoothing=0.1,
+        resolution=224,
+        min_res=160,
+        res_ramp=(29, 34),
+    ),
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """One training run."""
+
+    preset: str | None = option(
+        None,
+        "named settings (taskgeom.train.PRESETS); imagenet-resnet50: Appendix A.1's ResNet-50 with BlurPool, 40 "
+        "epochs, batches of 512, progressive resizing 160 -> 224 px over epochs 29-34, label smoothing 0.1, SGD "
+        "with lr 0.85, 2 warm-up epochs, cosine annealing, weight decay 1e-4; options given explicitly override it",
+        choices=tuple(PRESETS),
+    )
 
     method: str = option(
         "supervised",
@@ -102,9 +137,28 @@ class TrainConfig:
         "authors' code); head and temperature are recorded with every checkpoint",
         choices=HEADS,
     )
-    augment: bool | None = option(None, "crop and flip training images; auto: on for images of 16 px or more")
+    augment: bool | None = option(
+        None,
+        "crop and flip training images; auto: on for images of 16 px or more (in-memory data; streamed data "
+        "always get random-resized crops and flips)",
+    )
     crop_pad: int | None = option(
         None, "padding of the random crops in pixels; none: an eighth of the image side (4 for CIFAR-10)", minimum=0
+    )
+    resolution: int = option(
+        224,
+        "imagefolder / beton: side of the training images (at the end of progressive resizing) and of the "
+        "evaluation images (a centre crop of 224/256 of the shorter side, resized)",
+        minimum=8,
+    )
+    min_res: int | None = option(
+        None,
+        "imagefolder / beton: progressive resizing from this side up to --resolution over --res-ramp "
+        "(none: --resolution throughout)",
+        minimum=8,
+    )
+    res_ramp: tuple[int, int] = option(
+        (29, 34), "imagefolder / beton: first and last epoch of progressive resizing (FFCV's ImageNet recipe)"
     )
     state_dir: str | None = option(None, "where resumable training state is kept; none: <store>/state", metavar="PATH")
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")
@@ -114,3 +168,13 @@ class TrainConfig:
         "<store>/metrics/<id>.jsonl and, when tensorboard is installed, <store>/tensorboard/<id>",
         minimum=1,
     )
+
+
+def apply_preset(cfg: TrainConfig, keep=()) -> TrainConfig:
+    """``cfg`` with the settings of its ``preset`` (none: unchanged), except the fields named in ``keep``
+    (those set explicitly)."""
+    if cfg.preset is None:
+        return cfg
+    if cfg.preset not in PRESETS:
+        raise ValueError(f"unknown preset {cfg.preset!r}; known: {', '.join(PRESETS)}")
+    return dataclasses.replace(cfg, **{k: v for k, v in PRESETS[cfg.preset].items() if k not in keep})

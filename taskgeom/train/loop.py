@@ -18,6 +18,7 @@ from any point of a trajectory (Result 6).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -32,6 +33,7 @@ from .. import seeding
 from .._provenance import code_version
 from ..data.augment import normalize
 from ..data.loader import DeviceLoader
+from ..data.stream import resolution_at
 from ..imprint import imprint
 from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
@@ -67,7 +69,7 @@ class Run:
     method: Method
     device: torch.device
     classes: list
-    task_images: np.ndarray  # training images of the task's classes
+    task_images: np.ndarray | None  # training images of the task's classes (None: streamed data)
     task_labels: np.ndarray  # their labels in the task, 0..k-1
     model: torch.nn.Module | None = None
     train_model: torch.nn.Module | None = None  # the model, or its DistributedDataParallel wrapper
@@ -85,12 +87,43 @@ class Run:
 
 
 def _task_data(cfg, method, classes, x_tr, y_tr, device) -> Run:
+    """The run's task data; ``x_tr`` None for streamed data (``extra["task_index"]``: the samples' positions)."""
     remap = np.full(int(max(y_tr.max(), max(classes))) + 1, -1)
     remap[classes] = np.arange(len(classes))
     keep = remap[y_tr] >= 0
-    run = Run(cfg, method, device, classes, x_tr[keep], remap[y_tr[keep]])
+    run = Run(cfg, method, device, classes, None if x_tr is None else x_tr[keep], remap[y_tr[keep]])
     run.extra["remap"] = remap
+    run.extra["task_index"] = np.flatnonzero(keep)
     return run
+
+
+def _resolution(cfg: TrainConfig):
+    """Streamed data's training resolution: ``cfg.resolution``, or a function of the epoch (progressive
+    resizing from ``min_res`` over the epochs ``res_ramp``)."""
+    if cfg.min_res is None:
+        return cfg.resolution
+    ramp = tuple(int(e) for e in cfg.res_ramp)
+    if len(ramp) != 2 or not 0 <= ramp[0] <= ramp[1]:
+        raise ValueError(f"res_ramp must be two epochs, first <= last, got {list(cfg.res_ramp)}")
+    if cfg.min_res > cfg.resolution:
+        raise ValueError(f"min_res ({cfg.min_res}) must not exceed resolution ({cfg.resolution})")
+    return functools.partial(resolution_at, min_res=cfg.min_res, max_res=cfg.resolution, ramp=ramp)
+
+
+def _stream_loader(run: Run, source):
+    """The training loader of streamed data: random-resized crops and flips at the scheduled resolution."""
+    bs = run.method.loader_batch_size(run.cfg)
+    return source.loader(
+        run.extra["task_index"],
+        run.task_labels,
+        batch_size=bs,
+        device=run.device,
+        train=True,
+        resolution=_resolution(run.cfg),
+        seed=run.cfg.seed,
+        drop_last=len(run.task_labels) > bs,
+        shard=(run.dist.rank, run.dist.world),
+    )
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -130,6 +163,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
 def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
     """Loaders of the imprinting samples (from the training split, all evaluation classes) and of the
     evaluation set; draws the imprinting subset from ``run.rng``."""
+    streamed = x_tr is None
     missing = sorted(set(range(n_eval_classes)) - set(np.unique(y_tr).tolist()))
     if missing:
         raise ValueError(
@@ -140,6 +174,9 @@ def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
     idx = np.flatnonzero(np.isin(y_tr, np.arange(n_eval_classes)))
     if len(idx) > run.cfg.imprint_samples:
         idx = np.sort(run.rng.choice(idx, run.cfg.imprint_samples, replace=False))
+    if streamed:  # x_ev is then the evaluation source; both stream, centre-cropped at cfg.resolution
+        kw = dict(batch_size=256, device=run.device, train=False, resolution=run.cfg.resolution)
+        return run.extra["train_source"].loader(idx, y_tr[idx], **kw), x_ev.loader(np.arange(len(y_ev)), y_ev, **kw)
     imp = DeviceLoader(x_tr[idx], y_tr[idx], batch_size=512, device=run.device, shuffle=False, augment=False)
     ev = DeviceLoader(x_ev, y_ev, batch_size=512, device=run.device, shuffle=False, augment=False)
     return imp, ev
@@ -211,6 +248,16 @@ class _Metrics:
             self.tb.close()
 
 
+def _as_recorded(ident: dict, recorded: dict | None) -> dict:
+    """``ident`` as a trajectory recorded before some settings existed states it: the settings it lacks are
+    left out where they hold their defaults (which compute what the code did before they were added), so
+    such runs still resume."""
+    if not recorded:
+        return ident
+    defaults = _config.to_dict(TrainConfig())
+    return {k: v for k, v in ident.items() if k in recorded or k not in defaults or v != defaults[k]}
+
+
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     """The run's trajectory. A recorded run with the same settings is resumed: the base name
     ``task/method/arch/seed@eval_set`` or one of its separate variants ``...~2``, ``...~3``. Otherwise the
@@ -235,14 +282,33 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     ]
     for name in names:
         found = store.select(name=name)
-        if found and found[0].config == ident:
-            return store.create_trajectory(eval_set, name=name, **meta)
+        if found and found[0].config == _as_recorded(ident, found[0].config):
+            return store.create_trajectory(eval_set, name=name, **{**meta, "config": found[0].config})
     if not new or not store.select(name=base):
-        return store.create_trajectory(eval_set, name=base, **meta)
+        found = store.select(name=base)  # if it exists (other settings), the error names real differences only
+        cfg_as = _as_recorded(ident, found[0].config) if found else ident
+        return store.create_trajectory(eval_set, name=base, **{**meta, "config": cfg_as})
     k = 2
     while store.select(name=f"{base}~{k}"):
         k += 1
     return store.create_trajectory(eval_set, name=f"{base}~{k}", **meta)
+
+
+def _device_loader(run: Run, train_data) -> DeviceLoader:
+    """The training loader of in-memory data: crop and flip (when on) on the device."""
+    cfg = run.cfg
+    augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
+    return DeviceLoader(
+        run.task_images,
+        run.task_labels,
+        batch_size=run.method.loader_batch_size(cfg),
+        device=run.device,
+        shuffle=True,
+        augment=augment and run.method.augment_batches,
+        pad=cfg.crop_pad,
+        drop_last=len(run.task_labels) > run.method.loader_batch_size(cfg),
+        seed=cfg.seed,
+    )
 
 
 def _setup(run: Run, store, traj, train_data) -> tuple:
@@ -250,7 +316,8 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     cfg, device = run.cfg, run.device
     torch.manual_seed(cfg.init_seed if cfg.init_seed is not None else seeding.init_seed(cfg.seed, cfg.method))
     run.step_generator = torch.Generator(device=device)
-    model = run.method.build(cfg, len(run.classes), np.asarray(train_data[0]).shape[-1], device)
+    streamed = run.task_images is None
+    model = run.method.build(cfg, len(run.classes), 3 if streamed else np.asarray(train_data[0]).shape[-1], device)
     if hasattr(model, "fit_whitening") and not cfg.init_from:  # a data-fitted stem (fast-resnet): fitted
         # to the task's first 5,000 training images (a fine-tuned model keeps its source's)
         model.fit_whitening(normalize(torch.as_tensor(run.task_images[:5000]).permute(0, 3, 1, 2).to(device)))
@@ -258,18 +325,10 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
         model = model.to(memory_format=torch.channels_last)
     run.model, run.train_model = distributed.wrap_model(model, run.dist, device)
     opt = _optimizer(run.model, cfg, device)
-    augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
-    run.loader = DeviceLoader(
-        run.task_images,
-        run.task_labels,
-        batch_size=run.method.loader_batch_size(cfg),
-        device=device,
-        shuffle=True,
-        augment=augment and run.method.augment_batches,
-        pad=cfg.crop_pad,
-        drop_last=len(run.task_labels) > run.method.loader_batch_size(cfg),
-        seed=cfg.seed,
-    )
+    if streamed:
+        run.loader = _stream_loader(run, train_data)
+    else:
+        run.loader = _device_loader(run, train_data)
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
@@ -286,6 +345,23 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     return opt, sched, total, state_path, step, recorded
 
 
+def _parts(train_data, eval_data, method, cfg):
+    """(training images or None, training labels, evaluation images or source, evaluation labels); streamed
+    data (sources with a ``loader``) are checked against what the method and network need."""
+    if not hasattr(train_data, "loader"):
+        return np.asarray(train_data[0]), np.asarray(train_data[1]), np.asarray(eval_data[0]), np.asarray(eval_data[1])
+    if not hasattr(eval_data, "loader"):
+        raise ValueError("streamed training data needs a streamed evaluation set (both imagefolder or both beton)")
+    if not method.streams:
+        raise ValueError(
+            f"method {cfg.method!r} needs the images in memory; streamed data (imagefolder, beton) trains "
+            "the supervised and finetune methods"
+        )
+    if cfg.arch == "fast-resnet":
+        raise ValueError("fast-resnet fits its stem to in-memory images; use another --arch with streamed data")
+    return None, np.asarray(train_data.labels), eval_data, np.asarray(eval_data.labels)
+
+
 def train(
     cfg: TrainConfig,
     task_classes,
@@ -299,7 +375,8 @@ def train(
 ):
     """Train one run and record its trajectory; returns the store's Trajectory.
 
-    ``train_data`` and ``eval_data`` are ``(images (N, H, W, C) uint8, labels (N,))``; the evaluation
+    ``train_data`` and ``eval_data`` are ``(images (N, H, W, C) uint8, labels (N,))``, or streamed sources
+    (:mod:`taskgeom.data.stream`: ImageFolder or ``.beton``, decoded batch by batch); the evaluation
     labels index the evaluation (union) task's classes, which the model is imprinted onto at each
     checkpoint using samples of ``train_data`` of those classes. An existing trajectory of the same run is
     resumed (its stored configuration must match); ``new=True`` starts a separate trajectory instead.
@@ -308,8 +385,9 @@ def train(
     cfg = method.resolve(cfg)
     if not 0.0 <= cfg.warmup < 1.0:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {cfg.warmup}")
+    x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, cfg)
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
-    n_imp = int(np.isin(np.asarray(train_data[1]), np.arange(int(store.eval_set(eval_set).c))).sum())
+    n_imp = int(np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
     cfg = dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, n_imp)))
     d, device_name = distributed.setup(cfg.device)
     if d.active and not method.distributed:
@@ -317,12 +395,11 @@ def train(
             f"method {cfg.method!r} does not run on several processes yet (supported: supervised, finetune)"
         )
     device = resolve_device(device_name)
-    x_tr, y_tr = np.asarray(train_data[0]), np.asarray(train_data[1])
-    x_ev, y_ev = np.asarray(eval_data[0]), np.asarray(eval_data[1])
     n_eval_classes = int(store.eval_set(eval_set).c)
     classes = [int(c) for c in task_classes]
     run = _task_data(cfg, method, classes, x_tr, y_tr, device)
     run.dist = d
+    run.extra["train_source"] = train_data if x_tr is None else None
     traj = _create_trajectory(store, eval_set, task_name, cfg, classes, new) if d.main else None
     d.barrier()  # rank 0 created the trajectory; the others find it (same settings: no write)
     if not d.main:

@@ -50,6 +50,7 @@ class Method:
     class_head = True  # one output per class of the task (else a projection head)
     augment_batches = True  # crop-and-flip on the loader's training batches
     distributed = True  # runs data-parallel on several processes (taskgeom.train.distributed)
+    streams = True  # trains on streamed data (imagefolder, beton): needs nothing but loader.batch
 
     def resolve(self, cfg):
         """``cfg`` with the method's defaults made explicit (optimiser, learning rate)."""
@@ -83,7 +84,8 @@ class Method:
         cfg, loader = run.cfg, run.loader
         g = run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
         xb, yb = loader.batch(step // run.per_epoch, step % run.per_epoch)
-        xb, yb = run.dist.shard(xb), run.dist.shard(yb)  # this process's share of the global batch
+        if not getattr(loader, "sharded", False):  # a streaming loader decodes this process's share only
+            xb, yb = run.dist.shard(xb), run.dist.shard(yb)  # this process's share of the global batch
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))  # extra views of this step
         with run.autocast():
             return self.batch_loss(run, xb, yb, g)
@@ -120,6 +122,7 @@ class Protonet(Method):
     name = "protonet"
     class_head = False
     distributed = False
+    streams = False
 
     def steps_per_epoch(self, run):
         return run.cfg.episodes_per_epoch
@@ -149,6 +152,7 @@ class _TwoViews(Method):
     class_head = False
     augment_batches = False
     distributed = False  # NT-Xent / Barlow over a global batch would need gathered projections
+    streams = False
 
     def build(self, cfg, n_classes, in_channels, device):
         model = super().build(cfg, n_classes, in_channels, device)
@@ -190,6 +194,7 @@ class FixMatch(Method):
 
     name = "fixmatch"
     distributed = False
+    streams = False
 
     def loader_batch_size(self, cfg) -> int:
         return cfg.batch_size * cfg.unlabelled_ratio

@@ -12,6 +12,9 @@ A sweep file (YAML or JSON)::
     fixed: {epochs: 15, checkpoints: 20}  # TrainConfig fields for every run
     resources: {num_cpus: 1, num_gpus: 0} # per run (Ray; fractional GPUs share one device)
 
+A ``preset`` in ``fixed`` (e.g. ``imagenet-resnet50``, with ``data: {data: imagefolder, data_path: ...}``)
+sets the fields the sweep does not give (``methods`` and ``archs`` count as given only when listed).
+
 Each run writes ``OUT/shards/<run>/`` (its own PredictionStore: no SQLite file is written by two
 machines) and is resumable: a retried or repeated run continues from its saved state. When every run is
 done the shards are merged into ``OUT/store`` (:func:`taskgeom.shards.merge_stores`). Runs use as many
@@ -29,7 +32,7 @@ from pathlib import Path
 
 from .. import config as _config
 from ..data import datasets
-from .config import TrainConfig
+from .config import TrainConfig, apply_preset
 
 __all__ = ["load_sweep", "expand", "run_sweep", "Run"]
 
@@ -76,8 +79,10 @@ def expand(spec: dict) -> list[Run]:
         cfg = TrainConfig(
             **{**(spec.get("fixed") or {}), **dict(zip(keys, values)), "method": method, "seed": seed, "arch": arch}
         )
+        given = {"seed"} | {k for k in ("method", "arch") if spec.get(k + "s")}
+        cfg = apply_preset(cfg, keep=given | set(spec.get("fixed") or {}) | set(keys))  # a `preset` fills the rest
         ident = json.dumps([task, _config.to_dict(cfg)], sort_keys=True)
-        rid = f"{task}-{method}-{arch}-s{seed}-" + hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
+        rid = f"{task}-{cfg.method}-{cfg.arch}-s{seed}-" + hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
         runs.append({"id": rid.replace("/", "_"), "task": task, "config": cfg})
     return runs
 
@@ -101,7 +106,7 @@ def _run_one(data_spec: dict, run: Run, shard: str, threads: int, fault_marker: 
         data = _data(data_spec)
         data.task(run["task"])  # an unknown task fails before its store is created
         store = PredictionStore(shard, create=True)
-        store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+        store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
         train(
             run["config"],
             data.task(run["task"]),
