@@ -5,6 +5,7 @@
 # bench/bench_inpca_gpu.py). Every stage has its own time cap and writes JSON under $OUT; a short table
 # of each comes last. Run from the repository root with the CIFAR-10 tarballs in .devdata/cifar10:
 #   TASKGEOM_COMMIT=<hash> OUT=/path [STAGES="kernels train inpca"] bash bench/gpu_session.sh
+# STAGES may also name family-a or family-b-<part> (issue 16's CIFAR-10 family scripts, about 9 minutes each).
 set -uo pipefail
 OUT=${OUT:-/tmp/taskgeom-gpu}
 mkdir -p "$OUT"
@@ -62,6 +63,20 @@ if has inpca; then
 fi
 
 echo "total: $(elapsed) s"
+# 4. issue 16: one CIFAR-10 family script per stage (family-a, family-b-r4-episodic, family-b-r4-kway,
+# family-b-r5, family-b-r7), each into $OUT/<stage>/ (at most 8 files, 64 MB)
+for stage in $STAGES; do
+  case $stage in
+  family-a) script=(cifar10_family_a.py) ;;
+  family-b-*) script=(cifar10_family_b.py --part "${stage#family-b-}") ;;
+  *) continue ;;
+  esac
+  FAM_S=$(cap 540 5)
+  (cd "$ROOT/experiments" && timeout "$FAM_S" python3 "${script[@]}" --data-path "$ROOT/.devdata/cifar10" \
+    --out "$OUT/$stage" >"$OUT/$stage.log" 2>&1)
+  echo "$stage (rc $?) at $(elapsed) s"
+done
+
 for f in kernels train inpca; do
   [[ -f $OUT/$f.log ]] && echo "== $f" && tail -12 "$OUT/$f.log"
 done
