@@ -104,6 +104,7 @@ class Family:
         self.work = Path(args.work or tempfile.mkdtemp(prefix=f"taskgeom-{name}-"))
         self.log_file = open(self.out / "run.log", "a", encoding="utf-8")
         path = smoke_data(self.work / "data") if args.smoke else args.data_path
+        self.data_path = str(path)
         self.data = load(
             DataConfig(
                 data="cifar10", data_path=path, eval_samples=args.eval_samples, train_per_class=args.train_per_class
@@ -186,8 +187,12 @@ class Family:
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;
         checks the folder's limits."""
+        from taskgeom._provenance import code_version
+
         results = {**results, "family": self.name, "device": _device(), "seconds": time.perf_counter() - self.t0}
         results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
+        results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
+        results["code"] = code_version()
         (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1))
         figure(results, self.out / "summary.png")
         self.store.close()

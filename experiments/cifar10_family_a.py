@@ -40,6 +40,8 @@ def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
         for s in range(args.seeds):
             first.append(Run(task, task, s, {"keep_states": task == "all"}))
     starts = {"early": max(1, n_checkpoints // 6), "middle": n_checkpoints // 2, "final": n_checkpoints - 1}
+    seen: set = set()
+    starts = {w: k for w, k in starts.items() if not (k in seen or seen.add(k))}  # distinct checkpoints only
     second = []
     for where, k in starts.items():
         for task in FINETUNE:
@@ -81,7 +83,11 @@ def result6(fam: Family, grid: np.ndarray) -> dict:
     sup = fam.family("all", grid)
     mean = sup.astype(np.float64).mean(0)
     radius = np.asarray(tg.tube_radius(sup))
-    out = {"supervised_final_progress": summary(fam.final_progress("all")), "tube_radius": radius.tolist()}
+    out = {
+        "grid": grid.tolist(),  # this Result's grid: the progress the supervised runs reach
+        "supervised_final_progress": summary(fam.final_progress("all")),
+        "tube_radius": radius.tolist(),
+    }
     for group in fam.trajs:
         if " from " not in group:
             continue
