@@ -269,7 +269,7 @@ def _distance_figure(res, colors):
         def cut(values, keep=keep):
             return [v if k else None for v, k in zip(_finite(values), keep)]
 
-        if task in interval:
+        if interval.get(task):  # {} without bootstrap replicates (n_boot = 0)
             band = {"low": cut(interval[task]["low"]), "high": cut(interval[task]["high"])}
             _band(fig, grid, band, colors.get(task, "#888") + "66", task, f"{task}: 95% interval")
         if task in spread:

@@ -349,3 +349,15 @@ def test_picture_on_cifar10_layout_and_result3_analysis(tiny_cifar, tmp_path, mo
     assert -1 <= sp["rho"] <= 1 if sp["pairs"] >= 3 else np.isnan(sp["rho"])
     assert -1 <= r3["spearman_normalized_final_vs_tree_distance"]["rho"] <= 1
     assert (tmp_path / "r3" / "result3.png").stat().st_size > 0
+
+
+def test_report_without_bootstrap_replicates(report, tmp_path):
+    """``--n-boot 0`` (no intervals) re-analyses the same store and still writes the whole report."""
+    store = report.parent / "store"
+    args = ["picture", "--out", str(tmp_path), "--store", str(store), "--tasks", "all", "0-4", "--seeds", "2"]
+    args += ["--epochs", "2", "--checkpoints", "5", "--grid", "10", "--n-boot", "0"]
+    assert cli.main(args) == 0
+    html = (tmp_path / "report.html").read_text()
+    assert "No bootstrap intervals" in html
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert not res.get("uncertainty") and not any(res.get("normalized_distance_to_all_interval", {}).values())
