@@ -13,8 +13,8 @@ Reported in results.json (and summary.png):
   size-matched random control, and split into the task's own (seen) and the other (unseen) classes;
 * Result 3: normalised distances between the hierarchy's tasks over the progress both reach, their rank
   correlation with the distance in the tree and its Mantel p-value (exact over all 120 permutations);
-* Result 6: distance of each fine-tuned trajectory to the supervised mean trajectory, in tube radii at the
-  progress where it is nearest (Remark 5), and the progress it keeps.
+* Result 6: the normalised distance (Remark 5) of each fine-tuned family from the supervised one over the
+  progress both reach, with a bootstrap interval, and the progress it keeps.
 
     python experiments/cifar10_family_a.py --out runs/family-a                 # GPU, CIFAR-10 in .devdata
     python experiments/cifar10_family_a.py --smoke --out /tmp/family-a-smoke    # CPU rehearsal, ~1 minute
@@ -80,32 +80,26 @@ def result3(fam: Family, grid: np.ndarray) -> dict:
 
 
 def result6(fam: Family, grid: np.ndarray) -> dict:
+    """Each fine-tuned family against the supervised all-classes one with the one Remark 5 normalisation
+    (result6_finetune.compare: both re-indexed over the progress every run of both reaches, each tube
+    radius at its own progress, a bootstrap interval)."""
+    from types import SimpleNamespace
+
+    import result6_finetune as r6
+
     sup = fam.family("all", grid)
-    mean = sup.astype(np.float64).mean(0)
-    radius = np.asarray(tg.tube_radius(sup))
     out = {
-        "grid": grid.tolist(),  # this Result's grid: the progress the supervised runs reach
+        "grid": grid.tolist(),  # the supervised runs' grid, for their tube radius
         "supervised_final_progress": summary(fam.final_progress("all")),
-        "tube_radius": radius.tolist(),
+        "tube_radius": np.asarray(tg.tube_radius(sup)).tolist(),
     }
+    opts = SimpleNamespace(grid=fam.args.grid, n_boot=200)
     for group in fam.trajs:
-        if " from " not in group:
-            continue
-        rows = []
-        for p in fam.probs(group):
-            d = np.asarray(tg.pairwise_distances(p.astype(np.float64), mean))  # (checkpoints, G)
-            near = d.argmin(1)
-            ratio = d[np.arange(len(d)), near] / np.maximum(radius[near], 1e-300)
-            rows.append(
-                (ratio[-1], ratio.max(), float(tg.progress(p[0], fam.labels)), float(tg.progress(p[-1], fam.labels)))
-            )
-        r = np.array(rows)
-        out[group] = {
-            "final_distance_in_tube_radii": summary(r[:, 0]),
-            "max_distance_in_tube_radii": summary(r[:, 1]),
-            "start_progress": float(r[:, 2].mean()),
-            "final_progress": float(r[:, 3].mean()),
-        }
+        if " from " in group:
+            res = r6.compare(fam.probs(group), fam.probs("all"), fam.labels, opts)
+            nd = res["normalized_distance"]
+            res["final_normalized_distance"] = nd[-1] if nd else None  # at the last shared progress
+            out[group] = res
     return out
 
 
@@ -141,9 +135,13 @@ def figure(res: dict, path) -> None:
     ax[1].set_title("Result 2: progress on all ten classes")
     ax[1].tick_params(axis="x", rotation=45)
     r6 = {k: v for k, v in res["result6"].items() if " from " in k}
-    ax[2].bar(list(r6), [v["final_distance_in_tube_radii"]["mean"] for v in r6.values()])
-    ax[2].set_title("Result 6: fine-tuned distance to supervised (tube radii)")
-    ax[2].tick_params(axis="x", rotation=60)
+    for k, v in r6.items():
+        if v["grid"]:
+            ax[2].plot(v["grid"], v["normalized_distance"], "-o", ms=3, label=k)
+    ax[2].axhline(1.0, color="grey", lw=0.8)
+    ax[2].set_title("Result 6: normalised distance to supervised")
+    ax[2].set_xlabel("progress")
+    ax[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
