@@ -118,6 +118,7 @@ class Family:
         self.store.add_eval_set(self.data.eval_set, self.data.test[1], class_names=self.data.classes)
         self.labels = np.asarray(self.data.test[1])
         self.trajs: dict[str, list] = {}  # group -> trajectories (seed order)
+        self._cache: dict = {}  # (kind, group) -> probabilities / final progress, read once after training
         self.log(f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images")
 
     def log(self, msg: str) -> None:
@@ -141,6 +142,7 @@ class Family:
         return TrainConfig(**cfg)
 
     def train(self, runs: list[Run]) -> None:
+        self._cache.clear()
         for i, run in enumerate(runs):
             cfg = self.config(run)
             t = time.perf_counter()
@@ -155,15 +157,20 @@ class Family:
             )
 
     def probs(self, group: str) -> list[np.ndarray]:
-        """Each run's checkpoints (T, N, C) in float64, rows renormalised (stored as float16)."""
-        out = []
-        for t in self.trajs[group]:
-            p = np.asarray(t.probs, dtype=np.float64)
-            out.append(p / p.sum(-1, keepdims=True))
-        return out
+        """Each run's checkpoints (T, N, C) in float64, rows renormalised (stored as float16); read from the
+        store once per group."""
+        if ("probs", group) not in self._cache:
+            out = []
+            for t in self.trajs[group]:
+                p = np.asarray(t.probs, dtype=np.float64)
+                out.append(p / p.sum(-1, keepdims=True))
+            self._cache["probs", group] = out
+        return self._cache["probs", group]
 
     def final_progress(self, group: str) -> np.ndarray:
-        return np.array([float(tg.progress(p[-1], self.labels)) for p in self.probs(group)])
+        if ("final", group) not in self._cache:
+            self._cache["final", group] = np.array([float(tg.progress(p[-1], self.labels)) for p in self.probs(group)])
+        return self._cache["final", group]
 
     def grid(self, groups) -> np.ndarray:
         """``--grid`` progress values up to the largest final progress any run of ``groups`` reaches."""
