@@ -172,24 +172,47 @@ class Family:
             self._cache["final", group] = np.array([float(tg.progress(p[-1], self.labels)) for p in self.probs(group)])
         return self._cache["final", group]
 
+    def checkpoint_progress(self, group: str) -> list[np.ndarray]:
+        """Each run's progress at every checkpoint (the range it reaches runs from its lowest to its highest)."""
+        if ("progress", group) not in self._cache:
+            self._cache["progress", group] = [
+                np.array([float(tg.progress(q, self.labels)) for q in p]) for p in self.probs(group)
+            ]
+        return self._cache["progress", group]
+
     def grid(self, groups) -> np.ndarray:
-        """``--grid`` progress values up to the largest final progress any run of ``groups`` reaches."""
-        top = max(float(self.final_progress(g).max()) for g in groups)
-        return np.linspace(0.0, max(top, 1e-6), self.args.grid)
+        """At most ``--grid`` progress values over the range the runs of ``groups`` reach, only values some
+        run reaches (:func:`taskgeom.progress_grid`): nothing below the lowest start or above the highest end."""
+        return tg.progress_grid([p for g in groups for p in self.checkpoint_progress(g)], self.args.grid)
 
     def family(self, group: str, grid: np.ndarray) -> np.ndarray:
-        """(seeds, G, N, C) re-indexed trajectories of ``group``; beyond a run's final progress its last
+        """(seeds, G, N, C) re-indexed trajectories of ``group``; outside a run's range its first or last
         model (callers compare only where every run compared reaches: :meth:`reached`)."""
         return np.stack([np.asarray(tg.reindex(p, self.labels, grid=grid)) for p in self.probs(group)]).astype(
             np.float32
         )
 
     def reached(self, groups, grid) -> np.ndarray:
-        """The grid points every run of ``groups`` reaches (no clamped end points)."""
-        low = min(float(self.final_progress(g).min()) for g in groups)
-        mask = grid <= low + 1e-12
-        mask[0] = True
-        return mask
+        """The grid points every run of ``groups`` reaches, from the highest start to the lowest end (no
+        clamped first or last models)."""
+        runs = [p for g in groups for p in self.checkpoint_progress(g)]
+        lo, hi = max(float(p.min()) for p in runs), min(float(p.max()) for p in runs)
+        return (np.asarray(grid) >= lo - 1e-12) & (np.asarray(grid) <= hi + 1e-12)
+
+    def shared_grid(self, a: str, b: str) -> np.ndarray | None:
+        """``--grid`` progress values over the range every run of groups a and b reaches; None if none."""
+        try:
+            return tg.progress_grid(
+                self.checkpoint_progress(a) + self.checkpoint_progress(b), self.args.grid, shared=True
+            )
+        except ValueError:
+            return None
+
+    def shared(self, a: str, b: str):
+        """Both groups re-indexed on :meth:`shared_grid`, or None where they share no progress
+        (``taskgeom.analysis.task_distances``'s ``shared``)."""
+        g = self.shared_grid(a, b)
+        return None if g is None else (self.family(a, g), self.family(b, g))
 
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;

@@ -27,6 +27,7 @@ from _family import Family, Run, arguments, smoke_settings, summary
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
+from taskgeom.bootstrap import percentile_interval, progress_replicates, sample_weights, stress_replicates
 from taskgeom.data import CIFAR10_TASKS
 
 HIERARCHY = ["all", "vehicles", "animals", "mammals", "pets"]
@@ -53,14 +54,18 @@ def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
 
 def result2(fam: Family) -> dict:
     out = {}
+    weights = sample_weights(len(fam.labels), 200, 0)  # one bootstrap over evaluation samples for every task
     all_final = fam.final_progress("all").mean()
     for task in HIERARCHY + sorted(set(CONTROLS.values())):
         fp = fam.final_progress(task)
         seen = fam.data.task(task)
         unseen = [c for c in range(10) if c not in seen]
         pc = np.stack([np.asarray(tg.per_class_progress(p[-1], fam.labels)) for p in fam.probs(task)])
+        finals = np.stack([p[-1] for p in fam.probs(task)])  # (seeds, N, C)
+        reps = progress_replicates(finals, fam.labels, weights).mean(0)  # of the mean over seeds
         out[task] = {
             "progress": summary(fp),
+            "progress_interval": dict(zip(("low", "high"), map(float, percentile_interval(np.asarray(reps))))),
             "fraction_of_all": float(fp.mean() / all_final),
             "seen_classes_progress": float(pc[:, seen].mean()),
             "unseen_classes_progress": float(pc[:, unseen].mean()) if unseen else None,
@@ -76,7 +81,7 @@ def result3(fam: Family, grid: np.ndarray) -> dict:
 
     families = {t: fam.family(t, grid) for t in HIERARCHY}
     final = {t: fam.final_progress(t).tolist() for t in HIERARCHY}
-    return r3.analyse(task_distances(families, final, grid))
+    return r3.analyse(task_distances(families, final, grid, shared=fam.shared))
 
 
 def result6(fam: Family, grid: np.ndarray) -> dict:
@@ -105,12 +110,20 @@ def result6(fam: Family, grid: np.ndarray) -> dict:
 
 def result1(fam: Family, grid: np.ndarray) -> dict:
     groups = HIERARCHY + sorted(set(CONTROLS.values()))
-    # each task's mean trajectory up to the progress all its seeds reach (no clamped end points)
-    means = [fam.family(g, grid).astype(np.float64).mean(0)[fam.reached([g], grid)] for g in groups]
-    emb = tg.inpca(np.asarray(tg.pairwise_distances(np.concatenate(means))), k=3)
+    # each task's mean trajectory over the progress all its seeds reach (no clamped first or last models),
+    # on --grid values of its own
+    own = {g: fam.shared_grid(g, g) for g in groups}
+    groups = [g for g in groups if own[g] is not None]
+    means = [fam.family(g, own[g]).astype(np.float64).mean(0) for g in groups]
+    stack = np.concatenate(means)
+    emb = tg.inpca(np.asarray(tg.pairwise_distances(stack)), k=min(3, len(stack)))
     ends = np.cumsum([0] + [len(m) for m in means])
+    # 95% bootstrap over evaluation samples (reweighted per-sample terms, taskgeom.bootstrap)
+    reps = stress_replicates(stack, sample_weights(stack.shape[1], 200, 0), k=min(3, len(stack)))
+    lo, hi = percentile_interval(reps.T)
     return {
         "explained_stress": [float(x) for x in emb.explained_stress()],
+        "explained_stress_interval": {"low": lo.tolist(), "high": hi.tolist(), "over": "evaluation samples"},
         "points": int(ends[-1]),
         "coords": {g: emb.coords[ends[i] : ends[i + 1], :3].tolist() for i, g in enumerate(groups)},
     }
@@ -162,7 +175,7 @@ def main() -> None:
     grid = fam.grid(fam.trajs)
     hier_grid = fam.grid(HIERARCHY)
     res = {
-        "grid": grid[fam.reached(list(fam.trajs), grid)].tolist(),
+        "grid": grid.tolist(),  # progress values some run reaches
         "result1": result1(fam, grid),
         "result2": result2(fam),
         "result3": result3(fam, hier_grid),

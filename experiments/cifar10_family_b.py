@@ -28,7 +28,8 @@ import numpy as np
 from _family import Family, Run, arguments, smoke_settings, summary
 
 import taskgeom as tg
-from taskgeom.trajectories import normalized_distance
+from taskgeom.bootstrap import percentile_interval, sample_weights
+from taskgeom.trajectories import normalized_distance, normalized_distance_interval, tube_radius_replicates
 
 PARTS = ("r4-episodic", "r4-kway", "r5", "r7")
 #: self-supervised runs: Adam at the method's learning rate (1e-3), batches of 512
@@ -69,20 +70,31 @@ def runs(args, n_train: int) -> list[Run]:
 
 
 def distances_to(fam: Family, ref: str, grid) -> dict:
-    """Normalised distance (Remark 5) of each family to ``ref`` over the progress both reach, and the
-    Bhattacharyya distance between their final mean models."""
+    """Normalised distance (Remark 5) of each family to ``ref`` over the progress every run of both
+    reaches (both re-indexed afresh on ``--grid`` values over that range; empty, mean NaN, where they share
+    none), and the Bhattacharyya distance between their final mean models."""
     out = {}
-    fam_ref = fam.family(ref, grid)
     for g in fam.trajs:
         if g == ref:
             continue
-        mask = fam.reached([g, ref], grid)
-        other = fam.family(g, grid)
-        nd = np.asarray(normalized_distance(other[:, mask], fam_ref[:, mask]))
+        shared = fam.shared_grid(g, ref)
+        interval = None
+        if shared is None:
+            shared, nd = np.zeros(0), np.zeros(0)
+        else:
+            pair = fam.family(g, shared), fam.family(ref, shared)
+            nd = np.asarray(normalized_distance(*pair))
+            # 95% bootstrap over evaluation samples (reweighted per-sample terms; 2 seeds: not over seeds)
+            interval = {k: np.asarray(v).tolist() for k, v in normalized_distance_interval(*pair, n_boot=200).items()}
         end = [np.asarray(p[-1], np.float64) for p in fam.probs(g)]
         ref_end = [np.asarray(p[-1], np.float64) for p in fam.probs(ref)]
         out[g] = {
-            "normalized_distance": {"progress": grid[mask].tolist(), "values": nd.tolist(), "mean": float(nd.mean())},
+            "normalized_distance": {
+                "progress": shared.tolist(),
+                "values": nd.tolist(),
+                "interval": interval,
+                "mean": float(nd.mean()) if nd.size else float("nan"),
+            },
             "final_means_bhattacharyya": float(tg.bhattacharyya(np.mean(end, 0), np.mean(ref_end, 0))),
             "final_progress": summary(fam.final_progress(g)),
         }
@@ -103,16 +115,24 @@ def r4_episodic(fam: Family, grid) -> dict:
     return out
 
 
-def r4_kway(fam: Family, grid) -> dict:
+def r4_kway(fam: Family) -> dict:
     out = {}
     truth = tg.truth(fam.labels, 10)
     for g in fam.trajs:
-        mask = fam.reached([g], grid)
-        f = fam.family(g, grid)[:, mask]
+        own = fam.shared_grid(g, g)  # the progress every run of g reaches
+        radius, interval = np.zeros(0), None
+        if own is not None:
+            f = fam.family(g, own)
+            radius = np.asarray(tg.tube_radius(f))
+            weights = sample_weights(f.shape[-2], 200, 0)
+            reps = tube_radius_replicates(f, weights)  # (G, B)
+            lo, hi = percentile_interval(reps.mean(0))  # of the mean radius over the range
+            interval = {"mean_low": float(lo), "mean_high": float(hi)}
         final_mean = np.mean([np.asarray(p[-1], np.float64) for p in fam.probs(g)], 0)
         out[g] = {
-            "tube_radius": {"progress": grid[mask].tolist(), "values": np.asarray(tg.tube_radius(f)).tolist()},
-            "mean_tube_radius": float(np.mean(tg.tube_radius(f))),
+            "tube_radius": {"progress": [] if own is None else own.tolist(), "values": radius.tolist()},
+            "mean_tube_radius": float(radius.mean()) if radius.size else float("nan"),
+            "mean_tube_radius_interval": interval,
             "final_mean_distance_to_truth": float(tg.bhattacharyya(final_mean, truth)),
             "final_progress": summary(fam.final_progress(g)),
         }
@@ -128,14 +148,23 @@ def figure(res: dict, path) -> None:
     fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
     body = res["result"]
     dist = body.get("distances_to_supervised") or body.get("distances") or {}
-    for g, v in dist.items():
-        nd = v["normalized_distance"]
-        ax[0].plot(nd["progress"], nd["values"], "-o", ms=3, label=g)
-    ax[0].axhline(1.0, color="grey", lw=0.8)
-    ax[0].set_xlabel("progress")
-    ax[0].set_ylabel("normalised distance to supervised")
-    ax[0].legend(fontsize=7)
-    if res["part"] == "r4-kway":
+
+    def curves(axis, distances, what):
+        for g, v in distances.items():
+            nd = v["normalized_distance"]
+            (line,) = axis.plot(nd["progress"], nd["values"], "-o", ms=3, label=g)
+            if nd.get("interval"):  # 95% bootstrap over evaluation samples
+                axis.fill_between(nd["progress"], nd["interval"]["low"], nd["interval"]["high"], alpha=0.25,
+                                  color=line.get_color(), lw=0)  # fmt: skip
+        axis.axhline(1.0, color="grey", lw=0.8)
+        axis.set_xlabel("progress")
+        axis.set_ylabel(f"normalised distance to {what}")
+        axis.legend(fontsize=7)
+
+    curves(ax[0], dist, "supervised")
+    if res["part"] == "r7":
+        curves(ax[1], body["distances_to_simclr_all"], "SimCLR on all classes (Fig. A1b)")
+    elif res["part"] == "r4-kway":
         names = list(body["kway"])
         ax[1].bar(names, [body["kway"][n]["mean_tube_radius"] for n in names])
         ax[1].set_title("mean tube radius")
@@ -169,7 +198,12 @@ def main() -> None:
     if args.part == "r4-episodic":
         body = r4_episodic(fam, grid)
     elif args.part == "r4-kway":
-        body = {"kway": r4_kway(fam, grid), "distances_to_supervised": distances_to(fam, "supervised", grid)}
+        body = {"kway": r4_kway(fam), "distances_to_supervised": distances_to(fam, "supervised", grid)}
+    elif args.part == "r7":  # Fig. A1b measures every family from SimCLR on all of CIFAR-10
+        body = {
+            "distances_to_supervised": distances_to(fam, "supervised", grid),
+            "distances_to_simclr_all": distances_to(fam, "simclr all", grid),
+        }
     else:
         body = {"distances_to_supervised": distances_to(fam, "supervised", grid)}
     fam.finish({"part": args.part, "grid": grid.tolist(), "result": body}, figure)
