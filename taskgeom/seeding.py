@@ -27,12 +27,17 @@ def episode_seed(seed: int, step: int) -> int:
     return int(seed) * 100_003 + int(step)
 
 
-def init_seed(seed: int, method: str) -> int:
-    """The network's initialisation: a function of the seed and the method, so that runs of different
-    methods (families) never share an initialisation by accident (FixMatch seed s and supervised seed s
-    would otherwise start from the same weights: distance 0 at t = 0 by construction). Runs that should
-    share one set ``TrainConfig.init_seed``."""
+def init_seed(seed: int, method: str, classes=None) -> int:
+    """The network's initialisation: a function of the seed, the method and the task's classes, so that
+    different families never share an initialisation by accident (FixMatch seed s and supervised seed s
+    would otherwise start from the same weights, as would supervised seed s on two different tasks:
+    distance 0 at t = 0 by construction; the paper initialises the models of each task afresh). Runs
+    that should share one set ``TrainConfig.init_seed``. ``classes``: the task's class ids (None: no
+    task part, the derivation of runs recorded before tasks took part in it)."""
     import hashlib
 
-    digest = hashlib.blake2b(f"{method}:{int(seed)}".encode(), digest_size=6).digest()
+    key = f"{method}:{int(seed)}"
+    if classes is not None:
+        key += ":" + ",".join(str(int(c)) for c in sorted(classes))
+    digest = hashlib.blake2b(key.encode(), digest_size=6).digest()
     return int.from_bytes(digest, "little")

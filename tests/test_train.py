@@ -23,7 +23,7 @@ def digits():
     return (img[:1200], y[:1200]), (img[1200:], y[1200:])
 
 
-def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
+def run(tmp_path, method, epochs=1, checkpoints=3, name="s", task=None, **kw):
     (xtr, ytr), (xte, yte) = digits()
     store = PredictionStore(tmp_path / name, create=True)
     store.add_eval_set("digits", yte, c=10)
@@ -42,8 +42,9 @@ def run(tmp_path, method, epochs=1, checkpoints=3, name="s", **kw):
         imprint_samples=600,
     )
     cfg = TrainConfig(**{**settings, **kw})
-    classes = list(range(10)) if method != "protonet" else list(range(10))
-    traj = train(cfg, classes, (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+    classes = list(range(10)) if task is None else list(task)
+    traj = train(cfg, classes, (xtr, ytr), (xte, yte), store, "digits", "all" if task is None else "part",
+                 progress_bar=False)  # fmt: skip
     return store, traj
 
 
@@ -291,14 +292,17 @@ def test_fast_resnet_trains_on_32px_images_with_the_fast_recipe(tmp_path):
 
 def test_methods_never_share_an_initialisation_unless_asked(tmp_path):
     """Result 5's artefact: FixMatch seed s and supervised seed s started from the same weights, so their
-    distance at t = 0 was zero by construction. Now the initialisation is a function of seed and method;
-    ``init_seed`` makes runs share one on purpose."""
+    distance at t = 0 was zero by construction (and supervised seed s on two tasks). Now the
+    initialisation is a function of seed, method and task; ``init_seed`` makes runs share one on purpose."""
     _, sup = run(tmp_path, "supervised", name="a")
     _, fix = run(tmp_path, "fixmatch", name="b")
     _, sup2 = run(tmp_path, "supervised", name="c")
     p0 = [np.asarray(t.probs[0], dtype=np.float64) for t in (sup, fix, sup2)]
     assert np.abs(p0[0] - p0[1]).max() > 1e-3  # different methods: different first models
     np.testing.assert_array_equal(p0[0], p0[2])  # same method and seed: the same
+    _, other_task = run(tmp_path, "supervised", name="f", task=[0, 1, 2])
+    p_other = np.asarray(other_task.probs[0], dtype=np.float64)
+    assert np.abs(p0[0] - p_other).max() > 1e-3  # same method and seed on another task: another start
     _, s3 = run(tmp_path, "supervised", name="d", init_seed=7)
     _, f3 = run(tmp_path, "fixmatch", name="e", init_seed=7)
     np.testing.assert_allclose(np.asarray(s3.probs[0], np.float64), np.asarray(f3.probs[0], np.float64), atol=1e-3)

@@ -102,8 +102,8 @@ class TrainConfig:
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
     init_seed: int | None = option(
         None,
-        "seed of the network's initialisation; none: derived from seed and method, so that different "
-        "methods never share an initialisation (set it to make runs share one)",
+        "seed of the network's initialisation; none: derived from seed, method and the task's classes, so "
+        "that different families (methods or tasks) never share an initialisation (set it to make runs share one)",
         minimum=0,
     )
     device: str = option("auto", "auto (cuda when available), cpu or cuda[:k]")

@@ -314,7 +314,8 @@ def _device_loader(run: Run, train_data) -> DeviceLoader:
 def _setup(run: Run, store, traj, train_data) -> tuple:
     """Model, optimiser, loader and schedule of a run, restored from its saved state when there is one."""
     cfg, device = run.cfg, run.device
-    torch.manual_seed(cfg.init_seed if cfg.init_seed is not None else seeding.init_seed(cfg.seed, cfg.method))
+    seed = cfg.init_seed if cfg.init_seed is not None else seeding.init_seed(cfg.seed, cfg.method, run.classes)
+    torch.manual_seed(seed)
     run.step_generator = torch.Generator(device=device)
     streamed = run.task_images is None
     model = run.method.build(cfg, len(run.classes), 3 if streamed else np.asarray(train_data[0]).shape[-1], device)
