@@ -3,6 +3,8 @@ benchmark cases against the torch reference, and the table ``cuda_method="auto"`
 
     python bench/bench_fp64tc.py --sweep --json OUT/fp64tc.json --tuning OUT/_tuning.json
 
+With ``--profile`` the tuned instance, the default and every 96 x 96, 128 x 128 and lean instance are also
+run once under torch.profiler (per-kernel device times, L2 operand bytes per second of the main kernel).
 With ``--sweep`` every instance is checked against the float64 reference and timed on every case; the
 fastest per case becomes the tuning table (written to ``--tuning``; copy it to taskgeom/_tuning.json to
 adopt it). Then each case is timed with that instance, the tiled kernel and the torch reference in the
@@ -67,7 +69,7 @@ def sweep(cases, repeat, deadline):
         models = make_models(m, n, c, torch.float16, device="cuda")
         ref_rows = reference_rows(models)
         fastest = None
-        for name in _cuda_ops.fp64tc_runnable():
+        for name in _cuda_ops.fp64tc_runnable(classes=c):
             row = {"m": m, "N": n, "C": c, "config": name}
             if time.time() > deadline:
                 row["skipped"] = "time"
@@ -123,16 +125,91 @@ def benchmark(cases, repeat):
     return rows
 
 
+def config_geometry(name: str, c: int) -> tuple[int, int]:
+    """(tile side T, k-steps per sample KC) of an instance, from its name (see pairwise_fp64tc.cu)."""
+    t = int(name.split("_t")[1].split("_")[0]) if "_t" in name else int(name[1:].split("_")[0])
+    ki = 4 if name.startswith("mma16816") else 2 if name.startswith("mma1688") else 1
+    return t, (c + 4 * ki - 1) // (4 * ki) * ki
+
+
+def operand_bytes(m: int, n: int, c: int, name: str) -> int:
+    """Bytes of staged operands the blocks of one symmetric call read from L2 (each tile of T x T pairs reads
+    T rows of A and T of B per k-step, 32 bytes a row): the traffic that bigger tiles cut."""
+    t, kc = config_geometry(name, c)
+    tiles_i = -(-m // t)
+    return tiles_i * (tiles_i + 1) // 2 * 2 * t * 32 * kc * n
+
+
+def profile(cases, configs_for):
+    """Device time of each kernel of one call (torch.profiler, CUDA activity) for the instances
+    ``configs_for(m, c)`` names: staging, the main kernel, the rest (row sums, zeroing, mirror); for the
+    main kernel its share of the FP64 tensor peak and the L2 operand bytes per second it read. Tells
+    whether the gap to the floor lies in the main kernel and whether its L2 read rate is the same for every
+    instance (a bandwidth limit) or not."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    code = tg.divergences.get("bhattacharyya").code
+    rows = []
+    for m, n, c in cases:
+        models = make_models(m, n, c, torch.float16, device="cuda")
+        for name in configs_for(m, c):
+            row = {"m": m, "N": n, "C": c, "config": name}
+            try:
+                _cuda_ops.pairwise_fp64tc(models, None, code, config=name)  # warm-up
+                torch.cuda.synchronize()
+                with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+                    _cuda_ops.pairwise_fp64tc(models, None, code, config=name)
+                    torch.cuda.synchronize()
+                main = stage = other = 0.0
+                for ev in prof.key_averages():
+                    us = getattr(ev, "device_time_total", None)
+                    us = getattr(ev, "cuda_time_total", 0.0) if us is None else us
+                    if "fp64tc_kernel" in ev.key:
+                        main += us
+                    elif "stage_fp64" in ev.key:
+                        stage += us
+                    elif us:
+                        other += us
+                row.update(main_s=main / 1e6, stage_s=stage / 1e6, other_s=other / 1e6)
+                if main > 0:
+                    row["main_fp64_peak_fraction"] = floor_seconds(m, n, c) / (main / 1e6)
+                    row["main_l2_operand_TBps"] = operand_bytes(m, n, c, name) / (main / 1e6) / 1e12
+            except Exception as e:  # noqa: BLE001 - report and go on
+                row["error"] = repr(e)[:300]
+            rows.append(row)
+            print(table([row], list(row)), flush=True)
+        models = None
+        torch.cuda.empty_cache()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sweep", action="store_true", help="time every instance first and tune")
     ap.add_argument("--cases", nargs="*", help="MxNxC, e.g. 2430x10000x10")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--budget", type=float, default=150.0, help="seconds for the sweep (later instances skipped)")
+    ap.add_argument("--profile", action="store_true", help="per-kernel device times of the tuned and lean instances")
+    ap.add_argument(
+        "--once",
+        metavar="CONFIG",
+        nargs="*",
+        help="only run these instances once on each case, '' for the tuned one (under ncu)",
+    )
     ap.add_argument("--json")
     ap.add_argument("--tuning", help="write the sweep's table here (and use it for the benchmark)")
     args = ap.parse_args()
     cases = [tuple(int(x) for x in c.split("x")) for c in args.cases] if args.cases else CASES
+    if args.once is not None:  # under a profiler (bench/gpu_run.sh runs ncu on this): no timing, no JSON
+        code = tg.divergences.get("bhattacharyya").code
+        for m, n, c in cases:
+            models = make_models(m, n, c, torch.float16, device="cuda")
+            for name in [x or _cuda_ops.fp64tc_config(m, c) for x in args.once or [""]]:  # "": the tuned one
+                if name in _cuda_ops.fp64tc_runnable(classes=c):
+                    _cuda_ops.pairwise_fp64tc(models, None, code, config=name)
+            torch.cuda.synchronize()
+        return
     env = environment("cuda")
     payload = {"benchmark": "pairwise_fp64tc", "env": env, "fp64_tc_peak": FP64_TC_PEAK}
     payload["dgemm_flops"] = dgemm_rate()
@@ -155,6 +232,15 @@ def main():
             os.environ["TASKGEOM_FP64TC_TUNING"] = os.path.abspath(args.tuning)
             _cuda_ops._tuning_cases.cache_clear()
     payload["rows"] = benchmark(cases, args.repeat)
+    if args.profile:
+
+        def configs_for(m, c):
+            names = _cuda_ops.fp64tc_runnable(classes=c)
+            picked = [_cuda_ops.fp64tc_config(m, c), _cuda_ops.DEFAULT_FP64TC_CONFIG]
+            picked += [x for x in names if x.endswith(("_c12", "_c16")) or "_t96_" in x or "_t128_" in x]
+            return [x for i, x in enumerate(picked) if x in names and x not in picked[:i]]
+
+        payload["profile"] = profile(cases, configs_for)
     cols = ["m", "N", "C", "method", "config", "seconds", "torch_ref_seconds", "ratio", "max_rel_err"]
     cols += ["tiled_seconds", "floor_seconds", "fp64_peak_fraction"]
     print()

@@ -64,10 +64,21 @@ echo "stream file: $(tail -1 "$OUT/stream_write.log") at $(elapsed) s"
 
 # 3. tuning sweep over the fp64tc instances and the three benchmark cases (torch reference, tiled)
 cd "$ROOT/bench"
-timeout "$(allow 220 100)" python3 bench_fp64tc.py --sweep --budget 120 --json "$OUT/fp64tc.json" \
+timeout "$(allow 240 130)" python3 bench_fp64tc.py --sweep --budget 120 --profile --json "$OUT/fp64tc.json" \
   --tuning "$OUT/_tuning.json" >"$OUT/fp64tc.log" 2>&1
 echo "fp64tc bench (rc $?) at $(elapsed) s"
 tail -5 "$OUT/fp64tc.log"
+
+# 3b. hardware counters of the tuned and lean instances on shortened cases (ncu, where it reads them:
+# Firecracker machines; KINDS.md), one text report: throughput against the peaks, memory, stall reasons
+if command -v ncu >/dev/null && ((TOTAL - $(elapsed) > 150)); then
+  lean=$(python3 -c "import taskgeom._cuda as m; print(' '.join(n for n in m.fp64tc_configs() if n.endswith('_c12')))")
+  TASKGEOM_FP64TC_TUNING="$OUT/_tuning.json" timeout 75 ncu --clock-control none --kernel-name regex:fp64tc_kernel \
+    --launch-count 8 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --section WarpStateStats --section Occupancy --section LaunchStats \
+    python3 bench_fp64tc.py --cases 2430x1000x10 1000x1000x100 --once "" $lean >"$OUT/ncu.txt" 2>&1
+  echo "ncu (rc $?) at $(elapsed) s"
+fi
 
 # 4. streaming the 24 GB memory map against max(file read, in-memory kernel)
 TASKGEOM_FP64TC_TUNING="$OUT/_tuning.json" timeout "$(allow 150 5)" python3 bench_stream.py --m 2430 --n 50000 \

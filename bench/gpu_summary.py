@@ -59,6 +59,7 @@ def main():
         "cases": cases,
         "stream": stream,
         "tuning": fp.get("tuning"),
+        "profile": fp.get("profile"),
     }
     (out / "pairwise_cuda.json").write_text(json.dumps(summary, indent=2))
     print(
@@ -71,6 +72,13 @@ def main():
             f"{f(c['torch_ref_seconds'], '7.3f')} {f(c['ratio'], '6.1f')} {f(c['max_rel_err'], '8.1e')} "
             f"{f(c['fp64_peak_fraction'], '5.0%')}"
         )
+    for p in fp.get("profile", []):
+        if "main_s" in p:
+            print(
+                f"  profile {p['m']}x{p['C']} {p['config']}: main {f(p['main_s'], '.4f')} s "
+                f"({f(p.get('main_fp64_peak_fraction'), '.0%')} peak, L2 {f(p.get('main_l2_operand_TBps'), '.2f')} TB/s), "
+                f"stage {f(p['stage_s'], '.4f')} s, other {f(p['other_s'], '.4f')} s"
+            )
     if stream:
         print(
             f"stream {stream['m']}x{stream['N']}x{stream['C']} {f(stream.get('file_GB'), '.1f')} GB: read "

@@ -90,6 +90,8 @@ void register_pairwise(py::module_& m) {
   m.def("fp64tc_configs", &cuda::fp64tc_configs, "Names of the compiled-in fp64 tensor-core kernel instances.");
   m.def("fp64tc_config_archs", &cuda::fp64tc_config_archs,
         "Compute capability x10 each instance needs (80 or 90), in config order.");
+  m.def("fp64tc_config_max_classes", &cuda::fp64tc_config_max_classes,
+        "The most classes each instance handles (0: any), in config order.");
   m.def("fp64tc_available", &cuda::fp64tc_available,
         "Whether the current device runs the fp64 tensor-core kernel (sm_80+ and a binary built for it).");
   m.def("pairwise_fp64tc", &pairwise_fp64tc_binding, py::arg("models"), py::arg("models_inv_sum"), py::arg("others"),

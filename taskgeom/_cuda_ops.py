@@ -174,23 +174,31 @@ def fp64tc_config(m: int, c: int, path: str | Path | None = None, names: list[st
     import math
 
     cases = _tuning_cases(str(path or os.environ.get("TASKGEOM_FP64TC_TUNING") or TUNING_FILE))
-    names = fp64tc_runnable() if names is None else names
+    names = fp64tc_runnable(classes=c) if names is None else names
     best, key = DEFAULT_FP64TC_CONFIG, None
     for cm, cc, name in cases:
         if name not in names:
-            continue  # a table from a build with other instances
+            continue  # a table from a build with other instances, or one that takes fewer classes
         k = (abs(math.log(max(c, 1) / cc)), abs(math.log(max(m, 1) / cm)))
         if key is None or k < key:
             best, key = name, k
     return best
 
 
-def fp64tc_runnable(device_index: int | None = None) -> list[str]:
-    """The compiled-in instances this GPU can run (the ``mma1684_``/``mma1688_`` ones need sm_90)."""
+def fp64tc_runnable(device_index: int | None = None, classes: int | None = None) -> list[str]:
+    """The compiled-in instances this GPU can run (the ``mma1684_``/``mma1688_`` ones need sm_90), and
+    with ``classes`` only those that take that many (the lean ``..._c12`` / ``..._c16`` ones take at most
+    12 / 16)."""
     mod = cuda_module()
     index = torch.cuda.current_device() if device_index is None else device_index
     major, minor = torch.cuda.get_device_capability(index)
-    return [n for n, a in zip(mod.fp64tc_configs(), mod.fp64tc_config_archs()) if a <= 10 * major + minor]
+    names, archs = mod.fp64tc_configs(), mod.fp64tc_config_archs()
+    most = mod.fp64tc_config_max_classes()
+    return [
+        n
+        for n, a, k in zip(names, archs, most)
+        if a <= 10 * major + minor and (classes is None or k == 0 or classes <= k)
+    ]
 
 
 def _config_index(config: str | None, m: int, c: int) -> int:

@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "cuda/pairwise_fp64tc.h"
@@ -37,35 +38,44 @@ namespace {
 // pairs, sm_90 only: the larger FP64 shapes Hopper added, which cuBLAS's DGEMM uses there; m16n8k8 pads
 // classes to a multiple of 8); SHAPE 3: m16n8k16 .f64 (sm_90, classes padded to 16). NST > 0 (SHAPE 1 and 2 only): the
 // pipelined path, NST shared-memory stages with one barrier each and the stage's k-steps unrolled, named "..._s<NST>";
-// PF = 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel). Index 0
-// is the default before any tuning run; the sweep (bench/bench_fp64tc.py) times all of them.
-#define TG_FP64TC_CONFIGS(X) \
-  X(64, 4, 2, 8, 0, 0, 0)    \
-  X(64, 4, 2, 4, 0, 0, 0)    \
-  X(64, 2, 2, 8, 0, 0, 0)    \
-  X(64, 4, 4, 8, 0, 0, 0)    \
-  X(32, 2, 2, 16, 0, 0, 0)   \
-  X(96, 4, 3, 8, 0, 0, 0)    \
-  X(64, 2, 2, 8, 1, 0, 0)    \
-  X(64, 2, 4, 8, 1, 0, 0)    \
-  X(96, 2, 3, 8, 1, 0, 0)    \
-  X(64, 2, 2, 8, 2, 0, 0)    \
-  X(96, 2, 3, 8, 2, 0, 0)    \
-  X(64, 2, 2, 8, 1, 3, 1)    \
-  X(64, 2, 2, 8, 2, 3, 0)    \
-  X(64, 2, 2, 4, 1, 4, 1)    \
-  X(64, 2, 4, 8, 1, 3, 1)    \
-  X(64, 2, 4, 8, 2, 3, 1)    \
-  X(96, 2, 3, 8, 1, 3, 0)    \
-  X(96, 2, 3, 8, 2, 3, 0)    \
-  X(96, 3, 3, 8, 1, 3, 1)    \
-  X(96, 3, 3, 8, 2, 3, 0)    \
-  X(64, 2, 2, 8, 3, 0, 0)    \
-  X(64, 2, 2, 8, 3, 3, 0)
+// PF = 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel). LK > 0
+// (SHAPE 1 and 2, "..._c<4 LK>"): the lean path for at most 4 LK classes (see the kernel), with 96 x 96 and 128 x 128
+// tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 204-255 with no spills, the 128 x 128 ones
+// at their caps with 60-160 bytes spilled; the sweep decides). Index 0 is the default before any tuning run; the
+// sweep (bench/bench_fp64tc.py) times all of them.
+#define TG_FP64TC_CONFIGS(X)  \
+  X(64, 4, 2, 8, 0, 0, 0, 0)  \
+  X(64, 4, 2, 4, 0, 0, 0, 0)  \
+  X(64, 2, 2, 8, 0, 0, 0, 0)  \
+  X(64, 4, 4, 8, 0, 0, 0, 0)  \
+  X(32, 2, 2, 16, 0, 0, 0, 0) \
+  X(96, 4, 3, 8, 0, 0, 0, 0)  \
+  X(64, 2, 2, 8, 1, 0, 0, 0)  \
+  X(64, 2, 4, 8, 1, 0, 0, 0)  \
+  X(96, 2, 3, 8, 1, 0, 0, 0)  \
+  X(64, 2, 2, 8, 2, 0, 0, 0)  \
+  X(96, 2, 3, 8, 2, 0, 0, 0)  \
+  X(64, 2, 2, 8, 1, 3, 1, 0)  \
+  X(64, 2, 2, 8, 2, 3, 0, 0)  \
+  X(64, 2, 2, 4, 1, 4, 1, 0)  \
+  X(64, 2, 4, 8, 1, 3, 1, 0)  \
+  X(64, 2, 4, 8, 2, 3, 1, 0)  \
+  X(96, 2, 3, 8, 1, 3, 0, 0)  \
+  X(96, 2, 3, 8, 2, 3, 0, 0)  \
+  X(96, 3, 3, 8, 1, 3, 1, 0)  \
+  X(96, 3, 3, 8, 2, 3, 0, 0)  \
+  X(64, 2, 2, 8, 3, 0, 0, 0)  \
+  X(64, 2, 2, 8, 3, 3, 0, 0)  \
+  X(96, 3, 3, 6, 1, 0, 0, 3)  \
+  X(96, 3, 3, 12, 1, 0, 0, 3) \
+  X(96, 3, 4, 6, 1, 0, 0, 3)  \
+  X(128, 4, 4, 6, 1, 0, 0, 3) \
+  X(128, 4, 2, 6, 1, 0, 0, 3) \
+  X(96, 3, 3, 8, 2, 0, 0, 4)
 
-template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0>
+template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0, int LK_ = 0>
 struct Config {
-  static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_, NST = NST_, PF = PF_;
+  static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_, NST = NST_, PF = PF_, LK = LK_;
   static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;                // pairs per fragment: kFragRows x 8
   static constexpr int kKSteps = SHAPE == 3 ? 4 : SHAPE == 2 ? 2 : 1;  // k-steps of 4 classes per instruction
   static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;              // __CUDA_ARCH__ the instruction needs
@@ -75,7 +85,11 @@ struct Config {
   static constexpr int kOperand = KS * T * 4;         // doubles of one operand per stage
   static constexpr int kStage = 2 * kOperand;         // A and B
   static constexpr int kStages = NST == 0 ? 2 : NST;  // shared-memory stages
-  static constexpr int kSmemBytes = kStages * kStage * 8;
+  // the lean path keeps each pair's exponent sum in shared memory: an int per pair, lane-minor per warp
+  static constexpr int kExpBytes = LK > 0 ? T * T * 4 : 0;
+  static constexpr int kSmemBytes = kStages * kStage * 8 + kExpBytes;
+  // classes the instance handles (0: any); the lean path holds one sample's k-steps in registers
+  static constexpr int kMaxClasses = 4 * LK;
   // pipelined path: blocks per multiprocessor its register cap (__launch_bounds__) allows; two where up to 4
   // fragments per warp of up to m16n8k8 (128 registers at 256 threads) or 128 threads (255 registers) fit,
   // else one
@@ -87,10 +101,14 @@ struct Config {
   static_assert(NST == 0 || (SHAPE != 0 && NST >= 3), "the pipelined path: mma.sync shapes, at least 3 stages");
   static_assert(SHAPE >= 0 && SHAPE <= 3, "unknown instruction shape");
   static_assert(NST > 0 || PF == 0, "operand prefetch is a feature of the pipelined path");
+  static_assert(LK == 0 || (SHAPE == 1 || SHAPE == 2) && NST == 0 && LK % kKSteps == 0 && KS >= LK,
+                "the lean path: m16n8k4 or m16n8k8, two stages, whole samples per stage");
+  static_assert(kSmemBytes <= 227 * 1024, "shared memory per block");
   static std::string name() {
     const char* shape[] = {"", "mma1684_", "mma1688_", "mma16816_"};
     return std::string(shape[SHAPE]) + "t" + std::to_string(T) + "_w" + std::to_string(WM) + "x" + std::to_string(WN) +
-           "_k" + std::to_string(KS) + (NST > 0 ? "_s" + std::to_string(NST) + (PF ? "p" : "") : "");
+           "_k" + std::to_string(KS) + (NST > 0 ? "_s" + std::to_string(NST) + (PF ? "p" : "") : "") +
+           (LK > 0 ? "_c" + std::to_string(kMaxClasses) : "");
   }
   // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8, of 16 for m16n8k16)
   static int64_t k_steps(int64_t C) { return (C + 4 * kKSteps - 1) / (4 * kKSteps) * kKSteps; }
@@ -99,8 +117,8 @@ struct Config {
 template <typename F>
 void dispatch_config(int config, F&& f) {
   int k = 0;
-#define TG_FP64TC_CASE(T, WM, WN, KS, SHAPE, NST, PF) \
-  if (config == k++) return f(Config<T, WM, WN, KS, SHAPE, NST, PF>{});
+#define TG_FP64TC_CASE(T, WM, WN, KS, SHAPE, NST, PF, LK) \
+  if (config == k++) return f(Config<T, WM, WN, KS, SHAPE, NST, PF, LK>{});
   TG_FP64TC_CONFIGS(TG_FP64TC_CASE)
 #undef TG_FP64TC_CASE
   throw std::invalid_argument("unknown fp64tc config " + std::to_string(config));
@@ -257,7 +275,129 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
 
   int kk = 0, since_split = 0;
   int buf = 0;
-  if constexpr (Cfg::SHAPE == 0) {
+  if constexpr (Cfg::LK > 0) {
+    // The lean path (C <= 4 LK, "..._c<4 LK>" instances): one sample's KC <= LK k-steps are done per
+    // fragment at once, so a fragment's BC lives only across its KC instructions instead of in a
+    // register set of its own, and each pair's exponent sum lives in shared memory (an int per pair,
+    // touched every tc::kSplitEvery samples): 8 registers per pair of 16 x 8 (the product) instead of
+    // 20, which lets a warp hold 4 x 4 fragments and a block 128 x 128 pairs, halving the operand bytes
+    // per DMMA read from L2 and from shared memory against the 64 x 64 instances. A stage holds whole
+    // samples (KS / KC of them).
+    constexpr int KI = Cfg::kKSteps, LK = Cfg::LK;
+    const int g = lane / 4, t = lane % 4;
+    const int spst = KS / KC;               // samples per stage
+    const int64_t kq = (int64_t)spst * KC;  // k-steps per stage
+    int* Esh = reinterpret_cast<int*>(smem + Cfg::kStages * Cfg::kStage) + warp * (WM * WN * 4 * 32) + lane;
+    double state[WM][WN][4];
+#pragma unroll
+    for (int f = 0; f < WM; ++f)
+#pragma unroll
+      for (int h = 0; h < WN; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          state[f][h][e] = Traits<DIV>::kInit;
+          Esh[((f * WN + h) * 4 + e) * 32] = 0;  // (read back only by this lane)
+        }
+    auto load_samples = [&](int b, int64_t q0) {
+      double* sA = smem + b * Cfg::kStage;
+      double* sB = sA + Cfg::kOperand;
+      const int n = (int)(kq * T * 2);
+      for (int e = threadIdx.x; e < n; e += Cfg::kThreads) {
+        const int ks = e / (T * 2), w = e % (T * 2);
+        const int64_t q = q0 + ks;
+        if (q < q_end) {
+          cp_async16(sA + ks * T * 4 + w * 2, gA + q * mpa * 4 + w * 2);
+          cp_async16(sB + ks * T * 4 + w * 2, gB + q * mpb * 4 + w * 2);
+        }
+      }
+      cp_async_commit();
+    };
+    load_samples(0, q_begin);
+    for (int64_t q0 = q_begin; q0 < q_end; q0 += kq) {
+      if (q0 + kq < q_end) {
+        load_samples(buf ^ 1, q0 + kq);
+        cp_async_wait<1>();
+      } else {
+        cp_async_wait<0>();
+      }
+      __syncthreads();
+      const double* sA = smem + buf * Cfg::kStage + wi * WM * 16 * 4 + g * 4 + t;
+      const double* sB = smem + buf * Cfg::kStage + Cfg::kOperand + wj * WN * 8 * 4 + g * 4 + t;
+      const int ns = (int)((q_end - q0) < kq ? (q_end - q0) / KC : spst);
+      // one sample's k-steps, KCC of them (a compile-time count: no predicated operands)
+      auto sample = [&](const double* pa, const double* pb, auto kcc) {
+        constexpr int KCC = decltype(kcc)::value;
+        double b[WN][KCC];
+#pragma unroll
+        for (int h = 0; h < WN; ++h)
+#pragma unroll
+          for (int u = 0; u < KCC; ++u) b[h][u] = pb[u * T * 4 + h * 8 * 4];
+#pragma unroll
+        for (int f = 0; f < WM; ++f) {
+          double a[2 * KCC];
+#pragma unroll
+          for (int u = 0; u < KCC; ++u) {
+            a[2 * u] = pa[u * T * 4 + f * 16 * 4];
+            a[2 * u + 1] = pa[u * T * 4 + f * 16 * 4 + 8 * 4];
+          }
+#pragma unroll
+          for (int h = 0; h < WN; ++h) {
+            double bc[4] = {0.0, 0.0, 0.0, 0.0};
+#pragma unroll
+            for (int u = 0; u < KCC; u += KI) mma_f64<Cfg::SHAPE>(bc, &a[2 * u], &b[h][u]);
+            int unused = 0;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) Traits<DIV>::add(state[f][h][e], unused, bc[e], false);
+          }
+          // the next fragment row's operands are read after this one's instructions are issued: the
+          // compiler would otherwise read all of them first and run out of registers
+          asm volatile("" ::: "memory");
+        }
+      };
+      for (int smp = 0; smp < ns; ++smp) {
+        const double* pa = sA + smp * KC * T * 4;
+        const double* pb = sB + smp * KC * T * 4;
+        static_assert(LK / KI <= 4, "the lean path dispatches up to 4 instruction counts per sample");
+        if (KC == KI) {
+          sample(pa, pb, std::integral_constant<int, KI>{});
+        } else if (KC == 2 * KI) {
+          if constexpr (2 * KI <= LK) sample(pa, pb, std::integral_constant<int, 2 * KI>{});
+        } else if (KC == 3 * KI) {
+          if constexpr (3 * KI <= LK) sample(pa, pb, std::integral_constant<int, 3 * KI>{});
+        } else {
+          if constexpr (4 * KI <= LK) sample(pa, pb, std::integral_constant<int, 4 * KI>{});
+        }
+        if constexpr (DIV == kBhattacharyya) {
+          if (++since_split == tc::kSplitEvery) {
+            since_split = 0;
+#pragma unroll
+            for (int f = 0; f < WM; ++f)
+#pragma unroll
+              for (int h = 0; h < WN; ++h)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                  int E = 0;
+                  state[f][h][e] = tc::split_exponent(state[f][h][e], E);
+                  Esh[((f * WN + h) * 4 + e) * 32] += E;
+                }
+          }
+        }
+      }
+      __syncthreads();  // this stage is read: the next iteration may overwrite it
+      buf ^= 1;
+    }
+#pragma unroll
+    for (int f = 0; f < WM; ++f)
+#pragma unroll
+      for (int h = 0; h < WN; ++h)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int64_t i = i0 + (wi * WM + f) * 16 + g + 8 * (e / 2), j = j0 + (wj * WN + h) * 8 + 2 * t + e % 2;
+          if (i < ma && j < mb && (!symmetric || j > i))
+            atomicAdd(&out[i * mb + j],
+                      Traits<DIV>::finish(state[f][h][e], Esh[((f * WN + h) * 4 + e) * 32]) * inv_norm);
+        }
+  } else if constexpr (Cfg::SHAPE == 0) {
     using FragC = wmma::fragment<wmma::accumulator, 8, 8, 4, double>;
     FragC bc[WM][WN], state[WM][WN];
     int E[WM][WN][FragC::num_elements];
@@ -531,12 +671,20 @@ template <typename Cfg, int DIV>
 __global__ void __launch_bounds__(Cfg::kThreads, Cfg::min_blocks()) fp64tc_kernel_pipelined(TG_FP64TC_PARAMS) {
   fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
 }
+
+// The lean instances' kernel: one block per multiprocessor, all 255 registers a thread may have.
+template <typename Cfg, int DIV>
+__global__ void __launch_bounds__(Cfg::kThreads, 1) fp64tc_kernel_lean(TG_FP64TC_PARAMS) {
+  fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
+}
 #undef TG_FP64TC_PARAMS
 #undef TG_FP64TC_ARGS
 
 template <typename Cfg, int DIV>
 constexpr auto kernel_of() {
-  if constexpr (Cfg::NST == 0) {
+  if constexpr (Cfg::LK > 0) {
+    return fp64tc_kernel_lean<Cfg, DIV>;
+  } else if constexpr (Cfg::NST == 0) {
     return fp64tc_kernel<Cfg, DIV>;
   } else {
     return fp64tc_kernel_pipelined<Cfg, DIV>;
@@ -581,7 +729,8 @@ void stage(const View3& v, const double* inv_sum, int64_t n0, int64_t len, int K
 
 std::vector<std::string> fp64tc_configs() {
   std::vector<std::string> names;
-#define TG_FP64TC_NAME(T, WM, WN, KS, SHAPE, NST, PF) names.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF>::name());
+#define TG_FP64TC_NAME(T, WM, WN, KS, SHAPE, NST, PF, LK) \
+  names.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF, LK>::name());
   TG_FP64TC_CONFIGS(TG_FP64TC_NAME)
 #undef TG_FP64TC_NAME
   return names;
@@ -589,11 +738,20 @@ std::vector<std::string> fp64tc_configs() {
 
 std::vector<int> fp64tc_config_archs() {
   std::vector<int> archs;
-#define TG_FP64TC_ARCH(T, WM, WN, KS, SHAPE, NST, PF) \
-  archs.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF>::kMinArch / 10);
+#define TG_FP64TC_ARCH(T, WM, WN, KS, SHAPE, NST, PF, LK) \
+  archs.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF, LK>::kMinArch / 10);
   TG_FP64TC_CONFIGS(TG_FP64TC_ARCH)
 #undef TG_FP64TC_ARCH
   return archs;
+}
+
+std::vector<int> fp64tc_config_max_classes() {
+  std::vector<int> classes;
+#define TG_FP64TC_CLASSES(T, WM, WN, KS, SHAPE, NST, PF, LK) \
+  classes.push_back(Config<T, WM, WN, KS, SHAPE, NST, PF, LK>::kMaxClasses);
+  TG_FP64TC_CONFIGS(TG_FP64TC_CLASSES)
+#undef TG_FP64TC_CLASSES
+  return classes;
 }
 
 int64_t fp64tc_scratch_doubles(int64_t ma, int64_t mb, bool cross, int64_t C, int config, int64_t samples) {
@@ -641,6 +799,9 @@ void pairwise_fp64tc(const View3& a, const double* a_inv, const View3* b, const 
         if (major * 100 + minor * 10 < Cfg::kMinArch)
           throw std::invalid_argument("fp64tc config " + Cfg::name() + " needs compute capability " +
                                       std::to_string(Cfg::kMinArch / 100) + ".0 or later");
+        if (Cfg::kMaxClasses > 0 && C > Cfg::kMaxClasses)
+          throw std::invalid_argument("fp64tc config " + Cfg::name() + " handles at most " +
+                                      std::to_string(Cfg::kMaxClasses) + " classes, got " + std::to_string(C));
         const int KC = (int)Cfg::k_steps(C);
         const int64_t mpa = round_up(ma, Cfg::T), mpb = symmetric ? mpa : round_up(mb, Cfg::T);
         const int64_t per_sample = (int64_t)KC * 4 * (mpa + (symmetric ? 0 : mpb));
