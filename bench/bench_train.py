@@ -31,17 +31,15 @@ import torch
 
 from taskgeom.data import DataConfig, load
 from taskgeom.store import PredictionStore
-from taskgeom.train import TrainConfig, get_method, train
+from taskgeom.train import PRESETS, TrainConfig, get_method, train
 from taskgeom.train.state import load_state
 from taskgeom.train.sweep import run_sweep
 
 from _common import commit
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-FAST = dict(
-    arch="fast-resnet", batch_size=1024, schedule="triangle", warmup=0.2, label_smoothing=0.2, weight_decay=5e-4
-)
-WRN = dict(arch="wrn-16-4", batch_size=512, schedule="triangle", warmup=0.15, label_smoothing=0.1, weight_decay=5e-4)
+FAST = dict(PRESETS["cifar10-fast-resnet"])  # (learning rates from the command line)
+WRN = dict(PRESETS["cifar10-wrn-16-4"])
 
 
 def _number(text: str):

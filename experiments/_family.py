@@ -22,20 +22,12 @@ import numpy as np
 import taskgeom as tg
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load
 from taskgeom.store import PredictionStore
-from taskgeom.train import TrainConfig, train
+from taskgeom.train import PRESETS, TrainConfig, train
 
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
 
 #: the fast recipe (bench/bench_train.py) for every run unless a family overrides a field
-FAST = dict(
-    arch="fast-resnet",
-    batch_size=1024,
-    lr=0.8,
-    schedule="triangle",
-    warmup=0.2,
-    label_smoothing=0.2,
-    weight_decay=5e-4,
-)
+FAST = dict(PRESETS["cifar10-fast-resnet"])
 
 
 @dataclass

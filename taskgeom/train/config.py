@@ -41,6 +41,29 @@ PRESETS = {
         min_res=160,
         res_ramp=(29, 34),
     ),
+    # CIFAR-10 on one GPU (issue 16; bench/bench_train.py, experiments/_family.py): the fast residual net with
+    # its whitening stem, batches of 1,024, a triangle schedule with 20% warm-up to a peak of 0.8, label
+    # smoothing 0.2 (88-89% in 10 epochs on an H200, bench/README.md)
+    "cifar10-fast-resnet": dict(
+        arch="fast-resnet",
+        batch_size=1024,
+        lr=0.8,
+        schedule="triangle",
+        warmup=0.2,
+        label_smoothing=0.2,
+        weight_decay=5e-4,
+    ),
+    # the paper's WRN-16-4 on CIFAR-10, fast: batches of 512, triangle schedule with 15% warm-up to 0.4
+    # (91.0% in 80 epochs, 69 s on an H200)
+    "cifar10-wrn-16-4": dict(
+        arch="wrn-16-4",
+        batch_size=512,
+        lr=0.4,
+        schedule="triangle",
+        warmup=0.15,
+        label_smoothing=0.1,
+        weight_decay=5e-4,
+    ),
 }
 
 
@@ -52,7 +75,8 @@ class TrainConfig:
         None,
         "named settings (taskgeom.train.PRESETS); imagenet-resnet50: Appendix A.1's ResNet-50 with BlurPool, 40 "
         "epochs, batches of 512, progressive resizing 160 -> 224 px over epochs 29-34, label smoothing 0.1, SGD "
-        "with peak lr 0.2125, 2 warm-up epochs then linear decay, weight decay 1e-4; options given explicitly override it",
+        "with peak lr 0.2125, 2 warm-up epochs then linear decay, weight decay 1e-4; cifar10-fast-resnet and "
+        "cifar10-wrn-16-4: the fast CIFAR-10 recipes of bench/bench_train.py; options given explicitly override it",
         choices=tuple(PRESETS),
     )
 
