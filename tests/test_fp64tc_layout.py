@@ -274,7 +274,9 @@ def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
     ],
     ids=str,
 )
-@pytest.mark.parametrize("ma,mb,n,c,chunk", [(37, None, 11, 6, 5), (5, 40, 9, 3, 100), (70, None, 3, 13, 2)])
+@pytest.mark.parametrize(
+    "ma,mb,n,c,chunk", [(37, None, 11, 6, 5), (5, 40, 9, 3, 100), (70, None, 3, 13, 2), (40, None, 7, 11, 3)]
+)
 def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
     if len(cfg) > 7 and c > 4 * cfg[7]:
         pytest.skip("a lean instance refuses more classes than it holds")
@@ -301,10 +303,10 @@ def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
 )
 @pytest.mark.parametrize("ma,mb,n,c", [(37, None, 11, 6), (5, 40, 9, 13)])
 def test_pipelined_stages_over_a_long_sample_range(cfg, ma, mb, n, c):
-    if len(cfg) > 7 and c > 4 * cfg[7]:
-        pytest.skip("a lean instance refuses more classes than it holds")
     """sms=0: one sample split per tile, so a block runs through many stages (the buffer rotation of the
     pipelined path, a partial last stage, samples straddling stages)."""
+    if len(cfg) > 7 and c > 4 * cfg[7]:
+        pytest.skip("a lean instance refuses more classes than it holds")
     a = models(ma, n, c, seed=ma + c).double()
     b = None if mb is None else models(mb, n, c, seed=2).double()
     got = model_of_kernel(a.numpy(), None if b is None else b.numpy(), cfg, 100, sms=0)

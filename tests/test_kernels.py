@@ -292,7 +292,8 @@ def test_fp64tc_every_instance_matches_reference(divergence):
 
     mod = _fp64tc_or_skip()
     code = tg.divergences.get(divergence).code
-    shapes = [(1, 1, 1), (3, 37, 1), (70, 50, 13), (130, 21, 100), (5, 7, 1000), (97, 333, 10)]
+    # (200, 40, 12): several 128 x 128 tiles of the lean instances (symmetric tile enumeration, ti > 0)
+    shapes = [(1, 1, 1), (3, 37, 1), (70, 50, 13), (130, 21, 100), (5, 7, 1000), (97, 333, 10), (200, 40, 12)]
     cases = [(models(m, n, c, seed=m + n + c, dtype=torch.float16), None) for m, n, c in shapes]
     cases.append((models(67, 101, 7, seed=1), models(5, 101, 7, seed=2, scale=0.5)))  # cross, float32
     cases.append((models(3, 64, 30, seed=3, dtype=torch.bfloat16), models(200, 64, 30, seed=4)))
@@ -319,7 +320,7 @@ def test_fp64tc_every_instance_matches_reference(divergence):
             buf = torch.empty(size, dtype=torch.float64, device="cuda")
             _cuda_ops.launch_fp64tc(a, None, code, out, 101, True, buf, config=config)
             assert_rel_close(out, _ref(a.cpu(), None, divergence), 1e-5, atol=1e-12, what=f"{config} chunked")
-        except AssertionError as e:
+        except (AssertionError, pytest.fail.Exception) as e:  # (a lean instance that did not refuse)
             failures.append(f"{config}: {str(e)[:300]}")
     assert not failures, "\n".join(failures)
 

@@ -358,14 +358,18 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
         const double* pa = sA + smp * KC * T * 4;
         const double* pb = sB + smp * KC * T * 4;
         static_assert(LK / KI <= 4, "the lean path dispatches up to 4 instruction counts per sample");
+        // KC = KI, 2 KI, ... up to LK (the host refuses C > 4 LK); anything else would leave the pair's
+        // product untouched, so it stops the kernel instead
         if (KC == KI) {
           sample(pa, pb, std::integral_constant<int, KI>{});
-        } else if (KC == 2 * KI) {
+        } else if (KC == 2 * KI && 2 * KI <= LK) {
           if constexpr (2 * KI <= LK) sample(pa, pb, std::integral_constant<int, 2 * KI>{});
-        } else if (KC == 3 * KI) {
+        } else if (KC == 3 * KI && 3 * KI <= LK) {
           if constexpr (3 * KI <= LK) sample(pa, pb, std::integral_constant<int, 3 * KI>{});
-        } else {
+        } else if (KC == 4 * KI && 4 * KI <= LK) {
           if constexpr (4 * KI <= LK) sample(pa, pb, std::integral_constant<int, 4 * KI>{});
+        } else {
+          __trap();
         }
         if constexpr (DIV == kBhattacharyya) {
           if (++since_split == tc::kSplitEvery) {
@@ -672,7 +676,8 @@ __global__ void __launch_bounds__(Cfg::kThreads, Cfg::min_blocks()) fp64tc_kerne
   fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
 }
 
-// The lean instances' kernel: one block per multiprocessor, all 255 registers a thread may have.
+// The lean instances' kernel: one block per multiprocessor, so each thread may have all the registers that
+// leaves (255 at 256 threads, 128 at 512).
 template <typename Cfg, int DIV>
 __global__ void __launch_bounds__(Cfg::kThreads, 1) fp64tc_kernel_lean(TG_FP64TC_PARAMS) {
   fp64tc_body<Cfg, DIV>(TG_FP64TC_ARGS);
