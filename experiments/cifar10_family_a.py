@@ -102,8 +102,8 @@ def result6(fam: Family, grid: np.ndarray) -> dict:
     for group in fam.trajs:
         if " from " in group:
             res = r6.compare(fam.probs(group), fam.probs("all"), fam.labels, opts)
-            nd = res["normalized_distance"]
-            res["final_normalized_distance"] = nd[-1] if nd else None  # at the last shared progress
+            # where the fine-tuned runs end (the grid point nearest their final progress)
+            res["final_normalized_distance"] = res["at_end"]["normalized_distance"] if "at_end" in res else None
             out[group] = res
     return out
 

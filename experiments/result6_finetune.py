@@ -47,11 +47,20 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
         return out  # the fine-tuned runs never reach progress the supervised ones did
     fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in group]) for group in (ft_probs, sup_probs)]
     ci = tg.trajectories.normalized_distance_interval(*fams, n_boot=args.n_boot, seed=0)
+    nd = np.asarray(tg.normalized_distance(*fams))
+    # where the fine-tuning ends: the grid point nearest its final progress (fine-tuning from a late
+    # checkpoint lowers progress, so the highest shared progress is where it starts, not where it ends)
+    k = int(np.argmin(np.abs(grid - out["final_progress"])))
     out.update(
         grid=grid.tolist(),
-        normalized_distance=np.asarray(tg.normalized_distance(*fams)).tolist(),
+        normalized_distance=nd.tolist(),
         interval={"low": ci["low"].tolist(), "high": ci["high"].tolist(), "level": 0.95, "over": "evaluation samples"},
         tube_radius_supervised=np.asarray(tg.tube_radius(fams[1])).tolist(),
+        at_end={
+            "progress": float(grid[k]),
+            "normalized_distance": float(nd[k]),
+            "interval": [float(ci["low"][k]), float(ci["high"][k])],
+        },
     )
     return out
 
@@ -168,7 +177,8 @@ def main():
         curve = r["normalized_distance"]
         where = (
             f"normalised distance (Remark 5) {curve[0]:.2f} -> {curve[-1]:.2f} over progress "
-            f"{r['grid'][0]:.3f} - {r['grid'][-1]:.3f}"
+            f"{r['grid'][0]:.3f} - {r['grid'][-1]:.3f}; where it ends (progress {r['at_end']['progress']:.3f}): "
+            f"{r['at_end']['normalized_distance']:.2f}"
             if curve
             else "no progress shared with the supervised runs"
         )
