@@ -37,6 +37,9 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
     out = {
         "start_progress": float(np.mean([p[0] for p in prog])),
         "final_progress": float(np.mean([p[-1] for p in prog])),
+        # the paper's other reading, "the distance travelled": from the starting checkpoint to the end
+        "travelled_bhattacharyya": float(np.mean([float(tg.bhattacharyya(p[0], p[-1])) for p in ft_probs])),
+        "travelled_riemann_length": float(np.mean([float(tg.riemann_length(p)) for p in ft_probs])),
         "grid": [],
         "normalized_distance": [],
     }
@@ -182,7 +185,10 @@ def main():
             if curve
             else "no progress shared with the supervised runs"
         )
-        print(f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}; {where}")
+        print(
+            f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}, travelled d_B "
+            f"{r['travelled_bhattacharyya']:.4f} (Riemann {r['travelled_riemann_length']:.3f}); {where}"
+        )
     print(f"wrote {out / 'result6.json'} and {out / 'result6_normalized_distance.png'}")
 
 
