@@ -215,7 +215,7 @@ class Family:
         results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
         results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
         results["code"] = code_version()
-        (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1))
+        (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
         figure(results, self.out / "summary.png")
         self.store.close()
         with tarfile.open(self.out / "store.tar", "w") as tar:
@@ -244,7 +244,9 @@ def _plain(x):
     if isinstance(x, np.ndarray):
         return _plain(x.tolist())
     if isinstance(x, (np.floating, np.integer)):
-        return x.item()
+        x = x.item()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None  # (strict JSON has no NaN)
     return x
 
 

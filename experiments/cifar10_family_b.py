@@ -69,6 +69,17 @@ def runs(args, n_train: int) -> list[Run]:
     return sup + [Run(f"simclr {t}", t, k, SIMCLR) for t in tasks for k in s]
 
 
+def final_models(end, ref_end) -> dict:
+    """Normalised distance (Remark 5) between two families' final models (each family's last checkpoints,
+    its tube radius there), with its 95% bootstrap interval over evaluation samples."""
+    pair = np.stack(end)[:, None], np.stack(ref_end)[:, None]
+    iv = normalized_distance_interval(*pair, n_boot=200)
+    return {
+        "final_normalized_distance": float(np.asarray(normalized_distance(*pair))[0]),
+        "final_normalized_distance_interval": [float(iv["low"][0]), float(iv["high"][0])],
+    }
+
+
 def distances_to(fam: Family, ref: str, grid) -> dict:
     """Normalised distance (Remark 5) of each family to ``ref`` over the progress every run of both
     reaches (both re-indexed afresh on ``--grid`` values over that range; empty, mean NaN, where they share
@@ -98,9 +109,7 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
                 "mean": float(nd.mean()) if nd.size else float("nan"),
             },
             "final_means_bhattacharyya": float(tg.bhattacharyya(np.mean(end, 0), np.mean(ref_end, 0))),
-            "final_normalized_distance": float(
-                np.asarray(normalized_distance(np.stack(end)[:, None], np.stack(ref_end)[:, None]))[0]
-            ),
+            **final_models(end, ref_end),
             "final_progress": summary(fam.final_progress(g)),
         }
     return out
@@ -167,6 +176,8 @@ def figure(res: dict, path) -> None:
         axis.legend(fontsize=7)
 
     curves(ax[0], dist, "supervised")
+    if not any(v["normalized_distance"]["values"] for v in dist.values()):
+        ax[0].text(0.5, 0.5, "no family shares progress with supervised", ha="center", transform=ax[0].transAxes)
     if res["part"] == "r7":  # final models from SimCLR on all classes (Fig. A1b's end; trajectories may not overlap)
         d = body["distances_to_simclr_all"]
         names = list(d)
@@ -211,8 +222,12 @@ def main() -> None:
         body = {
             "distances_to_supervised": distances_to(fam, "supervised", grid),
             "distances_to_simclr_all": distances_to(fam, "simclr all", grid),
-            # and the two-class SimCLR families from each other ("very close to each other")
-            "distances_to_simclr_airplane-automobile": distances_to(fam, "simclr airplane-automobile", grid),
+        }
+        # and the two-class SimCLR families' final models from each other ("very close to each other")
+        pairs = [g for g in fam.trajs if g.startswith("simclr ") and g != "simclr all"]
+        ends = {g: [np.asarray(p[-1], np.float64) for p in fam.probs(g)] for g in pairs}
+        body["simclr_pairs_final"] = {
+            f"{a} | {b}": final_models(ends[a], ends[b]) for i, a in enumerate(pairs) for b in pairs[i + 1 :]
         }
     else:
         body = {"distances_to_supervised": distances_to(fam, "supervised", grid)}

@@ -70,7 +70,9 @@ def shared_curve(probs_a, probs_b, progress, labels, points: int) -> dict:
 
 def main():
     ap = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1] if "\n\n" in __doc__ else None,
     )
     ap.add_argument(
         "--preset", choices=sorted(PRESETS), default="result4", help="which comparison (default: %(default)s)"

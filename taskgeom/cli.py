@@ -38,10 +38,17 @@ def _load(path: str, what: str = "array", ndim: tuple[int, ...] | None = None, s
         raise CLIError(f"{path}: is a directory, expected a .npy file")
     if p.stat().st_size == 0:
         raise CLIError(f"{path}: empty file, expected a .npy {what}")
+    with open(p, "rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and magic[:2] != b"PK":
+        raise CLIError(f"{path}: not a readable .npy {what} (no NumPy header: not a .npy file)")
     try:
         a = np.load(p, mmap_mode="r", allow_pickle=False)
     except (ValueError, EOFError, OSError) as exc:
-        raise CLIError(f"{path}: not a readable .npy {what} ({one_line(exc)})") from exc
+        detail = one_line(exc)
+        if "allow_pickle" in detail:  # (never loaded: a data file must not run code)
+            detail = "it holds Python objects, which taskgeom does not load"
+        raise CLIError(f"{path}: not a readable .npy {what} ({detail})") from exc
     if not isinstance(a, np.ndarray):
         raise CLIError(f"{path}: an .npz archive, expected a single .npy {what}")
     if ndim is not None and a.ndim not in ndim:

@@ -109,7 +109,10 @@ def open_models(source, **filters) -> ModelSet:
         try:
             a = np.load(p, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{p}: not a readable .npy array ({exc})") from exc
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "allow_pickle" in detail:  # (never loaded: a data file must not run code)
+                detail = "not a .npy array file, or one holding Python objects, which taskgeom does not load"
+            raise ValueError(f"{p}: not a readable .npy array ({detail})") from exc
         return _from_array(a, "npy", str(p.resolve()))
     a = np.asarray(source)
     return _from_array(a, "array", None)

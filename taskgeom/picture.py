@@ -153,7 +153,8 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     }
     res.figures = picture_figures(res, out)
     res.report = write_report(res, out, settings=settings).name
-    (out / "results.json").write_text(json.dumps(res.to_json(), indent=2))
+    res.settings = settings  # (printed by print_headline)
+    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
 
     (out / "config.json").write_text(
         json.dumps(
@@ -176,17 +177,36 @@ def print_headline(res: PictureResult, out: str) -> None:
         f"\ntaskgeom picture: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
         f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
     )
-    print("explained stress: " + ", ".join(f"{k} dims {100 * v:.2f}%" for k, v in res.explained_stress.items()))
+    head = getattr(res, "settings", {}).get("imprinting head")
+    if head:
+        print(f"imprinting head: {head}")
+    unc = res.uncertainty or {}
+
+    def ci(block, key, scale=1.0, fmt=".3f"):  # " [low, high]" of a bootstrap interval, where there is one
+        iv = (unc.get(block) or {}).get(key)
+        return f" [{scale * iv['low']:{fmt}}, {scale * iv['high']:{fmt}}]" if iv else ""
+
+    if unc:
+        print(f"(brackets: {100 * unc.get('level', 0.95):.0f}% bootstrap intervals, {unc.get('over', '')})")
+    print(
+        "explained stress: "
+        + ", ".join(
+            f"{k} dims {100 * v:.2f}%{ci('explained_stress', k, 100, '.1f')}" for k, v in res.explained_stress.items()
+        )
+    )
     print("progress on the union task (final checkpoint, mean over seeds):")
     for task, v in res.progress_on_union_task.items():
-        print(f"  {task:>6}: {v['mean']:.3f}")
+        print(f"  {task:>6}: {v['mean']:.3f}{ci('progress_on_union_task', task)}")
     print(f"Riemann length (eq. 6; geodesic P0 -> P* is {res.geodesic_length_P0_Pstar:.4f}):")
     for task, v in res.riemann_length.items():
         print(f"  {task:>6}: {v['mean']:.3f}")
     td = res.task_distances
     if td and len(td["tasks"]) > 1:
         names = td["tasks"]
-        print("normalised distance between tasks (Remark 5; 1 = tubes touch), over the progress both reach:")
+        print(
+            "normalised distance between tasks (Remark 5: distance over the mean of the two tube radii), over the "
+            "progress both reach:"
+        )
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
         for n, row in zip(names, td["normalized"]):
             print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
