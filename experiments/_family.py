@@ -110,7 +110,7 @@ class Family:
         self.store.add_eval_set(self.data.eval_set, self.data.test[1], class_names=self.data.classes)
         self.labels = np.asarray(self.data.test[1])
         self.trajs: dict[str, list] = {}  # group -> trajectories (seed order)
-        self._cache: dict = {}  # (kind, group) -> probabilities / final progress, read once after training
+        self._cache: dict = {}  # (kind, group) -> probabilities / checkpoint progress, read once after training
         self.log(f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images")
 
     def log(self, msg: str) -> None:
@@ -160,15 +160,14 @@ class Family:
         return self._cache["probs", group]
 
     def final_progress(self, group: str) -> np.ndarray:
-        if ("final", group) not in self._cache:
-            self._cache["final", group] = np.array([float(tg.progress(p[-1], self.labels)) for p in self.probs(group)])
-        return self._cache["final", group]
+        """Each run's progress at its last checkpoint."""
+        return np.array([p[-1] for p in self.checkpoint_progress(group)])
 
     def checkpoint_progress(self, group: str) -> list[np.ndarray]:
         """Each run's progress at every checkpoint (the range it reaches runs from its lowest to its highest)."""
         if ("progress", group) not in self._cache:
             self._cache["progress", group] = [
-                np.array([float(tg.progress(q, self.labels)) for q in p]) for p in self.probs(group)
+                np.asarray(tg.progress(p, self.labels), dtype=np.float64) for p in self.probs(group)
             ]
         return self._cache["progress", group]
 

@@ -80,8 +80,8 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
     stage_sz, op = 2 * KS * T * 4, KS * T * 4
     smem = np.full((nst or 2) * stage_sz, np.nan)
 
-    def load(buf, q0):
-        for e in range(KS * T * 2):
+    def load(buf, q0, nks=KS):
+        for e in range(nks * T * 2):
             ks, w = e // (T * 2), e % (T * 2)
             q = q0 + ks
             if q < qe:
@@ -145,21 +145,11 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
         spst = KS // KC
         kq = spst * KC
 
-        def load_samples(buf, q0):
-            for e in range(kq * T * 2):
-                ks, w = e // (T * 2), e % (T * 2)
-                q = q0 + ks
-                if q < qe:
-                    sa, ga = buf * stage_sz + ks * T * 4 + w * 2, i0 * 4 + q * mpa * 4 + w * 2
-                    sb, gb = buf * stage_sz + op + ks * T * 4 + w * 2, j0 * 4 + q * mpb * 4 + w * 2
-                    smem[sa : sa + 2] = A[ga : ga + 2]
-                    smem[sb : sb + 2] = B[gb : gb + 2]
-
         buf, q0 = 0, qb
-        load_samples(0, qb)
+        load(0, qb, kq)
         while q0 < qe:
             if q0 + kq < qe:
-                load_samples(buf ^ 1, q0 + kq)
+                load(buf ^ 1, q0 + kq, kq)
             ns = (qe - q0) // KC if qe - q0 < kq else spst
             for smp in range(ns):
                 for wp in range(warps):

@@ -222,6 +222,48 @@ __global__ void stage_fp64_kernel(View3 v, const double* inv_sum, int64_t n0, in
   }
 }
 
+// The mma.sync paths' per-lane accumulators of a warp's WM x WN fragments of 16 x 8 pairs (BC, the running
+// state and its exponent sum), and their end: one logarithm (Traits::finish) per pair, added to `out`;
+// exponent(f, h, e) is the pair's exponent sum (a register array, or shared memory on the lean path).
+struct MmaTile {
+  int64_t i0, j0, ma, mb;
+  int wi, wj, lane;
+  bool symmetric;
+  double inv_norm;
+  double* out;
+};
+
+template <int WM, int WN>
+__device__ __forceinline__ void init_mma(double (&bc)[WM][WN][4], double (&state)[WM][WN][4], int (&E)[WM][WN][4],
+                                         double init) {
+#pragma unroll
+  for (int f = 0; f < WM; ++f)
+#pragma unroll
+    for (int h = 0; h < WN; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        bc[f][h][e] = 0.0;
+        state[f][h][e] = init;
+        E[f][h][e] = 0;
+      }
+}
+
+template <int DIV, int WM, int WN, typename Exponent>
+__device__ __forceinline__ void scatter_mma(const MmaTile& tile, const double (&state)[WM][WN][4], Exponent exponent) {
+  const int g = tile.lane / 4, t = tile.lane % 4;
+#pragma unroll
+  for (int f = 0; f < WM; ++f)
+#pragma unroll
+    for (int h = 0; h < WN; ++h)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t i = tile.i0 + (tile.wi * WM + f) * 16 + g + 8 * (e / 2);
+        const int64_t j = tile.j0 + (tile.wj * WN + h) * 8 + 2 * t + e % 2;
+        if (i < tile.ma && j < tile.mb && (!tile.symmetric || j > i))
+          atomicAdd(&tile.out[i * tile.mb + j], Traits<DIV>::finish(state[f][h][e], exponent(f, h, e)) * tile.inv_norm);
+      }
+}
+
 template <typename Cfg, int DIV>
 __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const double* __restrict__ B, int64_t mpa,
                                             int64_t mpb, int64_t ma, int64_t mb, int KC, int64_t nc,
@@ -255,14 +297,16 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wi = warp / Cfg::kWarpsJ, wj = warp % Cfg::kWarpsJ;
+  const MmaTile tile{i0, j0, ma, mb, wi, wj, lane, symmetric, inv_norm, out};
   const double* gA = A + i0 * 4;  // k-step q of the tile's rows: gA + q * mpa * 4
   const double* gB = B + j0 * 4;
 
-  // KS k-steps of both operands, as 16-byte copies; k-steps past q_end are not copied (nor read)
-  auto load_stage = [&](int buf, int64_t q0) {
+  // nks (<= KS) k-steps of both operands, as 16-byte copies; k-steps past q_end are not copied (nor read)
+  auto load_stage = [&](int buf, int64_t q0, int nks) {
     double* sA = smem + buf * Cfg::kStage;
     double* sB = sA + Cfg::kOperand;
-    for (int e = threadIdx.x; e < KS * T * 2; e += Cfg::kThreads) {
+    const int n = (Cfg::LK > 0 ? nks : KS) * T * 2;  // (a constant but on the lean path: whole samples)
+    for (int e = threadIdx.x; e < n; e += Cfg::kThreads) {
       const int ks = e / (T * 2), w = e % (T * 2);
       const int64_t q = q0 + ks;
       if (q < q_end) {
@@ -298,24 +342,10 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
           state[f][h][e] = Traits<DIV>::kInit;
           Esh[((f * WN + h) * 4 + e) * 32] = 0;  // (read back only by this lane)
         }
-    auto load_samples = [&](int b, int64_t q0) {
-      double* sA = smem + b * Cfg::kStage;
-      double* sB = sA + Cfg::kOperand;
-      const int n = (int)(kq * T * 2);
-      for (int e = threadIdx.x; e < n; e += Cfg::kThreads) {
-        const int ks = e / (T * 2), w = e % (T * 2);
-        const int64_t q = q0 + ks;
-        if (q < q_end) {
-          cp_async16(sA + ks * T * 4 + w * 2, gA + q * mpa * 4 + w * 2);
-          cp_async16(sB + ks * T * 4 + w * 2, gB + q * mpb * 4 + w * 2);
-        }
-      }
-      cp_async_commit();
-    };
-    load_samples(0, q_begin);
+    load_stage(0, q_begin, (int)kq);
     for (int64_t q0 = q_begin; q0 < q_end; q0 += kq) {
       if (q0 + kq < q_end) {
-        load_samples(buf ^ 1, q0 + kq);
+        load_stage(buf ^ 1, q0 + kq, (int)kq);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -390,17 +420,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
       __syncthreads();  // this stage is read: the next iteration may overwrite it
       buf ^= 1;
     }
-#pragma unroll
-    for (int f = 0; f < WM; ++f)
-#pragma unroll
-      for (int h = 0; h < WN; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + (wi * WM + f) * 16 + g + 8 * (e / 2), j = j0 + (wj * WN + h) * 8 + 2 * t + e % 2;
-          if (i < ma && j < mb && (!symmetric || j > i))
-            atomicAdd(&out[i * mb + j],
-                      Traits<DIV>::finish(state[f][h][e], Esh[((f * WN + h) * 4 + e) * 32]) * inv_norm);
-        }
+    scatter_mma<DIV>(tile, state, [&](int f, int h, int e) { return Esh[((f * WN + h) * 4 + e) * 32]; });
   } else if constexpr (Cfg::SHAPE == 0) {
     using FragC = wmma::fragment<wmma::accumulator, 8, 8, 4, double>;
     FragC bc[WM][WN], state[WM][WN];
@@ -416,10 +436,10 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
         for (int t = 0; t < FragC::num_elements; ++t) E[f][g][t] = 0;
       }
 
-    load_stage(0, q_begin);
+    load_stage(0, q_begin, KS);
     for (int64_t q0 = q_begin; q0 < q_end; q0 += KS) {
       if (q0 + KS < q_end) {
-        load_stage(buf ^ 1, q0 + KS);
+        load_stage(buf ^ 1, q0 + KS, KS);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -481,21 +501,12 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
     const int g = lane / 4, t = lane % 4;
     double bc[WM][WN][4], state[WM][WN][4];
     int E[WM][WN][4];
-#pragma unroll
-    for (int f = 0; f < WM; ++f)
-#pragma unroll
-      for (int h = 0; h < WN; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          bc[f][h][e] = 0.0;
-          state[f][h][e] = Traits<DIV>::kInit;
-          E[f][h][e] = 0;
-        }
+    init_mma(bc, state, E, Traits<DIV>::kInit);
 
-    load_stage(0, q_begin);
+    load_stage(0, q_begin, KS);
     for (int64_t q0 = q_begin; q0 < q_end; q0 += KS) {
       if (q0 + KS < q_end) {
-        load_stage(buf ^ 1, q0 + KS);
+        load_stage(buf ^ 1, q0 + KS, KS);
         cp_async_wait<1>();
       } else {
         cp_async_wait<0>();
@@ -542,16 +553,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
       buf ^= 1;
     }
 
-#pragma unroll
-    for (int f = 0; f < WM; ++f)
-#pragma unroll
-      for (int h = 0; h < WN; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + (wi * WM + f) * 16 + g + 8 * (e / 2), j = j0 + (wj * WN + h) * 8 + 2 * t + e % 2;
-          if (i < ma && j < mb && (!symmetric || j > i))
-            atomicAdd(&out[i * mb + j], Traits<DIV>::finish(state[f][h][e], E[f][h][e]) * inv_norm);
-        }
+    scatter_mma<DIV>(tile, state, [&](int f, int h, int e) { return E[f][h][e]; });
   } else {
     // The pipelined mma.sync path ("_s<NST>" instances): NST shared-memory stages with NST - 1 of them in
     // flight and one barrier per stage (the buffer refilled at stage s is the one every warp finished
@@ -563,22 +565,13 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
     const int g = lane / 4, t = lane % 4;
     double bc[WM][WN][4], state[WM][WN][4];
     int E[WM][WN][4];
-#pragma unroll
-    for (int f = 0; f < WM; ++f)
-#pragma unroll
-      for (int h = 0; h < WN; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          bc[f][h][e] = 0.0;
-          state[f][h][e] = Traits<DIV>::kInit;
-          E[f][h][e] = 0;
-        }
+    init_mma(bc, state, E, Traits<DIV>::kInit);
 
     const int64_t stages = (q_end - q_begin + KS - 1) / KS;
 #pragma unroll
     for (int s = 0; s < NST - 1; ++s) {
       if (s < stages) {
-        load_stage(s, q_begin + (int64_t)s * KS);
+        load_stage(s, q_begin + (int64_t)s * KS, KS);
       } else {
         cp_async_commit();  // an empty group keeps the wait_group count of the loop right
       }
@@ -588,7 +581,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
       cp_async_wait<NST - 2>();  // this thread's copies of stage s are in
       __syncthreads();           // everyone's are, and everyone has finished reading stage s - 1
       if (s + NST - 1 < stages) {
-        load_stage(next, q_begin + (s + NST - 1) * KS);
+        load_stage(next, q_begin + (s + NST - 1) * KS, KS);
       } else {
         cp_async_commit();
       }
@@ -645,16 +638,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
       buf = buf + 1 == NST ? 0 : buf + 1;
     }
 
-#pragma unroll
-    for (int f = 0; f < WM; ++f)
-#pragma unroll
-      for (int h = 0; h < WN; ++h)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t i = i0 + (wi * WM + f) * 16 + g + 8 * (e / 2), j = j0 + (wj * WN + h) * 8 + 2 * t + e % 2;
-          if (i < ma && j < mb && (!symmetric || j > i))
-            atomicAdd(&out[i * mb + j], Traits<DIV>::finish(state[f][h][e], E[f][h][e]) * inv_norm);
-        }
+    scatter_mma<DIV>(tile, state, [&](int f, int h, int e) { return E[f][h][e]; });
   }
 #endif
 }
