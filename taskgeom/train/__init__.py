@@ -8,7 +8,8 @@ decay excluding normalisation parameters and biases, optional label smoothing, m
 the prototypical loss), ``simclr`` (NT-Xent on two views), ``barlow`` (Barlow Twins) and ``fixmatch``
 (a labelled subset plus confident pseudo-labels of weakly augmented images on strongly augmented ones).
 On CUDA runs use bfloat16 autocast, channels-last convolutions and fused optimisers by default; the
-``triangle`` schedule with warm-up and the ``fast-resnet`` network are the fast recipes' (bench/bench_train.py).
+``triangle`` schedule with warm-up and the ``fast-resnet`` network are the fast recipes' (bench/bench_train.py),
+as are frozen BatchNorm scales, identity-initialised convolutions and lookahead (:mod:`taskgeom.train.recipe`).
 The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
 """
 

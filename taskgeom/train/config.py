@@ -121,6 +121,27 @@ class TrainConfig:
         "sgd: learning-rate multiplier of biases (BatchNorm's and convolutions'; the fast recipe's 64)",
         minimum=0.0,
     )
+    momentum: float = option(0.9, "sgd: Nesterov momentum (the fast recipes': 0.85)", minimum=0.0)
+    bn_scale: bool = option(
+        True, "train BatchNorm's scales (false: frozen at 1, only its shifts learn, as in the fast recipes)"
+    )
+    bn_momentum: float = option(
+        0.1, "BatchNorm's running-statistics momentum (the weight of each batch; the fast recipes': 0.6)", minimum=0.0
+    )
+    conv_init: str = option(
+        "kaiming",
+        "convolution initialisation: kaiming (normal) or dirac (Kaiming-normal, then the first in-channels "
+        "filters of every trainable 3 x 3 convolution set to the identity, as in the fast recipes)",
+        choices=("kaiming", "dirac"),
+    )
+    lookahead: int = option(
+        0,
+        "steps between lookahead updates (0: off): the slow weights (and BatchNorm statistics) move toward the "
+        "network's by 1 - decay and the network restarts from them; decay rises as (step / steps)^3 to "
+        "lookahead_decay, and the last step always updates (the fast recipes': every 5 steps, 0.95^5)",
+        minimum=0,
+    )
+    lookahead_decay: float = option(0.95**5, "lookahead: the decay reached at the last step", minimum=0.0)
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)

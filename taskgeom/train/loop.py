@@ -38,6 +38,7 @@ from ..imprint import imprint
 from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method
+from .recipe import Lookahead
 from .state import copy_state, load_state, save_state
 
 __all__ = ["train", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
@@ -79,6 +80,7 @@ class Run:
     rng: np.random.Generator | None = None
     per_epoch: int = 1
     use_amp: bool = False
+    lookahead: Lookahead | None = None
     extra: dict = field(default_factory=dict)
 
     def autocast(self):
@@ -144,7 +146,7 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
     return torch.optim.SGD(
         [g for g in groups if g["params"]],
         lr=cfg.lr,
-        momentum=0.9,
+        momentum=cfg.momentum,
         nesterov=True,
         **fused,
     )
@@ -294,6 +296,15 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
     return store.create_trajectory(eval_set, name=f"{base}~{k}", **meta)
 
 
+def whitening_sample(n: int, seed: int, size: int = 5000) -> np.ndarray:
+    """Positions of the images a data-fitted stem is fitted to: ``size`` of the task's ``n`` training images
+    drawn without replacement (from ``seed``), in increasing order. The images are stored class by class, so
+    the first ``size`` would be one class's (fitted to airplanes alone before this was drawn at random)."""
+    if n <= size:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 0x57A7]).choice(n, size, replace=False))
+
+
 def _device_loader(run: Run, train_data) -> DeviceLoader:
     """The training loader of in-memory data: crop and flip (when on) on the device."""
     cfg = run.cfg
@@ -320,8 +331,9 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     streamed = run.task_images is None
     model = run.method.build(cfg, len(run.classes), 3 if streamed else np.asarray(train_data[0]).shape[-1], device)
     if hasattr(model, "fit_whitening") and not cfg.init_from:  # a data-fitted stem (fast-resnet): fitted
-        # to the task's first 5,000 training images (a fine-tuned model keeps its source's)
-        model.fit_whitening(normalize(torch.as_tensor(run.task_images[:5000]).permute(0, 3, 1, 2).to(device)))
+        # to 5,000 of the task's training images drawn at random (a fine-tuned model keeps its source's)
+        pick = whitening_sample(len(run.task_labels), seed)
+        model.fit_whitening(normalize(torch.as_tensor(run.task_images[pick]).permute(0, 3, 1, 2).to(device)))
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     run.model, run.train_model = distributed.wrap_model(model, run.dist, device)
@@ -333,6 +345,7 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
+    run.lookahead = Lookahead(run.model, cfg.lookahead, total, cfg.lookahead_decay) if cfg.lookahead else None
     state_dir = Path(cfg.state_dir) if cfg.state_dir else store.root / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / f"{traj.id:06d}.pt"
@@ -342,6 +355,10 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
         run.model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
+        if run.lookahead is not None:
+            if "lookahead" not in st:
+                raise ValueError(f"{state_path}: the saved state has no lookahead weights, which this run uses")
+            run.lookahead.load_state_dict(st["lookahead"])
         step, recorded = int(st["step"]), int(st["recorded"])
     return opt, sched, total, state_path, step, recorded
 
@@ -386,6 +403,9 @@ def train(
     cfg = method.resolve(cfg)
     if not 0.0 <= cfg.warmup < 1.0:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {cfg.warmup}")
+    for name in ("bn_momentum", "lookahead_decay"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, cfg)
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
     n_imp = int(np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
@@ -453,7 +473,7 @@ def _optimise(
             record(k, step)
             if metrics is not None and fresh:
                 metrics.write("checkpoint", step, epoch=step / run.per_epoch, checkpoint=k, **record.last)
-            save_state(state_path, run.model, opt, sched, step, k + 1)
+            save_state(state_path, run.model, opt, sched, step, k + 1, run.lookahead)
             if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
                 copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
         run.dist.barrier()
@@ -481,6 +501,8 @@ def _optimise(
         lr = sched.get_last_lr()[0]  # the rate this step used
         sched.step()
         step += 1
+        if run.lookahead is not None:
+            run.lookahead.step(step)
         bar.update(1)
         if metrics is not None:
             loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()

@@ -19,6 +19,7 @@ from ..data.augment import color_jitter, cutout, normalize, random_resized_crop
 from ..data.tasks import episodes
 from ..models import build_model
 from .losses import barlow_twins, nt_xent, prototypical
+from .recipe import apply_recipe
 from .state import load_state
 
 __all__ = ["Method", "METHODS", "register_method", "get_method"]
@@ -67,7 +68,8 @@ class Method:
         if cfg.arch == "fast-resnet":
             kwargs = {"in_channels": in_channels}
         n_out = n_classes if self.class_head else cfg.projection_dim
-        return build_model(cfg.arch, n_out, **kwargs).to(device)
+        model = build_model(cfg.arch, n_out, **kwargs)
+        return apply_recipe(model, cfg.bn_scale, cfg.bn_momentum, cfg.conv_init).to(device)
 
     def loader_batch_size(self, cfg) -> int:
         """Images in each of the training loader's batches."""

@@ -11,8 +11,9 @@ import torch
 __all__ = ["save_state", "load_state", "copy_state"]
 
 
-def save_state(path: Path, model, opt, sched, step: int, recorded: int) -> None:
-    """Write the state atomically: a kill leaves the previous state intact."""
+def save_state(path: Path, model, opt, sched, step: int, recorded: int, lookahead=None) -> None:
+    """Write the state atomically: a kill leaves the previous state intact. ``lookahead``: the run's
+    :class:`~taskgeom.train.recipe.Lookahead`, whose slow weights are saved beside the network's."""
     state = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -20,6 +21,8 @@ def save_state(path: Path, model, opt, sched, step: int, recorded: int) -> None:
         "step": torch.tensor(step),
         "recorded": torch.tensor(recorded),
     }
+    if lookahead is not None:
+        state["lookahead"] = lookahead.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
