@@ -77,24 +77,15 @@ def test_lookahead_update_and_schedule():
         la.load_state_dict({})
 
 
-def test_lookahead_changes_the_run_and_resumes_exactly(tmp_path, monkeypatch):
+def test_lookahead_changes_the_run_and_resumes_exactly(tmp_path, interrupt_saves):
     _, plain = run(tmp_path, "supervised", name="p", epochs=2, checkpoints=4)
     _, ref = run(tmp_path, "supervised", name="r", epochs=2, checkpoints=4, lookahead=3, lookahead_decay=0.9)
     assert np.abs(np.asarray(ref.probs[-1], np.float64) - np.asarray(plain.probs[-1], np.float64)).max() > 1e-3
-    from taskgeom.train import loop
-
-    real, calls = loop.save_state, [0]
-
-    def dies_after_two(*a, **k):
-        real(*a, **k)
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_state", dies_after_two)
+    arm, disarm = interrupt_saves
+    arm(2)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, "supervised", name="k", epochs=2, checkpoints=4, lookahead=3, lookahead_decay=0.9)
-    monkeypatch.setattr(loop, "save_state", real)
+    disarm()
     _, resumed = run(tmp_path, "supervised", name="k", epochs=2, checkpoints=4, lookahead=3, lookahead_decay=0.9)
     np.testing.assert_array_equal(np.asarray(resumed.probs), np.asarray(ref.probs))
 

@@ -45,26 +45,17 @@ def test_imagefolder_cli_records_the_val_split_and_reruns_exactly(folder, tmp_pa
     np.testing.assert_array_equal(np.asarray(again.probs), np.asarray(traj.probs))
 
 
-def test_imagefolder_resume_after_an_interruption_is_exact(folder, tmp_path, monkeypatch):
+def test_imagefolder_resume_after_an_interruption_is_exact(folder, tmp_path, interrupt_saves):
     _train(folder, tmp_path / "ref")
     (ref,) = PredictionStore(tmp_path / "ref").select()
-    from taskgeom.train import loop
-
-    real, calls = loop.save_state, [0]
-
-    def dies_after_two(*a, **k):
-        real(*a, **k)
-        calls[0] += 1
-        if calls[0] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_state", dies_after_two)
+    arm, disarm = interrupt_saves
+    arm(2)
     assert (
         cli.main(["train", "--data", "imagefolder", "--data-path", str(folder), "--store", str(tmp_path / "r"), *TINY])
         == 130
     )
     assert len(PredictionStore(tmp_path / "r").select()[0]) == 2
-    monkeypatch.setattr(loop, "save_state", real)
+    disarm()
     _train(folder, tmp_path / "r")
     (resumed,) = PredictionStore(tmp_path / "r").select()
     np.testing.assert_array_equal(np.asarray(resumed.probs), np.asarray(ref.probs))

@@ -48,7 +48,9 @@ class Lookahead:
         if not 0.0 <= final_decay <= 1.0:
             raise ValueError(f"lookahead_decay must be in [0, 1], got {final_decay}")
         self.model, self.every, self.total, self.final_decay = model, int(every), max(1, int(total)), final_decay
-        self.slow = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+        live = {k: v for k, v in model.state_dict().items() if v.is_floating_point()}  # views of the model's tensors
+        self.slow = {k: v.detach().clone() for k, v in live.items()}
+        self._live, self._slow = list(live.values()), list(self.slow.values())  # paired, for the foreach updates
 
     def decay(self, step: int) -> float:
         return self.final_decay * (min(step, self.total) / self.total) ** 3
@@ -58,12 +60,8 @@ class Lookahead:
         """After optimisation step ``step`` (counted from 1): update when it is due; whether it was."""
         if step % self.every and step != self.total:
             return False
-        d = self.decay(step)
-        for k, v in self.model.state_dict().items():
-            s = self.slow.get(k)
-            if s is not None:
-                s.lerp_(v, 1.0 - d)
-                v.copy_(s)
+        torch._foreach_lerp_(self._slow, self._live, 1.0 - self.decay(step))
+        torch._foreach_copy_(self._live, self._slow)
         return True
 
     def state_dict(self) -> dict:
