@@ -4,7 +4,7 @@ one would. Each purpose has its own multiplier so that streams do not collide fo
 
 from __future__ import annotations
 
-__all__ = ["epoch_seed", "batch_seed", "step_seed", "episode_seed", "init_seed"]
+__all__ = ["epoch_seed", "batch_seed", "step_seed", "episode_seed", "flip_seed", "init_seed"]
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -25,6 +25,11 @@ def step_seed(seed: int, step: int) -> int:
 def episode_seed(seed: int, step: int) -> int:
     """The classes and samples of the episode of step ``step`` (episodic methods)."""
     return int(seed) * 100_003 + int(step)
+
+
+def flip_seed(seed: int) -> int:
+    """Which images an alternating flip mirrors in the even epochs (each is mirrored in every other epoch)."""
+    return int(seed) * 3_000_017 + 0xF11
 
 
 def init_seed(seed: int, method: str, classes=None) -> int:

@@ -41,11 +41,14 @@ def test_settings_and_shifts():
     for spec in m.FAST_SWEEP:  # every default run names real settings
         epochs, lr, *extra = spec.split(":")
         m.TrainConfig(**{**m.FAST, **m._settings(extra), "epochs": int(epochs), "lr": float(lr)})
+    for spec in m.WRN_SWEEP:
+        m.TrainConfig(**{**m.WRN, **(m._settings(spec.split(":")) if spec else {})})
+    assert len(set(m.FAST_SWEEP)) == len(m.FAST_SWEEP)
 
 
 def test_smoke_run_with_the_recipe_settings(tmp_path):
     out = tmp_path / "train.json"
-    spec = "1:0.8:crop_pad=2:bn_scale=false:bn_momentum=0.6:lookahead=5:conv_init=dirac:momentum=0.85"
+    spec = "1:1.5:" + _module()._AIRBENCH  # every piece of the fast recipes at once
     subprocess.run(
         [sys.executable, "bench_train.py", "--smoke", "--json", str(out), "--skip", "wrn,concurrent", "--fast", spec],
         cwd=BENCH,
@@ -56,6 +59,7 @@ def test_smoke_run_with_the_recipe_settings(tmp_path):
     res = json.loads(out.read_text())
     (row,) = res["fast"]
     assert row["settings"]["bn_scale"] is False and row["settings"]["lookahead"] == 5
+    assert row["settings"]["flip"] == "alternate" and row["settings"]["whiten_bias_epochs"] == 3
     assert row["checkpoints_recorded"] >= 2  # one training step on the tiny data: its start and its end
     for key in ("head_accuracy", "flip_tta_accuracy", "translate_tta_accuracy"):
         assert 0.0 <= row[key] <= 1.0

@@ -156,6 +156,53 @@ def test_device_loader_batches_augmentation_and_normalisation():
         DeviceLoader(imgs.astype(np.float32), labels)
 
 
+def test_reflect_padded_crops_and_alternating_flips():
+    from taskgeom.data import pad_crop_flip
+
+    rng = np.random.default_rng(5)
+    x = torch.as_tensor(rng.integers(0, 256, (64, 3, 7, 9), dtype=np.uint8))
+    g = torch.Generator().manual_seed(11)
+    dy, dx = torch.randint(0, 7, (64,), generator=g), torch.randint(0, 7, (64,), generator=g)
+    flip = torch.rand(64, generator=g) < 0.5
+    padded = torch.nn.functional.pad(x.double(), (3, 3, 3, 3), mode="reflect")  # torch's reflection
+    for fill, src in (("reflect", padded), ("zeros", torch.nn.functional.pad(x.double(), (3, 3, 3, 3)))):
+        out = pad_crop_flip(x, torch.Generator().manual_seed(11), 3, fill)  # same draws: dy, dx, then flips
+        assert out.dtype == torch.uint8
+        for i in range(64):
+            want = src[i, :, dy[i] : dy[i] + 7, dx[i] : dx[i] + 9]
+            assert torch.equal(out[i].double(), want.flip(-1) if flip[i] else want)
+    given = torch.arange(64) % 3 == 0  # flips given, not drawn
+    out = pad_crop_flip(x, torch.Generator().manual_seed(11), 0, "reflect", given)
+    assert torch.equal(out, torch.where(given[:, None, None, None], x.flip(-1), x))
+    with pytest.raises(ValueError, match="larger than 7 px"):
+        pad_crop_flip(x, g, 7, "reflect")
+    with pytest.raises(ValueError, match="crop fill"):
+        pad_crop_flip(x, g, 2, "wrap")
+    with pytest.raises(ValueError, match="one entry per sample"):
+        pad_crop_flip(x, g, 2, "zeros", given[:5])
+    # alternating flips: with no crop (pad 0), each image is mirrored in exactly one of any two
+    # consecutive epochs, whatever the order it comes in; a resumed loader draws the same
+    imgs = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    imgs[:, :, 0] = 0  # a dark left column: mirrored when it is on the right
+    labels = np.arange(40)
+    loader = DeviceLoader(imgs, labels, batch_size=16, pad=0, flip="alternate", fill="reflect", seed=2)
+    mirrored = []
+    for epoch in range(4):
+        m = np.zeros(40, bool)
+        for i in range(len(loader)):
+            xb, yb = loader.batch(epoch, i)
+            m[yb.numpy()] = (xb[:, :, :, -1] == xb.min()).all((1, 2)).numpy()
+        mirrored.append(m)
+    assert 5 < mirrored[0].sum() < 35
+    assert np.array_equal(mirrored[1], ~mirrored[0]) and np.array_equal(mirrored[2], mirrored[0])
+    again = DeviceLoader(imgs, labels, batch_size=16, pad=0, flip="alternate", fill="reflect", seed=2)
+    assert torch.equal(again.batch(3, 1)[0], loader.batch(3, 1)[0])
+    with pytest.raises(ValueError, match="flip"):
+        DeviceLoader(imgs, labels, flip="sometimes")
+    with pytest.raises(ValueError, match="reflect padding"):
+        DeviceLoader(imgs, labels, pad=8, fill="reflect")
+
+
 def test_random_resized_crop_identity_flip_and_zoom():
     from taskgeom.data.loader import random_resized_crop
 

@@ -112,3 +112,128 @@ def test_whitening_sample_draws_from_every_class():
     assert np.array_equal(pick, whitening_sample(len(labels), seed=0))  # a function of the seed
     assert not np.array_equal(pick, whitening_sample(len(labels), seed=1))
     np.testing.assert_array_equal(whitening_sample(300, seed=0), np.arange(300))  # all there are
+
+
+def test_torch_init_is_pytorchs_default_and_spares_frozen_layers():
+    from taskgeom.models import FastResNet
+
+    torch.manual_seed(0)
+    net = FastResNet(10)
+    stem = net.whiten.weight.detach().clone()
+    apply_recipe(net, conv_init="torch")
+    assert torch.equal(net.whiten.weight, stem)  # the fitted (frozen) stem is not re-drawn
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad:
+            fan_in = m.weight[0].numel()
+            bound = 1 / np.sqrt(fan_in)  # kaiming_uniform(a=sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+            assert m.weight.abs().max() <= bound + 1e-7
+            if m.weight.numel() > 10_000:
+                assert m.weight.std().item() == pytest.approx(bound / np.sqrt(3), rel=0.05)
+    net2 = apply_recipe(_net(), conv_init="torch-dirac")
+    assert torch.equal(net2[3].weight.detach()[:, :, 1, 1], torch.eye(8))
+    assert net2[0].weight[3:].abs().max() <= 1 / np.sqrt(27) + 1e-7  # torch's bound beyond the identity filters
+
+
+def _steps(cfg, n, per_epoch):
+    """``n`` SGD steps of a FastResNet on random 16 x 16 images with the run's groups and schedule; the
+    stem bias after each step."""
+    from taskgeom.models import FastResNet
+    from taskgeom.train.loop import _lr_lambdas, _optimizer
+
+    torch.manual_seed(0)
+    net = apply_recipe(FastResNet(4), cfg.bn_scale, cfg.bn_momentum, cfg.conv_init)
+    opt = _optimizer(net, cfg, torch.device("cpu"))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg, n, per_epoch))
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
+    biases = []
+    for _ in range(n):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        sched.step()
+        biases.append(net.whiten.bias.detach().clone())
+    return net, opt, biases
+
+
+def test_stem_bias_learns_at_the_base_rate_and_freezes_after_its_epochs():
+    cfg = TrainConfig(arch="fast-resnet", optimizer="sgd", lr=0.05, bias_lr_scale=64, whiten_bias_epochs=1.5)
+    net, opt, biases = _steps(cfg, 12, per_epoch=4)  # frozen from step 6 on
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert groups["stem"]["params"] == [net.whiten.bias] and groups["stem"]["initial_lr"] == 0.05
+    assert groups["biases"]["initial_lr"] == pytest.approx(0.05 * 64)
+    assert all(net.whiten.bias is not p for p in groups["biases"]["params"])
+    assert not torch.equal(biases[0], biases[4])  # learning during the first 1.5 epochs
+    for b in biases[6:]:
+        assert torch.equal(b, biases[5])  # then exactly still (rate 0: momentum moves nothing)
+    # without either setting the stem bias stays in the biases' group (runs recorded before resume)
+    _, opt0, _ = _steps(TrainConfig(arch="fast-resnet", optimizer="sgd", lr=0.05), 1, per_epoch=4)
+    assert [g["name"] for g in opt0.param_groups] == ["weights", "biases", "norm"]
+
+
+def test_norm_weight_decay_is_decoupled_from_the_bias_rate():
+    cfg = TrainConfig(arch="fast-resnet", optimizer="sgd", lr=0.1, weight_decay=1e-3, bias_lr_scale=10)
+    _, opt, _ = _steps(cfg, 1, per_epoch=1)
+    wd = {g["name"]: g["weight_decay"] for g in opt.param_groups}
+    assert wd == {"weights": 1e-3, "biases": 0.0, "norm": 0.0, "stem": 0.0}
+    _, opt, _ = _steps(TrainConfig(**{**cfg.__dict__, "norm_weight_decay": True}), 1, per_epoch=1)
+    g = {g["name"]: g for g in opt.param_groups}
+    # the same decay per step, lr x weight_decay, in every group
+    for name in ("weights", "biases", "norm", "stem"):
+        assert g[name]["initial_lr"] * g[name]["weight_decay"] == pytest.approx(0.1 * 1e-3)
+
+
+def test_lr_start_and_end():
+    from taskgeom.train import lr_factor
+
+    assert lr_factor(0, 100, "triangle", 0.25, start=0.2, end=0.07) == pytest.approx(0.2)
+    assert lr_factor(25, 100, "triangle", 0.25, start=0.2, end=0.07) == pytest.approx(1.0)
+    assert lr_factor(100, 100, "triangle", 0.25, start=0.2, end=0.07) == pytest.approx(0.07)
+    assert lr_factor(100, 100, "cosine", 0.0, end=0.1) == pytest.approx(0.1)
+    assert lr_factor(50, 100, "cosine", 0.0, end=0.1) == pytest.approx(0.55)
+    for s in range(0, 101, 7):  # the defaults compute exactly what they did before these existed
+        assert lr_factor(s, 100, "triangle", 0.2) == (s / 20 if s < 20 else 1.0 - (s - 20) / 80)
+
+
+def _images16(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 4
+    x = rng.integers(0, 80, (n, 16, 16, 3), dtype=np.uint8)
+    for c in range(4):  # a class-dependent bright quadrant, learnable in a few steps
+        x[y == c, (c // 2) * 8 : (c // 2) * 8 + 8, (c % 2) * 8 : (c % 2) * 8 + 8] += 150
+    return x, y
+
+
+def _fast_run(tmp_path, name, **kw):
+    (xtr, ytr), (xte, yte) = _images16(), _images16(80, seed=1)
+    store = PredictionStore(tmp_path / name, create=True)
+    store.add_eval_set("e", yte, c=4)
+    settings = dict(arch="fast-resnet", epochs=2, batch_size=32, checkpoints=4, device="cpu", imprint_samples=100)
+    cfg = TrainConfig(**{**settings, **kw})
+    return train(cfg, [0, 1, 2, 3], (xtr, ytr), (xte, yte), store, "e", "all", progress_bar=False)
+
+
+def test_fast_recipe_pieces_change_the_run_and_resume_exactly(tmp_path, interrupt_saves):
+    pieces = dict(crop_fill="reflect", flip="alternate", whiten_bias_epochs=1.0, bias_lr_scale=8,
+                  conv_init="torch-dirac", norm_weight_decay=True, lr_start=0.2, lr_end=0.07, warmup=0.25)  # fmt: skip
+    plain = _fast_run(tmp_path, "p")
+    ref = _fast_run(tmp_path, "r", **pieces)
+    assert np.abs(np.asarray(ref.probs[-1], np.float64) - np.asarray(plain.probs[-1], np.float64)).max() > 1e-3
+    assert {k: ref.config[k] for k in pieces} == pieces
+    arm, disarm = interrupt_saves
+    arm(2)
+    with pytest.raises(KeyboardInterrupt):
+        _fast_run(tmp_path, "k", **pieces)
+    disarm()
+    resumed = _fast_run(tmp_path, "k", **pieces)
+    np.testing.assert_array_equal(np.asarray(resumed.probs), np.asarray(ref.probs))
+
+
+def test_bad_augmentation_settings_are_one_line_errors(tmp_path):
+    (xtr, ytr), (xte, yte) = digits()
+    store = PredictionStore(tmp_path / "s", create=True)
+    store.add_eval_set("digits", yte, c=10)
+    for field, value in (("crop_fill", "mirror"), ("flip", "never"), ("conv_init", "xavier"), ("lr_end", 2.0)):
+        cfg = TrainConfig(arch="small-cnn", epochs=1, device="cpu", **{field: value})
+        with pytest.raises(ValueError, match=field):
+            train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+    assert not store.select()  # nothing was created

@@ -9,9 +9,12 @@ import math
 
 import torch
 
-__all__ = ["MEAN", "STD", "normalize", "pad_crop_flip", "random_resized_crop", "color_jitter", "cutout"]
+__all__ = ["MEAN", "STD", "FILLS", "normalize", "pad_crop_flip", "random_resized_crop", "color_jitter", "cutout"]
 
 MEAN, STD = 0.5, 0.25
+
+#: Paddings of :func:`pad_crop_flip`'s crops.
+FILLS = ("zeros", "reflect")
 
 
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -19,21 +22,44 @@ def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
     return (x_uint8.float() / 255.0 - MEAN) / STD
 
 
-def pad_crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int) -> torch.Tensor:
-    """Per-sample random crop of the zero-padded image (``pad`` pixels each side) and random horizontal
-    flip, as one gather."""
+def pad_crop_flip(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    pad: int,
+    fill: str = "zeros",
+    flip: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-sample random crop of the image padded by ``pad`` pixels each side and random horizontal flip,
+    as one gather. ``fill``: the padding, ``"zeros"`` (black) or ``"reflect"`` (the image mirrored about its
+    edge pixels, as the WRN paper's and the fast recipes' crops; needs ``pad`` below the image's sides).
+    ``flip``: which samples to mirror (a boolean tensor of the batch's size); none: each with probability
+    1/2 from ``generator``, drawn after the crop offsets."""
+    if fill not in FILLS:
+        raise ValueError(f"crop fill must be one of {', '.join(FILLS)}, got {fill!r}")
     b, _, h, w = x.shape
-    p = pad
-    padded = torch.nn.functional.pad(x, (p, p, p, p))
+    p = int(pad)
+    if fill == "reflect" and p >= min(h, w):
+        raise ValueError(f"reflect padding of {p} px needs images larger than {p} px, got {h} x {w}")
     dy = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=generator)
     dx = torch.randint(0, 2 * p + 1, (b,), device=x.device, generator=generator)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1), padded coordinates
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
     bidx = torch.arange(b, device=x.device)[:, None, None, None]
     cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    out = padded[bidx, cidx, rows, cols]
-    flip = torch.rand(b, device=x.device, generator=generator) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    if fill == "zeros":
+        out = torch.nn.functional.pad(x, (p, p, p, p))[bidx, cidx, rows, cols]
+    else:  # reflect: padded coordinate i is image coordinate |i - p| folded back at the far edge
+
+        def fold(i, n):
+            i = (i - p).abs()
+            return torch.where(i > n - 1, 2 * (n - 1) - i, i)
+
+        out = x[bidx, cidx, fold(rows, h), fold(cols, w)]
+    if flip is None:
+        flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+    elif flip.shape != (b,):
+        raise ValueError(f"flip must have one entry per sample ({b}), got shape {tuple(flip.shape)}")
+    return torch.where(flip.to(x.device)[:, None, None, None], out.flip(3), out)
 
 
 def random_resized_crop(

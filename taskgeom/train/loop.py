@@ -31,14 +31,14 @@ import torch
 from .. import config as _config
 from .. import seeding
 from .._provenance import code_version
-from ..data.augment import normalize
-from ..data.loader import DeviceLoader
+from ..data.augment import FILLS, normalize
+from ..data.loader import FLIPS, DeviceLoader
 from ..data.stream import resolution_at
 from ..imprint import imprint
 from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method
-from .recipe import Lookahead
+from .recipe import CONV_INITS, Lookahead
 from .state import copy_state, load_state, save_state
 
 __all__ = ["train", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
@@ -129,19 +129,30 @@ def _stream_loader(run: Run, source):
 
 
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The run's optimiser. SGD's parameter groups: weights (decayed), biases (at ``bias_lr_scale`` times the
+    rate), normalisation weights, and fast-resnet's whitening stem bias (the base rate; frozen after
+    ``whiten_bias_epochs`` by the schedule; in the biases' group when neither setting is used). Normalisation parameters and biases are decayed only with
+    ``norm_weight_decay``, at the same decay per step as the weights (their ``weight_decay`` divided by their
+    rate multiplier). Every group is named (``"name"``) for :func:`_lr_lambdas`."""
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters' updates
     if cfg.optimizer == "adam":
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, **fused)
     if cfg.optimizer != "sgd":
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]  # not frozen (fast-resnet's stem)
+    stem = getattr(getattr(model, "whiten", None), "bias", None)  # fast-resnet's whitening stem bias
+    if cfg.whiten_bias_epochs is None and cfg.bias_lr_scale == 1.0:
+        stem = None  # then it learns as the biases do, in their group (as runs recorded before did: they resume)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p is not stem]  # not frozen
     decay = [p for _, p in named if p.dim() > 1]
     biases = [p for n, p in named if p.dim() <= 1 and n.endswith("bias")]
     other = [p for n, p in named if p.dim() <= 1 and not n.endswith("bias")]  # normalisation weights
+    wd, scale = cfg.weight_decay, cfg.bias_lr_scale
+    norm_wd = wd if cfg.norm_weight_decay else 0.0
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": biases, "weight_decay": 0.0, "lr": cfg.lr * cfg.bias_lr_scale},
-        {"params": other, "weight_decay": 0.0},
+        {"name": "weights", "params": decay, "weight_decay": wd},
+        {"name": "biases", "params": biases, "weight_decay": norm_wd / scale if scale else 0.0, "lr": cfg.lr * scale},
+        {"name": "norm", "params": other, "weight_decay": norm_wd},
+        {"name": "stem", "params": [stem] if stem is not None and stem.requires_grad else [], "weight_decay": norm_wd},
     ]
     return torch.optim.SGD(
         [g for g in groups if g["params"]],
@@ -152,14 +163,29 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
     )
 
 
-def lr_factor(step: int, total: int, schedule: str, warmup: float) -> float:
-    """The learning rate of ``step`` of ``total`` as a fraction of the peak: linear warm-up over the first
-    ``warmup`` of the steps, then cosine or linear (``triangle``) decay to 0 at ``total``."""
+def _lr_lambdas(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int, per_epoch: int) -> list:
+    """The schedule of each parameter group of ``opt`` (``LambdaLR``): :func:`lr_factor` for all, times 0 for
+    the whitening stem's bias from step ``whiten_bias_epochs x per_epoch`` on (frozen: with the rate 0 SGD
+    leaves a parameter exactly where it is, momentum and decay included)."""
+
+    def base(s):
+        return lr_factor(s, total, cfg.schedule, cfg.warmup, cfg.lr_start, cfg.lr_end)
+
+    def stem(s, until=None if cfg.whiten_bias_epochs is None else round(cfg.whiten_bias_epochs * per_epoch)):
+        return base(s) if until is None or s < until else 0.0
+
+    return [stem if g.get("name") == "stem" else base for g in opt.param_groups]
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: float, start: float = 0.0, end: float = 0.0) -> float:
+    """The learning rate of ``step`` of ``total`` as a fraction of the peak: linear warm-up from ``start`` over
+    the first ``warmup`` of the steps, then cosine or linear (``triangle``) decay to ``end`` at ``total``."""
     s, w = min(step, total), warmup * total
     if w > 0 and s < w:
-        return s / w
+        return start + (1.0 - start) * s / w
     x = (s - w) / max(total - w, 1e-12)
-    return 0.5 * (1 + math.cos(math.pi * x)) if schedule == "cosine" else 1.0 - x
+    shape = 0.5 * (1 + math.cos(math.pi * x)) if schedule == "cosine" else 1.0 - x
+    return end + (1.0 - end) * shape
 
 
 def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
@@ -317,6 +343,8 @@ def _device_loader(run: Run, train_data) -> DeviceLoader:
         shuffle=True,
         augment=augment and run.method.augment_batches,
         pad=cfg.crop_pad,
+        fill=cfg.crop_fill,
+        flip=cfg.flip,
         drop_last=len(run.task_labels) > run.method.loader_batch_size(cfg),
         seed=cfg.seed,
     )
@@ -344,7 +372,7 @@ def _setup(run: Run, store, traj, train_data) -> tuple:
         run.loader = _device_loader(run, train_data)
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, cfg.warmup))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg, total, run.per_epoch))
     run.lookahead = Lookahead(run.model, cfg.lookahead, total, cfg.lookahead_decay) if cfg.lookahead else None
     state_dir = Path(cfg.state_dir) if cfg.state_dir else store.root / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +431,10 @@ def train(
     cfg = method.resolve(cfg)
     if not 0.0 <= cfg.warmup < 1.0:
         raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {cfg.warmup}")
-    for name in ("bn_momentum", "lookahead_decay"):
+    for name, choices in (("crop_fill", FILLS), ("flip", FLIPS), ("conv_init", CONV_INITS)):
+        if getattr(cfg, name) not in choices:
+            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
+    for name in ("bn_momentum", "lookahead_decay", "lr_start", "lr_end"):
         if not 0.0 <= getattr(cfg, name) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, cfg)

@@ -1,25 +1,34 @@
 """Pieces of the fast CIFAR-10 recipes that any network can take (``TrainConfig`` fields ``bn_scale``,
 ``bn_momentum``, ``conv_init``, ``lookahead``): BatchNorm with frozen scales and fast running statistics,
-identity-initialised convolutions, and lookahead of the weights (Zhang et al., 2019, "Lookahead Optimizer:
+PyTorch's default (smaller) and identity-initialised convolutions, and lookahead of the weights (Zhang et al., 2019, "Lookahead Optimizer:
 k steps forward, 1 step back"; with a decay that rises over training, as the fastest published CIFAR-10
 trainings use it). Every default leaves a network as it was built."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["apply_recipe", "Lookahead"]
+__all__ = ["apply_recipe", "Lookahead", "CONV_INITS"]
+
+
+#: Initialisations of :func:`apply_recipe` (``TrainConfig.conv_init``).
+CONV_INITS = ("kaiming", "dirac", "torch", "torch-dirac")
 
 
 @torch.no_grad()
 def apply_recipe(model: nn.Module, bn_scale: bool = True, bn_momentum: float = 0.1, conv_init: str = "kaiming"):
-    """Set every BatchNorm's running-statistics momentum; with ``bn_scale=False`` freeze its scale (at the 1
-    it was initialised to: only the shift learns); with ``conv_init="dirac"`` set the first ``in_channels``
-    filters of every trainable 3 x 3 convolution (groups 1, at least as many outputs as inputs) to the
-    identity, the others keeping their random initialisation. Returns ``model``."""
-    if conv_init not in ("kaiming", "dirac"):
-        raise ValueError(f"conv_init must be 'kaiming' or 'dirac', got {conv_init!r}")
+    """Set every BatchNorm's running-statistics momentum (PyTorch's convention: the weight of each new
+    batch); with ``bn_scale=False`` freeze its scale (at the 1 it was initialised to: only the shift learns).
+    ``conv_init``: ``"kaiming"`` keeps the network's initialisation; ``"torch"`` re-draws every trainable
+    convolution and linear weight with PyTorch's default (uniform, std ``1/sqrt(3 fan_in)``; frozen layers,
+    such as a fitted stem, and biases are left alone); ``"dirac"`` and ``"torch-dirac"`` then set the first
+    ``in_channels`` filters of every trainable 3 x 3 convolution (groups 1, at least as many outputs as
+    inputs) to the identity, the others keeping their random initialisation. Returns ``model``."""
+    if conv_init not in CONV_INITS:
+        raise ValueError(f"conv_init must be one of {', '.join(CONV_INITS)}, got {conv_init!r}")
     if not 0.0 <= bn_momentum <= 1.0:
         raise ValueError(f"bn_momentum must be in [0, 1], got {bn_momentum}")
     for m in model.modules():
@@ -27,10 +36,13 @@ def apply_recipe(model: nn.Module, bn_scale: bool = True, bn_momentum: float = 0
             m.momentum = float(bn_momentum)
             if not bn_scale and m.weight is not None:
                 m.weight.requires_grad_(False)
-        elif conv_init == "dirac" and isinstance(m, nn.Conv2d):
+        elif isinstance(m, (nn.Conv2d, nn.Linear)) and m.weight.requires_grad:
             w = m.weight
-            if m.kernel_size == (3, 3) and m.groups == 1 and w.requires_grad and w.shape[0] >= w.shape[1]:
-                nn.init.dirac_(w[: w.shape[1]])
+            if conv_init.startswith("torch"):
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))  # what nn.Conv2d / nn.Linear draw by default
+            if conv_init.endswith("dirac") and isinstance(m, nn.Conv2d):
+                if m.kernel_size == (3, 3) and m.groups == 1 and w.shape[0] >= w.shape[1]:
+                    nn.init.dirac_(w[: w.shape[1]])
     return model
 
 
