@@ -237,3 +237,15 @@ def test_bad_augmentation_settings_are_one_line_errors(tmp_path):
         with pytest.raises(ValueError, match=field):
             train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
     assert not store.select()  # nothing was created
+
+
+def test_out_of_range_settings_fail_before_the_cli_opens_the_store(tmp_path, capsys):
+    from taskgeom.cli import main
+
+    store = tmp_path / "st"
+    for flag, value in (("--lr-end", "2"), ("--lr-start", "1.5"), ("--bn-momentum", "2"), ("--warmup", "1.5")):
+        rc = main(["train", "--data", "digits", "--task", "all", "--epochs", "1", "--store", str(store), flag, value])
+        assert rc == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and flag in err[0], err
+        assert not store.exists()  # nothing was created

@@ -30,12 +30,16 @@ def pad_crop_flip(
     flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample random crop of the image padded by ``pad`` pixels each side and random horizontal flip,
-    as one gather. ``fill``: the padding, ``"zeros"`` (black) or ``"reflect"`` (the image mirrored about its
+    as one gather, of a batch ``x`` laid out (B, C, H, W) (any dtype). ``fill``: the padding, ``"zeros"`` (black) or ``"reflect"`` (the image mirrored about its
     edge pixels, as the WRN paper's and the fast recipes' crops; needs ``pad`` below the image's sides).
     ``flip``: which samples to mirror (a boolean tensor of the batch's size); none: each with probability
     1/2 from ``generator``, drawn after the crop offsets."""
     if fill not in FILLS:
         raise ValueError(f"crop fill must be one of {', '.join(FILLS)}, got {fill!r}")
+    if x.dim() != 4:
+        raise ValueError(f"x must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if flip is not None and not (isinstance(flip, torch.Tensor) and flip.dtype == torch.bool):
+        raise ValueError(f"flip must be a boolean tensor (which samples to mirror) or None, got {flip!r}")
     b, _, h, w = x.shape
     p = int(pad)
     if fill == "reflect" and p >= min(h, w):

@@ -14,7 +14,7 @@ The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
 """
 
 from .config import PRESETS, TrainConfig, apply_preset
-from .loop import checkpoint_steps, identity, lr_factor, resolve_device, train
+from .loop import check_config, checkpoint_steps, identity, lr_factor, resolve_device, train
 from .methods import METHODS, Method, get_method, register_method
 
 __all__ = [
@@ -27,6 +27,7 @@ __all__ = [
     "get_method",
     "identity",
     "lr_factor",
+    "check_config",
     "register_method",
     "resolve_device",
     "train",

@@ -10,7 +10,7 @@ from .. import _cliutil
 from .. import config as _config
 from ..data import datasets
 from .config import TrainConfig, apply_preset
-from .loop import train
+from .loop import check_config, train
 
 __all__ = ["add_parser", "add_sweep_parser"]
 
@@ -111,10 +111,13 @@ def _cmd(args) -> int:
 
     data = datasets.load(_config.from_args(datasets.DataConfig, args))
     data.task(args.task)  # an unknown task fails here, before anything is written
+    keep = getattr(args, "_explicit", ())
+    cfgs = [apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=keep) for seed in args.seeds]
+    for cfg in cfgs:
+        check_config(cfg)  # settings out of range fail here too
     store = PredictionStore(args.store, create=True)
     store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
-    for seed in args.seeds:
-        cfg = apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=getattr(args, "_explicit", ()))
+    for cfg in cfgs:
         t0 = time.perf_counter()
         traj = train(
             cfg, data.task(args.task), data.train, data.test, store, data.eval_set, args.task, new=args.new_trajectory

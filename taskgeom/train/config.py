@@ -80,8 +80,10 @@ class TrainConfig:
         None,
         "named settings (taskgeom.train.PRESETS); imagenet-resnet50: Appendix A.1's ResNet-50 with BlurPool, 40 "
         "epochs, batches of 512, progressive resizing 160 -> 224 px over epochs 29-34, label smoothing 0.1, SGD "
-        "with peak lr 0.2125, 2 warm-up epochs then linear decay, weight decay 1e-4; cifar10-fast-resnet and "
-        "cifar10-wrn-16-4: the fast CIFAR-10 recipes of bench/bench_train.py; options given explicitly override it",
+        "with peak lr 0.2125, 2 warm-up epochs then linear decay, weight decay 1e-4; cifar10-fast-resnet: "
+        "fast-resnet, batches of 1,024, peak lr 0.8, triangle schedule with 20% warm-up, label smoothing 0.2, "
+        "weight decay 5e-4, crops padded by reflection; cifar10-wrn-16-4: WRN-16-4, batches of 512, peak 0.4, 15% "
+        "warm-up, label smoothing 0.1, weight decay 5e-4, reflected crops; options given explicitly override it",
         choices=tuple(PRESETS),
     )
 
@@ -121,10 +123,16 @@ class TrainConfig:
     )
     warmup: float = option(0.0, "fraction of the steps of linear learning-rate warm-up from 0", minimum=0.0)
     lr_start: float = option(
-        0.0, "learning rate at the first step as a fraction of the peak (the warm-up starts there)", minimum=0.0
+        0.0,
+        "where the warm-up (--warmup) starts, as a fraction of the peak learning rate (in [0, 1]; without a "
+        "warm-up the first step is at the peak)",
+        minimum=0.0,
     )
     lr_end: float = option(
-        0.0, "learning rate at the last step as a fraction of the peak (the decay ends there)", minimum=0.0
+        0.0,
+        "where the decay ends, as a fraction of the peak learning rate, reached at the end of the last step (in "
+        "[0, 1]; the last step itself runs one step's decay above it)",
+        minimum=0.0,
     )
     weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
     norm_weight_decay: bool = option(
@@ -140,7 +148,8 @@ class TrainConfig:
     )
     whiten_bias_epochs: float | None = option(
         None,
-        "fast-resnet: epochs its whitening stem's bias trains, frozen after (the fast recipes': 3); none: all",
+        "fast-resnet: epochs its whitening stem's bias trains, frozen after (the fast recipes': 3); none: all "
+        "(other networks have no such stem and ignore it)",
         minimum=0.0,
     )
     momentum: float = option(0.9, "sgd: Nesterov momentum (the fast recipes': 0.85)", minimum=0.0)

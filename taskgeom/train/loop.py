@@ -41,7 +41,7 @@ from .methods import Method, get_method
 from .recipe import CONV_INITS, Lookahead
 from .state import copy_state, load_state, save_state
 
-__all__ = ["train", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
+__all__ = ["train", "check_config", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
 
 
 def checkpoint_steps(total: int, count: int) -> list[int]:
@@ -408,6 +408,24 @@ def _parts(train_data, eval_data, method, cfg):
     return None, np.asarray(train_data.labels), eval_data, np.asarray(eval_data.labels)
 
 
+def check_config(cfg: TrainConfig) -> None:
+    """Raise a one-line ValueError (naming the setting and its option) for settings out of their range,
+    before anything is created: ``taskgeom train`` calls it before it opens the store, :func:`train` first."""
+
+    def bad(name, what):
+        return ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(cfg, name)!r}")
+
+    get_method(cfg.method)  # an unknown method
+    if not 0.0 <= cfg.warmup < 1.0:
+        raise bad("warmup", "a fraction of the steps in [0, 1)")
+    for name, choices in (("crop_fill", FILLS), ("flip", FLIPS), ("conv_init", CONV_INITS)):
+        if getattr(cfg, name) not in choices:
+            raise bad(name, f"one of {', '.join(choices)}")
+    for name in ("bn_momentum", "lookahead_decay", "lr_start", "lr_end"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise bad(name, "in [0, 1]")
+
+
 def train(
     cfg: TrainConfig,
     task_classes,
@@ -427,16 +445,9 @@ def train(
     checkpoint using samples of ``train_data`` of those classes. An existing trajectory of the same run is
     resumed (its stored configuration must match); ``new=True`` starts a separate trajectory instead.
     """
+    check_config(cfg)
     method = get_method(cfg.method)
     cfg = method.resolve(cfg)
-    if not 0.0 <= cfg.warmup < 1.0:
-        raise ValueError(f"warmup must be a fraction of the steps in [0, 1), got {cfg.warmup}")
-    for name, choices in (("crop_fill", FILLS), ("flip", FLIPS), ("conv_init", CONV_INITS)):
-        if getattr(cfg, name) not in choices:
-            raise ValueError(f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}")
-    for name in ("bn_momentum", "lookahead_decay", "lr_start", "lr_end"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {getattr(cfg, name)}")
     x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, cfg)
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
     n_imp = int(np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
