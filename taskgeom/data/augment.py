@@ -9,12 +9,24 @@ import math
 
 import torch
 
-__all__ = ["MEAN", "STD", "FILLS", "normalize", "pad_crop_flip", "random_resized_crop", "color_jitter", "cutout"]
+__all__ = [
+    "MEAN",
+    "STD",
+    "FILLS",
+    "FLIPS",
+    "normalize",
+    "pad_crop_flip",
+    "random_resized_crop",
+    "color_jitter",
+    "cutout",
+]
 
 MEAN, STD = 0.5, 0.25
 
-#: Paddings of :func:`pad_crop_flip`'s crops.
+#: Paddings of :func:`pad_crop_flip`'s crops, and the flip schedules of the training loader
+#: (:class:`taskgeom.data.DeviceLoader`).
 FILLS = ("zeros", "reflect")
+FLIPS = ("random", "alternate")
 
 
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:
@@ -30,17 +42,20 @@ def pad_crop_flip(
     flip: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-sample random crop of the image padded by ``pad`` pixels each side and random horizontal flip,
-    as one gather, of a batch ``x`` laid out (B, C, H, W) (any dtype). ``fill``: the padding, ``"zeros"`` (black) or ``"reflect"`` (the image mirrored about its
-    edge pixels, as the WRN paper's and the fast recipes' crops; needs ``pad`` below the image's sides).
+    as one gather, of a batch ``x`` laid out (B, C, H, W) (any dtype). ``fill``: the padding, ``"zeros"``
+    (black) or ``"reflect"`` (the image mirrored about its edge pixels, as the WRN paper's and the fast
+    recipes' crops; needs ``pad`` below the image's sides).
     ``flip``: which samples to mirror (a boolean tensor of the batch's size); none: each with probability
     1/2 from ``generator``, drawn after the crop offsets."""
     if fill not in FILLS:
         raise ValueError(f"crop fill must be one of {', '.join(FILLS)}, got {fill!r}")
     if x.dim() != 4:
         raise ValueError(f"x must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    b, _, h, w = x.shape
     if flip is not None and not (isinstance(flip, torch.Tensor) and flip.dtype == torch.bool):
         raise ValueError(f"flip must be a boolean tensor (which samples to mirror) or None, got {flip!r}")
-    b, _, h, w = x.shape
+    if flip is not None and flip.shape != (b,):
+        raise ValueError(f"flip must have one entry per sample ({b}), got shape {tuple(flip.shape)}")
     p = int(pad)
     if fill == "reflect" and p >= min(h, w):
         raise ValueError(f"reflect padding of {p} px needs images larger than {p} px, got {h} x {w}")
@@ -61,8 +76,6 @@ def pad_crop_flip(
         out = x[bidx, cidx, fold(rows, h), fold(cols, w)]
     if flip is None:
         flip = torch.rand(b, device=x.device, generator=generator) < 0.5
-    elif flip.shape != (b,):
-        raise ValueError(f"flip must have one entry per sample ({b}), got shape {tuple(flip.shape)}")
     return torch.where(flip.to(x.device)[:, None, None, None], out.flip(3), out)
 
 

@@ -10,12 +10,9 @@ import numpy as np
 import torch
 
 from .. import seeding
-from .augment import FILLS, MEAN, STD, normalize, pad_crop_flip, random_resized_crop
+from .augment import FILLS, FLIPS, MEAN, STD, normalize, pad_crop_flip, random_resized_crop
 
 __all__ = ["DeviceLoader", "FLIPS", "normalize", "random_resized_crop"]
-
-#: Flip schedules of :class:`DeviceLoader`.
-FLIPS = ("random", "alternate")
 
 
 class DeviceLoader:

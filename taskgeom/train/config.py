@@ -7,7 +7,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..config import option
+from ..data.augment import FILLS, FLIPS
 from ..imprint import HEADS
+from .recipe import CONV_INITS
 
 __all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset"]
 
@@ -134,7 +136,9 @@ class TrainConfig:
         "[0, 1]; the last step itself runs one step's decay above it)",
         minimum=0.0,
     )
-    weight_decay: float = option(1e-5, "weight decay (sgd; not on normalisation parameters and biases)", minimum=0.0)
+    weight_decay: float = option(
+        1e-5, "weight decay (sgd; on normalisation parameters and biases only with --norm-weight-decay)", minimum=0.0
+    )
     norm_weight_decay: bool = option(
         False,
         "sgd: decay normalisation parameters and biases too (as the WRN paper's code and the fast recipes do), "
@@ -168,7 +172,7 @@ class TrainConfig:
         "(PyTorch's default: uniform, std 1/sqrt(3 fan-in), 2.45x smaller: behind BatchNorm a larger effective "
         "learning rate early on, as in the fast recipes), dirac or torch-dirac (either, then the first "
         "in-channels filters of every 3 x 3 convolution set to the identity, as in the fast recipes)",
-        choices=("kaiming", "dirac", "torch", "torch-dirac"),
+        choices=CONV_INITS,
     )
     lookahead: int = option(
         0,
@@ -232,13 +236,13 @@ class TrainConfig:
         "zeros",
         "padding of the random crops: zeros (black) or reflect (the image mirrored at its edges, as in the WRN "
         "paper and the fast recipes)",
-        choices=("zeros", "reflect"),
+        choices=FILLS,
     )
     flip: str = option(
         "random",
         "horizontal flips of the random crops: random (each image with probability 1/2 in every batch) or "
         "alternate (each image mirrored in every other epoch, from a random start, as in the fast recipes)",
-        choices=("random", "alternate"),
+        choices=FLIPS,
     )
     resolution: int = option(
         224,

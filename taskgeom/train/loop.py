@@ -31,8 +31,8 @@ import torch
 from .. import config as _config
 from .. import seeding
 from .._provenance import code_version
-from ..data.augment import FILLS, normalize
-from ..data.loader import FLIPS, DeviceLoader
+from ..data.augment import FILLS, FLIPS, normalize
+from ..data.loader import DeviceLoader
 from ..data.stream import resolution_at
 from ..imprint import imprint
 from . import distributed
@@ -131,9 +131,9 @@ def _stream_loader(run: Run, source):
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """The run's optimiser. SGD's parameter groups: weights (decayed), biases (at ``bias_lr_scale`` times the
     rate), normalisation weights, and fast-resnet's whitening stem bias (the base rate; frozen after
-    ``whiten_bias_epochs`` by the schedule; in the biases' group when neither setting is used). Normalisation parameters and biases are decayed only with
-    ``norm_weight_decay``, at the same decay per step as the weights (their ``weight_decay`` divided by their
-    rate multiplier). Every group is named (``"name"``) for :func:`_lr_lambdas`."""
+    ``whiten_bias_epochs`` by the schedule; in the biases' group when neither setting is used).
+    Normalisation parameters and biases are decayed only with ``norm_weight_decay``, at the same decay per
+    step as the weights (their ``weight_decay`` divided by their rate multiplier). Every group is named (``"name"``) for :func:`_lr_lambdas`."""
     fused = {"fused": True} if device.type == "cuda" else {}  # one kernel for all parameters' updates
     if cfg.optimizer == "adam":
         return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, **fused)
@@ -168,11 +168,13 @@ def _lr_lambdas(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int, per_ep
     the whitening stem's bias from step ``whiten_bias_epochs x per_epoch`` on (frozen: with the rate 0 SGD
     leaves a parameter exactly where it is, momentum and decay included)."""
 
+    until = math.inf if cfg.whiten_bias_epochs is None else round(cfg.whiten_bias_epochs * per_epoch)
+
     def base(s):
         return lr_factor(s, total, cfg.schedule, cfg.warmup, cfg.lr_start, cfg.lr_end)
 
-    def stem(s, until=None if cfg.whiten_bias_epochs is None else round(cfg.whiten_bias_epochs * per_epoch)):
-        return base(s) if until is None or s < until else 0.0
+    def stem(s):
+        return base(s) if s < until else 0.0
 
     return [stem if g.get("name") == "stem" else base for g in opt.param_groups]
 

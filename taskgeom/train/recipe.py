@@ -1,8 +1,8 @@
 """Pieces of the fast CIFAR-10 recipes that any network can take (``TrainConfig`` fields ``bn_scale``,
 ``bn_momentum``, ``conv_init``, ``lookahead``): BatchNorm with frozen scales and fast running statistics,
-PyTorch's default (smaller) and identity-initialised convolutions, and lookahead of the weights (Zhang et al., 2019, "Lookahead Optimizer:
-k steps forward, 1 step back"; with a decay that rises over training, as the fastest published CIFAR-10
-trainings use it). Every default leaves a network as it was built."""
+PyTorch's default (smaller) and identity-initialised convolutions, and lookahead of the weights (Zhang et
+al., 2019, "Lookahead Optimizer: k steps forward, 1 step back"; with a decay that rises over training, as
+the fastest published CIFAR-10 trainings use it). Every default leaves a network as it was built."""
 
 from __future__ import annotations
 
