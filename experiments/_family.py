@@ -1,7 +1,14 @@
 """What the CIFAR-10 family scripts (cifar10_family_a.py, cifar10_family_b.py) share: options, data, the
-runs of a family trained one after the other into one store (resumable: a rerun continues), the
+runs of a family trained into one store (resumable: a rerun with the same --work continues), the
 re-indexed families on a grid over the progress reached, and the output folder (at most 8 files and
 64 MB: results.json, summary.png, store.tar, run.log; the store's training states stay in --work).
+
+Runs train in spawned worker processes (``--workers`` at once; one GPU is shared), each into its own store
+shard, merged into the family's store as it finishes. They are taken seed by seed (every group's first
+seed before any group's second), so that with ``--budget-s`` a GPU window that runs short still ends with
+every group: a run whose group's runs so far took longer than the time left (the budget less
+``--reserve-s`` for the analysis) is skipped, and a run still training at that point is stopped (its
+worker killed, its shard never merged). results.json says what was trained and what was not, and why.
 
 ``--smoke`` runs the same code on the CPU in about a minute: a generated 32 x 32 ImageFolder with
 CIFAR-10's class names, the small CNN, one epoch, two seeds, few checkpoints.
@@ -11,6 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
+import os
+import re
 import tarfile
 import tempfile
 import time
@@ -21,6 +32,7 @@ import numpy as np
 
 import taskgeom as tg
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load
+from taskgeom.shards import merge_stores
 from taskgeom.store import PredictionStore
 from taskgeom.train import PRESETS, TrainConfig, train
 
@@ -60,12 +72,40 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument("--batch-size", type=int, help="samples per batch (default: the fast recipe's 1,024)")
     ap.add_argument("--lr", type=float, help="peak learning rate (default: the fast recipe's 0.8)")
     ap.add_argument("--grid", type=int, default=24, help="progress values of the re-indexed runs (default: 24)")
+    ap.add_argument(
+        "--workers", type=_at_least(1, int), default=1,
+        help="runs trained at once, each in its own process sharing the device (default: %(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--budget-s", type=_at_least(1e-9, float),
+        help="seconds for the whole script, analysis included (default: no limit): runs that would not end "
+        "in time are skipped, a run still training at the end is stopped",
+    )  # fmt: skip
+    ap.add_argument(
+        "--reserve-s", type=_at_least(0, float), default=60.0,
+        help="of --budget-s, the seconds kept for the analysis and the outputs (default: %(default)s)",
+    )  # fmt: skip
     return ap
+
+
+def _at_least(low, kind):
+    """An argparse type: a number of ``kind`` at least (int) or above (float) ``low``."""
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (v >= low if kind is int else v >= low and math.isfinite(v)):
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        return v
+
+    return parse
 
 
 def smoke_settings(args) -> None:
     """Shrink everything for a CPU rehearsal (same code path)."""
-    args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, 2, 3
+    args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, min(args.seeds, 2), 3
     args.eval_samples, args.imprint_samples, args.grid, args.device = 100, 100, 6, "cpu"
     args.train_per_class = 0
 
@@ -86,30 +126,83 @@ def smoke_data(root: Path, per_class: int = 24, test_per_class: int = 10) -> str
     return str(root)
 
 
+def family_data(data_path: str, eval_samples: int, train_per_class: int, eval_on_train: bool):
+    """CIFAR-10 as the family uses it; with ``eval_on_train`` evaluated on class-balanced training images
+    (the paper's Figs. 4-5)."""
+    data = load(
+        DataConfig(data="cifar10", data_path=data_path, eval_samples=eval_samples, train_per_class=train_per_class)
+    )
+    if eval_on_train:
+        idx = balanced_subset(data.train[1], max(1, eval_samples // 10), np.random.default_rng(0))
+        data = replace(data, test=(data.train[0][idx], data.train[1][idx]), eval_set=f"cifar10-train-{len(idx)}-seed0")
+    return data
+
+
+def budget_skip(durations: list, left: float) -> str | None:
+    """Why a run is not started with ``left`` seconds to go, given how long its group's finished runs took
+    (their mean is its estimate); None: start it. A group's first run always starts while time is left."""
+    if left <= 0:
+        return "no time was left"
+    if durations and (est := float(np.mean(durations))) > left:
+        return f"its group's runs took {est:.1f} s, {left:.1f} s were left"
+    return None
+
+
+_WORKER: dict = {}  # a worker process's data, loaded once
+
+
+def _worker_init(data_args: dict, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _WORKER["data"] = family_data(**data_args)
+
+
+def _train_one(cfg: TrainConfig, group: str, task: str, shard: str) -> dict:
+    """Train one run into its own store shard (resuming it when the shard has it); in a worker process."""
+    data, t0 = _WORKER["data"], time.perf_counter()
+    store = PredictionStore(shard, create=True)
+    try:
+        store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+        traj = train(cfg, data.task(task), data.train, data.test, store, data.eval_set, group, progress_bar=False)
+        acc = traj.checkpoints[-1].get("accuracy", float("nan"))
+        seconds = time.perf_counter() - t0
+        return {"name": traj.name, "id": traj.id, "checkpoints": len(traj), "accuracy": acc, "seconds": seconds}
+    finally:
+        store.close()
+
+
 class Family:
     """The data, store and runs of one family script."""
 
     def __init__(self, args, name: str, eval_on_train: bool = False):
         self.args, self.name, self.t0 = args, name, time.perf_counter()
+        budget = getattr(args, "budget_s", None)
+        self.deadline = math.inf if budget is None else self.t0 + budget - args.reserve_s
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.work = Path(args.work or tempfile.mkdtemp(prefix=f"taskgeom-{name}-"))
         self.log_file = open(self.out / "run.log", "a", encoding="utf-8")
         path = smoke_data(self.work / "data") if args.smoke else args.data_path
         self.data_path = str(path)
-        self.data = load(
-            DataConfig(
-                data="cifar10", data_path=path, eval_samples=args.eval_samples, train_per_class=args.train_per_class
-            )
+        self.data_args = dict(
+            data_path=self.data_path,
+            eval_samples=args.eval_samples,
+            train_per_class=args.train_per_class,
+            eval_on_train=eval_on_train,
         )
-        if eval_on_train:  # evaluate on training images (the paper's Figs. 4-5), class-balanced
-            idx = balanced_subset(self.data.train[1], max(1, args.eval_samples // 10), np.random.default_rng(0))
-            test = (self.data.train[0][idx], self.data.train[1][idx])
-            self.data = replace(self.data, test=test, eval_set=f"cifar10-train-{len(idx)}-seed0")
-        self.store = PredictionStore(self.work / "store", create=True)
-        self.store.add_eval_set(self.data.eval_set, self.data.test[1], class_names=self.data.classes)
+        self.data = family_data(**self.data_args)
+        self.store_path = self.work / "store"
+        store = PredictionStore(self.store_path, create=True)
+        store.add_eval_set(self.data.eval_set, self.data.test[1], class_names=self.data.classes)
+        store.close()
+        self.store = None  # the family's store, opened read-only after each round of training
         self.labels = np.asarray(self.data.test[1])
         self.trajs: dict[str, list] = {}  # group -> trajectories (seed order)
+        self.groups: list[str] = []  # every group planned, in the order first given
+        self.done: dict[tuple, dict] = {}  # (group, seed) -> the trained run (name, id, state dir, seconds)
+        self.skipped: list[dict] = []  # runs not trained, each with why
+        self._pool = None
         self._cache: dict = {}  # (kind, group) -> probabilities / checkpoint progress, read once after training
         self.log(f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images")
 
@@ -119,34 +212,113 @@ class Family:
         self.log_file.write(line + "\n")
         self.log_file.flush()
 
+    @staticmethod
+    def key(run: Run) -> str:
+        """The run's folder name (its shard and training states): group and seed."""
+        return re.sub(r"[^A-Za-z0-9]+", "-", run.group).strip("-") + f"-s{run.seed}"
+
     def config(self, run: Run) -> TrainConfig:
         a = self.args
         base = {**FAST, "arch": a.arch, "epochs": a.epochs, "checkpoints": a.checkpoints, "device": a.device}
-        base.update(imprint_samples=a.imprint_samples, seed=run.seed, state_dir=str(self.work / "state"))
+        base.update(
+            imprint_samples=a.imprint_samples, seed=run.seed, state_dir=str(self.work / "state" / self.key(run))
+        )
         if a.smoke:
             base.update(batch_size=64, lr=0.1)
         base.update({k: v for k, v in (("batch_size", a.batch_size), ("lr", a.lr)) if v is not None})
         cfg = {**base, **run.settings}
         if run.init is not None:
             src, k = run.init
-            t = self.trajs[src][run.seed]
-            cfg.update(method="finetune", init_from=str(self.work / "state" / f"{t.id:06d}_ckpt{k:03d}.pt"))
+            d = self.done[src, run.seed]
+            cfg.update(method="finetune", init_from=str(Path(d["state_dir"]) / f"{d['id']:06d}_ckpt{k:03d}.pt"))
         return TrainConfig(**cfg)
 
+    def _workers(self):
+        if self._pool is None:
+            threads = max(1, (os.cpu_count() or 1) // self.args.workers)
+            ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
+            self._pool = ctx.Pool(self.args.workers, initializer=_worker_init, initargs=(self.data_args, threads))
+        return self._pool
+
+    def _stop_workers(self, kill: bool) -> None:
+        if self._pool is not None:
+            if kill:
+                self._pool.terminate()
+            else:
+                self._pool.close()
+            self._pool.join()
+            self._pool = None
+
+    def _skip(self, run: Run, why: str) -> None:
+        self.skipped.append({"group": run.group, "seed": run.seed, "why": why})
+        self.log(f"skipped {run.group} seed {run.seed}: {why}")
+
     def train(self, runs: list[Run]) -> None:
+        """Train ``runs`` seed by seed (stable: groups in the order given), ``--workers`` at once, within the
+        budget; each finished run's shard is merged into the family's store. A run fine-tuning from another
+        (``init``) needs that run trained in an earlier call."""
         self._cache.clear()
-        for i, run in enumerate(runs):
-            cfg = self.config(run)
-            t = time.perf_counter()
-            traj = train(
-                cfg, self.data.task(run.task), self.data.train, self.data.test, self.store, self.data.eval_set,
-                run.group, progress_bar=False,
-            )  # fmt: skip
-            self.trajs.setdefault(run.group, []).append(traj)
-            acc = traj.checkpoints[-1].get("accuracy", float("nan"))
-            self.log(
-                f"run {i + 1}/{len(runs)} {run.group} seed {run.seed}: {time.perf_counter() - t:.1f} s, imprinted accuracy {acc:.3f}"
-            )
+        for g in dict.fromkeys(r.group for r in runs):
+            if g not in self.groups:
+                self.groups.append(g)
+        pending = sorted(runs, key=lambda r: r.seed)
+        running: dict = {}  # AsyncResult -> (run, shard, start)
+        try:
+            while pending or running:
+                while pending and len(running) < self.args.workers and time.perf_counter() < self.deadline:
+                    run = pending.pop(0)
+                    if run.init is not None and (run.init[0], run.seed) not in self.done:
+                        self._skip(run, f"the run it starts from ({run.init[0]}, seed {run.seed}) was not trained")
+                        continue
+                    durations = [d["seconds"] for (g, _), d in self.done.items() if g == run.group]
+                    why = budget_skip(durations, self.deadline - time.perf_counter())
+                    if why:
+                        self._skip(run, why)
+                        continue
+                    shard = self.work / "shards" / self.key(run)
+                    job = self._workers().apply_async(_train_one, (self.config(run), run.group, run.task, str(shard)))
+                    running[job] = (run, shard, time.perf_counter())
+                now = time.perf_counter()
+                if now >= self.deadline:
+                    if running:
+                        self._stop_workers(kill=True)  # their shards are never merged
+                    for run, _, start in running.values():
+                        self._skip(run, f"stopped at the budget's end after {now - start:.1f} s")
+                    for run in pending:
+                        self._skip(run, "the budget's end came before it started")
+                    pending, running = [], {}
+                    break
+                ready = [job for job in running if job.ready()]
+                if not ready:
+                    time.sleep(0.02)
+                for job in ready:
+                    run, shard, _ = running.pop(job)
+                    info = job.get()  # a run that failed fails the family
+                    merge_stores([shard], self.store_path)
+                    self.done[run.group, run.seed] = {**info, "state_dir": str(self.work / "state" / self.key(run))}
+                    self.log(
+                        f"run {len(self.done)} {run.group} seed {run.seed}: {info['seconds']:.1f} s, "
+                        f"imprinted accuracy {info['accuracy']:.3f}"
+                    )
+        except BaseException:
+            self._stop_workers(kill=True)
+            raise
+        self._open()
+
+    def _open(self) -> None:
+        """(Re)open the family's store and list each group's trained runs in seed order."""
+        if self.store is not None:
+            self.store.close()
+        self.store = PredictionStore(self.store_path, readonly=True)
+        self.trajs = {}
+        for g in self.groups:
+            seeds = sorted(s for (h, s) in self.done if h == g)
+            if seeds:
+                self.trajs[g] = [self.store.trajectory(self.done[g, s]["name"]) for s in seeds]
+
+    def missing(self) -> list[str]:
+        """The groups planned with no trained run (no analysis without them)."""
+        return [g for g in self.groups if g not in self.trajs]
 
     def probs(self, group: str) -> list[np.ndarray]:
         """Each run's checkpoints (T, N, C) in float64, rows renormalised (stored as float16); read from the
@@ -207,26 +379,60 @@ class Family:
 
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;
-        checks the folder's limits."""
+        checks the folder's limits. A family with groups not trained at all (:meth:`missing`) is written
+        as it stands, with a note and a figure that says so (the caller did no analysis), and the script
+        then exits with status 1."""
         from taskgeom._provenance import code_version
 
+        self._stop_workers(kill=False)
+        missing = self.missing()
         results = {**results, "family": self.name, "device": _device(), "seconds": time.perf_counter() - self.t0}
+        results["runs"] = {
+            "planned": len(self.done) + len(self.skipped),
+            "trained": len(self.done),
+            "seeds": {g: sorted(s for (h, s) in self.done if h == g) for g in self.groups},
+            "skipped": self.skipped,
+            "seconds": {f"{g} seed {s}": d["seconds"] for (g, s), d in self.done.items()},
+        }
+        if any(len(self.trajs.get(g, [])) == 1 for g in self.groups):
+            results["runs"]["note"] = (
+                "a group of one run has no tube around its mean: its normalised distances (Remark 5) are "
+                "undefined (null)"
+            )
+        if missing:
+            results["incomplete"] = f"no run of {', '.join(missing)} was trained: no analysis"
         results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
         results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
         results["code"] = code_version()
         (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
-        figure(results, self.out / "summary.png")
-        self.store.close()
+        (_incomplete_figure if missing else figure)(results, self.out / "summary.png")
+        if self.store is not None:
+            self.store.close()
         with tarfile.open(self.out / "store.tar", "w") as tar:
-            for f in sorted((self.work / "store").rglob("*")):
-                if f.is_file() and "state" not in f.relative_to(self.work / "store").parts:
-                    tar.add(f, arcname=str(Path("store") / f.relative_to(self.work / "store")))
-        self.log(f"done: {self.out}")
+            for f in sorted(self.store_path.rglob("*")):
+                if f.is_file() and "state" not in f.relative_to(self.store_path).parts:
+                    tar.add(f, arcname=str(Path("store") / f.relative_to(self.store_path)))
+        self.log(f"done: {self.out}" + (f" (incomplete: {results['incomplete']})" if missing else ""))
         self.log_file.close()
         files = [f for f in self.out.rglob("*") if f.is_file()]
         size = sum(f.stat().st_size for f in files)
         if len(files) > MAX_FILES or size > MAX_BYTES:
             raise SystemExit(f"{self.out}: {len(files)} files, {size / 2**20:.1f} MB (limits {MAX_FILES}, 64 MB)")
+        if missing:
+            raise SystemExit(f"{self.name}: incomplete, {results['incomplete']} (see {self.out / 'results.json'})")
+
+
+def _incomplete_figure(results: dict, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{results['family']}: {results['incomplete']}", ha="center", va="center", wrap=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _device() -> str:

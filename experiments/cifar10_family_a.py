@@ -113,7 +113,10 @@ def result1(fam: Family, grid: np.ndarray) -> dict:
     # each task's mean trajectory over the progress all its seeds reach (no clamped first or last models),
     # on --grid values of its own
     own = {g: fam.shared_grid(g, g) for g in groups}
+    left_out = [g for g in groups if own[g] is None]  # its seeds share no progress: no mean trajectory
     groups = [g for g in groups if own[g] is not None]
+    if not groups:
+        return {"explained_stress": [], "coords": {}, "points": 0, "left_out": left_out}
     means = [fam.family(g, own[g]).astype(np.float64).mean(0) for g in groups]
     stack = np.concatenate(means)
     emb = tg.inpca(np.asarray(tg.pairwise_distances(stack)), k=min(3, len(stack)))
@@ -126,6 +129,7 @@ def result1(fam: Family, grid: np.ndarray) -> dict:
         "explained_stress_interval": {"low": lo.tolist(), "high": hi.tolist(), "over": "evaluation samples"},
         "points": int(ends[-1]),
         "coords": {g: emb.coords[ends[i] : ends[i + 1], :3].tolist() for i, g in enumerate(groups)},
+        "left_out": left_out,
     }
 
 
@@ -140,8 +144,11 @@ def figure(res: dict, path) -> None:
         xy = np.asarray(xy)
         ax[0].plot(xy[:, 0], xy[:, 1], "-o", ms=2, label=g)
     es = res["result1"]["explained_stress"]
-    ax[0].set_title(f"Result 1: InPCA of mean trajectories (stress {100 * es[min(1, len(es) - 1)]:.0f}% in 2-D)")
-    ax[0].legend(fontsize=7)
+    if es:
+        ax[0].set_title(f"Result 1: InPCA of mean trajectories (stress {100 * es[min(1, len(es) - 1)]:.0f}% in 2-D)")
+        ax[0].legend(fontsize=7)
+    else:
+        ax[0].set_title("Result 1: no task's seeds share a range of progress")
     r2 = res["result2"]
     names = list(r2)
     ax[1].bar(names, [r2[n]["progress"]["mean"] for n in names], yerr=[r2[n]["progress"]["std"] for n in names])
@@ -154,7 +161,8 @@ def figure(res: dict, path) -> None:
     ax[2].axhline(1.0, color="grey", lw=0.8)
     ax[2].set_title("Result 6: normalised distance to supervised")
     ax[2].set_xlabel("progress")
-    ax[2].legend(fontsize=6)
+    if ax[2].get_legend_handles_labels()[0]:
+        ax[2].legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -170,8 +178,11 @@ def main() -> None:
     fam = Family(args, "family-a")
     first, _ = runs(args, 0)
     fam.train(first)
-    _, second = runs(args, len(fam.trajs["all"][0]))
+    # the fine-tuning runs start from checkpoints of the all-classes run of their seed
+    _, second = runs(args, len(fam.trajs["all"][0]) if "all" in fam.trajs else args.checkpoints)
     fam.train(second)
+    if fam.missing():
+        return fam.finish({}, figure)
     grid = fam.grid(fam.trajs)
     hier_grid = fam.grid(HIERARCHY)
     res = {

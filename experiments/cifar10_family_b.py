@@ -153,6 +153,12 @@ def r4_kway(fam: Family) -> dict:
     return out
 
 
+def _finite(values) -> list:
+    """Bar heights: an undefined value (NaN: a normalised distance or tube radius of a group with one run)
+    drawn as 0; results.json holds it as null."""
+    return [v if v is not None and math.isfinite(v) else 0.0 for v in values]
+
+
 def figure(res: dict, path) -> None:
     import matplotlib
 
@@ -181,11 +187,11 @@ def figure(res: dict, path) -> None:
     if res["part"] == "r7":  # final models from SimCLR on all classes (Fig. A1b's end; trajectories may not overlap)
         d = body["distances_to_simclr_all"]
         names = list(d)
-        ax[1].bar(names, [d[n]["final_normalized_distance"] for n in names])
+        ax[1].bar(names, _finite([d[n]["final_normalized_distance"] for n in names]))
         ax[1].set_title("final models: normalised distance to SimCLR on all classes")
     elif res["part"] == "r4-kway":
         names = list(body["kway"])
-        ax[1].bar(names, [body["kway"][n]["mean_tube_radius"] for n in names])
+        ax[1].bar(names, _finite([body["kway"][n]["mean_tube_radius"] for n in names]))
         ax[1].set_title("mean tube radius")
     elif res["part"] == "r4-episodic":
         names = list(body["riemann"])
@@ -213,6 +219,8 @@ def main() -> None:
         args.episodic_ratio = 2.0
     fam = Family(args, f"family-b-{args.part}", eval_on_train=args.eval_on_train)
     fam.train(runs(args, len(fam.data.train[1])))
+    if fam.missing():
+        return fam.finish({"part": args.part}, figure)
     grid = fam.grid(fam.trajs)
     if args.part == "r4-episodic":
         body = r4_episodic(fam, grid)

@@ -40,3 +40,71 @@ def test_family_script_smoke(tmp_path, script, extra):
         assert res["result2"]["pets"]["control"] == "random2-s0"
     else:
         assert res["part"] == extra[1] and res["result"]["distances_to_supervised"]
+
+
+def _family_module():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        import _family
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    return _family
+
+
+def test_budget_skip_decisions():
+    skip = _family_module().budget_skip
+    assert skip([], 0.5) is None  # a group's first run starts while any time is left
+    assert skip([], 0.0) == "no time was left"
+    assert skip([2.0, 4.0], 3.0) is None  # the group's mean, 3 s, fits
+    why = skip([2.0, 4.0], 2.9)
+    assert why.startswith("its group's runs took 3.0 s") and "2.9 s were left" in why
+
+
+def _family(tmp_path, name, *extra, work="w"):
+    out = tmp_path / name
+    cmd = [sys.executable, str(EXPERIMENTS / "cifar10_family_b.py"), "--part", "r4-kway", "--smoke"]
+    cmd += ["--out", str(out), "--work", str(tmp_path / work), *extra]
+    proc = subprocess.run(cmd, cwd=EXPERIMENTS, capture_output=True, text=True, timeout=600)
+    return proc, out
+
+
+def test_family_budget_ends_incomplete_then_resumes(tmp_path):
+    """No time at all: nothing is trained, the outputs say why and the script fails; the same --work
+    then continues to the complete family, as a run with workers in parallel gives it."""
+    proc, out = _family(tmp_path, "cut", "--budget-s", "0.01", "--reserve-s", "0")
+    assert proc.returncode == 1 and "incomplete" in proc.stderr.splitlines()[-1], proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["results.json", "run.log", "store.tar", "summary.png"]
+    res = json.loads((out / "results.json").read_text())
+    assert res["incomplete"].startswith("no run of supervised") and res["runs"]["trained"] == 0
+    assert len(res["runs"]["skipped"]) == res["runs"]["planned"] == 8  # 4 groups x 2 seeds
+    assert "result" not in res
+    proc, out = _family(tmp_path, "full")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    full = json.loads((out / "results.json").read_text())
+    assert full["runs"]["trained"] == 8 and not full["runs"]["skipped"] and "incomplete" not in full
+    assert full["runs"]["seeds"]["7-way cross-entropy"] == [0, 1]
+    proc, out = _family(tmp_path, "workers", "--workers", "2", work="w2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    two = json.loads((out / "results.json").read_text())
+    # the same runs: the same numbers, up to the float order of a different torch thread count per process
+    assert _close(two["result"], full["result"]) and _close(two["grid"], full["grid"])
+
+
+def _close(a, b) -> bool:
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-4, abs=1e-9)
+    return a == b
+
+
+def test_family_one_seed_and_bad_options(tmp_path):
+    proc, out = _family(tmp_path, "one", "--seeds", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["runs"]["seeds"]["supervised"] == [0] and "undefined" in res["runs"]["note"]
+    for bad, what in ((["--workers", "0"], "--workers"), (["--budget-s", "-1"], "--budget-s")):
+        proc, _ = _family(tmp_path, "bad", *bad)
+        assert proc.returncode == 2 and what in proc.stderr.splitlines()[-1], proc.stderr
