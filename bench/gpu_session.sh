@@ -73,13 +73,15 @@ if has inpca; then
   echo "inpca (rc $?) at $(elapsed) s"
 fi
 
-echo "total: $(elapsed) s"
 # 4. issue 16: one CIFAR-10 family script per stage (family-a, family-b-r4-episodic, family-b-r4-kway,
 # family-b-r5, family-b-r7), each into $OUT/<stage>/ (at most 8 files, 64 MB). Each gets a budget inside its
 # cap (--budget-s: runs go seed by seed, those that would not fit are skipped, and results.json says which),
 # so a window that runs short still returns every group's first seeds. Runs train FAMILY_WORKERS at once in
 # processes sharing the GPU: 3 for the episodic part (30-image episodes leave the GPU mostly idle), else 2
 # (one fast-resnet run at batches of 1,024 keeps the GPU busy by itself; a second overlaps its recordings).
+# Several family stages in one call share what is left equally, a stage's unused time passing to the next.
+fam_left=0
+for stage in $STAGES; do [[ $stage == family-* ]] && fam_left=$((fam_left + 1)); done
 for stage in $STAGES; do
   workers=2
   case $stage in
@@ -88,11 +90,15 @@ for stage in $STAGES; do
   family-b-*) script=(cifar10_family_b.py --part "${stage#family-b-}") ;;
   *) continue ;;
   esac
-  FAM_S=$(cap 540 5)
+  share=$(((TOTAL - $(elapsed) - 5) / fam_left))
+  fam_left=$((fam_left - 1))
+  FAM_S=$(cap $((share < 540 ? share : 540)) 5)
   (cd "$ROOT/experiments" && timeout "$FAM_S" python3 "${script[@]}" --data-path "$ROOT/.devdata/cifar10" \
-    --out "$OUT/$stage" --budget-s $((FAM_S > 40 ? FAM_S - 20 : FAM_S / 2)) --workers "${FAMILY_WORKERS:-$workers}" >"$OUT/$stage.log" 2>&1)
+    --out "$OUT/$stage" --budget-s $((FAM_S > 40 ? FAM_S - 20 : FAM_S / 2)) --reserve-s $((FAM_S < 240 ? FAM_S / 4 : 60)) \
+    --workers "${FAMILY_WORKERS:-$workers}" >"$OUT/$stage.log" 2>&1)
   echo "$stage (rc $?) at $(elapsed) s"
 done
+echo "total: $(elapsed) s"
 
 # What comes back: the device tool returns at most 8 files (16 MiB each, two folders down), so the results
 # stay as files (summary.txt, the kernels' three JSONs, train.json, inpca_gpu.json, each family's

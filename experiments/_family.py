@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import re
+import sys
 import tarfile
 import tempfile
 import time
@@ -178,6 +179,9 @@ class Family:
     def __init__(self, args, name: str, eval_on_train: bool = False):
         self.args, self.name, self.t0 = args, name, time.perf_counter()
         budget = getattr(args, "budget_s", None)
+        if budget is not None and args.reserve_s >= budget:
+            print(f"error: --reserve-s ({args.reserve_s:g}) must be below --budget-s ({budget:g})", file=sys.stderr)
+            raise SystemExit(2)
         self.deadline = math.inf if budget is None else self.t0 + budget - args.reserve_s
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)

@@ -105,6 +105,8 @@ def test_family_one_seed_and_bad_options(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     assert res["runs"]["seeds"]["supervised"] == [0] and "undefined" in res["runs"]["note"]
-    for bad, what in ((["--workers", "0"], "--workers"), (["--budget-s", "-1"], "--budget-s")):
+    bad_options = [(["--workers", "0"], "--workers"), (["--budget-s", "-1"], "--budget-s")]
+    bad_options.append((["--budget-s", "30"], "--reserve-s (60) must be below --budget-s (30)"))
+    for bad, what in bad_options:
         proc, _ = _family(tmp_path, "bad", *bad)
         assert proc.returncode == 2 and what in proc.stderr.splitlines()[-1], proc.stderr
