@@ -34,10 +34,11 @@ import numpy as np
 import taskgeom as tg
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load
 from taskgeom.shards import merge_stores
-from taskgeom.store import PredictionStore
+from taskgeom.store import ConfigMismatchError, PredictionStore
 from taskgeom.train import PRESETS, TrainConfig, train
 
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
+OUTPUTS = ("results.json", "summary.png", "store.tar", "run.log")  # what a family writes into --out
 
 #: the fast recipe (bench/bench_train.py) for every run unless a family overrides a field
 FAST = dict(PRESETS["cifar10-fast-resnet"])
@@ -62,9 +63,13 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument("--smoke", action="store_true", help="tiny generated data on the CPU (a rehearsal)")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     ap.add_argument("--arch", default="fast-resnet", help="network (default: %(default)s)")
-    ap.add_argument("--epochs", type=int, default=epochs, help="supervised epochs (default: %(default)s)")
-    ap.add_argument("--seeds", type=int, default=seeds, help="seeds per configuration (default: %(default)s)")
-    ap.add_argument("--checkpoints", type=int, default=16, help="checkpoints per run (default: %(default)s)")
+    ap.add_argument("--epochs", type=_at_least(1, int), default=epochs, help="supervised epochs (default: %(default)s)")
+    ap.add_argument(
+        "--seeds", type=_at_least(1, int), default=seeds, help="seeds per configuration (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--checkpoints", type=_at_least(2, int), default=16, help="checkpoints per run (default: %(default)s)"
+    )
     ap.add_argument("--eval-samples", type=int, default=2000, help="evaluation images (default: %(default)s)")
     ap.add_argument(
         "--train-per-class", type=int, default=0, help="training images per class, 0: all (default: %(default)s)"
@@ -97,8 +102,10 @@ def _at_least(low, kind):
             v = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not (v >= low if kind is int else v >= low and math.isfinite(v)):
+        if kind is int and v < low:
             raise argparse.ArgumentTypeError(f"must be at least {low}, got {text}")
+        if kind is float and not (math.isfinite(v) and v >= low):
+            raise argparse.ArgumentTypeError(f"must be a finite number of at least {low:g}, got {text}")
         return v
 
     return parse
@@ -162,13 +169,18 @@ def _worker_init(data_args: dict, threads: int) -> None:
 def _train_one(cfg: TrainConfig, group: str, task: str, shard: str) -> dict:
     """Train one run into its own store shard (resuming it when the shard has it); in a worker process."""
     data, t0 = _WORKER["data"], time.perf_counter()
+    warm = _WORKER.get("runs", 0) > 0  # the worker's first run pays its start-up (CUDA, cuDNN's search)
+    _WORKER["runs"] = _WORKER.get("runs", 0) + 1
     store = PredictionStore(shard, create=True)
     try:
         store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
+        before = sum(len(t) for t in store.select())
         traj = train(cfg, data.task(task), data.train, data.test, store, data.eval_set, group, progress_bar=False)
         acc = traj.checkpoints[-1].get("accuracy", float("nan"))
         seconds = time.perf_counter() - t0
-        return {"name": traj.name, "id": traj.id, "checkpoints": len(traj), "accuracy": acc, "seconds": seconds}
+        resumed = before == len(traj)  # the shard held the whole run: nothing trained now
+        info = {"name": traj.name, "id": traj.id, "checkpoints": len(traj), "accuracy": acc}
+        return {**info, "seconds": seconds, "warm": warm, "resumed": resumed}
     finally:
         store.close()
 
@@ -185,6 +197,11 @@ class Family:
         self.deadline = math.inf if budget is None else self.t0 + budget - args.reserve_s
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        others = [f for f in self.out.rglob("*") if f.is_file() and f.relative_to(self.out).as_posix() not in OUTPUTS]
+        if len(others) + len(OUTPUTS) > MAX_FILES:
+            print(f"error: --out {self.out} holds {len(others)} other files: with this family's "
+                  f"{len(OUTPUTS)} over {MAX_FILES}; use an empty folder", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
         self.work = Path(args.work or tempfile.mkdtemp(prefix=f"taskgeom-{name}-"))
         self.log_file = open(self.out / "run.log", "a", encoding="utf-8")
         path = smoke_data(self.work / "data") if args.smoke else args.data_path
@@ -208,7 +225,9 @@ class Family:
         self.skipped: list[dict] = []  # runs not trained, each with why
         self._pool = None
         self._cache: dict = {}  # (kind, group) -> probabilities / checkpoint progress, read once after training
-        self.log(f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images")
+        self.log(
+            f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images; work folder {self.work}"
+        )
 
     def log(self, msg: str) -> None:
         line = f"[{time.perf_counter() - self.t0:7.1f} s] {msg}"
@@ -257,25 +276,40 @@ class Family:
         self.skipped.append({"group": run.group, "seed": run.seed, "why": why})
         self.log(f"skipped {run.group} seed {run.seed}: {why}")
 
-    def train(self, runs: list[Run]) -> None:
+    def train(self, runs: list[Run], then=None) -> None:
         """Train ``runs`` seed by seed (stable: groups in the order given), ``--workers`` at once, within the
-        budget; each finished run's shard is merged into the family's store. A run fine-tuning from another
-        (``init``) needs that run trained in an earlier call."""
+        budget; each finished run's shard is merged into the family's store. ``then(run)``, called as each
+        run finishes, may return more runs (they join the queue by seed: a fine-tuning run after its seed's
+        other runs). A run fine-tuning from another (``init``) waits while that run trains and is skipped
+        when it was not trained."""
         self._cache.clear()
-        for g in dict.fromkeys(r.group for r in runs):
-            if g not in self.groups:
-                self.groups.append(g)
-        pending = sorted(runs, key=lambda r: r.seed)
+        pending: list[Run] = []
         running: dict = {}  # AsyncResult -> (run, shard, start)
+
+        def queue(more) -> None:
+            for g in dict.fromkeys(r.group for r in more):
+                if g not in self.groups:
+                    self.groups.append(g)
+            pending.extend(more)
+            pending.sort(key=lambda r: r.seed)  # stable
+
+        def waits(run: Run) -> bool:  # its starting run is still training
+            return run.init is not None and any(
+                (r.group, r.seed) == (run.init[0], run.seed) for r, _, _ in running.values()
+            )
+
+        queue(runs)
         try:
             while pending or running:
-                while pending and len(running) < self.args.workers and time.perf_counter() < self.deadline:
-                    run = pending.pop(0)
+                while len(running) < self.args.workers and time.perf_counter() < self.deadline:
+                    run = next((r for r in pending if not waits(r)), None)
+                    if run is None:
+                        break
+                    pending.remove(run)
                     if run.init is not None and (run.init[0], run.seed) not in self.done:
                         self._skip(run, f"the run it starts from ({run.init[0]}, seed {run.seed}) was not trained")
                         continue
-                    durations = [d["seconds"] for (g, _), d in self.done.items() if g == run.group]
-                    why = budget_skip(durations, self.deadline - time.perf_counter())
+                    why = budget_skip(self._estimates(run.group), self.deadline - time.perf_counter())
                     if why:
                         self._skip(run, why)
                         continue
@@ -297,17 +331,36 @@ class Family:
                     time.sleep(0.02)
                 for job in ready:
                     run, shard, _ = running.pop(job)
-                    info = job.get()  # a run that failed fails the family
+                    try:
+                        info = job.get()  # a run that failed fails the family
+                    except ConfigMismatchError:
+                        raise SystemExit(
+                            f"error: {run.group} seed {run.seed}: --work {self.work} holds this run with other "
+                            "settings; use another --work for other settings"
+                        ) from None
                     merge_stores([shard], self.store_path)
                     self.done[run.group, run.seed] = {**info, "state_dir": str(self.work / "state" / self.key(run))}
+                    took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
                     self.log(
-                        f"run {len(self.done)} {run.group} seed {run.seed}: {info['seconds']:.1f} s, "
+                        f"run {len(self.done)} {run.group} seed {run.seed}: {took}, "
                         f"imprinted accuracy {info['accuracy']:.3f}"
                     )
+                    if then is not None:
+                        queue(then(run) or [])
+        except KeyboardInterrupt:
+            self._stop_workers(kill=True)
+            raise SystemExit(f"interrupted: rerun with --work {self.work} to continue") from None
         except BaseException:
             self._stop_workers(kill=True)
             raise
         self._open()
+
+    def _estimates(self, group: str) -> list:
+        """Seconds of ``group``'s finished runs that say how long the next takes: those that trained, and of
+        them those that were not their worker's first (which pays the start-up) when there are any."""
+        runs = [d for (g, _), d in self.done.items() if g == group and not d["resumed"]]
+        warm = [d["seconds"] for d in runs if d["warm"]]
+        return warm or [d["seconds"] for d in runs]
 
     def _open(self) -> None:
         """(Re)open the family's store and list each group's trained runs in seed order."""
@@ -396,7 +449,9 @@ class Family:
             "trained": len(self.done),
             "seeds": {g: sorted(s for (h, s) in self.done if h == g) for g in self.groups},
             "skipped": self.skipped,
-            "seconds": {f"{g} seed {s}": d["seconds"] for (g, s), d in self.done.items()},
+            # each run's training time (None: already trained when this invocation began); a worker's first
+            # run includes its start-up
+            "seconds": {f"{g} seed {s}": None if d["resumed"] else d["seconds"] for (g, s), d in self.done.items()},
         }
         if any(len(self.trajs.get(g, [])) == 1 for g in self.groups):
             results["runs"]["note"] = (
@@ -407,6 +462,7 @@ class Family:
             results["incomplete"] = f"no run of {', '.join(missing)} was trained: no analysis"
         results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
         results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
+        results["settings"]["work"] = str(self.work)  # the store and training states: --work continues from it
         results["code"] = code_version()
         (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
         (_incomplete_figure if missing else figure)(results, self.out / "summary.png")
@@ -460,6 +516,6 @@ def _plain(x):
 
 
 def summary(values) -> dict:
-    """Mean, standard deviation over seeds and the values."""
+    """Mean, standard deviation over seeds (None, undefined, for one seed) and the values."""
     v = np.asarray(values, dtype=np.float64)
-    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else 0.0, "values": v.tolist()}
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if v.size > 1 else None, "values": v.tolist()}

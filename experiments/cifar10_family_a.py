@@ -151,7 +151,7 @@ def figure(res: dict, path) -> None:
         ax[0].set_title("Result 1: no task's seeds share a range of progress")
     r2 = res["result2"]
     names = list(r2)
-    ax[1].bar(names, [r2[n]["progress"]["mean"] for n in names], yerr=[r2[n]["progress"]["std"] for n in names])
+    ax[1].bar(names, [r2[n]["progress"]["mean"] for n in names], yerr=[r2[n]["progress"]["std"] or 0.0 for n in names])
     ax[1].set_title("Result 2: progress on all ten classes")
     ax[1].tick_params(axis="x", rotation=45)
     r6 = {k: v for k, v in res["result6"].items() if " from " in k}
@@ -177,10 +177,17 @@ def main() -> None:
         args.finetune_seeds = 1
     fam = Family(args, "family-a")
     first, _ = runs(args, 0)
-    fam.train(first)
-    # the fine-tuning runs start from checkpoints of the all-classes run of their seed
-    _, second = runs(args, len(fam.trajs["all"][0]) if "all" in fam.trajs else args.checkpoints)
-    fam.train(second)
+    queued = []
+
+    def then(run):
+        """Once an all-classes run is trained (and its checkpoints counted), the fine-tuning runs: each
+        seed's start after that seed's supervised runs, so a budget that runs short keeps every group."""
+        if run.group == "all" and not queued:
+            queued.append(True)
+            return runs(args, fam.done["all", run.seed]["checkpoints"])[1]
+        return []
+
+    fam.train(first, then=then)
     if fam.missing():
         return fam.finish({}, figure)
     grid = fam.grid(fam.trajs)

@@ -38,6 +38,9 @@ def test_family_script_smoke(tmp_path, script, extra):
         shared = res["result3"]["spearman_normalized_vs_tree_distance"]["test"]
         assert shared.startswith("Mantel") or shared.startswith("no test: ")
         assert res["result2"]["pets"]["control"] == "random2-s0"
+        # seed by seed: each seed's fine-tuning runs right after its supervised runs, before the next seed
+        log = (out / "run.log").read_text()
+        assert log.index("bird-cat from early seed 0") < log.index("all seed 1")
     else:
         assert res["part"] == extra[1] and res["result"]["distances_to_supervised"]
 
@@ -83,6 +86,10 @@ def test_family_budget_ends_incomplete_then_resumes(tmp_path):
     full = json.loads((out / "results.json").read_text())
     assert full["runs"]["trained"] == 8 and not full["runs"]["skipped"] and "incomplete" not in full
     assert full["runs"]["seeds"]["7-way cross-entropy"] == [0, 1]
+    proc, again = _family(tmp_path, "again")  # the same --work once more: nothing left to train
+    assert proc.returncode == 0 and "already trained" in (again / "run.log").read_text(), proc.stderr[-2000:]
+    res = json.loads((again / "results.json").read_text())
+    assert set(res["runs"]["seconds"].values()) == {None} and _close(res["result"], full["result"])
     proc, out = _family(tmp_path, "workers", "--workers", "2", work="w2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     two = json.loads((out / "results.json").read_text())
@@ -107,6 +114,12 @@ def test_family_one_seed_and_bad_options(tmp_path):
     assert res["runs"]["seeds"]["supervised"] == [0] and "undefined" in res["runs"]["note"]
     bad_options = [(["--workers", "0"], "--workers"), (["--budget-s", "-1"], "--budget-s")]
     bad_options.append((["--budget-s", "30"], "--reserve-s (60) must be below --budget-s (30)"))
+    bad_options += [(["--seeds", "0"], "--seeds"), (["--budget-s", "inf"], "finite")]
+    crowded = tmp_path / "crowded"
+    crowded.mkdir()
+    for i in range(5):
+        (crowded / f"{i}.txt").write_text("")
+    bad_options.append((["--out", str(crowded)], "holds 5 other files"))
     for bad, what in bad_options:
         proc, _ = _family(tmp_path, "bad", *bad)
         assert proc.returncode == 2 and what in proc.stderr.splitlines()[-1], proc.stderr
