@@ -147,6 +147,10 @@ def figure(res: dict, path) -> None:
     if es:
         ax[0].set_title(f"Result 1: InPCA of mean trajectories (stress {100 * es[min(1, len(es) - 1)]:.0f}% in 2-D)")
         ax[0].legend(fontsize=7)
+    left_out = res["result1"].get("left_out")
+    if left_out:  # tasks whose seeds share no range of progress have no mean trajectory
+        ax[0].text(0.01, 0.01, "not shown (seeds share no progress): " + ", ".join(left_out), fontsize=6,
+                   transform=ax[0].transAxes, wrap=True)  # fmt: skip
     else:
         ax[0].set_title("Result 1: no task's seeds share a range of progress")
     r2 = res["result2"]
