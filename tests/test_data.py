@@ -12,6 +12,7 @@ from taskgeom.data import (
     CIFAR10_CLASSES,
     CIFAR10_TASKS,
     DeviceLoader,
+    EpisodeSampler,
     Task,
     episodes,
     load_images,
@@ -123,6 +124,22 @@ def test_tasks_union_json_and_episodes(tmp_path):
             assert len(set(labels[s_idx[s_y == j]]) | set(labels[q_idx[q_y == j]])) == 1
     with pytest.raises(ValueError, match="fewer than"):
         next(episodes(labels, way=2, shot=15, query=10, count=1))
+
+
+def test_episode_sampler_draws_what_episodes_draws():
+    """Protonet runs draw each step's episode from a sampler that indexes the labels once; its draws are the
+    generator's (recorded runs resume with the same episodes), pinned here for one seed."""
+    labels = np.random.default_rng(0).permutation(np.repeat([3, 7, 8, 9], 30))  # labels need not be 0..k-1
+    sampler = EpisodeSampler(labels, way=3, shot=2, query=4)
+    for seed in range(20):
+        got, want = sampler(seed), next(episodes(labels, way=3, shot=2, query=4, count=1, seed=seed))
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(got, want))
+    pinned = [a.tolist() for a in EpisodeSampler(np.repeat(np.arange(4), 6), 2, 1, 2)(3)]
+    assert pinned == [[0, 12], [0, 1], [4, 5, 13, 16], [0, 0, 1, 1]]
+    with pytest.raises(ValueError, match="5-way episodes from 4 classes"):
+        EpisodeSampler(labels, way=5, shot=1, query=1)
+    with pytest.raises(ValueError, match="fewer than"):
+        EpisodeSampler(labels, way=2, shot=20, query=20)
 
 
 def test_device_loader_batches_augmentation_and_normalisation():

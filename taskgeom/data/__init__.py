@@ -7,7 +7,17 @@ from .datasets import DATASETS, DEFAULT_TASKS, Data, DataConfig, balanced_subset
 from .images import ImageDataset, default_cache_dir, load_images
 from .loader import DeviceLoader
 from .stream import BetonSource, ImageFolderSource, StreamLoader, resolution_at
-from .tasks import CIFAR10_CLASSES, CIFAR10_TASKS, DIGIT_TASKS, Task, episodes, load_tasks, random_task, union
+from .tasks import (
+    CIFAR10_CLASSES,
+    CIFAR10_TASKS,
+    DIGIT_TASKS,
+    EpisodeSampler,
+    Task,
+    episodes,
+    load_tasks,
+    random_task,
+    union,
+)
 
 __all__ = [
     "CIFAR10_CLASSES",
@@ -29,6 +39,7 @@ __all__ = [
     "color_jitter",
     "cutout",
     "default_cache_dir",
+    "EpisodeSampler",
     "episodes",
     "load",
     "load_digits_split",

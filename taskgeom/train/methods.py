@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from .. import seeding
 from ..data.augment import color_jitter, cutout, normalize, random_resized_crop
-from ..data.tasks import episodes
+from ..data.tasks import EpisodeSampler
 from ..models import build_model
 from .losses import barlow_twins, nt_xent, prototypical
 from .recipe import apply_recipe
@@ -132,9 +132,10 @@ class Protonet(Method):
     def loss(self, run, step):
         cfg, loader = run.cfg, run.loader
         run.step_generator.manual_seed(seeding.step_seed(cfg.seed, step))
-        s_idx, s_y, q_idx, q_y = next(
-            episodes(run.task_labels, cfg.way, cfg.shot, cfg.query, count=1, seed=seeding.episode_seed(cfg.seed, step))
-        )
+        sampler = run.extra.get("episodes")
+        if sampler is None:  # the task's labels indexed once per run (an episode's draws cost ~0.05 ms then)
+            sampler = run.extra["episodes"] = EpisodeSampler(run.task_labels, cfg.way, cfg.shot, cfg.query)
+        s_idx, s_y, q_idx, q_y = sampler(seeding.episode_seed(cfg.seed, step))
         loader.generator.manual_seed(seeding.step_seed(cfg.seed, step))
         xs, xq = loader.augmented(s_idx), loader.augmented(q_idx)
         with run.autocast():
