@@ -72,11 +72,11 @@ tail -5 "$OUT/fp64tc.log"
 # 3b. hardware counters of the tuned and lean instances on shortened cases (ncu, where it reads them:
 # Firecracker machines; KINDS.md), one text report: throughput against the peaks, memory, stall reasons
 if command -v ncu >/dev/null && ((TOTAL - $(elapsed) > 150)); then
-  lean=$(python3 -c "import taskgeom._cuda as m; print(' '.join(n for n in m.fp64tc_configs() if '_c1' in n))")
-  # (^: not mirror_fp64tc_kernel; one launch per instance and case: the tuned one and 6 lean at C = 10, the
-  # tuned one at C = 100)
+  lean=$(python3 -c "import taskgeom._cuda as m, re; print(' '.join(n for n in m.fp64tc_configs() if '_c1' in n or re.search(r'_s[0-9]+p?e$', n)))")
+  # (^: not mirror_fp64tc_kernel; one launch per instance and case: the tuned one, 6 lean and 3 lean-epilogue
+  # instances at C = 10, the tuned one and the 3 lean-epilogue ones at C = 100)
   TASKGEOM_FP64TC_TUNING="$OUT/_tuning.json" timeout 90 ncu --clock-control none --kernel-name regex:^fp64tc_kernel \
-    --launch-count 9 --section SpeedOfLight --section MemoryWorkloadAnalysis \
+    --launch-count 14 --section SpeedOfLight --section MemoryWorkloadAnalysis \
     --section WarpStateStats --section Occupancy --section LaunchStats \
     python3 bench_fp64tc.py --cases 2430x1000x10 1000x1000x100 --once "" $lean >"$OUT/ncu.txt" 2>&1
   echo "ncu (rc $?) at $(elapsed) s"

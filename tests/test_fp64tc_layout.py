@@ -59,6 +59,7 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
     T, WM, WN, KS, shape = cfg[:5]
     nst, pf = (cfg[5], cfg[6]) if len(cfg) > 5 else (0, 0)
     lk = cfg[7] if len(cfg) > 7 else 0
+    lean_epilogue = bool(pf & 2)  # a sample's first instruction adds to a zero C; BC is not zeroed after it
     FR, KI = (8 if shape == 0 else 16), K_STEPS[shape]
     WJ, WI = T // (8 * WN), T // (FR * WM)
     warps = WI * WJ
@@ -100,6 +101,7 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
         kn = min(KS, qe - q0)
         assert kn % KI == 0
         for ks in range(0, kn, KI):
+            fresh = lean_epilogue and kk == 0
             for wp in range(warps):
                 wi, wj = wp // WJ, wp % WJ
                 sA = buf * stage_sz + wi * WM * FR * 4
@@ -130,13 +132,16 @@ def block(A, B, mpa, mpb, ma, mb, KC, nc, per_split, symmetric, tiles_j, inv_nor
                                 ]
                                 for lane in range(32)
                             ]
+                            if fresh:
+                                bc[wp, f, h] = 0.0  # the zero C operand
                             mma_lanes(a, b, bc[wp, f, h], KI)
                             assert not np.isnan(bc[wp, f, h]).any(), "read a slot nothing wrote"
             kk += KI
             if kk == KC:
                 kk = 0
                 acc[:] -= np.log(np.maximum(bc, 1e-30))
-                bc[:] = 0
+                # the lean epilogue leaves BC as it is: poisoned here, so a sample that read it would fail
+                bc[:] = np.nan if lean_epilogue else 0
 
     def lean():
         """The lean path: whole samples per stage (KS // KC of them), per fragment one sample's KC k-steps
@@ -256,6 +261,8 @@ def model_of_kernel(a, b, cfg, scratch_samples, sms=2, bps=1):
         (32, 2, 1, 4, 2),
         (32, 1, 2, 4, 1, 3, 1),  # the pipelined path: 3 stages, 4 (> stages per block at n = 3, 11)
         (32, 2, 1, 2, 2, 4, 0),
+        (32, 1, 2, 4, 1, 3, 3),  # the pipelined path with the lean epilogue ("..._s3pe", "..._s4e")
+        (32, 2, 1, 2, 2, 4, 2),
         (32, 1, 1, 8, 3),  # m16n8k16
         (32, 2, 1, 4, 3, 3, 0),
         (32, 1, 2, 6, 1, 0, 0, 3),  # the lean path, m16n8k4, up to 12 classes
@@ -284,6 +291,8 @@ def test_kernel_index_model_matches_reference(cfg, ma, mb, n, c, chunk):
         (32, 1, 2, 4, 1, 3, 1),
         (32, 2, 1, 4, 2, 4, 0),
         (32, 1, 2, 3, 1, 3, 0),
+        (32, 1, 2, 3, 1, 3, 3),  # lean epilogue: samples straddling stages
+        (32, 2, 1, 4, 2, 4, 2),
         (48, 3, 3, 4, 1, 3, 1),
         (32, 1, 2, 8, 3, 3, 0),
         (32, 1, 2, 6, 1, 0, 0, 3),  # lean: 2-6 samples a stage, a partial last stage

@@ -38,7 +38,11 @@ namespace {
 // pairs, sm_90 only: the larger FP64 shapes Hopper added, which cuBLAS's DGEMM uses there; m16n8k8 pads
 // classes to a multiple of 8); SHAPE 3: m16n8k16 .f64 (sm_90, classes padded to 16). NST > 0 (SHAPE 1 and 2 only): the
 // pipelined path, NST shared-memory stages with one barrier each and the stage's k-steps unrolled, named "..._s<NST>";
-// PF = 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel). LK > 0
+// PF bit 1 ("..._s<NST>p") also fetches the next k-step's operands into a second register set (see the kernel); PF
+// bit 2 ("...e"): the lean sample epilogue (a sample's first instruction adds to zero instead of the accumulators
+// being zeroed after each sample, and the floor is a compare and a select: in the SASS of nvcc 13.0 for sm_90 the
+// epilogue of mma1684_t64_w2x2_k8_s3p is about 200 instructions per warp and sample, 12 per pair register, against
+// 12 DMMAs at 10 classes; bench/README.md). LK > 0
 // (SHAPE 1 and 2, "..._c<4 LK>"): the lean path for at most 4 LK classes (see the kernel), with 96 x 96 and 128 x 128
 // tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 204-255 with no spills, the 128 x 128 ones
 // at their caps with 60-160 bytes spilled; the sweep decides). Index 0 is the default before any tuning run; the
@@ -71,11 +75,15 @@ namespace {
   X(96, 3, 4, 6, 1, 0, 0, 3)  \
   X(128, 4, 4, 6, 1, 0, 0, 3) \
   X(128, 4, 2, 6, 1, 0, 0, 3) \
-  X(96, 3, 3, 8, 2, 0, 0, 4)
+  X(96, 3, 3, 8, 2, 0, 0, 4)  \
+  X(64, 2, 2, 8, 1, 3, 3, 0)  \
+  X(64, 2, 2, 8, 2, 3, 2, 0)  \
+  X(64, 2, 2, 4, 1, 4, 3, 0)
 
 template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0, int LK_ = 0>
 struct Config {
   static constexpr int T = T_, WM = WM_, WN = WN_, KS = KS_, SHAPE = SHAPE_, NST = NST_, PF = PF_, LK = LK_;
+  static constexpr bool kPrefetch = (PF & 1) != 0, kLeanEpilogue = (PF & 2) != 0;
   static constexpr int kFragRows = SHAPE == 0 ? 8 : 16;                // pairs per fragment: kFragRows x 8
   static constexpr int kKSteps = SHAPE == 3 ? 4 : SHAPE == 2 ? 2 : 1;  // k-steps of 4 classes per instruction
   static constexpr int kMinArch = SHAPE == 0 ? 800 : 900;              // __CUDA_ARCH__ the instruction needs
@@ -107,7 +115,8 @@ struct Config {
   static std::string name() {
     const char* shape[] = {"", "mma1684_", "mma1688_", "mma16816_"};
     return std::string(shape[SHAPE]) + "t" + std::to_string(T) + "_w" + std::to_string(WM) + "x" + std::to_string(WN) +
-           "_k" + std::to_string(KS) + (NST > 0 ? "_s" + std::to_string(NST) + (PF ? "p" : "") : "") +
+           "_k" + std::to_string(KS) +
+           (NST > 0 ? "_s" + std::to_string(NST) + (kPrefetch ? "p" : "") + (kLeanEpilogue ? "e" : "") : "") +
            (LK > 0 ? "_c" + std::to_string(kMaxClasses) : "");
   }
   // k-steps per sample: classes padded to a multiple of 4 (of 8 for m16n8k8, of 16 for m16n8k16)
@@ -129,11 +138,27 @@ void dispatch_config(int config, F&& f) {
 template <int D>
 struct Traits;
 
+// max(bc, kBCFloor) for bc >= 0 as one compare and a 64-bit select (fmax is a DSETP.MAX, two selects, a
+// NaN-quieting LOP3 and register moves on sm_90). It differs from tc::floored only for a NaN bc (which it
+// keeps; the inputs are validated upstream and BC of finite square roots is never NaN).
+__device__ __forceinline__ double floored_select(double bc) {
+  double r;
+  asm("{\n .reg .pred lt;\n setp.lt.f64 lt, %1, %2;\n selp.f64 %0, %2, %1, lt;\n}\n"
+      : "=d"(r)
+      : "d"(bc), "d"(kBCFloor));
+  return r;
+}
+
 template <>
 struct Traits<kBhattacharyya> {
   static constexpr double kInit = 1.0;
+  template <bool kSelect = false>
   __device__ __forceinline__ static void add(double& state, int& E, double bc, bool split) {
-    state *= tc::floored(bc);
+    if constexpr (kSelect) {
+      state *= floored_select(bc);
+    } else {
+      state *= tc::floored(bc);
+    }
     if (split) state = tc::split_exponent(state, E);
   }
   __device__ __forceinline__ static double finish(double state, int E) { return tc::neg_log(state, E); }
@@ -142,7 +167,10 @@ struct Traits<kBhattacharyya> {
 template <>
 struct Traits<kHellinger> {
   static constexpr double kInit = 0.0;
-  __device__ __forceinline__ static void add(double& state, int&, double bc, bool) { state += 1.0 - bc; }
+  template <bool kSelect = false>
+  __device__ __forceinline__ static void add(double& state, int&, double bc, bool) {
+    state += 1.0 - bc;
+  }
   __device__ __forceinline__ static double finish(double state, int) { return state; }
 };
 
@@ -171,10 +199,27 @@ __device__ __forceinline__ void cp_async_wait() {
 // b = {(t, g)}; m16n8k8: a = {(g, t), (g + 8, t), (g, t + 4), (g + 8, t + 4)}, b = {(t, g), (t + 4, g)};
 // m16n8k16 (SHAPE 3) the same pattern over four groups of 4 classes: a[2u], a[2u + 1] = (g, t + 4u),
 // (g + 8, t + 4u) and b[u] = (t + 4u, g), u < 4 (the sweep's error check and the CUDA tests confirm it).
-template <int SHAPE>
+template <int SHAPE, bool kZeroC = false>
 __device__ __forceinline__ void mma_f64(double (&c)[4], const double* a, const double* b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  if constexpr (SHAPE == 1) {
+  if constexpr (kZeroC) {  // D = A B: the C operand is zero (the accumulators' old values are not read)
+    const double z = 0.0;
+    if constexpr (SHAPE == 1) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%7, %7, %7, %7};\n"
+          : "=d"(c[0]), "=d"(c[1]), "=d"(c[2]), "=d"(c[3])
+          : "d"(a[0]), "d"(a[1]), "d"(b[0]), "d"(z));
+    } else if constexpr (SHAPE == 2) {
+      asm volatile(
+          "mma.sync.aligned.m16n8k8.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+          "{%10, %10, %10, %10};\n"
+          : "=d"(c[0]), "=d"(c[1]), "=d"(c[2]), "=d"(c[3])
+          : "d"(a[0]), "d"(a[1]), "d"(a[2]), "d"(a[3]), "d"(b[0]), "d"(b[1]), "d"(z));
+    } else {
+      c[0] = c[1] = c[2] = c[3] = 0.0;
+      mma_f64<SHAPE>(c, a, b);
+    }
+  } else if constexpr (SHAPE == 1) {
     asm volatile(
         "mma.sync.aligned.m16n8k4.row.col.f64.f64.f64.f64 {%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
         : "+d"(c[0]), "+d"(c[1]), "+d"(c[2]), "+d"(c[3])
@@ -590,7 +635,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
       const double* sA = smem + buf * Cfg::kStage + wi * WM * 16 * 4 + g * 4 + t;
       const double* sB = smem + buf * Cfg::kStage + Cfg::kOperand + wj * WN * 8 * 4 + g * 4 + t;
       const int kn = (int)((q_end - q0) < KS ? (q_end - q0) : KS);  // (a multiple of KI: KC is)
-      double a[Cfg::PF ? 2 : 1][WM][2 * KI], b[Cfg::PF ? 2 : 1][WN][KI];
+      double a[Cfg::kPrefetch ? 2 : 1][WM][2 * KI], b[Cfg::kPrefetch ? 2 : 1][WN][KI];
       // operands of the k-steps ks .. ks + KI - 1 into register set r (past kn: stale, never used)
       auto fetch = [&](int r, int ks) {
 #pragma unroll
@@ -605,19 +650,26 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
 #pragma unroll
           for (int u = 0; u < KI; ++u) b[r][h][u] = sB[(ks + u) * T * 4 + h * 8 * 4];
       };
-      if constexpr (Cfg::PF) fetch(0, 0);
+      if constexpr (Cfg::kPrefetch) fetch(0, 0);
 #pragma unroll
       for (int step = 0; step < STEPS; ++step) {
-        const int r = Cfg::PF ? step & 1 : 0;
-        if constexpr (Cfg::PF) {
+        const int r = Cfg::kPrefetch ? step & 1 : 0;
+        if constexpr (Cfg::kPrefetch) {
           if (step + 1 < STEPS) fetch(r ^ 1, (step + 1) * KI);
         }
         if (step * KI < kn) {  // (uniform over the block)
-          if constexpr (!Cfg::PF) fetch(0, step * KI);
+          if constexpr (!Cfg::kPrefetch) fetch(0, step * KI);
+          if (Cfg::kLeanEpilogue && kk == 0) {  // a sample's first instruction: BC = A B + 0 (uniform branch)
 #pragma unroll
-          for (int f = 0; f < WM; ++f)
+            for (int f = 0; f < WM; ++f)
 #pragma unroll
-            for (int h = 0; h < WN; ++h) mma_f64<Cfg::SHAPE>(bc[f][h], a[r][f], b[r][h]);
+              for (int h = 0; h < WN; ++h) mma_f64<Cfg::SHAPE, true>(bc[f][h], a[r][f], b[r][h]);
+          } else {
+#pragma unroll
+            for (int f = 0; f < WM; ++f)
+#pragma unroll
+              for (int h = 0; h < WN; ++h) mma_f64<Cfg::SHAPE>(bc[f][h], a[r][f], b[r][h]);
+          }
           kk += KI;
           if (kk == KC) {  // a sample is complete
             kk = 0;
@@ -629,8 +681,12 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
               for (int h = 0; h < WN; ++h)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                  Traits<DIV>::add(state[f][h][e], E[f][h][e], bc[f][h][e], split);
-                  bc[f][h][e] = 0.0;
+                  if constexpr (Cfg::kLeanEpilogue) {
+                    Traits<DIV>::template add<true>(state[f][h][e], E[f][h][e], bc[f][h][e], split);
+                  } else {
+                    Traits<DIV>::add(state[f][h][e], E[f][h][e], bc[f][h][e], split);
+                    bc[f][h][e] = 0.0;
+                  }
                 }
           }
         }
