@@ -22,6 +22,7 @@ import math
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import tarfile
 import tempfile
@@ -29,13 +30,16 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
+#: when this module began loading (before numpy, torch and taskgeom): --budget-s counts from here
+STARTED = time.perf_counter()
 
-import taskgeom as tg
-from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load
-from taskgeom.shards import merge_stores
-from taskgeom.store import ConfigMismatchError, PredictionStore
-from taskgeom.train import PRESETS, TrainConfig, train
+import numpy as np  # noqa: E402
+
+import taskgeom as tg  # noqa: E402
+from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
+from taskgeom.shards import merge_stores  # noqa: E402
+from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
+from taskgeom.train import PRESETS, TrainConfig, train  # noqa: E402
 
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
 OUTPUTS = ("results.json", "summary.png", "store.tar", "run.log")  # what a family writes into --out
@@ -189,7 +193,7 @@ class Family:
     """The data, store and runs of one family script."""
 
     def __init__(self, args, name: str, eval_on_train: bool = False):
-        self.args, self.name, self.t0 = args, name, time.perf_counter()
+        self.args, self.name, self.t0 = args, name, STARTED
         budget = getattr(args, "budget_s", None)
         if budget is not None and args.reserve_s >= budget:
             print(f"error: --reserve-s ({args.reserve_s:g}) must be below --budget-s ({budget:g})", file=sys.stderr)
@@ -202,6 +206,7 @@ class Family:
             print(f"error: --out {self.out} holds {len(others)} other files: with this family's "
                   f"{len(OUTPUTS)} over {MAX_FILES}; use an empty folder", file=sys.stderr)  # fmt: skip
             raise SystemExit(2)
+        self.temporary_work = not args.work  # removed when the family is complete
         self.work = Path(args.work or tempfile.mkdtemp(prefix=f"taskgeom-{name}-"))
         self.log_file = open(self.out / "run.log", "a", encoding="utf-8")
         path = smoke_data(self.work / "data") if args.smoke else args.data_path
@@ -460,9 +465,12 @@ class Family:
             )
         if missing:
             results["incomplete"] = f"no run of {', '.join(missing)} was trained: no analysis"
+        # a temporary work folder goes once everything planned is trained (else a rerun may continue from it)
+        remove_work = self.temporary_work and not missing and not self.skipped
         results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
         results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
-        results["settings"]["work"] = str(self.work)  # the store and training states: --work continues from it
+        # the store and training states (--work continues from them); None: a temporary folder, removed
+        results["settings"]["work"] = None if remove_work else str(self.work)
         results["code"] = code_version()
         (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
         (_incomplete_figure if missing else figure)(results, self.out / "summary.png")
@@ -478,6 +486,8 @@ class Family:
         size = sum(f.stat().st_size for f in files)
         if len(files) > MAX_FILES or size > MAX_BYTES:
             raise SystemExit(f"{self.out}: {len(files)} files, {size / 2**20:.1f} MB (limits {MAX_FILES}, 64 MB)")
+        if remove_work:
+            shutil.rmtree(self.work, ignore_errors=True)
         if missing:
             raise SystemExit(f"{self.name}: incomplete, {results['incomplete']} (see {self.out / 'results.json'})")
 

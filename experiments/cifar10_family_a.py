@@ -42,7 +42,9 @@ def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
             first.append(Run(task, task, s, {"keep_states": task == "all"}))
     starts = {"early": max(1, n_checkpoints // 6), "middle": n_checkpoints // 2, "final": n_checkpoints - 1}
     seen: set = set()
-    starts = {w: k for w, k in starts.items() if not (k in seen or seen.add(k))}  # distinct checkpoints only
+    # distinct checkpoints only; where few checkpoints make two coincide, "final" keeps its name, then "early"
+    kept = {w: starts[w] for w in ("final", "early", "middle") if not (starts[w] in seen or seen.add(starts[w]))}
+    starts = {w: kept[w] for w in ("early", "middle", "final") if w in kept}
     second = []
     for where, k in starts.items():
         for task in FINETUNE:
