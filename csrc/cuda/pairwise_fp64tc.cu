@@ -44,8 +44,8 @@ namespace {
 // epilogue of mma1684_t64_w2x2_k8_s3p is about 200 instructions per warp and sample, 12 per pair register, against
 // 12 DMMAs at 10 classes; bench/README.md). LK > 0
 // (SHAPE 1 and 2, "..._c<4 LK>"): the lean path for at most 4 LK classes (see the kernel), with 96 x 96 and 128 x 128
-// tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 204-255 with no spills, the 128 x 128 ones
-// at their caps with 60-160 bytes spilled; the sweep decides). Index 0 is the default before any tuning run; the
+// tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 202-254 with no spills, the 128 x 128 ones
+// at their caps with 44-256 bytes spilled; the sweep decides). Index 0 is the default before any tuning run; the
 // sweep (bench/bench_fp64tc.py) times all of them.
 #define TG_FP64TC_CONFIGS(X)  \
   X(64, 4, 2, 8, 0, 0, 0, 0)  \
@@ -422,7 +422,7 @@ __device__ __forceinline__ void fp64tc_body(const double* __restrict__ A, const 
             for (int u = 0; u < KCC; u += KI) mma_f64<Cfg::SHAPE>(bc, &a[2 * u], &b[h][u]);
             int unused = 0;
 #pragma unroll
-            for (int e = 0; e < 4; ++e) Traits<DIV>::add(state[f][h][e], unused, bc[e], false);
+            for (int e = 0; e < 4; ++e) Traits<DIV>::template add<true>(state[f][h][e], unused, bc[e], false);
           }
           // the next fragment row's operands are read after this one's instructions are issued: the
           // compiler would otherwise read all of them first and run out of registers
