@@ -164,7 +164,11 @@ _WORKER: dict = {}  # a worker process's data, loaded once
 
 
 def _worker_init(data_args: dict, threads: int) -> None:
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the workers
 
     torch.set_num_threads(threads)
     _WORKER["data"] = family_data(**data_args)

@@ -214,4 +214,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # (during training the family stops its workers and says how to continue)
+        raise SystemExit(
+            "interrupted: the outputs may be incomplete; rerun with the same --work to redo them"
+        ) from None
