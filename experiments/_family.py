@@ -150,6 +150,17 @@ def family_data(data_path: str, eval_samples: int, train_per_class: int, eval_on
     return data
 
 
+def run_script(main) -> None:
+    """Run a family script's ``main``: an interrupt outside training (which stops its workers and says how
+    to continue) ends in one line too."""
+    try:
+        main()
+    except KeyboardInterrupt:
+        raise SystemExit(
+            "interrupted: the outputs may be incomplete; rerun with the same --work to redo them"
+        ) from None
+
+
 def budget_skip(durations: list, left: float) -> str | None:
     """Why a run is not started with ``left`` seconds to go, given how long its group's finished runs took
     (their mean is its estimate); None: start it. A group's first run always starts while time is left."""
@@ -198,7 +209,7 @@ class Family:
 
     def __init__(self, args, name: str, eval_on_train: bool = False):
         self.args, self.name, self.t0 = args, name, STARTED
-        budget = getattr(args, "budget_s", None)
+        budget = args.budget_s
         if budget is not None and args.reserve_s >= budget:
             print(f"error: --reserve-s ({args.reserve_s:g}) must be below --budget-s ({budget:g})", file=sys.stderr)
             raise SystemExit(2)
@@ -249,12 +260,14 @@ class Family:
         """The run's folder name (its shard and training states): group and seed."""
         return re.sub(r"[^A-Za-z0-9]+", "-", run.group).strip("-") + f"-s{run.seed}"
 
+    def state_dir(self, run: Run) -> str:
+        """Where the run saves its training states."""
+        return str(self.work / "state" / self.key(run))
+
     def config(self, run: Run) -> TrainConfig:
         a = self.args
         base = {**FAST, "arch": a.arch, "epochs": a.epochs, "checkpoints": a.checkpoints, "device": a.device}
-        base.update(
-            imprint_samples=a.imprint_samples, seed=run.seed, state_dir=str(self.work / "state" / self.key(run))
-        )
+        base.update(imprint_samples=a.imprint_samples, seed=run.seed, state_dir=self.state_dir(run))
         if a.smoke:
             base.update(batch_size=64, lr=0.1)
         base.update({k: v for k, v in (("batch_size", a.batch_size), ("lr", a.lr)) if v is not None})
@@ -348,7 +361,7 @@ class Family:
                             "settings; use another --work for other settings"
                         ) from None
                     merge_stores([shard], self.store_path)
-                    self.done[run.group, run.seed] = {**info, "state_dir": str(self.work / "state" / self.key(run))}
+                    self.done[run.group, run.seed] = {**info, "state_dir": self.state_dir(run)}
                     took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
                     self.log(
                         f"run {len(self.done)} {run.group} seed {run.seed}: {took}, "

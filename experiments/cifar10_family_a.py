@@ -23,7 +23,7 @@ Reported in results.json (and summary.png):
 from __future__ import annotations
 
 import numpy as np
-from _family import Family, Run, arguments, smoke_settings, summary
+from _family import Family, Run, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
@@ -149,12 +149,12 @@ def figure(res: dict, path) -> None:
     if es:
         ax[0].set_title(f"Result 1: InPCA of mean trajectories (stress {100 * es[min(1, len(es) - 1)]:.0f}% in 2-D)")
         ax[0].legend(fontsize=7)
+    else:
+        ax[0].set_title("Result 1: no task's seeds share a range of progress")
     left_out = res["result1"].get("left_out")
     if left_out:  # tasks whose seeds share no range of progress have no mean trajectory
         ax[0].text(0.01, 0.01, "not shown (seeds share no progress): " + ", ".join(left_out), fontsize=6,
                    transform=ax[0].transAxes, wrap=True)  # fmt: skip
-    else:
-        ax[0].set_title("Result 1: no task's seeds share a range of progress")
     r2 = res["result2"]
     names = list(r2)
     ax[1].bar(names, [r2[n]["progress"]["mean"] for n in names], yerr=[r2[n]["progress"]["std"] or 0.0 for n in names])
@@ -214,9 +214,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # (during training the family stops its workers and says how to continue)
-        raise SystemExit(
-            "interrupted: the outputs may be incomplete; rerun with the same --work to redo them"
-        ) from None
+    run_script(main)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from _family import Family, Run, arguments, smoke_settings, summary
+from _family import Family, Run, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
 from taskgeom.bootstrap import percentile_interval, sample_weights
@@ -243,9 +243,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # (during training the family stops its workers and says how to continue)
-        raise SystemExit(
-            "interrupted: the outputs may be incomplete; rerun with the same --work to redo them"
-        ) from None
+    run_script(main)
