@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Rehearse the GPU machine's software on this CPU machine before a window is spent on it: a virtual
+# environment with the device's Python (3.12), torch 2.11.0 and torchvision 0.26.0 (CUDA 13.0 builds, run
+# on the CPU), numpy 2.5.2, and none of the packages the device lacks (plotly, ray, hdf5plugin); the
+# committed HEAD built there as bench/gpu_session.sh builds it (CUDA for sm_90 only, --no-build-isolation
+# --no-deps), then the test suite against that build, less the main job's HTML report tests
+# (test_report.py, test_picture.py: the report needs plotly, which no GPU stage uses).
+# Versions as read off the device (/work/.library/device/KINDS.md, 2026-11); override with TORCH=, VISION=,
+# NUMPY=. Usage, from the repository root: bash bench/device_env_check.sh   (about 10 minutes on 2 cores)
+set -euo pipefail
+ROOT=$(git rev-parse --show-toplevel)
+VENV=${VENV:-/tmp/taskgeom-device-env}
+PY=${PY312:-$(command -v python3.12 || true)}
+[[ -n $PY ]] || {
+  echo "device_env_check: python3.12 not found (the device's Python); set PY312=/path/to/python3.12"
+  exit 2
+}
+[[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
+"$VENV/bin/python" -m pip install -q "torch==${TORCH:-2.11.0}" "torchvision==${VISION:-0.26.0}" \
+  "numpy==${NUMPY:-2.5.2}" scipy scikit-learn matplotlib pillow pyyaml tqdm pybind11 pytest hypothesis h5py \
+  setuptools wheel cmake ninja
+work=$(mktemp -d /tmp/taskgeom-device-env-XXXX)
+trap 'rm -rf "$work"' EXIT
+git clone -q "$ROOT" "$work/src"
+cd "$work/src"
+export PATH="$VENV/bin:$PATH" TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90
+python -m pip install -q --no-build-isolation --no-deps . >"$work/build.log" 2>&1 || {
+  tail -30 "$work/build.log"
+  exit 1
+}
+(cd /tmp && python -c "import taskgeom, taskgeom._cuda; print(taskgeom.build_info())")
+pytest -q -p no:cacheprovider tests --ignore=tests/test_report.py --ignore=tests/test_picture.py
