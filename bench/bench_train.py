@@ -46,8 +46,10 @@ WRN = dict(PRESETS["cifar10-wrn-16-4"])
 # their effective step, 1.3e-3 their decoupled weight decay per step, decay on BatchNorm shifts and biases
 # too, BatchNorm momentum 0.4 in PyTorch's convention (their 0.6 is the weight kept), PyTorch's smaller
 # default initialisation with identity filters, the stem bias trained 3 epochs, lookahead, alternating flips,
-# a warm-up from 0.2 to a decay ending at 0.07 of the peak), then each piece alone on the preset, then the
-# whole at other epochs and rates.
+# a warm-up from 0.2 to a decay ending at 0.07 of the peak), at airbench94's own 10 epochs and then longer:
+# on the CPU (2026-11-28, float32, seed 0) those 10 epochs reached 89.48% head accuracy and 90.69% with its
+# test-time augmentation on this JPEG copy, against airbench94's published 94.0% on the original CIFAR-10, so
+# more epochs within the 8 s are the lever toward 93%; then each piece alone on the preset.
 _AIRBENCH = (
     "crop_pad=2:momentum=0.85:weight_decay=1.3e-3:norm_weight_decay=true:bias_lr_scale=64:whiten_bias_epochs=3"
     ":bn_scale=false:bn_momentum=0.4:conv_init=torch-dirac:lookahead=5:flip=alternate"
@@ -55,7 +57,10 @@ _AIRBENCH = (
 )
 FAST_SWEEP = [
     "12:0.8:crop_pad=2",
-    f"12:1.5:{_AIRBENCH}",
+    f"10:1.5:{_AIRBENCH}",
+    f"16:1.5:{_AIRBENCH}",
+    f"20:1.5:{_AIRBENCH}",
+    f"24:1.5:{_AIRBENCH}",
     "12:0.8:crop_pad=2:crop_fill=zeros",
     "12:0.8:crop_pad=2:conv_init=torch",
     "12:0.8:crop_pad=2:flip=alternate",
@@ -65,9 +70,8 @@ FAST_SWEEP = [
     "12:0.8:crop_pad=2:weight_decay=1.5e-3:norm_weight_decay=true",
     "12:0.8:crop_pad=2:lr_start=0.2:lr_end=0.07:warmup=0.23",
     "12:0.8:crop_pad=2:bias_lr_scale=64:whiten_bias_epochs=3",
-    f"10:1.5:{_AIRBENCH}",
+    f"12:1.5:{_AIRBENCH}",
     f"12:0.8:{_AIRBENCH}",
-    f"16:1.5:{_AIRBENCH}",
 ]
 #: WRN-16-4 runs after the probe (TrainConfig fields beside the preset's; "" the preset alone)
 WRN_SWEEP = ["", "lookahead=5:norm_weight_decay=true:flip=alternate"]
