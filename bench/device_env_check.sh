@@ -10,7 +10,15 @@
 set -euo pipefail
 ROOT=$(git rev-parse --show-toplevel)
 VENV=${VENV:-/tmp/taskgeom-device-env}
-PY=${PY312:-$(command -v python3.12 || true)}
+PY=${PY312:-}
+if [[ -z $PY ]]; then # a python3.12 that runs (a pyenv shim may not), else pyenv's own 3.12
+  for cand in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+    if "$cand" -c "" 2>/dev/null; then
+      PY=$cand
+      break
+    fi
+  done
+fi
 [[ -n $PY ]] || {
   echo "device_env_check: python3.12 not found (the device's Python); set PY312=/path/to/python3.12"
   exit 2
