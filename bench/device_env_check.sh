@@ -13,7 +13,7 @@ VENV=${VENV:-/tmp/taskgeom-device-env}
 PY=${PY312:-}
 if [[ -z $PY ]]; then # a python3.12 that runs (a pyenv shim may not), else pyenv's own 3.12
   for cand in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
-    if "$cand" -c "" 2>/dev/null; then
+    if "$cand" -c "import ensurepip, venv" 2>/dev/null; then
       PY=$cand
       break
     fi
@@ -27,9 +27,20 @@ fi
 "$VENV/bin/python" -m pip install -q "torch==${TORCH:-2.11.0}" "torchvision==${VISION:-0.26.0}" \
   "numpy==${NUMPY:-2.5.2}" scipy scikit-learn matplotlib pillow pyyaml tqdm pybind11 pytest hypothesis h5py \
   setuptools wheel cmake ninja
+"$VENV/bin/python" -c '
+import importlib.util, sys
+extra = [m for m in ("plotly", "ray", "hdf5plugin") if importlib.util.find_spec(m)]
+what = ", ".join(extra) or "nothing extra"
+if sys.version_info[:2] != (3, 12) or extra:
+    sys.exit(f"device_env_check: {sys.prefix} is Python {sys.version.split()[0]} with {what}; the device "
+             "has 3.12 without plotly, ray, hdf5plugin: remove that environment or set VENV=")
+' || exit 1
 work=$(mktemp -d /tmp/taskgeom-device-env-XXXX)
 trap 'rm -rf "$work"' EXIT
 git clone -q "$ROOT" "$work/src"
+if [[ -d $ROOT/../shared ]]; then # the data the tests read where it is present
+  ln -s "$(cd "$ROOT/.." && pwd)/shared" "$work/shared"
+fi
 cd "$work/src"
 export PATH="$VENV/bin:$PATH" TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90
 python -m pip install -q --no-build-isolation --no-deps . >"$work/build.log" 2>&1 || {
@@ -37,4 +48,7 @@ python -m pip install -q --no-build-isolation --no-deps . >"$work/build.log" 2>&
   exit 1
 }
 (cd /tmp && python -c "import taskgeom, taskgeom._cuda; print(taskgeom.build_info())")
-pytest -q -p no:cacheprovider tests --ignore=tests/test_report.py --ignore=tests/test_picture.py
+# from outside the clone, so that the subprocesses some tests start import the installed build too
+cd "$work"
+pytest -q -p no:cacheprovider --rootdir src src/tests --ignore=src/tests/test_report.py \
+  --ignore=src/tests/test_picture.py

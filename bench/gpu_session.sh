@@ -54,7 +54,7 @@ fi
 cd "$ROOT/bench"
 if has train; then
   # 240 s beside other stages (the fast-resnet sweep's head and the WRN-16-4 run); up to 480 s alone, where
-  # the whole sweep (bench_train.py's FAST_SWEEP), WRN-16-4 and the concurrency check fit
+  # bench_train.py's FAST_SWEEP runs in order as far as it fits beside WRN-16-4 and the concurrency check
   train_cap=240
   has kernels || has inpca || train_cap=480
   train_later=5
