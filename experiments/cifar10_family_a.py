@@ -42,9 +42,11 @@ def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
             first.append(Run(task, task, s, {"keep_states": task == "all"}))
     starts = {"early": max(1, n_checkpoints // 6), "middle": n_checkpoints // 2, "final": n_checkpoints - 1}
     seen: set = set()
-    # distinct checkpoints only; where few checkpoints make two coincide, "final" keeps its name, then "early"
-    kept = {w: starts[w] for w in ("final", "early", "middle") if not (starts[w] in seen or seen.add(starts[w]))}
-    starts = {w: kept[w] for w in ("early", "middle", "final") if w in kept}
+    for where in ("final", "early", "middle"):  # distinct checkpoints only: where two coincide, "final" keeps
+        if starts[where] in seen:  # its name, then "early"
+            del starts[where]
+        else:
+            seen.add(starts[where])
     second = []
     for where, k in starts.items():
         for task in FINETUNE:
