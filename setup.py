@@ -54,6 +54,16 @@ class CMakeBuild(build_ext):
         mapping = super().get_output_mapping()
         return {dst: src for dst, src in mapping.items() if os.path.exists(src)}
 
+    def copy_extensions_to_source(self):
+        # editable installs copy each declared module into the source tree: skip the CUDA one when it was
+        # not built (TASKGEOM_CUDA=0, or no toolkit found)
+        built = [e for e in self.extensions if os.path.exists(self.get_ext_fullpath(e.name))]
+        self.extensions, every = built, self.extensions
+        try:
+            super().copy_extensions_to_source()
+        finally:
+            self.extensions = every
+
     def build_extension(self, ext):
         if ext.name != "taskgeom._C":
             return  # built by the same CMake run as taskgeom._C
