@@ -54,8 +54,56 @@ def report(tmp_path_factory):
     return out / "report.html"
 
 
+def _json_strings(page: str) -> list[str]:
+    """Every string in the arguments of the page's ``Plotly.newPlot(...)`` calls, decoded as JSON: plotly
+    writes non-ASCII characters raw (with orjson) or as ``\\uXXXX`` escapes (the json module, when orjson is
+    absent), and both decode to the same text."""
+    dec = json.JSONDecoder()
+    out = []
+
+    def walk(v):
+        if isinstance(v, str):
+            out.append(v)
+        elif isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, list):
+            for x in v:
+                walk(x)
+
+    for m in re.finditer(r"Plotly\.newPlot\(", page):
+        i = m.end()
+        for _ in range(4):  # div id, data, layout, config
+            while page[i] in " \t\r\n,":
+                i += 1
+            value, i = dec.raw_decode(page, i)
+            walk(value)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["json", "orjson"])
+def test_axis_titles_survive_either_json_engine(engine):
+    """The figures' non-ASCII titles decode to the same text whichever JSON engine plotly uses."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from taskgeom.report import _axis_name, _figure
+
+    if engine == "orjson":
+        pytest.importorskip("orjson")
+    title = _axis_name(0, 1.5)
+    assert title.startswith("InPCA 1 (λ = ")
+    old = pio.json.config.default_engine
+    pio.json.config.default_engine = engine
+    try:
+        html = _figure(go.Figure(layout={"xaxis": {"title": {"text": title}}}), "f", "caption")
+    finally:
+        pio.json.config.default_engine = old
+    assert title in _json_strings(html)
+
+
 def test_report_is_self_contained(report):
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     # plotly.js is embedded once (its own source holds map-tile and attribution URLs, never loaded here)
     page = re.sub(r"<script type='text/javascript'>.*?</script>", "", text, count=1, flags=re.S)
     assert len(page) < len(text) / 3
@@ -77,13 +125,15 @@ def test_report_is_self_contained(report):
     assert "cosine" in settings["imprinting head"] and "commit" in settings["code"]
     assert "final accuracy on all classes" in text
     assert text.count("<figcaption>") == 7  # a caption under every figure (5 interactive, 2 PNG)
-    assert "InPCA 1 (λ = " in text and "space-like" in text  # axes named by component and eigenvalue sign
+    # axes named by component and eigenvalue sign (decoded: plotly may write λ raw or as \\u03bb)
+    titles = [t for t in _json_strings(page) if t.startswith("InPCA ")]
+    assert any(t.startswith("InPCA 1 (λ = ") for t in titles) and any("space-like" in t for t in titles)
 
 
 def test_hover_never_claims_progress_a_run_did_not_reach(report):
     from taskgeom.report import _hover
 
-    text = report.read_text()
+    text = report.read_text(encoding="utf-8")
     payload = json.loads(re.search(r"id='tg-data'>(.*?)</script>", text, re.S).group(1))
     seeds = [ln for ln in payload["lines"] if not ln["mean"]]
     # the grid spans only the progress the runs reach: every grid value is reached by some seed, the
