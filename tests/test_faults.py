@@ -2,8 +2,8 @@
 truncated and flipped data, concurrent creators and writers, empty or foreign manifests, read-only
 stores, changed configurations, bad labels and all-or-nothing HDF5 imports.
 
-Writers run in subprocesses that load ``taskgeom/store.py`` on its own (no torch import), so that the
-many processes start in a fraction of a second."""
+Writers run in subprocesses that load the ``taskgeom.store`` package on its own (the package facade,
+which imports torch, is not run), so that the many processes start in a fraction of a second."""
 
 import errno
 import os
@@ -22,15 +22,16 @@ from taskgeom import cli
 from taskgeom.store import ConfigMismatchError, PredictionStore, StoreError
 
 N, C = 50, 4
-STORE_PY = str(Path(__file__).resolve().parents[1] / "taskgeom" / "store.py")
+PKG_DIR = str(Path(__file__).resolve().parents[1] / "taskgeom")
 
 LOADER = textwrap.dedent(f"""
-    import importlib.util, sys, time
+    import sys, time, types
     import numpy as np
-    spec = importlib.util.spec_from_file_location("tgstore", {STORE_PY!r})
-    st = importlib.util.module_from_spec(spec)
-    sys.modules["tgstore"] = st
-    spec.loader.exec_module(st)
+    facade = types.ModuleType("taskgeom")  # the store without the facade's torch import
+    facade.__path__ = [{PKG_DIR!r}]
+    sys.modules["taskgeom"] = facade
+    import taskgeom.store as st
+    assert "torch" not in sys.modules
 
     def checkpoint(i, n={N}, c={C}):
         rng = np.random.default_rng(i)
