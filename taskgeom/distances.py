@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from . import divergences, engines, tiled
 from . import geometry as _geometry
+from ._validate import check_choice, check_int
 from .modelsets import open_models
 from .tiled import DEFAULT_BUDGET
 
 __all__ = ["pairwise_distances"]
+
+_RUN_OPTIONS = {"backend", "threads", "num_cpus", "num_gpus", "max_retries", "connect_timeout"}
 
 
 def pairwise_distances(
@@ -30,9 +33,13 @@ def pairwise_distances(
     computed tile by tile into the folder ``out`` (see the module docstring) and returned as a read-only
     memory map. A run killed halfway resumes without recomputing finished tiles; models appended to the
     source later add only their rows and columns. ``engine="ray"`` runs the tiles as Ray tasks
-    (:mod:`taskgeom.engines`; ``address`` of the cluster, default a local Ray). ``budget``: bytes of models
-    and output held at once (sets the tile size). Other keyword arguments (``divergence``, ``backend``,
-    ``validate``, ``threads``) are passed to the tile computations.
+    (:mod:`taskgeom.engines`; ``address`` of the cluster, default a local Ray, reached within
+    ``connect_timeout`` seconds or refused with one line). ``budget``: bytes of models and output held at
+    once (a positive integer; sets the tile size of a new folder). ``tile``: models per tile side (a
+    positive integer; an existing folder keeps its own, and another explicit size is refused). Other
+    keyword arguments (``divergence``, ``backend``, ``threads``, and Ray's ``num_cpus``, ``num_gpus``,
+    ``max_retries``, ``connect_timeout``) are passed to the tile computations. A folder that is unfinished
+    after the run (or was written for other models) is refused with one line, never returned.
     """
     if out is None:
         if engine != "local":
@@ -40,13 +47,16 @@ def pairwise_distances(
         return _geometry.pairwise_distances(models, others, **kwargs)
     if others is not None:
         raise ValueError("out=PATH computes the symmetric matrix of one model set; pass others=None")
+    check_choice(engine, "engine", engines.ENGINES)
+    budget = check_int(budget, "budget", minimum=1)
+    if tile is not None:
+        tile = check_int(tile, "tile", minimum=1)
     divergence = divergences.get(kwargs.pop("divergence", "bhattacharyya")).name
-    unknown = set(kwargs) - {"backend", "threads"}
+    unknown = set(kwargs) - _RUN_OPTIONS
     if unknown:
         raise ValueError(f"out=PATH does not take {sorted(unknown)}")
     ms = open_models(models)
     dm = tiled.open_for(out, ms, divergence, tile, budget)
     engines.run_tiles(dm, ms, divergence, engine=engine, address=address, progress_bar=progress_bar, **kwargs)
-    if dm.tasks():
-        raise RuntimeError(f"{out}: {len(dm.tasks())} tiles are still missing after the run")
-    return dm.array()
+    dm = tiled.DistanceMatrix(dm.path)
+    return dm.array()  # (a one-line ValueError naming the missing tiles if any are)

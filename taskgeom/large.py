@@ -23,6 +23,7 @@ import numpy as np
 
 from . import embedding as _embedding
 from . import geometry as _geometry
+from ._validate import check_float, check_int
 from .modelsets import open_models
 from .tiled import DEFAULT_BUDGET, DistanceMatrix
 
@@ -48,21 +49,71 @@ def _row_blocks(D, budget: int):
 
 
 def _open(D):
+    """A complete distance folder (refused with one line when unfinished), a ``.npy`` memory map, or an
+    (m, m) array, as something :func:`_row_blocks` streams."""
     from pathlib import Path
 
+    if isinstance(D, DistanceMatrix):
+        D.check_complete()
+        return D
     if isinstance(D, (str, Path)):
         p = Path(D)
-        return DistanceMatrix(p) if p.is_dir() else np.load(p, mmap_mode="r")
+        if p.is_dir():
+            dm = DistanceMatrix(p)
+            dm.check_complete()
+            return dm
+        try:
+            a = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ValueError(f"{p}: not a readable .npy matrix ({detail})") from None
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"{p}: a .npz archive, not a .npy matrix: open the array inside by name")
+        D = a
+    if not hasattr(D, "shape") or len(D.shape) != 2 or D.shape[0] != D.shape[1]:
+        raise ValueError(f"D must be a square matrix, got shape {getattr(D, 'shape', type(D).__name__)}")
+    if D.shape[0] < 2:
+        raise ValueError(f"D must hold at least 2 models for the iterative solver, got shape {D.shape}")
+    dtype = np.dtype(getattr(D, "dtype", np.float64))
+    if dtype.kind not in "fiu":
+        raise ValueError(f"D must hold real numbers, got dtype {dtype}")
     return D
 
 
 def _centring(D, m: int, budget: int):
-    """Row means, grand mean and ||W||_F^2 of W = -1/2 J D J, in two streamed passes over D."""
+    """Row means, grand mean and ||W||_F^2 of W = -1/2 J D J, in two streamed passes over D.
+
+    The first pass also checks what :func:`taskgeom.inpca` checks of a dense matrix, with its tolerances:
+    finite entries, none negative, a zero diagonal, and symmetry, the last through one random vector x
+    (``D x`` against ``D^T x``, both accumulated from the same row blocks: an asymmetric D is caught with
+    probability one, without holding any column of D)."""
     row = np.empty(m)
+    x = np.random.default_rng(12345).standard_normal(m)
+    dx, dtx = np.empty(m), np.zeros(m)
+    lo, hi, diag, diag_at = np.inf, 0.0, 0.0, 0
     for r0, blk in _row_blocks(D, budget):
+        r1 = r0 + len(blk)
         if not np.all(np.isfinite(blk)):
-            raise ValueError(f"D has non-finite entries in rows {r0}..{r0 + len(blk) - 1}")
-        row[r0 : r0 + len(blk)] = blk.mean(1)
+            i, j = np.argwhere(~np.isfinite(blk))[0]
+            raise ValueError(f"D has non-finite entries (NaN or inf): D[{r0 + i}, {j}] = {blk[i, j]}")
+        row[r0:r1] = blk.mean(1)
+        dx[r0:r1] = blk @ x
+        dtx += blk.T @ x[r0:r1]
+        lo, hi = min(lo, float(blk.min())), max(hi, float(np.abs(blk).max()))
+        d = np.abs(blk[np.arange(len(blk)), np.arange(r0, r1)])
+        if d.size and float(d.max()) > diag:
+            diag, diag_at = float(d.max()), r0 + int(np.argmax(d))
+    scale = max(1.0, hi)
+    if lo < -1e-12 * scale:
+        raise ValueError(f"Negative values in data: D must hold divergences (>= 0), but its minimum is {lo:.6g}")
+    if diag > 1e-12 * scale:
+        raise ValueError(
+            f"D must have a zero diagonal (a model's divergence from itself), but |D[{diag_at}, {diag_at}]| = "
+            f"{diag:.6g}"
+        )
+    asym = float(np.abs(dx - dtx).max()) / max(1.0, float(np.abs(x).max()))
+    if asym > 1e-8 * scale:
+        raise ValueError(f"D must be symmetric (|(D - D^T) x| reaches {asym:.3g} for a random x of entries ~1)")
     grand = float(row.mean())
     total = 0.0
     for r0, blk in _row_blocks(D, budget):
@@ -80,12 +131,22 @@ def inpca_out_of_core(
     path, or an ``(m, m)`` array or memory map. ``budget``: bytes of D held at once. Returns the same
     embedding as :func:`taskgeom.inpca` (top ``k`` by magnitude), with ``total_sq`` the exact
     ``||W||_F^2``, so ``explained_stress`` and ``transform`` work as for the dense solver.
+
+    ``D`` is checked as :func:`taskgeom.inpca` checks it (finite, non-negative, zero diagonal, symmetric;
+    symmetry through a random projection, see :func:`_centring`); an unfinished distance folder is refused
+    with one line saying how many tiles are missing. ``k``: an integer in ``[1, m - 1]`` (ARPACK's limit;
+    use :func:`taskgeom.inpca` for all ``m``); ``budget``: a positive integer; ``tol``: finite, >= 0;
+    ``seed``: an integer >= 0.
     """
     from scipy.sparse.linalg import LinearOperator, eigsh
 
+    budget = check_int(budget, "budget", minimum=1)
+    tol = check_float(tol, "tol", nonnegative=True)
+    seed = check_int(seed, "seed", minimum=0)
     D = _open(D)
     m = D.m if isinstance(D, DistanceMatrix) else D.shape[0]
-    if not 1 <= k < m:
+    k = check_int(k, "k", minimum=1)
+    if not k < m:
         raise ValueError(f"k must be in [1, {m - 1}] for the iterative solver, got {k}")
     row, grand, total = _centring(D, m, budget)
     if device != "cpu":
@@ -180,9 +241,8 @@ class DeviceDistances:
 
         if dtype not in _STORE_DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_STORE_DTYPES)}, got {dtype!r}")
-        if int(tile) < 1:
-            raise ValueError(f"tile must be a positive number of models, got {tile}")
-        self.m, self.tile, self.device, self.dtype = int(m), int(tile), torch.device(device), dtype
+        m, tile = check_int(m, "m", minimum=1), check_int(tile, "tile", minimum=1)
+        self.m, self.tile, self.device, self.dtype = m, tile, torch.device(device), dtype
         self.bounds = [(r0, min(self.m, r0 + self.tile)) for r0 in range(0, self.m, self.tile)]
         self.tiles: dict = {}
         self.row_sums = torch.zeros(self.m, dtype=torch.float64, device=self.device)
@@ -362,9 +422,8 @@ def device_distances(
         m, n, c, itemsize = ms.m, ms.n, ms.c, np.dtype(ms.dtype).itemsize
     if m < 2:
         raise ValueError(f"models: need at least 2 models, got {m}")
-    if tile is None:
-        tile = 8192 if dev.type == "cuda" else 2048
-    dd = DeviceDistances(m, min(int(tile), m) if int(tile) >= 1 else int(tile), dev, dtype)
+    tile = (8192 if dev.type == "cuda" else 2048) if tile is None else check_int(tile, "tile", minimum=1)
+    dd = DeviceDistances(m, min(tile, m), dev, dtype)
     tile = dd.tile
     upload = m * n * c * itemsize if (dev.type == "cuda" and not on_device) else 0
     work = 4 * 8 * tile * tile + 2 * 8 * tile * n + dd.work_bytes + (256 << 20)
@@ -480,6 +539,11 @@ def inpca_on_device(
 
     info = {} if info is None else info
     t0 = time.perf_counter()
+    k = check_int(k, "k", minimum=1)
+    tol = check_float(tol, "tol", nonnegative=True)
+    seed = check_int(seed, "seed", minimum=0)
+    if ncv is not None:
+        ncv = check_int(ncv, "ncv", minimum=2)
     if isinstance(models, DeviceDistances):
         dd = models
     else:
@@ -497,7 +561,7 @@ def inpca_on_device(
     m, dev = dd.m, dd.device
     if not 1 <= k < m:
         raise ValueError(f"k must be in [1, {m - 1}] for the iterative solver, got {k}")
-    ncv = min(m, max(2 * k + 1, 20)) if ncv is None else int(ncv)  # ARPACK's default
+    ncv = min(m, max(2 * k + 1, 20)) if ncv is None else ncv  # ARPACK's default
     if not k < ncv <= m:
         raise ValueError(f"ncv must be in [{k + 1}, {m}], got {ncv}")
     t1 = time.perf_counter()
@@ -585,11 +649,17 @@ def landmark_inpca(
     """
     from tqdm.auto import tqdm
 
+    L = check_int(n_landmarks, "n_landmarks", minimum=2)
+    k = check_int(k, "k", minimum=1)
+    check = check_int(check, "check", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
+    budget = check_int(budget, "budget", minimum=1)
     ms = open_models(models)
     m = ms.m
-    L = int(n_landmarks)
-    if not 2 <= L <= m:
+    if not L <= m:
         raise ValueError(f"n_landmarks must be in [2, {m}], got {n_landmarks}")
+    if k > L:
+        raise ValueError(f"k must be in [1, {L}] (at most n_landmarks), got {k}")
     rng = np.random.default_rng(seed)
     per_model = ms.n * ms.c * (np.dtype(ms.dtype).itemsize + 8)
     block = max(1, int(budget // max(1, per_model + 16 * L)))
