@@ -97,14 +97,14 @@ def as_tensor(x, name: str = "models") -> tuple[torch.Tensor, bool]:
     at the edge (a copy), since torch and the native kernels read native floats only."""
     if isinstance(x, torch.Tensor):
         if x.is_complex():
-            raise TypeError(f"{name}: probabilities must be real, got a complex tensor ({x.dtype})")
+            raise ArgumentTypeError(f"{name}: probabilities must be real, got a complex tensor ({x.dtype})")
         if x.dtype == torch.bool:
             raise TypeError(f"{name}: expected a numeric tensor, got dtype {x.dtype}")
         t = x
         was_numpy = False
     elif isinstance(x, np.ndarray):
         if x.dtype.kind == "c":
-            raise TypeError(f"{name}: probabilities must be real, got a complex array ({x.dtype})")
+            raise ArgumentTypeError(f"{name}: probabilities must be real, got a complex array ({x.dtype})")
         if x.dtype.kind not in "fiu":
             raise TypeError(f"{name}: expected a numeric array, got dtype {x.dtype}")
         if not x.dtype.isnative:
@@ -124,7 +124,7 @@ def as_tensor(x, name: str = "models") -> tuple[torch.Tensor, bool]:
         was_numpy = isinstance(x[0], np.ndarray)
     else:
         if np.iscomplexobj(x) if isinstance(x, (list, tuple, complex)) else False:
-            raise TypeError(f"{name}: probabilities must be real, got complex numbers")
+            raise ArgumentTypeError(f"{name}: probabilities must be real, got complex numbers")
         try:
             t = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except Exception as exc:  # noqa: BLE001

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from . import embedding, reference
-from ._validate import as_tensor, check_labels
+from ._validate import as_tensor, check_float, check_int, check_labels
 
 __all__ = [
     "MIN_SEEDS",
@@ -36,22 +36,30 @@ MIN_SEEDS = 3
 
 def sample_weights(n: int, n_boot: int, rng) -> np.ndarray:
     """Multinomial resampling counts ``(n_boot, n)`` of ``n`` samples (each row sums to ``n``)."""
-    if int(n) < 1 or int(n_boot) < 1:
-        raise ValueError(f"n and n_boot must be >= 1, got n={n}, n_boot={n_boot}")
-    rng = np.random.default_rng(rng)
-    return rng.multinomial(int(n), np.full(int(n), 1.0 / int(n)), size=int(n_boot)).astype(np.float64)
+    n, n_boot = check_int(n, "n", minimum=1), check_int(n_boot, "n_boot", minimum=1)
+    rng = np.random.default_rng(_seed(rng))
+    return rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+
+
+def _seed(rng):
+    """A Generator as given, else an integer seed >= 0 (or None: fresh entropy); nothing else is coerced."""
+    if rng is None or isinstance(rng, (np.random.Generator, np.random.BitGenerator, np.random.SeedSequence)):
+        return rng
+    return check_int(rng, "seed", minimum=0)
 
 
 def seed_weights(k: int, n_boot: int, rng) -> np.ndarray:
     """Resampling counts ``(n_boot, k)`` over ``k`` seeds; all ones when ``k < MIN_SEEDS``."""
+    k, n_boot = check_int(k, "k", minimum=1), check_int(n_boot, "n_boot", minimum=1)
     if k < MIN_SEEDS:
-        return np.ones((int(n_boot), int(k)))
+        return np.ones((n_boot, k))
     return sample_weights(k, n_boot, rng)
 
 
 def percentile_interval(replicates, level: float = 0.95):
     """``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles over the last axis
     (replicates), NaN-aware (a NaN replicate, e.g. an undefined ratio, is left out)."""
+    level = check_float(level, "level")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     r = np.asarray(replicates, dtype=np.float64)
@@ -118,6 +126,8 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24) -> np.
     """Replicates ``(B, k)`` of the explained stress ``chi_1 .. chi_k`` (eq. 11) of the InPCA embedding of
     ``points (M, N, C)``: each replicate's distance matrix is the reweighted mean of the same per-sample
     terms, double-centred and diagonalised (all eigenvalues, dense)."""
+    k = check_int(k, "k", minimum=1)
+    budget = check_int(budget, "budget", minimum=1)
     p, _ = as_tensor(points, "points")
     p = reference.normalized(p.to(torch.float64))
     w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=p.device)

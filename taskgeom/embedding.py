@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validate import as_tensor, check_probabilities, to_output
+from ._validate import as_tensor, check_choice, check_float, check_int, check_probabilities, to_output
 
 __all__ = ["Embedding", "InPCA", "inpca", "explained_stress", "random_projection"]
 
@@ -27,16 +27,20 @@ def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None =
     total_sq : float, optional
         ``||W||_F^2 = sum_i s_i^2`` over *all* eigenvalues, when only the top ones are given.
     """
-    ev = np.sort(np.abs(np.asarray(eigenvalues, dtype=np.float64)))[::-1]
+    ev = np.asarray(as_tensor(np.atleast_1d(eigenvalues), "eigenvalues")[0].to(torch.float64).cpu().numpy())
+    ev = np.sort(np.abs(ev.reshape(-1)))[::-1]
+    if ev.size == 0 or not np.all(np.isfinite(ev)):
+        raise ValueError("eigenvalues must be a non-empty array of finite numbers")
     sq = ev**2
-    total = float(sq.sum()) if total_sq is None else float(total_sq)
+    total = float(sq.sum()) if total_sq is None else check_float(total_sq, "total_sq", nonnegative=True)
     if total <= 0:
         raise ValueError("explained stress is undefined for W = 0 (all distances zero)")
     kept = np.cumsum(sq)
     chi = 1.0 - np.sqrt(np.clip(1.0 - kept / total, 0.0, None))
     if k is None:
         return chi
-    if not 1 <= k <= len(ev):
+    k = check_int(k, "k", minimum=1)
+    if not k <= len(ev):
         raise ValueError(f"k must be in [1, {len(ev)}], got {k}")
     return float(chi[k - 1])
 
@@ -90,8 +94,14 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
         Dimensions to keep (default: all m).
     method : {"auto", "dense", "lanczos"}
         ``"dense"`` diagonalises W fully; ``"lanczos"`` computes only the top k by magnitude with
-        ARPACK (scipy.sparse.linalg.eigsh); ``"auto"`` uses Lanczos when k < m / 4 and m > 500.
+        ARPACK (scipy.sparse.linalg.eigsh), which needs ``k <= m - 1``: ``k = m`` with ``"lanczos"`` is
+        refused (a ValueError), never truncated; ``"auto"`` uses Lanczos when k < m / 4 and m > 500.
+
+    ``k`` must be an integer (``k=2.5`` raises, it is never rounded).
     """
+    check_choice(method, "method", ("auto", "dense", "lanczos"))
+    if k is not None:
+        k = check_int(k, "k", minimum=1)
     Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
     if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
         raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
@@ -115,9 +125,14 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
         )
     Dm = 0.5 * (Dm + Dm.T)
     m = Dm.shape[0]
-    k = m if k is None else int(k)
+    k = m if k is None else k
     if not 1 <= k <= m:
         raise ValueError(f"k must be in [1, {m}], got {k}")
+    if method == "lanczos" and k >= m:
+        raise ValueError(
+            f"k must be in [1, {m - 1}] with method='lanczos' (ARPACK's limit), got {k}: use method='dense' "
+            "for all dimensions"
+        )
     row = Dm.mean(1)
     grand = float(Dm.mean())
     W = -0.5 * (Dm - row[:, None] - row[None, :] + grand)
@@ -129,9 +144,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
     elif method == "lanczos":
         from scipy.sparse.linalg import eigsh
 
-        vals, vecs = eigsh(W, k=min(k, m - 1), which="LM")
-    else:
-        raise ValueError(f"method must be 'auto', 'dense' or 'lanczos', got {method!r}")
+        vals, vecs = eigsh(W, k=k, which="LM")
     order = np.argsort(-np.abs(vals), kind="stable")[:k]
     vals, vecs = vals[order], vecs[:, order]
     # fix each eigenvector's sign (largest entry positive) so embeddings are reproducible
@@ -226,12 +239,12 @@ def random_projection(models, c_out: int, seed: int = 0, return_matrix: bool = F
     maps ``p^n`` to ``R p^n``, again a probability vector. Models ``(..., N, C)`` become
     ``(..., N, c_out)``; the same ``seed`` gives the same R.
     """
+    c_out = check_int(c_out, "c_out", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     t, was_np = as_tensor(models, "models")
     if validate:
         check_probabilities(t, "models")
     c = t.shape[-1]
-    if c_out < 1:
-        raise ValueError(f"c_out must be >= 1, got {c_out}")
     rng = np.random.default_rng(seed)
     R = rng.dirichlet(np.ones(c_out), size=c).T  # (c_out, C), columns sum to 1
     Rt = torch.as_tensor(R, dtype=torch.float64, device=t.device)

@@ -77,6 +77,12 @@ def pairwise(
     with fast FP64 tensor cores (:data:`taskgeom._cuda_ops.FP64TC_CAPABILITIES`), else chooses between
     the other two by C.
     """
+    from ._validate import check_int
+
+    if chunk is not None:
+        chunk = check_int(chunk, "chunk", minimum=1)
+    if threads is not None:
+        threads = check_int(threads, "threads", minimum=1)
     div = divergences.get(divergence)
     if backend == "torch":
         return reference.pairwise_distances(a, b, div.name, chunk=chunk or 1024)
@@ -137,6 +143,9 @@ def progress(
     xtol: float = 1e-12,
 ) -> torch.Tensor:
     """Progress (float64, shape (m,)) of ``(m, N, C)`` models on the ignorance -> truth geodesic."""
+    from ._validate import check_float
+
+    xtol = check_float(xtol, "xtol", positive=True, maximum=1.0)
     if backend == "torch":
         return reference.progress(a, labels, xtol=xtol)
     if backend == "cpu":

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from ._validate import ArgumentTypeError
 
 __all__ = ["ModelSet", "open_models"]
 
@@ -88,7 +91,11 @@ class ModelSet:
 def open_models(source, **filters) -> ModelSet:
     """A :class:`ModelSet` of ``source``: a path to an ``(m, N, C)`` ``.npy`` file, a PredictionStore
     directory (with ``filters`` as in :meth:`PredictionStore.select`: every checkpoint of the selected
-    trajectories, in order), an open PredictionStore, an array, or a ModelSet spec."""
+    trajectories, in order), an open PredictionStore, an array, or a ModelSet spec.
+
+    An ``.npz`` archive is refused with one line (it is not a model source: pass the array inside,
+    ``np.load(path)[name]``); a big-endian ``.npy`` is accepted (blocks are converted to native byte order
+    as they are read); complex arrays are refused."""
     from .store import PredictionStore
 
     if isinstance(source, ModelSet):
@@ -113,16 +120,32 @@ def open_models(source, **filters) -> ModelSet:
             if "allow_pickle" in detail:  # (never loaded: a data file must not run code)
                 detail = "not a .npy array file, or one holding Python objects, which taskgeom does not load"
             raise ValueError(f"{p}: not a readable .npy array ({detail})") from exc
-        return _from_array(a, "npy", str(p.resolve()))
+        if not isinstance(a, np.ndarray):  # an .npz archive (np.load gives an NpzFile)
+            names = list(getattr(a, "files", []))
+            if hasattr(a, "close"):
+                a.close()
+            raise ValueError(
+                f"{p}: an .npz archive (arrays {names}) is not a model source: save the (m, N, C) array as "
+                ".npy, or pass np.load(path)[name]"
+            )
+        return _from_array(a, "npy", str(p.resolve()), name=str(p))
+    if isinstance(source, torch.Tensor):
+        if source.is_complex():
+            raise ArgumentTypeError("models: probabilities must be real, got a complex tensor")
+        source = source.detach().cpu().numpy()
     a = np.asarray(source)
     return _from_array(a, "array", None)
 
 
-def _from_array(a: np.ndarray, kind: str, path: str | None) -> ModelSet:
+def _from_array(a: np.ndarray, kind: str, path: str | None, name: str = "models") -> ModelSet:
+    if a.dtype.kind == "c":
+        raise ArgumentTypeError(f"{name}: probabilities must be real, got a complex array ({a.dtype})")
     if a.ndim != 3:
-        raise ValueError(f"models: expected (m, N, C), got shape {a.shape}")
+        raise ValueError(f"{name}: expected (m, N, C), got shape {a.shape}")
     if a.dtype.kind != "f" or a.size == 0:
-        raise ValueError(f"models: expected a non-empty float array, got {a.dtype} of shape {a.shape}")
+        raise ValueError(f"{name}: expected a non-empty float array, got {a.dtype} of shape {a.shape}")
+    # a big-endian .npy is accepted: each block read is converted to native order at the edge
+    # (taskgeom._validate.as_tensor), and identity keys hash the stored bytes
     return ModelSet(kind, a.shape[0], a.shape[1], a.shape[2], a.dtype.str, path=path, _array=a)
 
 

@@ -23,6 +23,7 @@ def file_backed(x) -> tuple[str, int] | None:
 
     if (
         isinstance(x, np.memmap)
+        and x.dtype.isnative  # raw bytes of another byte order would be read as native floats
         and isinstance(x.base, mmap.mmap)
         and x.flags.c_contiguous
         and getattr(x, "filename", None)

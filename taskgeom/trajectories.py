@@ -18,7 +18,16 @@ import torch
 
 from . import bootstrap as _bootstrap
 from . import reference
-from ._validate import as_tensor, check_labels, check_probabilities, same_events, to_output
+from ._validate import (
+    as_tensor,
+    check_choice,
+    check_float,
+    check_int,
+    check_labels,
+    check_probabilities,
+    same_events,
+    to_output,
+)
 from .geometry import progress as _progress
 
 __all__ = [
@@ -46,9 +55,10 @@ def _traj(x, name, validate, dims=3):
 
 
 def _grid(grid) -> torch.Tensor:
+    if isinstance(grid, (bool, np.bool_, float, np.floating)):
+        raise TypeError(f"grid must be an int (points) or a 1-d array of progress values, got {grid!r}")
     if isinstance(grid, (int, np.integer)):
-        if grid < 1:
-            raise ValueError(f"grid must be >= 1 points, got {grid}")
+        grid = check_int(grid, "grid", minimum=1)
         return (
             torch.linspace(0.0, 1.0, int(grid), dtype=torch.float64)
             if grid > 1
@@ -71,8 +81,7 @@ def progress_grid(checkpoint_progress, points: int, shared: bool = False) -> np.
     disjoint ranges is left out); ``shared=True``: from the highest start to the lowest end, the range every
     trajectory reaches (a ValueError if there is none). Returns float64 (at most ``points`` values).
     """
-    if int(points) < 1:
-        raise ValueError(f"points must be >= 1, got {points}")
+    points = check_int(points, "points", minimum=1)
     ranges = []
     for k, tk in enumerate(checkpoint_progress):
         tk = np.asarray(tk, dtype=np.float64).ravel()
@@ -135,8 +144,7 @@ def reindex(
     with ``grid``, ``checkpoint_progress`` (T,), ``segment`` (G,) (index k of the checkpoint pair
     k, k+1; -1 outside), ``lam`` (G,) and ``inside`` (G,) bool.
     """
-    if outside not in ("clamp", "nan"):
-        raise ValueError(f"outside must be 'clamp' or 'nan', got {outside!r}")
+    check_choice(outside, "outside", ("clamp", "nan"))
     t, was_np = _traj(trajectory, "trajectory", validate)
     T, N, C = t.shape
     lab = check_labels(labels, N, C).to(t.device)
@@ -247,7 +255,13 @@ def riemann_length(trajectory, refine="geodesic", validate: bool = True) -> floa
         exact length ``sqrt(2 mean_n theta_n^2)`` is used (the limit of refining; theta_n the per-sample
         half-angle), so the geodesic P0 -> P* has length ``sqrt(2) arccos(1/sqrt C)``. An int r splits
         each segment into r geodesic steps and sums ``2 sqrt(d_B)``; None (or 1) uses the raw checkpoints.
+        Anything else (``1.7``, ``True``, another string) is refused, never rounded.
     """
+    if isinstance(refine, str):
+        if refine != "geodesic":
+            raise ValueError(f"refine must be 'geodesic', None or a positive int, got {refine!r}")
+    elif refine is not None:
+        refine = check_int(refine, "refine", minimum=1)
     t, _ = _traj(trajectory, "trajectory", validate)
     if t.shape[0] < 2:
         return 0.0
@@ -258,9 +272,7 @@ def riemann_length(trajectory, refine="geodesic", validate: bool = True) -> floa
             theta = reference.half_angle(p, q)
             total += math.sqrt(2.0 * float((theta**2).mean()))
             continue
-        r = 1 if refine is None else int(refine)
-        if r < 1:
-            raise ValueError(f"refine must be 'geodesic', None or a positive int, got {refine!r}")
+        r = 1 if refine is None else refine
         pts = (
             reference.geodesic(p, q, torch.linspace(0, 1, r + 1, dtype=torch.float64))
             if r > 1
@@ -286,11 +298,12 @@ def mean_trajectory(
     Bhattacharyya centroid per sample, ``argmax_s sum_k log <sqrt p_k, s>`` on the unit sphere, by the
     fixed-point iteration ``s <- normalise(sum_k sqrt p_k / <sqrt p_k, s>)``.
     """
+    check_choice(method, "method", ("arithmetic", "bhattacharyya"))
+    iters = check_int(iters, "iters", minimum=1)
+    tol = check_float(tol, "tol", nonnegative=True)
     t, was_np = _family(trajectories, "trajectories", validate)
     if method == "arithmetic":
         return to_output(t.to(torch.float64).mean(0), was_np)
-    if method != "bhattacharyya":
-        raise ValueError(f"method must be 'arithmetic' or 'bhattacharyya', got {method!r}")
     sp = reference.normalized(t).sqrt()  # (K, G, N, C)
     s = sp.mean(0)
     s = s / s.norm(dim=-1, keepdim=True)
@@ -399,9 +412,12 @@ def normalized_distance_interval(
     change under resampling of samples. Returns ``{"low", "high"}`` (float64 (G,) each, the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles). ``weights`` (B, N) replaces the random
     counts (for tests)."""
+    level = check_float(level, "level")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     if weights is None:
+        n_boot = check_int(n_boot, "n_boot", minimum=1)
+        seed = check_int(seed, "seed", minimum=0)
         n = as_tensor(family_a[0] if isinstance(family_a, (list, tuple)) else family_a, "family_a")[0].shape[-2]
         weights = _bootstrap.sample_weights(n, n_boot, seed)
     lo, hi = _bootstrap.percentile_interval(normalized_distance_replicates(family_a, family_b, weights), level)
