@@ -230,12 +230,12 @@ def pairwise_distances(
 
     Returns
     -------
-    float64 array (m, m') with zero diagonal in the symmetric case. Float32 arithmetic with float64
-    accumulation over samples. Accuracy (float64 input, measured against the float64 reference,
-    ``backend="torch"``): the error is absolute, about 1e-16 for Bhattacharyya and squared Hellinger
-    (``-log(1 - h)`` with ``h`` accumulated from per-sample terms), so the *relative* error is about
-    1e-16 / d: below 1e-6 only for d above about 1e-10 (at d = 6e-14 it is about 6e-4, at d = 6e-16
-    about 5%). ``backend="torch"`` is exact to float64 rounding at any d.
+    float64 array (m, m') with zero diagonal in the symmetric case, accumulated over samples in float64.
+    Accuracy of the C++ and CUDA kernels (float64 input, against ``backend="torch"``, the float64
+    reference): the error is *absolute*, about 1e-16 per entry (3e-17 at d = 1e-11 .. 1e-15, 9e-16 at
+    d = 1e-7, measured at N = 2000, C = 10), so the *relative* error is about 1e-16 / d: below 1e-6 only
+    for d above about 1e-10, 3e-4 at d = 1e-13 and several percent at d = 1e-15 (near-identical models).
+    ``backend="torch"`` keeps float64's relative precision at any d.
 
     ``chunk`` (an integer >= 1) and ``threads`` (an integer >= 1) are never rounded; ``tol`` is a finite
     number >= 0.
