@@ -1,5 +1,9 @@
 """Small helpers for the command line: argparse types that reject bad numbers with one line, a parser
-whose errors are one line, and the one-line rendering of exceptions.
+whose errors are one line, the one-line rendering of exceptions, and the command line's exit statuses.
+
+Exit statuses: 0 done; 1 (``EXIT_FAILED``) the run failed on its input or environment (a file, a model, a
+sample; one line naming it); 2 (``EXIT_USAGE``) a usage error (argparse's, and options that contradict each
+other); 70 (``EXIT_INTERNAL``, sysexits' EX_SOFTWARE) a bug in taskgeom; 130 interrupted.
 
 ``positive_int`` / ``nonnegative_int`` / ``positive_float`` are meant for options such as ``--epochs``,
 ``--batch-size`` or ``--lr``: ``p.add_argument("--epochs", type=positive_int)``.
@@ -10,7 +14,34 @@ from __future__ import annotations
 import argparse
 import math
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "nonnegative_float", "OneLineParser", "one_line"]
+__all__ = [
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "nonnegative_float",
+    "finite_float",
+    "fraction",
+    "OneLineParser",
+    "one_line",
+    "CLIError",
+    "UsageError",
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "EXIT_INTERNAL",
+]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70
+
+
+class CLIError(Exception):
+    """The run failed on its input or environment: one line naming the file, model or sample, exit status 1."""
+
+
+class UsageError(Exception):
+    """A bad command line found after parsing (options that contradict each other, a setting out of its range
+    found by the settings' own checks): one line, exit status 2, as argparse's usage errors."""
 
 
 def _int(text: str) -> int:
@@ -27,6 +58,19 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(v):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def finite_float(text: str) -> float:
+    """argparse type: any finite number (no NaN or infinity)."""
+    return _float(text)
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number in the open interval (0, 1)."""
+    v = _float(text)
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {v:g}")
     return v
 
 

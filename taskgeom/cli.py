@@ -5,15 +5,20 @@ Subcommands: ``info`` (what was built), ``distances`` (pairwise divergence matri
 distance matrix), ``export`` (a store's predictions and labels as ``.npy`` files), ``train`` (record training trajectories into a store), ``picture`` (the main job:
 see ``taskgeom picture --help``), ``store verify`` (check a store's checkpoints against their checksums).
 
-Every error is one line on stderr with exit status 2 (never a traceback; set ``TASKGEOM_TRACEBACK=1``
-to see one for an unexpected error); Ctrl-C exits with status 130 after one line.
+Every error is one line on stderr, never a traceback (``--debug``, anywhere on the command line, or
+``TASKGEOM_TRACEBACK=1`` shows one). Exit statuses: 0 done; 1 the run failed on its input or environment
+(the line names the file, model or sample; ``store verify`` also exits 1 when it finds a problem); 2 a usage
+error (argparse's, or options that contradict each other); 70 a bug in taskgeom (please report it); 130
+interrupted (Ctrl-C, after one line).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import pickle
 import sqlite3
 import sys
 import time
@@ -22,11 +27,22 @@ from pathlib import Path
 import numpy as np
 
 from . import divergences
-from ._cliutil import OneLineParser, one_line
+from ._cliutil import (
+    EXIT_FAILED,
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    CLIError,
+    OneLineParser,
+    UsageError,
+    _int,
+    nonnegative_float,
+    nonnegative_int,
+    one_line,
+    positive_float,
+    positive_int,
+)
 
-
-class CLIError(Exception):
-    """A user error reported by the command line as one line, exit status 2."""
+__all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
 
 def _load(path: str, what: str = "array", ndim: tuple[int, ...] | None = None, shape_hint: str = "") -> np.ndarray:
@@ -74,8 +90,6 @@ def _cmd_info(args) -> int:
 def _cmd_distances(args) -> int:
     import taskgeom as tg
 
-    if args.chunk is not None and args.chunk < 1:
-        raise CLIError(f"--chunk must be a positive number of samples, got {args.chunk}")
     src = Path(args.models)
     if src.is_dir() and not (src / "manifest.sqlite").exists():
         raise CLIError(f"{src}: is a directory, expected a .npy (m, N, C) file or a store folder (manifest.sqlite)")
@@ -100,17 +114,17 @@ def _distances_out_of_core(args) -> int:
     from .modelsets import open_models
 
     if args.others:
-        raise CLIError("--others needs an in-memory matrix: give --out a .npy file name")
+        raise UsageError("--others needs an in-memory matrix: give --out a .npy file name")
     if args.chunk is not None:
-        raise CLIError("--chunk applies to an in-memory matrix (--out FILE.npy)")
+        raise UsageError("--chunk applies to an in-memory matrix (--out FILE.npy)")
     filters = {}
     for item in args.select or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise CLIError(f"--select {item!r}: expected FIELD=VALUE, e.g. task=0-4")
+            raise UsageError(f"--select {item!r}: expected FIELD=VALUE, e.g. task=0-4")
         filters.setdefault(key, []).append(int(value) if key == "seed" and value.lstrip("-").isdigit() else value)
     if filters and not Path(args.models).is_dir():
-        raise CLIError("--select applies to a store folder")
+        raise UsageError("--select applies to a store folder")
     ms = open_models(args.models, **filters)
     t0 = time.perf_counter()
     dm = tiled.open_for(args.out, ms, args.divergence, None, int(args.budget_mb * (1 << 20)))
@@ -154,7 +168,7 @@ def _cmd_inpca(args) -> int:
     import taskgeom as tg
 
     if args.out and Path(args.out).suffix not in (".npz", ".npy"):
-        raise CLIError(f"-o {args.out}: name a .npz (coordinates, eigenvalues, signature) or a .npy (coordinates)")
+        raise UsageError(f"-o {args.out}: name a .npz (coordinates, eigenvalues, signature) or a .npy (coordinates)")
     D = np.asarray(_load(args.distances, "distance matrix", (2,), "a square (m, m) distance matrix"))
     est = tg.InPCA(n_components=args.k)
     coords = est.fit_transform(D)
@@ -175,37 +189,128 @@ def _cmd_inpca(args) -> int:
     return 0
 
 
+def _preallocate(fd: int, start: int, size: int) -> None:
+    """Reserve the bytes [start, size) of a file on disk, so that a full disk is an ENOSPC error here, not a
+    bus error (SIGBUS) when a memory map's page is first written: ``posix_fallocate``, or where the file
+    system cannot, explicit zeros."""
+    if size <= start:
+        return
+    try:
+        os.posix_fallocate(fd, start, size - start)
+        return
+    except AttributeError:
+        pass  # no posix_fallocate (macOS): write the zeros
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    zeros = bytes(1 << 20)
+    os.lseek(fd, start, os.SEEK_SET)
+    left = size - start
+    while left:
+        left -= os.write(fd, zeros[: min(left, len(zeros))])
+
+
+def _tmp_name(path: Path) -> Path:
+    """A temporary name beside ``path`` (same folder, so that ``os.replace`` is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """fsync ``tmp`` and rename it over ``path`` (then fsync the folder): ``path`` appears whole or not at all."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def _write_failed(path: Path, exc: OSError) -> CLIError:
+    what = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else one_line(exc)
+    return CLIError(f"{path}: cannot write ({what}); nothing was written")
+
+
 def _cmd_export(args) -> int:
     from tqdm.auto import tqdm
 
     from .store import PredictionStore
 
     if len(args.out) != 2:
-        raise CLIError(f"-o takes two files, PREDS.npy LABELS.npy; got {len(args.out)}")
+        raise UsageError(f"-o takes two files, PREDS.npy LABELS.npy; got {len(args.out)}")
+    out = [Path(p) for p in args.out]
+    if out[0].resolve() == out[1].resolve():
+        raise UsageError(f"-o {args.out[0]} {args.out[1]}: the predictions and labels need two different files")
+    for p in out:
+        if p.is_dir():
+            raise CLIError(f"{p}: is a directory, expected a .npy file name")
+        if not p.parent.is_dir():
+            raise CLIError(f"{p}: no such folder {str(p.parent)!r}")
     where = {
         k: v
         for k, v in {"task": args.task, "method": args.method, "seed": args.seed, "eval_set": args.eval_set}.items()
         if v
     }
-    with PredictionStore(args.store, readonly=True) as store:
-        trajs = [t for t in store.select(**where) if len(t)]
-        if not trajs:
-            raise CLIError(f"{args.store}: no trajectory with checkpoints matches {where or 'any'}")
-        sets = sorted({t.eval_set for t in trajs})
-        if len(sets) > 1:
-            raise CLIError(f"{args.store}: trajectories on several evaluation sets {sets}; choose one with --eval-set")
-        first = trajs[0].probs
-        m = sum(1 if args.checkpoint == "last" else len(t) for t in trajs)
-        preds = np.lib.format.open_memmap(args.out[0], mode="w+", dtype=first.dtype, shape=(m,) + first.shape[1:])
-        i = 0
-        for t in tqdm(trajs, desc="exporting trajectories", unit="traj", disable=None):
-            p = t.probs[-1:] if args.checkpoint == "last" else t.probs
-            preds[i : i + len(p)] = p
-            i += len(p)
-        preds.flush()
-        del preds
-        with open(args.out[1], "wb") as f:
-            np.save(f, np.asarray(store.eval_set(sets[0]).labels))
+    # Both files are written under temporary names beside their targets, their bytes reserved on disk first
+    # (a full disk is an error, never a bus error in the memory map), and renamed into place only when both
+    # are whole: a failed or interrupted export leaves nothing that looks complete.
+    tmps = [_tmp_name(p) for p in out]
+    try:
+        with PredictionStore(args.store, readonly=True) as store:
+            trajs = [t for t in store.select(**where) if len(t)]
+            if not trajs:
+                raise CLIError(f"{args.store}: no trajectory with checkpoints matches {where or 'any'}")
+            sets = sorted({t.eval_set for t in trajs})
+            if len(sets) > 1:
+                raise UsageError(
+                    f"{args.store}: trajectories on several evaluation sets {sets}; choose one with --eval-set"
+                )
+            first = trajs[0].probs
+            m = sum(1 if args.checkpoint == "last" else len(t) for t in trajs)
+            try:
+                preds = np.lib.format.open_memmap(tmps[0], mode="w+", dtype=first.dtype, shape=(m,) + first.shape[1:])
+                fd = os.open(tmps[0], os.O_RDWR)
+                try:
+                    _preallocate(fd, int(preds.offset), int(preds.offset) + preds.nbytes)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise _write_failed(out[0], exc) from exc
+            i = 0
+            for t in tqdm(trajs, desc="exporting trajectories", unit="traj", disable=None):
+                p = t.probs[-1:] if args.checkpoint == "last" else t.probs
+                if p.shape[1:] != preds.shape[1:]:
+                    raise CLIError(
+                        f"{args.store}: trajectory {t.name} has predictions of shape {p.shape[1:]}, "
+                        f"the others {preds.shape[1:]}; select one kind with --task/--method/--seed"
+                    )
+                preds[i : i + len(p)] = p
+                i += len(p)
+            preds.flush()
+            del preds
+            labels = np.asarray(store.eval_set(sets[0]).labels)
+        try:
+            with open(tmps[1], "wb") as f:
+                np.save(f, labels)
+        except OSError as exc:
+            raise _write_failed(out[1], exc) from exc
+        for tmp, path in zip(tmps, out):
+            try:
+                _publish(tmp, path)
+            except OSError as exc:
+                raise _write_failed(path, exc) from exc
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
     which = "last checkpoint of each" if args.checkpoint == "last" else "every checkpoint of"
     print(f"{m} models ({which} {len(trajs)} trajectories on {sets[0]}) -> {args.out[0]}; labels -> {args.out[1]}")
     return 0
@@ -241,7 +346,7 @@ def _cmd_store_verify(args) -> int:
             if not problems:
                 extra = f", {store.unchecked} written before checksums (unchecked)" if store.unchecked else ""
                 print(f"{path}: ok ({n_traj} trajectories, {store.checked} checkpoints match their checksums{extra})")
-    return 2 if bad else 0
+    return EXIT_FAILED if bad else 0
 
 
 def _cmd_store_merge(args) -> int:
@@ -267,6 +372,27 @@ _BACKEND_HELP = (
 )
 
 
+def _quality(text: str) -> int:
+    v = _int(text)
+    if not 1 <= v <= 100:
+        raise argparse.ArgumentTypeError(f"must be in 1-100, got {v}")
+    return v
+
+
+_DEBUG_HELP = "on an error, show its traceback too (default: off; also TASKGEOM_TRACEBACK=1)"
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` on every subcommand's parser too, so that it may stand anywhere on the line (there it is
+    set only when given: a subcommand's default never hides the top level's)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                if not any("--debug" in a.option_strings for a in sp._actions):
+                    sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP)
+                _add_debug(sp)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -290,7 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{d.name}: {d.doc}" for d in divergences.REGISTRY.values()) + " (default: %(default)s)",
     )
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"], help=_BACKEND_HELP)
-    p.add_argument("--chunk", type=int, default=None, help="samples per streamed chunk (default: from the cache size)")
+    p.add_argument(
+        "--chunk", type=positive_int, default=None, help="samples per streamed chunk (default: from the cache size)"
+    )
     p.add_argument(
         "-o",
         "--out",
@@ -314,13 +442,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     p.add_argument("--address", default=None, help="ray: the cluster's address (default: start a local Ray)")
-    p.add_argument("--num-cpus", type=float, default=1, help="ray: CPUs per tile task (default: %(default)s)")
     p.add_argument(
-        "--num-gpus", type=float, default=0, help="ray: GPUs per tile task, fractions allowed (default: %(default)s)"
+        "--num-cpus", type=nonnegative_float, default=1, help="ray: CPUs per tile task (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=nonnegative_float,
+        default=0,
+        help="ray: GPUs per tile task, fractions allowed (default: %(default)s)",
     )
     p.add_argument(
         "--budget-mb",
-        type=float,
+        type=positive_float,
         default=1024,
         help="out of core: memory for model blocks and one tile, which sets the tile size (default: %(default)s)",
     )
@@ -335,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inpca", help="InPCA embedding and explained stress of a distance matrix (.npy)")
     p.add_argument("distances", help="a .npy (m, m) divergence matrix (symmetric, zero diagonal)")
-    p.add_argument("-k", type=int, default=3, help="dimensions to keep (default: %(default)s)")
+    p.add_argument("-k", type=positive_int, default=3, help="dimensions to keep (default: %(default)s)")
     p.add_argument(
         "-o",
         "--out",
@@ -351,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store", metavar="STORE", help="PredictionStore folder")
     p.add_argument("--task", nargs="+", help="only these tasks (default: all)")
     p.add_argument("--method", nargs="+", help="only these methods (default: all)")
-    p.add_argument("--seed", type=int, nargs="+", help="only these seeds (default: all)")
+    p.add_argument("--seed", type=nonnegative_int, nargs="+", help="only these seeds (default: all)")
     p.add_argument("--eval-set", help="the evaluation set (default: the only one the selected runs use)")
     p.add_argument(
         "--checkpoint",
@@ -378,23 +511,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--split", help="e.g. train or val, for <split>/<class>/<image> layouts (default: <class>/<image>)")
     p.add_argument(
-        "--max-resolution", type=int, default=256, help="longest side of stored images (default: %(default)s)"
+        "--max-resolution", type=positive_int, default=256, help="longest side of stored images (default: %(default)s)"
     )
-    p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality, 1-100 (default: %(default)s)")
+    p.add_argument("--jpeg-quality", type=_quality, default=90, help="JPEG quality, 1-100 (default: %(default)s)")
     p.add_argument(
         "--write-mode",
         default="smart",
         choices=["smart", "jpg", "raw"],
         help="how images are stored: smart (JPEG for large ones), jpg or raw (default: %(default)s)",
     )
-    p.add_argument("--workers", type=int, default=None, help="writer processes (default: the cores, at most 8)")
+    p.add_argument(
+        "--workers", type=positive_int, default=None, help="writer processes (default: the cores, at most 8)"
+    )
     p.set_defaults(fn=_cmd_beton)
 
     p = sub.add_parser("store", help="store maintenance: verify PATH (checksums), merge SHARDS -o STORE")
     store_sub = p.add_subparsers(dest="store_command", required=True)
     v = store_sub.add_parser(
         "verify",
-        help="check every checkpoint of a store against its checksum (exit 0 when clean, 2 with one line per problem)",
+        help="check every checkpoint of a store against its checksum (exit 0 when clean, 1 with one line per problem)",
     )
     v.add_argument("paths", nargs="+", metavar="PATH", help="store directory")
     v.set_defaults(fn=_cmd_store_verify)
@@ -411,52 +546,80 @@ def build_parser() -> argparse.ArgumentParser:
     picture.add_parser(sub)
     train_cli.add_parser(sub)
     train_cli.add_sweep_parser(sub)
+    ap.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    _add_debug(ap)
     return ap
 
 
-#: Exceptions that mean bad input or environment (reported as one line, exit 2); anything else is a bug,
-#: also one line (with its type) unless TASKGEOM_TRACEBACK=1.
-_EXPECTED = (
-    CLIError,
-    ValueError,
-    TypeError,
-    RuntimeError,
-    OSError,
-    ImportError,
-    KeyError,
-    IndexError,
-    EOFError,
-    sqlite3.Error,
-    MemoryError,
-)
+def _input_errors() -> tuple:
+    """Exceptions that mean the run failed on its input or environment (one line naming the file, model or
+    sample, exit status 1): bad files (unreadable, truncated, not YAML/JSON/SQLite/a state dict), bad values in
+    them, missing modules or devices, no memory. Anything else is a bug (one line, exit status 70)."""
+    errors = [
+        CLIError,
+        ValueError,  # json.JSONDecodeError among them
+        TypeError,
+        RuntimeError,
+        OSError,
+        ImportError,
+        KeyError,
+        IndexError,
+        EOFError,
+        sqlite3.Error,  # sqlite3.DatabaseError: a file that is not a store's manifest
+        pickle.UnpicklingError,
+        MemoryError,
+    ]
+    try:
+        import yaml
+
+        errors.append(yaml.YAMLError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _debug(argv) -> bool:
+    return bool(os.environ.get("TASKGEOM_TRACEBACK")) or "--debug" in argv
 
 
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status (argparse's usage errors exit 2 through SystemExit)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     command = "taskgeom"
+    debug = _debug(argv)
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = debug or bool(getattr(args, "debug", False))
         command = f"taskgeom {args.command}" + (
             f" {args.store_command}" if getattr(args, "store_command", None) else ""
         )
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            raise
         print(f"{command}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
-    except _EXPECTED as exc:
-        if os.environ.get("TASKGEOM_TRACEBACK"):
+    except UsageError as exc:
+        if debug:
+            raise
+        print(f"{command}: error: {one_line(exc)} (see {command} --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except _input_errors() as exc:
+        if debug:
             raise
         what = "out of memory: " if isinstance(exc, MemoryError) else ""
         print(f"{command}: error: {what}{one_line(exc)}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
-        if os.environ.get("TASKGEOM_TRACEBACK"):
+        if debug:
             raise
         print(
             f"{command}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
-            "TASKGEOM_TRACEBACK=1 shows the traceback",
+            "--debug shows the traceback",
             file=sys.stderr,
         )
-        return 2
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

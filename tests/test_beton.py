@@ -119,7 +119,7 @@ def test_cli_writes_beton(folder, tmp_path, capsys):
     assert main(["beton", str(folder), str(tmp_path / "cli.beton"), "--max-resolution", "32", "--workers", "1"]) == 0
     assert "cli.beton" in capsys.readouterr().out
     assert classes_of(tmp_path / "cli.beton") == CLASSES
-    assert main(["beton", str(tmp_path / "missing"), str(tmp_path / "x.beton")]) == 2
+    assert main(["beton", str(tmp_path / "missing"), str(tmp_path / "x.beton")]) == 1
     assert "no such image folder" in capsys.readouterr().err
 
 

@@ -51,11 +51,11 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     a = models(3, 10, 4, dtype=torch.float64).numpy()
     a[1, 2, 0] = np.nan
     np.save(tmp_path / "bad.npy", a)
-    assert cli.main(["distances", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "D.npy")]) == 2
+    assert cli.main(["distances", str(tmp_path / "bad.npy"), "-o", str(tmp_path / "D.npy")]) == 1
     err = capsys.readouterr().err
     assert "model 1, sample 2" in err and "Traceback" not in err
     (tmp_path / "junk.npy").write_bytes(b"not a numpy file")
-    assert cli.main(["distances", str(tmp_path / "junk.npy")]) == 2  # file errors too: one line, exit 2
+    assert cli.main(["distances", str(tmp_path / "junk.npy")]) == 1  # file errors too: one line, exit 1
     err = capsys.readouterr().err
     assert "not a readable .npy" in err and len(err.strip().splitlines()) == 1
 

@@ -1,5 +1,6 @@
 """Input hardening (issue 10): no code execution from CIFAR-10 pickles, bounded archive decoding, one-line
-CLI errors with exit status 2, and the consistency checks of item 11."""
+CLI errors (exit status 1 for bad input, 2 for usage errors, 70 for a bug), and the consistency checks of item
+11."""
 
 import argparse
 import io
@@ -226,7 +227,6 @@ CLI_ERRORS = [
     (["distances", "{d}/junk.npy"], "not a readable .npy"),
     (["distances", "{d}/one.npy"], r"2-d array of shape \(30, 5\), expected \(m, N, C\).*\(1, N, C\)"),
     (["distances", "{d}/m_empty.npy"], "empty models"),
-    (["distances", "{d}/m.npy", "--chunk", "0"], "--chunk must be a positive"),
     (["distances", "{d}/m.npy", "-o", "{d}/afile/D.npy"], "afile"),
     (["distances", "{d}/m.npy", "--others", "{d}/one.npy"], "expected \\(m, N, C\\)"),
     (["progress", "{d}/m.npy", "{d}/y_empty.npy"], "empty labels"),
@@ -238,7 +238,7 @@ CLI_ERRORS = [
     (["inpca", "{d}/D_nan.npy"], "non-finite"),
     (["inpca", "{d}/D_rect.npy"], "square"),
     (["inpca", "{d}/D_empty.npy"], "empty distance matrix"),
-    (["inpca", "{d}/D.npy", "-k", "0"], r"k must be in \[1, 4\]"),
+    (["inpca", "{d}/D.npy", "-k", "5"], r"k must be in \[1, 4\]"),
     (["store", "verify", "{d}/nowhere"], "not a taskgeom store"),
     (["store", "verify", "{d}/s0"], "empty .0-byte. manifest"),
     (["store", "verify", "{d}/afile"], "not a directory"),
@@ -246,15 +246,30 @@ CLI_ERRORS = [
 
 
 @pytest.mark.parametrize("argv, match", CLI_ERRORS, ids=[f"{a[0]}-{i}" for i, (a, _) in enumerate(CLI_ERRORS)])
-def test_cli_errors_are_one_line_with_exit_status_2(files, capsys, argv, match):
+def test_cli_input_errors_are_one_line_with_exit_status_1(files, capsys, argv, match):
     import re
 
-    assert cli.main([a.format(d=files) for a in argv]) == 2
+    assert cli.main([a.format(d=files) for a in argv]) == 1
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and re.search(match, lines[0]), captured.err
     assert lines[0].startswith("taskgeom ") and "Traceback" not in captured.err
     assert not (files / "distances.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["distances", "{d}/m.npy", "--chunk", "0"], "--chunk: must be a positive"),
+        (["inpca", "{d}/D.npy", "-k", "0"], "-k: must be a positive"),
+    ],
+)
+def test_cli_usage_errors_exit_2(files, capsys, argv, match):
+    with pytest.raises(SystemExit) as info:
+        cli.main([a.format(d=files) for a in argv])
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and match in lines[0], lines
 
 
 def test_cli_in_a_subprocess_usage_errors_interrupts_and_bugs(files, capsys, monkeypatch):
@@ -266,8 +281,8 @@ def test_cli_in_a_subprocess_usage_errors_interrupts_and_bugs(files, capsys, mon
             cwd=files,
             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
         )
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-        assert "Traceback" not in r.stderr
+        assert r.returncode == (1 if argv[0] == "distances" else 2), r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
 
     def interrupted(args):
         raise KeyboardInterrupt
@@ -281,9 +296,9 @@ def test_cli_in_a_subprocess_usage_errors_interrupts_and_bugs(files, capsys, mon
         raise ZeroDivisionError("division by zero")
 
     monkeypatch.setattr(cli, "_cmd_inpca", bug)
-    assert cli.main(["inpca", str(files / "D.npy")]) == 2
+    assert cli.main(["inpca", str(files / "D.npy")]) == 70
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "internal error (ZeroDivisionError" in err[0]
+    assert len(err) == 1 and "internal error (ZeroDivisionError" in err[0] and "--debug" in err[0]
 
 
 @pytest.mark.parametrize(

@@ -138,7 +138,7 @@ def test_train_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0-4/supervised/small-cnn/seed1" in out and "head accuracy" in out
     assert len(PredictionStore(tmp_path / "s").select(task="0-4")) == 2
-    assert cli.main(args[:4] + ["nope"] + args[5:]) == 2
+    assert cli.main(args[:4] + ["nope"] + args[5:]) == 1  # the data have no such task: exit 1
     assert "unknown task" in capsys.readouterr().err
 
 
