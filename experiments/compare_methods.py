@@ -137,7 +137,10 @@ def main():
     progress = {name: [np.asarray(tg.progress(p, yte)) for p in ps] for name, ps in probs.items()}
     grid = tg.trajectories.progress_grid([p for ps in progress.values() for p in ps], args.grid)
     for name, ts in runs.items():
-        families[name] = np.stack([tg.reindex(p, yte, grid=grid).astype(np.float32) for p in probs[name]])
+        # NaN outside the progress a run reaches: the embedding holds no clamped copies of first or last models
+        families[name] = np.stack(
+            [tg.reindex(p, yte, grid=grid, outside="nan").astype(np.float32) for p in probs[name]]
+        )
         res["families"][name] = {
             "final_progress": [float(p[-1]) for p in progress[name]],
             "riemann_length": [tg.riemann_length(p) for p in probs[name]],
@@ -150,7 +153,7 @@ def main():
     for f in res["families"].values():
         f["riemann_length_ratio_to_reference"] = float(np.mean(f["riemann_length"]) / ref_len)
         f["riemann_length_paper_convention_ratio"] = float(np.mean(f["riemann_length_paper_convention"]) / ref_paper)
-    res["grid"] = grid.tolist()  # the embedding's grid: progress some run reaches
+    res["grid"] = grid.tolist()  # the embedding's grid: progress some run reaches (each run embedded where it does)
     res["normalized_distance_to_reference"] = {
         name: shared_curve(probs[name], probs[reference], progress[name] + progress[reference], yte, args.grid)
         for name in families
@@ -165,15 +168,15 @@ def main():
 
     names = list(families)
     allr = np.concatenate([families[n] for n in names])
-    D = tg.pairwise_distances(allr.reshape(-1, allr.shape[2], allr.shape[3]))
-    emb = tg.inpca(D, k=3)
-    X = emb.coords.reshape(len(allr), len(grid), 3)
+    reached = np.isfinite(allr).all(axis=(2, 3))  # (runs, G): the grid values each run reached
+    emb = tg.inpca(tg.pairwise_distances(allr[reached]), k=3)
+    ends = np.concatenate([[0], np.cumsum(reached.sum(1))])
     fig = plt.figure(figsize=(13, 5))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     k = 0
     for i, n in enumerate(names):
         for j in range(len(families[n])):
-            ax.plot(*X[k].T, color=f"C{i}", lw=1, alpha=0.6, label=n if j == 0 else None)
+            ax.plot(*emb.coords[ends[k] : ends[k + 1]].T, color=f"C{i}", lw=1, alpha=0.6, label=n if j == 0 else None)
             k += 1
     ax.set_title(f"InPCA ({100 * emb.explained_stress(3):.1f}% explained stress in 3 dims)")
     ax.legend(fontsize=8)

@@ -42,10 +42,13 @@ class Line:
 
 @dataclass
 class EmbeddingView:
-    """The embedding as drawn: 3-D coordinates of every re-indexed point (trajectory-major), signed
-    eigenvalues and signature, the curves and the marked models (P0, P*), and per-trajectory series."""
+    """The embedding as drawn: 3-D coordinates of every embedded point, signed eigenvalues and signature,
+    the curves and the marked models (P0, P*), and per-trajectory series. Only re-indexed points a run
+    reached are embedded (never a copy of a first or last checkpoint standing in for a progress it did not
+    reach): ``embedded[i][g]`` says whether trajectory ``i``'s grid point ``g`` is, and ``coords`` holds
+    the embedded points trajectory-major."""
 
-    coords: np.ndarray  # (K * G, 3)
+    coords: np.ndarray  # (embedded points, 3)
     signature: list
     eigenvalues: list
     keys: list  # per trajectory: (task, seed, progress per checkpoint, accuracy per checkpoint)
@@ -55,6 +58,14 @@ class EmbeddingView:
     epochs: list  # per trajectory: epoch of each checkpoint
     per_class: dict  # task -> (seeds, C) per-class progress of the final checkpoints
     trained: dict  # task -> class indices it was trained on
+    embedded: list = field(default_factory=list)  # (K, G) booleans: which re-indexed points are embedded
+    per_class_init: dict = field(default_factory=dict)  # task -> (seeds, C) per-class progress at initialisation
+
+    def trajectory_coords(self, i: int) -> np.ndarray:
+        """(reached grid points, 3) coordinates of trajectory ``i``'s embedded points."""
+        counts = np.asarray(self.embedded, dtype=bool).sum(1)
+        start = int(counts[:i].sum())
+        return np.asarray(self.coords)[start : start + int(counts[i])]
 
 
 @dataclass
@@ -68,6 +79,8 @@ class PictureResult:
     checkpoints: int
     explained_stress: dict
     progress_on_union_task: dict
+    progress_at_init: dict  # task -> {"mean", "seeds"}: progress of the untrained networks (checkpoint 0)
+    progress_gain: dict  # task -> {"mean", "seeds"}: final progress minus progress at initialisation
     riemann_length: dict
     geodesic_length_P0_Pstar: float
     reference_task: str
@@ -79,6 +92,7 @@ class PictureResult:
     reached: dict  # task -> per grid value, whether every seed of the task reached it
     task_distances: dict
     per_class_progress: dict
+    per_class_progress_at_init: dict
     embedding: EmbeddingView
     uncertainty: dict = field(default_factory=dict)  # bootstrap intervals (see :func:`analyse`)
     seconds: dict = field(default_factory=dict)
@@ -94,6 +108,8 @@ class PictureResult:
             "checkpoints": self.checkpoints,
             "explained_stress": self.explained_stress,
             "progress_on_union_task": self.progress_on_union_task,
+            "progress_at_init": self.progress_at_init,
+            "progress_gain": self.progress_gain,
             "riemann_length": self.riemann_length,
             "geodesic_length_P0_Pstar": self.geodesic_length_P0_Pstar,
             f"normalized_distance_to_{self.reference_task}": self.normalized_distance,
@@ -104,6 +120,8 @@ class PictureResult:
             "reached": self.reached,
             "task_distances": self.task_distances,
             "per_class_progress": self.per_class_progress,
+            "per_class_progress_at_init": self.per_class_progress_at_init,
+            "embedded_points": int(np.asarray(self.embedding.embedded, dtype=bool).sum()),
         }
         if self.uncertainty:
             out["uncertainty"] = self.uncertainty
@@ -160,6 +178,8 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
     """Progress, re-indexing onto a grid over the progress the trajectories reach
     (:func:`taskgeom.trajectories.progress_grid`), lengths and per-class progress of each trajectory."""
     acc = {
+        "init": {},
+        "per_class_init": {},
         "final": {},
         "reindexed": [],
         "inside": [],
@@ -169,6 +189,7 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
         "per_class": {},
         "trained": {},
         "lengths": {},
+        "thinned": {},
     }
     from tqdm.auto import tqdm
 
@@ -180,51 +201,58 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
     ):
         probs = _load(t, device)
         acc["final"].setdefault(t.task, []).append(float(prog[-1]))
+        acc["init"].setdefault(t.task, []).append(float(prog[0]))
         r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True)
         acc["reindexed"].append(_np(r).astype(np.float32))
         acc["inside"].append(np.asarray(info["inside"], dtype=bool))
         cps = t.checkpoints
         acc["keys"].append((t.task, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
         acc["epochs"].append([cp["epoch"] for cp in cps])
-        acc["lengths"].setdefault(t.task, []).append(trajectories.riemann_length(probs))
+        density = trajectories.riemann_length_density(probs, validate=False)
+        acc["lengths"].setdefault(t.task, []).append(density[1])
+        acc["thinned"].setdefault(t.task, []).append([density[2], density[3]])
         acc["per_class"].setdefault(t.task, []).append(_np(geometry.per_class_progress(probs[-1], lab)).tolist())
+        acc["per_class_init"].setdefault(t.task, []).append(_np(geometry.per_class_progress(probs[0], lab)).tolist())
         acc["trained"].setdefault(t.task, list(t.extra.get("classes", range(c))))
         acc["along"].append(_interpolate_checkpoints(info, cps))
     return acc
 
 
-def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray) -> list:
-    grid = len(grid_t)
-    lines = []
+def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray, keep: np.ndarray, all_reached: dict) -> list:
+    """The curves: each seed over the grid values it reached, each task's mean over those every seed of
+    the task reached (``placed``: the means' coordinates, task after task, at those values)."""
+    lines, row = [], 0
     for i, (task, seed, _p, _a) in enumerate(keys):
         ep, ac, reached, true = along[i]
-        pts = [
-            {
-                "xyz": emb.coords[i * grid + g, :3].tolist(),
-                "progress": float(grid_t[g]),
-                "epoch": ep[g],
-                "accuracy": ac[g],
-                "reached": reached[g],
-                "true_progress": true[g],
-            }
-            for g in range(grid)
-        ]
-        lines.append(Line(task, int(seed), "supervised", False, pts))
-    for j, task in enumerate(task_names):
-        members = [i for i, k in enumerate(keys) if k[0] == task]
         pts = []
-        for g in range(grid):
-            all_reached = all(along[i][2][g] for i in members)
+        for g in np.flatnonzero(keep[i]):
             pts.append(
                 {
-                    "xyz": placed[j * grid + g].tolist(),
+                    "xyz": emb.coords[row, :3].tolist(),
                     "progress": float(grid_t[g]),
-                    "epoch": None,
-                    "accuracy": None,
-                    "reached": all_reached,
-                    "true_progress": float(grid_t[g]) if all_reached else None,
+                    "epoch": ep[g],
+                    "accuracy": ac[g],
+                    "reached": True,
+                    "true_progress": true[g],
                 }
             )
+            row += 1
+        lines.append(Line(task, int(seed), "supervised", False, pts))
+    start = 0
+    for task in task_names:
+        gs = np.flatnonzero(all_reached[task])
+        pts = [
+            {
+                "xyz": placed[start + j].tolist(),
+                "progress": float(grid_t[g]),
+                "epoch": None,
+                "accuracy": None,
+                "reached": True,
+                "true_progress": float(grid_t[g]),
+            }
+            for j, g in enumerate(gs)
+        ]
+        start += len(gs)
         lines.append(Line(task, None, "supervised", True, pts))
     return lines
 
@@ -235,19 +263,22 @@ def _device(device) -> torch.device:
     return torch.device(device)
 
 
-def _embed(R: np.ndarray, device, backend: str):
-    """Pairwise distances of every re-indexed point and their InPCA embedding."""
-    flat = R.reshape(-1, R.shape[2], R.shape[3])
+def _embed(R: np.ndarray, keep: np.ndarray, device, backend: str):
+    """Pairwise distances of the re-indexed points the runs reached (``keep`` (K, G)) and their InPCA
+    embedding; a grid value outside a run's progress would be a copy of its first or last checkpoint, and
+    copies would weigh those models twice."""
+    flat = R[keep]  # (points, N, C), trajectory-major
     flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
     D = _np(geometry.pairwise_distances(flat_dev, backend=backend))
     return _embedding.inpca(D, k=min(10, D.shape[0])), flat
 
 
-def _view(emb, flat, families: dict, acc: dict, labels, c: int) -> EmbeddingView:
-    """The embedding as drawn, with the task means and the two ends of the task placed out of sample."""
+def _view(emb, flat, families: dict, reached: dict, acc: dict, keep: np.ndarray, labels, c: int) -> EmbeddingView:
+    """The embedding as drawn, with the task means (over the grid values every seed of the task reached)
+    and the two ends of the task placed out of sample."""
     n = int(labels.size)
     names = list(families)
-    means = np.concatenate([families[t].astype(np.float64).mean(0) for t in names])
+    means = np.concatenate([families[t][:, reached[t]].astype(np.float64).mean(0) for t in names])
     ends = np.stack([np.full((n, c), 1.0 / c), np.eye(c)[labels]])
     placed = emb.transform(geometry.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
     return EmbeddingView(
@@ -256,7 +287,7 @@ def _view(emb, flat, families: dict, acc: dict, labels, c: int) -> EmbeddingView
         eigenvalues=emb.eigenvalues.tolist(),
         keys=acc["keys"],
         grid=len(acc["grid"]),
-        lines=_lines(emb, placed, acc["keys"], acc["along"], names, acc["grid"]),
+        lines=_lines(emb, placed, acc["keys"], acc["along"], names, acc["grid"], keep, reached),
         marks=[
             {"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
             {"name": "P* (truth)", "xyz": placed[-1].tolist()},
@@ -264,6 +295,8 @@ def _view(emb, flat, families: dict, acc: dict, labels, c: int) -> EmbeddingView
         epochs=acc["epochs"],
         per_class=acc["per_class"],
         trained=acc["trained"],
+        embedded=keep.tolist(),
+        per_class_init=acc["per_class_init"],
     )
 
 
@@ -305,13 +338,14 @@ def analyse(
         raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
     acc = _per_trajectory(trajs, labels, grid, c, device, backend)
     R = np.stack(acc["reindexed"])  # (K, G, N, C)
-    emb, flat = _embed(R, device, backend)
+    keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
+    emb, flat = _embed(R, keep, device, backend)
     chi = emb.explained_stress()
     members = {}
     for i, k in enumerate(acc["keys"]):
         members.setdefault(k[0], []).append(i)
     families = {task: R[idx] for task, idx in members.items()}
-    reached = {task: np.stack([acc["inside"][i] for i in idx]).all(0) for task, idx in members.items()}
+    reached = {task: keep[idx].all(0) for task, idx in members.items()}
     ref = "all" if "all" in families else next(iter(families))
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
@@ -323,6 +357,11 @@ def analyse(
         grid,
         device,
     )
+
+    def seeds(values: dict) -> dict:
+        return {t: {"mean": float(np.mean(v)), "seeds": v} for t, v in values.items()}
+
+    gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
     res = PictureResult(
         eval_set=eval_set,
         n=int(labels.size),
@@ -330,8 +369,18 @@ def analyse(
         trajectories=len(trajs),
         checkpoints=int(sum(len(t) for t in trajs)),
         explained_stress={str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))},
-        progress_on_union_task={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["final"].items()},
-        riemann_length={t: {"mean": float(np.mean(v)), "seeds": v} for t, v in acc["lengths"].items()},
+        progress_on_union_task=seeds(acc["final"]),
+        progress_at_init=seeds(acc["init"]),
+        progress_gain=seeds(gain),
+        riemann_length={
+            t: {
+                **seeds(acc["lengths"])[t],
+                # every 2nd and every 3rd checkpoint kept: how far the length is from converged in density
+                "every_2nd_checkpoint": float(np.mean([v[0] for v in acc["thinned"][t]])),
+                "every_3rd_checkpoint": float(np.mean([v[1] for v in acc["thinned"][t]])),
+            }
+            for t in acc["lengths"]
+        },
         geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)),
         reference_task=ref,
         normalized_distance={
@@ -344,16 +393,17 @@ def analyse(
         reached={t: m.tolist() for t, m in reached.items()},
         task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
-        embedding=_view(emb, flat, families, acc, labels, c),
+        per_class_progress_at_init={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class_init"].items()},
+        embedding=_view(emb, flat, families, reached, acc, keep, labels, c),
     )
     if boot.n_boot:
-        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, R, labels, device, res)
+        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
     return res
 
 
 class _Boot:
     """The bootstrap of one analysis: sample counts (B, N) shared by every statistic, seed counts
-    (B, K) per task (ones below :data:`taskgeom.bootstrap.MIN_SEEDS` seeds), from one seeded generator."""
+    (B, K) per task (all ones for a task with one seed), from one seeded generator."""
 
     def __init__(self, n: int, n_boot: int, level: float, seed: int, seeds_per_task: dict):
         if int(n_boot) < 0:
@@ -363,23 +413,42 @@ class _Boot:
         self.w = _bootstrap.sample_weights(n, n_boot, rng) if n_boot else None
         self.seeds = {t: _bootstrap.seed_weights(k, n_boot, rng) for t, k in seeds_per_task.items()} if n_boot else {}
 
-    def over(self, task: str | None = None) -> str:
-        many = [t for t, s in self.seeds.items() if s.shape[1] >= _bootstrap.MIN_SEEDS]
-        if task is None:
-            return "evaluation samples" + (f"; seeds of {', '.join(many)}" if many else "")
-        return "evaluation samples" + (" and seeds" if task in many else "")
+    def over(self, *tasks: str) -> str:
+        """What an interval of ``tasks`` (all of them when none is named) covers, seed counts included."""
+        counts = [f"{t}: {self.seeds[t].shape[1]}" for t in (tasks or self.seeds)]
+        return f"evaluation samples and seeds (seeds per task: {', '.join(counts)})"
 
 
-def _uncertainty(boot: _Boot, trajs, members, families, reached, R, labels, device, res) -> dict:
-    """Bootstrap intervals of the final progress, explained stress and tube radii (see :func:`analyse`)."""
-    prog = {}
+def _stress_index(boot: _Boot, members: dict, keep: np.ndarray) -> list:
+    """Per replicate, the embedded points it holds: each trajectory's points as often as its seed is drawn."""
+    counts = keep.sum(1)
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    out = []
+    for b in range(boot.n_boot):
+        parts = [
+            np.arange(starts[i], starts[i + 1])
+            for task, idx in members.items()
+            for j, i in enumerate(idx)
+            for _ in range(int(boot.seeds[task][b, j]))
+        ]
+        out.append(np.concatenate(parts))
+    return out
+
+
+def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, labels, res) -> dict:
+    """Bootstrap intervals of progress (final, at initialisation, gained), explained stress and tube radii
+    (see :func:`analyse`)."""
+    prog, init, gain = {}, {}, {}
     for task, idx in members.items():
-        finals = np.stack([np.asarray(_load(trajs[i], torch.device("cpu"))[-1]) for i in idx])
-        reps = _np(_bootstrap.progress_replicates(finals, labels, boot.w))  # (K, B)
-        mean = (boot.seeds[task].T * reps).sum(0) / len(idx)
-        prog[task] = {**_bootstrap.summary(mean, boot.level), "over": boot.over(task)}
+        ends = [np.stack([np.asarray(trajs[i].probs[k]) for i in idx]) for k in (0, -1)]
+        reps = [_np(_bootstrap.progress_replicates(e, labels, boot.w)) for e in ends]  # (K, B) each
+        first, last = ((boot.seeds[task].T * r).sum(0) / len(idx) for r in reps)
+        over = {"over": boot.over(task)}
+        prog[task] = {**_bootstrap.summary(last, boot.level), **over}
+        init[task] = {**_bootstrap.summary(first, boot.level), **over}
+        gain[task] = {**_bootstrap.summary(last - first, boot.level), **over}
     ks = [int(k) for k in res.explained_stress]
-    chi = _bootstrap.stress_replicates(R.reshape(-1, R.shape[2], R.shape[3]), boot.w, k=max(ks))
+    chi = _bootstrap.stress_replicates(flat, boot.w, k=max(ks), index=_stress_index(boot, members, keep))
     radius = {
         t: {
             **_bootstrap.summary(
@@ -393,10 +462,22 @@ def _uncertainty(boot: _Boot, trajs, members, families, reached, R, labels, devi
         "level": boot.level,
         "replicates": boot.n_boot,
         "seed": boot.seed,
-        "method": "percentile bootstrap, per-sample terms reweighted by multinomial counts (mean trajectories fixed)",
+        "method": "percentile bootstrap over evaluation samples (multinomial counts reweighting per-sample terms) "
+        "and over seeds (multinomial counts within each task; mean trajectories, tube radii and the embedded "
+        "points recomputed from the seeds each replicate draws)",
         "over": boot.over(),
         "progress_on_union_task": prog,
-        "explained_stress": {str(k): _bootstrap.summary(chi[:, k - 1], boot.level) for k in ks},
+        "progress_at_init": init,
+        "progress_gain": gain,
+        "explained_stress": {
+            str(k): {
+                **_bootstrap.summary(chi[:, k - 1], boot.level),
+                # replicates that draw a seed twice embed its points twice, which raises explained stress
+                "above_estimate": float(np.mean(chi[:, k - 1] > res.explained_stress[str(k)])),
+                "over": boot.over(),
+            }
+            for k in ks
+        },
         "tube_radius": radius,
     }
 
@@ -420,7 +501,7 @@ def _interval(fam: np.ndarray, ref: np.ndarray, keep, boot: _Boot, task: str, re
     if not boot.n_boot:
         return {}
     reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
-    over = "evaluation samples" + (" and seeds" if "seeds" in boot.over(task) + boot.over(ref_task) else "")
+    over = boot.over(task, ref_task)
     return {**_bootstrap.summary(reps, boot.level, keep), "level": boot.level, "replicates": boot.n_boot, "over": over}
 
 
@@ -446,29 +527,34 @@ def _pair_families(families, grid, reach, shared, a, b):
 
 
 def _shared_reindexer(trajs_by_task: dict, progs: dict, labels, points: int, device):
-    """``shared(a, b)``: every seed of tasks a and b re-indexed on ``points`` progress values over the
-    range every one of them reaches (:func:`taskgeom.trajectories.progress_grid` with ``shared=True``)."""
+    """``shared(a, b)``: the seeds of tasks a and b re-indexed on ``points`` progress values over the one
+    range every seed of every task reaches (:func:`taskgeom.trajectories.progress_grid` with
+    ``shared=True``), so that every pair is compared over the same progress; None where there is no such
+    range. ``shared.grid``: that range's values (empty without one)."""
+    try:
+        g = trajectories.progress_grid([p for ps in progs.values() for p in ps], points, shared=True)
+    except ValueError:
+        g = np.zeros(0)
+    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    cache = {}
 
-    def shared(a, b):
-        try:
-            g = trajectories.progress_grid(progs[a] + progs[b], points, shared=True)
-        except ValueError:
-            return None
-        lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
-        fam = [
-            np.stack(
+    def family(x):
+        if x not in cache:
+            cache[x] = np.stack(
                 [_np(trajectories.reindex(_load(t, device), lab, grid=g)).astype(np.float32) for t in trajs_by_task[x]]
             )
-            for x in (a, b)
-        ]
-        return fam[0], fam[1]
+        return cache[x]
 
+    def shared(a, b):
+        return (family(a), family(b)) if g.size else None
+
+    shared.grid = g
     return shared
 
 
-def _compare_pair(pair, boot) -> tuple:
+def _compare_pair(pair, boot, a: str, b: str) -> tuple:
     """Normalised and Bhattacharyya distance of two families over their shared grid (means over it), and
-    their bootstrap replicates (B,) over evaluation samples (None without a bootstrap)."""
+    their bootstrap replicates (B,) over evaluation samples and seeds (None without a bootstrap)."""
     if pair is None:
         return math.nan, math.nan, None, None
     means = [torch.as_tensor(f.astype(np.float64).mean(0)) for f in pair]
@@ -477,9 +563,8 @@ def _compare_pair(pair, boot) -> tuple:
     if boot is None or not boot.n_boot:
         return nd, db, None, None
     with np.errstate(invalid="ignore"):
-        nd_reps = trajectories.normalized_distance_replicates(*pair, boot.w).mean(0)
-    db_reps = _np(_bootstrap.reweighted_mean(reference.bhattacharyya_per_sample(*means), boot.w)).mean(0)
-    return nd, db, nd_reps, db_reps
+        nd_reps, db_reps = trajectories.pair_replicates(*pair, boot.w, boot.seeds.get(a), boot.seeds.get(b))
+    return nd, db, nd_reps.mean(0), db_reps.mean(0)
 
 
 def _matrix_intervals(reps: dict, names: list, boot) -> dict:
@@ -492,18 +577,20 @@ def _matrix_intervals(reps: dict, names: list, boot) -> dict:
             continue
         lo[i, j], hi[i, j] = _bootstrap.percentile_interval(r, boot.level)
         lo[j, i], hi[j, i] = lo[i, j], hi[i, j]
-    return {"low": lo.tolist(), "high": hi.tolist(), "level": boot.level, "over": "evaluation samples"}
+    return {"low": lo.tolist(), "high": hi.tolist(), "level": boot.level, "over": boot.over(*names)}
 
 
 def task_distances(families: dict, final_progress: dict, grid: np.ndarray, shared=None, boot=None) -> dict:
-    """Distances between every pair of task families, over the progress both reach.
+    """Distances between every pair of task families, over progress they all reach.
 
-    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. Each pair is compared over the
-    progress every seed of both tasks reaches, never beyond (where re-indexing would clamp a trajectory
-    to its first or last model): ``shared(a, b)`` (as :func:`analyse` passes) returns the two families
-    re-indexed on a grid over that shared range; without it, the common grid's values up to the smaller
-    of the two tasks' final progress are used. Where the two share no progress the trajectory
-    comparisons are NaN (``points_compared`` 0). Reported: ``normalized``, the mean over that range of
+    ``families[task]`` is (seeds, G, N, C) re-indexed trajectories. Pairs are compared over progress that
+    every seed reaches, never beyond (where re-indexing would clamp a trajectory to its first or last
+    model): ``shared(a, b)`` (as :func:`analyse` passes) returns the two families re-indexed on one grid
+    over the range every seed of every task reaches (``shared.grid``), so that all pairs are compared over
+    the same progress (a pair's own range would make a task that reaches little progress look close to
+    every other by construction); without it, the common grid's values up to the smaller of the two
+    tasks' final progress are used. Where there is no shared progress the trajectory comparisons are NaN
+    (``points_compared`` 0). Reported: ``normalized``, the mean over that range of
     the Remark 5 ratio at each progress (distance between mean trajectories over the mean of the two tube
     radii at that progress), and ``bhattacharyya``, the mean Bhattacharyya distance between the mean
     trajectories; with a bootstrap (``boot``, from :func:`analyse`) also their intervals over evaluation
@@ -522,7 +609,7 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
             b = names[j]
             pair = _pair_families(families, grid, reach, shared, a, b)
             points[f"{a}|{b}"] = 0 if pair is None else int(pair[0].shape[1])
-            nd[i, j], db[i, j], nd_reps[i, j], db_reps[i, j] = _compare_pair(pair, boot)
+            nd[i, j], db[i, j], nd_reps[i, j], db_reps[i, j] = _compare_pair(pair, boot, a, b)
             nd[j, i], db[j, i] = nd[i, j], db[i, j]
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
             nd_end[i, j] = nd_end[j, i] = float(
@@ -538,6 +625,9 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
         "progress_reached": reach,
         "points_compared": points,
     }
+    g = getattr(shared, "grid", None)
+    if g is not None:
+        out["progress_compared"] = [float(g[0]), float(g[-1])] if len(g) else None
     if boot is not None and boot.n_boot:
         out["normalized_interval"] = _matrix_intervals(nd_reps, names, boot)
         out["bhattacharyya_interval"] = _matrix_intervals(db_reps, names, boot)

@@ -6,9 +6,10 @@ samples (eq. 4), tube radii are maxima of such means and InPCA embeds a matrix o
 evaluation samples with replacement therefore only reweights those terms: a replicate with multinomial
 counts ``w`` (summing to N) is the same statistic with every mean over samples replaced by
 ``sum_n w_n term_n / N``; probabilities are never recomputed, and all-ones weights give the point
-estimate exactly. Where a family has at least three seeds, seeds are resampled too (multinomial counts
-over seeds, :func:`seed_weights`). One random generator, seeded, draws every weight, so intervals are
-reproducible.
+estimate exactly. Where a family has two or more seeds, its seeds are resampled too (multinomial counts
+over seeds, :func:`seed_weights`), and every statistic that averages over seeds (mean trajectories, tube
+radii, the embedded points) is recomputed from the seeds each replicate draws. One random generator,
+seeded, draws every weight, so intervals are reproducible.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ __all__ = [
     "stress_replicates",
 ]
 
-#: Seeds are resampled only for families with at least this many.
-MIN_SEEDS = 3
+#: Seeds are resampled wherever a family has at least this many (one seed: nothing to resample).
+MIN_SEEDS = 2
 
 
 def sample_weights(n: int, n_boot: int, rng) -> np.ndarray:
@@ -122,10 +123,12 @@ def _weighted_distances(points: torch.Tensor, w: torch.Tensor, budget: int) -> t
     return out
 
 
-def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24) -> np.ndarray:
+def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=None) -> np.ndarray:
     """Replicates ``(B, k)`` of the explained stress ``chi_1 .. chi_k`` (eq. 11) of the InPCA embedding of
     ``points (M, N, C)``: each replicate's distance matrix is the reweighted mean of the same per-sample
-    terms, double-centred and diagonalised (all eigenvalues, dense)."""
+    terms, double-centred and diagonalised (all eigenvalues, dense). ``index``: per replicate, the points
+    it embeds (a sequence of B integer arrays into the M points, repeats allowed: a seed drawn twice
+    contributes its trajectory's points twice); None: every point once."""
     k = check_int(k, "k", minimum=1)
     budget = check_int(budget, "budget", minimum=1)
     p, _ = as_tensor(points, "points")
@@ -134,12 +137,17 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24) -> np.
     if p.dim() != 3 or w.dim() != 2 or w.shape[1] != p.shape[1]:
         raise ValueError(f"points must be (M, N, C) and weights (B, N), got {tuple(p.shape)}, {tuple(w.shape)}")
     m = p.shape[0]
+    if index is not None and len(index) != w.shape[0]:
+        raise ValueError(f"index must hold one array of point indices per replicate ({w.shape[0]}), got {len(index)}")
     chunk = max(1, (1 << 28) // (8 * m * m))  # replicates per batch: at most 256 MiB of matrices
-    j = torch.eye(m, dtype=torch.float64, device=p.device) - 1.0 / m
     out = []
     for b0 in range(0, w.shape[0], chunk):
-        for wb in (-0.5 * j @ _weighted_distances(p, w[b0 : b0 + chunk], budget) @ j).cpu().numpy():
-            out.append(_top_stress(wb, min(k, m)))
+        for j, d in enumerate(_weighted_distances(p, w[b0 : b0 + chunk], budget)):
+            if index is not None:
+                idx = torch.as_tensor(np.asarray(index[b0 + j], dtype=np.int64), device=d.device)
+                d = d[idx][:, idx]
+            c = d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
+            out.append(_top_stress((-0.5 * c).cpu().numpy(), min(k, d.shape[0])))
     return np.array(out)
 
 

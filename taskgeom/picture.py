@@ -119,6 +119,8 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     from .store import PredictionStore
 
     data_cfg = data_cfg or datasets.DataConfig()
+    _config.check_fields(cfg)  # the command line's rules, on every route: before anything is written
+    _config.check_fields(data_cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     store = PredictionStore(cfg.store or out / "store", create=True)
@@ -194,18 +196,26 @@ def print_headline(res: PictureResult, out: str) -> None:
             f"{k} dims {100 * v:.2f}%{ci('explained_stress', k, 100, '.1f')}" for k, v in res.explained_stress.items()
         )
     )
-    print("progress on the union task (final checkpoint, mean over seeds):")
+    print("progress on the union task (mean over seeds): at initialisation -> final checkpoint, and the gain:")
     for task, v in res.progress_on_union_task.items():
-        print(f"  {task:>6}: {v['mean']:.3f}{ci('progress_on_union_task', task)}")
-    print(f"Riemann length (eq. 6; geodesic P0 -> P* is {res.geodesic_length_P0_Pstar:.4f}):")
+        init, gain = res.progress_at_init[task]["mean"], res.progress_gain[task]["mean"]
+        print(
+            f"  {task:>6}: {init:.3f}{ci('progress_at_init', task)} -> {v['mean']:.3f}"
+            f"{ci('progress_on_union_task', task)}, gain {gain:+.3f}{ci('progress_gain', task)}"
+        )
+    print(
+        f"Riemann length (eq. 6; geodesic P0 -> P* is {res.geodesic_length_P0_Pstar:.4f}), and with every 2nd / "
+        "3rd checkpoint (shorter where the recorded density has not converged):"
+    )
     for task, v in res.riemann_length.items():
-        print(f"  {task:>6}: {v['mean']:.3f}")
+        print(f"  {task:>6}: {v['mean']:.3f} ({v['every_2nd_checkpoint']:.3f} / {v['every_3rd_checkpoint']:.3f})")
     td = res.task_distances
     if td and len(td["tasks"]) > 1:
         names = td["tasks"]
         print(
             "normalised distance between tasks (Remark 5: distance over the mean of the two tube radii), over the "
-            "progress both reach:"
+            "progress every seed of every task reaches"
+            + (" ({:.3f}-{:.3f}):".format(*td["progress_compared"]) if td.get("progress_compared") else ":")
         )
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
         for n, row in zip(names, td["normalized"]):

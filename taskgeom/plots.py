@@ -40,22 +40,19 @@ def picture_figures(res, out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     emb = res.embedding
-    keys, G = emb.keys, emb.grid
-    X = np.asarray(emb.coords).reshape(len(keys), G, -1)
+    keys = emb.keys
     tasks = list(dict.fromkeys(k[0] for k in keys))
     colors = {t: plt.cm.tab10(i) for i, t in enumerate(tasks)}
     made = []
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
-    for (task, _seed, _p, _a), x in zip(keys, X):
-        ax.plot(x[:, 0], x[:, 1], x[:, 2] if x.shape[1] > 2 else 0 * x[:, 0], color=colors[task], lw=0.8, alpha=0.5)
-    for task in tasks:
-        m = X[[i for i, k in enumerate(keys) if k[0] == task]].mean(0)
-        ax.plot(m[:, 0], m[:, 1], m[:, 2] if m.shape[1] > 2 else 0 * m[:, 0], color=colors[task], lw=2.5, label=task)
+    for line in emb.lines:  # seeds thin, task means bold; each over the progress it reached
+        x = np.array([p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in line.points]).reshape(-1, 3)
+        style = {"lw": 2.5, "label": line.task} if line.mean else {"lw": 0.8, "alpha": 0.5}
+        ax.plot(x[:, 0], x[:, 1], x[:, 2], color=colors[line.task], **style)
     sig = emb.signature
-    ax.set_xlabel(f"PC1 ({'+' if sig[0] > 0 else '-'})")
-    ax.set_ylabel(f"PC2 ({'+' if sig[1] > 0 else '-'})")
-    ax.set_zlabel(f"PC3 ({'+' if len(sig) > 2 and sig[2] > 0 else '-'})")
+    for axis, k in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), range(3)):
+        axis(f"InPCA {k + 1} ({'+' if len(sig) > k and sig[k] > 0 else '-'})")
     chi3 = res.explained_stress.get("3", float("nan"))
     ax.set_title(f"InPCA of re-indexed trajectories ({100 * chi3:.1f}% explained stress in 3 dims)")
     ax.legend(loc="upper left", fontsize=8)

@@ -40,6 +40,8 @@ __all__ = [
     "normalized_distance",
     "normalized_distance_replicates",
     "tube_radius_replicates",
+    "riemann_length_density",
+    "pair_replicates",
     "normalized_distance_interval",
 ]
 
@@ -283,6 +285,21 @@ def riemann_length(trajectory, refine="geodesic", validate: bool = True) -> floa
     return total
 
 
+def riemann_length_density(trajectory, strides=(1, 2, 3), validate: bool = True) -> dict:
+    """How the Riemann length (eq. 6, geodesic refinement) depends on how densely checkpoints were
+    recorded: ``{stride: length}`` keeping every ``stride``-th checkpoint (the first and the last always
+    kept). Geodesics between checkpoints are the shortest paths, so thinning can only shorten a
+    trajectory; a length that still drops a lot from stride 1 to 2 has not converged in the checkpoint
+    density, and comparisons of lengths recorded at different densities are then unfair."""
+    t, _ = _traj(trajectory, "trajectory", validate)
+    out = {}
+    for stride in strides:
+        stride = check_int(stride, "stride", minimum=1)
+        keep = sorted(set(range(0, t.shape[0], stride)) | {t.shape[0] - 1})
+        out[stride] = riemann_length(t[keep], validate=False)
+    return out
+
+
 def _family(x, name, validate):
     if isinstance(x, (list, tuple)):
         x = torch.stack([as_tensor(e, name)[0] for e in x])
@@ -353,50 +370,89 @@ def normalized_distance(family_a, family_b, method: str = "arithmetic", validate
     return to_output(_ratio(reference.bhattacharyya(ma, mb), ra + rb), was_np)
 
 
-def _per_sample_terms(family_a, family_b):
-    """Per-sample terms of the Remark 5 ratio: between the two (arithmetic) means (G, N), and of each
-    seed to its family's mean (K_a, G, N), (K_b, G, N)."""
-    a, _ = _family(family_a, "family_a", False)
-    b, _ = _family(family_b, "family_b", False)
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"families differ in (G, N, C): {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    a, b = a.to(torch.float64), b.to(torch.float64).to(a.device)
-    ma, mb = a.mean(0), b.mean(0)
-    return (
-        reference.bhattacharyya_per_sample(ma, mb),
-        reference.bhattacharyya_per_sample(a, ma.unsqueeze(0)),
-        reference.bhattacharyya_per_sample(b, mb.unsqueeze(0)),
-    )
+def _seed_counts(seeds, k: int, b: int, device) -> torch.Tensor:
+    """(B, K) float64 seed counts; all ones (every seed once: the estimate's means) when ``seeds`` is None."""
+    if seeds is None:
+        return torch.ones(b, k, dtype=torch.float64, device=device)
+    s = torch.as_tensor(np.asarray(seeds, dtype=np.float64), device=device)
+    if s.shape != (b, k) or bool((s < 0).any()) or bool((s.sum(1) <= 0).any()):
+        raise ValueError(f"seed counts must be (B, K) = ({b}, {k}), non-negative, each row drawing a seed")
+    return s
+
+
+def _replicate_chunks(families, weights, seeds, budget: int = 1 << 25):
+    """For chunks of replicates: each family's mean trajectory recomputed from the seeds that replicate draws
+    (weighted by their counts), and each drawn seed's sample-reweighted distance to it. Yields ``(rows,
+    roots, radii)``: ``rows`` the replicate indices of the chunk, ``roots[f]`` (b, G, N, C) the square roots
+    of family ``f``'s replicate means and ``radii[f]`` (b, G) its tube radii. Per-sample distances come from
+    Gram products of square roots, ``-log sum_c sqrt(p q)`` (absolute error about 1e-16 per term: ample for
+    intervals; the estimates themselves use the cancellation-free form)."""
+    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    fams = [reference.normalized(f.to(torch.float64)) for f in families]
+    sqrt_fams = [f.sqrt() for f in fams]
+    w = w.to(fams[0].device)
+    n_rep = w.shape[0]
+    counts = [_seed_counts(s, f.shape[0], n_rep, f.device) for f, s in zip(fams, seeds)]
+    per_rep = max(f[0].numel() * 2 + f.shape[0] * f[0, :, :, 0].numel() for f in fams)
+    step = max(1, budget // per_rep)
+    for b0 in range(0, n_rep, step):
+        rows = slice(b0, min(n_rep, b0 + step))
+        wb = w[rows]  # (b, N)
+        roots, radii = [], []
+        for f, sf, cnt in zip(fams, sqrt_fams, counts):
+            cb = cnt[rows]
+            root = torch.einsum("bk,kgnc->bgnc", cb / cb.sum(1, keepdim=True), f).sqrt()
+            bc = torch.einsum("kgnc,bgnc->bkgn", sf, root).clamp(reference.BC_FLOOR, 1.0)
+            r = -torch.einsum("bkgn,bn->bkg", torch.log(bc), wb) / bc.shape[-1]  # (b, K, G)
+            r = torch.where(cb[:, :, None] > 0, r, torch.full_like(r, -math.inf)).max(1).values
+            roots.append(root)
+            radii.append(r)
+        yield rows, roots, radii
+
+
+def _families(*fams):
+    out = [_family(f, "family", False)[0] for f in fams]
+    if any(f.shape[1:] != out[0].shape[1:] for f in out):
+        raise ValueError(f"families differ in (G, N, C): {[tuple(f.shape[1:]) for f in out]}")
+    return [f.to(out[0].device) for f in out]
+
+
+def pair_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> tuple:
+    """Bootstrap replicates (G, B) of :func:`normalized_distance` and of the Bhattacharyya distance between
+    the two (arithmetic) mean trajectories. Replicate ``b`` resamples the evaluation samples (counts
+    ``weights[b]``, (B, N); all ones: the estimate) and each family's seeds (counts ``seeds_a[b]``
+    (B, K_a), ``seeds_b[b]`` (B, K_b); None: every seed once): the mean trajectories are recomputed from
+    the seeds drawn, and each tube radius is the largest reweighted distance of a drawn seed to its
+    replicate's mean. A replicate that draws one seed of a family K times has radius 0 there."""
+    a, b = _families(family_a, family_b)
+    w = np.asarray(weights, dtype=np.float64)
+    nd = np.empty((a.shape[1], w.shape[0]))
+    db = np.empty_like(nd)
+    for rows, (sa, sb), (ra, rb) in _replicate_chunks([a, b], w, [seeds_a, seeds_b]):
+        bc = (sa * sb).sum(-1).clamp(reference.BC_FLOOR, 1.0)  # (b, G, N)
+        wb = torch.as_tensor(w[rows], device=bc.device)
+        d = -torch.einsum("bgn,bn->bg", torch.log(bc), wb) / bc.shape[-1]  # (b, G)
+        nd[:, rows] = _ratio(d, ra + rb).T.cpu().numpy()
+        db[:, rows] = d.T.cpu().numpy()
+    return nd, db
 
 
 def normalized_distance_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> np.ndarray:
-    """Bootstrap replicates (G, B) of :func:`normalized_distance` by reweighting its per-sample terms with
-    resampling counts ``weights`` (B, N) (all ones: the estimate). ``seeds_a`` (B, K_a), ``seeds_b``
-    (B, K_b): seed counts of each replicate (a seed drawn 0 times leaves the tube-radius maximum; the mean
-    trajectories are held at their estimates)."""
-    d_ab, d_a, d_b = _per_sample_terms(family_a, family_b)
-    d = _bootstrap.reweighted_mean(d_ab, weights)  # (G, B)
-    r = _radius_replicates(d_a, weights, seeds_a) + _radius_replicates(d_b, weights, seeds_b)
-    return _ratio(d, r).cpu().numpy()
-
-
-def _radius_replicates(terms: torch.Tensor, weights, seeds) -> torch.Tensor:
-    """(G, B): per replicate, the largest reweighted distance to the mean over the seeds drawn."""
-    r = _bootstrap.reweighted_mean(terms, weights)  # (K, G, B)
-    if seeds is not None:
-        drawn = torch.as_tensor(np.asarray(seeds).T > 0, device=r.device)[:, None, :]  # (K, 1, B)
-        r = torch.where(drawn, r, torch.zeros_like(r))
-    return r.max(0).values
+    """Bootstrap replicates (G, B) of :func:`normalized_distance` over evaluation samples and seeds, the
+    mean trajectories recomputed in every replicate (:func:`pair_replicates`)."""
+    return pair_replicates(family_a, family_b, weights, seeds_a, seeds_b)[0]
 
 
 def tube_radius_replicates(trajectories, weights, seeds=None) -> np.ndarray:
-    """Bootstrap replicates (G, B) of :func:`tube_radius` (arithmetic mean) by reweighting each seed's
-    per-sample distances to the mean with ``weights`` (B, N); ``seeds`` (B, K) as in
-    :func:`normalized_distance_replicates`."""
-    t, _ = _family(trajectories, "trajectories", False)
-    t = t.to(torch.float64)
-    terms = reference.bhattacharyya_per_sample(t, t.mean(0, keepdim=True))  # (K, G, N)
-    return _radius_replicates(terms, weights, seeds).cpu().numpy()
+    """Bootstrap replicates (G, B) of :func:`tube_radius` (arithmetic mean): per replicate, the mean
+    trajectory of the seeds drawn (``seeds`` (B, K) counts; None: every seed once) and the largest
+    reweighted (``weights`` (B, N)) distance of a drawn seed to it."""
+    (t,) = _families(trajectories)
+    w = np.asarray(weights, dtype=np.float64)
+    out = np.empty((t.shape[1], w.shape[0]))
+    for rows, _means, (r,) in _replicate_chunks([t], w, [seeds]):
+        out[:, rows] = r.T.cpu().numpy()
+    return out
 
 
 def normalized_distance_interval(
@@ -409,7 +465,7 @@ def normalized_distance_interval(
     per-sample terms with multinomial counts instead of recomputing anything
     (:func:`normalized_distance_replicates`, :mod:`taskgeom.bootstrap`): ``n_boot`` replicates cost
     about as much as one evaluation. The mean trajectories are per-sample averages over seeds and do not
-    change under resampling of samples. Returns ``{"low", "high"}`` (float64 (G,) each, the
+    change under resampling of samples (:func:`pair_replicates` also resamples seeds). Returns ``{"low", "high"}`` (float64 (G,) each, the
     ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles). ``weights`` (B, N) replaces the random
     counts (for tests)."""
     level = check_float(level, "level")

@@ -67,9 +67,10 @@ def test_bootstrap_intervals_bracket_the_estimates(result):
     assert u["replicates"] == 100 and u["level"] == 0.95 and "seeds" in u["over"]
     for task, v in res.progress_on_union_task.items():
         iv = u["progress_on_union_task"][task]
-        assert iv["low"] <= v["mean"] <= iv["high"] and iv["low"] < iv["high"] and iv["over"].endswith("seeds")
-    for k, v in res.explained_stress.items():
-        assert u["explained_stress"][k]["low"] - 1e-9 <= v <= u["explained_stress"][k]["high"] + 1e-9
+        assert iv["low"] <= v["mean"] <= iv["high"] and iv["low"] < iv["high"] and iv["over"].endswith(f"{task}: 3)")
+    for k, v in res.explained_stress.items():  # seeds drawn twice embed duplicated points: replicates sit high
+        iv = u["explained_stress"][k]
+        assert iv["low"] <= iv["high"] and 0 <= iv["above_estimate"] <= 1 and iv["over"] == u["over"]
     for task, r in res.tube_radius.items():
         iv = u["tube_radius"][task]
         for est, lo, hi in zip(r, iv["low"], iv["high"]):
@@ -79,7 +80,7 @@ def test_bootstrap_intervals_bracket_the_estimates(result):
         lo, hi = (np.asarray(td[f"{name}_interval"][x]) for x in ("low", "high"))
         assert lo[0, 1] <= td[name][0][1] <= hi[0, 1]
     nd = res.normalized_distance_interval["b"]
-    assert nd["over"] == "evaluation samples and seeds"
+    assert nd["over"] == "evaluation samples and seeds (seeds per task: b: 3, all: 3)"
     assert [v is None for v in nd["low"]] == [v is None for v in res.normalized_distance["b"]]
 
 
@@ -90,3 +91,50 @@ def test_bootstrap_is_seeded(result):
     c = analyse(store, "toy", ["all", "b"], grid=6, n_boot=20, seed=2).uncertainty
     assert a == b and a != c
     assert analyse(store, "toy", ["all"], grid=6, n_boot=0).uncertainty == {}
+
+
+def test_embedding_holds_no_clamped_copies(result):
+    """Only the grid values a run reached are embedded; means only where every seed of the task reached."""
+    res, store = result
+    emb = res.embedding
+    keep = np.asarray(emb.embedded, dtype=bool)
+    assert keep.shape == (res.trajectories, len(res.grid)) and not keep.all() and keep.any(1).all()
+    assert res.to_json()["embedded_points"] == keep.sum() == len(emb.coords)
+    seeds = [ln for ln in emb.lines if not ln.mean]
+    for i, ln in enumerate(seeds):
+        assert [p["progress"] for p in ln.points] == [g for g, k in zip(res.grid, keep[i]) if k]
+        np.testing.assert_array_equal(emb.trajectory_coords(i), [p["xyz"] for p in ln.points])
+        prog = np.asarray(emb.keys[i][2])
+        assert all(prog.min() - 1e-9 <= p["progress"] <= prog.max() + 1e-9 for p in ln.points)
+    for ln in (ln for ln in emb.lines if ln.mean):
+        assert [p["progress"] for p in ln.points] == [g for g, k in zip(res.grid, res.reached[ln.task]) if k]
+
+
+def test_progress_at_initialisation_and_gain(result):
+    res, store = result
+    from taskgeom import geometry
+
+    labels = store.eval_set("toy").labels
+    for task in ("all", "b"):
+        first = [float(geometry.progress(np.asarray(t.probs[0]), labels)) for t in store.select(task=task)]
+        assert res.progress_at_init[task]["seeds"] == pytest.approx(first)
+        gain = np.asarray(res.progress_on_union_task[task]["seeds"]) - np.asarray(first)
+        assert res.progress_gain[task]["seeds"] == pytest.approx(gain.tolist())
+        u = res.uncertainty
+        assert (
+            u["progress_at_init"][task]["low"]
+            <= res.progress_at_init[task]["mean"]
+            <= u["progress_at_init"][task]["high"]
+        )
+        assert u["progress_gain"][task]["low"] <= res.progress_gain[task]["mean"] <= u["progress_gain"][task]["high"]
+    assert len(res.per_class_progress_at_init["b"]) == C
+
+
+def test_task_pairs_are_compared_over_one_common_range(result):
+    res, _ = result
+    td = res.task_distances
+    lo, hi = td["progress_compared"]
+    # the range every seed of every task reaches: from the highest start to the lowest end
+    starts = [min(k[2]) for k in res.embedding.keys]
+    ends = [max(k[2]) for k in res.embedding.keys]
+    assert lo == pytest.approx(max(starts)) and hi == pytest.approx(min(ends))

@@ -48,13 +48,25 @@ def test_reweighting_equals_recomputation_on_resampled_samples():
         )
 
 
-def test_seed_counts_drop_seeds_from_the_tube_radius():
+def test_seed_replicates_equal_recomputation_on_the_seeds_drawn():
+    """A replicate that draws seeds (2, 1, 0) and resamples samples is the statistic recomputed on that
+    family (seed 0 twice, seed 1 once, seed 2 left out) and those samples: means recomputed, not held."""
     fam, _ = _family()
-    ones = np.ones((1, fam.shape[2]))
-    only_first = tg.trajectories.tube_radius_replicates(fam, ones, seeds=np.array([[3, 0, 0]]))[:, 0]
-    d0 = np.asarray(tg.bhattacharyya(fam[0], fam.mean(0)))
-    np.testing.assert_allclose(only_first, d0, rtol=1e-12)
-    assert (bs.seed_weights(2, 4, 0) == 1).all() and bs.seed_weights(3, 4, 0).sum(1).tolist() == [3] * 4
+    other, _ = _family(seeds=4)
+    other = other.flip(0)
+    n = fam.shape[2]
+    counts = bs.sample_weights(n, 2, np.random.default_rng(7))
+    seeds_a, seeds_b = np.array([[2, 1, 0], [1, 1, 1]]), np.array([[0, 0, 4, 0], [2, 0, 1, 1]])
+    rad = tg.trajectories.tube_radius_replicates(fam, counts, seeds=seeds_a)
+    nd, db = tg.trajectories.pair_replicates(fam, other, counts, seeds_a, seeds_b)
+    for b in range(2):
+        idx = np.repeat(np.arange(n), counts[b].astype(int))
+        fa = fam[np.repeat(np.arange(3), seeds_a[b])][:, :, idx]
+        fb = other[np.repeat(np.arange(4), seeds_b[b])][:, :, idx]
+        np.testing.assert_allclose(rad[:, b], tg.tube_radius(fa), rtol=1e-10, atol=1e-15)
+        np.testing.assert_allclose(nd[:, b], tg.normalized_distance(fa, fb), rtol=1e-9)
+        np.testing.assert_allclose(db[:, b], tg.bhattacharyya(fa.mean(0), fb.mean(0)), rtol=1e-9)
+    assert (bs.seed_weights(1, 4, 0) == 1).all() and bs.seed_weights(2, 4, 0).sum(1).tolist() == [2] * 4
 
 
 def test_interval_brackets_the_estimate_and_shrinks_with_more_samples():
@@ -87,3 +99,21 @@ def test_stress_of_many_points_by_lanczos_matches_all_eigenvalues():
     ones = np.ones((1, 30))
     chi = tg.inpca(reference.pairwise_distances(pts)).explained_stress()[:5]
     np.testing.assert_allclose(bs.stress_replicates(pts, ones, k=5)[0], chi, atol=1e-9)
+
+
+def test_stress_replicates_with_an_index_equal_the_embedding_of_those_points():
+    """A replicate's ``index`` (points repeated as their seed is drawn) is the embedding recomputed on the
+    resampled samples of exactly those points."""
+    fam, _ = _family()
+    n = fam.shape[2]
+    pts = fam.reshape(-1, n, fam.shape[3])
+    counts = bs.sample_weights(n, 2, np.random.default_rng(3))
+    index = [np.r_[0:7, 0:7, 14:21], np.r_[7:21]]
+    got = bs.stress_replicates(pts, counts, k=3, index=index)
+    for b in range(2):
+        idx = np.repeat(np.arange(n), counts[b].astype(int))
+        sub = pts[index[b]][:, idx]
+        chi = tg.inpca(reference.pairwise_distances(sub)).explained_stress()[:3]
+        np.testing.assert_allclose(got[b], chi, atol=1e-9)
+    with pytest.raises(ValueError, match="one array of point indices per replicate"):
+        bs.stress_replicates(pts, counts, k=3, index=index[:1])

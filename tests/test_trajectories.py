@@ -214,3 +214,15 @@ def test_progress_grid_spans_only_reached_progress():
     for t in (traj_a, traj_b):
         _, info = tg.reindex(t, y, grid=shared, return_info=True)
         assert info["inside"].all()
+
+
+def test_riemann_length_density_thins_checkpoints_and_never_lengthens():
+    run, _ = training_run(n=60, c=4, steps=9, seed=2)
+    d = tg.trajectories.riemann_length_density(run, strides=(1, 2, 3, 8))
+    assert d[1] == pytest.approx(tg.riemann_length(run))
+    assert d[2] == pytest.approx(tg.riemann_length(run[[0, 2, 4, 6, 8]]))
+    assert d[3] == pytest.approx(tg.riemann_length(run[[0, 3, 6, 8]]))
+    assert d[8] == pytest.approx(tg.riemann_length(run[[0, 8]]))
+    assert d[1] >= d[2] - 1e-12 and d[1] >= d[3] - 1e-12 and d[8] <= min(d[2], d[3]) + 1e-12
+    with pytest.raises(ValueError, match="stride"):
+        tg.trajectories.riemann_length_density(run, strides=(0,))
