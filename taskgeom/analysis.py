@@ -472,7 +472,7 @@ def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, lab
         "explained_stress": {
             str(k): {
                 **_bootstrap.summary(chi[:, k - 1], boot.level),
-                # replicates that draw a seed twice embed its points twice, which raises explained stress
+                # the share of replicates above the estimate (a seed drawn twice embeds its points twice)
                 "above_estimate": float(np.mean(chi[:, k - 1] > res.explained_stress[str(k)])),
                 "over": boot.over(),
             }
