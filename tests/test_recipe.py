@@ -244,8 +244,9 @@ def test_out_of_range_settings_fail_before_the_cli_opens_the_store(tmp_path, cap
 
     store = tmp_path / "st"
     for flag, value in (("--lr-end", "2"), ("--lr-start", "1.5"), ("--bn-momentum", "2"), ("--warmup", "1.5")):
-        rc = main(["train", "--data", "digits", "--task", "all", "--epochs", "1", "--store", str(store), flag, value])
-        assert rc == 2
+        with pytest.raises(SystemExit) as exc:  # a usage error (exit status 2), found by the option's own range
+            main(["train", "--data", "digits", "--task", "all", "--epochs", "1", "--store", str(store), flag, value])
+        assert exc.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and flag in err[0], err
         assert not store.exists()  # nothing was created

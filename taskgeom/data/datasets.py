@@ -62,7 +62,9 @@ class DataConfig:
         "e.g. WordNet ids such as n02084071) or indices",
         metavar="FILE",
     )
-    test_fraction: float = option(0.35, "digits: held-out fraction used as the evaluation set")
+    test_fraction: float = option(
+        0.35, "digits: held-out fraction used as the evaluation set (in (0, 1))", above=0.0, below=1.0
+    )
     train_per_class: int = option(
         0, "cifar10, imagefolder, beton: training images per class, a class-balanced subset (0: all 5,000)", minimum=0
     )

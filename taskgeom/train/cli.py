@@ -11,6 +11,7 @@ from .. import config as _config
 from ..data import datasets
 from .config import TrainConfig, apply_preset
 from .loop import check_config, train
+from .state import check_state_file
 
 __all__ = ["add_parser", "add_sweep_parser"]
 
@@ -78,7 +79,7 @@ def add_sweep_parser(sub) -> None:
     p.add_argument("--address", default=None, help="ray: the cluster's address (default: start a local Ray)")
     p.add_argument(
         "--workers",
-        type=_cliutil._int,
+        type=_cliutil.positive_int,
         default=1,
         help="local: runs trained at once, each in its own process (several small models share one GPU) "
         "(default: %(default)s)",
@@ -106,15 +107,30 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def settings(args) -> tuple:
+    """The data settings and one TrainConfig per seed of parsed ``taskgeom train`` options, each checked with
+    the rules every route shares (:meth:`TrainConfig.validate`, presets applied first); a setting out of its
+    range is a usage error (exit status 2) naming the option."""
+    try:
+        data_cfg = _config.from_args(datasets.DataConfig, args)
+        _config.check_fields(data_cfg)
+        keep = getattr(args, "_explicit", ())
+        cfgs = [apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=keep) for seed in args.seeds]
+        for cfg in cfgs:
+            check_config(cfg)
+    except ValueError as exc:
+        raise _cliutil.UsageError(_cliutil.one_line(exc)) from exc
+    return data_cfg, cfgs
+
+
 def _cmd(args) -> int:
     from ..store import PredictionStore
 
-    data = datasets.load(_config.from_args(datasets.DataConfig, args))
+    data_cfg, cfgs = settings(args)  # settings out of range fail first, before the data are read
+    data = datasets.load(data_cfg)
     data.task(args.task)  # an unknown task fails here, before anything is written
-    keep = getattr(args, "_explicit", ())
-    cfgs = [apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=keep) for seed in args.seeds]
-    for cfg in cfgs:
-        check_config(cfg)  # settings out of range fail here too
+    if cfgs[0].init_from:
+        check_state_file(cfgs[0].init_from)  # so does a state file that is not one
     store = PredictionStore(args.store, create=True)
     store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
     for cfg in cfgs:

@@ -4,6 +4,7 @@ them). ``None`` means "the method's default" and is resolved, and recorded, befo
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from ..config import option
@@ -11,7 +12,7 @@ from ..data.augment import FILLS, FLIPS
 from ..imprint import HEADS
 from .recipe import CONV_INITS
 
-__all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset"]
+__all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset", "validate"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
@@ -123,18 +124,22 @@ class TrainConfig:
         "fast recipes'); both start with `warmup` of linear warm-up",
         choices=("cosine", "triangle"),
     )
-    warmup: float = option(0.0, "fraction of the steps of linear learning-rate warm-up from 0", minimum=0.0)
+    warmup: float = option(
+        0.0, "fraction of the steps of linear learning-rate warm-up from 0 (in [0, 1))", minimum=0.0, below=1.0
+    )
     lr_start: float = option(
         0.0,
         "where the warm-up (--warmup) starts, as a fraction of the peak learning rate (in [0, 1]; without a "
         "warm-up the first step is at the peak)",
         minimum=0.0,
+        maximum=1.0,
     )
     lr_end: float = option(
         0.0,
         "where the decay ends, as a fraction of the peak learning rate, reached at the end of the last step (in "
         "[0, 1]; the last step itself runs one step's decay above it)",
         minimum=0.0,
+        maximum=1.0,
     )
     weight_decay: float = option(
         1e-5, "weight decay (sgd; on normalisation parameters and biases only with --norm-weight-decay)", minimum=0.0
@@ -156,7 +161,7 @@ class TrainConfig:
         "(other networks have no such stem and ignore it)",
         minimum=0.0,
     )
-    momentum: float = option(0.9, "sgd: Nesterov momentum (the fast recipes': 0.85)", minimum=0.0)
+    momentum: float = option(0.9, "sgd: Nesterov momentum, in [0, 1) (the fast recipes': 0.85)", minimum=0.0, below=1.0)
     bn_scale: bool = option(
         True, "train BatchNorm's scales (false: frozen at 1, only its shifts learn, as in the fast recipes)"
     )
@@ -165,6 +170,7 @@ class TrainConfig:
         "BatchNorm's running-statistics momentum, PyTorch's convention: the weight of each new batch (the fast "
         "recipes': 0.4, their 0.6 being the weight kept on the old statistics)",
         minimum=0.0,
+        maximum=1.0,
     )
     conv_init: str = option(
         "kaiming",
@@ -181,8 +187,10 @@ class TrainConfig:
         "lookahead_decay, and the last step always updates (the fast recipes': every 5 steps, 0.95^5)",
         minimum=0,
     )
-    lookahead_decay: float = option(0.95**5, "lookahead: the decay reached at the last step", minimum=0.0)
-    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy", minimum=0.0)
+    lookahead_decay: float = option(
+        0.95**5, "lookahead: the decay reached at the last step (in [0, 1])", minimum=0.0, maximum=1.0
+    )
+    label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (in [0, 1))", minimum=0.0, below=1.0)
     checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
     init_seed: int | None = option(
@@ -201,12 +209,17 @@ class TrainConfig:
     shot: int = option(5, "protonet: support samples per class", minimum=1)
     query: int = option(10, "protonet: query samples per class", minimum=1)
     episodes_per_epoch: int = option(100, "protonet: episodes per epoch", minimum=1)
-    temperature: float = option(0.5, "simclr: NT-Xent temperature", minimum=0.0)
+    temperature: float = option(0.5, "simclr: NT-Xent temperature (> 0)", above=0.0)
     barlow_lambda: float = option(5e-3, "barlow: weight of the off-diagonal terms", minimum=0.0)
-    crop_scale: tuple[float, float] = option((0.2, 1.0), "simclr / barlow: area range of random-resized crops")
+    crop_scale: tuple[float, float] = option(
+        (0.2, 1.0),
+        "simclr / barlow: area range of random-resized crops (low <= high, in (0, 1])",
+        above=0.0,
+        maximum=1.0,
+    )
     projection_dim: int = option(128, "simclr / barlow: projection head outputs", minimum=1)
     labelled: int = option(2500, "fixmatch: labelled subset size", minimum=1)
-    threshold: float = option(0.95, "fixmatch: pseudo-label confidence threshold", minimum=0.0)
+    threshold: float = option(0.95, "fixmatch: pseudo-label confidence threshold (in [0, 1])", minimum=0.0, maximum=1.0)
     unlabelled_ratio: int = option(
         7,
         "fixmatch: unlabelled images per labelled image in a step (mu; batch_size is the labelled batch, an epoch "
@@ -257,7 +270,9 @@ class TrainConfig:
         minimum=8,
     )
     res_ramp: tuple[int, int] = option(
-        (29, 34), "imagefolder / beton: first and last epoch of progressive resizing (FFCV's ImageNet recipe)"
+        (29, 34),
+        "imagefolder / beton: first and last epoch of progressive resizing (FFCV's ImageNet recipe; first <= last)",
+        minimum=0,
     )
     state_dir: str | None = option(None, "where resumable training state is kept; none: <store>/state", metavar="PATH")
     keep_states: bool = option(False, "also keep the weights of every recorded checkpoint (<id>_ckpt<k>.pt)")
@@ -267,6 +282,40 @@ class TrainConfig:
         "<store>/metrics/<id>.jsonl and, when tensorboard is installed, <store>/tensorboard/<id>",
         minimum=1,
     )
+
+    def validate(self) -> TrainConfig:
+        """Raise a one-line ValueError naming the setting and its option for any value of the wrong type or
+        out of its range; returns the config. The one set of rules of every route: the Python API
+        (:func:`taskgeom.train.train` calls it first), ``taskgeom train``, sweep files and presets."""
+        validate(self)
+        return self
+
+
+def validate(cfg: TrainConfig) -> None:
+    """:meth:`TrainConfig.validate`: each field's declared type, range and choices
+    (:func:`taskgeom.config.check_fields`), then the rules that tie fields together."""
+    from ..config import check_fields
+
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    check_fields(cfg, open_choices=("method", "arch"))  # registries: checked where they are used
+
+    def bad(name, what):
+        return ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(cfg, name)!r}")
+
+    arch_choices = dict((f.name, f.metadata["choices"]) for f in dataclasses.fields(TrainConfig))["arch"]
+    if cfg.arch.lower() not in arch_choices and not re.fullmatch(r"wrn-\d+-\d+", cfg.arch.lower()):
+        raise bad("arch", f"one of {', '.join(arch_choices)} (or wrn-<depth>-<width>)")
+    if cfg.crop_scale[0] > cfg.crop_scale[1]:
+        raise bad("crop_scale", "a range low <= high")
+    if cfg.res_ramp[0] > cfg.res_ramp[1]:
+        raise bad("res_ramp", "first <= last epoch")
+    if cfg.min_res is not None and cfg.min_res > cfg.resolution:
+        raise ValueError(
+            f"min_res ({cfg.min_res}) must not exceed resolution ({cfg.resolution}) (--min-res, --resolution)"
+        )
+    if cfg.init_from is not None and not cfg.init_from:
+        raise bad("init_from", "a file name (none: no saved state)")
 
 
 def apply_preset(cfg: TrainConfig, keep=()) -> TrainConfig:

@@ -31,14 +31,14 @@ import torch
 from .. import config as _config
 from .. import seeding
 from .._provenance import code_version
-from ..data.augment import FILLS, FLIPS, normalize
+from ..data.augment import normalize
 from ..data.loader import DeviceLoader
 from ..data.stream import resolution_at
 from ..imprint import imprint
 from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method
-from .recipe import CONV_INITS, Lookahead
+from .recipe import Lookahead
 from .state import copy_state, load_state, save_state
 
 __all__ = ["train", "check_config", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
@@ -411,21 +411,14 @@ def _parts(train_data, eval_data, method, cfg):
 
 
 def check_config(cfg: TrainConfig) -> None:
-    """Raise a one-line ValueError (naming the setting and its option) for settings out of their range,
-    before anything is created: ``taskgeom train`` calls it before it opens the store, :func:`train` first."""
-
-    def bad(name, what):
-        return ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(cfg, name)!r}")
-
+    """Raise a one-line ValueError (naming the setting and its option) for settings of the wrong type or out
+    of their range, before anything is created: :meth:`TrainConfig.validate`, the rules of every route
+    (``taskgeom train`` and sweeps call it before they open a store, :func:`train` first), and the method's
+    name."""
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"expected a TrainConfig, got {type(cfg).__name__}")
+    cfg.validate()
     get_method(cfg.method)  # an unknown method
-    if not 0.0 <= cfg.warmup < 1.0:
-        raise bad("warmup", "a fraction of the steps in [0, 1)")
-    for name, choices in (("crop_fill", FILLS), ("flip", FLIPS), ("conv_init", CONV_INITS)):
-        if getattr(cfg, name) not in choices:
-            raise bad(name, f"one of {', '.join(choices)}")
-    for name in ("bn_momentum", "lookahead_decay", "lr_start", "lr_end"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise bad(name, "in [0, 1]")
 
 
 def train(

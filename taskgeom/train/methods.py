@@ -111,7 +111,8 @@ class Finetune(Method):
         if not cfg.init_from:
             raise ValueError("method 'finetune' needs init_from (a saved training state)")
         model = super().build(cfg, n_classes, in_channels, device)
-        src = load_state(cfg.init_from)["model"]
+        state = load_state(cfg.init_from)  # a training state, or a plain state dict of the network
+        src = state["model"] if isinstance(state.get("model"), dict) else state
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
         return model

@@ -23,9 +23,11 @@ torch threads as CPUs they asked for, so a run computes the same on either engin
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import itertools
 import json
+import math
 import os
 from dataclasses import fields
 from pathlib import Path
@@ -33,31 +35,102 @@ from pathlib import Path
 from .. import config as _config
 from ..data import datasets
 from .config import TrainConfig, apply_preset
+from .loop import check_config
 
-__all__ = ["load_sweep", "expand", "run_sweep", "Run"]
+__all__ = ["load_sweep", "check_spec", "expand", "run_sweep", "Run"]
 
 _KEYS = {"data", "tasks", "methods", "seeds", "archs", "grid", "fixed", "resources"}
+_RESOURCES = {"num_cpus", "num_gpus"}
+#: settings the sweep's own lists give (a value in ``fixed`` or ``grid`` would be overridden without a word)
+_LISTED = {"seed": "seeds", "method": "methods", "arch": "archs"}
 
 
-def load_sweep(path) -> dict:
-    """A sweep file (YAML or JSON), checked for unknown keys and TrainConfig fields."""
+def _unknown(key: str, known, where: str) -> ValueError:
+    """A one-line error for an unknown key, with the nearest known one as a suggestion."""
+    close = difflib.get_close_matches(str(key), sorted(known), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return ValueError(f"{where}unknown key {key!r} ({hint}known: {', '.join(sorted(known))})")
+
+
+def _parse(path) -> object:
     text = Path(path).read_text()
     if str(path).endswith((".yaml", ".yml")):
         import yaml
 
-        spec = yaml.safe_load(text)
-    else:
-        spec = json.loads(text)
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+            what = getattr(exc, "problem", None) or type(exc).__name__
+            raise ValueError(f"{path}: not valid YAML ({where}{' '.join(str(what).split())})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}; YAML files end in .yaml)"
+        ) from None
+
+
+def check_spec(spec, where: str = "") -> list:
+    """Raise a one-line ValueError (prefixed with ``where``) for anything wrong in a sweep: unknown keys (with
+    a suggestion), values of the wrong kind, data settings or training settings outside the rules every route
+    shares (:func:`taskgeom.config.check_fields`, :meth:`TrainConfig.validate`); returns the runs
+    (:func:`expand`)."""
     if not isinstance(spec, dict):
-        raise ValueError(f"{path}: expected a mapping with keys {sorted(_KEYS)}")
-    unknown = set(spec) - _KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)} (known: {sorted(_KEYS)})")
+        raise ValueError(f"{where}expected a mapping with keys {', '.join(sorted(_KEYS))}, got {type(spec).__name__}")
+    for key in spec:
+        if key not in _KEYS:
+            raise _unknown(key, _KEYS, where)
+    for key, kind in (("tasks", str), ("methods", str), ("archs", str), ("seeds", int)):
+        v = spec.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, list) or not v:
+            raise ValueError(f"{where}{key} must be a non-empty list, e.g. {key}: [{'0' if kind is int else 'all'}]")
+        for x in v:
+            if not isinstance(x, kind) or isinstance(x, bool):
+                raise ValueError(f"{where}{key}: {x!r} is not a {'whole number' if kind is int else 'name'}")
+    for key in ("data", "grid", "fixed", "resources"):
+        if spec.get(key) is not None and not isinstance(spec[key], dict):
+            raise ValueError(f"{where}{key} must be a mapping, e.g. {key}: {{...}}, got {spec[key]!r}")
     names = {f.name for f in fields(TrainConfig)}
     for key in ("grid", "fixed"):
-        bad = set(spec.get(key) or {}) - names
-        if bad:
-            raise ValueError(f"{path}: {key}: {sorted(bad)} are not TrainConfig fields")
+        for name, value in (spec.get(key) or {}).items():
+            if name in _LISTED:
+                raise ValueError(f"{where}{key}: {name} is set by the sweep's {_LISTED[name]} list; give it there")
+            if name not in names:
+                raise _unknown(name, names, f"{where}{key}: ")
+            if key == "grid" and (not isinstance(value, list) or not value):
+                raise ValueError(f"{where}grid: {name} must be a non-empty list of values, got {value!r}")
+    data = spec.get("data") or {}
+    data_names = {f.name for f in fields(datasets.DataConfig)}
+    for name in data:
+        if name not in data_names:
+            raise _unknown(name, data_names, f"{where}data: ")
+    try:
+        _config.check_fields(datasets.DataConfig(**data))
+    except ValueError as exc:
+        raise ValueError(f"{where}data: {exc}") from None
+    res = spec.get("resources") or {}
+    for name, value in res.items():
+        if name not in _RESOURCES:
+            raise _unknown(name, _RESOURCES, f"{where}resources: ")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{where}resources: {name} must be a finite number >= 0, got {value!r}")
+    if "num_cpus" in res and res["num_cpus"] < 1:
+        raise ValueError(f"{where}resources: num_cpus must be at least 1 (threads of a run), got {res['num_cpus']!r}")
+    try:
+        return expand(spec)
+    except ValueError as exc:
+        raise ValueError(f"{where}{exc}") from None
+
+
+def load_sweep(path) -> dict:
+    """A sweep file (YAML or JSON), checked whole (:func:`check_spec`): every error is one line naming the
+    file."""
+    spec = _parse(path)
+    check_spec(spec, f"{path}: ")
     return spec
 
 
@@ -76,11 +149,16 @@ def expand(spec: dict) -> list[Run]:
         spec.get("archs") or ["small-cnn"],
         itertools.product(*(grid[k] for k in keys)),
     ):
-        cfg = TrainConfig(
-            **{**(spec.get("fixed") or {}), **dict(zip(keys, values)), "method": method, "seed": seed, "arch": arch}
-        )
+        settings = {**(spec.get("fixed") or {}), **dict(zip(keys, values))}
+        cfg = TrainConfig(**{**settings, "method": method, "seed": seed, "arch": arch})
         given = {"seed"} | {k for k in ("method", "arch") if spec.get(k + "s")}
         cfg = apply_preset(cfg, keep=given | set(spec.get("fixed") or {}) | set(keys))  # a `preset` fills the rest
+        try:
+            check_config(cfg)  # the rules of every route (API, command line, presets)
+        except ValueError as exc:
+            shown = ", ".join(f"{k}={v!r}" for k, v in dict(zip(keys, values)).items())
+            run = f"run task={task!r} method={method!r} seed={seed!r} arch={arch!r}" + (f" {shown}" if shown else "")
+            raise ValueError(f"{run}: {exc}") from None
         ident = json.dumps([task, _config.to_dict(cfg)], sort_keys=True)
         rid = f"{task}-{cfg.method}-{cfg.arch}-s{seed}-" + hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
         runs.append({"id": rid.replace("/", "_"), "task": task, "config": cfg})
@@ -148,21 +226,25 @@ def run_sweep(
     share the device, which keeps it busy when one small model alone would leave it idle."""
     from ..shards import merge_stores
 
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
+    runs = check_spec(spec)  # every run's settings checked before anything is written
     out = Path(out).resolve()  # absolute: Ray workers run elsewhere
     (out / "shards").mkdir(parents=True, exist_ok=True)
-    runs = expand(spec)
     data_spec = dict(spec.get("data") or {})
-    datasets.DataConfig(**data_spec)  # unknown data fields fail here, before any run starts
     res = dict(spec.get("resources") or {})
     threads = int(res.get("num_cpus", 1) or 1)
     fault = os.environ.get("TASKGEOM_FAULT_KILL_WORKER_ONCE")
     shards = [str(out / "shards" / r["id"]) for r in runs]
-    if int(workers) < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
     if engine == "local" and int(workers) > 1:
         _in_processes(data_spec, runs, shards, threads, int(workers), progress_bar)
     elif engine == "local":
         from tqdm.auto import tqdm
+
+        for run in runs:  # an unknown task fails before any run is trained
+            _data(data_spec).task(run["task"])
 
         for run, shard in tqdm(list(zip(runs, shards)), desc="sweep runs", unit="run", disable=not progress_bar):
             _run_one(data_spec, run, shard, threads)
