@@ -80,14 +80,14 @@ class WideResNet(_Classifier):
 
 
 class _BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    def __init__(self, cin: int, cout: int, stride: int, norm: str = "batch"):
         super().__init__()
-        self.c1, self.n1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
-        self.c2, self.n2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.c1, self.n1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), _norm(norm, cout)
+        self.c2, self.n2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _norm(norm, cout)
         self.short = (
             nn.Sequential()
             if cin == cout and stride == 1
-            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), _norm(norm, cout))
         )
 
     def forward(self, x):
@@ -96,14 +96,15 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet18(_Classifier):
-    """ResNet-18 with the CIFAR stem (3x3 convolution, no max-pool), for the contrastive methods."""
+    """ResNet-18 with the CIFAR stem (3x3 convolution, no max-pool), for the contrastive methods;
+    ``norm="layer"``: GroupNorm(1, C) (LayerNorm over each sample's channels and pixels) for BatchNorm."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, norm: str = "batch"):
         super().__init__()
-        layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
+        layers = [nn.Conv2d(3, 64, 3, 1, 1, bias=False), _norm(norm, 64), nn.ReLU()]
         cin = 64
         for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
-            layers += [_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)]
+            layers += [_BasicBlock(cin, cout, stride, norm), _BasicBlock(cout, cout, 1, norm)]
             cin = cout
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self._finish(layers, 512, num_classes)
@@ -209,13 +210,14 @@ class _Scale(nn.Module):
 
 
 class _FastBlock(nn.Module):
-    """conv 3 x 3, max-pool 2, BatchNorm, GELU; then a residual branch conv 3 x 3, BatchNorm, GELU."""
+    """conv 3 x 3, max-pool 2, BatchNorm (or LayerNorm), GELU; then a residual branch conv 3 x 3, BatchNorm
+    (or LayerNorm), GELU."""
 
-    def __init__(self, cin: int, cout: int):
+    def __init__(self, cin: int, cout: int, norm: str = "batch"):
         super().__init__()
         self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-        self.pool, self.n1 = nn.MaxPool2d(2), nn.BatchNorm2d(cout)
-        self.res, self.n2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout)
+        self.pool, self.n1 = nn.MaxPool2d(2), _norm(norm, cout)
+        self.res, self.n2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False), _norm(norm, cout)
 
     def forward(self, x):
         y = F.gelu(self.n1(self.pool(self.conv(x))))
@@ -228,16 +230,17 @@ class FastResNet(_Classifier):
     direction, trainable bias), then three blocks (conv 3 x 3, max-pool, BatchNorm, GELU, and a residual
     conv 3 x 3, BatchNorm, GELU) of widths ``widths``, a global max-pool and a scale of 1/8 before the
     bias-free head. About 0.16 GMAC per 32 x 32 image; meant for many short runs (about ten epochs each,
-    batches of 1,024)."""
+    batches of 1,024). ``norm="layer"``: GroupNorm(1, C) (LayerNorm over each sample's channels and pixels)
+    for every BatchNorm (Results 4 and 6 use LayerNorm, Appendix A)."""
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths=(64, 256, 256)):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, widths=(64, 256, 256), norm: str = "batch"):
         super().__init__()
         patch = in_channels * 4
         self.whiten = nn.Conv2d(in_channels, 2 * patch, 2, padding=0, bias=True)
         layers: list = [self.whiten, nn.GELU()]
         cin = 2 * patch
         for w in widths:
-            layers.append(_FastBlock(cin, w))
+            layers.append(_FastBlock(cin, w, norm))
             cin = w
         layers += [nn.AdaptiveMaxPool2d(1), nn.Flatten(), _Scale(1 / 8)]
         self._finish(layers, cin, num_classes)
@@ -267,16 +270,18 @@ class FastResNet(_Classifier):
 
 
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """``"wrn-16-4"`` (``norm=`` "batch" | "layer"), ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``,
-    ``"fast-resnet"``."""
+    """``"wrn-16-4"``, ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``, ``"fast-resnet"``; every one
+    but resnet50 takes ``norm=`` "batch" | "layer" (LayerNorm as GroupNorm(1, C))."""
     name = name.lower()
     if name.startswith("wrn-"):
         depth, width = (int(v) for v in name[4:].split("-"))
         return WideResNet(num_classes, depth, width, **kwargs)
     if name == "resnet18":
-        return ResNet18(num_classes)
+        return ResNet18(num_classes, **kwargs)
     if name == "resnet50":
-        return ResNet50(num_classes)
+        if kwargs.pop("norm", "batch") != "batch":
+            raise ValueError("resnet50 has BatchNorm only (norm='batch')")
+        return ResNet50(num_classes, **kwargs)
     if name == "small-cnn":
         return SmallCNN(num_classes, **kwargs)
     if name == "fast-resnet":

@@ -66,3 +66,23 @@ def test_fast_resnet_whitening_stem_and_shapes():
     cov = torch.cov(r.T)
     torch.testing.assert_close(cov, torch.eye(12, dtype=torch.float64), atol=0.05, rtol=0)
     torch.testing.assert_close(m.whiten.weight[12:], -m.whiten.weight[:12])
+
+
+@pytest.mark.parametrize("name", ["small-cnn", "fast-resnet", "resnet18", "wrn-10-1"])
+def test_every_family_architecture_has_layer_norm(name):
+    """norm="layer" (GroupNorm(1, C)) for every architecture the family scripts may use (issue 29); the
+    BatchNorm default builds the same weights as before."""
+    kw = {"in_channels": 3} if name in ("small-cnn", "fast-resnet") else {}
+    torch.manual_seed(0)
+    m = build_model(name, 10, norm="layer", **kw)
+    assert any(isinstance(x, torch.nn.GroupNorm) for x in m.modules())
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
+    loss = m(torch.randn(2, 3, 32, 32)).sum()
+    loss.backward()
+    torch.manual_seed(0)
+    a = build_model(name, 10, **kw)
+    torch.manual_seed(0)
+    b = build_model(name, 10, norm="batch", **kw)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(ValueError, match="resnet50"):
+        build_model("resnet50", 10, norm="layer")

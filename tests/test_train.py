@@ -317,3 +317,63 @@ def test_fixmatch_unlabelled_batches_are_mu_times_the_labelled_ones(tmp_path):
     # an epoch is one pass over the unlabelled images: 1,200 / 112 -> 10 full batches
     _, traj = run(tmp_path, "fixmatch", batch_size=16, unlabelled_ratio=7)
     assert traj.checkpoints[-1]["step"] == 10
+
+
+def test_checkpoint_every_spaces_checkpoints_in_proportion_to_steps(tmp_path):
+    """checkpoint_every: the same dense start for every run, then every k-th step (issue 29); 0, the default,
+    keeps the geometric count of runs recorded before it existed, and such runs resume as they were."""
+    from taskgeom.train import checkpoint_steps, identity
+    from taskgeom.train.loop import _as_recorded
+
+    assert checkpoint_steps(196, 16, 0) == checkpoint_steps(196, 16)  # the default: unchanged
+    short, long = checkpoint_steps(196, 16, 50), checkpoint_steps(5000, 16, 50)
+    assert short == [0, 1, 3, 6, 12, 25, 50, 100, 150, 196]
+    assert long[:7] == short[:7] and long[-1] == 5000 and all(b - a == 50 for a, b in zip(long[6:-1], long[7:-1]))
+    assert len(long) - 5 == 5000 // 50 + 1  # in proportion to the steps beyond the start (0, 50, ..., 5000)
+    assert checkpoint_steps(3, 16, 8) == [0, 1, 2, 3]
+    # a trajectory recorded before the setting existed (no checkpoint_every in its config) still matches
+    ident = identity(TrainConfig(arch="small-cnn"))
+    old = {k: v for k, v in ident.items() if k not in ("checkpoint_every", "labelled_draw")}
+    assert _as_recorded(ident, old) == old
+    assert "checkpoint_every" in _as_recorded(identity(TrainConfig(checkpoint_every=5)), old)
+    _, traj = run(tmp_path, "supervised", epochs=2, checkpoint_every=4)  # 18 full batches an epoch
+    steps = [c["step"] for c in traj.checkpoints]
+    assert steps == checkpoint_steps(36, 3, 4) == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+
+
+def test_fixmatch_balanced_labelled_subset_is_seeded_and_per_class():
+    from taskgeom.train.methods import labelled_subset
+
+    labels = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
+    cfg = TrainConfig(method="fixmatch", labelled=100, labelled_draw="balanced")
+    a = labelled_subset(labels, cfg, np.random.default_rng(3))
+    b = labelled_subset(labels, cfg, np.random.default_rng(3))
+    np.testing.assert_array_equal(a, b)  # seeded
+    assert len(set(a.tolist())) == 100 and np.bincount(labels[a], minlength=10).tolist() == [10] * 10
+    assert not np.array_equal(a, labelled_subset(labels, cfg, np.random.default_rng(4)))
+    rnd = labelled_subset(labels, TrainConfig(method="fixmatch", labelled=100), np.random.default_rng(3))
+    assert len(set(rnd.tolist())) == 100  # the draw of runs recorded before (random: not balanced)
+    for bad in (105, 510):  # not a multiple of the classes; more than the smallest class holds
+        with pytest.raises(ValueError, match="labelled"):
+            labelled_subset(
+                labels, TrainConfig(method="fixmatch", labelled=bad, labelled_draw="balanced"), np.random.default_rng(0)
+            )
+
+
+@pytest.mark.parametrize("arch", ["small-cnn", "fast-resnet"])
+def test_layer_norm_builds_and_trains_a_step(tmp_path, arch):
+    from taskgeom.train import get_method
+
+    cfg = TrainConfig(arch=arch, norm="layer")
+    model = get_method("supervised").build(cfg, 10, 3, torch.device("cpu"))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "GroupNorm" in kinds and "BatchNorm2d" not in kinds
+    rng = np.random.default_rng(0)  # 32 x 32 images (fast-resnet pools 8 x 8 digits away)
+    x, y = rng.integers(0, 256, (200, 32, 32, 3), dtype=np.uint8), np.arange(200) % 10
+    store = PredictionStore(tmp_path / "ln", create=True)
+    store.add_eval_set("e", y[:40])
+    cfg = TrainConfig(
+        arch=arch, norm="layer", epochs=1, batch_size=50, checkpoints=3, imprint_samples=100, device="cpu"
+    )
+    traj = train(cfg, list(range(10)), (x, y), (x[:40], y[:40]), store, "e", "all", progress_bar=False)
+    assert traj.config["norm"] == "layer" and traj.checkpoints[-1]["step"] == 4 and len(traj.checkpoints) >= 3

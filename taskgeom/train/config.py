@@ -191,7 +191,17 @@ class TrainConfig:
         0.95**5, "lookahead: the decay reached at the last step (in [0, 1])", minimum=0.0, maximum=1.0
     )
     label_smoothing: float = option(0.0, "label smoothing of the cross-entropy (in [0, 1))", minimum=0.0, below=1.0)
-    checkpoints: int = option(40, "recorded checkpoints, geometric in steps (dense early)", minimum=2)
+    checkpoints: int = option(
+        40, "recorded checkpoints, geometric in steps (dense early); ignored with --checkpoint-every", minimum=2
+    )
+    checkpoint_every: int = option(
+        0,
+        "steps between recorded checkpoints (0: --checkpoints of them, geometric in steps, the count the same "
+        "whatever the run's length); k > 0: steps 0, 1, 2, 4, ... below k (a dense geometric start, the same "
+        "for every run) then every k-th step and the last, so that runs of any length have the same density "
+        "of checkpoints per training step",
+        minimum=0,
+    )
     seed: int = option(0, "seed of initialisation, data order and every augmentation", minimum=0)
     init_seed: int | None = option(
         None,
@@ -219,6 +229,13 @@ class TrainConfig:
     )
     projection_dim: int = option(128, "simclr / barlow: projection head outputs", minimum=1)
     labelled: int = option(2500, "fixmatch: labelled subset size", minimum=1)
+    labelled_draw: str = option(
+        "random",
+        "fixmatch: how the labelled subset is drawn (from the run's seed): random (uniform over the task's "
+        "images, as runs before this setting) or balanced (labelled / classes images of every class, "
+        "labelled a multiple of the task's classes)",
+        choices=("random", "balanced"),
+    )
     threshold: float = option(0.95, "fixmatch: pseudo-label confidence threshold (in [0, 1])", minimum=0.0, maximum=1.0)
     unlabelled_ratio: int = option(
         7,

@@ -44,8 +44,17 @@ from .state import copy_state, load_state, save_state
 __all__ = ["train", "check_config", "checkpoint_steps", "resolve_device", "identity", "lr_factor"]
 
 
-def checkpoint_steps(total: int, count: int) -> list[int]:
-    """``count`` distinct steps in [0, total], geometrically spaced: dense early, sparse late."""
+def checkpoint_steps(total: int, count: int, every: int = 0) -> list[int]:
+    """The steps in [0, total] at which a run records a checkpoint (0 and ``total`` always).
+
+    ``every == 0``: ``count`` distinct steps, geometrically spaced (dense early, sparse late), the same count
+    whatever ``total`` (the behaviour of runs recorded before ``checkpoint_every`` existed). ``every > 0``:
+    a dense geometric start the same for every run, the steps ``every // 2**j`` (j = 1, 2, ...: ..., 4, 2, 1),
+    then every ``every``-th step: the same density of checkpoints per training step whatever the run's
+    length (``count`` is ignored)."""
+    if every:
+        start = {every >> j for j in range(1, every.bit_length())} - {0}
+        return sorted({s for s in start if s < total} | set(range(0, total + 1, every)) | {0, total})
     steps = np.unique(np.round(np.geomspace(1, total + 1, count * 3)).astype(int) - 1)
     idx = np.unique(np.round(np.linspace(0, len(steps) - 1, count)).astype(int))
     return sorted(set(int(s) for s in steps[idx]) | {0, total})
@@ -498,7 +507,7 @@ def _optimise(
     from tqdm.auto import tqdm
 
     cfg = run.cfg
-    schedule = checkpoint_steps(total, cfg.checkpoints)
+    schedule = checkpoint_steps(total, cfg.checkpoints, cfg.checkpoint_every)
     scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and cfg.amp_dtype == "float16")
 
     paused = [0.0]  # seconds spent recording since the last metric line (not training throughput)
@@ -522,7 +531,7 @@ def _optimise(
     bar = tqdm(
         total=total,
         initial=step,
-        desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {cfg.checkpoints} checkpoints)",
+        desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {len(schedule)} checkpoints)",
         disable=(None if progress_bar else True) if run.dist.main else True,  # None: quiet when not on a terminal
         leave=False,
         unit="step",

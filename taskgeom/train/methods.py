@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -60,13 +61,9 @@ class Method:
         return dataclasses.replace(cfg, optimizer=opt, lr=lr)
 
     def build(self, cfg, n_classes: int, in_channels: int, device) -> torch.nn.Module:
-        kwargs = (
-            {"norm": cfg.norm}
-            if cfg.arch.startswith("wrn")
-            else ({"in_channels": in_channels, "norm": cfg.norm} if cfg.arch == "small-cnn" else {})
-        )
-        if cfg.arch == "fast-resnet":
-            kwargs = {"in_channels": in_channels}
+        kwargs = {"norm": cfg.norm}  # every architecture: BatchNorm or LayerNorm (resnet50: BatchNorm only)
+        if cfg.arch in ("small-cnn", "fast-resnet"):
+            kwargs["in_channels"] = in_channels
         n_out = n_classes if self.class_head else cfg.projection_dim
         model = build_model(cfg.arch, n_out, **kwargs)
         return apply_recipe(model, cfg.bn_scale, cfg.bn_momentum, cfg.conv_init).to(device)
@@ -190,6 +187,25 @@ class BarlowTwins(_TwoViews):
         return barlow_twins(*self.views(run, xb, g), run.cfg.barlow_lambda)
 
 
+def labelled_subset(labels, cfg, rng) -> np.ndarray:
+    """FixMatch's labelled images (positions in the task's training set), drawn from ``rng`` (the run's):
+    ``labelled_draw="random"``, ``labelled`` of them uniformly (every image at most once; the draw of runs
+    recorded before the setting existed); ``"balanced"``, ``labelled / classes`` of every class (an error
+    unless ``labelled`` is a multiple of the task's classes and every class has that many images)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    if cfg.labelled_draw == "random":
+        return rng.choice(n, min(cfg.labelled, n), replace=False)
+    classes, counts = np.unique(labels, return_counts=True)
+    per, rest = divmod(cfg.labelled, len(classes))
+    if rest or per > counts.min():
+        raise ValueError(
+            f"labelled (--labelled) must be a multiple of the task's {len(classes)} classes, at most "
+            f"{len(classes) * int(counts.min())} for a balanced draw (--labelled-draw balanced), got {cfg.labelled}"
+        )
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), per, replace=False) for c in classes]))
+
+
 @register_method
 class FixMatch(Method):
     """A labelled subset (``labelled`` images, 2,500 as in the paper) with cross-entropy on batches of
@@ -205,9 +221,7 @@ class FixMatch(Method):
         return cfg.batch_size * cfg.unlabelled_ratio
 
     def prepare(self, run):
-        n = len(run.task_labels)
-        pick = run.rng.choice(n, min(run.cfg.labelled, n), replace=False)
-        run.extra["labelled"] = torch.as_tensor(pick, device=run.device)
+        run.extra["labelled"] = torch.as_tensor(labelled_subset(run.task_labels, run.cfg, run.rng), device=run.device)
 
     def batch_loss(self, run, xb, yb, g):
         cfg, loader, model = run.cfg, run.loader, run.model
