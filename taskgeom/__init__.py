@@ -6,6 +6,8 @@ lengths, tubes and InPCA embeddings of such models, on C++/OpenMP and CUDA kerne
 """
 
 from ._build import build_info
+from .analysis import PictureResult, analyse, place
+from .compare import Comparison, compare
 from .distances import pairwise_distances
 from .embedding import Embedding, InPCA, explained_stress, inpca, random_projection
 from .geometry import (
@@ -25,6 +27,7 @@ from .modelsets import ModelSet, open_models
 from .reference import BC_FLOOR, PROB_FLOOR
 from .store import PredictionStore, StoreError
 from .tiled import DistanceMatrix
+from .train.record import Recorder
 from .trajectories import (
     mean_trajectory,
     normalized_distance,
@@ -40,6 +43,12 @@ __version__ = "0.1.0"
 __all__ = [
     "BC_FLOOR",
     "PROB_FLOOR",
+    "Comparison",
+    "PictureResult",
+    "Recorder",
+    "analyse",
+    "compare",
+    "place",
     "PredictionStore",
     "StoreError",
     "Ignorance",

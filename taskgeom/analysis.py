@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import _validate, geometry, reference, trajectories
 from . import bootstrap as _bootstrap
 from . import embedding as _embedding
-from . import geometry, reference, trajectories
 
-__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "task_distances", "reached_mask"]
+__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "place", "task_distances", "reached_mask"]
 
 
 @dataclass
@@ -98,6 +98,9 @@ class PictureResult:
     seconds: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)
     report: str | None = None
+    #: what :func:`place` needs (the fitted embedding, its points, each task's mean trajectory and tube
+    #: radii on the grid); not written to results.json
+    fit: dict | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
         out = {
@@ -398,7 +401,74 @@ def analyse(
     )
     if boot.n_boot:
         res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
+    res.fit = {
+        "embedding": emb,
+        "points": flat,
+        "labels": labels,
+        "means": {t: fam.astype(np.float64).mean(0) for t, fam in families.items()},
+        "radii": {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()},
+    }
     return res
+
+
+def place(res: PictureResult, models, name: str = "placed") -> dict:
+    """Put new models (a run's checkpoints, or any models on the same evaluation set) into a picture.
+
+    ``models`` (M, N, C) (or one (N, C) model). Each gets its InPCA coordinates in the fitted embedding
+    (out of sample: :meth:`taskgeom.embedding.Embedding.transform`, the double-centred extension, exact for
+    an embedded model), its progress (eq. 4), and for every task of the picture the normalised distance
+    (Remark 5) to that task's tube at the grid value nearest its progress: ``2 d_B(model, mean) / radius``,
+    the model counted as a tube of radius 0 (None where the model's progress lies outside the progress every
+    seed of the task reached, or more than one grid step from it). Returns a JSON-ready dict with
+    ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
+    if res.fit is None:
+        raise ValueError("this result holds no fitted embedding (it was read from results.json): run analyse() again")
+    m, _ = _validate.as_tensor(models, "models")
+    if m.dim() == 2:
+        m = m.unsqueeze(0)
+    fit = res.fit
+    n, c = fit["points"].shape[1:]
+    if m.dim() != 3 or tuple(m.shape[1:]) != (n, c):
+        raise ValueError(
+            f"models must be (M, {n}, {c}) probabilities on the picture's evaluation set, got {tuple(m.shape)}"
+        )
+    _validate.check_probabilities(m, "models")  # at the tolerance of the dtype given (float16 as stored)
+    mods = m.to(torch.float32).numpy()  # as the embedded points (float32, re-indexed from the store)
+    coords = fit["embedding"].transform(_np(geometry.pairwise_distances(mods, fit["points"])))[:, :3]
+    prog = np.atleast_1d(_np(geometry.progress(mods, fit["labels"])))
+    grid = np.asarray(res.grid)
+    step = float(np.diff(grid).max()) if grid.size > 1 else 0.0
+    points = []
+    for i, (xyz, t) in enumerate(zip(coords, prog)):
+        g = int(np.argmin(np.abs(grid - t)))
+        tubes = {}
+        for task, mean in fit["means"].items():
+            ok = res.reached[task][g] and abs(grid[g] - t) <= step + 1e-12
+            if not ok:
+                tubes[task] = None
+                continue
+            d = float(geometry.bhattacharyya(mods[i], mean[g]))
+            r = float(fit["radii"][task][g])
+            tubes[task] = 2 * d / r if r > 0 else (0.0 if d == 0 else math.inf)
+        points.append({"xyz": xyz.tolist(), "progress": float(t), "normalized_distance_to_tube": tubes})
+    line = Line(
+        name,
+        None,
+        name,
+        False,
+        [
+            {
+                "xyz": p["xyz"],
+                "progress": p["progress"],
+                "epoch": None,
+                "accuracy": None,
+                "reached": True,
+                "true_progress": p["progress"],
+            }
+            for p in points
+        ],
+    )
+    return {"name": name, "points": points, "line": line}
 
 
 class _Boot:

@@ -138,3 +138,40 @@ def test_task_pairs_are_compared_over_one_common_range(result):
     starts = [min(k[2]) for k in res.embedding.keys]
     ends = [max(k[2]) for k in res.embedding.keys]
     assert lo == pytest.approx(max(starts)) and hi == pytest.approx(min(ends))
+
+
+def test_place_agrees_with_refitting_the_embedding_with_the_placed_models(result):
+    """Placing a run out of sample against fitting the embedding with it included: the coordinates agree
+    up to the out-of-sample error (measured here: Procrustes-aligned, well under the picture's spread)."""
+    from taskgeom import embedding, geometry
+    from taskgeom.analysis import place
+
+    res, store = result
+    extra = np.asarray(store.select(task="b")[0].probs, dtype=np.float32)
+    extra /= extra.sum(-1, keepdims=True)  # stored as float16: renormalised at float32
+    labels = store.eval_set("toy").labels
+    out = place(res, extra, name="b, seed 0 again")
+    pts = out["points"]
+    assert len(pts) == len(extra) and out["line"].task == "b, seed 0 again"
+    prog = np.asarray(geometry.progress(extra, labels))
+    np.testing.assert_allclose([p["progress"] for p in pts], prog, atol=1e-9)
+    # a model of the picture itself is placed exactly where it is embedded
+    fit = res.fit
+    again = place(res, fit["points"][:3])["points"]
+    np.testing.assert_allclose([p["xyz"] for p in again], np.asarray(res.embedding.coords)[:3], atol=1e-8)
+    # refit with the placed models included: compare the placed coordinates after aligning the two fits
+    allp = np.concatenate([fit["points"], extra])
+    refit = embedding.inpca(np.asarray(geometry.pairwise_distances(allp)), k=3).coords[:, :3]
+    base = np.asarray(res.embedding.coords)[:, :3]
+    a, b = refit[: len(base)], base
+    u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+    rot = u @ vt
+    placed_refit = (refit[len(base) :] - a.mean(0)) @ rot + b.mean(0)
+    err = np.linalg.norm(placed_refit - np.array([p["xyz"] for p in pts]), axis=1)
+    spread = np.linalg.norm(base - base.mean(0), axis=1).max()
+    assert err.max() < 0.1 * spread
+    # every task's tube: a number where the run's progress is inside its reached range, else None
+    assert all(set(p["normalized_distance_to_tube"]) == {"all", "b"} for p in pts)
+    assert any(v is not None for p in pts for v in p["normalized_distance_to_tube"].values())
+    with pytest.raises(ValueError, match="models must be"):
+        place(res, extra[:, :10])
