@@ -80,6 +80,10 @@ fi
 # processes sharing the GPU: 3 for the episodic part (30-image episodes leave the GPU mostly idle), else 2
 # (one fast-resnet run at batches of 1,024 keeps the GPU busy by itself; a second overlaps its recordings).
 # Several family stages in one call share what is left equally, a stage's unused time passing to the next.
+# Issue 29: r4-episodic records about 96 checkpoints for a 2-way protonet run (the same density per step
+# for every run: --checkpoint-every / --max-checkpoints), r5 trains SimCLR / Barlow 20 and FixMatch 15 epochs
+# (--ssl-epochs, --fixmatch-epochs), r7 SimCLR 20, and family A adds 3 LayerNorm all-classes runs for Result 6;
+# what does not fit the budget is skipped seed by seed and listed in results.json.
 fam_left=0
 for stage in $STAGES; do [[ $stage == family-* ]] && fam_left=$((fam_left + 1)); done
 for stage in $STAGES; do

@@ -36,7 +36,9 @@ STARTED = time.perf_counter()
 import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
+from taskgeom.bootstrap import percentile_interval, progress_replicates, sample_weights, seed_weights  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
+from taskgeom.imprint import HEADS  # noqa: E402
 from taskgeom.shards import merge_stores  # noqa: E402
 from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
 from taskgeom.train import PRESETS, TrainConfig, train  # noqa: E402
@@ -74,6 +76,17 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument(
         "--checkpoints", type=_at_least(2, int), default=16, help="checkpoints per run (default: %(default)s)"
     )
+    ap.add_argument(
+        "--checkpoint-every", type=_at_least(0, int), default=0,
+        help="steps between checkpoints, the same for every run (a dense geometric start, then uniform in steps: "
+        "the same density per training step whatever a run's length; 0: --checkpoints per run, geometric in "
+        "steps) (default: %(default)s)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--imprint-head", default="cosine-ml", choices=HEADS,
+        help="imprinted head of every run's checkpoints, the same for every family compared (default: %(default)s)",
+    )  # fmt: skip
+    ap.add_argument("--n-boot", type=_at_least(1, int), default=200, help="bootstrap replicates (default: 200)")
     ap.add_argument("--eval-samples", type=int, default=2000, help="evaluation images (default: %(default)s)")
     ap.add_argument(
         "--train-per-class", type=int, default=0, help="training images per class, 0: all (default: %(default)s)"
@@ -267,6 +280,7 @@ class Family:
     def config(self, run: Run) -> TrainConfig:
         a = self.args
         base = {**FAST, "arch": a.arch, "epochs": a.epochs, "checkpoints": a.checkpoints, "device": a.device}
+        base.update(checkpoint_every=a.checkpoint_every, imprint_head=a.imprint_head)
         base.update(imprint_samples=a.imprint_samples, seed=run.seed, state_dir=self.state_dir(run))
         if a.smoke:
             base.update(batch_size=64, lr=0.1)
@@ -395,6 +409,15 @@ class Family:
             if seeds:
                 self.trajs[g] = [self.store.trajectory(self.done[g, s]["name"]) for s in seeds]
 
+    def run_progress(self, group: str, seed: int) -> np.ndarray:
+        """One trained run's progress at every checkpoint, read from the family's store (between merges)."""
+        store = PredictionStore(self.store_path, readonly=True)
+        try:
+            p = np.asarray(store.trajectory(self.done[group, seed]["name"]).probs, dtype=np.float64)
+        finally:
+            store.close()
+        return np.asarray(tg.progress(p / p.sum(-1, keepdims=True), self.labels), dtype=np.float64)
+
     def missing(self) -> list[str]:
         """The groups planned with no trained run (no analysis without them)."""
         return [g for g in self.groups if g not in self.trajs]
@@ -455,6 +478,56 @@ class Family:
         (``taskgeom.analysis.task_distances``'s ``shared``)."""
         g = self.shared_grid(a, b)
         return None if g is None else (self.family(a, g), self.family(b, g))
+
+    def boot(self, groups, seed: int = 0) -> Boot:
+        """One bootstrap for ``groups``: sample counts (B, N) and, for each group, seed counts (B, K) (all
+        ones for a group of one run), from one seeded generator."""
+        rng = np.random.default_rng(seed)
+        w = sample_weights(len(self.labels), self.args.n_boot, rng)
+        return Boot(w, {g: seed_weights(len(self.trajs[g]), self.args.n_boot, rng) for g in groups})
+
+    def progress_summary(self, groups=None) -> dict:
+        """For each group: progress on all ten classes at initialisation (checkpoint 0), at the end and the
+        gain between them (mean, std over seeds, values), each with a 95% bootstrap interval over
+        evaluation samples and seeds (the number of seeds beside it)."""
+        groups = list(self.trajs) if groups is None else groups
+        boot = self.boot(groups, seed=1)
+        out = {}
+        for g in groups:
+            first, last = (np.stack([p[k] for p in self.probs(g)]) for k in (0, -1))  # (K, N, C)
+            reps = [boot.seed_mean(g, progress_replicates(x, self.labels, boot.w)) for x in (first, last)]
+            init = np.array([p[0] for p in self.checkpoint_progress(g)])
+            end = np.array([p[-1] for p in self.checkpoint_progress(g)])
+            out[g] = {
+                "at_init": {**summary(init), "interval": boot.interval(reps[0])},
+                "final": {**summary(end), "interval": boot.interval(reps[1])},
+                "gain": {**summary(end - init), "interval": boot.interval(reps[1] - reps[0])},
+                "over": boot.over(g),
+            }
+        return out
+
+    def riemann_density(self, group: str, tol: float) -> dict:
+        """Each run's Riemann length (eq. 6, geodesic refinement) with all its checkpoints, every 2nd and every
+        3rd (:func:`taskgeom.trajectories.riemann_length_density`), their seed summaries, and whether the
+        length has converged in the checkpoint density: halving the density changes no run's length by more
+        than ``tol`` (relative)."""
+        from taskgeom.trajectories import riemann_length_density
+
+        per_run = [riemann_length_density(p, strides=(1, 2, 3)) for p in self.probs(group)]
+        change = [abs(1.0 - r[2] / r[1]) if r[1] > 0 else 0.0 for r in per_run]
+        return {
+            "checkpoints": [len(p) for p in self.probs(group)],
+            "full": summary([r[1] for r in per_run]),
+            "half": summary([r[2] for r in per_run]),
+            "third": summary([r[3] for r in per_run]),
+            "halving_change": summary(change),
+            "tolerance": tol,
+            "converged": bool(max(change) <= tol),
+            "verdict": "converged" if max(change) <= tol else (
+                f"not converged: halving the checkpoint density changes a length by {100 * max(change):.0f}% "
+                f"(> {100 * tol:.0f}%)"
+            ),
+        }  # fmt: skip
 
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;
@@ -540,6 +613,33 @@ def _plain(x):
     if isinstance(x, float) and not np.isfinite(x):
         return None  # (strict JSON has no NaN)
     return x
+
+
+class Boot:
+    """The bootstrap of one analysis: sample counts ``w`` (B, N), seed counts ``seeds[group]`` (B, K) (all
+    ones for one seed), as :func:`taskgeom.analysis.task_distances` takes it (``n_boot``, ``level``,
+    ``over``)."""
+
+    level = 0.95
+
+    def __init__(self, w: np.ndarray, seeds: dict):
+        self.w, self.seeds, self.n_boot = w, seeds, int(w.shape[0])
+
+    def over(self, *groups: str) -> str:
+        """What an interval of ``groups`` covers, seed counts included."""
+        counts = ", ".join(f"{g}: {self.seeds[g].shape[1]}" for g in (groups or self.seeds))
+        return f"evaluation samples and seeds (seeds per group: {counts})"
+
+    def seed_mean(self, group: str, reps) -> np.ndarray:
+        """(B,) replicates of a mean over ``group``'s seeds from per-seed replicates (K, B): each replicate
+        weights the seeds by the counts it draws."""
+        s = self.seeds[group]
+        return (s.T * np.asarray(reps, dtype=np.float64)).sum(0) / s.sum(1)
+
+    def interval(self, reps) -> list:
+        """[low, high] of replicates over the last axis (95% percentile)."""
+        lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level)
+        return [np.asarray(lo).tolist(), np.asarray(hi).tolist()]
 
 
 def summary(values) -> dict:

@@ -3,18 +3,25 @@
 Runs (fast-resnet, the fast recipe of bench/bench_train.py, 5 seeds each): supervised on the CIFAR-10
 hierarchy (all, vehicles, animals, mammals, pets) and on size-matched random class subsets (random2-s0,
 random4-s0, random6-s0: the controls of pets, vehicles and mammals, animals, as the paper's random 333
-against Dogs); then fine-tuning on airplane-automobile and on bird-cat from an early, a middle and the
-final checkpoint of the supervised all-classes runs (--finetune-seeds seeds). Every checkpoint is imprinted
-onto all ten classes (the training default head) and evaluated on --eval-samples test images.
+against Dogs); supervised on all ten classes with LayerNorm ("all layer-norm", Appendix A's network for
+fine-tuning; --finetune-norm batch starts from "all" instead); then fine-tuning on airplane-automobile and
+on bird-cat from each seed's checkpoints whose progress is nearest 1/6, 1/2 and all of the way from its
+progress at initialisation to its highest ("early", "middle", "final": spaced by progress, not by
+checkpoint index) (--finetune-seeds seeds). Every checkpoint is imprinted onto all ten classes (--imprint-head,
+the same for every run) and evaluated on --eval-samples test images. Intervals are 95% bootstraps over
+evaluation samples and seeds (means recomputed in each replicate; the seeds per group beside each).
 
 Reported in results.json (and summary.png):
-* Result 1: InPCA of the mean trajectories of every task: explained stress of the top 1-3 dimensions;
-* Result 2: progress on all ten classes of each task's final models (seed mean, std), against the
-  size-matched random control, and split into the task's own (seen) and the other (unseen) classes;
-* Result 3: normalised distances between the hierarchy's tasks over the progress both reach, their rank
-  correlation with the distance in the tree and its Mantel p-value (exact over all 120 permutations);
-* Result 6: the normalised distance (Remark 5) of each fine-tuned family from the supervised one over the
-  progress both reach, with a bootstrap interval, and the progress it keeps.
+* progress on all ten classes at initialisation, at the end and gained, every group;
+* Result 1: InPCA of every run's trajectory (each over the progress all its task's seeds reach: no
+  clamped copies): explained stress of the top 1-3 dimensions;
+* Result 2: progress of each task's models as gains over initialisation (and final), against the
+  size-matched random control, and per class for the task's own (seen) and the other (unseen) classes;
+* Result 3: normalised distances between the hierarchy's tasks, every pair over one common range (the
+  progress every run of every task reaches), their rank correlation with the distance in the tree and its
+  Mantel p-value (exact over all 120 permutations);
+* Result 6: the normalised distance (Remark 5) of each fine-tuned family from the supervised one it started
+  from over the progress both reach, with a bootstrap interval, and the progress it keeps.
 
     python experiments/cifar10_family_a.py --out runs/family-a                 # GPU, CIFAR-10 in .devdata
     python experiments/cifar10_family_a.py --smoke --out /tmp/family-a-smoke    # CPU rehearsal, ~1 minute
@@ -27,7 +34,7 @@ from _family import Family, Run, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
-from taskgeom.bootstrap import percentile_interval, progress_replicates, sample_weights, stress_replicates
+from taskgeom.bootstrap import percentile_interval, progress_replicates, stress_replicates
 from taskgeom.data import CIFAR10_TASKS
 
 HIERARCHY = ["all", "vehicles", "animals", "mammals", "pets"]
@@ -35,104 +42,192 @@ CONTROLS = {"pets": "random2-s0", "vehicles": "random4-s0", "mammals": "random4-
 FINETUNE = ["airplane-automobile", "bird-cat"]
 
 
-def runs(args, n_checkpoints: int) -> tuple[list[Run], list[Run]]:
+#: fine-tuning starts: the checkpoint of the supervised all-classes run (each seed's own) whose progress is
+#: nearest these fractions of the way from its progress at initialisation to its highest progress
+STARTS = {"early": 1 / 6, "middle": 1 / 2, "final": 1.0}
+
+
+def source(args) -> str:
+    """The supervised all-classes group the fine-tuning starts from (and Result 6 compares with)."""
+    return "all" if args.finetune_norm == "batch" else "all layer-norm"
+
+
+def runs(args) -> list[Run]:
     first = []
     for task in HIERARCHY + sorted(set(CONTROLS.values())):
         for s in range(args.seeds):
-            first.append(Run(task, task, s, {"keep_states": task == "all"}))
-    starts = {"early": max(1, n_checkpoints // 6), "middle": n_checkpoints // 2, "final": n_checkpoints - 1}
-    seen: set = set()
-    for where in ("final", "early", "middle"):  # distinct checkpoints only: where two coincide, "final" keeps
-        if starts[where] in seen:  # its name, then "early"
-            del starts[where]
-        else:
-            seen.add(starts[where])
-    second = []
-    for where, k in starts.items():
+            first.append(Run(task, task, s, {"keep_states": task == source(args)}))
+    if source(args) != "all":  # Appendix A: LayerNorm for the fine-tuning experiments (Result 6)
+        first += [
+            Run(source(args), "all", s, {"keep_states": True, "norm": args.finetune_norm})
+            for s in range(min(max(2, args.finetune_seeds), args.seeds))  # two at least: a tube radius
+        ]
+    return first
+
+
+def start_checkpoints(progress: np.ndarray) -> dict:
+    """``{where: (checkpoint, its progress, the target)}``: for each fraction of STARTS, the checkpoint (not
+    the initialisation) whose progress is nearest that fraction of the way from the run's progress at
+    initialisation to its highest; spaced by training progress, not by checkpoint index."""
+    p = np.asarray(progress, dtype=np.float64)
+    out = {}
+    for where, f in STARTS.items():
+        target = p[0] + f * (p.max() - p[0])
+        k = 1 + int(np.argmin(np.abs(p[1:] - target)))
+        out[where] = (k, float(p[k]), float(target))
+    return out
+
+
+def finetune_runs(args, seed: int, progress: np.ndarray) -> list[Run]:
+    """The fine-tuning runs of one seed, from its supervised all-classes run's checkpoints."""
+    out = []
+    if seed >= args.finetune_seeds:
+        return out
+    for where, (k, _, _) in start_checkpoints(progress).items():
         for task in FINETUNE:
-            for s in range(min(args.finetune_seeds, args.seeds)):
-                settings = {"epochs": max(1, args.epochs // 2)}
-                second.append(Run(f"{task} from {where}", task, s, settings, init=("all", k)))
-    return first, second
+            settings = {"epochs": max(1, args.epochs // 2), "norm": args.finetune_norm}
+            out.append(Run(f"{task} from {where}", task, seed, settings, init=(source(args), k)))
+    return out
+
+
+def _seed_reps(fam: Family, boot, group: str, models) -> np.ndarray:
+    """(B,) replicates of the seed mean of progress of ``models`` (K, N, C), samples and seeds resampled."""
+    return boot.seed_mean(group, progress_replicates(models, fam.labels, boot.w))
 
 
 def result2(fam: Family) -> dict:
+    """Progress on all ten classes at initialisation, at the end and gained, per task, seen and unseen
+    classes per class at both ends; intervals over evaluation samples and seeds."""
     out = {}
-    weights = sample_weights(len(fam.labels), 200, 0)  # one bootstrap over evaluation samples for every task
-    all_final = fam.final_progress("all").mean()
-    for task in HIERARCHY + sorted(set(CONTROLS.values())):
-        fp = fam.final_progress(task)
+    tasks = HIERARCHY + sorted(set(CONTROLS.values()))
+    boot = fam.boot(tasks)
+    all_gain = np.mean([p[-1] - p[0] for p in fam.checkpoint_progress("all")])
+    for task in tasks:
+        cp = fam.checkpoint_progress(task)
+        init, fp = np.array([p[0] for p in cp]), np.array([p[-1] for p in cp])
         seen = fam.data.task(task)
         unseen = [c for c in range(10) if c not in seen]
-        pc = np.stack([np.asarray(tg.per_class_progress(p[-1], fam.labels)) for p in fam.probs(task)])
-        finals = np.stack([p[-1] for p in fam.probs(task)])  # (seeds, N, C)
-        reps = progress_replicates(finals, fam.labels, weights).mean(0)  # of the mean over seeds
+        pc = {
+            k: np.stack([np.asarray(tg.per_class_progress(p[i], fam.labels)) for p in fam.probs(task)])
+            for k, i in (("init", 0), ("final", -1))
+        }
+        first, last = (np.stack([p[i] for p in fam.probs(task)]) for i in (0, -1))  # (seeds, N, C)
+        r0, r1 = _seed_reps(fam, boot, task, first), _seed_reps(fam, boot, task, last)
+
+        def classes(which):
+            return {k: float(pc[k][:, which].mean()) if which else None for k in ("init", "final")} | {
+                "gain": float((pc["final"][:, which] - pc["init"][:, which]).mean()) if which else None
+            }
+
         out[task] = {
-            "progress": summary(fp),
-            "progress_interval": dict(zip(("low", "high"), map(float, percentile_interval(np.asarray(reps))))),
-            "fraction_of_all": float(fp.mean() / all_final),
-            "seen_classes_progress": float(pc[:, seen].mean()),
-            "unseen_classes_progress": float(pc[:, unseen].mean()) if unseen else None,
+            "progress_at_init": {**summary(init), "interval": boot.interval(r0)},
+            "progress": {**summary(fp), "interval": boot.interval(r1)},
+            "progress_gain": {**summary(fp - init), "interval": boot.interval(r1 - r0)},
+            "over": boot.over(task),
+            "gain_fraction_of_all": float((fp - init).mean() / all_gain),
+            "fraction_of_all": float(fp.mean() / fam.final_progress("all").mean()),
+            "seen_classes": classes(seen),
+            "unseen_classes": classes(unseen),
             "control": CONTROLS.get(task),
         }
     for task, ctl in CONTROLS.items():
         out[task]["minus_control"] = out[task]["progress"]["mean"] - out[ctl]["progress"]["mean"]
+        out[task]["gain_minus_control"] = out[task]["progress_gain"]["mean"] - out[ctl]["progress_gain"]["mean"]
     return out
 
 
 def result3(fam: Family, grid: np.ndarray) -> dict:
+    """The hierarchy's pairs, every pair over one common range: the progress every run of every task
+    reaches (a pair's own range would make a task that reaches little progress close to all by
+    construction), with intervals over evaluation samples and seeds."""
     import result3_hierarchy as r3
 
+    try:
+        common = tg.progress_grid(
+            [p for t in HIERARCHY for p in fam.checkpoint_progress(t)], fam.args.grid, shared=True
+        )
+    except ValueError:
+        common = np.zeros(0)
+
+    def shared(a, b):
+        return (fam.family(a, common), fam.family(b, common)) if common.size else None
+
+    shared.grid = common
     families = {t: fam.family(t, grid) for t in HIERARCHY}
     final = {t: fam.final_progress(t).tolist() for t in HIERARCHY}
-    return r3.analyse(task_distances(families, final, grid, shared=fam.shared))
+    td = task_distances(families, final, grid, shared=shared, boot=fam.boot(HIERARCHY))
+    out = r3.analyse(td)
+    out.update({k: td[k] for k in ("normalized_interval", "bhattacharyya_interval", "progress_compared") if k in td})
+    return out
 
 
 def result6(fam: Family, grid: np.ndarray) -> dict:
-    """Each fine-tuned family against the supervised all-classes one with the one Remark 5 normalisation
-    (result6_finetune.compare: both re-indexed over the progress every run of both reaches, each tube
-    radius at its own progress, a bootstrap interval)."""
+    """Each fine-tuned family against the supervised all-classes one it started from with the one Remark 5
+    normalisation (result6_finetune.compare: both re-indexed over the progress every run of both reaches,
+    each tube radius at its own progress, a bootstrap interval over evaluation samples and seeds)."""
     from types import SimpleNamespace
 
     import result6_finetune as r6
 
-    sup = fam.family("all", grid)
+    src = source(fam.args)
+    sup = fam.family(src, grid)
     out = {
+        "source": src,
+        "norm": fam.args.finetune_norm,
         "grid": grid.tolist(),  # the supervised runs' grid, for their tube radius
-        "supervised_final_progress": summary(fam.final_progress("all")),
+        "supervised_final_progress": summary(fam.final_progress(src)),
         "tube_radius": np.asarray(tg.tube_radius(sup)).tolist(),
+        "starts": {  # each seed's starting checkpoints, spaced by progress
+            s: start_checkpoints(p) for s, p in enumerate(fam.checkpoint_progress(src))
+        },
     }
-    opts = SimpleNamespace(grid=fam.args.grid, n_boot=200)
+    opts = SimpleNamespace(grid=fam.args.grid, n_boot=fam.args.n_boot)
     for group in fam.trajs:
         if " from " in group:
-            res = r6.compare(fam.probs(group), fam.probs("all"), fam.labels, opts)
+            res = r6.compare(fam.probs(group), fam.probs(src), fam.labels, opts)
             # where the fine-tuned runs end (the grid point nearest their final progress)
             res["final_normalized_distance"] = res["at_end"]["normalized_distance"] if "at_end" in res else None
             out[group] = res
     return out
 
 
-def result1(fam: Family, grid: np.ndarray) -> dict:
+def result1(fam: Family) -> dict:
+    """InPCA of every run's trajectory (each re-indexed over the progress all its task's seeds reach: no
+    clamped first or last models), explained stress with an interval over evaluation samples and seeds
+    (a replicate embeds each run's points as often as it draws its seed); coords: the seed mean of each
+    task's embedded points."""
     groups = HIERARCHY + sorted(set(CONTROLS.values()))
-    # each task's mean trajectory over the progress all its seeds reach (no clamped first or last models),
-    # on --grid values of its own
     own = {g: fam.shared_grid(g, g) for g in groups}
-    left_out = [g for g in groups if own[g] is None]  # its seeds share no progress: no mean trajectory
+    left_out = [g for g in groups if own[g] is None]  # its seeds share no progress
     groups = [g for g in groups if own[g] is not None]
     if not groups:
         return {"explained_stress": [], "coords": {}, "points": 0, "left_out": left_out}
-    means = [fam.family(g, own[g]).astype(np.float64).mean(0) for g in groups]
-    stack = np.concatenate(means)
-    emb = tg.inpca(np.asarray(tg.pairwise_distances(stack)), k=min(3, len(stack)))
-    ends = np.cumsum([0] + [len(m) for m in means])
-    # 95% bootstrap over evaluation samples (reweighted per-sample terms, taskgeom.bootstrap)
-    reps = stress_replicates(stack, sample_weights(stack.shape[1], 200, 0), k=min(3, len(stack)))
+    runs = [(g, f) for g in groups for f in fam.family(g, own[g]).astype(np.float64)]
+    stack = np.concatenate([f for _, f in runs])
+    k = min(3, len(stack))
+    emb = tg.inpca(np.asarray(tg.pairwise_distances(stack)), k=k)
+    ends = np.cumsum([0] + [len(f) for _, f in runs])
+    boot = fam.boot(groups)
+    seed_of = {}
+    for i, (g, _) in enumerate(runs):
+        seed_of.setdefault(g, []).append(i)
+    index = [
+        np.concatenate(
+            [np.arange(ends[i], ends[i + 1]) for g in groups for j, i in enumerate(seed_of[g])
+             for _ in range(int(boot.seeds[g][b, j]))]
+        )
+        for b in range(boot.n_boot)
+    ]  # fmt: skip
+    reps = stress_replicates(stack, boot.w, k=k, index=index)
     lo, hi = percentile_interval(reps.T)
+    coords = {g: np.mean([emb.coords[ends[i] : ends[i + 1], :3] for i in seed_of[g]], 0).tolist() for g in groups}
     return {
         "explained_stress": [float(x) for x in emb.explained_stress()],
-        "explained_stress_interval": {"low": lo.tolist(), "high": hi.tolist(), "over": "evaluation samples"},
+        "explained_stress_interval": {"low": lo.tolist(), "high": hi.tolist(), "over": boot.over(*groups)},
         "points": int(ends[-1]),
-        "coords": {g: emb.coords[ends[i] : ends[i + 1], :3].tolist() for i, g in enumerate(groups)},
+        "clamped_points": 0,
+        "embedded": "every run's trajectory, re-indexed over the progress all its task's seeds reach",
+        "coords": coords,
         "left_out": left_out,
     }
 
@@ -179,37 +274,43 @@ def figure(res: dict, path) -> None:
 def main() -> None:
     ap = arguments(__doc__.split("\n\n")[0], epochs=10, seeds=5)
     ap.add_argument("--finetune-seeds", type=int, default=3, help="seeds of each fine-tuning (default: 3)")
+    ap.add_argument(
+        "--finetune-norm", default="layer", choices=("batch", "layer"),
+        help="Result 6: normalisation of the fine-tuning runs and of the supervised all-classes runs they start "
+        "from (layer: Appendix A's LayerNorm, a separate group 'all layer-norm'; batch: from the 'all' runs of "
+        "Results 1-3) (default: %(default)s)",
+    )  # fmt: skip
     args = ap.parse_args()
     if args.smoke:
         smoke_settings(args)
-        args.finetune_seeds = 1
+        args.finetune_seeds, args.checkpoints = 1, 5
     fam = Family(args, "family-a")
-    first, _ = runs(args, 0)
-    queued = []
 
     def then(run):
-        """Once an all-classes run is trained (and its checkpoints counted), the fine-tuning runs: each
-        seed's start after that seed's supervised runs, so a budget that runs short keeps every group."""
-        if run.group == "all" and not queued:
-            queued.append(True)
-            return runs(args, fam.done["all", run.seed]["checkpoints"])[1]
+        """Once a seed's supervised all-classes run (the fine-tuning source) is trained, that seed's
+        fine-tuning runs from its checkpoints nearest 1/6, 1/2 and all of its progress range: each seed's
+        after that seed's supervised runs, so a budget that runs short keeps every group."""
+        if run.group == source(args):
+            return finetune_runs(args, run.seed, fam.run_progress(run.group, run.seed))
         return []
 
-    fam.train(first, then=then)
+    fam.train(runs(args), then=then)
     if fam.missing():
         return fam.finish({}, figure)
     grid = fam.grid(fam.trajs)
     hier_grid = fam.grid(HIERARCHY)
     res = {
         "grid": grid.tolist(),  # progress values some run reaches
-        "result1": result1(fam, grid),
+        "imprint_head": args.imprint_head,
+        "progress": fam.progress_summary(),  # at initialisation, final and gained: every group
+        "result1": result1(fam),
         "result2": result2(fam),
         "result3": result3(fam, hier_grid),
-        "result6": result6(fam, fam.grid(["all"])),
+        "result6": result6(fam, fam.grid([source(args)])),
         "tasks": {
             t: CIFAR10_TASKS[t].classes if t in CIFAR10_TASKS else fam.data.task(t)
             for t in fam.trajs
-            if " from " not in t
+            if " from " not in t and t != "all layer-norm"
         },
     }
     fam.finish(res, figure)

@@ -32,7 +32,7 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
     """The fine-tuned family against the supervised one (Remark 5, as the paper's Figs. 3b and 7b): both
     re-indexed on a grid over the progress every run of both reaches, and the normalised distance
     (tg.normalized_distance: each tube radius at its own progress) as a curve over it, with a bootstrap
-    interval over evaluation samples (per-sample terms reweighted)."""
+    interval over evaluation samples (per-sample terms reweighted) and seeds (means recomputed)."""
     prog = [np.asarray(tg.progress(p, labels)) for p in ft_probs]
     out = {
         "start_progress": float(np.mean([p[0] for p in prog])),
@@ -49,7 +49,18 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
     except ValueError:
         return out  # the fine-tuned runs never reach progress the supervised ones did
     fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in group]) for group in (ft_probs, sup_probs)]
-    ci = tg.trajectories.normalized_distance_interval(*fams, n_boot=args.n_boot, seed=0)
+    # 95% bootstrap over evaluation samples and, where a family has two or more runs, its seeds (the mean
+    # trajectories and tube radii recomputed from the seeds each replicate draws)
+    from taskgeom.bootstrap import percentile_interval, sample_weights, seed_weights
+
+    rng = np.random.default_rng(0)
+    w = sample_weights(len(labels), args.n_boot, rng)
+    seeds = [seed_weights(len(f), args.n_boot, rng) for f in fams]
+    with np.errstate(invalid="ignore"):
+        reps, _ = tg.trajectories.pair_replicates(*fams, w, *seeds)
+    lo, hi = percentile_interval(reps)
+    ci = {"low": np.asarray(lo), "high": np.asarray(hi)}
+    over = f"evaluation samples and seeds (seeds: fine-tuned {len(fams[0])}, supervised {len(fams[1])})"
     nd = np.asarray(tg.normalized_distance(*fams))
     # where the fine-tuning ends: the grid point nearest its final progress (fine-tuning from a late
     # checkpoint lowers progress, so the highest shared progress is where it starts, not where it ends)
@@ -57,7 +68,7 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
     out.update(
         grid=grid.tolist(),
         normalized_distance=nd.tolist(),
-        interval={"low": ci["low"].tolist(), "high": ci["high"].tolist(), "level": 0.95, "over": "evaluation samples"},
+        interval={"low": ci["low"].tolist(), "high": ci["high"].tolist(), "level": 0.95, "over": over},
         tube_radius_supervised=np.asarray(tg.tube_radius(fams[1])).tolist(),
         at_end={
             "progress": float(grid[k]),

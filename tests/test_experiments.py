@@ -41,8 +41,35 @@ def test_family_script_smoke(tmp_path, script, extra):
         # seed by seed: each seed's fine-tuning runs right after its supervised runs, before the next seed
         log = (out / "run.log").read_text()
         assert log.index("bird-cat from early seed 0") < log.index("all seed 1")
+        # issue 29: progress from initialisation, no clamped copies, seeds in every interval, one common range
+        pets = res["result2"]["pets"]
+        assert pets["progress_gain"]["mean"] == pytest.approx(
+            pets["progress"]["mean"] - pets["progress_at_init"]["mean"]
+        )
+        assert "seeds per group: pets: 2" in pets["over"] and set(res["progress"]) >= {"all", "pets"}
+        assert res["result1"]["clamped_points"] == 0 and "seeds" in res["result1"]["explained_stress_interval"]["over"]
+        assert "progress_compared" in res["result3"] or "normalized_interval" not in res["result3"]
+        r6 = res["result6"]
+        assert r6["source"] == "all layer-norm" and r6["norm"] == "layer"
+        for start in r6["starts"].values():  # checkpoints chosen by progress, not by index
+            assert set(start) == {"early", "middle", "final"} and all(k >= 1 for k, _, _ in start.values())
     else:
         assert res["part"] == extra[1] and res["result"]["distances_to_supervised"]
+        body = res["result"]
+        assert res["imprint_head"] == "cosine-ml" and set(body["progress"]) == set(res["runs"]["seeds"])
+        for v in body["distances_to_supervised"].values():
+            assert "seeds per group" in v["over"] and len(v["final_normalized_distance_interval"]) == 2
+        if extra[1] == "r4-episodic":
+            assert res["norm"] == "layer" and res["checkpoint_every"] == 2
+            riemann = body["riemann"]
+            # checkpoints in proportion to steps: 4 supervised steps, 16 of 2-way episodes, 8 of 5-way
+            assert [riemann[g]["density"]["checkpoints"][0] for g in riemann] == [4, 10, 6]
+            for r in riemann.values():
+                assert r["density"]["full"]["mean"] >= r["density"]["half"]["mean"] - 1e-9
+                assert r["density"]["verdict"].startswith(("converged", "not converged"))
+            assert set(riemann["protonet 2-way"]["ratio_to_supervised_by_density"]) == {"full", "half", "third"}
+        if extra[1] == "r5":
+            assert res["fixmatch_labelled"]["images"] == 10  # 5% of 240, as many of every class
 
 
 def _family_module():
