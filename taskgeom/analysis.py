@@ -177,7 +177,7 @@ def _progress_all(trajs, lab, device, backend: str) -> list:
     return [_np(geometry.progress(_load(t, device), lab, backend=backend)) for t in trajs]
 
 
-def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> dict:
+def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, backend: str) -> dict:
     """Progress, re-indexing onto a grid over the progress the trajectories reach
     (:func:`taskgeom.trajectories.progress_grid`), lengths and per-class progress of each trajectory."""
     acc = {
@@ -193,35 +193,37 @@ def _per_trajectory(trajs, labels, grid: int, c: int, device, backend: str) -> d
         "trained": {},
         "lengths": {},
         "thinned": {},
+        "methods": [],
     }
     from tqdm.auto import tqdm
 
     lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
     progs = _progress_all(trajs, lab, device, backend)
     acc["grid"] = trajectories.progress_grid(progs, grid)
-    for t, prog in zip(
-        tqdm(trajs, desc="analysing trajectories (re-indexing, lengths)", unit="traj", disable=None), progs
+    for t, key, prog in zip(
+        tqdm(trajs, desc="analysing trajectories (re-indexing, lengths)", unit="traj", disable=None), groups, progs
     ):
         probs = _load(t, device)
-        acc["final"].setdefault(t.task, []).append(float(prog[-1]))
-        acc["init"].setdefault(t.task, []).append(float(prog[0]))
+        acc["final"].setdefault(key, []).append(float(prog[-1]))
+        acc["init"].setdefault(key, []).append(float(prog[0]))
         r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True)
         acc["reindexed"].append(_np(r).astype(np.float32))
         acc["inside"].append(np.asarray(info["inside"], dtype=bool))
         cps = t.checkpoints
-        acc["keys"].append((t.task, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
+        acc["keys"].append((key, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
+        acc["methods"].append(t.method)
         acc["epochs"].append([cp["epoch"] for cp in cps])
         density = trajectories.riemann_length_density(probs, validate=False)
-        acc["lengths"].setdefault(t.task, []).append(density[1])
-        acc["thinned"].setdefault(t.task, []).append([density[2], density[3]])
-        acc["per_class"].setdefault(t.task, []).append(_np(geometry.per_class_progress(probs[-1], lab)).tolist())
-        acc["per_class_init"].setdefault(t.task, []).append(_np(geometry.per_class_progress(probs[0], lab)).tolist())
-        acc["trained"].setdefault(t.task, list(t.extra.get("classes", range(c))))
+        acc["lengths"].setdefault(key, []).append(density[1])
+        acc["thinned"].setdefault(key, []).append([density[2], density[3]])
+        acc["per_class"].setdefault(key, []).append(_np(geometry.per_class_progress(probs[-1], lab)).tolist())
+        acc["per_class_init"].setdefault(key, []).append(_np(geometry.per_class_progress(probs[0], lab)).tolist())
+        acc["trained"].setdefault(key, list(t.extra.get("classes", range(c))))
         acc["along"].append(_interpolate_checkpoints(info, cps))
     return acc
 
 
-def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray, keep: np.ndarray, all_reached: dict) -> list:
+def _lines(emb, placed, keys, methods, along, task_names, grid_t, keep: np.ndarray, all_reached: dict) -> list:
     """The curves: each seed over the grid values it reached, each task's mean over those every seed of
     the task reached (``placed``: the means' coordinates, task after task, at those values)."""
     lines, row = [], 0
@@ -240,7 +242,7 @@ def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray, keep: np.nd
                 }
             )
             row += 1
-        lines.append(Line(task, int(seed), "supervised", False, pts))
+        lines.append(Line(task, None if seed is None else int(seed), methods[i] or "", False, pts))
     start = 0
     for task in task_names:
         gs = np.flatnonzero(all_reached[task])
@@ -256,7 +258,8 @@ def _lines(emb, placed, keys, along, task_names, grid_t: np.ndarray, keep: np.nd
             for j, g in enumerate(gs)
         ]
         start += len(gs)
-        lines.append(Line(task, None, "supervised", True, pts))
+        kinds = {methods[i] or "" for i, k in enumerate(keys) if k[0] == task}
+        lines.append(Line(task, None, kinds.pop() if len(kinds) == 1 else "mixed", True, pts))
     return lines
 
 
@@ -290,7 +293,7 @@ def _view(emb, flat, families: dict, reached: dict, acc: dict, keep: np.ndarray,
         eigenvalues=emb.eigenvalues.tolist(),
         keys=acc["keys"],
         grid=len(acc["grid"]),
-        lines=_lines(emb, placed, acc["keys"], acc["along"], names, acc["grid"], keep, reached),
+        lines=_lines(emb, placed, acc["keys"], acc["methods"], acc["along"], names, acc["grid"], keep, reached),
         marks=[
             {"name": "P0 (ignorance)", "xyz": placed[-2].tolist()},
             {"name": "P* (truth)", "xyz": placed[-1].tolist()},
@@ -308,38 +311,79 @@ def _masked(values, keep) -> list:
     return [float(v) if k else None for v, k in zip(np.asarray(values, dtype=float), keep)]
 
 
+def group_key(traj, group_by: str) -> str:
+    """The group a trajectory belongs to: one of its fields (``task``, ``method``, ``architecture``,
+    ``seed``, ``eval_set``, ``name``), a free-form field recorded with it (``extra``), or a field of its
+    recorded configuration (dotted for nested ones: ``optim.lr``). A trajectory without it is in group
+    ``"<none>"``."""
+    if group_by in ("task", "method", "architecture", "seed", "eval_set", "name"):
+        value = getattr(traj, group_by)
+    elif group_by in traj.extra:
+        value = traj.extra[group_by]
+    else:
+        value = traj.config or {}
+        for part in group_by.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    return "<none>" if value is None else str(value)
+
+
 def analyse(
     store,
-    eval_set: str,
-    tasks,
-    grid: int,
+    eval_set: str | None = None,
+    tasks=None,
+    grid: int = 50,
     backend: str = "auto",
     device="cpu",
     n_boot: int = 200,
     level: float = 0.95,
     seed: int = 0,
+    *,
+    group_by: str = "task",
+    method: str | None = None,
+    reference: str | None = None,
 ) -> PictureResult:
-    """Analyse the supervised trajectories of ``tasks`` on ``eval_set`` (see the module docstring).
+    """Analyse the trajectories of a store on one evaluation set, grouped (see the module docstring).
+
+    ``group_by``: what makes a family (:func:`group_key`: ``task``, ``method``, ``architecture``, a
+    recorded extra field or a config field such as ``optim.lr``); ``tasks``: the groups to keep, in the
+    order wanted (None: every group, sorted); ``method``: keep only trajectories of this method (the main
+    job analyses ``"supervised"``); ``reference``: the group the others' normalised distances are measured
+    to (default ``"all"`` where there is one, else the first group). ``eval_set``: None where the store
+    holds one. Trajectories with fewer than two checkpoints are left out.
 
     ``grid``: the number of progress values; they span the progress the trajectories reach (never
-    beyond: :func:`taskgeom.trajectories.progress_grid`), and comparisons between two tasks use only
+    beyond: :func:`taskgeom.trajectories.progress_grid`), and comparisons between two groups use only
     the values every seed of both reaches (:func:`reached_mask`). ``device``: where the geometry runs
     (``"cpu"``, ``"cuda"``, or ``"auto"`` for a GPU when there is one); ``backend`` as in
     :func:`taskgeom.pairwise_distances`.
 
-    Uncertainty: ``n_boot`` bootstrap replicates (0: none) over evaluation samples, and over seeds for
-    tasks with at least three, computed by reweighting per-sample terms (:mod:`taskgeom.bootstrap`) with
-    one generator seeded by ``seed``; ``level`` percentile intervals of the final progress, explained
-    stress, tube radii, normalised distance curves and distances between tasks (``uncertainty``).
+    Uncertainty: ``n_boot`` bootstrap replicates (0: none) over evaluation samples and, where a group has
+    two or more seeds, over seeds (mean trajectories, tube radii and embedded points recomputed per
+    replicate), by reweighting per-sample terms (:mod:`taskgeom.bootstrap`) with one generator seeded by
+    ``seed``; ``level`` percentile intervals of progress, explained stress, tube radii, normalised
+    distance curves and distances between groups (``uncertainty``).
     """
+    if eval_set is None:
+        sets = store.eval_sets()
+        if len(sets) != 1:
+            raise ValueError(f"{store.root} holds {len(sets)} evaluation sets {sets}: pass eval_set=")
+        eval_set = sets[0]
     device = _device(device)
     labels = store.eval_set(eval_set).labels
     c = int(store.eval_set(eval_set).c)
-    trajs = [t for t in store.select(eval_set=eval_set, method="supervised") if t.task in tasks and len(t) > 1]
-    trajs.sort(key=lambda t: (list(tasks).index(t.task), t.seed))
-    if not trajs:
-        raise RuntimeError(f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}")
-    acc = _per_trajectory(trajs, labels, grid, c, device, backend)
+    found = store.select(eval_set=eval_set, **({} if method is None else {"method": method}))
+    keyed = [(group_key(t, group_by), t) for t in found if len(t) > 1]
+    order = sorted({k for k, _ in keyed}) if tasks is None else list(tasks)
+    keyed = sorted(
+        ((k, t) for k, t in keyed if k in order), key=lambda kt: (order.index(kt[0]), kt[1].seed or 0, kt[1].id)
+    )
+    if not keyed:
+        raise RuntimeError(
+            f"no trajectories with at least two checkpoints on {eval_set!r} in {store.root}"
+            + (f" in the groups {order} of {group_by!r}" if tasks is not None else "")
+        )
+    groups, trajs = [k for k, _ in keyed], [t for _, t in keyed]
+    acc = _per_trajectory(trajs, groups, labels, grid, c, device, backend)
     R = np.stack(acc["reindexed"])  # (K, G, N, C)
     keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
     emb, flat = _embed(R, keep, device, backend)
@@ -349,7 +393,9 @@ def analyse(
         members.setdefault(k[0], []).append(i)
     families = {task: R[idx] for task, idx in members.items()}
     reached = {task: keep[idx].all(0) for task, idx in members.items()}
-    ref = "all" if "all" in families else next(iter(families))
+    ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
+    if ref not in families:
+        raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
     boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})

@@ -132,7 +132,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
     _train_all(cfg, data, store, tasks)
     t_train = time.perf_counter() - t0
-    res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot)
+    res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot, method="supervised")
     res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
     from ._build import build_info
     from ._provenance import code_version

@@ -175,3 +175,25 @@ def test_place_agrees_with_refitting_the_embedding_with_the_placed_models(result
     assert any(v is not None for p in pts for v in p["normalized_distance_to_tube"].values())
     with pytest.raises(ValueError, match="models must be"):
         place(res, extra[:, :10])
+
+
+def test_any_store_grouped_by_method_or_a_config_field(tmp_path):
+    """analyse() groups by any recorded field, not only supervised runs' tasks."""
+    store = PredictionStore(tmp_path / "s", create=True)
+    _, y = training_run(n=N, c=C)
+    store.add_eval_set("toy", y.numpy(), c=C)
+    for method, lr, speed in (("sgd", 0.1, 0.6), ("adam", 0.01, 0.3)):
+        for seed in range(2):
+            traj, _ = training_run(n=N, c=C, steps=6, seed=seed, speed=speed)
+            t = store.create_trajectory("toy", task="all", method=method, seed=seed, config={"optim": {"lr": lr}})
+            store.extend(t, traj.numpy())
+    by_method = analyse(store, grid=8, n_boot=0, group_by="method")
+    assert list(by_method.progress_on_union_task) == ["adam", "sgd"] and by_method.reference_task == "adam"
+    assert {ln.method for ln in by_method.embedding.lines} == {"adam", "sgd"}
+    by_lr = analyse(store, grid=8, n_boot=0, group_by="optim.lr", reference="0.1")
+    assert set(by_lr.progress_on_union_task) == {"0.1", "0.01"} and by_lr.reference_task == "0.1"
+    assert list(by_lr.normalized_distance) == ["0.01"]
+    with pytest.raises(ValueError, match="reference group 'nope'"):
+        analyse(store, grid=8, n_boot=0, group_by="method", reference="nope")
+    with pytest.raises(RuntimeError, match="no trajectories"):
+        analyse(store, grid=8, n_boot=0, group_by="method", tasks=["lbfgs"])
