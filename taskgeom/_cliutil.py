@@ -44,11 +44,18 @@ class UsageError(Exception):
     found by the settings' own checks): one line, exit status 2, as argparse's usage errors."""
 
 
+#: the largest integer an option takes (what SQLite, NumPy and torch store as a 64-bit integer)
+INT_MAX = 2**63 - 1
+
+
 def _int(text: str) -> int:
     try:
-        return int(text)
+        v = int(text)
     except (TypeError, ValueError):
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if abs(v) > INT_MAX:
+        raise argparse.ArgumentTypeError(f"expected an integer of at most 2**63 - 1 in magnitude, got {text!r}")
+    return v
 
 
 def _float(text: str) -> float:

@@ -110,6 +110,8 @@ def _check_value(f, value, kind, meta, choices=True) -> str | None:
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             return "an integer"
+        if abs(int(value)) > _cliutil.INT_MAX:
+            return "an integer of at most 2**63 - 1 in magnitude"
     elif kind is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return "a number"

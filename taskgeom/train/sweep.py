@@ -53,7 +53,10 @@ def _unknown(key: str, known, where: str) -> ValueError:
 
 
 def _parse(path) -> object:
-    text = Path(path).read_text()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (a sweep file is YAML or JSON)") from None
     if str(path).endswith((".yaml", ".yml")):
         import yaml
 
