@@ -462,10 +462,11 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
 
     ``models`` (M, N, C) (or one (N, C) model). Each gets its InPCA coordinates in the fitted embedding
     (out of sample: :meth:`taskgeom.embedding.Embedding.transform`, the double-centred extension, exact for
-    an embedded model), its progress (eq. 4), and for every task of the picture the normalised distance
-    (Remark 5) to that task's tube at the grid value nearest its progress: ``2 d_B(model, mean) / radius``,
-    the model counted as a tube of radius 0 (None where the model's progress lies outside the progress every
-    seed of the task reached, or more than one grid step from it). Returns a JSON-ready dict with
+    an embedded model), its progress (eq. 4), and for every task of the picture its distance to that task's
+    tube in tube radii at the grid value nearest its progress, ``d_B(model, mean(t)) / r(t)`` (Remark 5's
+    unit with the model as a tube of radius 0, halved so that 1 or less means inside the tube; None where
+    the model's progress lies outside the progress every seed of the task reached, or more than one grid
+    step from it). Returns a JSON-ready dict with
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
     if res.fit is None:
         raise ValueError("this result holds no fitted embedding (it was read from results.json): run analyse() again")
@@ -495,8 +496,8 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
                 continue
             d = float(geometry.bhattacharyya(mods[i], mean[g]))
             r = float(fit["radii"][task][g])
-            tubes[task] = 2 * d / r if r > 0 else (0.0 if d == 0 else math.inf)
-        points.append({"xyz": xyz.tolist(), "progress": float(t), "normalized_distance_to_tube": tubes})
+            tubes[task] = d / r if r > 0 else (0.0 if d == 0 else math.inf)
+        points.append({"xyz": xyz.tolist(), "progress": float(t), "tube_radii": tubes})
     line = Line(
         name,
         None,

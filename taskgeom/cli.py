@@ -1,7 +1,8 @@
 """The ``taskgeom`` command line.
 
 Subcommands: ``info`` (what was built), ``distances`` (pairwise divergence matrix of stored models),
-``progress`` (progress of stored models on a task), ``inpca`` (embedding and explained stress of a
+``progress`` (progress of stored models on a task), ``analyse`` / ``place`` / ``compare`` (any store's
+picture, new models placed in it, two groups compared: :mod:`taskgeom.commands`), ``inpca`` (embedding and explained stress of a
 distance matrix), ``export`` (a store's predictions and labels as ``.npy`` files), ``train`` (record training trajectories into a store), ``picture`` (the main job:
 see ``taskgeom picture --help``), ``store verify`` (check a store's checkpoints against their checksums).
 
@@ -540,10 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("-o", "--out", required=True, help="the merged store, created when missing (no default: required)")
     mg.set_defaults(fn=_cmd_store_merge)
 
-    from . import picture
+    from . import commands, picture
     from .train import cli as train_cli
 
     picture.add_parser(sub)
+    commands.add_parsers(sub)
     train_cli.add_parser(sub)
     train_cli.add_sweep_parser(sub)
     ap.add_argument("--debug", action="store_true", help=_DEBUG_HELP)

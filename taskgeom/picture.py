@@ -174,9 +174,9 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     return res
 
 
-def print_headline(res: PictureResult, out: str) -> None:
+def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture") -> None:
     print(
-        f"\ntaskgeom picture: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
+        f"\n{title}: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
         f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
     )
     head = getattr(res, "settings", {}).get("imprinting head")

@@ -66,9 +66,15 @@ def picture_figures(res, out: Path) -> list[str]:
     axes[0].plot(ks, [100 * res.explained_stress[str(k)] for k in ks], "o-")
     axes[0].set_xticks(ks)
     axes[0].set(xlabel="dimensions k", ylabel="explained stress (%)", title="Explained stress (eq. 11)")
-    for (task, seed, prog, _acc), ep in zip(keys, emb.epochs):
-        axes[1].plot(ep, prog, color=colors[task], alpha=0.7, label=task if seed == 0 else None)
-    axes[1].set(xlabel="epoch", ylabel="progress on the union task", title="Progress (eq. 4)")
+    by_epoch = all(e is not None for ep in emb.epochs for e in ep)  # else by checkpoint (a store without epochs)
+    labelled = set()
+    for (task, _seed, prog, _acc), ep in zip(keys, emb.epochs):
+        x = ep if by_epoch else range(len(prog))
+        axes[1].plot(x, prog, color=colors[task], alpha=0.7, label=None if task in labelled else task)
+        labelled.add(task)
+    axes[1].set(
+        xlabel="epoch" if by_epoch else "checkpoint", ylabel="progress on the union task", title="Progress (eq. 4)"
+    )
     axes[1].legend(fontsize=8)
     grid = res.grid
     from .analysis import reached_mask

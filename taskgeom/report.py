@@ -205,7 +205,9 @@ def _progress_figure(res, colors):
     emb = res.embedding
     fig = go.Figure()
     shown = set()
+    by_epoch = all(e is not None for ep in emb.epochs for e in ep)  # else by checkpoint (a store without epochs)
     for (task, seed, prog, acc), ep in zip(emb.keys, emb.epochs):
+        ep = ep if by_epoch else list(range(len(prog)))
         fig.add_trace(
             go.Scatter(
                 x=ep,
@@ -217,7 +219,7 @@ def _progress_figure(res, colors):
                 legendgroup=task,
                 showlegend=task not in shown,
                 text=[
-                    f"task {task}, seed {seed}<br>epoch {e:.2f}<br>progress {p:.3f}"
+                    f"task {task}, seed {seed}<br>{'epoch' if by_epoch else 'checkpoint'} {e:.2f}<br>progress {p:.3f}"
                     + ("" if a is None else f"<br>accuracy {100 * a:.1f}%")
                     for e, p, a in zip(ep, prog, acc)
                 ],
@@ -226,7 +228,10 @@ def _progress_figure(res, colors):
         )
         shown.add(task)
     fig.update_layout(
-        height=380, margin=dict(t=20), xaxis=dict(title="epoch"), yaxis=dict(title="progress on the union task")
+        height=380,
+        margin=dict(t=20),
+        xaxis=dict(title="epoch" if by_epoch else "checkpoint"),
+        yaxis=dict(title="progress on the union task"),
     )
     return fig
 

@@ -171,8 +171,8 @@ def test_place_agrees_with_refitting_the_embedding_with_the_placed_models(result
     spread = np.linalg.norm(base - base.mean(0), axis=1).max()
     assert err.max() < 0.1 * spread
     # every task's tube: a number where the run's progress is inside its reached range, else None
-    assert all(set(p["normalized_distance_to_tube"]) == {"all", "b"} for p in pts)
-    assert any(v is not None for p in pts for v in p["normalized_distance_to_tube"].values())
+    assert all(set(p["tube_radii"]) == {"all", "b"} for p in pts)
+    assert any(v is not None for p in pts for v in p["tube_radii"].values())
     with pytest.raises(ValueError, match="models must be"):
         place(res, extra[:, :10])
 

@@ -131,26 +131,21 @@ def test_report_is_self_contained(report):
 
 
 def test_hover_never_claims_progress_a_run_did_not_reach(report):
-    from taskgeom.report import _hover
-
     text = report.read_text(encoding="utf-8")
     payload = json.loads(re.search(r"id='tg-data'>(.*?)</script>", text, re.S).group(1))
     seeds = [ln for ln in payload["lines"] if not ln["mean"]]
-    # the grid spans only the progress the runs reach: every grid value is reached by some seed, the
-    # grid's ends by the runs of lowest start and highest end, and no point claims progress 1
-    grid = [p["progress"] for p in seeds[0]["points"]]
-    for g in range(len(grid)):
-        assert any(ln["points"][g]["reached"] for ln in seeds)
-    assert max(grid) < 0.9 and max(grid) == pytest.approx(max(p["true_progress"] for ln in seeds for p in ln["points"]))
-    unreached = [(ln, p) for ln in seeds for p in ln["points"] if not p["reached"]]
-    assert unreached  # two epochs: the seeds do not all reach the same progress
-    from types import SimpleNamespace
-
-    ln, p = unreached[0]
-    hover = _hover(SimpleNamespace(task=ln["task"], method="supervised", seed=ln["seed"], mean=False), p)
-    assert "not reached" in hover and f"progress {p['true_progress']:.3f}" in hover
-    assert "progress 1.000" not in hover
-    assert "not reached" in text and "progress 1.000" not in text  # the figure's hover texts say so too
+    # the grid spans only the progress the runs reach, and each run is drawn only where it reached (no
+    # clamped copies of a first or last checkpoint): every point's progress lies within its run's range
+    grid = sorted({p["progress"] for ln in seeds for p in ln["points"]})
+    assert max(grid) < 0.9 and "progress 1.000" not in text
+    assert all(p["reached"] and p["true_progress"] == p["progress"] for ln in seeds for p in ln["points"])
+    lengths = {len(ln["points"]) for ln in seeds}
+    assert len(lengths) > 1  # two epochs: the seeds do not all reach the same progress, so lines differ
+    for ln in payload["lines"]:
+        if ln["mean"]:  # a mean only where every seed of its task reached
+            mine = [s for s in seeds if s["task"] == ln["task"]]
+            common = set.intersection(*({p["progress"] for p in s["points"]} for s in mine))
+            assert {p["progress"] for p in ln["points"]} == common
 
 
 def _chromium(url, tmp_path, name, extra=()):

@@ -26,9 +26,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
+from .._validate import check_choice, check_int
 from ..imprint import HEADS, imprint
 from ..store import PredictionStore
-from .._validate import check_choice, check_int
 
 __all__ = ["Recorder", "every"]
 

@@ -1,0 +1,225 @@
+"""Analysis commands for any store: ``taskgeom analyse`` (the main job's report for any store, grouped by
+any recorded field), ``taskgeom place`` (new models in an analysed picture) and ``taskgeom compare``
+(two groups of trajectories: normalised distance with intervals and a permutation test over seeds).
+
+    taskgeom analyse my-store --group-by method --out my-picture
+    taskgeom place my-picture new-run.npy
+    taskgeom compare my-store --a method=sgd --b method=adam
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ._cliutil import CLIError, UsageError, nonnegative_int, positive_int
+
+__all__ = ["add_parsers", "publish"]
+
+#: what ``taskgeom analyse`` records in its folder, so that ``taskgeom place`` can fit the same picture again
+ANALYSIS_FILE = "analysis.json"
+
+
+def _open_store(path):
+    from .store import PredictionStore
+
+    return PredictionStore(path, readonly=True)
+
+
+def publish(res, out: Path, settings: dict, title: str = "taskgeom picture") -> None:
+    """Figures, ``report.html`` and ``results.json`` of an analysis in ``out`` (the main job's outputs)."""
+    from .plots import picture_figures
+    from .report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    res.figures = picture_figures(res, out)
+    res.report = write_report(res, out, title=title, settings=settings).name
+    res.settings = settings
+    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
+
+
+def _analyse(store_path, options: dict):
+    from .analysis import analyse
+
+    store = _open_store(store_path)
+    return store, analyse(store, **options)
+
+
+def _cmd_analyse(args) -> int:
+    from ._provenance import code_version
+    from .picture import print_headline
+
+    options = {
+        "eval_set": args.eval_set,
+        "tasks": args.groups,
+        "grid": args.grid,
+        "n_boot": args.n_boot,
+        "seed": args.seed,
+        "group_by": args.group_by,
+        "method": args.method,
+        "reference": args.reference,
+    }
+    t0 = time.perf_counter()
+    store, res = _analyse(args.store, options)
+    out = Path(args.out)
+    code = code_version()
+    settings = {
+        "store": str(Path(args.store).resolve()),
+        "evaluation set": res.eval_set,
+        "groups": f"by {args.group_by}: " + ", ".join(res.progress_on_union_task),
+        "method": args.method or "every method",
+        "progress grid": str(args.grid),
+        "code": f"taskgeom {code.get('taskgeom', '?')}, commit {str(code.get('commit') or 'unknown')[:12]}",
+    }
+    publish(res, out, settings, title=f"taskgeom analyse: {Path(args.store).name}")
+    res.seconds = {"total": time.perf_counter() - t0}
+    (out / ANALYSIS_FILE).write_text(json.dumps({"store": settings["store"], "options": options}, indent=2))
+    print_headline(res, str(out), title="taskgeom analyse")
+    return 0
+
+
+def _picture_options(folder: Path) -> tuple[Path, dict]:
+    """The store and analysis options of a folder written by ``taskgeom analyse`` or ``taskgeom picture``."""
+    if (folder / ANALYSIS_FILE).is_file():
+        spec = json.loads((folder / ANALYSIS_FILE).read_text())
+        return Path(spec["store"]), {**spec["options"], "n_boot": 0}
+    if (folder / "config.json").is_file() and (folder / "results.json").is_file():
+        cfg = json.loads((folder / "config.json").read_text())
+        res = json.loads((folder / "results.json").read_text())
+        store = Path(cfg.get("store") or folder / "store")
+        options = {"eval_set": res["eval_set"], "tasks": cfg["tasks"], "grid": cfg["grid"], "n_boot": 0}
+        return store, {**options, "method": "supervised"}
+    raise CLIError(f"{folder}: not a folder written by taskgeom analyse or taskgeom picture (no {ANALYSIS_FILE})")
+
+
+def _cmd_place(args) -> int:
+    from .analysis import place
+
+    folder = Path(args.picture)
+    store_path, options = _picture_options(folder)
+    path = Path(args.models)
+    if not path.is_file():
+        raise CLIError(f"{path}: no such file")
+    try:
+        models = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CLIError(f"{path}: not a readable .npy of models ({' '.join(str(exc).split())})") from None
+    _, res = _analyse(store_path, options)
+    name = args.name or path.stem
+    try:
+        out = place(res, models, name=name)
+    except ValueError as exc:
+        raise CLIError(f"{path}: {exc}") from None
+    out.pop("line")
+    dest = folder / f"placed-{name}.json"
+    dest.write_text(json.dumps(out, indent=2))
+    print(
+        f"{name}: {len(out['points'])} models placed in {folder} (grid {options.get('grid')}); progress and "
+        "distance to each group's tube at that progress, in tube radii (1 or less: inside):"
+    )
+    for i, p in enumerate(out["points"]):
+        tubes = ", ".join(f"{g} {'-' if v is None else f'{v:.2f}'}" for g, v in p["tube_radii"].items())
+        print(f"  {i:>3}: progress {p['progress']:.3f}; {tubes}")
+    print(f"wrote {dest}")
+    return 0
+
+
+def _selection(text: str) -> dict:
+    where = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"a selection is FIELD=VALUE[,FIELD=VALUE...], got {text!r}")
+        key, value = key.strip(), value.strip()
+        where[key] = int(value) if key == "seed" and value.lstrip("-").isdigit() else value
+    return where
+
+
+def _cmd_compare(args) -> int:
+    from .compare import compare
+
+    store = _open_store(args.store)
+    groups = []
+    for flag, text in (("--a", args.a), ("--b", args.b)):
+        where = _selection(text)
+        try:
+            trajs = [t for t in store.select(**where) if len(t) > 1]
+        except ValueError as exc:
+            raise UsageError(f"{flag}: {exc}") from None
+        if not trajs:
+            raise CLIError(f"{flag} {text}: no trajectory with at least two checkpoints in {args.store}")
+        groups.append(trajs)
+    try:
+        res = compare(*groups, grid=args.grid, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    iv = res.mean_interval
+    bracket = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+    print(
+        f"{args.a} ({res.seeds[0]} seeds) against {args.b} ({res.seeds[1]} seeds), over progress "
+        f"{res.grid[0]:.3f}-{res.grid[-1]:.3f}: mean normalised distance {res.mean:.3f}{bracket}; "
+        f"permutation test of exchangeable groups p = {res.p_value:.3g} "
+        f"({'all' if res.exhaustive else 'random'} {res.permutations} splits of the seeds)"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"a": args.a, "b": args.b, **res.to_json()}, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "analyse",
+        help="the main job's report and results.json for any store, grouped by any recorded field",
+        description="Analyse every trajectory of a store (taskgeom's own, a merged sweep, imported .h5 files, "
+        "one written by taskgeom.Recorder): progress, re-indexed trajectories, InPCA, tubes, normalised "
+        "distances, with bootstrap intervals; writes the main job's report.html and results.json.",
+    )
+    p.add_argument("store", help="a PredictionStore folder")
+    p.add_argument("--out", default="taskgeom-analysis", help="output folder (default: %(default)s)")
+    p.add_argument(
+        "--group-by",
+        default="task",
+        help="what makes a family: task, method, architecture, seed, a recorded extra field, or a config field "
+        "(dotted: optim.lr) (default: %(default)s)",
+    )
+    p.add_argument("--groups", nargs="+", default=None, help="the groups to keep, in this order (default: all)")
+    p.add_argument(
+        "--reference", default=None, help="the group distances are measured to (default: 'all' or the first)"
+    )
+    p.add_argument("--method", default=None, help="only trajectories of this method (default: every method)")
+    p.add_argument("--eval-set", default=None, help="the evaluation set (default: the store's only one)")
+    p.add_argument("--grid", type=positive_int, default=50, help="progress values (default: %(default)s)")
+    p.add_argument(
+        "--n-boot", type=nonnegative_int, default=200, help="bootstrap replicates, 0 for none (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="the bootstrap's seed (default: %(default)s)")
+    p.set_defaults(fn=_cmd_analyse)
+
+    p = sub.add_parser(
+        "place",
+        help="put new models (.npy (M, N, C)) into an analysed picture: coordinates, progress, tube distances",
+    )
+    p.add_argument("picture", help="a folder written by taskgeom analyse or taskgeom picture")
+    p.add_argument("models", help=".npy of (M, N, C) (or (N, C)) probabilities on the picture's evaluation set")
+    p.add_argument("--name", default=None, help="what to call them (default: the file's name)")
+    p.set_defaults(fn=_cmd_place)
+
+    p = sub.add_parser(
+        "compare",
+        help="two groups of a store's trajectories: normalised distance with intervals, permutation test",
+    )
+    p.add_argument("store", help="a PredictionStore folder")
+    p.add_argument("--a", required=True, help="the first group: FIELD=VALUE[,FIELD=VALUE] (task, method, seed, ...)")
+    p.add_argument("--b", required=True, help="the second group, as --a")
+    p.add_argument("--grid", type=positive_int, default=50, help="progress values compared (default: %(default)s)")
+    p.add_argument("--n-boot", type=nonnegative_int, default=200, help="bootstrap replicates (default: %(default)s)")
+    p.add_argument(
+        "--n-perm", type=nonnegative_int, default=1000, help="most seed splits counted (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="the random draws' seed (default: %(default)s)")
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.set_defaults(fn=_cmd_compare)

@@ -1,0 +1,113 @@
+"""taskgeom analyse / place / compare (issue 28) on a store written outside taskgeom's training: one
+line per error, the main job's outputs for any store."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from test_trajectories import training_run
+
+from taskgeom import cli
+from taskgeom.store import PredictionStore
+
+N, C = 150, 5
+
+
+@pytest.fixture(scope="module")
+def store_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cmd") / "store"
+    store = PredictionStore(path, create=True)
+    _, y = training_run(n=N, c=C)
+    store.add_eval_set("toy", y.numpy(), c=C)
+    bias = torch.zeros(N, C, dtype=torch.float64)
+    bias[:, 0] = 1.0
+    for method, b in (("sgd", None), ("adam", bias)):
+        for seed in range(4):
+            traj, _ = training_run(n=N, c=C, steps=7, seed=seed + (10 if b is not None else 0), speed=0.5, bias=b)
+            g = torch.Generator().manual_seed(200 + seed)
+            traj = torch.softmax(traj.log() + 0.3 * torch.randn(traj.shape, generator=g, dtype=torch.float64), -1)
+            t = store.create_trajectory("toy", task="all", method=method, seed=seed, config={"optim": {"name": method}})
+            store.extend(t, traj.numpy().astype(np.float32))
+    store.close()
+    return path
+
+
+def test_analyse_writes_the_main_jobs_outputs_for_any_store(store_path, tmp_path, capsys):
+    out = tmp_path / "pic"
+    assert (
+        cli.main(
+            [
+                "analyse",
+                str(store_path),
+                "--group-by",
+                "optim.name",
+                "--grid",
+                "12",
+                "--n-boot",
+                "20",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "taskgeom analyse: 8 trajectories" in text and "seeds per task: adam: 4, sgd: 4" in text
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["progress_on_union_task"]) == {"adam", "sgd"} and res["settings"]["groups"].startswith(
+        "by optim.name"
+    )
+    assert (out / "report.html").stat().st_size > 10_000 and (out / "analysis.json").is_file()
+    # place a run into that picture
+    probs = np.asarray(PredictionStore(store_path).select(method="adam")[0].probs)
+    np.save(tmp_path / "run.npy", probs)
+    assert cli.main(["place", str(out), str(tmp_path / "run.npy"), "--name", "again"]) == 0
+    placed = json.loads((out / "placed-again.json").read_text())
+    assert len(placed["points"]) == len(probs) and set(placed["points"][0]["tube_radii"]) == {"adam", "sgd"}
+
+
+def test_compare_two_groups(store_path, tmp_path, capsys):
+    assert (
+        cli.main(
+            [
+                "compare",
+                str(store_path),
+                "--a",
+                "method=sgd",
+                "--b",
+                "method=adam",
+                "--n-boot",
+                "20",
+                "--out",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert res["seeds"] == [4, 4] and res["permutations"] == 70 and res["p_value"] < 0.05
+    assert "permutation test" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, status, match",
+    [
+        (["compare", "{s}", "--a", "methd=sgd", "--b", "method=adam"], 2, "cannot select on"),
+        (["compare", "{s}", "--a", "method", "--b", "method=adam"], 2, "FIELD=VALUE"),
+        (["compare", "{s}", "--a", "method=lbfgs", "--b", "method=adam"], 1, "no trajectory"),
+        (["compare", "{s}", "--a", "method=sgd,seed=0", "--b", "method=adam"], 1, "at least two trajectories"),
+        (
+            ["analyse", "{s}", "--group-by", "method", "--reference", "nope", "--n-boot", "0", "--out", "{t}/x"],
+            1,
+            "reference group",
+        ),
+        (["analyse", "{t}/nowhere"], 1, "not a taskgeom store"),
+        (["place", "{t}", "{t}/m.npy"], 1, "not a folder written by taskgeom"),
+    ],
+)
+def test_bad_input_is_one_line(store_path, tmp_path, capsys, argv, status, match):
+    argv = [a.format(s=store_path, t=tmp_path) for a in argv]
+    assert cli.main(argv) == status
+    err = capsys.readouterr().err.strip()
+    assert match in err and len(err.splitlines()) == 1
