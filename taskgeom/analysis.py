@@ -195,13 +195,13 @@ def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, back
         "thinned": {},
         "methods": [],
     }
-    from tqdm.auto import tqdm
+    from ._progress import bar
 
     lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
     progs = _progress_all(trajs, lab, device, backend)
     acc["grid"] = trajectories.progress_grid(progs, grid)
     for t, key, prog in zip(
-        tqdm(trajs, desc="analysing trajectories (re-indexing, lengths)", unit="traj", disable=None), groups, progs
+        bar(trajs, desc="analysing trajectories (re-indexing, lengths)", unit="traj"), groups, progs
     ):
         probs = _load(t, device)
         acc["final"].setdefault(key, []).append(float(prog[-1]))

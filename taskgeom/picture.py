@@ -82,8 +82,7 @@ def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) ->
 
 
 def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
-    from tqdm.auto import tqdm
-
+    from ._progress import bar
     from .train import TrainConfig, train
 
     runs = [(task, seed) for task in tasks for seed in range(cfg.seeds)]
@@ -94,7 +93,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
         )
     else:
         desc = f"checking {len(runs)} recorded runs (nothing to train)"
-    for task, seed in tqdm(runs, desc=desc, unit="run", disable=None):
+    for task, seed in bar(runs, desc=desc, unit="run"):
         tcfg = TrainConfig(
             method="supervised",
             arch=cfg.arch,

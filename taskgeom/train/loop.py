@@ -61,9 +61,22 @@ def checkpoint_steps(total: int, count: int, every: int = 0) -> list[int]:
 
 
 def resolve_device(name: str) -> torch.device:
+    """``"auto"`` (a GPU when one is usable, else the CPU) or the named device, checked before any work:
+    a CUDA device on a machine without a usable GPU is a one-line error, not the driver's message later."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device {name!r} is not a device torch knows ({' '.join(str(exc).split())})") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {name!r}: no usable CUDA GPU here (torch.cuda.is_available() is False); use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 def identity(cfg: TrainConfig) -> dict:
@@ -504,7 +517,7 @@ def _optimise(
     metrics: _Metrics | None = None,
 ) -> None:
     """The optimisation steps from ``step`` to ``total``, recording and saving at the scheduled steps."""
-    from tqdm.auto import tqdm
+    from .._progress import bar as progress
 
     cfg = run.cfg
     schedule = checkpoint_steps(total, cfg.checkpoints, cfg.checkpoint_every)
@@ -528,11 +541,11 @@ def _optimise(
     if step == 0 and recorded == 0:
         checkpoint(0)
         recorded = 1
-    bar = tqdm(
+    bar = progress(
         total=total,
         initial=step,
         desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {len(schedule)} checkpoints)",
-        disable=(None if progress_bar else True) if run.dist.main else True,  # None: quiet when not on a terminal
+        enabled=bool(progress_bar and run.dist.main),  # off a terminal: a heartbeat line every 30 s
         leave=False,
         unit="step",
     )
