@@ -73,6 +73,10 @@ def merge_stores(shards, out) -> dict:
         problems = s.verify()
         if problems:
             raise StoreError(f"{s.root}: {len(problems)} problem(s), first: {problems[0]}; not merged")
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} is a file, not a store folder: merge into a new or existing store folder")
+    if out.is_dir() and not (out / "manifest.sqlite").exists() and any(out.iterdir()):
+        raise StoreError(f"{out} is a folder that is not a store (no manifest.sqlite) and not empty; not merged")
     fresh = not (out / "manifest.sqlite").exists()
     target_path = out.with_name(out.name + ".merging") if fresh else out
     if fresh:
@@ -90,5 +94,7 @@ def merge_stores(shards, out) -> dict:
     for s in sources:
         s.close()
     if fresh:
+        if out.is_dir():  # an empty folder named as the target
+            out.rmdir()
         os.replace(target_path, out)
     return {"shards": len(sources), "trajectories": trajectories, "checkpoints_added": added}
