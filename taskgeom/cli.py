@@ -394,6 +394,14 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                 _add_debug(sp)
 
 
+def _megabytes(text: str) -> float:
+    """A positive number of MiB that is at least one byte (``--budget-mb 1e-9`` would be 0 bytes)."""
+    v = positive_float(text)
+    if v * (1 << 20) < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte (1 / 2**20 MiB), got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -454,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--budget-mb",
-        type=positive_float,
+        type=_megabytes,
         default=1024,
         help="out of core: memory for model blocks and one tile, which sets the tile size (default: %(default)s)",
     )
