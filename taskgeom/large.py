@@ -685,7 +685,8 @@ def landmark_inpca(
 def _placement_error(ms, landmarks, emb, coords, k, check, rng, divergence, backend) -> dict:
     rest = np.setdiff1d(np.arange(ms.m), landmarks)
     if check <= 1 or len(rest) < 2:
-        return {}
+        why = "check <= 1" if check <= 1 else f"only {len(rest)} of the {ms.m} models are not landmarks"
+        return {"models_checked": 0, "note": f"no placement error measured: {why} (two or more held-out models needed)"}
     sample = np.sort(rng.choice(rest, min(check, len(rest)), replace=False))
     X = np.stack([ms.block(i, i + 1)[0] for i in sample])
     D = np.asarray(_geometry.pairwise_distances(X, divergence=divergence, backend=backend))
