@@ -44,11 +44,13 @@ def option(
     above=None,
     metavar=None,
     flag=None,
+    open_prefix=None,
 ) -> Any:
     """A dataclass field with command-line metadata: ``help`` (required), ``choices``, a range (``minimum`` /
     ``maximum`` inclusive, ``above`` / ``below`` exclusive; values outside it are rejected with a one-line
     error, as are non-finite numbers), ``metavar`` and ``flag`` (the option's name when it is not
-    ``--field-name``)."""
+    ``--field-name``). ``open_prefix``: values starting with it are accepted besides ``choices`` (``timm:``
+    for any timm architecture), checked where they are used."""
     meta = {
         "help": help,
         "choices": choices,
@@ -58,6 +60,7 @@ def option(
         "above": above,
         "metavar": metavar,
         "flag": flag,
+        "open_prefix": open_prefix,
     }
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -222,12 +225,26 @@ def add_options(parser: argparse.ArgumentParser, cls, exclude=(), group: str | N
             if kind in (int, float):  # finite numbers in the declared range, with one-line errors
                 kind = _bounded(kind, meta)
             kw["type"] = kind
-            if meta.get("choices"):
+            if meta.get("choices") and meta.get("open_prefix"):
+                kw["type"] = _choice_or_prefix(meta["choices"], meta["open_prefix"])
+                kw["metavar"] = "{" + ",".join(meta["choices"]) + f",{meta['open_prefix']}<name>}}"
+            elif meta.get("choices"):
                 kw["choices"] = list(meta["choices"])
             if meta.get("metavar"):
                 kw["metavar"] = meta["metavar"]
             help_text += f" (default: {_show(default)})"
         target.add_argument(flag, help=help_text.replace("%", "%%"), **kw)
+
+
+def _choice_or_prefix(choices, prefix: str):
+    def parse(text: str) -> str:
+        if text in choices or (text.startswith(prefix) and len(text) > len(prefix)):
+            return text
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(choices)}, or {prefix}<name>)"
+        )
+
+    return parse
 
 
 def from_args(cls, args: argparse.Namespace, **overrides):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["WideResNet", "ResNet18", "ResNet50", "BlurPool", "SmallCNN", "FastResNet", "build_model"]
+__all__ = ["WideResNet", "ResNet18", "ResNet50", "BlurPool", "SmallCNN", "FastResNet", "TimmNet", "build_model"]
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -269,9 +269,38 @@ class FastResNet(_Classifier):
         self.whiten.bias.zero_()
 
 
+class TimmNet(nn.Module):
+    """Any timm architecture, randomly initialised (``pretrained=False``: nothing is downloaded), as one of
+    taskgeom's networks: ``features(x)`` is timm's pooled pre-logits output (imprinted, eq. 7) and ``head`` a
+    bias-free linear layer. ``norm="layer"`` is refused: the architecture brings its own normalisation."""
+
+    def __init__(self, name: str, num_classes: int, in_channels: int = 3, norm: str = "batch"):
+        super().__init__()
+        try:
+            import timm
+        except ImportError as exc:
+            raise ImportError("timm architectures need the 'timm' extra: pip install 'taskgeom[timm]'") from exc
+        if norm != "batch":
+            raise ValueError(f"timm:{name} brings its own normalisation layers; norm must be 'batch', got {norm!r}")
+        if name not in timm.list_models():
+            raise ValueError(f"unknown timm architecture {name!r} (timm.list_models() lists them)")
+        self.body = timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_channels)
+        self.feature_dim = int(self.body.num_features)
+        self.head = nn.Linear(self.feature_dim, num_classes, bias=False)
+
+    def features(self, x):
+        return self.body(x).flatten(1)
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 def build_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """``"wrn-16-4"``, ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``, ``"fast-resnet"``; every one
-    but resnet50 takes ``norm=`` "batch" | "layer" (LayerNorm as GroupNorm(1, C))."""
+    """``"wrn-16-4"``, ``"resnet18"``, ``"resnet50"`` (BlurPool), ``"small-cnn"``, ``"fast-resnet"``, or
+    ``"timm:<name>"`` (:class:`TimmNet`); every one but resnet50 and timm's takes ``norm=`` "batch" |
+    "layer" (LayerNorm as GroupNorm(1, C))."""
+    if name.startswith("timm:"):
+        return TimmNet(name[5:], num_classes, **kwargs)
     name = name.lower()
     if name.startswith("wrn-"):
         depth, width = (int(v) for v in name[4:].split("-"))

@@ -1,5 +1,6 @@
 """The paper's architectures: shapes, sizes, bias-free heads, normalisation variants."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -86,3 +87,31 @@ def test_every_family_architecture_has_layer_norm(name):
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     with pytest.raises(ValueError, match="resnet50"):
         build_model("resnet50", 10, norm="layer")
+
+
+def test_any_timm_architecture_trains_and_records(tmp_path):
+    """--arch timm:<name> (issue 28): a randomly initialised timm network, features for imprinting, nothing
+    downloaded; unknown names and LayerNorm are one-line errors."""
+    pytest.importorskip("timm")
+    from taskgeom.models import build_model
+    from taskgeom.store import PredictionStore
+    from taskgeom.train import TrainConfig, train
+
+    model = build_model("timm:resnet10t", 5, in_channels=3)
+    x = torch.randn(2, 3, 16, 16)
+    assert model(x).shape == (2, 5) and model.features(x).shape == (2, model.feature_dim)
+    with pytest.raises(ValueError, match="unknown timm architecture"):
+        build_model("timm:no-such-net", 5)
+    with pytest.raises(ValueError, match="own normalisation"):
+        build_model("timm:resnet10t", 5, norm="layer")
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    imgs = np.repeat((d.images / 16 * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    xtr, ytr, xte, yte = imgs[:300], d.target[:300], imgs[300:400], d.target[300:400]
+    store = PredictionStore(tmp_path / "s", create=True)
+    store.add_eval_set("digits", yte, c=10)
+    cfg = TrainConfig(arch="timm:resnet10t", epochs=1, batch_size=64, checkpoints=2, device="cpu", seed=0)
+    train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+    (t,) = store.select()
+    assert t.architecture == "timm:resnet10t" and len(t) >= 2

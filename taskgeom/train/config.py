@@ -97,8 +97,10 @@ class TrainConfig:
     )
     arch: str = option(
         "wrn-16-4",
-        "network (taskgeom.models.build_model)",
+        "network (taskgeom.models.build_model); timm:<name> for any timm architecture, randomly initialised "
+        "(the timm extra; nothing is downloaded)",
         choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50", "fast-resnet"),
+        open_prefix="timm:",
     )
     norm: str = option(
         "batch",
@@ -321,8 +323,9 @@ def validate(cfg: TrainConfig) -> None:
         return ValueError(f"{name} (--{name.replace('_', '-')}) must be {what}, got {getattr(cfg, name)!r}")
 
     arch_choices = dict((f.name, f.metadata["choices"]) for f in dataclasses.fields(TrainConfig))["arch"]
-    if cfg.arch.lower() not in arch_choices and not re.fullmatch(r"wrn-\d+-\d+", cfg.arch.lower()):
-        raise bad("arch", f"one of {', '.join(arch_choices)} (or wrn-<depth>-<width>)")
+    timm_arch = cfg.arch.startswith("timm:") and len(cfg.arch) > 5
+    if cfg.arch.lower() not in arch_choices and not re.fullmatch(r"wrn-\d+-\d+", cfg.arch.lower()) and not timm_arch:
+        raise bad("arch", f"one of {', '.join(arch_choices)} (or wrn-<depth>-<width>, or timm:<name>)")
     if cfg.crop_scale[0] > cfg.crop_scale[1]:
         raise bad("crop_scale", "a range low <= high")
     if cfg.res_ramp[0] > cfg.res_ramp[1]:

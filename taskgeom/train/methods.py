@@ -62,7 +62,7 @@ class Method:
 
     def build(self, cfg, n_classes: int, in_channels: int, device) -> torch.nn.Module:
         kwargs = {"norm": cfg.norm}  # every architecture: BatchNorm or LayerNorm (resnet50: BatchNorm only)
-        if cfg.arch in ("small-cnn", "fast-resnet"):
+        if cfg.arch in ("small-cnn", "fast-resnet") or cfg.arch.startswith("timm:"):
             kwargs["in_channels"] = in_channels
         n_out = n_classes if self.class_head else cfg.projection_dim
         model = build_model(cfg.arch, n_out, **kwargs)
