@@ -213,13 +213,17 @@ def add_parsers(sub) -> None:
         help="two groups of a store's trajectories: normalised distance with intervals, permutation test",
     )
     p.add_argument("store", help="a PredictionStore folder")
-    p.add_argument("--a", required=True, help="the first group: FIELD=VALUE[,FIELD=VALUE] (task, method, seed, ...)")
-    p.add_argument("--b", required=True, help="the second group, as --a")
+    p.add_argument(
+        "--a",
+        required=True,
+        help="the first group: FIELD=VALUE[,FIELD=VALUE] (task, method, seed, ...) (no default: required)",
+    )
+    p.add_argument("--b", required=True, help="the second group, as --a (no default: required)")
     p.add_argument("--grid", type=positive_int, default=50, help="progress values compared (default: %(default)s)")
     p.add_argument("--n-boot", type=nonnegative_int, default=200, help="bootstrap replicates (default: %(default)s)")
     p.add_argument(
         "--n-perm", type=nonnegative_int, default=1000, help="most seed splits counted (default: %(default)s)"
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the random draws' seed (default: %(default)s)")
-    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.add_argument("--out", default=None, help="also write the result as JSON here (default: none, printed only)")
     p.set_defaults(fn=_cmd_compare)
