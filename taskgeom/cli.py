@@ -42,6 +42,7 @@ from ._cliutil import (
     positive_float,
     positive_int,
 )
+from ._fileio import fsync_dir
 
 __all__ = ["main", "build_parser", "CLIError", "UsageError"]
 
@@ -224,16 +225,7 @@ def _publish(tmp: Path, path: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    fsync_dir(path.parent)
 
 
 def _write_failed(path: Path, exc: OSError) -> CLIError:

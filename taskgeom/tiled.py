@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from . import geometry as _geometry
+from ._fileio import fsync_dir
 from ._validate import check_int
 from .modelsets import ModelSet
 
@@ -77,19 +78,6 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(6)}.tmp")
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _atomic_write(path: Path, text: str) -> None:
     """Write ``text`` to a unique temporary file, fsync it, and rename it onto ``path``."""
     tmp = _tmp_name(path)
@@ -103,7 +91,7 @@ def _atomic_write(path: Path, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -380,7 +368,7 @@ def _new_matrix(path: Path, m: int, source: Path | None = None, m_old: int = 0, 
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path)
+    fsync_dir(path)
 
 
 def _write_meta(path: Path, meta: dict) -> None:
