@@ -12,6 +12,7 @@ other); 70 (``EXIT_INTERNAL``, sysexits' EX_SOFTWARE) a bug in taskgeom; 130 int
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 
 __all__ = [
@@ -119,6 +120,24 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):
+        """As argparse's, but an unknown option is reported by the subcommand it was given to, with the
+        closest of that subcommand's options (``--epcohs``: did you mean --epochs?)."""
+        ns, extras = self.parse_known_args(args, namespace)
+        if extras:
+            parser = self
+            while True:  # the innermost subcommand that was chosen
+                subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+                chosen = subs and getattr(ns, subs[0].dest, None)
+                if not chosen or chosen not in subs[0].choices:
+                    break
+                parser = subs[0].choices[chosen]
+            options = [o for a in parser._actions for o in a.option_strings if o not in ("-h", "--help")]
+            close = difflib.get_close_matches(extras[0].split("=")[0], options, n=1, cutoff=0.75)
+            hint = f"; did you mean {close[0]}?" if close and extras[0].startswith("-") else ""
+            parser.error(f"unrecognized arguments: {' '.join(extras)}{hint}")
+        return ns
 
 
 def one_line(exc) -> str:

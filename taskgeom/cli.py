@@ -395,7 +395,15 @@ def _megabytes(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--version",
+        action="version",
+        version=f"taskgeom {__version__}",
+        help="print the version and exit (default: off)",
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("info", help="backends compiled into this install")

@@ -431,3 +431,14 @@ def test_state_loader_never_unpickles(tmp_path):
     assert not marker.exists()
     with pytest.raises(FileNotFoundError):
         load_state(Path(tmp_path / "absent.pt"))
+
+
+def test_a_mistyped_option_is_reported_by_its_subcommand_with_a_suggestion(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["train", "--epcohs", "3"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("taskgeom train: error: unrecognized arguments: --epcohs 3; did you mean --epochs?")
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("taskgeom ")
