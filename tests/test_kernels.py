@@ -216,6 +216,33 @@ def test_properties_symmetry_diagonal_nonnegative_chunking(m, n, c, seed, chunk,
     assert_rel_close(tg.pairwise_distances(a, backend="torch", chunk=chunk), d, 1e-5, atol=1e-12)
 
 
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("cross", [False, True])
+def test_cpu_kernel_gives_the_same_bits_for_any_thread_count(divergence, cross):
+    # one parallel region per call, chunks staged into two buffers: each pair's sum is still added chunk by
+    # chunk in order by one tile, whichever thread runs it (47 chunks of 64 samples; 37 rows: a padded group)
+    a = models(37, 3001, 10, seed=5, dtype=torch.float16)
+    b = models(9, 3001, 10, seed=6, dtype=torch.float16) if cross else None
+    one = tg.pairwise_distances(a, b, divergence=divergence, backend="cpu", chunk=64, threads=1)
+    for threads in (2, 3):
+        assert torch.equal(
+            tg.pairwise_distances(a, b, divergence=divergence, backend="cpu", chunk=64, threads=threads), one
+        )
+    assert_rel_close(one, _ref(a, b, divergence), RTOL[torch.float16])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("chunk", [64, None])
+def test_cpu_kernel_reports_bad_input_in_a_late_chunk(threads, chunk):
+    # the first bad chunk's earliest model is reported, whichever thread staged it (both entries lie in one
+    # chunk: the 39th of 64 samples, the 10th of 256)
+    a = models(12, 3001, 10, seed=7, dtype=torch.float32)
+    a[9, 2450, 3] = float("nan")
+    a[4, 2470, 1] = -0.5
+    with pytest.raises(ValueError, match="model 4, sample 2470"):
+        tg.pairwise_distances(a, backend="cpu", chunk=chunk, threads=threads)
+
+
 @settings(max_examples=15, deadline=None)
 @given(m=st.integers(2, 6), n=st.integers(1, 30), c=st.integers(2, 9), seed=st.integers(0, 10_000))
 def test_properties_cross_matrix_is_block_of_full_matrix(m, n, c, seed):

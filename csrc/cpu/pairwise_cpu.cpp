@@ -22,6 +22,8 @@
 // through memory, and a column group's panel stays in L1 while the row tiles stream past it.
 #include "cpu/pairwise_cpu.h"
 
+#include "cpu/gather.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -124,62 +126,6 @@ void record(BadInput& bad, int which, int kind, int64_t model, int64_t sample, d
   }
 }
 
-// Copy samples [n0, n0 + nc) of model i into t as float64, transposed to [class][sample] (row stride ncp).
-// One dtype dispatch per model chunk; the inner loop reads each sample's classes in storage order.
-template <typename T, typename Cvt>
-void gather_typed(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t, Cvt cvt) {
-  const T* base = reinterpret_cast<const T*>(v.ptr);
-  const int64_t C = v.shape[2], s1 = v.stride[1], s2 = v.stride[2];
-  const T* row = base + i * v.stride[0] + n0 * s1;
-  if (s2 == 1) {
-    for (int64_t n = 0; n < nc; ++n, row += s1)
-      for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = cvt(row[c]);
-  } else {
-    for (int64_t n = 0; n < nc; ++n, row += s1)
-      for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = cvt(row[c * s2]);
-  }
-}
-
-#if defined(__F16C__)
-// float16 rows stored contiguously: convert 8 values per instruction, then transpose.
-void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, int64_t ncp, double* t, float* raw) {
-  const int64_t total = nc * C;
-  int64_t k = 0;
-  for (; k + 8 <= total; k += 8)
-    _mm256_storeu_ps(raw + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
-  for (; k < total; ++k) raw[k] = half_to_float(src[k]);
-  for (int64_t n = 0; n < nc; ++n)
-    for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = (double)raw[n * C + c];
-}
-#endif
-
-// raw: scratch of at least nc * C floats.
-void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t,
-                  [[maybe_unused]] float* raw) {
-  const int64_t C = v.shape[2];
-  switch (v.dtype) {
-    case kFloat16:
-#if defined(__F16C__)
-      if (v.stride[2] == 1 && v.stride[1] == C) {
-        gather_half_contiguous(reinterpret_cast<const uint16_t*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, raw);
-        break;
-      }
-#endif
-      gather_typed<uint16_t>(v, i, n0, nc, ncp, t, [](uint16_t h) { return (double)half_to_float(h); });
-      break;
-    case kBFloat16:
-      gather_typed<uint16_t>(v, i, n0, nc, ncp, t, [](uint16_t h) { return (double)bf16_to_float(h); });
-      break;
-    case kFloat64:
-      gather_typed<double>(v, i, n0, nc, ncp, t, [](double x) { return x; });
-      break;
-    default:
-      gather_typed<float>(v, i, n0, nc, ncp, t, [](float x) { return (double)x; });
-  }
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t n = nc; n < ncp; ++n) t[c * ncp + n] = c == 0 ? 1.0 : 0.0;
-}
-
 inline v8d vsqrt(v8d x) {
 #if defined(__AVX512F__)
   return (v8d)_mm512_mask_sqrt_pd((__m512d)x, 0xff, (__m512d)x);  // (the unmasked form trips -Wmaybe-uninitialized)
@@ -189,22 +135,32 @@ inline v8d vsqrt(v8d x) {
 #endif
 }
 
+// One thread's scratch for staging a model's chunk (allocated once per call).
+struct StageScratch {
+  std::vector<double> t, sums, scale;
+  std::vector<float> raw;
+  std::vector<char> negative;
+  StageScratch(int64_t C, int64_t ncp)
+      : t((size_t)C * ncp), sums(ncp), scale(ncp), raw((size_t)C * ncp), negative(ncp) {}
+};
+
 // Stage samples [n0, n0 + nc) of every model into the packed layout. Each stored row is renormalised in
 // float64 (stored float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows).
 // After one transposing copy per model chunk, every loop runs over contiguous samples and vectorises
-// (square roots included).
+// (square roots included). Called by every thread of an enclosing parallel region: the models are shared
+// out dynamically and there is no barrier at the end (the caller places one before the staged data is read).
 void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging staging, bool validate, double tol,
-                 BadInput& bad, int which) {
+                 BadInput& bad, int which, StageScratch& w) {
   const int64_t m = v.shape[0], C = v.shape[2], ncp = s.ncp, step = s.class_step();
   const void* base = reinterpret_cast<const void*>(v.ptr);
-#pragma omp parallel
   {
-    std::vector<double> t((size_t)C * ncp), sums(ncp), scale(ncp);
-    std::vector<float> raw((size_t)C * ncp);
-    std::vector<char> negative(ncp);
-#pragma omp for schedule(static)
+    std::vector<double>& t = w.t;
+    std::vector<double>& sums = w.sums;
+    std::vector<double>& scale = w.scale;
+    std::vector<char>& negative = w.negative;
+#pragma omp for schedule(dynamic, 1) nowait
     for (int64_t i = 0; i < m; ++i) {
-      gather_chunk(v, i, n0, nc, ncp, t.data(), raw.data());
+      gather_chunk(v, i, n0, nc, ncp, t.data(), w.raw.data());
       double* __restrict su = sums.data();
       double* __restrict sc = scale.data();
       char* __restrict ng = negative.data();
@@ -448,20 +404,29 @@ struct Traits<kSymmetricKL> {
 constexpr int64_t kRowsPerItem = 32;
 static_assert(kRowsPerItem % kG == 0 && kG % kTI == 0, "row tiles must not straddle groups");
 
-// One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Work items are
-// (column group, block of rows) pairs, so that cross matrices with few columns still use every thread.
-template <int D>
-void compute_pairs(const Stage& A, const Stage& B, bool symmetric, double* acc) {
-  const int64_t ma = A.m, mb = B.m, C = A.C;
-  struct Item {
-    int64_t g, r0, r1;
-  };
+// Work items are (column group, block of rows) pairs, so that cross matrices with few columns still use
+// every thread; the largest first.
+struct Item {
+  int64_t g, r0, r1;
+};
+
+std::vector<Item> pair_items(int64_t ma, int64_t groups, bool symmetric) {
   std::vector<Item> items;
-  for (int64_t g = B.groups - 1; g >= 0; --g) {
+  for (int64_t g = groups - 1; g >= 0; --g) {
     const int64_t r_end = symmetric ? std::min(ma, (g + 1) * kG) : ma;
     for (int64_t r0 = 0; r0 < r_end; r0 += kRowsPerItem) items.push_back({g, r0, std::min(r_end, r0 + kRowsPerItem)});
   }
-#pragma omp parallel for schedule(dynamic, 1)
+  return items;
+}
+
+// One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Called by every
+// thread of an enclosing parallel region: items are shared out dynamically, no barrier at the end. Each
+// pair's sum is computed by one tile whichever thread runs it, so results do not depend on the threads.
+template <int D>
+void compute_pairs(const Stage& A, const Stage& B, bool symmetric, const std::vector<Item>& items, double* acc) {
+  const int64_t ma = A.m, mb = B.m, C = A.C;
+  (void)ma;
+#pragma omp for schedule(dynamic, 1) nowait
   for (size_t it = 0; it < items.size(); ++it) {
     const Item item = items[it];
     const int64_t j0 = item.g * kG;
@@ -510,20 +475,53 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   nc = std::min(nc, N);
   const int64_t ncp = ((nc + kW - 1) / kW) * kW;
 
-  Stage A, B;
-  A.allocate(ma, C, ncp, staging);
-  if (!symmetric) B.allocate(mb, C, ncp, staging);
+  // One parallel region per call (not two per sample chunk): a barrier where a thread may be waiting for
+  // another that the scheduler has pre-empted costs a time slice on a busy machine, so there is one
+  // barrier per chunk. With two staging buffers (while the staged chunks take at most 128 MB), chunk k + 1
+  // is staged into one while chunk k is computed from the other: threads that run out of tiles go on to
+  // stage the next chunk, and the barrier after staging is the only one. With one buffer there are two.
+  const int64_t nchunks = (N + nc - 1) / nc;
+  const double staged_bytes = (double)(ma + (symmetric ? 0 : mb)) * C * ncp * bytes_per_value;
+  const int nbuf = (nchunks > 1 && staged_bytes <= 128.0 * 1024 * 1024) ? 2 : 1;
+  Stage A[2], B[2];
+  for (int k = 0; k < nbuf; ++k) {
+    A[k].allocate(ma, C, ncp, staging);
+    if (!symmetric) B[k].allocate(mb, C, ncp, staging);
+  }
+  const std::vector<Item> items = pair_items(ma, symmetric ? A[0].groups : B[0].groups, symmetric);
   std::vector<double> acc((size_t)ma * mb, 0.0);
+  // Inputs found bad while staging chunk k go to bads[k % 2]: it is read after the barrier that ends that
+  // staging and written again only after the next barrier, so every thread leaves the loop together.
+  BadInput bads[2];
   BadInput bad;
 
-  for (int64_t n0 = 0; n0 < N; n0 += nc) {
-    const int64_t len = std::min(nc, N - n0);
-    stage_chunk(a, n0, len, A, staging, validate, tol, bad, 0);
-    if (!symmetric) stage_chunk(bv, n0, len, B, staging, validate, tol, bad, 1);
-    if (bad.kind != kOk) break;
-    dispatch_divergence(
-        divergence, [&](auto d) { compute_pairs<decltype(d)::value>(A, symmetric ? A : B, symmetric, acc.data()); });
+#pragma omp parallel
+  {
+    StageScratch w(C, ncp);
+    auto stage = [&](int64_t k) {
+      const int64_t n0 = k * nc, len = std::min(nc, N - n0);
+      Stage& sa = A[k % nbuf];
+      stage_chunk(a, n0, len, sa, staging, validate, tol, bads[k % 2], 0, w);
+      if (!symmetric) stage_chunk(bv, n0, len, B[k % nbuf], staging, validate, tol, bads[k % 2], 1, w);
+    };
+    stage(0);
+#pragma omp barrier
+    for (int64_t k = 0; k < nchunks; ++k) {
+      if (bads[k % 2].kind != kOk) break;
+      const Stage& sa = A[k % nbuf];
+      const Stage& sb = symmetric ? sa : B[k % nbuf];
+      dispatch_divergence(divergence,
+                          [&](auto d) { compute_pairs<decltype(d)::value>(sa, sb, symmetric, items, acc.data()); });
+      if (k + 1 == nchunks) break;  // (the region's end waits for every thread)
+      if (nbuf == 1) {
+#pragma omp barrier
+      }
+      stage(k + 1);
+#pragma omp barrier
+    }
   }
+  for (const BadInput& b : bads)  // at most the first bad chunk's (later chunks were not staged)
+    if (b.kind != kOk && (bad.kind == kOk)) bad = b;
   if (threads > 0) omp_set_num_threads(old_threads);
   if (bad.kind != kOk) return bad;
 
