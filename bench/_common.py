@@ -43,13 +43,59 @@ def environment(device: str) -> dict:
         "commit": commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "build": tg.build_info(),
     }
     if device == "cuda":
         env["gpu"] = torch.cuda.get_device_name(0)
     return env
+
+
+def _cpuinfo() -> dict:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    info: dict = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if not line.strip():
+                break
+            key, _, value = line.partition(":")
+            info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    """Model name, with the x86 family/model numbers (a KVM guest may report only "AMD EPYC")."""
+    info = _cpuinfo()
+    name = info.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in info:
+        name += f" (family {info['cpu family']}, model {info.get('model', '?')})"
+    return name
+
+
+def fp64_peak_per_core() -> dict:
+    """FP64 peak of one core from /proc/cpuinfo flags and clock, with the assumption it rests on.
+
+    flops/cycle = FMA pipes x doubles per full-width FMA x 2. Assumed: 2 FMA pipes on every x86 core here;
+    AVX-512 with full-width (512-bit) FMA units on Intel server parts and AMD Zen 5 server parts (family 26),
+    so 2 x 8 x 2 = 32; AMD Zen 4 (family 25) executes a 512-bit FMA as two 256-bit halves, so 2 x 4 x 2 = 16,
+    as for AVX2 + FMA anywhere. The clock is the "cpu MHz" the kernel reports (a KVM guest sees the nominal
+    clock, not boost), so the fraction of peak is an upper estimate when the core boosts.
+    """
+    info = _cpuinfo()
+    flags = set(info.get("flags", "").split())
+    ghz = float(info.get("cpu MHz", "nan")) / 1e3
+    vendor = info.get("vendor_id", "")
+    family = int(info.get("cpu family", "0") or 0)
+    if "avx512f" in flags and not (vendor == "AuthenticAMD" and family < 26):
+        flops, basis = 32, "AVX-512, 2 full-width FMA pipes x 8 doubles x 2"
+    elif "fma" in flags:
+        flops, basis = 16, "256-bit FMA datapath (AVX2, or AVX-512 split in halves on Zen 4): 2 x 4 x 2"
+    else:
+        flops, basis = 4, "SSE2: 2 x 2 doubles (no FMA)"
+    return {"ghz": ghz, "flops_per_cycle": flops, "gflops": flops * ghz, "basis": basis}
 
 
 def timeit(fn, device: str, repeat: int = 3, warmup: int = 1) -> float:

@@ -4,6 +4,11 @@ paper authors' released code, in the same run on the same data.
 
     python bench/bench_pairwise.py --device cpu  --json bench/results/pairwise_cpu.json
     python bench/bench_pairwise.py --device cuda --json bench/results/pairwise_cuda.json
+    python bench/bench_pairwise.py --threads 1 --cases 200x10000x10 100x10000x100 50x10000x1000 --skip-baselines
+
+On the CPU it also prints the Gram's arithmetic rate per core: 2 flops (one FMA) per (pair of the upper
+triangle, sample, class) over the time and the threads, and its fraction of the detected core's FP64 peak
+(bench/_common.py: fp64_peak_per_core states how the peak is derived), with the CPU model.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 import taskgeom as tg
 from taskgeom import reference as R
 
-from _common import environment, table, timeit, write_json
+from _common import cpu_model, environment, fp64_peak_per_core, table, timeit, write_json
 
 CPU_CASES = [(200, 10_000, 10)]
 CUDA_CASES = [(2430, 10_000, 10), (1000, 10_000, 100), (512, 10_000, 1000)]
@@ -55,18 +60,31 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
         cases = [tuple(int(x) for x in c.split("x")) for c in args.cases]
     dtype = {"float16": torch.float16, "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     rows = []
+    peak = fp64_peak_per_core()
+    if device == "cpu":
+        print(f"CPU: {cpu_model()}; FP64 peak {peak['gflops']:.1f} GFLOP/s per core ({peak['basis']} "
+              f"at {peak['ghz']:.2f} GHz)")  # fmt: skip
     for m, n, c in cases:
         models = make_models(m, n, c, dtype, device=device)
         row = {"m": m, "N": n, "C": c, "dtype": args.dtype}
-        kernel = lambda: tg.pairwise_distances(models, validate=False)  # noqa: E731
+        kernel = lambda: tg.pairwise_distances(models, validate=False, threads=args.threads)  # noqa: E731
         d = kernel()
         row["max_rel_err"] = check(d, models)
         row["taskgeom_s"] = timeit(kernel, device, repeat=args.repeat)
+        pair_samples = m * m * n
+        row["pair_samples_per_s"] = pair_samples / row["taskgeom_s"]
+        if device == "cpu":
+            threads = args.threads or tg.build_info().get("openmp_threads") or 1
+            row["threads"] = threads
+            row["gflops_per_core"] = 2 * m * (m + 1) / 2 * n * c / row["taskgeom_s"] / threads / 1e9
+            row["peak_fraction"] = row["gflops_per_core"] / peak["gflops"]
+        if args.skip_baselines:
+            rows.append(row)
+            print(table([row], list(row)))
+            continue
         gram = lambda: R.pairwise_gram(models, chunk=args.ref_chunk)  # noqa: E731
         row["torch_ref_s"] = timeit(gram, device, repeat=args.repeat if device == "cuda" else 1)
         row["torch_ref_max_rel_err"] = check(gram(), models)
-        pair_samples = m * m * n
-        row["pair_samples_per_s"] = pair_samples / row["taskgeom_s"]
         row["x_torch"] = row["torch_ref_s"] / row["taskgeom_s"]
         if device == "cpu":
             p = models.numpy()
@@ -87,9 +105,13 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
         if device == "cuda":
             torch.cuda.empty_cache()
     cols = (
-        ["m", "N", "C", "dtype", "taskgeom_s", "torch_ref_s", "x_torch"]
+        ["m", "N", "C", "dtype", "taskgeom_s"]
+        + (["threads", "gflops_per_core", "peak_fraction"] if device == "cpu" else [])
+        + (["torch_ref_s", "x_torch"] if not args.skip_baselines else [])
         + (
-            ["numpy_s", "x_numpy"]
+            []
+            if args.skip_baselines
+            else ["numpy_s", "x_numpy"]
             if device == "cpu"
             else [
                 "tiled_s",
@@ -101,7 +123,8 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
                 "gram64_max_rel_err",
             ]
         )
-        + ["max_rel_err", "torch_ref_max_rel_err"]
+        + ["max_rel_err"]
+        + ([] if args.skip_baselines else ["torch_ref_max_rel_err"])
     )
     print()
     print(table(rows, cols))
@@ -111,7 +134,10 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
             "benchmark": "pairwise_bhattacharyya",
             "device": device,
             "env": environment(device),
+            "fp64_peak_per_core": peak if device == "cpu" else None,
             "notes": "x_* = baseline time / taskgeom time, same run, same data; "
+            "gflops_per_core = 2 flops per (pair of the upper triangle, sample, class) / time / threads, "
+            "peak_fraction against fp64_peak_per_core; "
             "tiled_fp32_issue_fraction counts 7 flops per (pair, sample, class) over one "
             "triangle against 51 TFLOP/s",
             "rows": rows,
@@ -125,6 +151,8 @@ def main():
     ap.add_argument("--dtype", choices=["float16", "float32", "bfloat16"], default="float16")
     ap.add_argument("--cases", nargs="*", help="MxNxC, e.g. 200x10000x10")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, help="kernel threads (default: OpenMP's)")
+    ap.add_argument("--skip-baselines", action="store_true", help="time the kernel only (no torch, NumPy)")
     ap.add_argument("--ref-chunk", type=int, default=256, help="samples per chunk of the torch reference")
     ap.add_argument("--json")
     run(ap.parse_args())

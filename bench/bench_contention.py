@@ -1,0 +1,249 @@
+"""Fair share under contention (issue 27, item 1): each CPU workload alone, then beside K CPU-bound busy
+processes (``python -c "while True: pass"``, started and killed here), with each slowdown against the
+fair-share expectation.
+
+Fair share: with K busy processes on P cores (the CPUs this process may run on), a job whose T threads
+are all runnable gets T / (K + T) of the P cores under a fair scheduler, against min(T, P) cores alone, so
+its expected slowdown is max(1, (K + T) / P) for T <= P (T = the threads the workload uses: OpenMP
+threads of a kernel call, torch threads during training). Goal: slowdown / fair share <= 1.3. Other
+engineers' processes are not controlled here: the load average at each condition is recorded and printed
+(an "alone" time on a machine whose load is above ~1 is not alone).
+
+    python bench/bench_contention.py --json bench/results/contention_cpu.json
+    python bench/bench_contention.py --busy 0 2 4 --workloads pairwise progress --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+# taskgeom first: it sets OpenMP's passive wait policy only if torch is not imported yet
+import taskgeom as tg
+
+# isort: split
+import numpy as np
+import torch
+
+from taskgeom import reference as R
+
+from _common import environment, table, write_json
+
+WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train"]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def kernel_threads(requested: int | None) -> int:
+    """Threads a kernel call uses: as the kernel itself decides (taskgeom.build_info reports OpenMP's)."""
+    if requested:
+        return requested
+    env = os.environ.get("TASKGEOM_NUM_THREADS")
+    return int(env) if env else int(tg.build_info().get("openmp_threads") or cores())
+
+
+def models(m, n, c, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(m, n, c, generator=g) * torch.linspace(0.5, 4, m)[:, None, None]
+    return torch.softmax(logits, -1).to(torch.float16)
+
+
+def digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    img = (d.images / 16 * 255).astype(np.uint8)[..., None].repeat(3, -1)
+    y = d.target.astype(np.int64)
+    return (img[:1200], y[:1200]), (img[1200:], y[1200:])
+
+
+def build(name: str, args):
+    """(function to time, threads it uses, check message): the check runs once here, before any timing."""
+    threads = args.threads
+    if name.startswith("pairwise"):
+        m, n, c = (200, 10_000, 10) if name == "pairwise-c10" else (100, 10_000, 100)
+        p = models(m, n, c)
+
+        def fn():
+            return tg.pairwise_distances(p, validate=False, threads=threads)
+
+        d = torch.as_tensor(fn())
+        ref = R.pairwise_distances(p[:3], p)
+        mask = ref > 0
+        err = float(((d[:3] - ref).abs()[mask] / ref[mask]).max())
+        assert err < 1e-5, err
+        return fn, kernel_threads(threads), f"{m}x{n}x{c}, max rel err {err:.1e}"
+    if name == "progress":
+        g = torch.Generator().manual_seed(0)
+        y = torch.randint(0, 10, (10_000,), generator=g)
+        logits = torch.randn(40, 10_000, 10, generator=g) + torch.linspace(0.1, 6, 40)[:, None, None] * (
+            torch.nn.functional.one_hot(y, 10)
+        )
+        p = torch.softmax(logits, -1)
+        lam = np.asarray(tg.progress(p, y, threads=threads))
+        ref = np.asarray(tg.progress(p, y, backend="torch"))
+        err = float(np.abs(lam - ref).max())
+        assert err < 1e-6, err
+
+        def fn():
+            for _ in range(args.progress_calls):
+                tg.progress(p, y, validate=False, threads=threads)
+
+        return fn, kernel_threads(threads), f"m=40 N=10000 C=10 x {args.progress_calls} calls, |dlambda| {err:.1e}"
+    if name == "landmark":
+        from taskgeom.large import landmark_inpca
+
+        p = models(2000, 2000, 10, seed=1).float().numpy()
+
+        def fn():
+            return landmark_inpca(p, n_landmarks=200, k=3, check=200)
+
+        res = fn()
+        assert np.isfinite(res.coords).all()
+        return fn, kernel_threads(threads), f"2000 models x 2000 x 10, 200 landmarks, rel err {res.error}"
+    if name == "train":
+        from taskgeom.store import PredictionStore
+        from taskgeom.train import TrainConfig, train
+
+        (xtr, ytr), (xte, yte) = digits()
+        tmp = tempfile.mkdtemp(prefix="tg-contention-")
+        atexit.register(shutil.rmtree, tmp, True)
+        cfg = TrainConfig(method="supervised", arch="small-cnn", epochs=1, batch_size=16, checkpoints=2, device="cpu")
+        count = iter(range(1 << 30))
+
+        def one():
+            # a fresh store each time: train() resumes (and returns at once) a run recorded with the same settings
+            store = PredictionStore(os.path.join(tmp, f"s{next(count)}"), create=True)
+            store.add_eval_set("digits", yte, c=10)
+            return train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+
+        def fn():
+            for _ in range(args.train_runs):
+                one()
+
+        traj = one()
+        assert np.isfinite(np.asarray(traj.probs, dtype=np.float64)).all()
+        return (
+            fn,
+            torch.get_num_threads(),
+            f"digits 1 epoch small-cnn x {args.train_runs} runs, acc {traj.checkpoints[-1]['accuracy']:.2f}",
+        )
+    raise ValueError(name)
+
+
+def timed(fn, repeat: int, warmup: int) -> tuple[float, list[float]]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), times
+
+
+def start_busy(k: int) -> list[subprocess.Popen]:
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
+    time.sleep(0.5)  # let them start spinning
+    return procs
+
+
+def stop_busy(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.kill()
+    for p in procs:
+        p.wait()
+
+
+def run(args):
+    P = cores()
+    names = args.workloads or WORKLOADS
+    built = {}
+    for name in names:
+        fn, T, note = build(name, args)
+        built[name] = (fn, T)
+        print(f"checked {name}: {note} ({T} threads)")
+    rows = []
+    # busy counts are the outer loop: each condition runs every workload under the same load
+    results = {name: {} for name in names}
+    loads = {}
+    for k in args.busy:
+        procs = start_busy(k)
+        try:
+            loads[k] = os.getloadavg()[0]
+            for name in names:
+                fn, _ = built[name]
+                results[name][k] = timed(fn, args.repeat, warmup=1)
+        finally:
+            stop_busy(procs)
+        print(f"busy={k}: load average {loads[k]:.2f} at start", flush=True)
+    for name in names:
+        _, T = built[name]
+        base = results[name].get(0, (None,))[0]
+        for k in args.busy:
+            t, times = results[name][k]
+            fair = max(1.0, (k + T) / P) / max(1.0, min(T, P) / P)
+            slow = t / base if base else None
+            rows.append(
+                {
+                    "workload": name,
+                    "threads": T,
+                    "busy": k,
+                    "load_avg": round(loads[k], 2),
+                    "median_s": t,
+                    "min_s": min(times),
+                    "slowdown": slow,
+                    "fair_share": fair,
+                    "x_fair": slow / fair if slow else None,
+                }
+            )
+    cols = ["workload", "threads", "busy", "load_avg", "median_s", "min_s", "slowdown", "fair_share", "x_fair"]
+    print()
+    print(table(rows, cols))
+    worst = max((r["x_fair"] for r in rows if r["x_fair"]), default=None)
+    print(f"\nP = {P} cores; fair share = max(1, (K + T) / P); worst slowdown / fair share = {worst}")
+    write_json(
+        args.json,
+        {
+            "benchmark": "contention",
+            "device": "cpu",
+            "env": {**environment("cpu"), **cpu_info()},
+            "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+            "notes": "fair_share = max(1, (K + T) / P), P = usable cores, T = the workload's threads; "
+            "x_fair = slowdown / fair_share; load_avg = 1-minute load average when the condition started "
+            "(other users' processes included)",
+            "rows": rows,
+        },
+    )
+
+
+def cpu_info() -> dict:
+    from _common import cpu_model
+
+    return {"cpu_model": cpu_model(), "cores": cores()}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--workloads", nargs="*", choices=WORKLOADS)
+    ap.add_argument("--busy", nargs="*", type=int, default=[0, 2, 4], help="busy-process counts (0 = alone)")
+    ap.add_argument("--threads", type=int, help="kernel threads (default: the kernel's own choice)")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--train-runs", type=int, default=3, help="training runs per timing")
+    ap.add_argument("--progress-calls", type=int, default=20)
+    ap.add_argument("--json")
+    run(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()
