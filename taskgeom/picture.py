@@ -13,6 +13,7 @@ trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA embed
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,11 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
         for n, row in zip(names, td["normalized"]):
             print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
+        values = [v for row in td["normalized"] for v in row]
+        if any(math.isinf(v) for v in values):
+            print("  (inf: a group with a single seed has no tube, radius 0, so any distance is infinitely many radii)")
+        if any(math.isnan(v) for v in values):
+            print("  (nan: no progress is reached by every seed of every group, so nothing is compared)")
     print(
         f"report: {out}/{res.report} (open in a browser), {out}/results.json, figures "
         f"{', '.join(res.figures)}; took {res.seconds['total']:.1f} s"
