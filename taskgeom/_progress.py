@@ -21,7 +21,8 @@ def heartbeat_seconds() -> float:
 
 
 class _Heartbeat(tqdm):
-    """A tqdm whose display is one whole line, at most every ``mininterval`` seconds and once at the end."""
+    """A tqdm whose display is one whole line, at most every ``mininterval`` seconds and once at the end
+    (when the task lasted that long)."""
 
     _shown = 0
 
@@ -44,7 +45,8 @@ class _Heartbeat(tqdm):
     def close(self):
         if self.disable:
             return
-        self.display()
+        if self.format_dict["elapsed"] >= self.mininterval:  # a short task ends without a line
+            self.display()
         self.disable = True  # tqdm's own close adds nothing after the last line
         super().close()
 

@@ -314,7 +314,7 @@ def _masked(values, keep) -> list:
 def group_key(traj, group_by: str) -> str:
     """The group a trajectory belongs to: one of its fields (``task``, ``method``, ``architecture``,
     ``seed``, ``eval_set``, ``name``), a free-form field recorded with it (``extra``), or a field of its
-    recorded configuration (dotted for nested ones: ``optim.lr``). A trajectory without it is in group
+    recorded configuration (``lr``; dotted for nested ones: ``a.b``). A trajectory without it is in group
     ``"<none>"``."""
     if group_by in ("task", "method", "architecture", "seed", "eval_set", "name"):
         value = getattr(traj, group_by)
@@ -345,7 +345,7 @@ def analyse(
     """Analyse the trajectories of a store on one evaluation set, grouped (see the module docstring).
 
     ``group_by``: what makes a family (:func:`group_key`: ``task``, ``method``, ``architecture``, a
-    recorded extra field or a config field such as ``optim.lr``); ``tasks``: the groups to keep, in the
+    recorded extra field or a config field such as ``lr``); ``tasks``: the groups to keep, in the
     order wanted (None: every group, sorted); ``method``: keep only trajectories of this method (the main
     job analyses ``"supervised"``); ``reference``: the group the others' normalised distances are measured
     to (default ``"all"`` where there is one, else the first group). ``eval_set``: None where the store
@@ -372,7 +372,17 @@ def analyse(
     labels = store.eval_set(eval_set).labels
     c = int(store.eval_set(eval_set).c)
     found = store.select(eval_set=eval_set, **({} if method is None else {"method": method}))
+    if not isinstance(group_by, str) or not group_by:
+        raise ValueError(
+            f"group_by must be a field name (task, method, architecture, seed, or a config field), got {group_by!r}"
+        )
     keyed = [(group_key(t, group_by), t) for t in found if len(t) > 1]
+    if keyed and all(k == "<none>" for k, _ in keyed):
+        cfg = sorted({k for _, t in keyed for k in (t.config or {})})
+        raise ValueError(
+            f"no trajectory records {group_by!r}: group by task, method, architecture, seed, a recorded extra field "
+            f"or a config field ({', '.join(cfg[:12]) + (', ...' if len(cfg) > 12 else '') if cfg else 'none recorded'})"
+        )
     order = sorted({k for k, _ in keyed}) if tasks is None else list(tasks)
     keyed = sorted(
         ((k, t) for k, t in keyed if k in order), key=lambda kt: (order.index(kt[0]), kt[1].seed or 0, kt[1].id)
@@ -383,6 +393,8 @@ def analyse(
             + (f" in the groups {order} of {group_by!r}" if tasks is not None else "")
         )
     groups, trajs = [k for k, _ in keyed], [t for _, t in keyed]
+    if reference is not None and reference not in groups:
+        raise ValueError(f"reference group {reference!r} is not among the groups {list(dict.fromkeys(groups))}")
     acc = _per_trajectory(trajs, groups, labels, grid, c, device, backend)
     R = np.stack(acc["reindexed"])  # (K, G, N, C)
     keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
@@ -468,6 +480,11 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
     the model's progress lies outside the progress every seed of the task reached, or more than one grid
     step from it). Returns a JSON-ready dict with
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
+    if not isinstance(res, PictureResult):
+        raise TypeError(
+            f"place() takes the result of taskgeom.analyse(), got {type(res).__name__} (for a folder written by "
+            "taskgeom analyse or picture, use the command line: taskgeom place DIR models.npy)"
+        )
     if res.fit is None:
         raise ValueError("this result holds no fitted embedding (it was read from results.json): run analyse() again")
     m, _ = _validate.as_tensor(models, "models")

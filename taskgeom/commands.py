@@ -123,6 +123,10 @@ def _cmd_place(args) -> int:
     for i, p in enumerate(out["points"]):
         tubes = ", ".join(f"{g} {'-' if v is None else f'{v:.2f}'}" for g, v in p["tube_radii"].items())
         print(f"  {i:>3}: progress {p['progress']:.3f}; {tubes}")
+    print(
+        "(-: the model's progress lies outside the progress every seed of that group reached, so there is no tube "
+        "to measure against; distances are taken at the grid value nearest the model's progress)"
+    )
     print(f"wrote {dest}")
     return 0
 
@@ -157,7 +161,7 @@ def _cmd_compare(args) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     iv = res.mean_interval
-    bracket = f" [{iv['low']:.3f}, {iv['high']:.3f}]" if iv else ""
+    bracket = f" [{iv['low']:.3f}, {iv['high']:.3f}; {100 * res.above_estimate:.0f}% of replicates above]" if iv else ""
     print(
         f"{args.a} ({res.seeds[0]} seeds) against {args.b} ({res.seeds[1]} seeds), over progress "
         f"{res.grid[0]:.3f}-{res.grid[-1]:.3f}: mean normalised distance {res.mean:.3f}{bracket}; "
@@ -184,7 +188,7 @@ def add_parsers(sub) -> None:
         "--group-by",
         default="task",
         help="what makes a family: task, method, architecture, seed, a recorded extra field, or a config field "
-        "(dotted: optim.lr) (default: %(default)s)",
+        "(nested ones dotted: a.b) such as lr (default: %(default)s)",
     )
     p.add_argument("--groups", nargs="+", default=None, help="the groups to keep, in this order (default: all)")
     p.add_argument(

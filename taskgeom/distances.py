@@ -41,6 +41,7 @@ def pairwise_distances(
     ``max_retries``, ``connect_timeout``) are passed to the tile computations. A folder that is unfinished
     after the run (or was written for other models) is refused with one line, never returned.
     """
+    budget = check_int(budget, "budget", minimum=1)  # on every route, though only out=PATH uses it
     if out is None:
         if engine != "local":
             raise ValueError("engine='ray' needs out=PATH (the tiles are written to a folder)")
@@ -48,7 +49,6 @@ def pairwise_distances(
     if others is not None:
         raise ValueError("out=PATH computes the symmetric matrix of one model set; pass others=None")
     check_choice(engine, "engine", engines.ENGINES)
-    budget = check_int(budget, "budget", minimum=1)
     if tile is not None:
         tile = check_int(tile, "tile", minimum=1)
     divergence = divergences.get(kwargs.pop("divergence", "bhattacharyya")).name

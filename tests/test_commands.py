@@ -111,3 +111,67 @@ def test_bad_input_is_one_line(store_path, tmp_path, capsys, argv, status, match
     assert cli.main(argv) == status
     err = capsys.readouterr().err.strip()
     assert match in err and len(err.splitlines()) == 1
+
+
+def test_analyse_imported_h5_trajectories_and_a_merged_store(store_path, tmp_path, capsys):
+    """Any store: the paper authors' .h5 trajectories imported, and shards merged as a sweep merges them."""
+    h5py = pytest.importorskip("h5py")
+    from taskgeom.shards import merge_stores
+
+    src = PredictionStore(store_path)
+    labels = src.eval_set("toy").labels
+    imported = PredictionStore(tmp_path / "imported", create=True)
+    for t in src.select():
+        path = tmp_path / f"preds_{t.method}_{t.seed}.h5"
+        with h5py.File(path, "w") as f:
+            f.create_dataset("data", data=np.asarray(t.probs).astype(np.float16))
+        imported.import_h5(path, labels, "toy", task="all", method=t.method, seed=t.seed)
+    imported.close()
+    assert (
+        cli.main(
+            [
+                "analyse",
+                str(tmp_path / "imported"),
+                "--group-by",
+                "method",
+                "--n-boot",
+                "0",
+                "--grid",
+                "10",
+                "--out",
+                str(tmp_path / "h5pic"),
+            ]
+        )
+        == 0
+    )
+    assert "8 trajectories" in capsys.readouterr().out
+    shards = []
+    for method in ("sgd", "adam"):  # one shard per method, as sweep workers write them
+        shard = PredictionStore(tmp_path / f"shard-{method}", create=True)
+        shard.add_eval_set("toy", labels, c=C)
+        for t in src.select(method=method):
+            shard.extend(shard.create_trajectory("toy", task="all", method=method, seed=t.seed, name=t.name), t.probs)
+        shard.close()
+        shards.append(tmp_path / f"shard-{method}")
+    merge_stores(shards, tmp_path / "merged")
+    assert (
+        cli.main(
+            [
+                "analyse",
+                str(tmp_path / "merged"),
+                "--group-by",
+                "method",
+                "--n-boot",
+                "0",
+                "--grid",
+                "10",
+                "--out",
+                str(tmp_path / "mpic"),
+            ]
+        )
+        == 0
+    )
+    a = json.loads((tmp_path / "h5pic" / "results.json").read_text())["progress_on_union_task"]
+    b = json.loads((tmp_path / "mpic" / "results.json").read_text())["progress_on_union_task"]
+    assert set(a) == set(b) == {"adam", "sgd"}
+    assert a["sgd"]["mean"] == pytest.approx(b["sgd"]["mean"], abs=2e-3)  # float16 import against float32 shards

@@ -119,3 +119,16 @@ def test_records_a_cuda_model(tmp_path):
     rec = Recorder(tmp_path / "s", data(), "toy", task="all")
     rec.record(Net().cuda(), step=0)
     assert len(rec.traj) == 1
+
+
+def test_probabilities_are_never_softmaxed_twice(tmp_path):
+    model = nn.Sequential(Net(), nn.Softmax(dim=1))
+    rec = Recorder(tmp_path / "s", data(), "toy", task="all")
+    with pytest.raises(ValueError, match="look like probabilities"):
+        rec.record(model, step=0)
+    ok = Recorder(tmp_path / "s", data(), "toy", task="all", name="probs", outputs="probabilities", dtype="float32")
+    ok.record(model, step=0)
+    model.eval()
+    with torch.no_grad():
+        want = model(data()[0]).numpy()
+    np.testing.assert_allclose(np.asarray(ok.traj.probs[0]), want, atol=1e-6)

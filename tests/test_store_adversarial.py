@@ -220,3 +220,17 @@ def test_h5_entry_that_is_a_group_or_not_hdf5_is_a_one_line_error(tmp_path):
     with pytest.raises(StoreError, match="not a readable HDF5 file"):
         store.import_h5(tmp_path / "x.h5", np.arange(N) % C, "ev")
     assert store.select() == []
+
+
+def test_a_tampered_dtype_or_a_deleted_row_is_named_as_the_manifest_s(tmp_path, capsys):
+    store, t = small_store(tmp_path / "s", steps=3)
+    with sqlite3.connect(tmp_path / "s" / "manifest.sqlite") as db:
+        db.execute("DELETE FROM checkpoints WHERE idx=1")
+    problems = store.verify()
+    assert any("indices" in p for p in problems) and not any("checksum mismatch" in p for p in problems)
+    with sqlite3.connect(tmp_path / "s" / "manifest.sqlite") as db:
+        db.execute("UPDATE trajectories SET dtype='int8'")
+    with pytest.raises(StoreError, match="dtype 'int8'.*changed outside taskgeom"):
+        store.trajectory("t")
+    assert cli.main(["store", "verify", str(tmp_path / "s")]) == 1
+    assert "dtype 'int8'" in capsys.readouterr().err

@@ -54,6 +54,11 @@ class Trajectory:
         self.seed = row["seed"]
         self.architecture = row["architecture"]
         self.dtype = row["dtype"]
+        if self.dtype not in segments.DTYPES:
+            raise StoreError(
+                f"trajectory {self.name!r}: the manifest gives dtype {self.dtype!r}, not one of "
+                f"{sorted(segments.DTYPES)} (changed outside taskgeom); run taskgeom store verify {store.root}"
+            )
         self._rel = row["file"]
         self.extra = json.loads(row["extra"] or "{}")
         self._config = row["config"] if store._manifest.has_config else None
@@ -484,7 +489,10 @@ class PredictionStore:
                 es = self.eval_set(traj.eval_set)
                 path = traj.file
             except (KeyError, StoreError) as exc:
-                problems.append(f"trajectory {traj.name!r}: {one_line(exc)}")
+                line = one_line(exc)
+                problems.append(
+                    line if line.startswith(f"trajectory {traj.name!r}") else f"trajectory {traj.name!r}: {line}"
+                )
                 continue
             rows = self._manifest.rows(
                 f"SELECT idx, {sum_col} AS checksum FROM checkpoints WHERE trajectory=? ORDER BY idx", (traj.id,)
@@ -494,7 +502,9 @@ class PredictionStore:
             if not rows:
                 continue
             nbytes = es.n * es.c * np.dtype(segments.DTYPES[traj.dtype]).itemsize
-            found, checked, unchecked = segments.verify_segment(path, [r["checksum"] for r in rows], nbytes, traj.name)
+            found, checked, unchecked = segments.verify_segment(
+                path, [(r["idx"], r["checksum"]) for r in rows], nbytes, traj.name
+            )
             problems += found
             self.checked += checked
             self.unchecked += unchecked

@@ -121,14 +121,14 @@ def memmap(path: Path, dtype: str, shape: tuple, traj: str) -> np.ndarray:
 
 
 def verify_segment(path: Path, sums: list, nbytes: int, traj: str) -> tuple[list[str], int, int]:
-    """Compare the bytes of checkpoints 0..len(sums)-1 with their checksums (None: written before
-    checksums). Returns (problems, checked, unchecked)."""
+    """Compare the bytes of each checkpoint ``(idx, checksum)`` in ``sums`` (checksum None: written before
+    checksums) with the slot ``idx`` of the segment. Returns (problems, checked, unchecked)."""
     if not path.is_file():
         return [f"trajectory {traj!r}: data file {path} is missing ({len(sums)} checkpoints lost)"], 0, 0
     problems, checked, unchecked = [], 0, 0
     size = path.stat().st_size
     with open(path, "rb") as f:
-        for idx, want in enumerate(sums):
+        for idx, want in sums:
             if (idx + 1) * nbytes > size:
                 problems.append(
                     f"trajectory {traj!r}: checkpoint {idx}: data file {path} is truncated ({size} bytes, "

@@ -86,6 +86,9 @@ class Recorder:
     config : the run's settings (JSON); a trajectory recorded with other settings under this name is an
         error, so that two runs are never mixed.
     batch_size : samples evaluated at once.
+    outputs : what the model returns when no ``imprint`` is given: ``"logits"`` (softmax applied here) or
+        ``"probabilities"`` (used as they are); logits that look like probabilities (non-negative rows
+        summing to 1) are refused rather than softmaxed a second time.
     metadata : any other JSON fields, recorded with the trajectory.
     """
 
@@ -107,9 +110,11 @@ class Recorder:
         dtype: str = "float16",
         config: dict | None = None,
         batch_size: int = 256,
+        outputs: str = "logits",
         **metadata,
     ):
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
+        self.outputs = check_choice(outputs, "outputs", ("logits", "probabilities"))
         self.head = check_choice(head, "head", HEADS)
         self.store = store if isinstance(store, PredictionStore) else PredictionStore(store, create=True)
         self._eval, labels = _batches(eval_data, self.batch_size)
@@ -174,7 +179,17 @@ class Recorder:
                             f"the model's outputs have shape {tuple(logits.shape)}, not (N, {self.classes}) logits "
                             "over the evaluation classes: pass imprint=(inputs, labels) to imprint its features"
                         )
-                    probs = torch.softmax(logits.double(), dim=1)
+                    rows = logits.double()
+                    simplex = bool((rows >= 0).all()) and bool(((rows.sum(1) - 1).abs() < 1e-3).all())
+                    if self.outputs == "probabilities":
+                        probs = rows
+                    elif simplex:
+                        raise ValueError(
+                            "the model's outputs look like probabilities (non-negative, rows summing to 1), not "
+                            "logits: pass outputs='probabilities' to the Recorder, or return logits"
+                        )
+                    else:
+                        probs = torch.softmax(rows, dim=1)
                 else:
                     fn = self._feature_fn(model)
                     f_imp = self._outputs(model, self._imprint, fn)
