@@ -246,7 +246,7 @@ def test_sigkill_inside_the_growth_step_leaves_a_folder_that_resumes(tmp_path):
         tiled._new_matrix = then_die
         tg.pairwise_distances({str(tmp_path / "b.npy")!r}, out={str(tmp_path / "D")!r})
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == -signal.SIGKILL
     D = np.asarray(tg.pairwise_distances(str(tmp_path / "b.npy"), out=tmp_path / "D"))
     np.testing.assert_allclose(D, tg.pairwise_distances(x), rtol=1e-12, atol=1e-15)
@@ -286,10 +286,13 @@ def test_two_processes_on_one_fresh_folder_share_one_ledger(tmp_path):
         print("done")
     """)
     env = {**os.environ, "TASKGEOM_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)]
-    procs.append(
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    )
+    # run outside the checkout, so that the child imports the installed taskgeom (a clone is not built in place)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e.decode()[-2000:]
@@ -325,7 +328,7 @@ def test_an_unreachable_ray_address_fails_at_once_in_one_line(tmp_path):
         except RuntimeError as exc:
             print(type(exc).__name__, exc)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     lines = proc.stdout.strip().splitlines()
     assert lines == ["EngineError cannot reach a Ray cluster at 127.0.0.1:1: Connection refused"], proc.stdout
     assert "rpc_client" not in proc.stderr and "GCS" not in proc.stderr, proc.stderr[-2000:]

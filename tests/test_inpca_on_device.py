@@ -88,7 +88,7 @@ def test_bad_input_and_memory_errors(monkeypatch):
         large.inpca_on_device(x, k=40, device="cpu")
     with pytest.raises(ValueError, match="dtype must be one of"):
         large.inpca_on_device(x, device="cpu", dtype="float16")
-    with pytest.raises(ValueError, match="tile must be a positive"):
+    with pytest.raises(ValueError, match="tile must be >= 1"):
         large.inpca_on_device(x, device="cpu", tile=0)
     with pytest.raises(ValueError, match="ncv must be in"):
         large.inpca_on_device(x, k=3, ncv=3, device="cpu")
