@@ -113,9 +113,19 @@ def _cmd_place(args) -> int:
         out = place(res, models, name=name)
     except ValueError as exc:
         raise CLIError(f"{path}: {exc}") from None
-    out.pop("line")
+    from .report import write_report
+
+    line = out.pop("line")
     dest = folder / f"placed-{name}.json"
     dest.write_text(json.dumps(out, indent=2))
+    page = write_report(
+        res,
+        folder,
+        title=f"{folder.name}, with {name} placed",
+        settings={"placed": f"{path} ({len(out['points'])} models)", "note": "analysed again without intervals"},
+        placed=[line],
+        name=f"placed-{name}.html",
+    )
     print(
         f"{name}: {len(out['points'])} models placed in {folder} (grid {options.get('grid')}); progress and "
         "distance to each group's tube at that progress, in tube radii (1 or less: inside):"
@@ -127,7 +137,7 @@ def _cmd_place(args) -> int:
         "(-: the model's progress lies outside the progress every seed of that group reached, so there is no tube "
         "to measure against; distances are taken at the grid value nearest the model's progress)"
     )
-    print(f"wrote {dest}")
+    print(f"wrote {dest} and {page} (the picture with the placed models drawn)")
     return 0
 
 

@@ -41,8 +41,8 @@ def _finite(values) -> list:
 
 
 def _axis_name(k: int, eigenvalue: float) -> str:
-    kind = "+, space-like" if eigenvalue >= 0 else "−, time-like"
-    return f"InPCA {k + 1} (λ = {eigenvalue:.3g}, {kind})"
+    """Short (a 3-D scene clips long titles): the sign is explained in the caption (+ space-like, − time-like)."""
+    return f"InPCA {k + 1} (λ = {eigenvalue:.3g}, {'+' if eigenvalue >= 0 else '−'})"
 
 
 def _ci(iv, fmt: str = ".3f") -> str:
@@ -88,13 +88,28 @@ def _hover(line, p) -> str:
     return "<br>".join(parts)
 
 
-def _inpca_figure(res, colors):
+def _inpca_figure(res, colors, placed=()):
     import plotly.graph_objects as go
 
     emb = res.embedding
     ev = list(emb.eigenvalues)[:3]
     fig = go.Figure()
     shown = set()
+    for ln in placed:  # models placed into the picture out of sample (taskgeom place)
+        xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in ln.points]
+        fig.add_trace(
+            go.Scatter3d(
+                x=[q[0] for q in xyz],
+                y=[q[1] for q in xyz],
+                z=[q[2] for q in xyz],
+                mode="lines+markers",
+                line=dict(color="black", width=5, dash="dash"),
+                marker=dict(size=3, color="black"),
+                name=f"{ln.task} (placed)",
+                text=[f"{html.escape(ln.task)} (placed)<br>progress {p['progress']:.3f}" for p in ln.points],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
     for ln in emb.lines:
         group = f"{ln.task} · {ln.method}"
         xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in ln.points]
@@ -151,7 +166,7 @@ def _inpca_figure(res, colors):
 
     fig.update_layout(
         height=680,
-        margin=dict(l=0, r=0, t=30, b=0),
+        margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(title="click: toggle a task · method", itemsizing="constant"),
         scene=dict(
             **{
@@ -159,6 +174,7 @@ def _inpca_figure(res, colors):
                 for k, a in enumerate(axes)
             },
             aspectmode="cube",
+            domain=dict(x=[0.04, 0.96], y=[0.04, 0.96]),  # the axis titles stay inside the figure
         ),
         updatemenus=[
             dict(
@@ -190,6 +206,25 @@ def _stress_figure(res):
             name="explained stress",
         )
     )
+    iv = (res.uncertainty or {}).get("explained_stress") or {}
+    if iv:  # the intervals the text gives, as vertical bars (they need not contain the estimate: see the text)
+        xs, ys, text = [], [], []
+        for k in ks:
+            lo, hi = iv[str(k)]["low"], iv[str(k)]["high"]
+            xs += [k, k, None]
+            ys += [100 * lo, 100 * hi, None]
+            text += [f"{k} dimensions: 95% interval [{100 * lo:.1f}, {100 * hi:.1f}]%"] * 2 + [None]
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                mode="lines",
+                line=dict(width=6, color="rgba(31,119,180,0.35)"),
+                text=text,
+                hovertemplate="%{text}<extra></extra>",
+                name="95% interval",
+            )
+        )
     fig.update_layout(
         height=340,
         margin=dict(t=20),
@@ -293,10 +328,12 @@ def _distance_figure(res, colors):
             )
         )
     fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
+    shown = [g for task in res.normalized_distance for g, k in zip(grid, reached_mask(res, task)) if k]
+    pad = 0.03 * (max(shown) - min(shown)) if len(shown) > 1 else 0.01
     fig.update_layout(
         height=380,
         margin=dict(t=20),
-        xaxis=dict(title="progress"),
+        xaxis=dict(title="progress", range=[min(shown) - pad, max(shown) + pad] if shown else None),
         yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log", dtick=1),
     )
     return fig
@@ -321,7 +358,10 @@ def _heatmap_figure(td):
         )
     )
     fig.update_layout(
-        height=120 + 70 * len(names), width=260 + 90 * len(names), margin=dict(t=20), yaxis=dict(autorange="reversed")
+        height=150 + 70 * len(names),
+        width=260 + 90 * len(names),
+        margin=dict(t=50),  # the toolbar sits above the cells, not on the top-right one
+        yaxis=dict(autorange="reversed"),
     )
     return fig
 
@@ -355,11 +395,19 @@ _PNG_CAPTIONS = {
 }
 
 
-def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict | None = None) -> Path:
-    """Write ``out/report.html`` from a :class:`taskgeom.analysis.PictureResult` (with its figures).
+def write_report(
+    res,
+    out: Path,
+    title: str = "taskgeom picture",
+    settings: dict | None = None,
+    placed=(),
+    name: str = "report.html",
+) -> Path:
+    """Write ``out/<name>`` (``report.html``) from a :class:`taskgeom.analysis.PictureResult` (with its figures).
 
     ``settings``: what the header shows about the run (e.g. data, architecture, epochs, seeds,
-    imprinting head, commit), in order.
+    imprinting head, commit), in order. ``placed``: :class:`taskgeom.analysis.Line` curves of models placed
+    into the picture (:func:`taskgeom.analysis.place`), drawn in the 3-D view as their own traces.
     """
     from plotly.offline import get_plotlyjs
 
@@ -405,17 +453,17 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
         _uncertainty_note(res, unc),
         "<h2>InPCA of the re-indexed trajectories</h2>",
         _figure(
-            _inpca_figure(res, colors),
+            _inpca_figure(res, colors, placed),
             "tg-inpca",
             "Figure 1. InPCA embedding (eqs. 9-11) of every trajectory re-indexed by progress (Remark 4): "
             "thin lines are seeds, bold lines the means over seeds (placed into the embedding out of sample), "
             "P0 (ignorance, uniform predictions) and P* (truth) marked. Axes are the top components, named by "
-            "the sign of their eigenvalue (−: time-like); "
+            "the sign of their eigenvalue (+: space-like, −: time-like); "
             f"these 3 dimensions explain {100 * chi.get('3', float('nan')):.2f}% of the stress. "
             "Drag to rotate, scroll to zoom, click a legend entry to toggle a task and method. Hover gives the "
             "epoch and accuracy (interpolated between checkpoints) and the true progress. The progress grid spans "
-            "only the progress the runs reach (never extrapolated); where one run did not reach a grid value "
-            "another did, its point is a copy of its nearest checkpoint and the hover says so.",
+            "only the progress the runs reach (never extrapolated), and each run is drawn and embedded only over the "
+            "progress it reached (no copies of a first or last checkpoint); a task's mean only where every seed reached.",
         ),
         "<h2>Explained stress</h2>",
         _figure(
@@ -479,6 +527,6 @@ def write_report(res, out: Path, title: str = "taskgeom picture", settings: dict
         "<script>window.addEventListener('load', function () { document.body.setAttribute('data-rendered', "
         "String(document.querySelectorAll('.js-plotly-plot .main-svg').length)); });</script></body></html>"
     )
-    path = out / "report.html"
+    path = out / name
     path.write_text("".join(parts), encoding="utf-8")
     return path

@@ -64,6 +64,7 @@ def test_analyse_writes_the_main_jobs_outputs_for_any_store(store_path, tmp_path
     np.save(tmp_path / "run.npy", probs)
     assert cli.main(["place", str(out), str(tmp_path / "run.npy"), "--name", "again"]) == 0
     placed = json.loads((out / "placed-again.json").read_text())
+    assert "again (placed)" in (out / "placed-again.html").read_text(encoding="utf-8")  # drawn as its own trace
     assert len(placed["points"]) == len(probs) and set(placed["points"][0]["tube_radii"]) == {"adam", "sgd"}
 
 

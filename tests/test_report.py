@@ -127,7 +127,8 @@ def test_report_is_self_contained(report):
     assert text.count("<figcaption>") == 7  # a caption under every figure (5 interactive, 2 PNG)
     # axes named by component and eigenvalue sign (decoded: plotly may write λ raw or as \\u03bb)
     titles = [t for t in _json_strings(page) if t.startswith("InPCA ")]
-    assert any(t.startswith("InPCA 1 (λ = ") for t in titles) and any("space-like" in t for t in titles)
+    assert any(t.startswith("InPCA 1 (λ = ") for t in titles) and all(len(t) <= 28 for t in titles)
+    assert any(t.endswith(", +)") for t in titles) and "+: space-like, −: time-like" in text  # signs explained
 
 
 def test_hover_never_claims_progress_a_run_did_not_reach(report):
