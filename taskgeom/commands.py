@@ -179,8 +179,11 @@ def _cmd_compare(args) -> int:
         f"({'all' if res.exhaustive else 'random'} {res.permutations} splits of the seeds)"
     )
     if args.out:
+        from .report import write_comparison
+
         Path(args.out).write_text(json.dumps({"a": args.a, "b": args.b, **res.to_json()}, indent=2))
-        print(f"wrote {args.out}")
+        page = write_comparison(res, Path(args.out).with_suffix(".html"), args.a, args.b)
+        print(f"wrote {args.out} and {page} (the curve drawn)")
     return 0
 
 
@@ -239,5 +242,9 @@ def add_parsers(sub) -> None:
         "--n-perm", type=nonnegative_int, default=1000, help="most seed splits counted (default: %(default)s)"
     )
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the random draws' seed (default: %(default)s)")
-    p.add_argument("--out", default=None, help="also write the result as JSON here (default: none, printed only)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="also write the result as JSON here, and its figure beside it as .html (default: none, printed only)",
+    )
     p.set_defaults(fn=_cmd_compare)

@@ -530,3 +530,48 @@ def write_report(
     path = out / name
     path.write_text("".join(parts), encoding="utf-8")
     return path
+
+
+def write_comparison(res, path: Path, a: str, b: str) -> Path:
+    """A self-contained page of a :class:`taskgeom.compare.Comparison`: the normalised distance between the
+    two groups along the progress compared, its bootstrap band, the permutation test's p-value."""
+    import plotly.graph_objects as go
+    from plotly.offline import get_plotlyjs
+
+    fig = go.Figure()
+    if res.interval:
+        _band(fig, res.grid, res.interval, "#1f77b466", "a", f"{100 * res.level:.0f}% interval ({res.over})")
+    fig.add_trace(
+        go.Scatter(
+            x=res.grid,
+            y=_finite(res.normalized_distance),
+            mode="lines+markers",
+            line=dict(color="#1f77b4", width=2.5),
+            name="normalised distance",
+            hovertemplate="progress %{x:.3f}<br>normalised distance %{y:.3g}<extra></extra>",
+        )
+    )
+    fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
+    fig.update_layout(
+        height=420, margin=dict(t=20), xaxis=dict(title="progress"), yaxis=dict(title="normalised distance", type="log")
+    )
+    head = (
+        f"{html.escape(a)} ({res.seeds[0]} seeds) against {html.escape(b)} ({res.seeds[1]} seeds): mean normalised "
+        f"distance {res.mean:.3f}{_ci(res.mean_interval)}; permutation test of exchangeable groups p = "
+        f"{res.p_value:.3g} ({'all' if res.exhaustive else 'random'} {res.permutations} splits of the seeds)"
+    )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>taskgeom compare</title><style>{_CSS}</style>"
+        f"<script type='text/javascript'>{get_plotlyjs()}</script></head><body><h1>taskgeom compare</h1>"
+        f"<p>{head}</p>"
+        + _figure(
+            fig,
+            "tg-compare",
+            "Distance between the two groups' mean trajectories over the mean of their tube radii (Remark 5), at "
+            "each progress every run of both reaches; below 1 (dotted) the tubes overlap.",
+        )
+        + "</body></html>"
+    )
+    path = Path(path)
+    path.write_text(page, encoding="utf-8")
+    return path

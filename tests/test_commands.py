@@ -89,6 +89,7 @@ def test_compare_two_groups(store_path, tmp_path, capsys):
     res = json.loads((tmp_path / "c.json").read_text())
     assert res["seeds"] == [4, 4] and res["permutations"] == 70 and res["p_value"] < 0.05
     assert "permutation test" in capsys.readouterr().out
+    assert "tg-compare" in (tmp_path / "c.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize(
