@@ -215,7 +215,7 @@ def main():
         cfg = PictureConfig(
             out=str(out),
             tasks=tuple(args.tasks),
-            seeds=args.seeds,
+            seeds=list(range(args.seeds)),
             arch=args.arch,
             epochs=args.epochs,
             batch_size=args.batch_size,

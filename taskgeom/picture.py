@@ -37,7 +37,7 @@ class PictureConfig:
         "task names (none: digits: all 0-4 5-9 even odd; cifar10: all vehicles animals mammals pets; also "
         "airplane-automobile bird-cat ship-truck)",
     )
-    seeds: int = _config.option(3, "seeds per task (runs use seeds 0 .. seeds-1)", minimum=1)
+    seeds: list[int] = _config.option([0, 1, 2], "the seeds of each task's runs, as in taskgeom train", minimum=0)
     arch: str = _config.option("small-cnn", "network", choices=("small-cnn", "wrn-16-4", "resnet18", "resnet50"))
     epochs: int = _config.option(15, "training epochs per run", minimum=1)
     batch_size: int = _config.option(64, "samples per batch", minimum=1)
@@ -59,7 +59,7 @@ class PictureConfig:
         choices=HEADS,
     )
     n_boot: int = _config.option(
-        200, "bootstrap replicates over evaluation samples (and seeds, where a task has 3 or more)", minimum=0
+        200, "bootstrap replicates over evaluation samples (and seeds, where a task has 2 or more)", minimum=0
     )
     device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
 
@@ -86,7 +86,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
     from ._progress import bar
     from .train import TrainConfig, train
 
-    runs = [(task, seed) for task in tasks for seed in range(cfg.seeds)]
+    runs = [(task, seed) for task in tasks for seed in dict.fromkeys(cfg.seeds)]
     todo = [r for r in runs if not _finished(store, data.eval_set, r[0], r[1], cfg)]
     if todo:
         desc = f"training {len(todo)} runs" + (
@@ -146,7 +146,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
         "architecture": cfg.arch,
         "method": "supervised",
         "epochs": cfg.epochs,
-        "seeds": f"{cfg.seeds} (0 .. {cfg.seeds - 1})",
+        "seeds": f"{len(set(cfg.seeds))} per task ({', '.join(str(k) for k in dict.fromkeys(cfg.seeds))})",
         "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
         "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
         "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train_labels))} training images)",

@@ -27,7 +27,8 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
         "all",
         "0-4",
         "--seeds",
-        "2",
+        "0",
+        "1",
         "--epochs",
         "3",
         "--checkpoints",
@@ -52,7 +53,7 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     for fig in res["figures"]:
         assert (out / fig).stat().st_size > 10_000
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["seeds"] == 2 and "build" in cfg
+    assert cfg["seeds"] == [0, 1] and "build" in cfg
     store = PredictionStore(out / "store")
     counts = [len(t) for t in store.select()]
     assert len(counts) == 4 and min(counts) >= 5
