@@ -360,7 +360,8 @@ def test_picture_on_cifar10_layout_and_result3_analysis(tiny_cifar, tmp_path, mo
                 "animals",
                 "pets",
                 "--seeds",
-                "2",
+                "0",
+                "1",
                 "--epochs",
                 "1",
                 "--checkpoints",
@@ -401,7 +402,7 @@ def test_picture_on_cifar10_layout_and_result3_analysis(tiny_cifar, tmp_path, mo
 def test_report_without_bootstrap_replicates(report, tmp_path):
     """``--n-boot 0`` (no intervals) re-analyses the same store and still writes the whole report."""
     store = report.parent / "store"
-    args = ["picture", "--out", str(tmp_path), "--store", str(store), "--tasks", "all", "0-4", "--seeds", "2"]
+    args = ["picture", "--out", str(tmp_path), "--store", str(store), "--tasks", "all", "0-4", "--seeds", "0", "1"]
     args += ["--epochs", "2", "--checkpoints", "5", "--grid", "10", "--n-boot", "0"]
     assert cli.main(args) == 0
     html = (tmp_path / "report.html").read_text()
