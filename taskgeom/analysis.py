@@ -423,6 +423,9 @@ def analyse(
         return {t: {"mean": float(np.mean(v)), "seeds": v} for t, v in values.items()}
 
     gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
+    radii = {
+        t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()
+    }  # reported and kept for place()
     res = PictureResult(
         eval_set=eval_set,
         n=int(labels.size),
@@ -449,7 +452,7 @@ def analyse(
         },
         normalized_distance_spread={t: _seed_spread(families[t], families[ref], both[t]) for t in others},
         normalized_distance_interval={t: _interval(families[t], families[ref], both[t], boot, t, ref) for t in others},
-        tube_radius={t: _masked(trajectories.tube_radius(fam), reached[t]) for t, fam in families.items()},
+        tube_radius={t: _masked(radii[t], reached[t]) for t in families},
         grid=acc["grid"].tolist(),
         reached={t: m.tolist() for t, m in reached.items()},
         task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
@@ -464,7 +467,7 @@ def analyse(
         "points": flat,
         "labels": labels,
         "means": {t: fam.astype(np.float64).mean(0) for t, fam in families.items()},
-        "radii": {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()},
+        "radii": radii,
     }
     return res
 

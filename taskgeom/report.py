@@ -88,6 +88,12 @@ def _hover(line, p) -> str:
     return "<br>".join(parts)
 
 
+def _xyz(points) -> dict:
+    """``x``, ``y``, ``z`` lists of a curve's points (a 2-D embedding's padded with z = 0)."""
+    xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in points]
+    return {"x": [q[0] for q in xyz], "y": [q[1] for q in xyz], "z": [q[2] for q in xyz]}
+
+
 def _inpca_figure(res, colors, placed=()):
     import plotly.graph_objects as go
 
@@ -96,12 +102,9 @@ def _inpca_figure(res, colors, placed=()):
     fig = go.Figure()
     shown = set()
     for ln in placed:  # models placed into the picture out of sample (taskgeom place)
-        xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in ln.points]
         fig.add_trace(
             go.Scatter3d(
-                x=[q[0] for q in xyz],
-                y=[q[1] for q in xyz],
-                z=[q[2] for q in xyz],
+                **_xyz(ln.points),
                 mode="lines+markers",
                 line=dict(color="black", width=5, dash="dash"),
                 marker=dict(size=3, color="black"),
@@ -112,12 +115,9 @@ def _inpca_figure(res, colors, placed=()):
         )
     for ln in emb.lines:
         group = f"{ln.task} · {ln.method}"
-        xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in ln.points]
         fig.add_trace(
             go.Scatter3d(
-                x=[q[0] for q in xyz],
-                y=[q[1] for q in xyz],
-                z=[q[2] for q in xyz],
+                **_xyz(ln.points),
                 mode="lines",
                 line=dict(color=colors[ln.task], width=9 if ln.mean else 2.5),
                 opacity=1.0 if ln.mean else 0.55,
