@@ -70,9 +70,7 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     ap.add_argument("--arch", default="fast-resnet", help="network (default: %(default)s)")
     ap.add_argument("--epochs", type=_at_least(1, int), default=epochs, help="supervised epochs (default: %(default)s)")
-    ap.add_argument(
-        "--seeds", type=_at_least(1, int), default=seeds, help="seeds per configuration (default: %(default)s)"
-    )
+    add_seeds_argument(ap, seeds, "of every configuration")
     ap.add_argument(
         "--checkpoints", type=_at_least(2, int), default=16, help="checkpoints per run (default: %(default)s)"
     )
@@ -111,6 +109,24 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     return ap
 
 
+def add_seeds_argument(ap: argparse.ArgumentParser, n: int, what: str) -> None:
+    """``--seeds``: the seeds themselves, as in ``taskgeom train`` and ``picture`` (``--seeds 0 1``; default
+    ``0 .. n-1``), distinct and non-negative."""
+    ap.add_argument(
+        "--seeds", type=_at_least(0, int), nargs="+", default=list(range(n)), action=_Distinct,
+        help=f"seeds {what}, e.g. --seeds 0 1 2 (default: {' '.join(map(str, range(n)))})",
+    )  # fmt: skip
+
+
+class _Distinct(argparse.Action):
+    """Store a list, refusing a repeated value in one line (argparse's error, exit code 2)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if len(set(values)) != len(values):
+            raise argparse.ArgumentError(self, f"each value once, got {' '.join(map(str, values))}")
+        setattr(namespace, self.dest, list(values))
+
+
 def _at_least(low, kind):
     """An argparse type: a number of ``kind`` at least (int) or above (float) ``low``."""
 
@@ -130,7 +146,7 @@ def _at_least(low, kind):
 
 def smoke_settings(args) -> None:
     """Shrink everything for a CPU rehearsal (same code path)."""
-    args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, min(args.seeds, 2), 3
+    args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, args.seeds[:2], 3
     args.eval_samples, args.imprint_samples, args.grid, args.device = 100, 100, 6, "cpu"
     args.train_per_class = 0
 

@@ -55,12 +55,12 @@ def source(args) -> str:
 def runs(args) -> list[Run]:
     first = []
     for task in HIERARCHY + sorted(set(CONTROLS.values())):
-        for s in range(args.seeds):
+        for s in args.seeds:
             first.append(Run(task, task, s, {"keep_states": task == source(args)}))
     if source(args) != "all":  # Appendix A: LayerNorm for the fine-tuning experiments (Result 6)
         first += [
             Run(source(args), "all", s, {"keep_states": True, "norm": args.finetune_norm})
-            for s in range(min(max(2, args.finetune_seeds), args.seeds))  # two at least: a tube radius
+            for s in args.seeds[: max(2, args.finetune_seeds)]  # two at least: a tube radius
         ]
     return first
 
@@ -81,7 +81,7 @@ def start_checkpoints(progress: np.ndarray) -> dict:
 def finetune_runs(args, seed: int, progress: np.ndarray) -> list[Run]:
     """The fine-tuning runs of one seed, from its supervised all-classes run's checkpoints."""
     out = []
-    if seed >= args.finetune_seeds:
+    if seed not in args.seeds[: args.finetune_seeds]:
         return out
     for where, (k, _, _) in start_checkpoints(progress).items():
         for task in FINETUNE:
@@ -273,7 +273,12 @@ def figure(res: dict, path) -> None:
 
 def main() -> None:
     ap = arguments(__doc__.split("\n\n")[0], epochs=10, seeds=5)
-    ap.add_argument("--finetune-seeds", type=int, default=3, help="seeds of each fine-tuning (default: 3)")
+    ap.add_argument(
+        "--finetune-seeds",
+        type=int,
+        default=3,
+        help="fine-tuning runs from the first this many of --seeds (default: 3)",
+    )
     ap.add_argument(
         "--finetune-norm", default="layer", choices=("batch", "layer"),
         help="Result 6: normalisation of the fine-tuning runs and of the supervised all-classes runs they start "

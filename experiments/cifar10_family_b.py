@@ -97,7 +97,7 @@ def checkpoint_every(args, n_train: int) -> int:
 
 
 def runs(args, n_train: int) -> list[Run]:
-    s = range(args.seeds)
+    s = args.seeds
     sup = [Run("supervised", "all", k) for k in s]
     if args.part == "r4-episodic":
         # LayerNorm for both families (Appendix A: BatchNorm makes episodic learners sensitive to the shots),

@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _family import add_seeds_argument
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore
@@ -78,7 +79,7 @@ def main():
         "--preset", choices=sorted(PRESETS), default="result4", help="which comparison (default: %(default)s)"
     )
     ap.add_argument("--out", default=None, help="output folder (default: the preset's name)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds per family (default: %(default)s)")
+    add_seeds_argument(ap, 3, "of every family")
     ap.add_argument("--epochs", type=int, default=15, help="training epochs per run (default: %(default)s)")
     ap.add_argument(
         "--episodic-ratio",
@@ -105,7 +106,7 @@ def main():
     runs = {}
     for name, (task, over) in families_cfg.items():
         over = {"lr": 0.1, "norm": "batch", **over}
-        for seed in range(args.seeds):
+        for seed in args.seeds:
             cfg = TrainConfig(
                 arch=args.arch,
                 batch_size=args.batch_size,

@@ -14,7 +14,7 @@ the distances in the tree (edges between the two task nodes) and with the overla
     python experiments/result3_hierarchy.py --data-path ../shared/data/cifar10 --out runs/result3
     # paper-like scale on a GPU:
     python experiments/result3_hierarchy.py --data-path ../shared/data/cifar10 --out runs/result3-gpu \\
-        --arch wrn-16-4 --epochs 30 --seeds 5 --train-per-class 0 --eval-samples 0 --device cuda
+        --arch wrn-16-4 --epochs 30 --seeds 0 1 2 3 4 --train-per-class 0 --eval-samples 0 --device cuda
 
 Writes ``result3.json`` (distance matrices, tree distances, rank correlations, nearest tasks) and
 ``result3.png`` beside the ``taskgeom picture`` report of the same runs.
@@ -159,6 +159,8 @@ def figure(res: dict, path: Path) -> None:
 
 
 def main():
+    from _family import add_seeds_argument
+
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__
     )
@@ -175,7 +177,7 @@ def main():
         help="tasks of the hierarchy (default: %(default)s)",
     )
     ap.add_argument("--arch", default="small-cnn", help="network (default: %(default)s)")
-    ap.add_argument("--seeds", type=int, default=2, help="seeds per task (default: %(default)s)")
+    add_seeds_argument(ap, 2, "of every task")
     ap.add_argument("--epochs", type=int, default=6, help="training epochs per run (default: %(default)s)")
     ap.add_argument("--checkpoints", type=int, default=10, help="recorded checkpoints per run (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=128, help="samples per batch (default: %(default)s)")
@@ -215,7 +217,7 @@ def main():
         cfg = PictureConfig(
             out=str(out),
             tasks=tuple(args.tasks),
-            seeds=list(range(args.seeds)),
+            seeds=list(args.seeds),
             arch=args.arch,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _family import add_seeds_argument
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore
@@ -105,7 +106,7 @@ def plot(res: dict, path: Path) -> None:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="result6", help="output folder (default: %(default)s)")
-    ap.add_argument("--seeds", type=int, default=3, help="seeds (default: %(default)s)")
+    add_seeds_argument(ap, 3, "of every run")
     ap.add_argument("--epochs", type=int, default=15, help="epochs of the supervised runs (default: %(default)s)")
     ap.add_argument(
         "--finetune-epochs", type=int, default=5, help="epochs of each fine-tuning run (default: %(default)s)"
@@ -146,7 +147,7 @@ def main():
             "all",
             progress_bar=False,
         )
-        for s in range(args.seeds)
+        for s in args.seeds
     ]
     n_ck = len(sup[0])
     starts = {"early": 3, "middle": n_ck // 2, "final": n_ck - 1}
@@ -182,7 +183,7 @@ def main():
                 )
                 ft_probs.append(np.asarray(ft.probs))
             res["finetuned"][f"{task} from {where} (checkpoint {k})"] = compare(ft_probs, sup_probs, yte, args)
-    if args.seeds < 2:
+    if len(args.seeds) < 2:
         res["warning"] = "one seed per family: both tube radii are 0, so the normalised distance is 0 or inf"
     (out / "result6.json").write_text(json.dumps(res, indent=2))
     plot(res, out / "result6_normalized_distance.png")

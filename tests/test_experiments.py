@@ -135,13 +135,17 @@ def _close(a, b) -> bool:
 
 
 def test_family_one_seed_and_bad_options(tmp_path):
-    proc, out = _family(tmp_path, "one", "--seeds", "1")
+    proc, out = _family(tmp_path, "one", "--seeds", "0")
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads((out / "results.json").read_text())
     assert res["runs"]["seeds"]["supervised"] == [0] and "undefined" in res["runs"]["note"]
     bad_options = [(["--workers", "0"], "--workers"), (["--budget-s", "-1"], "--budget-s")]
     bad_options.append((["--budget-s", "30"], "--reserve-s (60) must be below --budget-s (30)"))
-    bad_options += [(["--seeds", "0"], "--seeds"), (["--budget-s", "inf"], "finite")]
+    bad_options += [
+        (["--seeds", "-1"], "--seeds"),
+        (["--seeds", "0", "0"], "each value once"),
+        (["--budget-s", "inf"], "finite"),
+    ]
     crowded = tmp_path / "crowded"
     crowded.mkdir()
     for i in range(5):
