@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from taskgeom import config
 from taskgeom.data import datasets
-from taskgeom.imprint import HEADS
+from taskgeom.imprinting import HEADS
 
 #: the two disjoint sub-tasks used where an experiment needs them, per dataset (on CIFAR-10 the paper's
 #: binary tasks of Results 6 and 7)

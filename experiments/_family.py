@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import taskgeom as tg  # noqa: E402
 from taskgeom.bootstrap import percentile_interval, progress_replicates, sample_weights, seed_weights  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
-from taskgeom.imprint import HEADS  # noqa: E402
+from taskgeom.imprinting import HEADS  # noqa: E402
 from taskgeom.shards import merge_stores  # noqa: E402
 from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
 from taskgeom.train import PRESETS, TrainConfig, train  # noqa: E402

@@ -196,7 +196,7 @@ def main():
         "--imprint-head",
         choices=("cosine", "cosine-ml", "euclidean"),
         default="cosine-ml",
-        help="imprinted head (taskgeom.imprint.HEADS) (default: %(default)s)",
+        help="imprinted head (taskgeom.imprinting.HEADS) (default: %(default)s)",
     )
     ap.add_argument(
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"

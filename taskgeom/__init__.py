@@ -18,38 +18,69 @@ import sys as _sys
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
     _os.environ["OMP_WAIT_POLICY"] = "passive"
 
-from ._build import build_info
-from .analysis import PictureResult, analyse, place
-from .compare import Comparison, compare
-from .distances import pairwise_distances
-from .embedding import Embedding, InPCA, explained_stress, inpca, random_projection
-from .geometry import (
-    Ignorance,
-    Truth,
-    bhattacharyya,
-    geodesic,
-    geodesic_progress,
-    ignorance,
-    per_class_progress,
-    progress,
-    truth,
-)
-from .imprint import ImprintedHead, fit_temperature, imprint
-from .large import LandmarkInPCA, inpca_on_device, inpca_out_of_core, landmark_inpca
-from .modelsets import ModelSet, open_models
-from .reference import BC_FLOOR, PROB_FLOOR
-from .store import PredictionStore, StoreError
-from .tiled import DistanceMatrix
-from .train.record import Recorder
-from .trajectories import (
-    mean_trajectory,
-    normalized_distance,
-    progress_grid,
-    reindex,
-    riemann_length,
-    trajectory_distance,
-    tube_radius,
-)
+# What each public name is, and where it lives: imported on first use (PEP 562), so that `import taskgeom`
+# and `taskgeom --help` do not import torch (about 2 s).
+_EXPORTS = {
+    "build_info": "._build",
+    "PictureResult": ".analysis",
+    "analyse": ".analysis",
+    "place": ".analysis",
+    "Comparison": ".comparison",
+    "compare": ".comparison",
+    "pairwise_distances": ".distances",
+    "Embedding": ".embedding",
+    "InPCA": ".embedding",
+    "explained_stress": ".embedding",
+    "inpca": ".embedding",
+    "random_projection": ".embedding",
+    "Ignorance": ".geometry",
+    "Truth": ".geometry",
+    "bhattacharyya": ".geometry",
+    "geodesic": ".geometry",
+    "geodesic_progress": ".geometry",
+    "ignorance": ".geometry",
+    "per_class_progress": ".geometry",
+    "progress": ".geometry",
+    "truth": ".geometry",
+    "ImprintedHead": ".imprinting",
+    "fit_temperature": ".imprinting",
+    "imprint": ".imprinting",
+    "LandmarkInPCA": ".large",
+    "inpca_on_device": ".large",
+    "inpca_out_of_core": ".large",
+    "landmark_inpca": ".large",
+    "ModelSet": ".modelsets",
+    "open_models": ".modelsets",
+    "BC_FLOOR": ".reference",
+    "PROB_FLOOR": ".reference",
+    "PredictionStore": ".store",
+    "StoreError": ".store",
+    "DistanceMatrix": ".tiled",
+    "Recorder": ".train.record",
+    "mean_trajectory": ".trajectories",
+    "normalized_distance": ".trajectories",
+    "progress_grid": ".trajectories",
+    "reindex": ".trajectories",
+    "riemann_length": ".trajectories",
+    "trajectory_distance": ".trajectories",
+    "tube_radius": ".trajectories",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskgeom' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __version__ = "0.1.0"
 

@@ -394,24 +394,11 @@ def _megabytes(text: str) -> float:
     return v
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
-    ap.add_argument(
-        "--version",
-        action="version",
-        version=f"taskgeom {__version__}",
-        help="print the version and exit (default: off)",
-    )
-    sub = ap.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("info", help="backends compiled into this install")
+def _configure_info(p: argparse.ArgumentParser) -> None:
     p.set_defaults(fn=_cmd_info)
 
-    p = sub.add_parser(
-        "distances", help="pairwise divergence matrix of models (.npy (m, N, C) or a store), in memory or out of core"
-    )
+
+def _configure_distances(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "models",
         help="a .npy (m, N, C) of m models' probabilities on N samples of C classes, or a "
@@ -468,14 +455,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_distances)
 
-    p = sub.add_parser("progress", help="progress (eq. 4) of models (.npy (m, N, C)) on a task's labels (.npy (N,))")
+
+def _configure_progress(p: argparse.ArgumentParser) -> None:
     p.add_argument("models", help="a .npy (m, N, C) of models (or one model (N, C))")
     p.add_argument("labels", help="a .npy (N,) of integer labels")
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda", "torch"], help=_BACKEND_HELP)
     p.add_argument("-o", "--out", help="also save the (m,) progress values as .npy (default: print only)")
     p.set_defaults(fn=_cmd_progress)
 
-    p = sub.add_parser("inpca", help="InPCA embedding and explained stress of a distance matrix (.npy)")
+
+def _configure_inpca(p: argparse.ArgumentParser) -> None:
     p.add_argument("distances", help="a .npy (m, m) divergence matrix (symmetric, zero diagonal)")
     p.add_argument("-k", type=positive_int, default=3, help="dimensions to keep (default: %(default)s)")
     p.add_argument(
@@ -486,10 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_inpca)
 
-    p = sub.add_parser(
-        "export",
-        help="a store's predictions and labels as .npy files (the inputs of distances, progress and the Python API)",
-    )
+
+def _configure_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("store", metavar="STORE", help="PredictionStore folder")
     p.add_argument("--task", nargs="+", help="only these tasks (default: all)")
     p.add_argument("--method", nargs="+", help="only these methods (default: all)")
@@ -511,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_export)
 
-    p = sub.add_parser("beton", help="write an ImageFolder directory as an FFCV .beton (needs the ffcv extra)")
+
+def _configure_beton(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", help="directory of <class>/<image> (or <split>/<class>/<image>)")
     p.add_argument(
         "out",
@@ -534,7 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=_cmd_beton)
 
-    p = sub.add_parser("store", help="store maintenance: verify PATH (checksums), merge SHARDS -o STORE")
+
+def _configure_store(p: argparse.ArgumentParser) -> None:
     store_sub = p.add_subparsers(dest="store_command", required=True)
     v = store_sub.add_parser(
         "verify",
@@ -549,13 +538,80 @@ def build_parser() -> argparse.ArgumentParser:
     mg.add_argument("-o", "--out", required=True, help="the merged store, created when missing (no default: required)")
     mg.set_defaults(fn=_cmd_store_merge)
 
-    from . import commands, picture
-    from .train import cli as train_cli
 
-    picture.add_parser(sub)
-    commands.add_parsers(sub)
-    train_cli.add_parser(sub)
-    train_cli.add_sweep_parser(sub)
+#: Every subcommand: its one-line help and the function that adds its options to its parser. A command's
+#: options (and the modules they need: torch, the training code) are built only when that command runs, so
+#: that ``taskgeom --help`` answers at once.
+COMMANDS = {
+    "info": ("backends compiled into this install", "taskgeom.cli:_configure_info"),
+    "distances": (
+        "pairwise divergence matrix of models (.npy (m, N, C) or a store), in memory or out of core",
+        "taskgeom.cli:_configure_distances",
+    ),
+    "progress": (
+        "progress (eq. 4) of models (.npy (m, N, C)) on a task's labels (.npy (N,))",
+        "taskgeom.cli:_configure_progress",
+    ),
+    "inpca": ("InPCA embedding and explained stress of a distance matrix (.npy)", "taskgeom.cli:_configure_inpca"),
+    "export": (
+        "a store's predictions and labels as .npy files (the inputs of distances, progress and the Python API)",
+        "taskgeom.cli:_configure_export",
+    ),
+    "beton": (
+        "write an ImageFolder directory as an FFCV .beton (needs the ffcv extra)",
+        "taskgeom.cli:_configure_beton",
+    ),
+    "store": ("store maintenance: verify PATH (checksums), merge SHARDS -o STORE", "taskgeom.cli:_configure_store"),
+    "picture": (
+        "the main job: trajectories of several tasks, their geometry, a report",
+        "taskgeom.picture:configure_parser",
+    ),
+    "analyse": (
+        "the main job's report and results.json for any store, grouped by any recorded field",
+        "taskgeom.commands:configure_analyse",
+    ),
+    "place": (
+        "put new models (.npy (M, N, C)) into an analysed picture: coordinates, progress, tube distances",
+        "taskgeom.commands:configure_place",
+    ),
+    "compare": (
+        "two groups of a store's trajectories: normalised distance with intervals, permutation test",
+        "taskgeom.commands:configure_compare",
+    ),
+    "train": ("train runs and record their imprinted predictions in a store", "taskgeom.train.cli:configure_train"),
+    "sweep": (
+        "a grid of training runs, locally or on Ray, merged into one store",
+        "taskgeom.train.cli:configure_sweep",
+    ),
+}
+
+
+def _command_in(argv) -> str | None:
+    """The subcommand an argument list names (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(argv=None) -> argparse.ArgumentParser:
+    """The command line's parser: every subcommand in full, or with ``argv``, only the one it names (the
+    others listed by name and help)."""
+    from importlib import import_module
+
+    from . import __version__
+
+    wanted = None if argv is None else _command_in(argv)
+    ap = OneLineParser(prog="taskgeom", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--version",
+        action="version",
+        version=f"taskgeom {__version__}",
+        help="print the version and exit (default: off)",
+    )
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, (help_, where) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        if argv is None or name == wanted:
+            module, function = where.split(":")
+            getattr(import_module(module), function)(p)
     ap.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
     _add_debug(ap)
     return ap
@@ -598,7 +654,7 @@ def main(argv=None) -> int:
     command = "taskgeom"
     debug = _debug(argv)
     try:
-        parser = build_parser()
+        parser = build_parser(argv)
         args = parser.parse_args(argv)
         debug = debug or bool(getattr(args, "debug", False))
         command = f"taskgeom {args.command}" + (

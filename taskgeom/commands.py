@@ -17,7 +17,7 @@ import numpy as np
 
 from ._cliutil import CLIError, UsageError, nonnegative_int, positive_int
 
-__all__ = ["add_parsers", "publish"]
+__all__ = ["configure_analyse", "configure_compare", "configure_place", "publish"]
 
 #: what ``taskgeom analyse`` records in its folder, so that ``taskgeom place`` can fit the same picture again
 ANALYSIS_FILE = "analysis.json"
@@ -153,7 +153,7 @@ def _selection(text: str) -> dict:
 
 
 def _cmd_compare(args) -> int:
-    from .compare import compare
+    from .comparison import compare
 
     store = _open_store(args.store)
     groups = []
@@ -187,13 +187,12 @@ def _cmd_compare(args) -> int:
     return 0
 
 
-def add_parsers(sub) -> None:
-    p = sub.add_parser(
-        "analyse",
-        help="the main job's report and results.json for any store, grouped by any recorded field",
-        description="Analyse every trajectory of a store (taskgeom's own, a merged sweep, imported .h5 files, "
+def configure_analyse(p) -> None:
+    """``taskgeom analyse``'s options (the parser itself comes from :mod:`taskgeom.cli`)."""
+    p.description = (
+        "Analyse every trajectory of a store (taskgeom's own, a merged sweep, imported .h5 files, "
         "one written by taskgeom.Recorder): progress, re-indexed trajectories, InPCA, tubes, normalised "
-        "distances, with bootstrap intervals; writes the main job's report.html and results.json.",
+        "distances, with bootstrap intervals; writes the main job's report.html and results.json."
     )
     p.add_argument("store", help="a PredictionStore folder")
     p.add_argument("--out", default="taskgeom-analysis", help="output folder (default: %(default)s)")
@@ -216,19 +215,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--seed", type=nonnegative_int, default=0, help="the bootstrap's seed (default: %(default)s)")
     p.set_defaults(fn=_cmd_analyse)
 
-    p = sub.add_parser(
-        "place",
-        help="put new models (.npy (M, N, C)) into an analysed picture: coordinates, progress, tube distances",
-    )
+
+def configure_place(p) -> None:
+    """``taskgeom place``'s options."""
     p.add_argument("picture", help="a folder written by taskgeom analyse or taskgeom picture")
     p.add_argument("models", help=".npy of (M, N, C) (or (N, C)) probabilities on the picture's evaluation set")
     p.add_argument("--name", default=None, help="what to call them (default: the file's name)")
     p.set_defaults(fn=_cmd_place)
 
-    p = sub.add_parser(
-        "compare",
-        help="two groups of a store's trajectories: normalised distance with intervals, permutation test",
-    )
+
+def configure_compare(p) -> None:
+    """``taskgeom compare``'s options."""
     p.add_argument("store", help="a PredictionStore folder")
     p.add_argument(
         "--a",

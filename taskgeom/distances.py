@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from . import divergences, engines, tiled
 from . import geometry as _geometry
-from ._validate import check_choice, check_int
+from ._checks import check_choice, check_int
 from .modelsets import open_models
 from .tiled import DEFAULT_BUDGET
 

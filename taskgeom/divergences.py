@@ -18,9 +18,11 @@ in ``csrc/divergence.h``, one traits struct in each of ``csrc/cpu/pairwise_cpu.c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
+if TYPE_CHECKING:  # torch is imported where the maths runs: the registry's names serve `taskgeom --help`
+    import torch
+
 
 __all__ = [
     "BC_FLOOR",
@@ -42,6 +44,8 @@ PROB_FLOOR = 1e-30
 def normalized(p: torch.Tensor) -> torch.Tensor:
     """Rows in float64, negatives clipped, renormalised to sum to one (stored float16 rows are off by
     up to ~1e-3, and the equivalent forms of d_B agree only on normalised rows)."""
+    import torch
+
     p = p.to(torch.float64).clamp_min(0)
     s = p.sum(-1, keepdim=True)
     return p / torch.where(s > 0, s, torch.ones_like(s))
@@ -52,6 +56,8 @@ def bhattacharyya_per_sample(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
     ``1 - BC = h = 1/2 sum_c (sqrt p - sqrt q)^2``; ``d = -log1p(-h)`` for h <= 1/2, else ``-log(BC)``.
     """
+    import torch
+
     sp, sq = normalized(p).sqrt(), normalized(q).sqrt()
     h = 0.5 * ((sp - sq) ** 2).sum(-1)
     bc = (sp * sq).sum(-1)

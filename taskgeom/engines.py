@@ -17,7 +17,7 @@ import math
 import os
 import socket
 
-from ._validate import check_choice, check_float, check_int
+from ._checks import check_choice, check_float, check_int
 
 __all__ = ["ENGINES", "run_tiles", "init_ray", "EngineError", "CONNECT_TIMEOUT"]
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import embedding as _embedding
 from . import geometry as _geometry
-from ._validate import check_float, check_int
+from ._checks import check_float, check_int
 from .modelsets import open_models
 from .tiled import DEFAULT_BUDGET, DistanceMatrix
 

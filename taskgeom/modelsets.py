@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._validate import ArgumentTypeError
+from ._checks import ArgumentTypeError
 
 __all__ = ["ModelSet", "open_models"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from . import config as _config
 from .analysis import PictureResult, analyse
 from .data import datasets
-from .imprint import HEADS
+from .imprinting import HEADS
 
-__all__ = ["PictureConfig", "run", "print_headline", "add_parser"]
+__all__ = ["PictureConfig", "run", "print_headline", "configure_parser"]
 
 
 @dataclass(frozen=True)
@@ -231,12 +231,9 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
     )
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "picture",
-        help="the main job: trajectories of several tasks, their geometry, a report",
-        description=__doc__.split("\n\n")[0],
-    )
+def configure_parser(p) -> None:
+    """``taskgeom picture``'s options (the parser itself comes from :mod:`taskgeom.cli`)."""
+    p.description = __doc__.split("\n\n")[0]
     _config.add_options(p, datasets.DataConfig, group="data")
     _config.add_options(p, PictureConfig, group="picture")
     p.set_defaults(fn=_cmd)

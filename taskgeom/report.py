@@ -533,7 +533,7 @@ def write_report(
 
 
 def write_comparison(res, path: Path, a: str, b: str) -> Path:
-    """A self-contained page of a :class:`taskgeom.compare.Comparison`: the normalised distance between the
+    """A self-contained page of a :class:`taskgeom.comparison.Comparison`: the normalised distance between the
     two groups along the progress compared, its bootstrap band, the permutation test's p-value."""
     import plotly.graph_objects as go
     from plotly.offline import get_plotlyjs

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 
 from . import geometry as _geometry
+from ._checks import check_int
 from ._fileio import fsync_dir
-from ._validate import check_int
 from .modelsets import ModelSet
 
 __all__ = ["DistanceMatrix", "Task", "tile_size", "open_for", "compute_tile", "DEFAULT_BUDGET", "FORMAT"]

@@ -115,3 +115,33 @@ def test_export_makes_the_api_example_inputs(tmp_path, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     # the exported files are what `taskgeom progress` and the Python API take
     assert cli.main(["progress", str(preds), str(lab)]) == 0
+
+
+def _modules_after(code: str) -> set:
+    run = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n' + ' '.join(sys.modules))"],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    return set(run.stdout.splitlines()[-1].split())
+
+
+def test_help_and_import_do_not_import_torch():
+    """``import taskgeom`` and ``taskgeom --help`` (and the light subcommands' help) answer without torch (it
+    took 2-5 s to import): the public names are imported on first use, a subcommand's options only when it
+    runs."""
+    assert "torch" not in _modules_after("import taskgeom")
+    for argv in (["--help"], ["distances", "--help"], ["analyse", "--help"], ["store", "verify", "--help"]):
+        code = f"from taskgeom.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
+        assert "torch" not in _modules_after(code), argv
+    help_text = subprocess.run([sys.executable, "-m", "taskgeom.cli", "--help"], capture_output=True, text=True,
+                               cwd=ROOT, timeout=120).stdout  # fmt: skip
+    assert all(name in help_text for name in cli.COMMANDS)
+
+
+def test_public_names_resolve_whatever_was_imported_first():
+    """Every public name is what it says, also after its module was imported by its own name (a function never
+    shadowed by a module of the same name)."""
+    code = "import taskgeom.imprinting, taskgeom.comparison, taskgeom as tg\n" + (
+        "bad = [n for n in tg.__all__ if getattr(tg, n).__class__.__name__ == 'module']\nassert not bad, bad\n"
+        "assert callable(tg.imprint) and callable(tg.compare) and sorted(tg.__all__) == sorted(tg._EXPORTS)"
+    )
+    _modules_after(code)

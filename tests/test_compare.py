@@ -10,7 +10,7 @@ import torch
 from test_trajectories import training_run
 
 import taskgeom as tg
-from taskgeom.compare import compare
+from taskgeom.comparison import compare
 
 N, C = 160, 5
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import taskgeom as tg
-from taskgeom.imprint import HEADS, fit_temperature
+from taskgeom.imprinting import HEADS, fit_temperature
 
 
 def _nll(z, y, s):

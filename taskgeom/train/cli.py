@@ -13,15 +13,12 @@ from .config import TrainConfig, apply_preset
 from .loop import check_config, train
 from .state import check_state_file
 
-__all__ = ["add_parser", "add_sweep_parser"]
+__all__ = ["configure_train", "configure_sweep"]
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train runs and record their imprinted predictions in a store",
-        description=__doc__.split("\n\n")[0],
-    )
+def configure_train(p) -> None:
+    """``taskgeom train``'s options (the parser itself comes from :mod:`taskgeom.cli`)."""
+    p.description = __doc__.split("\n\n")[0]
     p.add_argument(
         "--task",
         default="all",
@@ -61,12 +58,11 @@ def _track_explicit(parser, names) -> None:
             action.__class__ = type(f"_Explicit{base.__name__}", (base,), {"__call__": _explicit_call})
 
 
-def add_sweep_parser(sub) -> None:
-    p = sub.add_parser(
-        "sweep",
-        help="a grid of training runs, locally or on Ray, merged into one store",
-        description="Run every run of a sweep file (YAML or JSON; see taskgeom.train.sweep) into "
-        "OUT/shards/<run>/ and merge them into OUT/store.",
+def configure_sweep(p) -> None:
+    """``taskgeom sweep``'s options."""
+    p.description = (
+        "Run every run of a sweep file (YAML or JSON; see taskgeom.train.sweep) into "
+        "OUT/shards/<run>/ and merge them into OUT/store."
     )
     p.add_argument("sweep", help="the sweep file")
     p.add_argument("--out", default="taskgeom-sweep", help="output folder (default: %(default)s)")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..config import option
 from ..data.augment import FILLS, FLIPS
-from ..imprint import HEADS
+from ..imprinting import HEADS
 from .recipe import CONV_INITS
 
 __all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset", "validate"]

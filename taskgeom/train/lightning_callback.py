@@ -13,7 +13,7 @@ is evaluated (its ``forward`` gives logits over the evaluation classes, or the R
 
 from __future__ import annotations
 
-from .._validate import check_int
+from .._checks import check_int
 from .record import Recorder
 
 try:  # the unified package first, then the older standalone one

@@ -34,7 +34,7 @@ from .._provenance import code_version
 from ..data.augment import normalize
 from ..data.loader import DeviceLoader
 from ..data.stream import resolution_at
-from ..imprint import imprint
+from ..imprinting import imprint
 from . import distributed
 from .config import IDENTITY_EXCLUDED, TrainConfig
 from .methods import Method, get_method

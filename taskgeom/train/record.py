@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 
-from .._validate import check_choice, check_int
-from ..imprint import HEADS, imprint
+from .._checks import check_choice, check_int
+from ..imprinting import HEADS, imprint
 from ..store import PredictionStore
 
 __all__ = ["Recorder", "every"]
@@ -78,7 +78,7 @@ class Recorder:
     imprint : the imprinting samples, as ``eval_data``, with labels over the evaluation classes; None when
         the model's outputs are already logits over the evaluation classes.
     features : ``(model, x) -> (B, F)`` features for imprinting; default ``model.features(x)``.
-    head : the imprinted head (``"cosine-ml"``, ``"cosine"`` or ``"euclidean"``, :func:`taskgeom.imprint`).
+    head : the imprinted head (``"cosine-ml"``, ``"cosine"`` or ``"euclidean"``, :func:`taskgeom.imprinting`).
     classes : the number of evaluation classes (default: the largest label + 1).
     task, method, seed, architecture : what the trajectory is (the analysis groups by these).
     name : the trajectory's name (default from task, method, architecture, seed and eval_name).
