@@ -315,16 +315,19 @@ def _distance_figure(res, colors):
         if task in spread:
             band = {"low": cut(spread[task]["low"]), "high": cut(spread[task]["high"])}
             _band(fig, grid, band, colors.get(task, "#888") + "33", task, f"{task}: seed spread")
+        iv = interval.get(task) or {"low": [None] * len(grid), "high": [None] * len(grid)}
         fig.add_trace(
             go.Scatter(
                 x=grid,
                 y=cut(nd),
+                customdata=[[_fmt(lo), _fmt(hi)] for lo, hi in zip(_finite(iv["low"]), _finite(iv["high"]))],
                 mode="lines+markers",
                 marker=dict(size=4),
                 line=dict(color=colors.get(task, "#888"), width=2.5),
                 name=task,
                 legendgroup=task,
-                hovertemplate=f"task {task}<br>progress %{{x:.3f}}<br>normalised distance %{{y:.3g}}<extra></extra>",
+                hovertemplate=f"task {task}<br>progress %{{x:.3f}}<br>normalised distance %{{y:.3g}}"
+                "<br>95% interval [%{customdata[0]}, %{customdata[1]}]<extra></extra>",
             )
         )
     fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
@@ -334,9 +337,28 @@ def _distance_figure(res, colors):
         height=380,
         margin=dict(t=20),
         xaxis=dict(title="progress", range=[min(shown) - pad, max(shown) + pad] if shown else None),
-        yaxis=dict(title=f"distance to '{res.reference_task}' / mean tube radius", type="log", dtick=1),
+        yaxis=dict(
+            title=f"distance to '{res.reference_task}' / mean tube radius",
+            type="log",
+            dtick=1,
+            range=_log_range([y for tr in fig.data if tr.mode == "lines+markers" for y in tr.y]),
+        ),
     )
     return fig
+
+
+def _fmt(v) -> str:
+    return "unbounded" if v is None else f"{v:.3g}"
+
+
+def _log_range(estimates) -> list | None:
+    """A log axis (decades) from the estimates: a decade below the lowest (and 1, the tubes touching) to a
+    decade above the highest, so that one unbounded interval (a replicate whose tube has radius 0) does not
+    flatten every curve; such a band runs off the top, and the curve's hover gives its bounds."""
+    ys = [y for y in estimates if y is not None and math.isfinite(y) and y > 0]
+    if not ys:
+        return None
+    return [math.floor(math.log10(min(min(ys), 1.0))) - 0.3, math.ceil(math.log10(max(ys))) + 1]
 
 
 def _heatmap_figure(td):
@@ -488,9 +510,11 @@ def write_report(
                 f"Figure 4 (the paper's Figs. 3b and 7b). Distance between each task's mean trajectory and "
                 f"that of '{html.escape(res.reference_task)}', over the mean of their tube radii (Remark 5), "
                 "against progress, over the progress every seed of both tasks reached (elsewhere a run would be "
-                "padded with its first or last model, so nothing is drawn); below the dotted line at 1 the tubes intersect. Darker band: the bootstrap "
-                "interval (over evaluation samples, and seeds where a task has three or more; per-sample terms "
-                "reweighted; see above). Lighter band: "
+                "padded with its first or last model, so nothing is drawn); below the dotted line at 1 the tubes intersect. Darker band: the 95% bootstrap "
+                "interval (over evaluation samples, and seeds where a task has two or more, mean trajectories and "
+                "tube radii recomputed in each replicate; see above); a band that runs off the top has a larger "
+                "or unbounded upper bound (a replicate that draws one seed in place of all has a tube of radius "
+                "0): hover a curve for its interval. Lighter band: "
                 "the seed spread, min to max over the task's seeds of the same ratio with one seed in place "
                 "of the mean (not a confidence interval).",
             ),
