@@ -144,6 +144,47 @@ def _at_least(low, kind):
     return parse
 
 
+#: fine-tuning starts, as fractions of the way from a run's progress at initialisation to its highest
+STARTS = {"early": 1 / 6, "middle": 1 / 2, "final": 1.0}
+
+
+def start_checkpoints(progress) -> dict:
+    """``{where: (checkpoint, its progress, the target)}``: for each fraction of STARTS, the checkpoint (not
+    the initialisation) whose progress is nearest that fraction of the way from the run's progress at
+    initialisation to its highest; spaced by training progress, not by checkpoint index."""
+    p = np.asarray(progress, dtype=np.float64)
+    out = {}
+    for where, f in STARTS.items():
+        target = p[0] + f * (p.max() - p[0])
+        k = 1 + int(np.argmin(np.abs(p[1:] - target)))
+        out[where] = (k, float(p[k]), float(target))
+    return out
+
+
+def riemann_density(runs, tol: float) -> dict:
+    """Each run's Riemann length (eq. 6, geodesic refinement) with all its checkpoints, every 2nd and every
+    3rd (:func:`taskgeom.trajectories.riemann_length_density`), their seed summaries, and whether the
+    length has converged in the checkpoint density: halving the density changes no run's length by more
+    than ``tol`` (relative)."""
+    from taskgeom.trajectories import riemann_length_density
+
+    per_run = [riemann_length_density(p, strides=(1, 2, 3)) for p in runs]
+    change = [abs(1.0 - r[2] / r[1]) if r[1] > 0 else 0.0 for r in per_run]
+    return {
+        "checkpoints": [len(p) for p in runs],
+        "full": summary([r[1] for r in per_run]),
+        "half": summary([r[2] for r in per_run]),
+        "third": summary([r[3] for r in per_run]),
+        "halving_change": summary(change),
+        "tolerance": tol,
+        "converged": bool(max(change) <= tol),
+        "verdict": "converged" if max(change) <= tol else (
+            f"not converged: halving the checkpoint density changes a length by {100 * max(change):.0f}% "
+            f"(> {100 * tol:.0f}%)"
+        ),
+    }  # fmt: skip
+
+
 def smoke_settings(args) -> None:
     """Shrink everything for a CPU rehearsal (same code path)."""
     args.arch, args.epochs, args.seeds, args.checkpoints = "small-cnn", 1, args.seeds[:2], 3
@@ -523,27 +564,8 @@ class Family:
         return out
 
     def riemann_density(self, group: str, tol: float) -> dict:
-        """Each run's Riemann length (eq. 6, geodesic refinement) with all its checkpoints, every 2nd and every
-        3rd (:func:`taskgeom.trajectories.riemann_length_density`), their seed summaries, and whether the
-        length has converged in the checkpoint density: halving the density changes no run's length by more
-        than ``tol`` (relative)."""
-        from taskgeom.trajectories import riemann_length_density
-
-        per_run = [riemann_length_density(p, strides=(1, 2, 3)) for p in self.probs(group)]
-        change = [abs(1.0 - r[2] / r[1]) if r[1] > 0 else 0.0 for r in per_run]
-        return {
-            "checkpoints": [len(p) for p in self.probs(group)],
-            "full": summary([r[1] for r in per_run]),
-            "half": summary([r[2] for r in per_run]),
-            "third": summary([r[3] for r in per_run]),
-            "halving_change": summary(change),
-            "tolerance": tol,
-            "converged": bool(max(change) <= tol),
-            "verdict": "converged" if max(change) <= tol else (
-                f"not converged: halving the checkpoint density changes a length by {100 * max(change):.0f}% "
-                f"(> {100 * tol:.0f}%)"
-            ),
-        }  # fmt: skip
+        """:func:`riemann_density` of ``group``'s runs."""
+        return riemann_density(self.probs(group), tol)
 
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;

@@ -30,7 +30,7 @@ Reported in results.json (and summary.png):
 from __future__ import annotations
 
 import numpy as np
-from _family import Family, Run, arguments, run_script, smoke_settings, summary
+from _family import Family, Run, arguments, run_script, smoke_settings, start_checkpoints, summary
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
@@ -44,7 +44,6 @@ FINETUNE = ["airplane-automobile", "bird-cat"]
 
 #: fine-tuning starts: the checkpoint of the supervised all-classes run (each seed's own) whose progress is
 #: nearest these fractions of the way from its progress at initialisation to its highest progress
-STARTS = {"early": 1 / 6, "middle": 1 / 2, "final": 1.0}
 
 
 def source(args) -> str:
@@ -63,19 +62,6 @@ def runs(args) -> list[Run]:
             for s in args.seeds[: max(2, args.finetune_seeds)]  # two at least: a tube radius
         ]
     return first
-
-
-def start_checkpoints(progress: np.ndarray) -> dict:
-    """``{where: (checkpoint, its progress, the target)}``: for each fraction of STARTS, the checkpoint (not
-    the initialisation) whose progress is nearest that fraction of the way from the run's progress at
-    initialisation to its highest; spaced by training progress, not by checkpoint index."""
-    p = np.asarray(progress, dtype=np.float64)
-    out = {}
-    for where, f in STARTS.items():
-        target = p[0] + f * (p.max() - p[0])
-        k = 1 + int(np.argmin(np.abs(p[1:] - target)))
-        out[where] = (k, float(p[k]), float(target))
-    return out
 
 
 def finetune_runs(args, seed: int, progress: np.ndarray) -> list[Run]:
@@ -181,7 +167,7 @@ def result6(fam: Family, grid: np.ndarray) -> dict:
             s: start_checkpoints(p) for s, p in enumerate(fam.checkpoint_progress(src))
         },
     }
-    opts = SimpleNamespace(grid=fam.args.grid, n_boot=fam.args.n_boot)
+    opts = SimpleNamespace(grid=fam.args.grid, n_boot=fam.args.n_boot, n_perm=1000)
     for group in fam.trajs:
         if " from " in group:
             res = r6.compare(fam.probs(group), fam.probs(src), fam.labels, opts)

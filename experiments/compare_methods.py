@@ -2,8 +2,15 @@
 onto the ten-digit task, compared by progress, Riemann length (eq. 6), normalised distance to a
 reference family (Remark 5) and an InPCA picture.
 
+Measured alike for every family: one imprinted head (--imprint-head), the same density of checkpoints per
+training step (a dense geometric start, then every k steps, k set so that the longest run records about
+--max-checkpoints), Riemann lengths at full, 1/2 and 1/3 of that density ("not converged" where halving it
+changes a length by more than 5%), progress at initialisation and gained, and normalised distances to the
+reference family with 95% bootstrap intervals over evaluation samples and seeds and a permutation test
+(tg.compare); the embedding holds no clamped copies.
+
 Presets:
-  result4  supervised vs episodic prototypical 2-way and 5-way, on all digits (LayerNorm CNN)
+  result4  supervised vs episodic prototypical 2-way and 5-way, on all digits (LayerNorm CNN, as App. A)
   result5  supervised vs SimCLR, Barlow Twins and FixMatch (500 labelled), on all digits
   result7  SimCLR on 0-4, 5-9 and all digits vs supervised on 0-4 and all digits
 
@@ -14,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
-from _family import add_seeds_argument
+from _family import add_seeds_argument, riemann_density, summary
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore
@@ -57,16 +65,34 @@ PRESETS = {
 }
 
 
-def shared_curve(probs_a, probs_b, progress, labels, points: int) -> dict:
-    """Remark 5 between two families as a curve over the progress every run of both reaches (both
-    re-indexed afresh on that shared range; never extrapolated): ``{"progress", "value"}``, empty lists
-    where they share no progress."""
-    try:
-        grid = tg.trajectories.progress_grid(progress, points, shared=True)
-    except ValueError:
-        return {"progress": [], "value": []}
-    fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in ps]) for ps in (probs_a, probs_b)]
-    return {"progress": grid.tolist(), "value": np.asarray(tg.normalized_distance(*fams)).tolist()}
+#: the relative change of a Riemann length, halving the checkpoint density, below which it counts as converged
+RIEMANN_TOL = 0.05
+
+
+def epochs_of(args, method: str) -> int:
+    """The paper's per-family epoch budgets: episodic learners train 7.5x longer (App. A)."""
+    return max(1, round(args.epochs * (args.episodic_ratio if method == "protonet" else 1)))
+
+
+def checkpoint_every(args, families_cfg: dict, steps_per_epoch: int) -> int:
+    """Steps between checkpoints, the same for every family: the longest run's steps over --max-checkpoints."""
+    longest = max(epochs_of(args, over["method"]) for _, over in families_cfg.values()) * steps_per_epoch
+    return max(1, math.ceil(longest / args.max_checkpoints))
+
+
+def family_summary(ts, probs, progress) -> dict:
+    """One family's numbers: progress at initialisation, final and gained, accuracy, Riemann lengths against the
+    checkpoint density (and the paper's convention, 2 sum sqrt d_B over the recorded checkpoints)."""
+    return {
+        "seeds": [t.config["seed"] for t in ts],
+        "checkpoints": [len(p) for p in probs],
+        "progress_at_init": summary([p[0] for p in progress]),
+        "final_progress": summary([p[-1] for p in progress]),
+        "progress_gain": summary([p[-1] - p[0] for p in progress]),
+        "final_accuracy": summary([t.checkpoints[-1]["accuracy"] for t in ts]),
+        "riemann_length": riemann_density(probs, RIEMANN_TOL),
+        "riemann_length_paper_convention": summary([tg.riemann_length(p, refine=None) for p in probs]),
+    }
 
 
 def main():
@@ -92,6 +118,14 @@ def main():
         "--grid", type=int, default=40, help="progress values of the re-indexed trajectories (default: %(default)s)"
     )
     ap.add_argument(
+        "--max-checkpoints",
+        type=int,
+        default=96,
+        help="checkpoints of the longest run; every run records one every (its steps / this) steps (default: "
+        "%(default)s)",
+    )
+    ap.add_argument("--n-boot", type=int, default=200, help="bootstrap replicates (default: %(default)s)")
+    ap.add_argument(
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
     )
     add_data_arguments(ap)
@@ -103,6 +137,7 @@ def main():
     store = PredictionStore(out / "store", create=True)
     store.add_eval_set(eval_set, yte, class_names=class_names)
     steps_per_epoch = int(np.ceil(len(ytr) / args.batch_size))
+    every = checkpoint_every(args, families_cfg, steps_per_epoch)
     runs = {}
     for name, (task, over) in families_cfg.items():
         over = {"lr": 0.1, "norm": "batch", **over}
@@ -110,9 +145,8 @@ def main():
             cfg = TrainConfig(
                 arch=args.arch,
                 batch_size=args.batch_size,
-                # the paper's per-family epoch budgets: episodic learners train 7.5x longer (App. A)
-                epochs=max(1, round(args.epochs * (args.episodic_ratio if over["method"] == "protonet" else 1))),
-                checkpoints=20,
+                epochs=epochs_of(args, over["method"]),
+                checkpoint_every=every,  # the same density of checkpoints per training step for every family
                 seed=seed,
                 device=args.device,
                 episodes_per_epoch=steps_per_epoch,
@@ -132,9 +166,18 @@ def main():
                     progress_bar=False,
                 )
             )
-    res = {"preset": args.preset, "reference": reference, "families": {}}
+    res = {
+        "preset": args.preset,
+        "reference": reference,
+        "imprint_head": args.imprint_head,
+        "checkpoint_every": every,
+        "riemann_note": "lengths at full, 1/2 and 1/3 of the recorded checkpoint density; 'converged' where "
+        f"halving the density changes every run's length by at most {100 * RIEMANN_TOL:.0f}%; otherwise lengths "
+        "and their ratios are lower bounds that depend on the density",
+        "families": {},
+    }
     families = {}
-    probs = {name: [np.asarray(t.probs) for t in ts] for name, ts in runs.items()}
+    probs = {name: [np.asarray(t.probs, dtype=np.float64) for t in ts] for name, ts in runs.items()}
     progress = {name: [np.asarray(tg.progress(p, yte)) for p in ps] for name, ps in probs.items()}
     grid = tg.trajectories.progress_grid([p for ps in progress.values() for p in ps], args.grid)
     for name, ts in runs.items():
@@ -142,24 +185,26 @@ def main():
         families[name] = np.stack(
             [tg.reindex(p, yte, grid=grid, outside="nan").astype(np.float32) for p in probs[name]]
         )
-        res["families"][name] = {
-            "final_progress": [float(p[-1]) for p in progress[name]],
-            "riemann_length": [tg.riemann_length(p) for p in probs[name]],
-            # the paper's convention: 2 sum sqrt(d_B) over the recorded checkpoints, without refinement
-            "riemann_length_paper_convention": [tg.riemann_length(p, refine=None) for p in probs[name]],
-            "final_accuracy": [t.checkpoints[-1]["accuracy"] for t in ts],
-        }
-    ref_len = np.mean(res["families"][reference]["riemann_length"])
-    ref_paper = np.mean(res["families"][reference]["riemann_length_paper_convention"])
+        res["families"][name] = family_summary(ts, probs[name], progress[name])
+    ref = res["families"][reference]
     for f in res["families"].values():
-        f["riemann_length_ratio_to_reference"] = float(np.mean(f["riemann_length"]) / ref_len)
-        f["riemann_length_paper_convention_ratio"] = float(np.mean(f["riemann_length_paper_convention"]) / ref_paper)
+        f["riemann_length_ratio_to_reference"] = {
+            k: f["riemann_length"][k]["mean"] / ref["riemann_length"][k]["mean"] for k in ("full", "half", "third")
+        }
+        f["riemann_length_paper_convention_ratio"] = (
+            f["riemann_length_paper_convention"]["mean"] / ref["riemann_length_paper_convention"]["mean"]
+        )
     res["grid"] = grid.tolist()  # the embedding's grid: progress some run reaches (each run embedded where it does)
-    res["normalized_distance_to_reference"] = {
-        name: shared_curve(probs[name], probs[reference], progress[name] + progress[reference], yte, args.grid)
-        for name in families
-        if name != reference
-    }
+    res["normalized_distance_to_reference"] = {}
+    for name in families:
+        if name == reference:
+            continue
+        try:
+            c = tg.compare(probs[name], probs[reference], yte, grid=args.grid, n_boot=args.n_boot)
+        except ValueError as exc:  # one seed, or no progress reached by every run of both
+            res["normalized_distance_to_reference"][name] = {"error": str(exc)}
+            continue
+        res["normalized_distance_to_reference"][name] = c.to_json()
     (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
 
     import matplotlib
@@ -183,18 +228,36 @@ def main():
     ax.legend(fontsize=8)
     ax2 = fig.add_subplot(1, 2, 2)
     for n, nd in res["normalized_distance_to_reference"].items():
-        ax2.plot(nd["progress"], nd["value"], color=f"C{names.index(n)}", label=f"{n} vs {reference}")
+        if "grid" not in nd:
+            continue
+        color = f"C{names.index(n)}"
+        ax2.plot(
+            nd["grid"], nd["normalized_distance"], color=color, label=f"{n} vs {reference} (p = {nd['p_value']:.3f})"
+        )
+        if nd["interval"]:
+            ax2.fill_between(nd["grid"], nd["interval"]["low"], nd["interval"]["high"], color=color, alpha=0.2)
     ax2.axhline(1.0, color="k", ls=":", lw=1)
     ax2.set(xlabel="progress", ylabel="distance / tube radii at that progress", yscale="log", title="Remark 5")
     ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"{args.preset}.png", dpi=110)
     for name, f in res["families"].items():
+        r, ratio = f["riemann_length"], f["riemann_length_ratio_to_reference"]
         print(
-            f"{name:>16}: final progress {np.mean(f['final_progress']):.3f}, Riemann length "
-            f"{np.mean(f['riemann_length']):.3f} ({f['riemann_length_ratio_to_reference']:.3f} x {reference}), "
-            f"accuracy {np.mean(f['final_accuracy']):.3f}"
+            f"{name:>16}: progress {f['progress_at_init']['mean']:.3f} -> {f['final_progress']['mean']:.3f}, "
+            f"Riemann length {r['full']['mean']:.3f} ({ratio['full']:.2f} x {reference}; every 2nd checkpoint "
+            f"{ratio['half']:.2f} x, every 3rd {ratio['third']:.2f} x; {r['verdict']}), "
+            f"accuracy {f['final_accuracy']['mean']:.3f}"
         )
+    for name, c in res["normalized_distance_to_reference"].items():
+        if "mean" in c:
+            iv = c["mean_interval"]
+            print(
+                f"{name:>16} vs {reference}: mean normalised distance {c['mean']:.2f} "
+                f"[{iv.get('low', float('nan')):.2f}, {iv.get('high', float('nan')):.2f}], p = {c['p_value']:.3f}"
+            )
+        else:
+            print(f"{name:>16} vs {reference}: {c['error']}")
     print(f"wrote {out / (args.preset + '.json')} and {out / (args.preset + '.png')}")
 
 

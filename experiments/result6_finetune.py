@@ -1,7 +1,8 @@
 """Result 6 at small scale: fine-tuning on sub-tasks from checkpoints along the supervised trajectory.
 
-A supervised run on all ten digits keeps the weights of every recorded checkpoint; from an early, a
-middle and the final one, models are fine-tuned on 0-4 and on 5-9 (on CIFAR-10 with ``--data cifar10``:
+A supervised run on all ten digits (LayerNorm, as App. A) keeps the weights of every recorded checkpoint;
+from an early, a middle and the final one (the checkpoints nearest 1/6, 1/2 and all of the way from its
+progress at initialisation to its highest), models are fine-tuned on 0-4 and on 5-9 (on CIFAR-10 with ``--data cifar10``:
 on airplane-automobile and on bird-cat, as in the paper). Every fine-tuned checkpoint is
 imprinted onto the ten-digit task. The fine-tuned family (one run per supervised seed) and the supervised
 family are re-indexed on a grid over the progress every run of both reaches, and their normalised distance
@@ -20,7 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _family import add_seeds_argument
+from _family import STARTS, add_seeds_argument, start_checkpoints
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore
@@ -30,10 +31,11 @@ from _data import SUBTASKS, add_data_arguments, load
 
 
 def compare(ft_probs, sup_probs, labels, args) -> dict:
-    """The fine-tuned family against the supervised one (Remark 5, as the paper's Figs. 3b and 7b): both
-    re-indexed on a grid over the progress every run of both reaches, and the normalised distance
-    (tg.normalized_distance: each tube radius at its own progress) as a curve over it, with a bootstrap
-    interval over evaluation samples (per-sample terms reweighted) and seeds (means recomputed)."""
+    """The fine-tuned family against the supervised one (Remark 5, as the paper's Figs. 3b and 7b):
+    :func:`taskgeom.compare` (both re-indexed on a grid over the progress every run of both reaches, the
+    normalised distance as a curve over it with a 95% bootstrap interval over evaluation samples and seeds,
+    and a permutation test), with the progress the fine-tuning starts and ends at and the distance it
+    travels. Needs two seeds a family (a tube needs two); otherwise ``error`` says so."""
     prog = [np.asarray(tg.progress(p, labels)) for p in ft_probs]
     out = {
         "start_progress": float(np.mean([p[0] for p in prog])),
@@ -44,39 +46,21 @@ def compare(ft_probs, sup_probs, labels, args) -> dict:
         "grid": [],
         "normalized_distance": [],
     }
-    sup_prog = [np.asarray(tg.progress(p, labels)) for p in sup_probs]
     try:
-        grid = tg.trajectories.progress_grid(prog + sup_prog, args.grid, shared=True)
-    except ValueError:
-        return out  # the fine-tuned runs never reach progress the supervised ones did
-    fams = [np.stack([tg.reindex(p, labels, grid=grid) for p in group]) for group in (ft_probs, sup_probs)]
-    # 95% bootstrap over evaluation samples and, where a family has two or more runs, its seeds (the mean
-    # trajectories and tube radii recomputed from the seeds each replicate draws)
-    from taskgeom.bootstrap import percentile_interval, sample_weights, seed_weights
-
-    rng = np.random.default_rng(0)
-    w = sample_weights(len(labels), args.n_boot, rng)
-    seeds = [seed_weights(len(f), args.n_boot, rng) for f in fams]
-    with np.errstate(invalid="ignore"):
-        reps, _ = tg.trajectories.pair_replicates(*fams, w, *seeds)
-    lo, hi = percentile_interval(reps)
-    ci = {"low": np.asarray(lo), "high": np.asarray(hi)}
-    over = f"evaluation samples and seeds (seeds: fine-tuned {len(fams[0])}, supervised {len(fams[1])})"
-    nd = np.asarray(tg.normalized_distance(*fams))
+        c = tg.compare(ft_probs, sup_probs, labels, grid=args.grid, n_boot=args.n_boot, n_perm=args.n_perm)
+    except ValueError as exc:  # one seed, or no progress shared with the supervised runs
+        out["error"] = str(exc)
+        return out
+    out.update(c.to_json())
+    grid, nd, iv = np.asarray(c.grid), np.asarray(c.normalized_distance), c.interval
     # where the fine-tuning ends: the grid point nearest its final progress (fine-tuning from a late
     # checkpoint lowers progress, so the highest shared progress is where it starts, not where it ends)
     k = int(np.argmin(np.abs(grid - out["final_progress"])))
-    out.update(
-        grid=grid.tolist(),
-        normalized_distance=nd.tolist(),
-        interval={"low": ci["low"].tolist(), "high": ci["high"].tolist(), "level": 0.95, "over": over},
-        tube_radius_supervised=np.asarray(tg.tube_radius(fams[1])).tolist(),
-        at_end={
-            "progress": float(grid[k]),
-            "normalized_distance": float(nd[k]),
-            "interval": [float(ci["low"][k]), float(ci["high"][k])],
-        },
-    )
+    out["at_end"] = {
+        "progress": float(grid[k]),
+        "normalized_distance": float(nd[k]),
+        "interval": [iv["low"][k], iv["high"][k]] if iv else None,
+    }
     return out
 
 
@@ -118,7 +102,13 @@ def main():
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
     )
     ap.add_argument(
-        "--n-boot", type=int, default=200, help="bootstrap replicates over evaluation samples (default: %(default)s)"
+        "--n-boot",
+        type=int,
+        default=200,
+        help="bootstrap replicates over evaluation samples and seeds (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--n-perm", type=int, default=1000, help="most seed splits of the permutation test (default: %(default)s)"
     )
     add_data_arguments(ap)
     args = ap.parse_args()
@@ -149,9 +139,10 @@ def main():
         )
         for s in args.seeds
     ]
-    n_ck = len(sup[0])
-    starts = {"early": 3, "middle": n_ck // 2, "final": n_ck - 1}
     sup_probs = [np.asarray(t.probs) for t in sup]
+    # each seed's starts: the checkpoints nearest 1/6, 1/2 and all of the way from its progress at
+    # initialisation to its highest (spaced by training progress, not by checkpoint index)
+    starts = [start_checkpoints(tg.progress(p, yte)) for p in sup_probs]
     res = {
         "supervised": {"final_progress": float(np.mean([tg.progress(p[-1], yte) for p in sup_probs]))},
         "normalisation": "Remark 5: 2 d_B(mean_ft(t), mean_sup(t)) / (r_ft(t) + r_sup(t)), radii at each progress t, "
@@ -159,17 +150,20 @@ def main():
         "finetuned": {},
     }
     state_dir = out / "store" / "state"
-    for where, k in starts.items():
+    res["starts"] = {  # seed -> {where: (checkpoint, its progress, the target progress)}
+        seed: st for seed, st in zip(args.seeds, starts)
+    }
+    for where in STARTS:
         for task in SUBTASKS[args.data]:
             ft_probs = []
-            for s, t in enumerate(sup):
-                init = state_dir / f"{t.id:06d}_ckpt{k:03d}.pt"
+            for seed, t, st in zip(args.seeds, sup, starts):
+                init = state_dir / f"{t.id:06d}_ckpt{st[where][0]:03d}.pt"
                 ft = train(
                     TrainConfig(
                         method="finetune",
                         epochs=args.finetune_epochs,
                         checkpoints=8,
-                        seed=s,
+                        seed=seed,
                         init_from=str(init),
                         **base,
                     ),
@@ -182,18 +176,21 @@ def main():
                     progress_bar=False,
                 )
                 ft_probs.append(np.asarray(ft.probs))
-            res["finetuned"][f"{task} from {where} (checkpoint {k})"] = compare(ft_probs, sup_probs, yte, args)
+            res["finetuned"][f"{task} from {where}"] = compare(ft_probs, sup_probs, yte, args)
     if len(args.seeds) < 2:
-        res["warning"] = "one seed per family: both tube radii are 0, so the normalised distance is 0 or inf"
+        res["warning"] = "one seed per family: no tube, so no normalised distance (give two seeds or more)"
     (out / "result6.json").write_text(json.dumps(res, indent=2))
     plot(res, out / "result6_normalized_distance.png")
     print(f"supervised: final progress {res['supervised']['final_progress']:.3f}")
     for name, r in res["finetuned"].items():
         curve = r["normalized_distance"]
+        if "error" in r:
+            print(f"{name:>32}: {r['error']}")
+            continue
         where = (
             f"normalised distance (Remark 5) {curve[0]:.2f} -> {curve[-1]:.2f} over progress "
             f"{r['grid'][0]:.3f} - {r['grid'][-1]:.3f}; where it ends (progress {r['at_end']['progress']:.3f}): "
-            f"{r['at_end']['normalized_distance']:.2f}"
+            f"{r['at_end']['normalized_distance']:.2f}; mean {r['mean']:.2f}, p = {r['p_value']:.3f}"
             if curve
             else "no progress shared with the supervised runs"
         )

@@ -68,11 +68,14 @@ _EXPORTS = {
 
 
 def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'taskgeom' has no attribute {name!r}")
     from importlib import import_module
+    from importlib.util import find_spec
 
+    module = _EXPORTS.get(name)
+    if module is None:  # a submodule (tg.trajectories.reindex), as when every module was imported eagerly
+        if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
+            return import_module(f".{name}", __name__)
+        raise AttributeError(f"module 'taskgeom' has no attribute {name!r}")
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value  # later lookups skip this function
     return value

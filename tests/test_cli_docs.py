@@ -145,3 +145,8 @@ def test_public_names_resolve_whatever_was_imported_first():
         "assert callable(tg.imprint) and callable(tg.compare) and sorted(tg.__all__) == sorted(tg._EXPORTS)"
     )
     _modules_after(code)
+
+
+def test_submodules_reachable_as_attributes():
+    """``tg.trajectories.reindex`` and the like work without importing the submodule first."""
+    _modules_after("import taskgeom as tg\nassert callable(tg.trajectories.progress_grid) and tg.geometry.progress")

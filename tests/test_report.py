@@ -238,11 +238,16 @@ def test_compare_methods_presets_run(tmp_path, preset):
             "--out",
             str(tmp_path),
             "--seeds",
-            "2",
+            "0",
+            "1",
             "--epochs",
             "1",
             "--grid",
             "8",
+            "--max-checkpoints",
+            "12",
+            "--n-boot",
+            "20",
             "--device",
             "cpu",
         ],
@@ -253,11 +258,26 @@ def test_compare_methods_presets_run(tmp_path, preset):
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / f"{preset}.json").read_text())
     ref = res["reference"]
-    assert res["families"][ref]["riemann_length_ratio_to_reference"] == pytest.approx(1.0)
+    assert res["families"][ref]["riemann_length_ratio_to_reference"]["full"] == pytest.approx(1.0)
     assert len(res["normalized_distance_to_reference"]) == len(res["families"]) - 1
-    # Remark 5 curves over the progress both families reach (re-indexed on that shared range)
+    every = res["checkpoint_every"]
+    for f in res["families"].values():
+        assert f["seeds"] == [0, 1] and f["riemann_length"]["verdict"]
+        # the same density of checkpoints per step: a run's count follows its length, not a fixed number
+        assert f["riemann_length"]["full"]["mean"] >= f["riemann_length"]["third"]["mean"] > 0
+        assert all(n >= 2 for n in f["checkpoints"])
+        assert f["progress_gain"]["mean"] == pytest.approx(
+            f["final_progress"]["mean"] - f["progress_at_init"]["mean"], abs=1e-9
+        )
+    if preset == "result4":  # protonet trains 7.5x the steps: about 7.5x the checkpoints past the dense start
+        fams = res["families"]
+        assert max(fams["protonet-2way"]["checkpoints"]) > 2 * max(fams["supervised"]["checkpoints"]) and every >= 1
+    # Remark 5 curves over the progress both families reach, with intervals over samples and seeds
     for v in res["normalized_distance_to_reference"].values():
-        assert len(v["progress"]) == len(v["value"]) <= 8
+        if "error" in v:
+            continue
+        assert len(v["grid"]) == len(v["normalized_distance"]) <= 8 and v["seeds"] == [2, 2]
+        assert "seeds" in v["over"] and 0 <= v["p_value"] <= 1
     assert max(res["grid"]) < 1.0  # the embedding's grid spans only progress some run reaches
 
 
@@ -275,9 +295,12 @@ def test_result6_experiment_runs(tmp_path):
             "--out",
             str(tmp_path),
             "--seeds",
+            "0",
             "1",
             "--epochs",
             "2",
+            "--n-boot",
+            "20",
             "--finetune-epochs",
             "1",
             "--grid",
@@ -296,13 +319,21 @@ def test_result6_experiment_runs(tmp_path):
     assert len(states) >= 5  # every recorded checkpoint of the supervised run was kept
     final = next(v for k, v in res["finetuned"].items() if "final" in k)
     # fine-tuning starts from the supervised model's backbone: same imprinted model, same progress
-    assert abs(final["start_progress"] - res["supervised"]["final_progress"]) < 1e-3
-    # Remark 5 as a curve over the progress both families reach, with its bootstrap interval
+    at_start = np.mean([st["final"][1] for st in res["starts"].values()])
+    assert abs(final["start_progress"] - at_start) < 1e-3
+    # starts spaced by progress: each seed's early, middle and final checkpoints in order, final the last
+    for st in res["starts"].values():
+        targets = [st[w][2] for w in ("early", "middle", "final")]
+        assert targets[0] < targets[1] < targets[2] == pytest.approx(st["final"][1])  # final: the highest
+        assert all(k >= 1 for k, _, _ in st.values())  # never the initialisation
+    # Remark 5 as a curve over the progress both families reach, with its interval over samples and seeds
     for r in res["finetuned"].values():
         assert len(r["grid"]) == len(r["normalized_distance"])
         if r["grid"]:
-            assert len(r["interval"]["low"]) == len(r["grid"])
-    assert "warning" in res and (tmp_path / "result6_normalized_distance.png").exists()
+            assert len(r["interval"]["low"]) == len(r["grid"]) and r["seeds"] == [2, 2] and "seeds" in r["over"]
+        else:
+            assert "error" in r
+    assert "warning" not in res and (tmp_path / "result6_normalized_distance.png").exists()
 
 
 def test_picture_reports_distances_between_tasks(report):
