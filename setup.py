@@ -10,6 +10,8 @@ Environment switches:
 * ``TASKGEOM_CUDA``: ``auto`` (default), ``1``/``on`` (fail if no toolkit), ``0``/``off``;
 * ``TASKGEOM_CUDA_ARCHS``: CMake CUDA architectures, default ``80;90``;
 * ``TASKGEOM_NATIVE``: ``1`` (default) compiles the CPU kernels for this machine's instruction set;
+* ``TASKGEOM_FP64TC_ALL``: ``1`` compiles every fp64 tensor-core kernel instance (for the tuning sweep,
+  bench/bench_fp64tc.py --sweep); default ``0``: only those the committed tuning table picks, and the default;
 * ``TASKGEOM_BUILD_TYPE``: CMake build type, default ``Release``;
 * ``CMAKE_ARGS``: extra arguments passed to CMake.
 """
@@ -98,6 +100,7 @@ class CMakeBuild(build_ext):
             f"-DTASKGEOM_CUDA={cuda}",
             f"-DTASKGEOM_CUDA_ARCHS={os.environ.get('TASKGEOM_CUDA_ARCHS', '80;90')}",
             f"-DTASKGEOM_NATIVE={'OFF' if os.environ.get('TASKGEOM_NATIVE', '1') in ('0', 'off', 'OFF') else 'ON'}",
+            f"-DTASKGEOM_FP64TC_ALL={'ON' if os.environ.get('TASKGEOM_FP64TC_ALL', '0') in ('1', 'on', 'ON') else 'OFF'}",
         ]
         if ninja:
             args += ["-G", "Ninja", f"-DCMAKE_MAKE_PROGRAM={ninja}"]

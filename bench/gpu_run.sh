@@ -28,7 +28,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 cat "$OUT/gpu.txt"
 
 # 1. build (sm_90 only, ptxas resource report kept)
-export TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90 CMAKE_ARGS="-DTASKGEOM_PTXAS_VERBOSE=ON"
+export TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90 TASKGEOM_FP64TC_ALL=1 CMAKE_ARGS="-DTASKGEOM_PTXAS_VERBOSE=ON"  # every fp64tc instance: the sweep times them
 if [[ -n ${BUILD_LOG:-} ]]; then # built already (bench/gpu_session.sh): reuse its log
   cp "$BUILD_LOG" "$OUT/build.log"
 else

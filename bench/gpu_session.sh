@@ -26,7 +26,7 @@ has() { [[ " $STAGES " == *" $1 "* ]]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$OUT/gpu.txt"
 
 # 0. build for sm_90 only, with the ptxas resource report
-export TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90 CMAKE_ARGS="-DTASKGEOM_PTXAS_VERBOSE=ON"
+export TASKGEOM_CUDA=1 TASKGEOM_CUDA_ARCHS=90 TASKGEOM_FP64TC_ALL=1 CMAKE_ARGS="-DTASKGEOM_PTXAS_VERBOSE=ON"  # every fp64tc instance: the sweep times them
 timeout "$(cap 200 300)" python3 -m pip install --no-build-isolation --no-deps -v . >"$OUT/build.log" 2>&1
 echo "build (rc $?) at $(elapsed) s"
 (cd /tmp && python3 -c "import taskgeom._cuda, taskgeom; print(taskgeom.build_info())") || {

@@ -311,3 +311,33 @@ def test_pipelined_stages_over_a_long_sample_range(cfg, ma, mb, n, c):
     got = model_of_kernel(a.numpy(), None if b is None else b.numpy(), cfg, 100, sms=0)
     ref = R.pairwise_distances(a, b).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-15)
+
+
+def _instance_name(T, WM, WN, KS, SHAPE, NST, PF, LK):
+    """Config::name() of the kernel, for one X(...) line."""
+    shape = ["", "mma1684_", "mma1688_", "mma16816_"][SHAPE]
+    name = f"{shape}t{T}_w{WM}x{WN}_k{KS}"
+    if NST > 0:
+        name += f"_s{NST}" + ("p" if PF & 1 else "") + ("e" if PF & 2 else "")
+    return name + (f"_c{4 * LK}" if LK > 0 else "")
+
+
+def test_default_build_holds_every_tuned_instance():
+    """The default build compiles the instances of TG_FP64TC_TUNED only (the rest with TASKGEOM_FP64TC_ALL=1):
+    every instance the committed tuning table names, and the default one, must be among them, or the tuned
+    choice would silently fall back to the default."""
+    import json
+    import re
+    from pathlib import Path
+
+    from taskgeom import _cuda_ops
+
+    root = Path(__file__).resolve().parents[1]
+    src = (root / "csrc" / "cuda" / "pairwise_fp64tc.cu").read_text()
+    tuned = src[src.index("#define TG_FP64TC_TUNED(X)") : src.index("#define TG_FP64TC_MORE(X)")]
+    pattern = r"X\((\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+), (\d+)\)"
+    built = {_instance_name(*map(int, m.groups())) for m in re.finditer(pattern, tuned)}
+    table = json.loads((root / "taskgeom" / "_tuning.json").read_text())
+    wanted = {e["config"] for e in table["fp64tc"]["cases"]} | {_cuda_ops.DEFAULT_FP64TC_CONFIG}
+    assert wanted <= built, f"tuned instances missing from TG_FP64TC_TUNED: {sorted(wanted - built)}"
+    assert len(built) == 3

@@ -45,40 +45,51 @@ namespace {
 // 12 DMMAs at 10 classes; bench/README.md). LK > 0
 // (SHAPE 1 and 2, "..._c<4 LK>"): the lean path for at most 4 LK classes (see the kernel), with 96 x 96 and 128 x 128
 // tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 202-254 with no spills, the 128 x 128 ones
-// at their caps with 44-256 bytes spilled; the sweep decides). Index 0 is the default before any tuning run; the
-// sweep (bench/bench_fp64tc.py) times all of them.
-#define TG_FP64TC_CONFIGS(X)  \
-  X(64, 4, 2, 8, 0, 0, 0, 0)  \
-  X(64, 4, 2, 4, 0, 0, 0, 0)  \
-  X(64, 2, 2, 8, 0, 0, 0, 0)  \
-  X(64, 4, 4, 8, 0, 0, 0, 0)  \
+// at their caps with 44-256 bytes spilled; the sweep decides). The sweep (bench/bench_fp64tc.py) times every
+// instance compiled in.
+// Built by default: index 0 (the default before any tuning, and the sm_80 path) and the instances the committed
+// tuning table (taskgeom/_tuning.json) picks; the others only with -DTASKGEOM_FP64TC_ALL (TASKGEOM_FP64TC_ALL=1 pip
+// install .), which the tuning sweep needs. Instances are found by name, so the two builds' indices may differ.
+#define TG_FP64TC_TUNED(X) \
+  X(64, 4, 2, 8, 0, 0, 0, 0) \
+  X(64, 2, 2, 8, 1, 3, 1, 0) \
+  X(64, 2, 2, 8, 2, 3, 0, 0)
+
+#define TG_FP64TC_MORE(X) \
+  X(64, 4, 2, 4, 0, 0, 0, 0) \
+  X(64, 2, 2, 8, 0, 0, 0, 0) \
+  X(64, 4, 4, 8, 0, 0, 0, 0) \
   X(32, 2, 2, 16, 0, 0, 0, 0) \
-  X(96, 4, 3, 8, 0, 0, 0, 0)  \
-  X(64, 2, 2, 8, 1, 0, 0, 0)  \
-  X(64, 2, 4, 8, 1, 0, 0, 0)  \
-  X(96, 2, 3, 8, 1, 0, 0, 0)  \
-  X(64, 2, 2, 8, 2, 0, 0, 0)  \
-  X(96, 2, 3, 8, 2, 0, 0, 0)  \
-  X(64, 2, 2, 8, 1, 3, 1, 0)  \
-  X(64, 2, 2, 8, 2, 3, 0, 0)  \
-  X(64, 2, 2, 4, 1, 4, 1, 0)  \
-  X(64, 2, 4, 8, 1, 3, 1, 0)  \
-  X(64, 2, 4, 8, 2, 3, 1, 0)  \
-  X(96, 2, 3, 8, 1, 3, 0, 0)  \
-  X(96, 2, 3, 8, 2, 3, 0, 0)  \
-  X(96, 3, 3, 8, 1, 3, 1, 0)  \
-  X(96, 3, 3, 8, 2, 3, 0, 0)  \
-  X(64, 2, 2, 8, 3, 0, 0, 0)  \
-  X(64, 2, 2, 8, 3, 3, 0, 0)  \
-  X(96, 3, 3, 6, 1, 0, 0, 3)  \
+  X(96, 4, 3, 8, 0, 0, 0, 0) \
+  X(64, 2, 2, 8, 1, 0, 0, 0) \
+  X(64, 2, 4, 8, 1, 0, 0, 0) \
+  X(96, 2, 3, 8, 1, 0, 0, 0) \
+  X(64, 2, 2, 8, 2, 0, 0, 0) \
+  X(96, 2, 3, 8, 2, 0, 0, 0) \
+  X(64, 2, 2, 4, 1, 4, 1, 0) \
+  X(64, 2, 4, 8, 1, 3, 1, 0) \
+  X(64, 2, 4, 8, 2, 3, 1, 0) \
+  X(96, 2, 3, 8, 1, 3, 0, 0) \
+  X(96, 2, 3, 8, 2, 3, 0, 0) \
+  X(96, 3, 3, 8, 1, 3, 1, 0) \
+  X(96, 3, 3, 8, 2, 3, 0, 0) \
+  X(64, 2, 2, 8, 3, 0, 0, 0) \
+  X(64, 2, 2, 8, 3, 3, 0, 0) \
+  X(96, 3, 3, 6, 1, 0, 0, 3) \
   X(96, 3, 3, 12, 1, 0, 0, 3) \
-  X(96, 3, 4, 6, 1, 0, 0, 3)  \
+  X(96, 3, 4, 6, 1, 0, 0, 3) \
   X(128, 4, 4, 6, 1, 0, 0, 3) \
   X(128, 4, 2, 6, 1, 0, 0, 3) \
-  X(96, 3, 3, 8, 2, 0, 0, 4)  \
-  X(64, 2, 2, 8, 1, 3, 3, 0)  \
-  X(64, 2, 2, 8, 2, 3, 2, 0)  \
+  X(96, 3, 3, 8, 2, 0, 0, 4) \
+  X(64, 2, 2, 8, 1, 3, 3, 0) \
+  X(64, 2, 2, 8, 2, 3, 2, 0) \
   X(64, 2, 2, 4, 1, 4, 3, 0)
+
+#ifdef TASKGEOM_FP64TC_ALL
+#define TG_FP64TC_CONFIGS(X) TG_FP64TC_TUNED(X) TG_FP64TC_MORE(X)
+#else
+#define TG_FP64TC_CONFIGS(X) TG_FP64TC_TUNED(X)
+#endif
 
 template <int T_, int WM_, int WN_, int KS_, int SHAPE_, int NST_ = 0, int PF_ = 0, int LK_ = 0>
 struct Config {
