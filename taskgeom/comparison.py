@@ -132,6 +132,34 @@ def compare(
     if not level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     seed = check_int(seed, "seed", minimum=0)
+    pooled, k_a, labels, g = _reindexed(a, b, labels, grid)
+    fa, fb = pooled[:k_a], pooled[k_a:]
+    k_b = len(fb)
+    nd = np.asarray(trajectories.normalized_distance(fa, fb, validate=False))
+    rng = np.random.default_rng(seed)
+    interval, mean_interval, over, above = _bootstrap(fa, fb, nd, len(labels), n_boot, level, rng)
+    observed = float(nd.mean())
+    p, count, exhaustive = _permutation_test(pooled, k_a, k_b, observed, n_perm, rng)
+    return Comparison(
+        seeds=(k_a, k_b),
+        grid=g.tolist(),
+        normalized_distance=nd.tolist(),
+        interval=interval,
+        mean=observed,
+        mean_interval=mean_interval,
+        p_value=p,
+        permutations=count,
+        exhaustive=exhaustive,
+        level=level,
+        replicates=n_boot,
+        over=over,
+        above_estimate=above,
+    )
+
+
+def _reindexed(a, b, labels, grid: int) -> tuple:
+    """(pooled, k_a, labels, grid): both groups' trajectories re-indexed (Remark 4) on one grid over the
+    progress every one of them reaches, stacked (``a``'s first), after checking their shapes and sizes."""
     runs_a, own_a = _group(a, "a")
     runs_b, own_b = _group(b, "b")
     labels = _labels(labels, own_a, own_b)
@@ -148,51 +176,42 @@ def compare(
     except ValueError as exc:
         raise ValueError(f"the two groups cannot be compared: {exc}") from None
     pooled = torch.stack([torch.as_tensor(trajectories.reindex(r, lab, grid=g)) for r in runs_a + runs_b])
-    fa, fb = pooled[:k_a], pooled[k_a:]
-    nd = np.asarray(trajectories.normalized_distance(fa, fb, validate=False))
-    rng = np.random.default_rng(seed)
-    interval, mean_interval, over, above = {}, {}, "nothing (n_boot=0)", None
-    if n_boot:
-        w = bootstrap.sample_weights(len(labels), n_boot, rng)
-        reps, _ = trajectories.pair_replicates(
-            fa, fb, w, bootstrap.seed_weights(k_a, n_boot, rng), bootstrap.seed_weights(k_b, n_boot, rng)
-        )
-        lo, hi = bootstrap.percentile_interval(reps, level)
-        interval = {"low": lo.tolist(), "high": hi.tolist()}
-        with np.errstate(invalid="ignore"):
-            mlo, mhi = bootstrap.percentile_interval(reps.mean(0), level)
-        mean_interval = {"low": float(mlo), "high": float(mhi)}
-        above = float(np.mean(reps.mean(0) > nd.mean()))
-        over = f"evaluation samples and seeds ({k_a} and {k_b} seeds), {n_boot} replicates"
-    observed = float(nd.mean())
-    p, count, exhaustive = math.nan, 0, False
-    if n_perm:
-        splits, exhaustive = _splits(k_a, k_b, n_perm, rng)
-        everyone = np.arange(k_a + k_b)
+    return pooled, k_a, labels, g
 
-        def stat(s):
-            rest = torch.as_tensor(np.setdiff1d(everyone, s))
-            return float(
-                np.asarray(
-                    trajectories.normalized_distance(pooled[torch.as_tensor(s)], pooled[rest], validate=False)
-                ).mean()
-            )
 
-        stats = np.array([stat(s) for s in splits])
-        count = len(splits)
-        p = float(np.mean(stats >= observed - 1e-12 * max(1.0, abs(observed))))
-    return Comparison(
-        seeds=(k_a, k_b),
-        grid=g.tolist(),
-        normalized_distance=nd.tolist(),
-        interval=interval,
-        mean=observed,
-        mean_interval=mean_interval,
-        p_value=p,
-        permutations=count,
-        exhaustive=exhaustive,
-        level=level,
-        replicates=n_boot,
-        over=over,
-        above_estimate=above,
+def _bootstrap(fa, fb, nd: np.ndarray, n: int, n_boot: int, level: float, rng) -> tuple:
+    """(interval, mean_interval, over, above_estimate): percentile intervals of the curve and of its mean over
+    ``n_boot`` replicates of the ``n`` evaluation samples and both groups' seeds."""
+    if not n_boot:
+        return {}, {}, "nothing (n_boot=0)", None
+    k_a, k_b = len(fa), len(fb)
+    w = bootstrap.sample_weights(n, n_boot, rng)
+    reps, _ = trajectories.pair_replicates(
+        fa, fb, w, bootstrap.seed_weights(k_a, n_boot, rng), bootstrap.seed_weights(k_b, n_boot, rng)
     )
+    lo, hi = bootstrap.percentile_interval(reps, level)
+    with np.errstate(invalid="ignore"):
+        mlo, mhi = bootstrap.percentile_interval(reps.mean(0), level)
+    return (
+        {"low": lo.tolist(), "high": hi.tolist()},
+        {"low": float(mlo), "high": float(mhi)},
+        f"evaluation samples and seeds ({k_a} and {k_b} seeds), {n_boot} replicates",
+        float(np.mean(reps.mean(0) > nd.mean())),
+    )
+
+
+def _permutation_test(pooled, k_a: int, k_b: int, observed: float, n_perm: int, rng) -> tuple:
+    """(p, splits counted, exhaustive): the share of seed splits (the observed one counted) whose mean
+    normalised distance is at least the observed one; NaN without splits (``n_perm=0``)."""
+    if not n_perm:
+        return math.nan, 0, False
+    splits, exhaustive = _splits(k_a, k_b, n_perm, rng)
+    everyone = np.arange(k_a + k_b)
+
+    def stat(s):
+        rest = torch.as_tensor(np.setdiff1d(everyone, s))
+        nd = trajectories.normalized_distance(pooled[torch.as_tensor(s)], pooled[rest], validate=False)
+        return float(np.asarray(nd).mean())
+
+    stats = np.array([stat(s) for s in splits])
+    return float(np.mean(stats >= observed - 1e-12 * max(1.0, abs(observed)))), len(splits), exhaustive
