@@ -483,6 +483,24 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
     the model's progress lies outside the progress every seed of the task reached, or more than one grid
     step from it). Returns a JSON-ready dict with
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
+    mods = _placeable(res, models)
+    fit = res.fit
+    coords = fit["embedding"].transform(_np(geometry.pairwise_distances(mods, fit["points"])))[:, :3]
+    prog = np.atleast_1d(_np(geometry.progress(mods, fit["labels"])))
+    points = [
+        {"xyz": xyz.tolist(), "progress": float(t), "tube_radii": _tube_distances(res, model, float(t))}
+        for model, xyz, t in zip(mods, coords, prog)
+    ]
+    rows = [
+        {"xyz": q["xyz"], "progress": q["progress"], "epoch": None, "accuracy": None, "reached": True,
+         "true_progress": q["progress"]}
+        for q in points
+    ]  # fmt: skip
+    return {"name": name, "points": points, "line": Line(name, None, name, False, rows)}
+
+
+def _placeable(res, models) -> np.ndarray:
+    """``models`` as (M, N, C) float32 (as the embedded points), checked against the picture ``res``."""
     if not isinstance(res, PictureResult):
         raise TypeError(
             f"place() takes the result of taskgeom.analyse(), got {type(res).__name__} (for a folder written by "
@@ -493,49 +511,30 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
     m, _ = _validate.as_tensor(models, "models")
     if m.dim() == 2:
         m = m.unsqueeze(0)
-    fit = res.fit
-    n, c = fit["points"].shape[1:]
+    n, c = res.fit["points"].shape[1:]
     if m.dim() != 3 or tuple(m.shape[1:]) != (n, c):
         raise ValueError(
             f"models must be (M, {n}, {c}) probabilities on the picture's evaluation set, got {tuple(m.shape)}"
         )
     _validate.check_probabilities(m, "models")  # at the tolerance of the dtype given (float16 as stored)
-    mods = m.to(torch.float32).numpy()  # as the embedded points (float32, re-indexed from the store)
-    coords = fit["embedding"].transform(_np(geometry.pairwise_distances(mods, fit["points"])))[:, :3]
-    prog = np.atleast_1d(_np(geometry.progress(mods, fit["labels"])))
+    return m.to(torch.float32).numpy()  # as the embedded points (float32, re-indexed from the store)
+
+
+def _tube_distances(res, model: np.ndarray, t: float) -> dict:
+    """task -> ``d_B(model, mean(g)) / r(g)`` at the grid value g nearest the model's progress ``t`` (None
+    where not every seed of the task reached g, or g is more than one grid step from ``t``)."""
     grid = np.asarray(res.grid)
     step = float(np.diff(grid).max()) if grid.size > 1 else 0.0
-    points = []
-    for i, (xyz, t) in enumerate(zip(coords, prog)):
-        g = int(np.argmin(np.abs(grid - t)))
-        tubes = {}
-        for task, mean in fit["means"].items():
-            ok = res.reached[task][g] and abs(grid[g] - t) <= step + 1e-12
-            if not ok:
-                tubes[task] = None
-                continue
-            d = float(geometry.bhattacharyya(mods[i], mean[g]))
-            r = float(fit["radii"][task][g])
-            tubes[task] = d / r if r > 0 else (0.0 if d == 0 else math.inf)
-        points.append({"xyz": xyz.tolist(), "progress": float(t), "tube_radii": tubes})
-    line = Line(
-        name,
-        None,
-        name,
-        False,
-        [
-            {
-                "xyz": p["xyz"],
-                "progress": p["progress"],
-                "epoch": None,
-                "accuracy": None,
-                "reached": True,
-                "true_progress": p["progress"],
-            }
-            for p in points
-        ],
-    )
-    return {"name": name, "points": points, "line": line}
+    g = int(np.argmin(np.abs(grid - t)))
+    tubes = {}
+    for task, mean in res.fit["means"].items():
+        if not (res.reached[task][g] and abs(grid[g] - t) <= step + 1e-12):
+            tubes[task] = None
+            continue
+        d = float(geometry.bhattacharyya(model, mean[g]))
+        r = float(res.fit["radii"][task][g])
+        tubes[task] = d / r if r > 0 else (0.0 if d == 0 else math.inf)
+    return tubes
 
 
 class _Boot:
