@@ -151,11 +151,27 @@ def reindex(
     T, N, C = t.shape
     lab = check_labels(labels, N, C).to(t.device)
     taus = _grid(grid).to(t.device)
-    G = taus.numel()
     tk = torch.as_tensor(_progress(t, lab, backend=backend, validate=False)).to(t.device, torch.float64)
     alpha, beta, theta0 = reference.ignorance_truth_products(t, lab)
 
-    seg = torch.full((G,), -1, dtype=torch.int64, device=t.device)
+    seg = _first_segments(tk, taus)
+    inside_mask = seg >= 0
+    lam = _solve_lambda(t, tk, taus, seg, alpha, beta, theta0)
+    out = _points_at(t, tk, taus, seg, lam)
+    if outside == "nan":
+        out[~inside_mask] = math.nan
+    result = to_output(out, was_np)
+    if not return_info:
+        return result
+    info = {"grid": taus, "checkpoint_progress": tk, "segment": seg, "lam": lam, "inside": inside_mask}
+    return result, {key: v.cpu().numpy() for key, v in info.items()}
+
+
+def _first_segments(tk: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
+    """(G,) for each progress value, the index k of the first pair of checkpoints k, k+1 whose progress
+    ``tk`` brackets it (-1 where none does)."""
+    G, T = taus.numel(), tk.numel()
+    seg = torch.full((G,), -1, dtype=torch.int64, device=tk.device)
     if T > 1:
         lo_t = torch.minimum(tk[:-1], tk[1:])
         hi_t = torch.maximum(tk[:-1], tk[1:])
@@ -163,44 +179,55 @@ def reindex(
         found = inside.any(1)
         first = inside.to(torch.int8).argmax(1)
         seg = torch.where(found, first, seg)
+    return seg
+
+
+def _solve_lambda(t, tk, taus, seg, alpha, beta, theta0) -> torch.Tensor:
+    """(G,) the geodesic parameter on each value's segment at which progress equals the value (0 outside)."""
+    G = taus.numel()
     inside_mask = seg >= 0
     lam = torch.zeros(G, dtype=torch.float64, device=t.device)
+    if not bool(inside_mask.any()):
+        return lam
+    idx = torch.nonzero(inside_mask).squeeze(1)
+    k = seg[idx]
+    a0, b0, a1, b1 = alpha[k], beta[k], alpha[k + 1], beta[k + 1]
+    used, where = torch.unique(k, return_inverse=True)  # each segment's angles once
+    phi = torch.stack([reference.half_angle(t[int(j)], t[int(j) + 1]) for j in used])[where]
+    target = taus[idx]
+    # Illinois regula falsi on f(lam) = progress(lam) - target, f(0) f(1) <= 0.
+    lo = torch.zeros_like(target)
+    hi = torch.ones_like(target)
+    flo = _segment_progress(a0, b0, a1, b1, phi, lo, theta0) - target
+    fhi = _segment_progress(a0, b0, a1, b1, phi, hi, theta0) - target
+    x = torch.where(flo.abs() <= fhi.abs(), lo, hi)
+    done = (flo.abs() < 1e-12) | (fhi.abs() < 1e-12) | (tk[k] == tk[k + 1])
+    side = torch.zeros_like(target)
+    for _ in range(100):
+        denom = fhi - flo
+        cand = torch.where(denom != 0, (lo * fhi - hi * flo) / torch.where(denom != 0, denom, 1.0), 0.5 * (lo + hi))
+        cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
+        x = torch.where(done, x, cand)
+        fx = _segment_progress(a0, b0, a1, b1, phi, x, theta0) - target
+        same_as_hi = torch.sign(fx) == torch.sign(fhi)
+        new_hi = torch.where(same_as_hi & ~done, x, hi)
+        new_lo = torch.where(~same_as_hi & ~done, x, lo)
+        flo_n = torch.where(~same_as_hi & ~done, fx, torch.where(side == 1, flo / 2, flo))
+        fhi_n = torch.where(same_as_hi & ~done, fx, torch.where(side == -1, fhi / 2, fhi))
+        side = torch.where(same_as_hi, torch.ones_like(side), -torch.ones_like(side))
+        lo, hi, flo, fhi = new_lo, new_hi, flo_n, fhi_n
+        done = done | (fx.abs() < 1e-12) | (hi - lo < 1e-14)
+        if bool(done.all()):
+            break
+    lam[idx] = torch.where(flo.abs() < 1e-12, lo, x).clamp(0, 1)
+    lam[idx] = torch.where((tk[k] == tk[k + 1]), torch.zeros_like(target), lam[idx])
+    return lam
 
-    if bool(inside_mask.any()):
-        idx = torch.nonzero(inside_mask).squeeze(1)
-        k = seg[idx]
-        a0, b0, a1, b1 = alpha[k], beta[k], alpha[k + 1], beta[k + 1]
-        used, where = torch.unique(k, return_inverse=True)  # each segment's angles once
-        phi = torch.stack([reference.half_angle(t[int(j)], t[int(j) + 1]) for j in used])[where]
-        target = taus[idx]
-        # Illinois regula falsi on f(lam) = progress(lam) - target, f(0) f(1) <= 0.
-        lo = torch.zeros_like(target)
-        hi = torch.ones_like(target)
-        flo = _segment_progress(a0, b0, a1, b1, phi, lo, theta0) - target
-        fhi = _segment_progress(a0, b0, a1, b1, phi, hi, theta0) - target
-        x = torch.where(flo.abs() <= fhi.abs(), lo, hi)
-        done = (flo.abs() < 1e-12) | (fhi.abs() < 1e-12) | (tk[k] == tk[k + 1])
-        side = torch.zeros_like(target)
-        for _ in range(100):
-            denom = fhi - flo
-            cand = torch.where(denom != 0, (lo * fhi - hi * flo) / torch.where(denom != 0, denom, 1.0), 0.5 * (lo + hi))
-            cand = torch.where((cand > lo) & (cand < hi), cand, 0.5 * (lo + hi))
-            x = torch.where(done, x, cand)
-            fx = _segment_progress(a0, b0, a1, b1, phi, x, theta0) - target
-            same_as_hi = torch.sign(fx) == torch.sign(fhi)
-            new_hi = torch.where(same_as_hi & ~done, x, hi)
-            new_lo = torch.where(~same_as_hi & ~done, x, lo)
-            flo_n = torch.where(~same_as_hi & ~done, fx, torch.where(side == 1, flo / 2, flo))
-            fhi_n = torch.where(same_as_hi & ~done, fx, torch.where(side == -1, fhi / 2, fhi))
-            side = torch.where(same_as_hi, torch.ones_like(side), -torch.ones_like(side))
-            lo, hi, flo, fhi = new_lo, new_hi, flo_n, fhi_n
-            done = done | (fx.abs() < 1e-12) | (hi - lo < 1e-14)
-            if bool(done.all()):
-                break
-        lam[idx] = torch.where(flo.abs() < 1e-12, lo, x).clamp(0, 1)
-        lam[idx] = torch.where((tk[k] == tk[k + 1]), torch.zeros_like(target), lam[idx])
 
-    # outside the reached range: clamp to the extreme checkpoints (or NaN)
+def _points_at(t, tk, taus, seg, lam) -> torch.Tensor:
+    """(G, N, C) the geodesic points; outside the reached range the extreme checkpoints (clamped)."""
+    G, (_, N, C) = taus.numel(), t.shape
+    inside_mask = seg >= 0
     start = torch.where(inside_mask, seg, torch.where(taus < tk.min(), tk.argmin(), tk.argmax()))
     end = torch.where(inside_mask, seg + 1, start)
     out_dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
@@ -209,19 +236,7 @@ def reindex(
     for g0 in range(0, G, step):
         sl = slice(g0, g0 + step)
         out[sl] = reference.geodesic_at(t[start[sl]], t[end[sl]], lam[sl]).to(out_dtype)
-    if outside == "nan":
-        out[~inside_mask] = math.nan
-    result = to_output(out, was_np)
-    if not return_info:
-        return result
-    info = {
-        "grid": taus.cpu().numpy(),
-        "checkpoint_progress": tk.cpu().numpy(),
-        "segment": seg.cpu().numpy(),
-        "lam": lam.cpu().numpy(),
-        "inside": inside_mask.cpu().numpy(),
-    }
-    return result, info
+    return out
 
 
 def _per_grid_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
