@@ -51,7 +51,7 @@ FAST = dict(PRESETS["cifar10-fast-resnet"])
 
 
 @dataclass
-class Run:
+class FamilyRun:
     """One run of a family: a label (its group in the analysis), the task, the seed and its settings."""
 
     group: str
@@ -326,15 +326,15 @@ class Family:
         self.log_file.flush()
 
     @staticmethod
-    def key(run: Run) -> str:
+    def key(run: FamilyRun) -> str:
         """The run's folder name (its shard and training states): group and seed."""
         return re.sub(r"[^A-Za-z0-9]+", "-", run.group).strip("-") + f"-s{run.seed}"
 
-    def state_dir(self, run: Run) -> str:
+    def state_dir(self, run: FamilyRun) -> str:
         """Where the run saves its training states."""
         return str(self.work / "state" / self.key(run))
 
-    def config(self, run: Run) -> TrainConfig:
+    def config(self, run: FamilyRun) -> TrainConfig:
         a = self.args
         base = {**FAST, "arch": a.arch, "epochs": a.epochs, "checkpoints": a.checkpoints, "device": a.device}
         base.update(checkpoint_every=a.checkpoint_every, imprint_head=a.imprint_head)
@@ -365,18 +365,18 @@ class Family:
             self._pool.join()
             self._pool = None
 
-    def _skip(self, run: Run, why: str) -> None:
+    def _skip(self, run: FamilyRun, why: str) -> None:
         self.skipped.append({"group": run.group, "seed": run.seed, "why": why})
         self.log(f"skipped {run.group} seed {run.seed}: {why}")
 
-    def train(self, runs: list[Run], then=None) -> None:
+    def train(self, runs: list[FamilyRun], then=None) -> None:
         """Train ``runs`` seed by seed (stable: groups in the order given), ``--workers`` at once, within the
         budget; each finished run's shard is merged into the family's store. ``then(run)``, called as each
         run finishes, may return more runs (they join the queue by seed: a fine-tuning run after its seed's
         other runs). A run fine-tuning from another (``init``) waits while that run trains and is skipped
         when it was not trained."""
         self._cache.clear()
-        pending: list[Run] = []
+        pending: list[FamilyRun] = []
         running: dict = {}  # AsyncResult -> (run, shard, start)
 
         def queue(more) -> None:
@@ -386,7 +386,7 @@ class Family:
             pending.extend(more)
             pending.sort(key=lambda r: r.seed)  # stable
 
-        def waits(run: Run) -> bool:  # its starting run is still training
+        def waits(run: FamilyRun) -> bool:  # its starting run is still training
             return run.init is not None and any(
                 (r.group, r.seed) == (run.init[0], run.seed) for r, _, _ in running.values()
             )

@@ -30,7 +30,7 @@ Reported in results.json (and summary.png):
 from __future__ import annotations
 
 import numpy as np
-from _family import Family, Run, arguments, run_script, smoke_settings, start_checkpoints, summary
+from _family import Family, FamilyRun, arguments, run_script, smoke_settings, start_checkpoints, summary
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
@@ -51,20 +51,20 @@ def source(args) -> str:
     return "all" if args.finetune_norm == "batch" else "all layer-norm"
 
 
-def runs(args) -> list[Run]:
+def runs(args) -> list[FamilyRun]:
     first = []
     for task in HIERARCHY + sorted(set(CONTROLS.values())):
         for s in args.seeds:
-            first.append(Run(task, task, s, {"keep_states": task == source(args)}))
+            first.append(FamilyRun(task, task, s, {"keep_states": task == source(args)}))
     if source(args) != "all":  # Appendix A: LayerNorm for the fine-tuning experiments (Result 6)
         first += [
-            Run(source(args), "all", s, {"keep_states": True, "norm": args.finetune_norm})
+            FamilyRun(source(args), "all", s, {"keep_states": True, "norm": args.finetune_norm})
             for s in args.seeds[: max(2, args.finetune_seeds)]  # two at least: a tube radius
         ]
     return first
 
 
-def finetune_runs(args, seed: int, progress: np.ndarray) -> list[Run]:
+def finetune_runs(args, seed: int, progress: np.ndarray) -> list[FamilyRun]:
     """The fine-tuning runs of one seed, from its supervised all-classes run's checkpoints."""
     out = []
     if seed not in args.seeds[: args.finetune_seeds]:
@@ -72,7 +72,7 @@ def finetune_runs(args, seed: int, progress: np.ndarray) -> list[Run]:
     for where, (k, _, _) in start_checkpoints(progress).items():
         for task in FINETUNE:
             settings = {"epochs": max(1, args.epochs // 2), "norm": args.finetune_norm}
-            out.append(Run(f"{task} from {where}", task, seed, settings, init=(source(args), k)))
+            out.append(FamilyRun(f"{task} from {where}", task, seed, settings, init=(source(args), k)))
     return out
 
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from _family import FAST, Family, Run, arguments, run_script, smoke_settings, summary
+from _family import FAST, Family, FamilyRun, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
 from taskgeom.trajectories import normalized_distance, pair_replicates, tube_radius_replicates
@@ -96,30 +96,30 @@ def checkpoint_every(args, n_train: int) -> int:
     return max(1, math.ceil(max(steps) / args.max_checkpoints))
 
 
-def runs(args, n_train: int) -> list[Run]:
+def runs(args, n_train: int) -> list[FamilyRun]:
     s = args.seeds
-    sup = [Run("supervised", "all", k) for k in s]
+    sup = [FamilyRun("supervised", "all", k) for k in s]
     if args.part == "r4-episodic":
         # LayerNorm for both families (Appendix A: BatchNorm makes episodic learners sensitive to the shots),
         # one imprinted head (--imprint-head) and one density of checkpoints per training step
         same = {"norm": args.r4_norm, "checkpoint_every": checkpoint_every(args, n_train)}
-        out = [Run("supervised", "all", k, {**same}) for k in s]
+        out = [FamilyRun("supervised", "all", k, {**same}) for k in s]
         for way, settings in episodic_settings(args, n_train).items():
-            out += [Run(f"protonet {way}-way", "all", k, {**settings, **same}) for k in s]
+            out += [FamilyRun(f"protonet {way}-way", "all", k, {**settings, **same}) for k in s]
         return out
     if args.part == "r4-kway":
-        return sup + [Run(f"{k}-way cross-entropy", f"random{k}-s{seed}", seed) for k in (2, 5, 7) for seed in s]
+        return sup + [FamilyRun(f"{k}-way cross-entropy", f"random{k}-s{seed}", seed) for k in (2, 5, 7) for seed in s]
     ssl = {**SIMCLR, "epochs": args.ssl_epochs}
     if args.part == "r5":
         fixmatch = {**FIXMATCH, "labelled": labelled(n_train), "epochs": args.fixmatch_epochs}
         return (
             sup
-            + [Run("simclr", "all", k, ssl) for k in s]
-            + [Run("barlow", "all", k, {**ssl, "method": "barlow"}) for k in s]
-            + [Run("fixmatch", "all", k, fixmatch) for k in s]
+            + [FamilyRun("simclr", "all", k, ssl) for k in s]
+            + [FamilyRun("barlow", "all", k, {**ssl, "method": "barlow"}) for k in s]
+            + [FamilyRun("fixmatch", "all", k, fixmatch) for k in s]
         )
     tasks = ["airplane-automobile", "bird-cat", "ship-truck", "all"]
-    return sup + [Run(f"simclr {t}", t, k, ssl) for t in tasks for k in s]
+    return sup + [FamilyRun(f"simclr {t}", t, k, ssl) for t in tasks for k in s]
 
 
 def final_models(fam: Family, g: str, ref: str) -> dict:

@@ -85,7 +85,7 @@ def identity(cfg: TrainConfig) -> dict:
 
 
 @dataclass
-class Run:
+class RunState:
     """Everything one training run works with (what methods see as ``run``)."""
 
     cfg: TrainConfig
@@ -110,12 +110,12 @@ class Run:
         return torch.autocast(self.device.type, dtype=getattr(torch, self.cfg.amp_dtype), enabled=self.use_amp)
 
 
-def _task_data(cfg, method, classes, x_tr, y_tr, device) -> Run:
+def _task_data(cfg, method, classes, x_tr, y_tr, device) -> RunState:
     """The run's task data; ``x_tr`` None for streamed data (``extra["task_index"]``: the samples' positions)."""
     remap = np.full(int(max(y_tr.max(), max(classes))) + 1, -1)
     remap[classes] = np.arange(len(classes))
     keep = remap[y_tr] >= 0
-    run = Run(cfg, method, device, classes, None if x_tr is None else x_tr[keep], remap[y_tr[keep]])
+    run = RunState(cfg, method, device, classes, None if x_tr is None else x_tr[keep], remap[y_tr[keep]])
     run.extra["remap"] = remap
     run.extra["task_index"] = np.flatnonzero(keep)
     return run
@@ -134,7 +134,7 @@ def _resolution(cfg: TrainConfig):
     return functools.partial(resolution_at, min_res=cfg.min_res, max_res=cfg.resolution, ramp=ramp)
 
 
-def _stream_loader(run: Run, source):
+def _stream_loader(run: RunState, source):
     """The training loader of streamed data: random-resized crops and flips at the scheduled resolution."""
     bs = run.method.loader_batch_size(run.cfg)
     return source.loader(
@@ -212,7 +212,7 @@ def lr_factor(step: int, total: int, schedule: str, warmup: float, start: float 
     return end + (1.0 - end) * shape
 
 
-def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
+def _imprint_loaders(run: RunState, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
     """Loaders of the imprinting samples (from the training split, all evaluation classes) and of the
     evaluation set; draws the imprinting subset from ``run.rng``."""
     streamed = x_tr is None
@@ -237,7 +237,7 @@ def _imprint_loaders(run: Run, x_tr, y_tr, x_ev, y_ev, n_eval_classes: int):
 class _Recorder:
     """Imprints the current model onto the evaluation task and appends its predictions to the store."""
 
-    def __init__(self, run: Run, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes: int):
+    def __init__(self, run: RunState, store, traj, imp_loader, ev_loader, y_ev, n_eval_classes: int):
         self.run, self.store, self.traj = run, store, traj
         self.imp, self.ev, self.y_ev, self.c = imp_loader, ev_loader, y_ev, n_eval_classes
         remap = run.extra["remap"]
@@ -355,7 +355,7 @@ def whitening_sample(n: int, seed: int, size: int = 5000) -> np.ndarray:
     return np.sort(np.random.default_rng([seed, 0x57A7]).choice(n, size, replace=False))
 
 
-def _device_loader(run: Run, train_data) -> DeviceLoader:
+def _device_loader(run: RunState, train_data) -> DeviceLoader:
     """The training loader of in-memory data: crop and flip (when on) on the device."""
     cfg = run.cfg
     augment = cfg.augment if cfg.augment is not None else np.asarray(train_data[0]).shape[1] >= 16
@@ -374,7 +374,7 @@ def _device_loader(run: Run, train_data) -> DeviceLoader:
     )
 
 
-def _setup(run: Run, store, traj, train_data) -> tuple:
+def _setup(run: RunState, store, traj, train_data) -> tuple:
     """Model, optimiser, loader and schedule of a run, restored from its saved state when there is one."""
     cfg, device = run.cfg, run.device
     seed = cfg.init_seed if cfg.init_seed is not None else seeding.init_seed(cfg.seed, cfg.method, run.classes)
@@ -504,7 +504,7 @@ def train(
 
 
 def _optimise(
-    run: Run,
+    run: RunState,
     opt,
     sched,
     total: int,

@@ -37,7 +37,7 @@ from ..data import datasets
 from .config import TrainConfig, apply_preset
 from .loop import check_config
 
-__all__ = ["load_sweep", "check_spec", "expand", "run_sweep", "Run"]
+__all__ = ["load_sweep", "check_spec", "expand", "run_sweep", "SweepRun"]
 
 _KEYS = {"data", "tasks", "methods", "seeds", "archs", "grid", "fixed", "resources"}
 _RESOURCES = {"num_cpus", "num_gpus"}
@@ -137,10 +137,10 @@ def load_sweep(path) -> dict:
     return spec
 
 
-Run = dict  # {"id", "task", "config": TrainConfig}
+SweepRun = dict  # {"id", "task", "config": TrainConfig}
 
 
-def expand(spec: dict) -> list[Run]:
+def expand(spec: dict) -> list[SweepRun]:
     """Every run of the grid, each with a stable id from its task and settings."""
     grid = spec.get("grid") or {}
     keys = sorted(grid)
@@ -168,7 +168,7 @@ def expand(spec: dict) -> list[Run]:
     return runs
 
 
-def _run_one(data_spec: dict, run: Run, shard: str, threads: int, fault_marker: str | None = None) -> str:
+def _run_one(data_spec: dict, run: SweepRun, shard: str, threads: int, fault_marker: str | None = None) -> str:
     """Train one run into its shard (resuming it if it was started before); returns the shard path."""
     import torch
 
