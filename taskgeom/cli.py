@@ -234,20 +234,9 @@ def _write_failed(path: Path, exc: OSError) -> CLIError:
 
 
 def _cmd_export(args) -> int:
-    from tqdm.auto import tqdm
-
     from .store import PredictionStore
 
-    if len(args.out) != 2:
-        raise UsageError(f"-o takes two files, PREDS.npy LABELS.npy; got {len(args.out)}")
-    out = [Path(p) for p in args.out]
-    if out[0].resolve() == out[1].resolve():
-        raise UsageError(f"-o {args.out[0]} {args.out[1]}: the predictions and labels need two different files")
-    for p in out:
-        if p.is_dir():
-            raise CLIError(f"{p}: is a directory, expected a .npy file name")
-        if not p.parent.is_dir():
-            raise CLIError(f"{p}: no such folder {str(p.parent)!r}")
+    out = _export_targets(args.out)
     where = {
         k: v
         for k, v in {"task": args.task, "method": args.method, "seed": args.seed, "eval_set": args.eval_set}.items()
@@ -267,29 +256,7 @@ def _cmd_export(args) -> int:
                 raise UsageError(
                     f"{args.store}: trajectories on several evaluation sets {sets}; choose one with --eval-set"
                 )
-            first = trajs[0].probs
-            m = sum(1 if args.checkpoint == "last" else len(t) for t in trajs)
-            try:
-                preds = np.lib.format.open_memmap(tmps[0], mode="w+", dtype=first.dtype, shape=(m,) + first.shape[1:])
-                fd = os.open(tmps[0], os.O_RDWR)
-                try:
-                    _preallocate(fd, int(preds.offset), int(preds.offset) + preds.nbytes)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise _write_failed(out[0], exc) from exc
-            i = 0
-            for t in tqdm(trajs, desc="exporting trajectories", unit="traj", disable=None):
-                p = t.probs[-1:] if args.checkpoint == "last" else t.probs
-                if p.shape[1:] != preds.shape[1:]:
-                    raise CLIError(
-                        f"{args.store}: trajectory {t.name} has predictions of shape {p.shape[1:]}, "
-                        f"the others {preds.shape[1:]}; select one kind with --task/--method/--seed"
-                    )
-                preds[i : i + len(p)] = p
-                i += len(p)
-            preds.flush()
-            del preds
+            m = _export_predictions(args, trajs, tmps[0], out[0])
             labels = np.asarray(store.eval_set(sets[0]).labels)
         try:
             with open(tmps[1], "wb") as f:
@@ -307,6 +274,52 @@ def _cmd_export(args) -> int:
     which = "last checkpoint of each" if args.checkpoint == "last" else "every checkpoint of"
     print(f"{m} models ({which} {len(trajs)} trajectories on {sets[0]}) -> {args.out[0]}; labels -> {args.out[1]}")
     return 0
+
+
+def _export_targets(names) -> list:
+    """The two output files of ``export -o``, checked: two different files in existing folders."""
+    if len(names) != 2:
+        raise UsageError(f"-o takes two files, PREDS.npy LABELS.npy; got {len(names)}")
+    out = [Path(p) for p in names]
+    if out[0].resolve() == out[1].resolve():
+        raise UsageError(f"-o {names[0]} {names[1]}: the predictions and labels need two different files")
+    for p in out:
+        if p.is_dir():
+            raise CLIError(f"{p}: is a directory, expected a .npy file name")
+        if not p.parent.is_dir():
+            raise CLIError(f"{p}: no such folder {str(p.parent)!r}")
+    return out
+
+
+def _export_predictions(args, trajs, tmp: Path, target: Path) -> int:
+    """Write the selected checkpoints of ``trajs`` into the .npy ``tmp`` (space reserved first); returns the
+    number of models written."""
+    from tqdm.auto import tqdm
+
+    first = trajs[0].probs
+    m = sum(1 if args.checkpoint == "last" else len(t) for t in trajs)
+    try:
+        preds = np.lib.format.open_memmap(tmp, mode="w+", dtype=first.dtype, shape=(m,) + first.shape[1:])
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            _preallocate(fd, int(preds.offset), int(preds.offset) + preds.nbytes)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise _write_failed(target, exc) from exc
+    i = 0
+    for t in tqdm(trajs, desc="exporting trajectories", unit="traj", disable=None):
+        p = t.probs[-1:] if args.checkpoint == "last" else t.probs
+        if p.shape[1:] != preds.shape[1:]:
+            raise CLIError(
+                f"{args.store}: trajectory {t.name} has predictions of shape {p.shape[1:]}, "
+                f"the others {preds.shape[1:]}; select one kind with --task/--method/--seed"
+            )
+        preds[i : i + len(p)] = p
+        i += len(p)
+    preds.flush()
+    del preds
+    return m
 
 
 def _cmd_beton(args) -> int:
