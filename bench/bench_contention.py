@@ -9,7 +9,7 @@ threads of a kernel call, torch threads during training). Goal: slowdown / fair 
 engineers' processes are not controlled here: the load average at each condition is recorded and printed
 (an "alone" time on a machine whose load is above ~1 is not alone).
 
-    python bench/bench_contention.py --json bench/results/contention_cpu.json
+    python bench/bench_contention.py --json bench/results/raw/contention_cpu.json
     python bench/bench_contention.py --busy 0 2 4 --workloads pairwise progress --repeat 5
 """
 

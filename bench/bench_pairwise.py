@@ -2,8 +2,8 @@
 matrices plus log over sample chunks) and, on the CPU, a NumPy implementation in the style of the
 paper authors' released code, in the same run on the same data.
 
-    python bench/bench_pairwise.py --device cpu  --json bench/results/pairwise_cpu.json
-    python bench/bench_pairwise.py --device cuda --json bench/results/pairwise_cuda.json
+    python bench/bench_pairwise.py --device cpu  --json bench/results/raw/pairwise_cpu.json
+    python bench/bench_pairwise.py --device cuda --json bench/results/raw/pairwise_cuda.json
     python bench/bench_pairwise.py --threads 1 --cases 200x10000x10 100x10000x100 50x10000x1000 --skip-baselines
 
 On the CPU it also prints the Gram's arithmetic rate per core: 2 flops (one FMA) per (pair of the upper

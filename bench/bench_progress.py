@@ -2,7 +2,7 @@
 that builds the full geodesic point P_{0,*}^lambda (N x C) at every evaluation, as the paper's
 released code does, in the same run on the same models.
 
-    python bench/bench_progress.py --device cpu --json bench/results/progress_cpu.json
+    python bench/bench_progress.py --device cpu --json bench/results/raw/progress_cpu.json
 """
 
 from __future__ import annotations

@@ -52,41 +52,17 @@ def import_h5(
     the import is then one transaction: all of it or nothing. Importing the same file again completes
     what an earlier import left out; a file whose first checkpoints differ from those already imported
     from it (or that now holds fewer) is an error, and the store is left as it was."""
-    from .._validate import as_tensor, check_probabilities
-
     if dtype not in segments.DTYPES:
         raise ValueError(f"dtype must be one of {sorted(segments.DTYPES)}, got {dtype!r}")
     store._writable("import")
-    if isinstance(labels, (str, os.PathLike)):
-        try:
-            lab = np.load(labels, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise StoreError(f"{labels}: not a readable .npy of labels ({one_line(exc)})") from exc
-    else:
-        lab = np.asarray(labels)
+    lab = _labels(labels)
     h5py, f = _open_h5(path)
     with f:
-        d = f.get(dataset)
-        if not isinstance(d, h5py.Dataset):
-            found = "no such entry" if d is None else f"a {type(d).__name__.lower()}, not a dataset"
-            raise StoreError(f"{path}: {dataset!r} is {found} (entries: {list(f)})")
-        if d.ndim != 3 or d.shape[1] != lab.size or d.shape[0] < 1 or d.shape[2] < 1:
-            raise StoreError(
-                f"{path}: dataset {dataset!r} has shape {d.shape}, expected (T, {lab.size}, C) with T, C >= 1"
-            )
-        if d.dtype.kind != "f":
-            raise StoreError(f"{path}: dataset {dataset!r} holds {d.dtype}, not floating-point probabilities")
+        d = _dataset(h5py, f, path, dataset, lab.size)
         c = store._check_labels(lab, int(d.shape[2]), f"{path}: labels")
         name = f"{Path(path).name}@{eval_set}"
         stored = np.dtype(segments.DTYPES[dtype])
-        sums = []
-        for t in range(d.shape[0]):  # validate everything first: nothing is written for a bad file
-            p = np.asarray(d[t], dtype=d.dtype.newbyteorder("="))
-            try:
-                check_probabilities(as_tensor(p, "probs")[0], "probs")
-            except ValueError as exc:
-                raise ValueError(f"{path}: checkpoint {t}: {exc}; nothing was imported") from exc
-            sums.append(segments.checksum(np.ascontiguousarray(p, dtype=stored).tobytes()))
+        sums = _checked_checksums(d, path, stored)  # everything validated first: nothing written for a bad file
         with store._manifest.write():
             store._add_eval_set_locked(eval_set, lab, c, None, "{}")
             source = json.dumps({"source": str(path)})
@@ -97,13 +73,7 @@ def import_h5(
         if traj.dtype != dtype:
             raise StoreError(f"{path}: trajectory {name!r} was imported as {traj.dtype}, not {dtype}")
         have = traj.checksums
-        if len(have) > len(sums) or any(a is not None and a != b for a, b in zip(have, sums)):
-            differ = next((k for k, (a, b) in enumerate(zip(have, sums)) if a is not None and a != b), len(sums))
-            raise StoreError(
-                f"{path}: the store holds {len(have)} checkpoints of {name!r} imported earlier, and "
-                f"{'checkpoint ' + str(differ) + ' differs from' if differ < len(sums) else 'the file now holds fewer than'}"
-                " them (the file changed since); import it under another evaluation-set name or into a new store"
-            )
+        _same_as_before(have, sums, path, name)
         if len(have) < len(sums):
             nbytes = lab.size * c * stored.itemsize
             blobs = (np.ascontiguousarray(d[t], dtype=stored).tobytes() for t in range(len(have), d.shape[0]))
@@ -113,3 +83,54 @@ def import_h5(
             if traj.checksums != sums:
                 raise StoreError(f"{path}: changed while it was imported; run taskgeom store verify {store.root}")
     return store.trajectory(tid)
+
+
+def _labels(labels) -> np.ndarray:
+    """The labels given, or read from a ``.npy`` path (never unpickled)."""
+    if not isinstance(labels, (str, os.PathLike)):
+        return np.asarray(labels)
+    try:
+        return np.load(labels, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{labels}: not a readable .npy of labels ({one_line(exc)})") from exc
+
+
+def _dataset(h5py, f, path, dataset: str, n: int):
+    """The (T, n, C) floating-point dataset ``dataset`` of the open file ``f``, or a one-line StoreError."""
+    d = f.get(dataset)
+    if not isinstance(d, h5py.Dataset):
+        found = "no such entry" if d is None else f"a {type(d).__name__.lower()}, not a dataset"
+        raise StoreError(f"{path}: {dataset!r} is {found} (entries: {list(f)})")
+    if d.ndim != 3 or d.shape[1] != n or d.shape[0] < 1 or d.shape[2] < 1:
+        raise StoreError(f"{path}: dataset {dataset!r} has shape {d.shape}, expected (T, {n}, C) with T, C >= 1")
+    if d.dtype.kind != "f":
+        raise StoreError(f"{path}: dataset {dataset!r} holds {d.dtype}, not floating-point probabilities")
+    return d
+
+
+def _checked_checksums(d, path, stored: np.dtype) -> list:
+    """Every checkpoint of ``d`` checked as probabilities (an error names it), and the checksums of their
+    bytes as they will be stored."""
+    from .._validate import as_tensor, check_probabilities
+
+    sums = []
+    for t in range(d.shape[0]):
+        p = np.asarray(d[t], dtype=d.dtype.newbyteorder("="))
+        try:
+            check_probabilities(as_tensor(p, "probs")[0], "probs")
+        except ValueError as exc:
+            raise ValueError(f"{path}: checkpoint {t}: {exc}; nothing was imported") from exc
+        sums.append(segments.checksum(np.ascontiguousarray(p, dtype=stored).tobytes()))
+    return sums
+
+
+def _same_as_before(have: list, sums: list, path, name: str) -> None:
+    """Refuse a file whose checkpoints differ from those imported from it earlier (or that now holds fewer)."""
+    if len(have) <= len(sums) and all(a is None or a == b for a, b in zip(have, sums)):
+        return
+    differ = next((k for k, (a, b) in enumerate(zip(have, sums)) if a is not None and a != b), len(sums))
+    what = f"checkpoint {differ} differs from" if differ < len(sums) else "the file now holds fewer than"
+    raise StoreError(
+        f"{path}: the store holds {len(have)} checkpoints of {name!r} imported earlier, and {what} them (the file "
+        "changed since); import it under another evaluation-set name or into a new store"
+    )
