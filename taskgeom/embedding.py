@@ -102,27 +102,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
     check_choice(method, "method", ("auto", "dense", "lanczos"))
     if k is not None:
         k = check_int(k, "k", minimum=1)
-    Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
-    if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
-        raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
-    if Dm.shape[0] < 1:
-        raise ValueError("D is empty (0 x 0): an embedding needs at least one model")
-    if not np.all(np.isfinite(Dm)):
-        i, j = np.argwhere(~np.isfinite(Dm))[0]
-        raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {Dm[i, j]}")
-    scale = max(1.0, float(np.abs(Dm).max()))
-    asym = np.abs(Dm - Dm.T).max()
-    if asym > 1e-8 * scale:
-        raise ValueError(f"D must be symmetric (max |D - D^T| = {asym:.3g})")
-    if Dm.min() < -1e-12 * scale:
-        i, j = np.argwhere(Dm == Dm.min())[0]
-        raise ValueError(f"Negative values in data: D must hold divergences (>= 0), but D[{i}, {j}] = {Dm[i, j]:.6g}")
-    diag = np.abs(np.diag(Dm))
-    if diag.max() > 1e-12 * scale:
-        i = int(np.argmax(diag))
-        raise ValueError(
-            f"D must have a zero diagonal (a model's divergence from itself), but D[{i}, {i}] = {Dm[i, i]:.6g}"
-        )
+    Dm = _checked_divergences(D)
     Dm = 0.5 * (Dm + Dm.T)
     m = Dm.shape[0]
     k = m if k is None else k
@@ -160,6 +140,33 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
         _row_means=row,
         _grand_mean=grand,
     )
+
+
+def _checked_divergences(D) -> np.ndarray:
+    """``D`` as a float64 array after the checks of a divergence matrix: square, non-empty, finite, symmetric,
+    non-negative, zero diagonal (each a one-line ValueError naming an entry)."""
+    Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
+    if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
+        raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
+    if Dm.shape[0] < 1:
+        raise ValueError("D is empty (0 x 0): an embedding needs at least one model")
+    if not np.all(np.isfinite(Dm)):
+        i, j = np.argwhere(~np.isfinite(Dm))[0]
+        raise ValueError(f"D has non-finite entries (NaN or inf): D[{i}, {j}] = {Dm[i, j]}")
+    scale = max(1.0, float(np.abs(Dm).max()))
+    asym = np.abs(Dm - Dm.T).max()
+    if asym > 1e-8 * scale:
+        raise ValueError(f"D must be symmetric (max |D - D^T| = {asym:.3g})")
+    if Dm.min() < -1e-12 * scale:
+        i, j = np.argwhere(Dm == Dm.min())[0]
+        raise ValueError(f"Negative values in data: D must hold divergences (>= 0), but D[{i}, {j}] = {Dm[i, j]:.6g}")
+    diag = np.abs(np.diag(Dm))
+    if diag.max() > 1e-12 * scale:
+        i = int(np.argmax(diag))
+        raise ValueError(
+            f"D must have a zero diagonal (a model's divergence from itself), but D[{i}, {i}] = {Dm[i, i]:.6g}"
+        )
+    return Dm
 
 
 class InPCA(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
