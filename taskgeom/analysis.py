@@ -363,14 +363,52 @@ def analyse(
     ``seed``; ``level`` percentile intervals of progress, explained stress, tube radii, normalised
     distance curves and distances between groups (``uncertainty``).
     """
+    eval_set = _eval_set(store, eval_set)
+    device = _device(device)
+    labels = store.eval_set(eval_set).labels
+    c = int(store.eval_set(eval_set).c)
+    groups, trajs = _grouped(store, eval_set, tasks, method, group_by, reference)
+    acc = _per_trajectory(trajs, groups, labels, grid, c, device, backend)
+    R = np.stack(acc["reindexed"])  # (K, G, N, C)
+    keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
+    emb, flat = _embed(R, keep, device, backend)
+    members = {}  # group -> its trajectories' indices
+    for i, k in enumerate(acc["keys"]):
+        members.setdefault(k[0], []).append(i)
+    families = {task: R[idx] for task, idx in members.items()}  # (seeds, G, N, C)
+    reached = {task: keep[idx].all(0) for task, idx in members.items()}  # (G,): every seed reached it
+    ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
+    if ref not in families:
+        raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
+    boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})
+    progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
+    shared = _shared_reindexer(
+        {t: [trajs[i] for i in idx] for t, idx in members.items()}, progress, labels, grid, device
+    )
+    radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
+    res = _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii)
+    res.embedding = _view(emb, flat, families, reached, acc, keep, labels, c)
+    if boot.n_boot:
+        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
+    means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
+    res.fit = {"embedding": emb, "points": flat, "labels": labels, "means": means, "radii": radii}
+    return res
+
+
+def _eval_set(store, eval_set: str | None) -> str:
+    """``eval_set``, or the store's only one."""
     if eval_set is None:
         sets = store.eval_sets()
         if len(sets) != 1:
             raise ValueError(f"{store.root} holds {len(sets)} evaluation sets {sets}: pass eval_set=")
         eval_set = sets[0]
-    device = _device(device)
-    labels = store.eval_set(eval_set).labels
-    c = int(store.eval_set(eval_set).c)
+    return eval_set
+
+
+def _grouped(store, eval_set: str, tasks, method, group_by: str, reference) -> tuple:
+    """(groups, trajectories): the store's trajectories on ``eval_set`` with two or more checkpoints (of
+    ``method`` only, if given), each with its group (:func:`group_key`), ordered by group (``tasks``' order,
+    or sorted), seed and id."""
     found = store.select(eval_set=eval_set, **({} if method is None else {"method": method}))
     if not isinstance(group_by, str) or not group_by:
         raise ValueError(
@@ -395,56 +433,40 @@ def analyse(
     groups, trajs = [k for k, _ in keyed], [t for _, t in keyed]
     if reference is not None and reference not in groups:
         raise ValueError(f"reference group {reference!r} is not among the groups {list(dict.fromkeys(groups))}")
-    acc = _per_trajectory(trajs, groups, labels, grid, c, device, backend)
-    R = np.stack(acc["reindexed"])  # (K, G, N, C)
-    keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
-    emb, flat = _embed(R, keep, device, backend)
+    return groups, trajs
+
+
+def _seeds(values: dict) -> dict:
+    """group -> {"mean", "seeds"} of per-seed values."""
+    return {t: {"mean": float(np.mean(v)), "seeds": v} for t, v in values.items()}
+
+
+def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii):
+    """The :class:`PictureResult` of one analysis (its embedding view, intervals and fit set by the caller)."""
     chi = emb.explained_stress()
-    members = {}
-    for i, k in enumerate(acc["keys"]):
-        members.setdefault(k[0], []).append(i)
-    families = {task: R[idx] for task, idx in members.items()}
-    reached = {task: keep[idx].all(0) for task, idx in members.items()}
-    ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
-    if ref not in families:
-        raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
-    boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})
-    shared = _shared_reindexer(
-        {t: [trajs[i] for i in idx] for t, idx in members.items()},
-        {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()},
-        labels,
-        grid,
-        device,
-    )
-
-    def seeds(values: dict) -> dict:
-        return {t: {"mean": float(np.mean(v)), "seeds": v} for t, v in values.items()}
-
     gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
-    radii = {
-        t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()
-    }  # reported and kept for place()
-    res = PictureResult(
+    lengths = {
+        t: {
+            **_seeds(acc["lengths"])[t],
+            # every 2nd and every 3rd checkpoint kept: how far the length is from converged in density
+            "every_2nd_checkpoint": float(np.mean([v[0] for v in acc["thinned"][t]])),
+            "every_3rd_checkpoint": float(np.mean([v[1] for v in acc["thinned"][t]])),
+        }
+        for t in acc["lengths"]
+    }
+    return PictureResult(
         eval_set=eval_set,
         n=int(labels.size),
         c=c,
         trajectories=len(trajs),
         checkpoints=int(sum(len(t) for t in trajs)),
         explained_stress={str(k + 1): float(chi[k]) for k in range(min(5, len(chi)))},
-        progress_on_union_task=seeds(acc["final"]),
-        progress_at_init=seeds(acc["init"]),
-        progress_gain=seeds(gain),
-        riemann_length={
-            t: {
-                **seeds(acc["lengths"])[t],
-                # every 2nd and every 3rd checkpoint kept: how far the length is from converged in density
-                "every_2nd_checkpoint": float(np.mean([v[0] for v in acc["thinned"][t]])),
-                "every_3rd_checkpoint": float(np.mean([v[1] for v in acc["thinned"][t]])),
-            }
-            for t in acc["lengths"]
-        },
+        progress_on_union_task=_seeds(acc["final"]),
+        progress_at_init=_seeds(acc["init"]),
+        progress_gain=_seeds(gain),
+        riemann_length=lengths,
         geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)),
         reference_task=ref,
         normalized_distance={
@@ -458,18 +480,8 @@ def analyse(
         task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         per_class_progress_at_init={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class_init"].items()},
-        embedding=_view(emb, flat, families, reached, acc, keep, labels, c),
+        embedding=None,
     )
-    if boot.n_boot:
-        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
-    res.fit = {
-        "embedding": emb,
-        "points": flat,
-        "labels": labels,
-        "means": {t: fam.astype(np.float64).mean(0) for t, fam in families.items()},
-        "radii": radii,
-    }
-    return res
 
 
 def place(res: PictureResult, models, name: str = "placed") -> dict:
