@@ -431,17 +431,20 @@ def write_report(
     imprinting head, commit), in order. ``placed``: :class:`taskgeom.analysis.Line` curves of models placed
     into the picture (:func:`taskgeom.analysis.place`), drawn in the 3-D view as their own traces.
     """
+    out = Path(out)
+    tasks = list(dict.fromkeys(ln.task for ln in res.embedding.lines))
+    colors = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(tasks)}
+    parts = _header(res, title, settings) + _results_section(res) + _main_figures(res, colors, placed)
+    parts += _comparison_figures(res, colors) + _static_figures(res, out) + _page_end(res, settings)
+    path = out / name
+    path.write_text("".join(parts), encoding="utf-8")
+    return path
+
+
+def _header(res, title: str, settings) -> list:
+    """The page's head (plotly.js inlined), title, summary line and settings table."""
     from plotly.offline import get_plotlyjs
 
-    out = Path(out)
-    emb = res.embedding
-    tasks = list(dict.fromkeys(ln.task for ln in emb.lines))
-    colors = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(tasks)}
-    chi = res.explained_stress
-    accs: dict = {}
-    for task, _seed, _prog, acc in emb.keys:
-        if acc and acc[-1] is not None:
-            accs.setdefault(task, []).append(acc[-1])
     parts = [
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<style>{_CSS}</style><script type='text/javascript'>{get_plotlyjs()}</script></head><body>",
@@ -451,8 +454,17 @@ def write_report(
     ]
     if settings:
         parts.append("<h2>Settings</h2>" + _table(_settings_rows(settings), ["setting", "value"]))
+    return parts
+
+
+def _results_section(res) -> list:
+    """The per-task table (progress with its interval, accuracy, Riemann length) and the interval note."""
+    accs: dict = {}
+    for task, _seed, _prog, acc in res.embedding.keys:
+        if acc and acc[-1] is not None:
+            accs.setdefault(task, []).append(acc[-1])
     unc = getattr(res, "uncertainty", None) or {}
-    parts += [
+    return [
         "<h2>Results per task</h2>",
         _table(
             [
@@ -473,6 +485,13 @@ def write_report(
         ),
         f"<p>Length of the geodesic P0 &rarr; P*: {res.geodesic_length_P0_Pstar:.4f}.</p>",
         _uncertainty_note(res, unc),
+    ]
+
+
+def _main_figures(res, colors: dict, placed) -> list:
+    """Figures 1-3: the 3-D InPCA view, explained stress, progress against epochs."""
+    chi = res.explained_stress
+    return [
         "<h2>InPCA of the re-indexed trajectories</h2>",
         _figure(
             _inpca_figure(res, colors, placed),
@@ -501,6 +520,11 @@ def write_report(
             "line per seed; click a task in the legend to toggle it.",
         ),
     ]
+
+
+def _comparison_figures(res, colors: dict) -> list:
+    """Figures 4 and 5: normalised distances to the reference against progress, and between every pair."""
+    parts = []
     if res.normalized_distance:
         parts += [
             "<h2>Normalised distances against progress</h2>",
@@ -532,6 +556,12 @@ def write_report(
                 "bootstrap interval.",
             ),
         ]
+    return parts
+
+
+def _static_figures(res, out: Path) -> list:
+    """The static PNGs of the result, inlined."""
+    parts = []
     for k, fig in enumerate(res.figures):
         data = base64.b64encode((out / fig).read_bytes()).decode()
         caption = _PNG_CAPTIONS.get(fig, "Static figure.")
@@ -540,6 +570,13 @@ def write_report(
             f"<figcaption>Figure {6 + k}. {html.escape(caption)} ({html.escape(fig)} in the report folder)"
             "</figcaption></figure>"
         )
+    return parts
+
+
+def _page_end(res, settings) -> list:
+    """The data behind the 3-D view (JSON, for scripts reading the page) and the end of the page."""
+    emb = res.embedding
+    parts = []
     payload = {
         "lines": [dataclasses.asdict(ln) for ln in emb.lines],
         "marks": emb.marks,
@@ -551,9 +588,7 @@ def write_report(
         "<script>window.addEventListener('load', function () { document.body.setAttribute('data-rendered', "
         "String(document.querySelectorAll('.js-plotly-plot .main-svg').length)); });</script></body></html>"
     )
-    path = out / name
-    path.write_text("".join(parts), encoding="utf-8")
-    return path
+    return parts
 
 
 def write_comparison(res, path: Path, a: str, b: str) -> Path:
