@@ -100,7 +100,6 @@ def _inpca_figure(res, colors, placed=()):
     emb = res.embedding
     ev = list(emb.eigenvalues)[:3]
     fig = go.Figure()
-    shown = set()
     for ln in placed:  # models placed into the picture out of sample (taskgeom place)
         fig.add_trace(
             go.Scatter3d(
@@ -113,52 +112,11 @@ def _inpca_figure(res, colors, placed=()):
                 hovertemplate="%{text}<extra></extra>",
             )
         )
-    for ln in emb.lines:
-        group = f"{ln.task} · {ln.method}"
-        fig.add_trace(
-            go.Scatter3d(
-                **_xyz(ln.points),
-                mode="lines",
-                line=dict(color=colors[ln.task], width=9 if ln.mean else 2.5),
-                opacity=1.0 if ln.mean else 0.55,
-                name=group + (" (mean)" if ln.mean else f" (seed {ln.seed})"),
-                legendgroup=group,
-                showlegend=ln.mean and group not in shown,
-                text=[_hover(ln, p) for p in ln.points],
-                hovertemplate="%{text}<extra></extra>",
-            )
-        )
-        if ln.mean:
-            shown.add(group)
-    for mark, symbol in zip(emb.marks, ("circle", "diamond")):
-        q = mark["xyz"] + [0.0] * (3 - len(mark["xyz"]))
-        fig.add_trace(
-            go.Scatter3d(
-                x=[q[0]],
-                y=[q[1]],
-                z=[q[2]],
-                mode="markers+text",
-                marker=dict(size=6, color="black", symbol=symbol),
-                text=[mark["name"]],
-                textposition="top center",
-                name=mark["name"],
-                hovertemplate=html.escape(mark["name"]) + "<extra></extra>",
-            )
-        )
+    _add_lines(fig, emb.lines, colors)
+    _add_marks(fig, emb.marks)
     # framed on the trajectories (P* is usually far away); a button frames P0 and P* too
     pts = [p["xyz"] for ln in emb.lines for p in ln.points]
-    marks = [m["xyz"] for m in emb.marks]
-
-    def ranges(points):
-        out = []
-        for k in range(3):
-            vals = [p[k] if len(p) > k else 0.0 for p in points]
-            lo, hi = min(vals), max(vals)
-            pad = 0.08 * (hi - lo) or 1e-3
-            out.append([lo - pad, hi + pad])
-        return out
-
-    tight, wide = ranges(pts), ranges(pts + marks)
+    tight, wide = _ranges(pts), _ranges(pts + [m["xyz"] for m in emb.marks])
     axes = ("xaxis", "yaxis", "zaxis")
 
     def scene(rng):
@@ -191,6 +149,62 @@ def _inpca_figure(res, colors, placed=()):
         ],
     )
     return fig
+
+
+def _add_lines(fig, lines, colors: dict) -> None:
+    """Every seed's curve (thin) and each task's mean (bold; one legend entry per task and method)."""
+    import plotly.graph_objects as go
+
+    shown = set()
+    for ln in lines:
+        group = f"{ln.task} · {ln.method}"
+        fig.add_trace(
+            go.Scatter3d(
+                **_xyz(ln.points),
+                mode="lines",
+                line=dict(color=colors[ln.task], width=9 if ln.mean else 2.5),
+                opacity=1.0 if ln.mean else 0.55,
+                name=group + (" (mean)" if ln.mean else f" (seed {ln.seed})"),
+                legendgroup=group,
+                showlegend=ln.mean and group not in shown,
+                text=[_hover(ln, p) for p in ln.points],
+                hovertemplate="%{text}<extra></extra>",
+            )
+        )
+        if ln.mean:
+            shown.add(group)
+
+
+def _add_marks(fig, marks) -> None:
+    """P0 and P*, as a circle and a diamond."""
+    import plotly.graph_objects as go
+
+    for mark, symbol in zip(marks, ("circle", "diamond")):
+        q = mark["xyz"] + [0.0] * (3 - len(mark["xyz"]))
+        fig.add_trace(
+            go.Scatter3d(
+                x=[q[0]],
+                y=[q[1]],
+                z=[q[2]],
+                mode="markers+text",
+                marker=dict(size=6, color="black", symbol=symbol),
+                text=[mark["name"]],
+                textposition="top center",
+                name=mark["name"],
+                hovertemplate=html.escape(mark["name"]) + "<extra></extra>",
+            )
+        )
+
+
+def _ranges(points) -> list:
+    """[lo, hi] per axis around ``points``, padded by 8%."""
+    out = []
+    for k in range(3):
+        vals = [p[k] if len(p) > k else 0.0 for p in points]
+        lo, hi = min(vals), max(vals)
+        pad = 0.08 * (hi - lo) or 1e-3
+        out.append([lo - pad, hi + pad])
+    return out
 
 
 def _stress_figure(res):
