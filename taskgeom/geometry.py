@@ -246,18 +246,27 @@ def pairwise_distances(
         threads = check_int(threads, "threads", minimum=1)
     check_choice(cuda_method, "cuda_method", kernels.CUDA_METHODS)
     divergence = divergences.get(divergence).name  # a ValueError lists the registered names
-    opts = dict(
-        divergence=divergence,
-        chunk=chunk,
-        backend=backend,
-        validate=validate,
-        tol=tol,
-        threads=threads,
-        cuda_method=cuda_method,
-    )
+    opts = dict(divergence=divergence, chunk=chunk, backend=backend, validate=validate, tol=tol, threads=threads)
+    opts["cuda_method"] = cuda_method
     if _is_blocks(models) or (others is not None and _is_blocks(others)):
         return _blockwise(models, others, opts)
     tol = check_tol(tol)
+    a, b, was_np = _operands(models, others)
+    backend = kernels.resolve(backend, a, *([] if b is None else [b]))
+    sources = (models if isinstance(models, np.ndarray) else None, others if isinstance(others, np.ndarray) else None)
+    try:
+        out = _pairwise_checked(a, b, opts, backend, default_tol(a.dtype) if tol is None else tol, validate, sources)
+    except ValueError as exc:
+        if not validate:
+            raise
+        _recheck(exc, tol, [(a, "models"), (b, "others")])
+        # valid at the precision the data came in: checked above
+        out = _pairwise_checked(a, b, opts, backend, default_tol(a.dtype), False, sources)
+    return to_output(out, was_np)
+
+
+def _operands(models, others) -> tuple:
+    """(a, b, was_numpy): the model sets as tensors, non-empty, on the same events (b None without others)."""
     a, was_np = _as_models(models, "models")
     _nonempty(a, "models")
     b = None
@@ -265,38 +274,30 @@ def pairwise_distances(
         b, _ = _as_models(others, "others")
         _nonempty(b, "others")
         same_events(a, b)
-    if chunk is not None and chunk < 1:
-        raise ValueError(f"chunk must be a positive number of samples, got {chunk}")
-    backend = kernels.resolve(backend, a, *([] if b is None else [b]))
+    return a, b, was_np
+
+
+def _pairwise_checked(a, b, opts: dict, backend: str, tol: float, validate: bool, sources: tuple):
+    """One kernel call of :func:`pairwise_distances` on tensors, the probabilities checked first where the
+    kernel does not check them while it streams (the C++ kernel, and host data streamed through the GPU)."""
     streamed = backend == "cuda" and not a.is_cuda  # host data streamed through the GPU, checked per chunk
-
-    def run(tol_v, validate_):
-        if validate_ and backend != "cpu" and not streamed:  # the C++ kernel checks while it streams
-            check_probabilities(a, "models", tol_v)
-            if b is not None:
-                check_probabilities(b, "others", tol_v)
-        return kernels.pairwise(
-            a,
-            b,
-            divergence,
-            backend,
-            chunk=chunk,
-            threads=threads,
-            validate=validate_,
-            tol=tol_v,
-            cuda_method=cuda_method,
-            a_src=models if isinstance(models, np.ndarray) else None,
-            b_src=others if isinstance(others, np.ndarray) else None,
-        )
-
-    try:
-        out = run(default_tol(a.dtype) if tol is None else tol, validate)
-    except ValueError as exc:
-        if not validate:
-            raise
-        _recheck(exc, tol, [(a, "models"), (b, "others")])
-        out = run(default_tol(a.dtype), False)  # valid at the precision the data came in: checked above
-    return to_output(out, was_np)
+    if validate and backend != "cpu" and not streamed:
+        check_probabilities(a, "models", tol)
+        if b is not None:
+            check_probabilities(b, "others", tol)
+    return kernels.pairwise(
+        a,
+        b,
+        opts["divergence"],
+        backend,
+        chunk=opts["chunk"],
+        threads=opts["threads"],
+        validate=validate,
+        tol=tol,
+        cuda_method=opts["cuda_method"],
+        a_src=sources[0],
+        b_src=sources[1],
+    )
 
 
 def _is_blocks(x) -> bool:
