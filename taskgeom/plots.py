@@ -39,11 +39,16 @@ def picture_figures(res, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    emb = res.embedding
-    keys = emb.keys
-    tasks = list(dict.fromkeys(k[0] for k in keys))
+    tasks = list(dict.fromkeys(k[0] for k in res.embedding.keys))
     colors = {t: plt.cm.tab10(i) for i, t in enumerate(tasks)}
-    made = []
+    return [_inpca_png(res, out, colors), _summary_png(res, out, colors)]
+
+
+def _inpca_png(res, out: Path, colors: dict) -> str:
+    """inpca_3d.png: seeds thin, task means bold, each over the progress it reached."""
+    import matplotlib.pyplot as plt
+
+    emb = res.embedding
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
     for line in emb.lines:  # seeds thin, task means bold; each over the progress it reached
@@ -59,8 +64,15 @@ def picture_figures(res, out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "inpca_3d.png", dpi=110)
     plt.close(fig)
-    made.append("inpca_3d.png")
+    return "inpca_3d.png"
 
+
+def _summary_png(res, out: Path, colors: dict) -> str:
+    """summary.png: explained stress, progress against epochs, normalised distances, per-class progress."""
+    import matplotlib.pyplot as plt
+
+    emb = res.embedding
+    keys = emb.keys
     fig, axes = plt.subplots(1, 4, figsize=(19, 4))
     ks = sorted(int(k) for k in res.explained_stress)
     axes[0].plot(ks, [100 * res.explained_stress[str(k)] for k in ks], "o-")
@@ -95,5 +107,4 @@ def picture_figures(res, out: Path) -> list[str]:
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=110)
     plt.close(fig)
-    made.append("summary.png")
-    return made
+    return "summary.png"
