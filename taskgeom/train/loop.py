@@ -503,6 +503,33 @@ def train(
     return traj
 
 
+class _TrainLog:
+    """The metrics' training lines: the mean loss over the steps since the last line, the rate, and the
+    throughput with the seconds spent recording (``paused``) left out."""
+
+    def __init__(self, metrics, cfg, per_epoch: int):
+        self.metrics, self.cfg, self.per_epoch = metrics, cfg, per_epoch
+        self.loss_sum, self.since, self.t_last, self.paused = None, 0, time.perf_counter(), 0.0
+
+    def add(self, loss, step: int, lr: float, total: int) -> None:
+        if self.metrics is None:
+            return
+        self.loss_sum = loss.detach().float() if self.loss_sum is None else self.loss_sum + loss.detach().float()
+        self.since += 1
+        if step % self.cfg.log_every == 0 or step == total:
+            now = time.perf_counter()
+            self.metrics.write(
+                "train",
+                step,
+                epoch=step / self.per_epoch,
+                loss=float(self.loss_sum) / self.since,  # mean over the steps since the last line
+                lr=float(lr),
+                # training throughput (batch_size x steps per second, recording time excluded)
+                images_per_second=self.since * self.cfg.batch_size / max(now - self.t_last - self.paused, 1e-9),
+            )
+            self.loss_sum, self.since, self.t_last, self.paused = None, 0, now, 0.0
+
+
 def _optimise(
     run: RunState,
     opt,
@@ -523,7 +550,7 @@ def _optimise(
     schedule = checkpoint_steps(total, cfg.checkpoints, cfg.checkpoint_every)
     scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and cfg.amp_dtype == "float16")
 
-    paused = [0.0]  # seconds spent recording since the last metric line (not training throughput)
+    log = _TrainLog(metrics, cfg, run.per_epoch)
 
     def checkpoint(k: int) -> None:
         t0 = time.perf_counter()
@@ -536,7 +563,7 @@ def _optimise(
             if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
                 copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
         run.dist.barrier()
-        paused[0] += time.perf_counter() - t0
+        log.paused += time.perf_counter() - t0
 
     if step == 0 and recorded == 0:
         checkpoint(0)
@@ -550,7 +577,7 @@ def _optimise(
         unit="step",
     )
     run.model.train()
-    loss_sum, since, t_last = None, 0, time.perf_counter()
+    log.t_last = time.perf_counter()
     while step < total:
         loss = run.method.loss(run, step)
         opt.zero_grad(set_to_none=True)
@@ -563,21 +590,7 @@ def _optimise(
         if run.lookahead is not None:
             run.lookahead.step(step)
         bar.update(1)
-        if metrics is not None:
-            loss_sum = loss.detach().float() if loss_sum is None else loss_sum + loss.detach().float()
-            since += 1
-            if step % cfg.log_every == 0 or step == total:
-                now = time.perf_counter()
-                metrics.write(
-                    "train",
-                    step,
-                    epoch=step / run.per_epoch,
-                    loss=float(loss_sum) / since,  # mean over the steps since the last line
-                    lr=float(lr),
-                    # training throughput (batch_size x steps per second, recording time excluded)
-                    images_per_second=since * cfg.batch_size / max(now - t_last - paused[0], 1e-9),
-                )
-                loss_sum, since, t_last, paused[0] = None, 0, now, 0.0
+        log.add(loss, step, lr, total)
         if step in schedule:
             checkpoint(recorded)
             recorded += 1
