@@ -36,7 +36,13 @@ STARTED = time.perf_counter()
 import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
-from taskgeom.bootstrap import percentile_interval, progress_replicates, sample_weights, seed_weights  # noqa: E402
+from taskgeom.bootstrap import (  # noqa: E402
+    above_estimate,
+    percentile_interval,
+    progress_replicates,
+    sample_weights,
+    seed_weights,
+)
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
 from taskgeom.imprinting import HEADS  # noqa: E402
 from taskgeom.shards import merge_stores  # noqa: E402
@@ -556,9 +562,9 @@ class Family:
             init = np.array([p[0] for p in self.checkpoint_progress(g)])
             end = np.array([p[-1] for p in self.checkpoint_progress(g)])
             out[g] = {
-                "at_init": {**summary(init), "interval": boot.interval(reps[0])},
-                "final": {**summary(end), "interval": boot.interval(reps[1])},
-                "gain": {**summary(end - init), "interval": boot.interval(reps[1] - reps[0])},
+                "at_init": {**summary(init), "interval": boot.interval(reps[0], init.mean())},
+                "final": {**summary(end), "interval": boot.interval(reps[1], end.mean())},
+                "gain": {**summary(end - init), "interval": boot.interval(reps[1] - reps[0], (end - init).mean())},
                 "over": boot.over(g),
             }
         return out
@@ -674,10 +680,17 @@ class Boot:
         s = self.seeds[group]
         return (s.T * np.asarray(reps, dtype=np.float64)).sum(0) / s.sum(1)
 
-    def interval(self, reps) -> list:
-        """[low, high] of replicates over the last axis (95% percentile)."""
-        lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level)
+    def interval(self, reps, estimate) -> list:
+        """[low, high] of replicates over the last axis: the 95% bias-corrected percentile interval around
+        ``estimate`` (:func:`taskgeom.bootstrap.percentile_interval`: median-unbiased where resampling 2-3
+        seeds biases a statistic)."""
+        lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level, estimate=estimate)
         return [np.asarray(lo).tolist(), np.asarray(hi).tolist()]
+
+    @staticmethod
+    def above(reps, estimate) -> float:
+        """The share of replicates above the estimate (near 1/2: resampling leaves it median-unbiased)."""
+        return above_estimate(reps, estimate)
 
 
 def summary(values) -> dict:

@@ -34,7 +34,7 @@ from _family import Family, FamilyRun, arguments, run_script, smoke_settings, st
 
 import taskgeom as tg
 from taskgeom.analysis import task_distances
-from taskgeom.bootstrap import percentile_interval, progress_replicates, stress_replicates
+from taskgeom.bootstrap import above_estimate, percentile_interval, progress_replicates, stress_replicates
 from taskgeom.data import CIFAR10_TASKS
 
 HIERARCHY = ["all", "vehicles", "animals", "mammals", "pets"]
@@ -106,9 +106,9 @@ def result2(fam: Family) -> dict:
             }
 
         out[task] = {
-            "progress_at_init": {**summary(init), "interval": boot.interval(r0)},
-            "progress": {**summary(fp), "interval": boot.interval(r1)},
-            "progress_gain": {**summary(fp - init), "interval": boot.interval(r1 - r0)},
+            "progress_at_init": {**summary(init), "interval": boot.interval(r0, init.mean())},
+            "progress": {**summary(fp), "interval": boot.interval(r1, fp.mean())},
+            "progress_gain": {**summary(fp - init), "interval": boot.interval(r1 - r0, (fp - init).mean())},
             "over": boot.over(task),
             "gain_fraction_of_all": float((fp - init).mean() / all_gain),
             "fraction_of_all": float(fp.mean() / fam.final_progress("all").mean()),
@@ -205,11 +205,17 @@ def result1(fam: Family) -> dict:
         for b in range(boot.n_boot)
     ]  # fmt: skip
     reps = stress_replicates(stack, boot.w, k=k, index=index)
-    lo, hi = percentile_interval(reps.T)
+    chi = np.asarray(emb.explained_stress()[:k])
+    lo, hi = percentile_interval(reps.T, estimate=chi)  # bias-corrected (taskgeom.bootstrap)
     coords = {g: np.mean([emb.coords[ends[i] : ends[i + 1], :3] for i in seed_of[g]], 0).tolist() for g in groups}
     return {
         "explained_stress": [float(x) for x in emb.explained_stress()],
-        "explained_stress_interval": {"low": lo.tolist(), "high": hi.tolist(), "over": boot.over(*groups)},
+        "explained_stress_interval": {
+            "low": lo.tolist(),
+            "high": hi.tolist(),
+            "above_estimate": [above_estimate(reps[:, i], chi[i]) for i in range(len(chi))],
+            "over": boot.over(*groups),
+        },
         "points": int(ends[-1]),
         "clamped_points": 0,
         "embedded": "every run's trajectory, re-indexed over the progress all its task's seeds reach",

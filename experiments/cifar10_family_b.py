@@ -130,10 +130,12 @@ def final_models(fam: Family, g: str, ref: str) -> dict:
     pair = np.stack(end)[:, None], np.stack(ref_end)[:, None]
     boot = fam.boot([g, ref])
     nd_reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])
-    lo, hi = boot.interval(nd_reps[0])
+    est = float(np.asarray(normalized_distance(*pair))[0])
+    lo, hi = boot.interval(nd_reps[0], est)
     return {
-        "final_normalized_distance": float(np.asarray(normalized_distance(*pair))[0]),
+        "final_normalized_distance": est,
         "final_normalized_distance_interval": [lo, hi],
+        "above_estimate": boot.above(nd_reps[0], est),
         "final_means_bhattacharyya": float(tg.bhattacharyya(np.mean(end, 0), np.mean(ref_end, 0))),
         "over": boot.over(g, ref),
     }
@@ -159,8 +161,9 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
             boot = fam.boot([g, ref])
             with np.errstate(invalid="ignore"):
                 reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])  # (G, B)
-            lo, hi = boot.interval(reps)
-            interval, mean_interval, over = {"low": lo, "high": hi}, boot.interval(reps.mean(0)), boot.over(g, ref)
+            lo, hi = boot.interval(reps, nd)
+            interval = {"low": lo, "high": hi, "above_estimate": boot.above(reps, nd)}
+            mean_interval, over = boot.interval(reps.mean(0), nd.mean()), boot.over(g, ref)
         out[g] = {
             "normalized_distance": {
                 "progress": shared.tolist(),
@@ -219,7 +222,7 @@ def r4_kway(fam: Family) -> dict:
             radius = np.asarray(tg.tube_radius(f))
             boot = fam.boot([g])
             reps = tube_radius_replicates(f, boot.w, boot.seeds[g])  # (G, B): seeds and samples resampled
-            lo, hi = boot.interval(reps.mean(0))  # of the mean radius over the range
+            lo, hi = boot.interval(reps.mean(0), radius.mean())  # of the mean radius over the range
             interval = {"mean_low": lo, "mean_high": hi, "over": boot.over(g)}
         final_mean = np.mean([np.asarray(p[-1], np.float64) for p in fam.probs(g)], 0)
         out[g] = {

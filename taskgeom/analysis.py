@@ -592,15 +592,19 @@ def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, lab
         reps = [_np(_bootstrap.progress_replicates(e, labels, boot.w)) for e in ends]  # (K, B) each
         first, last = ((boot.seeds[task].T * r).sum(0) / len(idx) for r in reps)
         over = {"over": boot.over(task)}
-        prog[task] = {**_bootstrap.summary(last, boot.level), **over}
-        init[task] = {**_bootstrap.summary(first, boot.level), **over}
-        gain[task] = {**_bootstrap.summary(last - first, boot.level), **over}
+        est = res.progress_at_init[task]["mean"], res.progress_on_union_task[task]["mean"]
+        prog[task] = {**_bootstrap.summary(last, boot.level, estimate=est[1]), **over}
+        init[task] = {**_bootstrap.summary(first, boot.level, estimate=est[0]), **over}
+        gain[task] = {**_bootstrap.summary(last - first, boot.level, estimate=est[1] - est[0]), **over}
     ks = [int(k) for k in res.explained_stress]
     chi = _bootstrap.stress_replicates(flat, boot.w, k=max(ks), index=_stress_index(boot, members, keep))
     radius = {
         t: {
             **_bootstrap.summary(
-                trajectories.tube_radius_replicates(fam, boot.w, boot.seeds[t]), boot.level, reached[t]
+                trajectories.tube_radius_replicates(fam, boot.w, boot.seeds[t]),
+                boot.level,
+                reached[t],
+                estimate=np.asarray(trajectories.tube_radius(fam)),
             ),
             "over": boot.over(t),
         }
@@ -610,18 +614,20 @@ def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, lab
         "level": boot.level,
         "replicates": boot.n_boot,
         "seed": boot.seed,
-        "method": "percentile bootstrap over evaluation samples (multinomial counts reweighting per-sample terms) "
+        "method": "bias-corrected percentile bootstrap (Efron 1981: the percentiles shifted by the share of "
+        "replicates below the estimate) over evaluation samples (multinomial counts reweighting per-sample terms) "
         "and over seeds (multinomial counts within each task; mean trajectories, tube radii and the embedded "
-        "points recomputed from the seeds each replicate draws)",
+        "points recomputed from the seeds each replicate draws); above_estimate: the share of replicates above "
+        "the estimate (1/2 where resampling leaves a statistic median-unbiased)",
         "over": boot.over(),
         "progress_on_union_task": prog,
         "progress_at_init": init,
         "progress_gain": gain,
         "explained_stress": {
             str(k): {
-                **_bootstrap.summary(chi[:, k - 1], boot.level),
-                # the share of replicates above the estimate (a seed drawn twice embeds its points twice)
-                "above_estimate": float(np.mean(chi[:, k - 1] > res.explained_stress[str(k)])),
+                # above_estimate: the share of replicates above the estimate (a seed drawn twice embeds its
+                # points twice)
+                **_bootstrap.summary(chi[:, k - 1], boot.level, estimate=res.explained_stress[str(k)]),
                 "over": boot.over(),
             }
             for k in ks
@@ -650,7 +656,9 @@ def _interval(fam: np.ndarray, ref: np.ndarray, keep, boot: _Boot, task: str, re
         return {}
     reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
     over = boot.over(task, ref_task)
-    return {**_bootstrap.summary(reps, boot.level, keep), "level": boot.level, "replicates": boot.n_boot, "over": over}
+    est = np.asarray(trajectories.normalized_distance(fam, ref))
+    interval = _bootstrap.summary(reps, boot.level, keep, estimate=est)
+    return {**interval, "level": boot.level, "replicates": boot.n_boot, "over": over}
 
 
 def _seed_spread(fam: np.ndarray, ref: np.ndarray, keep) -> dict:
@@ -715,15 +723,16 @@ def _compare_pair(pair, boot, a: str, b: str) -> tuple:
     return nd, db, nd_reps.mean(0), db_reps.mean(0)
 
 
-def _matrix_intervals(reps: dict, names: list, boot) -> dict:
-    """``{"low", "high"}`` matrices from the replicates of each pair ``(i, j)`` (0 on the diagonal)."""
+def _matrix_intervals(reps: dict, names: list, boot, estimate: np.ndarray) -> dict:
+    """``{"low", "high"}`` matrices from the replicates of each pair ``(i, j)`` (0 on the diagonal), bias-corrected
+    by the ``estimate`` matrix (:func:`taskgeom.bootstrap.percentile_interval`)."""
     k = len(names)
     lo, hi = np.zeros((k, k)), np.zeros((k, k))
     for (i, j), r in reps.items():
         if r is None:
             lo[i, j] = lo[j, i] = hi[i, j] = hi[j, i] = math.nan
             continue
-        lo[i, j], hi[i, j] = _bootstrap.percentile_interval(r, boot.level)
+        lo[i, j], hi[i, j] = _bootstrap.percentile_interval(r, boot.level, estimate=estimate[i, j])
         lo[j, i], hi[j, i] = lo[i, j], hi[i, j]
     return {"low": lo.tolist(), "high": hi.tolist(), "level": boot.level, "over": boot.over(*names)}
 
@@ -777,6 +786,6 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
     if g is not None:
         out["progress_compared"] = [float(g[0]), float(g[-1])] if len(g) else None
     if boot is not None and boot.n_boot:
-        out["normalized_interval"] = _matrix_intervals(nd_reps, names, boot)
-        out["bhattacharyya_interval"] = _matrix_intervals(db_reps, names, boot)
+        out["normalized_interval"] = _matrix_intervals(nd_reps, names, boot, nd)
+        out["bhattacharyya_interval"] = _matrix_intervals(db_reps, names, boot, db)
     return out

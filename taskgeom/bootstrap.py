@@ -25,6 +25,7 @@ __all__ = [
     "sample_weights",
     "seed_weights",
     "percentile_interval",
+    "above_estimate",
     "summary",
     "reweighted_mean",
     "progress_replicates",
@@ -57,28 +58,65 @@ def seed_weights(k: int, n_boot: int, rng) -> np.ndarray:
     return sample_weights(k, n_boot, rng)
 
 
-def percentile_interval(replicates, level: float = 0.95):
-    """``(low, high)``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles over the last axis
-    (replicates), NaN-aware (a NaN replicate, e.g. an undefined ratio, is left out)."""
+def percentile_interval(replicates, level: float = 0.95, estimate=None):
+    """``(low, high)`` over the last axis (replicates), NaN-aware (a NaN replicate, e.g. an undefined ratio, is
+    left out).
+
+    Without ``estimate``: the ``(1 - level) / 2`` and ``(1 + level) / 2`` percentiles. With ``estimate`` (the
+    statistic on the data, shaped as the replicates less their last axis): the bias-corrected percentile
+    interval (Efron 1981), whose percentiles are shifted by ``z0``, the normal quantile of the share of
+    replicates below the estimate. It equals the plain one when half the replicates lie on each side, and
+    stays median-unbiased where resampling seeds biases a statistic (with 2-3 seeds a replicate that draws
+    one seed twice has a narrower tube, so most replicates of a normalised distance lie above the estimate,
+    and a plain percentile interval can miss the estimate altogether)."""
     level = check_float(level, "level")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     r = np.asarray(replicates, dtype=np.float64)
-    q = [50 * (1 - level), 50 * (1 + level)]
-    with np.errstate(all="ignore"):
-        lo, hi = np.nanpercentile(r, q, axis=-1) if np.isnan(r).any() else np.percentile(r, q, axis=-1)
-    return lo, hi
+    if estimate is None:
+        q = [50 * (1 - level), 50 * (1 + level)]
+        with np.errstate(all="ignore"):
+            lo, hi = np.nanpercentile(r, q, axis=-1) if np.isnan(r).any() else np.percentile(r, q, axis=-1)
+        return lo, hi
+    from scipy.stats import norm
+
+    est = np.broadcast_to(np.asarray(estimate, dtype=np.float64), r.shape[:-1])
+    flat, e = r.reshape(-1, r.shape[-1]), est.reshape(-1)
+    lo, hi = np.full(len(e), np.nan), np.full(len(e), np.nan)
+    z = norm.ppf([(1 - level) / 2, (1 + level) / 2])
+    for i, (row, x) in enumerate(zip(flat, e)):
+        row = row[~np.isnan(row)]
+        if not row.size or np.isnan(x):
+            continue
+        below = (np.count_nonzero(row < x) + 0.5 * np.count_nonzero(row == x)) / row.size
+        z0 = norm.ppf(np.clip(below, 0.5 / row.size, 1 - 0.5 / row.size))
+        with np.errstate(all="ignore"):
+            lo[i], hi[i] = np.quantile(row, norm.cdf(2 * z0 + z))
+    shape = r.shape[:-1]
+    return (lo.reshape(shape), hi.reshape(shape)) if shape else (float(lo[0]), float(hi[0]))
 
 
-def summary(replicates, level: float = 0.95, keep=None) -> dict:
-    """``{"low", "high"}`` lists (or floats) of :func:`percentile_interval`; None outside ``keep``."""
-    lo, hi = percentile_interval(replicates, level)
+def above_estimate(replicates, estimate) -> float:
+    """The share of (non-NaN) replicates above the estimate, over every entry: near 1/2 where resampling
+    leaves the statistic median-unbiased (a diagnostic beside bias-corrected intervals)."""
+    r = np.asarray(replicates, dtype=np.float64)
+    est = np.broadcast_to(np.asarray(estimate, dtype=np.float64)[..., None], r.shape)
+    ok = ~np.isnan(r) & ~np.isnan(est)
+    return float(np.mean(r[ok] > est[ok])) if ok.any() else float("nan")
+
+
+def summary(replicates, level: float = 0.95, keep=None, estimate=None) -> dict:
+    """``{"low", "high"}`` lists (or floats) of :func:`percentile_interval` (bias-corrected with ``estimate``,
+    and then ``above_estimate`` too); None outside ``keep``."""
+    lo, hi = percentile_interval(replicates, level, estimate)
+    extra = {} if estimate is None else {"above_estimate": above_estimate(replicates, estimate)}
     if np.ndim(lo) == 0:
-        return {"low": float(lo), "high": float(hi)}
+        return {"low": float(lo), "high": float(hi), **extra}
     keep = np.ones(np.shape(lo), dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
     return {
         "low": [float(v) if k else None for v, k in zip(np.ravel(lo), np.ravel(keep))],
         "high": [float(v) if k else None for v, k in zip(np.ravel(hi), np.ravel(keep))],
+        **extra,
     }
 
 

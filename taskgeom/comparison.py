@@ -14,10 +14,12 @@ counted). With ``k_a`` and ``k_b`` seeds there are ``C(k_a + k_b, k_a)`` splits,
 is ``1 / C(k_a + k_b, k_a)`` (2 for equal sizes, where a split and its mirror give the same statistic):
 four seeds a side reach p = 0.029, three only 0.1.
 
-With few seeds the interval can lie above the estimate: a replicate that draws one seed twice has a
+With few seeds most replicates lie above the estimate: a replicate that draws one seed twice has a
 narrower tube, so its normalised distance is larger (and where both groups share their initialisations,
 as runs seeded alike do, resampling the two groups' seeds independently separates means that coincide).
-``above_estimate`` gives the share of replicates above the estimate; read the interval beside it.
+The intervals are therefore bias-corrected percentile intervals (:func:`taskgeom.bootstrap.percentile_interval`),
+median-unbiased where plain percentiles could miss the estimate; ``above_estimate`` gives the share of
+replicates above the estimate (near 1/2: little bias), to read beside them.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class Comparison:
     grid: list  # the progress values compared (every trajectory of both groups reaches each)
     normalized_distance: list  # at each grid value
     interval: dict  # {"low", "high"} at each grid value (empty without a bootstrap)
-    mean: float  # the mean over the grid
+    mean: float  # the mean over the grid (of the values where it is defined: see ``undefined``)
     mean_interval: dict  # {"low", "high"} of the mean (empty without a bootstrap)
     p_value: float  # permutation test of exchangeable groups (NaN with n_perm=0)
     permutations: int  # splits the p-value counts (the observed one included)
@@ -53,6 +55,7 @@ class Comparison:
     replicates: int
     over: str  # what the intervals cover
     above_estimate: float | None = None  # the share of replicates of the mean above the estimate
+    undefined: int = 0  # grid values left out of the mean: both tubes of radius 0 there (seeds sharing a start)
 
     def to_json(self) -> dict:
         out = asdict(self)
@@ -138,7 +141,7 @@ def compare(
     nd = np.asarray(trajectories.normalized_distance(fa, fb, validate=False))
     rng = np.random.default_rng(seed)
     interval, mean_interval, over, above = _bootstrap(fa, fb, nd, len(labels), n_boot, level, rng)
-    observed = float(nd.mean())
+    observed = float(_grid_mean(nd, np.isfinite(nd)))
     p, count, exhaustive = _permutation_test(pooled, k_a, k_b, observed, n_perm, rng)
     return Comparison(
         seeds=(k_a, k_b),
@@ -154,6 +157,7 @@ def compare(
         replicates=n_boot,
         over=over,
         above_estimate=above,
+        undefined=int(np.count_nonzero(~np.isfinite(nd))),
     )
 
 
@@ -189,14 +193,15 @@ def _bootstrap(fa, fb, nd: np.ndarray, n: int, n_boot: int, level: float, rng) -
     reps, _ = trajectories.pair_replicates(
         fa, fb, w, bootstrap.seed_weights(k_a, n_boot, rng), bootstrap.seed_weights(k_b, n_boot, rng)
     )
-    lo, hi = bootstrap.percentile_interval(reps, level)
+    lo, hi = bootstrap.percentile_interval(reps, level, estimate=nd)  # bias-corrected: see the module docstring
     with np.errstate(invalid="ignore"):
-        mlo, mhi = bootstrap.percentile_interval(reps.mean(0), level)
+        ok = np.isfinite(nd)  # the grid values where the data's ratio is defined
+        mlo, mhi = bootstrap.percentile_interval(_grid_mean(reps, ok), level, estimate=_grid_mean(nd, ok))
     return (
         {"low": lo.tolist(), "high": hi.tolist()},
         {"low": float(mlo), "high": float(mhi)},
         f"evaluation samples and seeds ({k_a} and {k_b} seeds), {n_boot} replicates",
-        float(np.mean(reps.mean(0) > nd.mean())),
+        bootstrap.above_estimate(_grid_mean(reps, ok), _grid_mean(nd, ok)),
     )
 
 
@@ -211,7 +216,17 @@ def _permutation_test(pooled, k_a: int, k_b: int, observed: float, n_perm: int, 
     def stat(s):
         rest = torch.as_tensor(np.setdiff1d(everyone, s))
         nd = trajectories.normalized_distance(pooled[torch.as_tensor(s)], pooled[rest], validate=False)
-        return float(np.asarray(nd).mean())
+        nd = np.asarray(nd)
+        return float(_grid_mean(nd, np.isfinite(nd)))
 
     stats = np.array([stat(s) for s in splits])
-    return float(np.mean(stats >= observed - 1e-12 * max(1.0, abs(observed)))), len(splits), exhaustive
+    tol = 1e-12 * max(1.0, abs(observed)) if math.isfinite(observed) else 0.0  # inf >= inf counts
+    return float(np.mean(stats >= observed - tol)), len(splits), exhaustive
+
+
+def _grid_mean(values: np.ndarray, ok: np.ndarray):
+    """The mean over the grid (the first axis) of the values at the grid values ``ok``: where both tubes have
+    radius 0 in the data (runs sharing their initialisation, at progress 0) the ratio is undefined (0/0) or
+    infinite and says nothing about the rest of the range. NaN where no grid value is ``ok``."""
+    v = np.asarray(values, dtype=np.float64)[np.asarray(ok, dtype=bool)]
+    return v.mean(0) if v.shape[0] else np.full(v.shape[1:], np.nan)
