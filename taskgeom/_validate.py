@@ -174,7 +174,8 @@ def check_probabilities(
             j, s_, k = _first_index(neg)
             idx = where(i0 + j, (s_,))
             raise ValueError(
-                f"{_where(name, idx, sample_offset)}: probability is negative ({float(blk[j, s_, k])}) at class {k}"
+                f"{_where(name, idx, sample_offset)}: probability is negative ({float(blk[j, s_, k])}) at class {k} "
+                "(logits? probabilities are softmax(logits))"
             )
         s = blk.sum(-1, dtype=torch.float64)
         off = (s - 1).abs() > tol

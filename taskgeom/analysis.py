@@ -13,6 +13,7 @@ consume.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -342,7 +343,8 @@ def analyse(
     method: str | None = None,
     reference: str | None = None,
 ) -> PictureResult:
-    """Analyse the trajectories of a store on one evaluation set, grouped (see the module docstring).
+    """Analyse the trajectories of a store (a :class:`~taskgeom.store.PredictionStore` or its folder) on one
+    evaluation set, grouped (see the module docstring).
 
     ``group_by``: what makes a family (:func:`group_key`: ``task``, ``method``, ``architecture``, a
     recorded extra field or a config field such as ``lr``); ``tasks``: the groups to keep, in the
@@ -363,6 +365,10 @@ def analyse(
     ``seed``; ``level`` percentile intervals of progress, explained stress, tube radii, normalised
     distance curves and distances between groups (``uncertainty``).
     """
+    if isinstance(store, (str, os.PathLike)):  # a store's folder, as on the command line
+        from .store import PredictionStore
+
+        store = PredictionStore(store, readonly=True)
     eval_set = _eval_set(store, eval_set)
     device = _device(device)
     labels = store.eval_set(eval_set).labels
@@ -487,13 +493,15 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
 def place(res: PictureResult, models, name: str = "placed") -> dict:
     """Put new models (a run's checkpoints, or any models on the same evaluation set) into a picture.
 
-    ``models`` (M, N, C) (or one (N, C) model). Each gets its InPCA coordinates in the fitted embedding
-    (out of sample: :meth:`taskgeom.embedding.Embedding.transform`, the double-centred extension, exact for
-    an embedded model), its progress (eq. 4), and for every task of the picture its distance to that task's
-    tube in tube radii at the grid value nearest its progress, ``d_B(model, mean(t)) / r(t)`` (Remark 5's
-    unit with the model as a tube of radius 0, halved so that 1 or less means inside the tube; None where
-    the model's progress lies outside the progress every seed of the task reached, or more than one grid
-    step from it). Returns a JSON-ready dict with
+    ``models`` (M, N, C) (or one (N, C) model, or a ``.npy`` file of them). Each gets its InPCA coordinates
+    in the fitted embedding (out of sample: :meth:`taskgeom.embedding.Embedding.transform`, the double-centred
+    extension, exact for an embedded model), its progress (eq. 4), and for every task of the picture its
+    distance to that task's mean trajectory in tube radii at the grid value nearest its progress,
+    ``d_B(model, mean(t)) / r(t)`` (Remark 5's unit with the model as a tube of radius 0). The tube radius is
+    the *mean* distance of the task's seeds from their mean, so the task's own seeds lie about 1 from it, half
+    of them beyond: read a value against 1 (typical of a seed), not as inside/outside. None where the model's
+    progress lies outside the progress every seed of the task reached (the tube exists only there), or more
+    than one grid step from it. Returns a JSON-ready dict with
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
     mods = _placeable(res, models)
     fit = res.fit
@@ -520,6 +528,8 @@ def _placeable(res, models) -> np.ndarray:
         )
     if res.fit is None:
         raise ValueError("this result holds no fitted embedding (it was read from results.json): run analyse() again")
+    if isinstance(models, (str, os.PathLike)):  # a .npy file, as on the command line (never unpickled)
+        models = np.load(models, mmap_mode="r", allow_pickle=False)
     m, _ = _validate.as_tensor(models, "models")
     if m.dim() == 2:
         m = m.unsqueeze(0)

@@ -128,7 +128,8 @@ def _cmd_place(args) -> int:
     )
     print(
         f"{name}: {len(out['points'])} models placed in {folder} (grid {options.get('grid')}); progress and "
-        "distance to each group's tube at that progress, in tube radii (1 or less: inside):"
+        "distance to each group's mean trajectory at that progress, in tube radii (the mean distance of the "
+        "group's own seeds, so about 1 is typical of a seed of that group):"
     )
     for i, p in enumerate(out["points"]):
         tubes = ", ".join(f"{g} {'-' if v is None else f'{v:.2f}'}" for g, v in p["tube_radii"].items())
@@ -152,20 +153,53 @@ def _selection(text: str) -> dict:
     return where
 
 
+#: fields a store selects on directly; any other FIELD=VALUE is a recorded extra or config field (``lr=0.1``)
+_STORE_FIELDS = {"task", "method", "seed", "architecture", "eval_set", "name"}
+
+
+def _selected(store, flag: str, text: str, where_from) -> list:
+    """The trajectories (two or more checkpoints) of a FIELD=VALUE[,...] selection: store fields, recorded
+    extra fields and config fields (as ``taskgeom analyse --group-by`` reads them: :func:`group_key`)."""
+    from .analysis import group_key
+
+    where = _selection(text)
+    direct = {k: v for k, v in where.items() if k in _STORE_FIELDS}
+    other = {k: str(v) for k, v in where.items() if k not in _STORE_FIELDS}
+    everyone = [t for t in store.select() if len(t) > 1]
+    for k in other:
+        if all(group_key(t, k) == "<none>" for t in everyone):
+            import difflib
+
+            known = sorted(_STORE_FIELDS | {f for t in everyone for f in (*(t.config or {}), *t.extra)})
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"{flag}: no trajectory records {k!r}; {hint}fields: {', '.join(known[:20])}")
+    pool = [t for t in store.select(**direct) if len(t) > 1]
+    trajs = [t for t in pool if all(_same(group_key(t, k), v) for k, v in other.items())]
+    if not trajs:
+        values = {k: sorted({group_key(t, k) for t in everyone}) for k in where}
+        seen = "; ".join(
+            f"{k}: {', '.join(map(str, v[:12]))}{' ...' if len(v) > 12 else ''}" for k, v in values.items()
+        )
+        raise CLIError(f"{flag} {text}: no trajectory with at least two checkpoints in {where_from} (recorded {seen})")
+    return trajs
+
+
+def _same(recorded: str, given: str) -> bool:
+    """A recorded value equals the one given, as text or as numbers (``lr=1e-3`` matches a recorded 0.001)."""
+    if recorded == given:
+        return True
+    try:
+        return float(recorded) == float(given)
+    except ValueError:
+        return False
+
+
 def _cmd_compare(args) -> int:
     from .comparison import compare
 
     store = _open_store(args.store)
-    groups = []
-    for flag, text in (("--a", args.a), ("--b", args.b)):
-        where = _selection(text)
-        try:
-            trajs = [t for t in store.select(**where) if len(t) > 1]
-        except ValueError as exc:
-            raise UsageError(f"{flag}: {exc}") from None
-        if not trajs:
-            raise CLIError(f"{flag} {text}: no trajectory with at least two checkpoints in {args.store}")
-        groups.append(trajs)
+    groups = [_selected(store, flag, text, args.store) for flag, text in (("--a", args.a), ("--b", args.b))]
     try:
         res = compare(*groups, grid=args.grid, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed)
     except ValueError as exc:

@@ -57,6 +57,15 @@ class Comparison:
     above_estimate: float | None = None  # the share of replicates of the mean above the estimate
     undefined: int = 0  # grid values left out of the mean: both tubes of radius 0 there (seeds sharing a start)
 
+    def __repr__(self) -> str:
+        iv = self.mean_interval
+        bracket = f" [{iv['low']:.3g}, {iv['high']:.3g}]" if iv else ""
+        span = f"{self.grid[0]:.3f}-{self.grid[-1]:.3f}" if self.grid else "none"
+        return (
+            f"Comparison(seeds={self.seeds}, progress {span} ({len(self.grid)} values), mean normalised distance "
+            f"{self.mean:.3g}{bracket}, p={self.p_value:.3g} over {self.permutations} splits)"
+        )
+
     def to_json(self) -> dict:
         out = asdict(self)
         out["seeds"] = list(self.seeds)

@@ -90,12 +90,18 @@ def test_compare_two_groups(store_path, tmp_path, capsys):
     assert res["seeds"] == [4, 4] and res["permutations"] == 70 and res["p_value"] < 0.05
     assert "permutation test" in capsys.readouterr().out
     assert "tg-compare" in (tmp_path / "c.html").read_text(encoding="utf-8")
+    # a recorded config field selects as analyse --group-by reads it (the same groups here)
+    assert cli.main(["compare", str(store_path), "--a", "optim.name=sgd", "--b", "optim.name=adam", "--n-boot", "0",
+                     "--out", str(tmp_path / "d.json")]) == 0  # fmt: skip
+    by_config = json.loads((tmp_path / "d.json").read_text())
+    assert by_config["seeds"] == [4, 4] and by_config["mean"] == pytest.approx(res["mean"])
 
 
 @pytest.mark.parametrize(
     "argv, status, match",
     [
-        (["compare", "{s}", "--a", "methd=sgd", "--b", "method=adam"], 2, "cannot select on"),
+        (["compare", "{s}", "--a", "methd=sgd", "--b", "method=adam"], 2, "did you mean 'method'"),
+        (["compare", "{s}", "--a", "optim.name=lbfgs", "--b", "method=adam"], 1, "recorded optim.name: adam, sgd"),
         (["compare", "{s}", "--a", "method", "--b", "method=adam"], 2, "FIELD=VALUE"),
         (["compare", "{s}", "--a", "method=lbfgs", "--b", "method=adam"], 1, "no trajectory"),
         (["compare", "{s}", "--a", "method=sgd,seed=0", "--b", "method=adam"], 1, "at least two trajectories"),
@@ -177,3 +183,16 @@ def test_analyse_imported_h5_trajectories_and_a_merged_store(store_path, tmp_pat
     b = json.loads((tmp_path / "mpic" / "results.json").read_text())["progress_on_union_task"]
     assert set(a) == set(b) == {"adam", "sgd"}
     assert a["sgd"]["mean"] == pytest.approx(b["sgd"]["mean"], abs=2e-3)  # float16 import against float32 shards
+
+
+def test_python_api_takes_the_command_lines_paths(store_path, tmp_path):
+    """tg.analyse takes a store's folder and tg.place a .npy file, as the command line does."""
+    import taskgeom as tg
+
+    res = tg.analyse(str(store_path), group_by="method", n_boot=0, grid=8)
+    models = np.asarray(PredictionStore(store_path, readonly=True).select(method="adam")[0].probs[-2:])
+    np.save(tmp_path / "m.npy", models)
+    by_path, by_array = tg.place(res, tmp_path / "m.npy"), tg.place(res, models)
+    assert [p["xyz"] for p in by_path["points"]] == [p["xyz"] for p in by_array["points"]]
+    groups = [PredictionStore(store_path, readonly=True).select(method=m) for m in ("sgd", "adam")]
+    assert "mean normalised distance" in repr(tg.compare(*groups, n_boot=0, n_perm=0))  # a summary, not arrays

@@ -132,3 +132,13 @@ def test_probabilities_are_never_softmaxed_twice(tmp_path):
     with torch.no_grad():
         want = model(data()[0]).numpy()
     np.testing.assert_allclose(np.asarray(ok.traj.probs[0]), want, atol=1e-6)
+
+
+def test_two_recipes_with_one_seed_are_two_trajectories(tmp_path):
+    """Recipes that differ only in their config (two learning rates, the same seed) get their own trajectories
+    by default (a hash of the config in the name), and a re-run of either resumes it."""
+    store = tmp_path / "s"
+    names = {lr: Recorder(store, data(), "toy", task="all", seed=0, config={"lr": lr}).traj.name for lr in (0.1, 0.01)}
+    assert names[0.1] != names[0.01] and all("config-" in n for n in names.values())
+    again = Recorder(store, data(), "toy", task="all", seed=0, config={"lr": 0.1})
+    assert again.traj.name == names[0.1]

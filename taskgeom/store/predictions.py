@@ -343,8 +343,9 @@ class PredictionStore:
             diff = config_diff(json.loads(old), json.loads(cfg_json))
             raise ConfigMismatchError(
                 f"trajectory {name!r} was recorded with different settings ({'; '.join(diff)}); rerun with the "
-                "original settings to resume it, or start a separate trajectory (another name; new=True in "
-                "taskgeom.train.train, --new-trajectory on the command line)"
+                "original settings to resume it, or start a separate trajectory: another name (name= of "
+                "taskgeom.Recorder or create_trajectory; new=True in taskgeom.train.train, --new-trajectory on the "
+                "command line)"
             )
 
     def _create_locked(

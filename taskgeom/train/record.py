@@ -21,6 +21,8 @@ evaluation set whose labels differ from the store's under the same name is a one
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -81,7 +83,8 @@ class Recorder:
     head : the imprinted head (``"cosine-ml"``, ``"cosine"`` or ``"euclidean"``, :func:`taskgeom.imprinting`).
     classes : the number of evaluation classes (default: the largest label + 1).
     task, method, seed, architecture : what the trajectory is (the analysis groups by these).
-    name : the trajectory's name (default from task, method, architecture, seed and eval_name).
+    name : the trajectory's name (default from task, method, architecture, seed and eval_name, and with
+        ``config`` a short hash of it: two recipes recorded with the same seed are two trajectories).
     dtype : ``"float16"`` or ``"float32"`` on disk.
     config : the run's settings (JSON); a trajectory recorded with other settings under this name is an
         error, so that two runs are never mixed.
@@ -130,6 +133,9 @@ class Recorder:
         self.classes = c
         self._features = features
         es = self.store.add_eval_set(eval_name, labels, c=c)
+        if name is None and config:
+            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            name = f"{task}/{method}/{architecture}/seed{seed}/config-{digest}@{es.name}"
         self.traj = self.store.create_trajectory(
             es.name,
             task=task,
