@@ -10,6 +10,7 @@ any recorded field), ``taskgeom place`` (new models in an analysed picture) and 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -76,16 +77,33 @@ def _cmd_analyse(args) -> int:
     }
     publish(res, out, settings, title=f"taskgeom analyse: {Path(args.store).name}")
     res.seconds = {"total": time.perf_counter() - t0}
-    (out / ANALYSIS_FILE).write_text(json.dumps({"store": settings["store"], "options": options}, indent=2))
+    relative = os.path.relpath(settings["store"], out.resolve())  # found again when both move together
+    spec = {"store": settings["store"], "store_relative": relative, "options": options}
+    (out / ANALYSIS_FILE).write_text(json.dumps(spec, indent=2))
     print_headline(res, str(out), title="taskgeom analyse")
     return 0
 
 
-def _picture_options(folder: Path) -> tuple[Path, dict]:
-    """The store and analysis options of a folder written by ``taskgeom analyse`` or ``taskgeom picture``."""
+def _picture_options(folder: Path, store: str | None = None) -> tuple[Path, dict]:
+    """The store and analysis options of a folder written by ``taskgeom analyse`` or ``taskgeom picture``
+    (``store``: where the store is now, if it moved)."""
+    store_path, options = _recorded_options(folder)
+    if store is not None:
+        store_path = Path(store)
+    if not store_path.exists():
+        raise CLIError(
+            f"{folder}: the store it was analysed from, {store_path}, is not there (moved?): give --store PATH"
+        )
+    return store_path, options
+
+
+def _recorded_options(folder: Path) -> tuple[Path, dict]:
     if (folder / ANALYSIS_FILE).is_file():
         spec = json.loads((folder / ANALYSIS_FILE).read_text())
-        return Path(spec["store"]), {**spec["options"], "n_boot": 0}
+        store = Path(spec["store"])
+        if not store.exists() and spec.get("store_relative"):
+            store = folder / spec["store_relative"]  # the folder and its store moved together
+        return store, {**spec["options"], "n_boot": 0}
     if (folder / "config.json").is_file() and (folder / "results.json").is_file():
         cfg = json.loads((folder / "config.json").read_text())
         res = json.loads((folder / "results.json").read_text())
@@ -99,7 +117,7 @@ def _cmd_place(args) -> int:
     from .analysis import place
 
     folder = Path(args.picture)
-    store_path, options = _picture_options(folder)
+    store_path, options = _picture_options(folder, args.store)
     path = Path(args.models)
     if not path.is_file():
         raise CLIError(f"{path}: no such file")
@@ -255,6 +273,12 @@ def configure_place(p) -> None:
     p.add_argument("picture", help="a folder written by taskgeom analyse or taskgeom picture")
     p.add_argument("models", help=".npy of (M, N, C) (or (N, C)) probabilities on the picture's evaluation set")
     p.add_argument("--name", default=None, help="what to call them (default: the file's name)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="the store the picture was analysed from, where it is now (default: where it was, or beside the "
+        "folder as it was)",
+    )
     p.set_defaults(fn=_cmd_place)
 
 

@@ -188,7 +188,7 @@ def _add_marks(fig, marks) -> None:
                 z=[q[2]],
                 mode="markers+text",
                 marker=dict(size=6, color="black", symbol=symbol),
-                text=[mark["name"]],
+                text=[mark["name"].split(" ")[0]],  # "P0", "P*": the full name in the legend and hover
                 textposition="top center",
                 name=mark["name"],
                 hovertemplate=html.escape(mark["name"]) + "<extra></extra>",
@@ -448,8 +448,10 @@ def write_report(
     out = Path(out)
     tasks = list(dict.fromkeys(ln.task for ln in res.embedding.lines))
     colors = {t: _PALETTE[i % len(_PALETTE)] for i, t in enumerate(tasks)}
-    parts = _header(res, title, settings) + _results_section(res) + _main_figures(res, colors, placed)
-    parts += _comparison_figures(res, colors) + _static_figures(res, out) + _page_end(res, settings)
+    # the families are tasks in the main job; taskgeom analyse groups by any field ("groups": "by lr: ...")
+    word = "task" if str((settings or {}).get("groups", "by task")).startswith("by task") else "group"
+    parts = _header(res, title, settings) + _results_section(res, word) + _main_figures(res, colors, placed)
+    parts += _comparison_figures(res, colors, word) + _static_figures(res, out) + _page_end(res, settings)
     path = out / name
     path.write_text("".join(parts), encoding="utf-8")
     return path
@@ -471,7 +473,7 @@ def _header(res, title: str, settings) -> list:
     return parts
 
 
-def _results_section(res) -> list:
+def _results_section(res, word: str = "task") -> list:
     """The per-task table (progress with its interval, accuracy, Riemann length) and the interval note."""
     accs: dict = {}
     for task, _seed, _prog, acc in res.embedding.keys:
@@ -479,7 +481,7 @@ def _results_section(res) -> list:
             accs.setdefault(task, []).append(acc[-1])
     unc = getattr(res, "uncertainty", None) or {}
     return [
-        "<h2>Results per task</h2>",
+        f"<h2>Results per {word}</h2>",
         _table(
             [
                 [
@@ -491,7 +493,7 @@ def _results_section(res) -> list:
                 for t in res.progress_on_union_task
             ],
             [
-                "task",
+                word,
                 "final progress on the union task (mean over seeds)",
                 "final accuracy on all classes, imprinted (mean over seeds)",
                 "Riemann length (eq. 6)",
@@ -536,7 +538,7 @@ def _main_figures(res, colors: dict, placed) -> list:
     ]
 
 
-def _comparison_figures(res, colors: dict) -> list:
+def _comparison_figures(res, colors: dict, word: str = "task") -> list:
     """Figures 4 and 5: normalised distances to the reference against progress, and between every pair."""
     parts = []
     if res.normalized_distance:
@@ -560,11 +562,11 @@ def _comparison_figures(res, colors: dict) -> list:
     td = res.task_distances
     if td and len(td["tasks"]) > 1:
         parts += [
-            "<h2>Distances between tasks (Remark 5)</h2>",
+            f"<h2>Distances between {word}s (Remark 5)</h2>",
             _figure(
                 _heatmap_figure(td),
                 "tg-tasks",
-                "Figure 5. Normalised distance between every pair of tasks: the distance between their mean "
+                f"Figure 5. Normalised distance between every pair of {word}s: the distance between their mean "
                 "trajectories over the mean of their tube radii at each progress, averaged over the progress every "
                 "seed of both tasks reaches (re-indexed on that shared range; 1 = the tubes touch); hover for the "
                 "bootstrap interval.",

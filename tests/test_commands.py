@@ -196,3 +196,24 @@ def test_python_api_takes_the_command_lines_paths(store_path, tmp_path):
     assert [p["xyz"] for p in by_path["points"]] == [p["xyz"] for p in by_array["points"]]
     groups = [PredictionStore(store_path, readonly=True).select(method=m) for m in ("sgd", "adam")]
     assert "mean normalised distance" in repr(tg.compare(*groups, n_boot=0, n_perm=0))  # a summary, not arrays
+
+
+def test_place_finds_a_moved_store(store_path, tmp_path, capsys):
+    """A picture folder and its store moved together are found again; a store moved elsewhere is named in one
+    line, and --store points place at it."""
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(store_path, home / "store")
+    argv = ["analyse", str(home / "store"), "--group-by", "method", "--grid", "8", "--n-boot", "0"]
+    assert cli.main([*argv, "--out", str(home / "pic")]) == 0
+    models = np.asarray(PredictionStore(home / "store", readonly=True).select(method="sgd")[0].probs[-1:])
+    np.save(tmp_path / "m.npy", models)
+    moved = tmp_path / "moved"
+    shutil.move(home, moved)  # both together: found by the recorded relative path
+    assert cli.main(["place", str(moved / "pic"), str(tmp_path / "m.npy")]) == 0
+    shutil.move(moved / "store", tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert cli.main(["place", str(moved / "pic"), str(tmp_path / "m.npy")]) == 1
+    assert "give --store PATH" in capsys.readouterr().err
+    assert cli.main(["place", str(moved / "pic"), str(tmp_path / "m.npy"), "--store", str(tmp_path / "elsewhere")]) == 0
