@@ -157,7 +157,7 @@ def _add_lines(fig, lines, colors: dict) -> None:
 
     shown = set()
     for ln in lines:
-        group = f"{ln.task} · {ln.method}"
+        group = ln.task if ln.task == ln.method else f"{ln.task} · {ln.method}"  # grouped by method: once
         fig.add_trace(
             go.Scatter3d(
                 **_xyz(ln.points),
@@ -241,7 +241,7 @@ def _stress_figure(res):
         )
     fig.update_layout(
         height=340,
-        margin=dict(t=20),
+        margin=dict(t=44),  # room for the toolbar above the plot (it covered the top values)
         xaxis=dict(title="dimensions k", tickmode="array", tickvals=ks),
         yaxis=dict(title="explained stress χ_k (%)", range=[0, 101]),
     )
@@ -278,7 +278,7 @@ def _progress_figure(res, colors):
         shown.add(task)
     fig.update_layout(
         height=380,
-        margin=dict(t=20),
+        margin=dict(t=44),  # room for the toolbar above the plot (it covered the top values)
         xaxis=dict(title="epoch" if by_epoch else "checkpoint"),
         yaxis=dict(title="progress on the union task"),
     )
@@ -349,7 +349,7 @@ def _distance_figure(res, colors):
     pad = 0.03 * (max(shown) - min(shown)) if len(shown) > 1 else 0.01
     fig.update_layout(
         height=380,
-        margin=dict(t=20),
+        margin=dict(t=44),  # room for the toolbar above the plot (it covered the top values)
         xaxis=dict(title="progress", range=[min(shown) - pad, max(shown) + pad] if shown else None),
         yaxis=dict(
             title=f"distance to '{res.reference_task}' / mean tube radius",
@@ -628,7 +628,10 @@ def write_comparison(res, path: Path, a: str, b: str) -> Path:
     )
     fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
     fig.update_layout(
-        height=420, margin=dict(t=20), xaxis=dict(title="progress"), yaxis=dict(title="normalised distance", type="log")
+        height=420,
+        margin=dict(t=44),
+        xaxis=dict(title="progress"),
+        yaxis=dict(title="normalised distance", type="log", exponentformat="power"),
     )
     head = (
         f"{html.escape(a)} ({res.seeds[0]} seeds) against {html.escape(b)} ({res.seeds[1]} seeds): mean normalised "
