@@ -30,16 +30,19 @@ def _open_store(path):
     return PredictionStore(path, readonly=True)
 
 
-def publish(res, out: Path, settings: dict, title: str = "taskgeom picture") -> None:
-    """Figures, ``report.html`` and ``results.json`` of an analysis in ``out`` (the main job's outputs)."""
+def publish(res, out, settings: dict | None = None, title: str = "taskgeom picture") -> Path:
+    """Figures, ``report.html`` and ``results.json`` of an analysis (:func:`taskgeom.analyse`) in the folder
+    ``out`` (the main job's outputs; ``settings``: what the report's header lists). Returns the report's path."""
     from .plots import picture_figures
     from .report import write_report
 
+    out, settings = Path(out), settings or {}
     out.mkdir(parents=True, exist_ok=True)
     res.figures = picture_figures(res, out)
     res.report = write_report(res, out, title=title, settings=settings).name
     res.settings = settings
     (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
+    return out / res.report
 
 
 def _analyse(store_path, options: dict):
