@@ -99,6 +99,7 @@ class PictureResult:
     seconds: dict = field(default_factory=dict)
     figures: list = field(default_factory=list)
     report: str | None = None
+    settings: dict = field(default_factory=dict)  # what the report's header lists (set by taskgeom.publish)
     #: what :func:`place` needs (the fitted embedding, its points, each task's mean trajectory and tube
     #: radii on the grid); not written to results.json
     fit: dict | None = field(default=None, repr=False, compare=False)
