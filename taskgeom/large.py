@@ -408,39 +408,16 @@ def device_distances(
     divergence = divergences.get(divergence).name
     if dtype not in _STORE_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_STORE_DTYPES)}, got {dtype!r}")
-    on_device = isinstance(models, torch.Tensor) and models.device.type == dev.type
-    if isinstance(models, torch.Tensor) and not on_device:
-        models = models.detach().cpu().numpy()
-    if on_device:
-        if models.dim() != 3 or models.numel() == 0 or not models.is_floating_point():
-            raise ValueError(f"models: expected a non-empty float (m, N, C) tensor, got {tuple(models.shape)}")
-        m, n, c = models.shape
-        itemsize = models.element_size()
-        ms = None
-    else:
-        ms = open_models(models)
-        m, n, c, itemsize = ms.m, ms.n, ms.c, np.dtype(ms.dtype).itemsize
+    models, ms, on_device, (m, n, c, itemsize) = _device_operands(models, dev)
     if m < 2:
         raise ValueError(f"models: need at least 2 models, got {m}")
     tile = (8192 if dev.type == "cuda" else 2048) if tile is None else check_int(tile, "tile", minimum=1)
     dd = DeviceDistances(m, min(tile, m), dev, dtype)
     tile = dd.tile
     upload = m * n * c * itemsize if (dev.type == "cuda" and not on_device) else 0
-    work = 4 * 8 * tile * tile + 2 * 8 * tile * n + dd.work_bytes + (256 << 20)
-    need = dd.nbytes + upload + work
-    free = _free_bytes(dev)
-    if free is not None and need > 0.95 * free:
-        raise MemoryError(
-            f"exact InPCA of {m} models on {dev} needs {need / 1e9:.1f} GB ({dtype} tiles of D "
-            f"{dd.nbytes / 1e9:.1f} GB, models {upload / 1e9:.1f} GB, work {work / 1e9:.1f} GB) and "
-            f"{free / 1e9:.1f} GB are free: use inpca_out_of_core (D on disk) or landmark_inpca"
-        )
+    _check_memory(dd, dev, upload, n, dtype)
     if dev.type == "cuda" and not on_device:  # the models, once, in their own dtype
-        x = torch.empty((m, n, c), dtype=getattr(torch, np.dtype(ms.dtype).name), device=dev)
-        step = max(1, (256 << 20) // max(1, n * c * itemsize))
-        for i0 in range(0, m, step):
-            x[i0 : i0 + step] = as_tensor(ms.block(i0, i0 + step))[0].to(dev)
-        models, on_device, ms = x, True, None
+        models, on_device, ms = _upload(ms, dev), True, None
 
     def block(i: int):
         r0, r1 = dd.bounds[i]
@@ -471,21 +448,56 @@ def device_distances(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
     if info is not None:
-        info.update(
-            m=m,
-            n=n,
-            c=c,
-            divergence=divergence,
-            device=str(dev),
-            tile=tile,
-            tiles=total,
-            dtype=dtype,
-            tiles_gb=dd.nbytes / 1e9,
-            method=method if backend == "cuda" else "cpu",
-            prepare_seconds=t_kernels - t_start,
-            distances_seconds=time.perf_counter() - t_kernels,
-        )
+        seconds = dict(prepare_seconds=t_kernels - t_start, distances_seconds=time.perf_counter() - t_kernels)
+        what = dict(divergence=divergence, device=str(dev), tile=tile, tiles=total, dtype=dtype)
+        method = method if backend == "cuda" else "cpu"
+        info.update(m=m, n=n, c=c, **what, tiles_gb=dd.nbytes / 1e9, method=method, **seconds)
     return dd
+
+
+def _device_operands(models, dev) -> tuple:
+    """(models, model set, on_device, (m, n, c, itemsize)): a tensor already on ``dev``'s kind of device is used
+    in place; anything else is opened as a model set (:func:`taskgeom.modelsets.open_models`)."""
+    import torch
+
+    on_device = isinstance(models, torch.Tensor) and models.device.type == dev.type
+    if isinstance(models, torch.Tensor) and not on_device:
+        models = models.detach().cpu().numpy()
+    if on_device:
+        if models.dim() != 3 or models.numel() == 0 or not models.is_floating_point():
+            raise ValueError(f"models: expected a non-empty float (m, N, C) tensor, got {tuple(models.shape)}")
+        return models, None, True, (*models.shape, models.element_size())
+    ms = open_models(models)
+    return models, ms, False, (ms.m, ms.n, ms.c, np.dtype(ms.dtype).itemsize)
+
+
+def _check_memory(dd, dev, upload: int, n: int, dtype: str) -> None:
+    """A one-line MemoryError, before anything is allocated, where the tiles, the models and the work space
+    would not fit in 95% of ``dev``'s free memory."""
+    tile, m = dd.tile, dd.m
+    work = 4 * 8 * tile * tile + 2 * 8 * tile * n + dd.work_bytes + (256 << 20)
+    need = dd.nbytes + upload + work
+    free = _free_bytes(dev)
+    if free is not None and need > 0.95 * free:
+        raise MemoryError(
+            f"exact InPCA of {m} models on {dev} needs {need / 1e9:.1f} GB ({dtype} tiles of D "
+            f"{dd.nbytes / 1e9:.1f} GB, models {upload / 1e9:.1f} GB, work {work / 1e9:.1f} GB) and "
+            f"{free / 1e9:.1f} GB are free: use inpca_out_of_core (D on disk) or landmark_inpca"
+        )
+
+
+def _upload(ms, dev):
+    """The model set on ``dev`` in its own dtype, copied in blocks of about 256 MiB."""
+    import torch
+
+    from ._validate import as_tensor
+
+    m, n, c = ms.m, ms.n, ms.c
+    x = torch.empty((m, n, c), dtype=getattr(torch, np.dtype(ms.dtype).name), device=dev)
+    step = max(1, (256 << 20) // max(1, n * c * np.dtype(ms.dtype).itemsize))
+    for i0 in range(0, m, step):
+        x[i0 : i0 + step] = as_tensor(ms.block(i0, i0 + step))[0].to(dev)
+    return x
 
 
 def inpca_on_device(
@@ -534,9 +546,6 @@ def inpca_on_device(
     """
     import time
 
-    import torch
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
     info = {} if info is None else info
     t0 = time.perf_counter()
     k = check_int(k, "k", minimum=1)
@@ -547,18 +556,9 @@ def inpca_on_device(
     if isinstance(models, DeviceDistances):
         dd = models
     else:
-        dd = device_distances(
-            models,
-            device=device,
-            divergence=divergence,
-            tile=tile,
-            dtype=dtype,
-            cuda_method=cuda_method,
-            validate=validate,
-            progress=progress,
-            info=info,
-        )
-    m, dev = dd.m, dd.device
+        opts = dict(divergence=divergence, tile=tile, dtype=dtype, cuda_method=cuda_method, validate=validate)
+        dd = device_distances(models, device=device, progress=progress, info=info, **opts)
+    m = dd.m
     if not 1 <= k < m:
         raise ValueError(f"k must be in [1, {m - 1}] for the iterative solver, got {k}")
     ncv = min(m, max(2 * k + 1, 20)) if ncv is None else ncv  # ARPACK's default
@@ -566,9 +566,22 @@ def inpca_on_device(
         raise ValueError(f"ncv must be in [{k + 1}, {m}], got {ncv}")
     t1 = time.perf_counter()
     row, grand, total = dd.centring()
-    t2 = time.perf_counter()
-    info.update(centring_seconds=t2 - t1)
-    count = [0]
+    info.update(centring_seconds=time.perf_counter() - t1)
+    vals, vecs = _lanczos(dd, k, tol, seed, ncv, progress, info)
+    emb = _finish(vals, vecs, k, total, row, grand)
+    info.update(k=k, inpca_seconds=time.perf_counter() - t0)
+    return emb
+
+
+def _lanczos(dd, k: int, tol: float, seed: int, ncv: int, progress, info: dict) -> tuple:
+    """The top ``k`` eigenpairs by magnitude of the double-centred W of the tiles ``dd`` (ARPACK, one product
+    with the tiles per iteration, on their device)."""
+    import time
+
+    import torch
+    from scipy.sparse.linalg import LinearOperator, eigsh
+
+    m, dev, count, t2 = dd.m, dd.device, [0], time.perf_counter()
 
     def matvec(x):
         y = dd.w_matmat(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), device=dev))
@@ -580,12 +593,9 @@ def inpca_on_device(
     op = LinearOperator((m, m), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(m)
     try:
-        vals, vecs = eigsh(op, k=k, which="LM", tol=tol, v0=v0, ncv=ncv)
+        return eigsh(op, k=k, which="LM", tol=tol, v0=v0, ncv=ncv)
     finally:
         info.update(lanczos_seconds=time.perf_counter() - t2, matvecs=count[0], ncv=ncv)
-    emb = _finish(vals, vecs, k, total, row, grand)
-    info.update(k=k, inpca_seconds=time.perf_counter() - t0)
-    return emb
 
 
 @dataclass
