@@ -99,19 +99,7 @@ def pairwise(
             float(tol),
         )
         return torch.from_numpy(out)
-    if cuda_method not in CUDA_METHODS:
-        raise ValueError(f"cuda_method must be one of {CUDA_METHODS}, got {cuda_method!r}")
-    device_index = a.device.index if a.is_cuda and a.device.index is not None else torch.cuda.current_device()
-    if cuda_method == "auto":
-        cuda_method = choose_cuda_method(div.name, a.shape[-1], device_index)
-    if cuda_method == "fp64tc":
-        if div.name not in _cuda_ops.FP64TC_DIVERGENCES:
-            raise ValueError(f"cuda_method='fp64tc' computes {' and '.join(_cuda_ops.FP64TC_DIVERGENCES)} only")
-        with torch.cuda.device(device_index):
-            if not cuda_module().fp64tc_available():
-                raise RuntimeError("cuda_method='fp64tc' needs FP64 tensor cores (sm_80+) and a build for them")
-    if cuda_method == "gram64" and div.name not in _cuda_ops.GRAM64_DIVERGENCES:
-        raise ValueError(f"cuda_method='gram64' computes {' and '.join(_cuda_ops.GRAM64_DIVERGENCES)} only")
+    cuda_method = _cuda_method(a, div.name, cuda_method)
     if not a.is_cuda:
         return streaming.pairwise_streamed(
             a, b, div.name, chunk, validate, tol, method=cuda_method, a_src=a_src, b_src=b_src
@@ -121,6 +109,25 @@ def pairwise(
     if cuda_method == "fp64tc":
         return _cuda_ops.pairwise_fp64tc(a, b, div.code)
     return _cuda_ops.pairwise_tiled(a, b, div.code)
+
+
+def _cuda_method(a: torch.Tensor, divergence: str, cuda_method: str) -> str:
+    """The CUDA method that runs (``"auto"`` resolved on ``a``'s GPU), checked against the divergence and the
+    GPU: a one-line error for a method that cannot compute it there."""
+    if cuda_method not in CUDA_METHODS:
+        raise ValueError(f"cuda_method must be one of {CUDA_METHODS}, got {cuda_method!r}")
+    device_index = a.device.index if a.is_cuda and a.device.index is not None else torch.cuda.current_device()
+    if cuda_method == "auto":
+        cuda_method = choose_cuda_method(divergence, a.shape[-1], device_index)
+    if cuda_method == "fp64tc":
+        if divergence not in _cuda_ops.FP64TC_DIVERGENCES:
+            raise ValueError(f"cuda_method='fp64tc' computes {' and '.join(_cuda_ops.FP64TC_DIVERGENCES)} only")
+        with torch.cuda.device(device_index):
+            if not cuda_module().fp64tc_available():
+                raise RuntimeError("cuda_method='fp64tc' needs FP64 tensor cores (sm_80+) and a build for them")
+    if cuda_method == "gram64" and divergence not in _cuda_ops.GRAM64_DIVERGENCES:
+        raise ValueError(f"cuda_method='gram64' computes {' and '.join(_cuda_ops.GRAM64_DIVERGENCES)} only")
+    return cuda_method
 
 
 def choose_cuda_method(divergence: str, classes: int, device_index: int) -> str:

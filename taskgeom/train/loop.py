@@ -530,6 +530,17 @@ class _TrainLog:
             self.loss_sum, self.since, self.t_last, self.paused = None, 0, now, 0.0
 
 
+def _step_bar(run: RunState, total: int, step: int, task_name: str, checkpoints: int, enabled: bool):
+    """The run's progress bar (off a terminal: a heartbeat line every 30 s), shown by one process."""
+    from .._progress import bar as progress
+
+    cfg = run.cfg
+    desc = f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {checkpoints} checkpoints)"
+    return progress(
+        total=total, initial=step, desc=desc, enabled=bool(enabled and run.dist.main), leave=False, unit="step"
+    )
+
+
 def _optimise(
     run: RunState,
     opt,
@@ -544,8 +555,6 @@ def _optimise(
     metrics: _Metrics | None = None,
 ) -> None:
     """The optimisation steps from ``step`` to ``total``, recording and saving at the scheduled steps."""
-    from .._progress import bar as progress
-
     cfg = run.cfg
     schedule = checkpoint_steps(total, cfg.checkpoints, cfg.checkpoint_every)
     scaler = torch.amp.GradScaler("cuda", enabled=run.use_amp and cfg.amp_dtype == "float16")
@@ -568,14 +577,7 @@ def _optimise(
     if step == 0 and recorded == 0:
         checkpoint(0)
         recorded = 1
-    bar = progress(
-        total=total,
-        initial=step,
-        desc=f"training {task_name}/{cfg.method}/seed{cfg.seed} (recording {len(schedule)} checkpoints)",
-        enabled=bool(progress_bar and run.dist.main),  # off a terminal: a heartbeat line every 30 s
-        leave=False,
-        unit="step",
-    )
+    bar = _step_bar(run, total, step, task_name, len(schedule), progress_bar)
     run.model.train()
     log.t_last = time.perf_counter()
     while step < total:
