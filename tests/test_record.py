@@ -142,3 +142,16 @@ def test_two_recipes_with_one_seed_are_two_trajectories(tmp_path):
     assert names[0.1] != names[0.01] and all("config-" in n for n in names.values())
     again = Recorder(store, data(), "toy", task="all", seed=0, config={"lr": 0.1})
     assert again.traj.name == names[0.1]
+
+
+def test_other_inputs_under_the_same_name_are_refused(tmp_path):
+    """The evaluation set is its labels and its inputs: the same labels with other images (or another
+    preprocessing) under the same name would mix two evaluations in one picture, so it is a one-line error;
+    the same inputs again (as a tensor pair or a data loader) are accepted."""
+    x, y = data()
+    Recorder(tmp_path / "s", (x, y), "toy", task="all")
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=7)
+    Recorder(tmp_path / "s", loader, "toy", task="all", name="again")  # same inputs, batched differently
+    with pytest.raises(ValueError, match="recorded from other inputs") as err:
+        Recorder(tmp_path / "s", (x * 2, y), "toy", task="all", name="scaled")
+    assert "\n" not in str(err.value)

@@ -60,6 +60,15 @@ def _batches(data, batch_size: int) -> tuple[Callable[[], Iterable], np.ndarray]
     return (lambda: ((b[0], b[1]) for b in data)), np.concatenate(labels)
 
 
+def _fingerprint(batches) -> str:
+    """sha256 of the inputs of ``(x, y)`` batches as contiguous float32 (the evaluation set's inputs: the same
+    labels with other images or preprocessing are another evaluation set)."""
+    h = hashlib.sha256()
+    for x, _ in batches:
+        h.update(torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _int_labels(y: np.ndarray, what: str) -> np.ndarray:
     if y.dtype.kind not in "iu":
         if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
@@ -121,6 +130,7 @@ class Recorder:
         self.head = check_choice(head, "head", HEADS)
         self.store = store if isinstance(store, PredictionStore) else PredictionStore(store, create=True)
         self._eval, labels = _batches(eval_data, self.batch_size)
+        digest = _fingerprint(self._eval())
         labels = _int_labels(labels, "evaluation")
         self.labels = labels
         self._imprint = None
@@ -132,7 +142,13 @@ class Recorder:
             c = max(c, int(self._imprint_labels.max()) + 1) if classes is None else c
         self.classes = c
         self._features = features
-        es = self.store.add_eval_set(eval_name, labels, c=c)
+        es = self.store.add_eval_set(eval_name, labels, c=c, inputs_sha256=digest)
+        recorded = (es.extra or {}).get("inputs_sha256")
+        if recorded is not None and recorded != digest:
+            raise ValueError(
+                f"evaluation set {eval_name!r} was recorded from other inputs (the same labels; other images or "
+                f"preprocessing: sha256 {digest[:12]}, recorded {recorded[:12]}): give the new inputs another eval_name"
+            )
         if name is None and config:
             digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
             name = f"{task}/{method}/{architecture}/seed{seed}/config-{digest}@{es.name}"
