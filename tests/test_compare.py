@@ -101,7 +101,7 @@ def test_runs_sharing_their_start_give_a_finite_mean_and_a_possible_p_value(monk
     real = comparison.trajectories.normalized_distance
 
     def with_a_degenerate_start(*args, **kwargs):
-        nd = np.array(real(*args, **kwargs), dtype=np.float64)
+        nd = torch.as_tensor(real(*args, **kwargs)).to(torch.float64).clone()
         nd[0] = math.inf
         return nd
 
