@@ -18,6 +18,8 @@ import sys as _sys
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
     _os.environ["OMP_WAIT_POLICY"] = "passive"
 
+from ._lazy import lazy  # noqa: E402 (after the OpenMP setting above)
+
 # What each public name is, and where it lives: imported on first use (PEP 562), so that `import taskgeom`
 # and `taskgeom --help` do not import torch (about 2 s).
 _EXPORTS = {
@@ -68,23 +70,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str):
-    from importlib import import_module
-    from importlib.util import find_spec
-
-    module = _EXPORTS.get(name)
-    if module is None:  # a submodule (tg.trajectories.reindex), as when every module was imported eagerly
-        if not name.startswith("_") and find_spec(f"{__name__}.{name}") is not None:
-            return import_module(f".{name}", __name__)
-        raise AttributeError(f"module 'taskgeom' has no attribute {name!r}")
-    value = getattr(import_module(module, __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
-
+__getattr__, __dir__ = lazy(__name__, globals(), _EXPORTS)
 
 __version__ = "0.1.0"
 

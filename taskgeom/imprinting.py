@@ -10,13 +10,9 @@ import numpy as np
 import torch
 
 from ._validate import as_tensor, check_labels, to_output
+from .choices import HEADS  # noqa: F401 (the names, importable from here too)
 
 __all__ = ["HEADS", "ImprintedHead", "imprint", "fit_temperature"]
-
-#: The imprinted heads: eq. 7 of the paper as printed (scale 1), eq. 7 with one temperature fitted by
-#: maximum likelihood on the imprinting samples (App. D's likelihood reading), and class means as in the
-#: authors' released code.
-HEADS = ("cosine", "cosine-ml", "euclidean")
 
 #: Range of the fitted temperature (a multiplier of the logits).
 TEMPERATURE_BOUNDS = (1e-6, 1e6)

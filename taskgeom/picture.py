@@ -17,11 +17,14 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import config as _config
-from .analysis import PictureResult, analyse
+from .choices import HEADS
 from .data import datasets
-from .imprinting import HEADS
+
+if TYPE_CHECKING:  # the analysis (and torch) are imported where a picture runs, not for --help
+    from .analysis import PictureResult
 
 __all__ = ["PictureConfig", "run", "print_headline", "configure_parser"]
 
@@ -114,6 +117,7 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
 
 def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> PictureResult:
     """Train what is missing, analyse, and write the report folder; returns the analysis."""
+    from .analysis import analyse
     from .plots import picture_figures
     from .report import write_report
     from .store import PredictionStore

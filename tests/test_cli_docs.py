@@ -125,11 +125,12 @@ def _modules_after(code: str) -> set:
 
 
 def test_help_and_import_do_not_import_torch():
-    """``import taskgeom`` and ``taskgeom --help`` (and the light subcommands' help) answer without torch (it
+    """``import taskgeom`` and every ``--help`` (train's and picture's included) answer without torch (it
     took 2-5 s to import): the public names are imported on first use, a subcommand's options only when it
     runs."""
     assert "torch" not in _modules_after("import taskgeom")
-    for argv in (["--help"], ["distances", "--help"], ["analyse", "--help"], ["store", "verify", "--help"]):
+    helps = [["--help"], ["distances", "--help"], ["analyse", "--help"], ["store", "verify", "--help"]]
+    for argv in helps + [["train", "--help"], ["picture", "--help"], ["sweep", "--help"]]:
         code = f"from taskgeom.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass"
         assert "torch" not in _modules_after(code), argv
     help_text = subprocess.run([sys.executable, "-m", "taskgeom.cli", "--help"], capture_output=True, text=True,

@@ -1,23 +1,43 @@
 """The data layer: datasets, subsets and tasks, augmentations and device-resident, streaming and FFCV loaders. Nothing here
 imports training, analysis or presentation code."""
 
-from .augment import color_jitter, cutout, normalize, pad_crop_flip, random_resized_crop
-from .beton import FFCVLoader, classes_of, write_beton
-from .datasets import DATASETS, DEFAULT_TASKS, Data, DataConfig, balanced_subset, load, load_digits_split
-from .images import ImageDataset, default_cache_dir, load_images
-from .loader import DeviceLoader
-from .stream import BetonSource, ImageFolderSource, StreamLoader, resolution_at
-from .tasks import (
-    CIFAR10_CLASSES,
-    CIFAR10_TASKS,
-    DIGIT_TASKS,
-    EpisodeSampler,
-    Task,
-    episodes,
-    load_tasks,
-    random_task,
-    union,
-)
+from .._lazy import lazy
+
+_EXPORTS = {
+    "color_jitter": ".augment",
+    "cutout": ".augment",
+    "normalize": ".augment",
+    "pad_crop_flip": ".augment",
+    "random_resized_crop": ".augment",
+    "FFCVLoader": ".beton",
+    "classes_of": ".beton",
+    "write_beton": ".beton",
+    "DATASETS": ".datasets",
+    "DEFAULT_TASKS": ".datasets",
+    "Data": ".datasets",
+    "DataConfig": ".datasets",
+    "balanced_subset": ".datasets",
+    "load": ".datasets",
+    "load_digits_split": ".datasets",
+    "ImageDataset": ".images",
+    "default_cache_dir": ".images",
+    "load_images": ".images",
+    "DeviceLoader": ".loader",
+    "BetonSource": ".stream",
+    "ImageFolderSource": ".stream",
+    "StreamLoader": ".stream",
+    "resolution_at": ".stream",
+    "CIFAR10_CLASSES": ".tasks",
+    "CIFAR10_TASKS": ".tasks",
+    "DIGIT_TASKS": ".tasks",
+    "EpisodeSampler": ".tasks",
+    "Task": ".tasks",
+    "episodes": ".tasks",
+    "load_tasks": ".tasks",
+    "random_task": ".tasks",
+    "union": ".tasks",
+}
+__getattr__, __dir__ = lazy(__name__, globals(), _EXPORTS)
 
 __all__ = [
     "CIFAR10_CLASSES",

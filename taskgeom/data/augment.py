@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from ..choices import FILLS, FLIPS  # noqa: F401 (the names, importable from here too)
+
 __all__ = [
     "MEAN",
     "STD",
@@ -25,8 +27,6 @@ MEAN, STD = 0.5, 0.25
 
 #: Paddings of :func:`pad_crop_flip`'s crops, and the flip schedules of the training loader
 #: (:class:`taskgeom.data.DeviceLoader`).
-FILLS = ("zeros", "reflect")
-FLIPS = ("random", "alternate")
 
 
 def normalize(x_uint8: torch.Tensor) -> torch.Tensor:

@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from ..config import option
-from .images import load_images
-from .stream import BetonSource, ImageFolderSource
 from .tasks import CIFAR10_TASKS, DIGIT_TASKS, Task, load_tasks, random_task
 
 __all__ = ["DATASETS", "DEFAULT_TASKS", "DataConfig", "Data", "load", "load_digits_split", "balanced_subset"]
@@ -142,6 +140,8 @@ def _cifar10(path: str | None):
     p = Path(path)
     train_src = p / "train.tar.gz" if (p / "train.tar.gz").exists() else p
     test_src = p / "test.tar.gz" if (p / "test.tar.gz").exists() else p
+    from .images import load_images
+
     tr = load_images(train_src, split="train")
     te = load_images(test_src, split="test")
     tasks = {k: t.indices(tr.classes) for k, t in CIFAR10_TASKS.items()}
@@ -150,6 +150,8 @@ def _cifar10(path: str | None):
 
 def _streamed(cfg: DataConfig):
     """(train source, evaluation source, evaluation split name) of imagefolder / beton data."""
+    from .stream import BetonSource, ImageFolderSource
+
     if cfg.data_path is None:
         raise ValueError(f"--data {cfg.data} needs --data-path (see taskgeom train --help)")
     p = Path(cfg.data_path)

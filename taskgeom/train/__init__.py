@@ -13,9 +13,24 @@ as are frozen BatchNorm scales, identity-initialised convolutions and lookahead 
 The loop (schedule, recording, resume) is in :mod:`taskgeom.train.loop`.
 """
 
-from .config import PRESETS, TrainConfig, apply_preset
-from .loop import check_config, checkpoint_steps, identity, lr_factor, resolve_device, train
-from .methods import METHODS, Method, get_method, register_method
+from .._lazy import lazy
+
+_EXPORTS = {
+    "PRESETS": ".config",
+    "TrainConfig": ".config",
+    "apply_preset": ".config",
+    "check_config": ".loop",
+    "checkpoint_steps": ".loop",
+    "identity": ".loop",
+    "lr_factor": ".loop",
+    "resolve_device": ".loop",
+    "train": ".loop",
+    "METHODS": ".methods",
+    "Method": ".methods",
+    "get_method": ".methods",
+    "register_method": ".methods",
+}
+__getattr__, __dir__ = lazy(__name__, globals(), _EXPORTS)
 
 __all__ = [
     "METHODS",

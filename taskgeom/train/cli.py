@@ -10,8 +10,6 @@ from .. import _cliutil
 from .. import config as _config
 from ..data import datasets
 from .config import TrainConfig, apply_preset
-from .loop import check_config, train
-from .state import check_state_file
 
 __all__ = ["configure_train", "configure_sweep"]
 
@@ -107,6 +105,8 @@ def settings(args) -> tuple:
     """The data settings and one TrainConfig per seed of parsed ``taskgeom train`` options, each checked with
     the rules every route shares (:meth:`TrainConfig.validate`, presets applied first); a setting out of its
     range is a usage error (exit status 2) naming the option."""
+    from .loop import check_config
+
     try:
         data_cfg = _config.from_args(datasets.DataConfig, args)
         _config.check_fields(data_cfg)
@@ -121,6 +121,8 @@ def settings(args) -> tuple:
 
 def _cmd(args) -> int:
     from ..store import PredictionStore
+    from .loop import train
+    from .state import check_state_file
 
     data_cfg, cfgs = settings(args)  # settings out of range fail first, before the data are read
     data = datasets.load(data_cfg)

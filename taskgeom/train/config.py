@@ -7,10 +7,8 @@ import dataclasses
 import re
 from dataclasses import dataclass
 
+from ..choices import CONV_INITS, FILLS, FLIPS, HEADS
 from ..config import option
-from ..data.augment import FILLS, FLIPS
-from ..imprinting import HEADS
-from .recipe import CONV_INITS
 
 __all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset", "validate"]
 

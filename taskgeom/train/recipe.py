@@ -11,11 +11,12 @@ import math
 import torch
 from torch import nn
 
+from ..choices import CONV_INITS  # noqa: F401 (the names, importable from here too)
+
 __all__ = ["apply_recipe", "Lookahead", "CONV_INITS"]
 
 
 #: Initialisations of :func:`apply_recipe` (``TrainConfig.conv_init``).
-CONV_INITS = ("kaiming", "dirac", "torch", "torch-dirac")
 
 
 @torch.no_grad()
