@@ -118,8 +118,6 @@ def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
 def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> PictureResult:
     """Train what is missing, analyse, and write the report folder; returns the analysis."""
     from .analysis import analyse
-    from .plots import picture_figures
-    from .report import write_report
     from .store import PredictionStore
 
     data_cfg = data_cfg or datasets.DataConfig()
@@ -140,28 +138,9 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
     from ._build import build_info
     from ._provenance import code_version
+    from .commands import publish
 
-    code = code_version()
-    commit = code.get("commit")
-    settings = {
-        "data": f"{data_cfg.data} ({data.eval_set}: {len(data.test_labels)} evaluation samples, "
-        f"{len(data.train_labels)} training samples)",
-        "tasks": ", ".join(tasks),
-        "architecture": cfg.arch,
-        "method": "supervised",
-        "epochs": cfg.epochs,
-        "seeds": f"{len(set(cfg.seeds))} per task ({', '.join(str(k) for k in dict.fromkeys(cfg.seeds))})",
-        "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
-        "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
-        "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train_labels))} training images)",
-        "code": f"taskgeom {code.get('taskgeom', '?')}, commit "
-        + (f"{commit[:12]}{' (uncommitted changes)' if code.get('dirty') else ''}" if commit else "unknown"),
-    }
-    res.figures = picture_figures(res, out)
-    res.report = write_report(res, out, settings=settings).name
-    res.settings = settings  # (printed by print_headline)
-    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
-
+    publish(res, out, _settings(cfg, data_cfg, data, tasks))  # figures, report.html, results.json
     (out / "config.json").write_text(
         json.dumps(
             {
@@ -176,6 +155,28 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
         )
     )
     return res
+
+
+def _settings(cfg: PictureConfig, data_cfg, data, tasks) -> dict:
+    """What the report's header lists about the run, in order."""
+    from ._provenance import code_version
+
+    code = code_version()
+    commit = code.get("commit")
+    return {
+        "data": f"{data_cfg.data} ({data.eval_set}: {len(data.test_labels)} evaluation samples, "
+        f"{len(data.train_labels)} training samples)",
+        "tasks": ", ".join(tasks),
+        "architecture": cfg.arch,
+        "method": "supervised",
+        "epochs": cfg.epochs,
+        "seeds": f"{len(set(cfg.seeds))} per task ({', '.join(str(k) for k in dict.fromkeys(cfg.seeds))})",
+        "batch size / peak learning rate / weight decay": f"{cfg.batch_size} / {cfg.lr:g} / {cfg.weight_decay:g}",
+        "checkpoints per run / progress grid": f"{cfg.checkpoints} / {cfg.grid}",
+        "imprinting head": f"{cfg.imprint_head} (from {min(cfg.imprint_samples, len(data.train_labels))} training images)",
+        "code": f"taskgeom {code.get('taskgeom', '?')}, commit "
+        + (f"{commit[:12]}{' (uncommitted changes)' if code.get('dirty') else ''}" if commit else "unknown"),
+    }
 
 
 def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture") -> None:
