@@ -272,8 +272,14 @@ def figure(res: dict, path) -> None:
                 axis.fill_between(nd["progress"], nd["interval"]["low"], nd["interval"]["high"], alpha=0.25,
                                   color=line.get_color(), lw=0)  # fmt: skip
         axis.axhline(1.0, color="grey", lw=0.8)
+        # a log axis over the estimates (a decade around them): with 2 seeds an upper bound can be unbounded (a
+        # replicate drawing one seed twice has a tube of radius 0), and such a band runs off the top
+        est = [x for v in distances.values() for x in v["normalized_distance"]["values"] if x and np.isfinite(x)]
+        if est:
+            axis.set_yscale("log")
+            axis.set_ylim(min(min(est), 1.0) / 2, max(est) * 10)
         axis.set_xlabel("progress")
-        axis.set_ylabel(f"normalised distance to {what}")
+        axis.set_ylabel(f"normalised distance to {what} (bands: 95% intervals)")
         axis.legend(fontsize=7)
 
     curves(ax[0], dist, "supervised")
