@@ -27,7 +27,7 @@ _EXPORTS = {
     "PictureResult": ".analysis",
     "analyse": ".analysis",
     "place": ".analysis",
-    "publish": ".commands",
+    "publish": ".report",
     "Comparison": ".comparison",
     "compare": ".comparison",
     "pairwise_distances": ".distances",

@@ -18,7 +18,7 @@ import numpy as np
 
 from ._cliutil import CLIError, UsageError, nonnegative_int, positive_int
 
-__all__ = ["configure_analyse", "configure_compare", "configure_place", "publish"]
+__all__ = ["configure_analyse", "configure_compare", "configure_place"]
 
 #: what ``taskgeom analyse`` records in its folder, so that ``taskgeom place`` can fit the same picture again
 ANALYSIS_FILE = "analysis.json"
@@ -28,21 +28,6 @@ def _open_store(path):
     from .store import PredictionStore
 
     return PredictionStore(path, readonly=True)
-
-
-def publish(res, out, settings: dict | None = None, title: str = "taskgeom picture") -> Path:
-    """Figures, ``report.html`` and ``results.json`` of an analysis (:func:`taskgeom.analyse`) in the folder
-    ``out`` (the main job's outputs; ``settings``: what the report's header lists). Returns the report's path."""
-    from .plots import picture_figures
-    from .report import write_report
-
-    out, settings = Path(out), settings or {}
-    out.mkdir(parents=True, exist_ok=True)
-    res.figures = picture_figures(res, out)
-    res.report = write_report(res, out, title=title, settings=settings).name
-    res.settings = settings
-    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
-    return out / res.report
 
 
 def _analyse(store_path, options: dict):
@@ -55,6 +40,7 @@ def _analyse(store_path, options: dict):
 def _cmd_analyse(args) -> int:
     from ._provenance import code_version
     from .picture import print_headline
+    from .report import publish
 
     options = {
         "eval_set": args.eval_set,

@@ -138,7 +138,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
     from ._build import build_info
     from ._provenance import code_version
-    from .commands import publish
+    from .report import publish
 
     publish(res, out, _settings(cfg, data_cfg, data, tasks))  # figures, report.html, results.json
     (out / "config.json").write_text(

@@ -653,3 +653,17 @@ def write_comparison(res, path: Path, a: str, b: str) -> Path:
     path = Path(path)
     path.write_text(page, encoding="utf-8")
     return path
+
+
+def publish(res, out, settings: dict | None = None, title: str = "taskgeom picture") -> Path:
+    """Figures, ``report.html`` and ``results.json`` of an analysis (:func:`taskgeom.analyse`) in the folder
+    ``out`` (the main job's outputs; ``settings``: what the report's header lists). Returns the report's path."""
+    from .plots import picture_figures
+
+    out, settings = Path(out), settings or {}
+    out.mkdir(parents=True, exist_ok=True)
+    res.figures = picture_figures(res, out)
+    res.report = write_report(res, out, title=title, settings=settings).name
+    res.settings = settings
+    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
+    return out / res.report
