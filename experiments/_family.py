@@ -37,7 +37,6 @@ import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
 from taskgeom.bootstrap import (  # noqa: E402
-    above_estimate,
     percentile_interval,
     progress_replicates,
     sample_weights,
@@ -686,11 +685,6 @@ class Boot:
         seeds biases a statistic)."""
         lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level, estimate=estimate)
         return [np.asarray(lo).tolist(), np.asarray(hi).tolist()]
-
-    @staticmethod
-    def above(reps, estimate) -> float:
-        """The share of replicates above the estimate (near 1/2: resampling leaves it median-unbiased)."""
-        return above_estimate(reps, estimate)
 
 
 def summary(values) -> dict:

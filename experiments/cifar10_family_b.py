@@ -43,6 +43,7 @@ import numpy as np
 from _family import FAST, Family, FamilyRun, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
+from taskgeom.bootstrap import above_estimate
 from taskgeom.trajectories import normalized_distance, pair_replicates, tube_radius_replicates
 
 PARTS = ("r4-episodic", "r4-kway", "r5", "r7")
@@ -135,7 +136,7 @@ def final_models(fam: Family, g: str, ref: str) -> dict:
     return {
         "final_normalized_distance": est,
         "final_normalized_distance_interval": [lo, hi],
-        "above_estimate": boot.above(nd_reps[0], est),
+        "above_estimate": above_estimate(nd_reps[0], est),
         "final_means_bhattacharyya": float(tg.bhattacharyya(np.mean(end, 0), np.mean(ref_end, 0))),
         "over": boot.over(g, ref),
     }
@@ -162,7 +163,7 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
             with np.errstate(invalid="ignore"):
                 reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])  # (G, B)
             lo, hi = boot.interval(reps, nd)
-            interval = {"low": lo, "high": hi, "above_estimate": boot.above(reps, nd)}
+            interval = {"low": lo, "high": hi, "above_estimate": above_estimate(reps, nd)}
             mean_interval, over = boot.interval(reps.mean(0), nd.mean()), boot.over(g, ref)
         out[g] = {
             "normalized_distance": {

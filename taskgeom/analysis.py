@@ -395,10 +395,10 @@ def analyse(
     radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
     res = _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii)
     res.embedding = _view(emb, flat, families, reached, acc, keep, labels, c)
-    if boot.n_boot:
-        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
     means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
     res.fit = {"embedding": emb, "points": flat, "labels": labels, "means": means, "radii": radii}
+    if boot.n_boot:
+        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
     return res
 
 
@@ -453,6 +453,7 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
     chi = emb.explained_stress()
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
+    nds = {t: np.asarray(trajectories.normalized_distance(families[t], families[ref])) for t in others}
     gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
     lengths = {
         t: {
@@ -476,11 +477,13 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
         riemann_length=lengths,
         geodesic_length_P0_Pstar=math.sqrt(2) * math.acos(1 / math.sqrt(c)),
         reference_task=ref,
-        normalized_distance={
-            t: _masked(trajectories.normalized_distance(families[t], families[ref]), both[t]) for t in others
+        normalized_distance={t: _masked(nds[t], both[t]) for t in others},
+        normalized_distance_spread={
+            t: _seed_spread(families[t], families[ref], radii[t] + radii[ref], both[t]) for t in others
         },
-        normalized_distance_spread={t: _seed_spread(families[t], families[ref], both[t]) for t in others},
-        normalized_distance_interval={t: _interval(families[t], families[ref], both[t], boot, t, ref) for t in others},
+        normalized_distance_interval={
+            t: _interval(families[t], families[ref], nds[t], both[t], boot, t, ref) for t in others
+        },
         tube_radius={t: _masked(radii[t], reached[t]) for t in families},
         grid=acc["grid"].tolist(),
         reached={t: m.tolist() for t, m in reached.items()},
@@ -615,7 +618,7 @@ def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, lab
                 trajectories.tube_radius_replicates(fam, boot.w, boot.seeds[t]),
                 boot.level,
                 reached[t],
-                estimate=np.asarray(trajectories.tube_radius(fam)),
+                estimate=res.fit["radii"][t],
             ),
             "over": boot.over(t),
         }
@@ -659,25 +662,24 @@ def reached_mask(res, task: str) -> np.ndarray:
     return np.asarray(res.grid) <= limit + 1e-12
 
 
-def _interval(fam: np.ndarray, ref: np.ndarray, keep, boot: _Boot, task: str, ref_task: str) -> dict:
-    """Bootstrap interval of the normalised distance curve (reweighted per-sample terms:
+def _interval(fam: np.ndarray, ref: np.ndarray, est: np.ndarray, keep, boot: _Boot, task: str, ref_task: str):
+    """Bootstrap interval of the normalised distance curve ``est`` (reweighted per-sample terms:
     :func:`taskgeom.trajectories.normalized_distance_replicates`), None outside ``keep``; {} without
     replicates."""
     if not boot.n_boot:
         return {}
     reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
     over = boot.over(task, ref_task)
-    est = np.asarray(trajectories.normalized_distance(fam, ref))
     interval = _bootstrap.summary(reps, boot.level, keep, estimate=est)
     return {**interval, "level": boot.level, "replicates": boot.n_boot, "over": over}
 
 
-def _seed_spread(fam: np.ndarray, ref: np.ndarray, keep) -> dict:
+def _seed_spread(fam: np.ndarray, ref: np.ndarray, r: np.ndarray, keep) -> dict:
     """Where the individual seeds lie: for each seed of ``fam``, ``2 d_B(seed(t), mean_ref(t)) / (r_fam(t) +
     r_ref(t))``, the Remark 5 ratio with the seed's trajectory in place of its family's mean (same tube
-    radii); ``low`` and ``high`` are the min and max over seeds. A seed spread, not a confidence interval."""
+    radii, whose sum is ``r``); ``low`` and ``high`` are the min and max over seeds. A seed spread, not a
+    confidence interval."""
     mean_ref = np.asarray(trajectories.mean_trajectory(ref.astype(np.float64)))
-    r = np.asarray(trajectories.tube_radius(fam)) + np.asarray(trajectories.tube_radius(ref))
     d = np.stack([np.asarray(geometry.bhattacharyya(f.astype(np.float64), mean_ref)) for f in fam])  # (K, G)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(r > 0, 2 * d / np.where(r > 0, r, 1.0), np.where(d > 0, np.inf, 0.0))

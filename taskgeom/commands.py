@@ -166,23 +166,20 @@ _STORE_FIELDS = {"task", "method", "seed", "architecture", "eval_set", "name"}
 
 def _selected(store, flag: str, text: str, where_from) -> list:
     """The trajectories (two or more checkpoints) of a FIELD=VALUE[,...] selection: store fields, recorded
-    extra fields and config fields (as ``taskgeom analyse --group-by`` reads them: :func:`group_key`)."""
+    extra fields and config fields, each read as ``taskgeom analyse --group-by`` reads it (:func:`group_key`)."""
     from .analysis import group_key
 
     where = _selection(text)
-    direct = {k: v for k, v in where.items() if k in _STORE_FIELDS}
-    other = {k: str(v) for k, v in where.items() if k not in _STORE_FIELDS}
     everyone = [t for t in store.select() if len(t) > 1]
-    for k in other:
-        if all(group_key(t, k) == "<none>" for t in everyone):
+    for k in where:
+        if k not in _STORE_FIELDS and all(group_key(t, k) == "<none>" for t in everyone):
             import difflib
 
             known = sorted(_STORE_FIELDS | {f for t in everyone for f in (*(t.config or {}), *t.extra)})
             close = difflib.get_close_matches(k, known, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UsageError(f"{flag}: no trajectory records {k!r}; {hint}fields: {', '.join(known[:20])}")
-    pool = [t for t in store.select(**direct) if len(t) > 1]
-    trajs = [t for t in pool if all(_same(group_key(t, k), v) for k, v in other.items())]
+    trajs = [t for t in everyone if all(_same(group_key(t, k), str(v)) for k, v in where.items())]
     if not trajs:
         values = {k: sorted({group_key(t, k) for t in everyone}) for k in where}
         seen = "; ".join(

@@ -203,14 +203,15 @@ def _bootstrap(fa, fb, nd: np.ndarray, n: int, n_boot: int, level: float, rng) -
         fa, fb, w, bootstrap.seed_weights(k_a, n_boot, rng), bootstrap.seed_weights(k_b, n_boot, rng)
     )
     lo, hi = bootstrap.percentile_interval(reps, level, estimate=nd)  # bias-corrected: see the module docstring
+    ok = np.isfinite(nd)  # the grid values where the data's ratio is defined
+    means, mean = _grid_mean(reps, ok), _grid_mean(nd, ok)
     with np.errstate(invalid="ignore"):
-        ok = np.isfinite(nd)  # the grid values where the data's ratio is defined
-        mlo, mhi = bootstrap.percentile_interval(_grid_mean(reps, ok), level, estimate=_grid_mean(nd, ok))
+        mlo, mhi = bootstrap.percentile_interval(means, level, estimate=mean)
     return (
         {"low": lo.tolist(), "high": hi.tolist()},
         {"low": float(mlo), "high": float(mhi)},
         f"evaluation samples and seeds ({k_a} and {k_b} seeds), {n_boot} replicates",
-        bootstrap.above_estimate(_grid_mean(reps, ok), _grid_mean(nd, ok)),
+        bootstrap.above_estimate(means, mean),
     )
 
 

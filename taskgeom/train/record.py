@@ -35,9 +35,10 @@ from ..store import PredictionStore
 __all__ = ["Recorder", "every"]
 
 
-def _batches(data, batch_size: int) -> tuple[Callable[[], Iterable], np.ndarray]:
+def _batches(data, batch_size: int, digest=None) -> tuple[Callable[[], Iterable], np.ndarray]:
     """An iterator factory over ``(x, y)`` batches and all labels, from ``(x, y)`` tensors or arrays or from
-    a DataLoader-like iterable of ``(x, y)`` batches (iterated once here to read its labels)."""
+    a DataLoader-like iterable of ``(x, y)`` batches (iterated once here to read its labels). ``digest``: a
+    hashlib object that the inputs are fed to on the way (:func:`_fingerprint`)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
         x, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in data)
         if x.shape[0] != y.shape[0]:
@@ -47,6 +48,8 @@ def _batches(data, batch_size: int) -> tuple[Callable[[], Iterable], np.ndarray]
             for i in range(0, x.shape[0], batch_size):
                 yield x[i : i + batch_size], y[i : i + batch_size]
 
+        if digest is not None:
+            _fingerprint(digest, x)
         return it, y.cpu().numpy()
     if not hasattr(data, "__iter__"):
         raise TypeError(f"expected (inputs, labels) or an iterable of (inputs, labels) batches, got {type(data)}")
@@ -55,18 +58,17 @@ def _batches(data, batch_size: int) -> tuple[Callable[[], Iterable], np.ndarray]
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("a data loader must yield (inputs, labels) batches")
         labels.append(torch.as_tensor(batch[1]).cpu().numpy().reshape(-1))
+        if digest is not None:
+            _fingerprint(digest, batch[0])
     if not labels:
         raise ValueError("the data loader yielded no batch")
     return (lambda: ((b[0], b[1]) for b in data)), np.concatenate(labels)
 
 
-def _fingerprint(batches) -> str:
-    """sha256 of the inputs of ``(x, y)`` batches as contiguous float32 (the evaluation set's inputs: the same
-    labels with other images or preprocessing are another evaluation set)."""
-    h = hashlib.sha256()
-    for x, _ in batches:
-        h.update(torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()
+def _fingerprint(digest, x) -> None:
+    """Feed inputs to ``digest`` as contiguous float32 bytes: the same labels with other images or preprocessing
+    are another evaluation set. Batching does not change the result (the bytes are fed in order)."""
+    digest.update(torch.as_tensor(x).detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
 
 
 def _int_labels(y: np.ndarray, what: str) -> np.ndarray:
@@ -129,8 +131,9 @@ class Recorder:
         self.outputs = check_choice(outputs, "outputs", ("logits", "probabilities"))
         self.head = check_choice(head, "head", HEADS)
         self.store = store if isinstance(store, PredictionStore) else PredictionStore(store, create=True)
-        self._eval, labels = _batches(eval_data, self.batch_size)
-        digest = _fingerprint(self._eval())
+        inputs = hashlib.sha256()
+        self._eval, labels = _batches(eval_data, self.batch_size, inputs)
+        digest = inputs.hexdigest()
         labels = _int_labels(labels, "evaluation")
         self.labels = labels
         self._imprint = None
@@ -150,8 +153,8 @@ class Recorder:
                 f"preprocessing: sha256 {digest[:12]}, recorded {recorded[:12]}): give the new inputs another eval_name"
             )
         if name is None and config:
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
-            name = f"{task}/{method}/{architecture}/seed{seed}/config-{digest}@{es.name}"
+            key = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            name = f"{task}/{method}/{architecture}/seed{seed}/config-{key}@{es.name}"
         self.traj = self.store.create_trajectory(
             es.name,
             task=task,
