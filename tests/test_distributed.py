@@ -147,3 +147,16 @@ def test_streamed_imagefolder_run_on_two_processes_decodes_shares_and_follows_on
     (p1, _), (p2, _) = trajectory(tmp_path / "one"), trajectory(tmp_path / "two")
     assert p1.shape == p2.shape == (3, 20, 5)
     np.testing.assert_allclose(p2, p1, atol=1e-3)
+
+
+def test_finish_closes_the_process_group(tmp_path):
+    """Every rank closes its group before exit (a gloo group left to interpreter teardown can abort a rank)."""
+    import torch.distributed as dist
+
+    from taskgeom.train import distributed
+
+    distributed.finish()  # nothing to close: no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    distributed.finish()
+    assert not dist.is_initialized()

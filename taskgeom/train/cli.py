@@ -121,6 +121,7 @@ def settings(args) -> tuple:
 
 def _cmd(args) -> int:
     from ..store import PredictionStore
+    from . import distributed
     from .loop import train
     from .state import check_state_file
 
@@ -144,4 +145,5 @@ def _cmd(args) -> int:
             f"{traj.name}: {len(traj)} checkpoints, imprinted accuracy on all classes {last['accuracy']:.4f}"
             f"{head}, {time.perf_counter() - t0:.1f} s"
         )
+    distributed.finish()  # every rank closes the process group before the interpreter exits
     return 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "setup", "CPUSyncBatchNorm", "wrap_model"]
+__all__ = ["Dist", "setup", "finish", "CPUSyncBatchNorm", "wrap_model"]
 
 
 @dataclass
@@ -75,6 +75,16 @@ def setup(device_name: str) -> tuple[Dist, str]:
     elif device_name == "auto":
         device_name = "cpu"
     return Dist(dist.get_rank(), dist.get_world_size(), local), device_name
+
+
+def finish() -> None:
+    """This process's end of a ``torchrun`` launch (nothing for a single process): wait for every rank, then
+    close the process group. A group left open is torn down at interpreter exit, where gloo's communication
+    threads can still be running: a rank then aborts ("terminate called without an active exception",
+    SIGABRT) after its work is done, and torchrun fails the whole run."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 class _AllReduceSum(torch.autograd.Function):
