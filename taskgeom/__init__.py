@@ -30,7 +30,7 @@ _EXPORTS = {
     "publish": ".report",
     "Comparison": ".comparison",
     "compare": ".comparison",
-    "pairwise_distances": ".distances",
+    "pairwise_distances": ".pairwise",
     "Embedding": ".embedding",
     "InPCA": ".embedding",
     "explained_stress": ".embedding",

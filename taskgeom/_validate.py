@@ -211,6 +211,21 @@ def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
     return lab
 
 
+def check_nonempty(t: torch.Tensor, name: str) -> None:
+    if t.numel() == 0:
+        raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}; every dimension must be at least 1")
+
+
+def recheck_sums(exc: ValueError, tol, checks) -> None:
+    """After a kernel's validation failed with the dtype's tolerance: re-raise unless the tolerance was
+    the default and the precision-aware Python check (which names the precision) passes every input."""
+    if tol is not None or "sum to" not in str(exc):
+        raise exc
+    for t, name in checks:
+        if t is not None:
+            check_probabilities(t, name, None)  # raises the precision-aware message if really unnormalised
+
+
 def same_events(a: torch.Tensor, b: torch.Tensor, names=("models", "others")) -> None:
     if a.shape[-2] != b.shape[-2]:
         raise ValueError(

@@ -22,6 +22,7 @@ import torch
 from . import _validate, geometry, reference, trajectories
 from . import bootstrap as _bootstrap
 from . import embedding as _embedding
+from .pairwise import pairwise_distances
 
 __all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "place", "task_distances", "reached_mask"]
 
@@ -277,7 +278,7 @@ def _embed(R: np.ndarray, keep: np.ndarray, device, backend: str):
     copies would weigh those models twice."""
     flat = R[keep]  # (points, N, C), trajectory-major
     flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
-    D = _np(geometry.pairwise_distances(flat_dev, backend=backend))
+    D = _np(pairwise_distances(flat_dev, backend=backend))
     return _embedding.inpca(D, k=min(10, D.shape[0])), flat
 
 
@@ -288,7 +289,7 @@ def _view(emb, flat, families: dict, reached: dict, acc: dict, keep: np.ndarray,
     names = list(families)
     means = np.concatenate([families[t][:, reached[t]].astype(np.float64).mean(0) for t in names])
     ends = np.stack([np.full((n, c), 1.0 / c), np.eye(c)[labels]])
-    placed = emb.transform(geometry.pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
+    placed = emb.transform(pairwise_distances(np.concatenate([means, ends]), flat))[:, :3]
     return EmbeddingView(
         coords=emb.coords[:, :3],
         signature=emb.signature[:3].tolist(),
@@ -509,7 +510,7 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
     mods = _placeable(res, models)
     fit = res.fit
-    coords = fit["embedding"].transform(_np(geometry.pairwise_distances(mods, fit["points"])))[:, :3]
+    coords = fit["embedding"].transform(_np(pairwise_distances(mods, fit["points"])))[:, :3]
     prog = np.atleast_1d(_np(geometry.progress(mods, fit["labels"])))
     points = [
         {"xyz": xyz.tolist(), "progress": float(t), "tube_radii": _tube_distances(res, model, float(t))}

@@ -102,9 +102,9 @@ def _cmd_distances(args) -> int:
     others = _load(args.others, "models", (3,), _MODELS_HINT) if args.others else None
     t0 = time.perf_counter()
     m, n, c = models.shape
-    if others is None and m > 1024 and m * m * n * c > 2e10:  # long: in blocks of models, with a progress bar
-        models = [models[i : i + 512] for i in range(0, m, 512)]
-    D = tg.pairwise_distances(models, others, divergence=args.divergence, backend=args.backend, chunk=args.chunk)
+    long = others is None and m > 1024 and m * m * n * c > 2e10  # in tiles of models, with a progress bar
+    opts = dict(divergence=args.divergence, backend=args.backend, chunk=args.chunk)
+    D = tg.pairwise_distances(models, others, tile=512 if long else None, **opts)
     dt = time.perf_counter() - t0
     np.save(args.out, D)
     print(f"{args.divergence} matrix {D.shape} of {(m, n, c)} models in {dt:.3f} s -> {args.out}")

@@ -19,35 +19,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import divergences, kernels, reference
+from . import kernels, reference
 from ._validate import (
     as_tensor,
-    check_choice,
     check_float,
     check_int,
     check_labels,
+    check_nonempty,
     check_probabilities,
     check_tol,
     default_tol,
+    recheck_sums,
     same_events,
     to_output,
 )
-
-
-def _recheck(exc: ValueError, tol, checks) -> None:
-    """After a kernel's validation failed with the dtype's tolerance: re-raise unless the tolerance was
-    the default and the precision-aware Python check (which names the precision) passes every input."""
-    if tol is not None or "sum to" not in str(exc):
-        raise exc
-    for t, name in checks:
-        if t is not None:
-            check_probabilities(t, name, None)  # raises the precision-aware message if really unnormalised
-
-
-def _nonempty(t: torch.Tensor, name: str) -> None:
-    if t.numel() == 0:
-        raise ValueError(f"{name}: empty array of shape {tuple(t.shape)}; every dimension must be at least 1")
-
 
 __all__ = [
     "Ignorance",
@@ -55,7 +40,6 @@ __all__ = [
     "ignorance",
     "truth",
     "bhattacharyya",
-    "pairwise_distances",
     "geodesic",
     "progress",
     "per_class_progress",
@@ -111,7 +95,7 @@ def _special(x):
 def _model(x, name, validate, tol=None):
     t, was_np = as_tensor(x, name)
     tol = check_tol(tol)
-    _nonempty(t, name)
+    check_nonempty(t, name)
     if validate:
         check_probabilities(t, name, tol)
     return t, was_np
@@ -183,173 +167,6 @@ def bhattacharyya(p, q, reduction: str = "mean", validate: bool = True, tol: flo
     return to_output(out, was_np)
 
 
-def _as_models(x, name):
-    t, was_np = as_tensor(x, name)
-    if t.dim() == 2:
-        t = t.unsqueeze(0)
-    if t.dim() != 3:
-        raise ValueError(f"{name}: expected (m, N, C) or a sequence of (N, C) models, got shape {tuple(t.shape)}")
-    return t, was_np
-
-
-def pairwise_distances(
-    models,
-    others=None,
-    divergence: str = "bhattacharyya",
-    chunk: int | None = None,
-    backend: str = "auto",
-    validate: bool = True,
-    tol: float | None = None,
-    threads: int | None = None,
-    cuda_method: str = "auto",
-):
-    """Matrix of divergences between models, streamed over sample chunks.
-
-    Parameters
-    ----------
-    models : array (m, N, C), sequence of (N, C) arrays (numpy, memory map, torch CPU or CUDA), or a
-        sequence of model sets (store :class:`~taskgeom.store.Trajectory` handles or (T, N, C) arrays),
-        which are streamed block by block and never concatenated (rows in the order given)
-    others : array (m', N, C), optional
-        Cross matrix ``D[i, j] = d(models[i], others[j])``; by default the symmetric ``m x m`` matrix of
-        ``models`` (only one triangle is computed).
-    divergence : {"bhattacharyya", "symmetric_kl", "hellinger"}
-        Bhattacharyya distance (eq. 2), Jeffreys' symmetric KL (Appendix C) or the squared Hellinger
-        distance ``1 - BC``, each averaged over samples (the registry :mod:`taskgeom.divergences`).
-    chunk : int, optional
-        Samples per streamed chunk (default: chosen from the cache size).
-    backend : {"auto", "cpu", "cuda", "torch"}
-        See :mod:`taskgeom.kernels`. ``"torch"`` is the float64 reference. ``"cuda"`` with host data
-        (e.g. a memory map larger than GPU memory) streams sample chunks through pinned buffers,
-        overlapping copies with compute; the result equals the in-memory one.
-    cuda_method : {"auto", "tiled", "gram64", "fp64tc"}
-        On the GPU: taskgeom's tiled kernel, float64 Gram matrices through cuBLAS, or taskgeom's fused
-        float64 tensor-core kernel (sm_80+); the last two for Bhattacharyya and squared Hellinger only
-        (relative error about 1e-16 / d per sample); ``auto`` takes ``fp64tc`` where FP64 tensor cores
-        are fast; see :func:`taskgeom.kernels.pairwise`.
-
-    Returns
-    -------
-    float64 array (m, m') with zero diagonal in the symmetric case, accumulated over samples in float64.
-    Accuracy of the C++ and CUDA kernels (float64 input, against ``backend="torch"``, the float64
-    reference): for near-identical models the error is *absolute*, about 1e-16 per entry (3e-17 at
-    d = 1e-11 .. 1e-15, 9e-16 at d = 1e-7, measured at N = 2000, C = 10), so the *relative* error is about
-    1e-16 / d: below 1e-6 only for d above about 1e-10, 3e-4 at d = 1e-13 and several percent at d = 1e-15.
-    At typical distances the C++ kernel's logarithm (a polynomial on the exactly reduced argument, relative
-    error at most 7e-9) sets it: relative error up to 2e-8, absolute up to 1.4e-9 (measured at d = 0.07-0.71,
-    C = 10 and 100, N = 500, Dirichlet models). ``backend="torch"`` keeps float64's relative precision at
-    any d.
-
-    ``chunk`` (an integer >= 1) and ``threads`` (an integer >= 1) are never rounded; ``tol`` is a finite
-    number >= 0.
-    """
-    if chunk is not None:
-        chunk = check_int(chunk, "chunk", minimum=1)
-    if threads is not None:
-        threads = check_int(threads, "threads", minimum=1)
-    check_choice(cuda_method, "cuda_method", kernels.CUDA_METHODS)
-    divergence = divergences.get(divergence).name  # a ValueError lists the registered names
-    opts = dict(divergence=divergence, chunk=chunk, backend=backend, validate=validate, tol=tol, threads=threads)
-    opts["cuda_method"] = cuda_method
-    if _is_blocks(models) or (others is not None and _is_blocks(others)):
-        return _blockwise(models, others, opts)
-    tol = check_tol(tol)
-    a, b, was_np = _operands(models, others)
-    backend = kernels.resolve(backend, a, *([] if b is None else [b]))
-    sources = (models if isinstance(models, np.ndarray) else None, others if isinstance(others, np.ndarray) else None)
-    try:
-        out = _pairwise_checked(a, b, opts, backend, default_tol(a.dtype) if tol is None else tol, validate, sources)
-    except ValueError as exc:
-        if not validate:
-            raise
-        _recheck(exc, tol, [(a, "models"), (b, "others")])
-        # valid at the precision the data came in: checked above
-        out = _pairwise_checked(a, b, opts, backend, default_tol(a.dtype), False, sources)
-    return to_output(out, was_np)
-
-
-def _operands(models, others) -> tuple:
-    """(a, b, was_numpy): the model sets as tensors, non-empty, on the same events (b None without others)."""
-    a, was_np = _as_models(models, "models")
-    _nonempty(a, "models")
-    b = None
-    if others is not None:
-        b, _ = _as_models(others, "others")
-        _nonempty(b, "others")
-        same_events(a, b)
-    return a, b, was_np
-
-
-def _pairwise_checked(a, b, opts: dict, backend: str, tol: float, validate: bool, sources: tuple):
-    """One kernel call of :func:`pairwise_distances` on tensors, the probabilities checked first where the
-    kernel does not check them while it streams (the C++ kernel, and host data streamed through the GPU)."""
-    streamed = backend == "cuda" and not a.is_cuda  # host data streamed through the GPU, checked per chunk
-    if validate and backend != "cpu" and not streamed:
-        check_probabilities(a, "models", tol)
-        if b is not None:
-            check_probabilities(b, "others", tol)
-    return kernels.pairwise(
-        a,
-        b,
-        opts["divergence"],
-        backend,
-        chunk=opts["chunk"],
-        threads=opts["threads"],
-        validate=validate,
-        tol=tol,
-        cuda_method=opts["cuda_method"],
-        a_src=sources[0],
-        b_src=sources[1],
-    )
-
-
-def _is_blocks(x) -> bool:
-    """A sequence of model sets (store trajectories or (T, N, C) arrays) rather than of single models."""
-    from .store import Trajectory
-
-    return (
-        isinstance(x, (list, tuple))
-        and len(x) > 0
-        and all(isinstance(e, Trajectory) or (hasattr(e, "ndim") and e.ndim == 3) for e in x)
-    )
-
-
-def _blocks(x):
-    from .store import Trajectory
-
-    if not _is_blocks(x):
-        return [x]
-    return [e.probs if isinstance(e, Trajectory) else e for e in x]
-
-
-def _blockwise(models, others, opts):
-    """The divergence matrix of concatenated model sets, one kernel call per pair of blocks, so that
-    memory-mapped trajectories are streamed in place and never concatenated in memory."""
-    rows = _blocks(models)
-    cols = rows if others is None else _blocks(others)
-    sizes_r = [len(b) for b in rows]
-    sizes_c = [len(b) for b in cols]
-    out = np.zeros((sum(sizes_r), sum(sizes_c)))
-    offs_r = np.concatenate([[0], np.cumsum(sizes_r)])
-    offs_c = np.concatenate([[0], np.cumsum(sizes_c)])
-    pairs = [(i, j) for i in range(len(rows)) for j in range(len(cols)) if others is not None or j >= i]
-    from tqdm.auto import tqdm
-
-    # a bar on a terminal when there is much to do (quiet otherwise)
-    big = sum(sizes_r) * sum(sizes_c) * int(np.prod(rows[0].shape[1:])) > 2e10
-    for i, j in tqdm(pairs, desc="distances (blocks of models)", unit="block", disable=None if big else True):
-        bi, bj = rows[i], cols[j]
-        if len(bi) == 0 or len(bj) == 0:
-            continue
-        same = others is None and i == j
-        d = pairwise_distances(bi, None if same else bj, **opts)
-        d = np.asarray(torch.as_tensor(d).cpu())
-        out[offs_r[i] : offs_r[i + 1], offs_c[j] : offs_c[j + 1]] = d
-        if others is None and not same:
-            out[offs_c[j] : offs_c[j + 1], offs_r[i] : offs_r[i + 1]] = d.T
-    return out
-
-
 def geodesic(p, q, lam, validate: bool = True):
     """Points on the great circle from ``p`` to ``q`` (eq. 3).
 
@@ -411,7 +228,7 @@ def progress(
     t, was_np = as_tensor(models, "models")
     if t.dim() < 2:
         raise ValueError(f"models: expected (N, C) or (..., N, C), got shape {tuple(t.shape)}")
-    _nonempty(t, "models")
+    check_nonempty(t, "models")
     lead = t.shape[:-2]
     lab = check_labels(labels, t.shape[-2], t.shape[-1])
     a = t.reshape(-1, t.shape[-2], t.shape[-1])
@@ -427,7 +244,7 @@ def progress(
     except ValueError as exc:
         if not validate:
             raise
-        _recheck(exc, tol, [(t, "models")])
+        recheck_sums(exc, tol, [(t, "models")])
         out = run(default_tol(a.dtype), False)  # valid at the precision the data came in: checked above
     out = out.reshape(lead)
     return to_output(out, was_np)

@@ -18,13 +18,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from . import embedding as _embedding
-from . import geometry as _geometry
 from ._checks import check_float, check_int
 from .modelsets import open_models
+from .pairwise import Blocks, FunctionSink, block_distances, execute, pairwise_distances, plan, uniform
 from .tiled import DEFAULT_BUDGET, DistanceMatrix
 
 __all__ = [
@@ -243,7 +244,8 @@ class DeviceDistances:
             raise ValueError(f"dtype must be one of {sorted(_STORE_DTYPES)}, got {dtype!r}")
         m, tile = check_int(m, "m", minimum=1), check_int(tile, "tile", minimum=1)
         self.m, self.tile, self.device, self.dtype = m, tile, torch.device(device), dtype
-        self.bounds = [(r0, min(self.m, r0 + self.tile)) for r0 in range(0, self.m, self.tile)]
+        self.bounds = uniform(self.m, self.tile)
+        self.plan = plan(self.bounds)  # the upper triangle's tiles, as every pairwise route plans them
         self.tiles: dict = {}
         self.row_sums = torch.zeros(self.m, dtype=torch.float64, device=self.device)
         self.work_bytes = 1 << 28  # float64 staging of tile rows for products and norms
@@ -264,10 +266,8 @@ class DeviceDistances:
 
         tdt = getattr(torch, self.dtype)
         try:
-            for i, (r0, r1) in enumerate(self.bounds):
-                for j in range(i, len(self.bounds)):
-                    c0, c1 = self.bounds[j]
-                    self.tiles[(i, j)] = torch.empty((r1 - r0, c1 - c0), dtype=tdt, device=self.device)
+            for t in self.plan:
+                self.tiles[(t.i, t.j)] = torch.empty((t.r1 - t.r0, t.c1 - t.c0), dtype=tdt, device=self.device)
         except torch.OutOfMemoryError:
             need = self.nbytes
             self.tiles.clear()
@@ -278,16 +278,16 @@ class DeviceDistances:
                 "inpca_out_of_core (D on disk) or landmark_inpca"
             ) from None
 
-    def put(self, i: int, j: int, block) -> None:
-        """Store tile ``(i, j)`` (a float64 array or tensor) and add its values to the row sums."""
+    def put(self, tile, block) -> None:
+        """Store a computed tile of :attr:`plan` (a float64 array or tensor) and add its values to the row
+        sums (the sink of :func:`taskgeom.pairwise.execute`)."""
         import torch
 
-        t = self.tiles[(i, j)]
+        t = self.tiles[(tile.i, tile.j)]
         t.copy_(torch.as_tensor(block))
-        (r0, r1), (c0, c1) = self.bounds[i], self.bounds[j]
-        self.row_sums[r0:r1] += t.sum(1, dtype=torch.float64)
-        if i != j:
-            self.row_sums[c0:c1] += t.sum(0, dtype=torch.float64)
+        self.row_sums[tile.r0 : tile.r1] += t.sum(1, dtype=torch.float64)
+        if tile.mirrored:
+            self.row_sums[tile.c0 : tile.c1] += t.sum(0, dtype=torch.float64)
 
     def _chunks(self, copy: bool):
         """(r0, r1, c0, c1, diagonal, float64 block) over the stored tiles, a few rows at a time, through
@@ -401,7 +401,7 @@ def device_distances(
     import torch
 
     from . import divergences, kernels
-    from ._validate import as_tensor, check_probabilities
+    from ._validate import check_probabilities
 
     t_start = time.perf_counter()
     dev = _device(device)
@@ -419,13 +419,10 @@ def device_distances(
     if dev.type == "cuda" and not on_device:  # the models, once, in their own dtype
         models, on_device, ms = _upload(ms, dev), True, None
 
-    def block(i: int):
-        r0, r1 = dd.bounds[i]
-        return models[r0:r1] if on_device else as_tensor(ms.block(r0, r1))[0]  # read-only maps: never written
-
+    source = Blocks(models) if on_device else _TensorBlocks(ms)
     if validate:  # once per model, so that the kernels need not check every tile again
-        for i, (r0, r1) in enumerate(dd.bounds):
-            check_probabilities(block(i), f"models[{r0}:{r1}]")
+        for r0, r1 in dd.bounds:
+            check_probabilities(source.block(r0, r1), f"models[{r0}:{r1}]")
     dd.allocate()
     t_kernels = time.perf_counter()
     backend = "cuda" if dev.type == "cuda" else "cpu"
@@ -433,18 +430,19 @@ def device_distances(
     if backend == "cuda" and cuda_method == "auto":
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         method = kernels.choose_cuda_method(divergence, c, index)
-    total = len(dd.tiles)
+    total = len(dd.plan)
     ctx = torch.cuda.device(dev) if dev.type == "cuda" else contextlib.nullcontext()
     with ctx:
-        for done, (i, j) in enumerate(list(dd.tiles), 1):
-            a = block(i)
-            b = None if i == j else block(j)
-            d = _geometry.pairwise_distances(
+        execute(
+            dd.plan,
+            source,
+            None,
+            dd,
+            lambda a, b: block_distances(
                 a, b, divergence=divergence, backend=backend, validate=False, cuda_method=method
-            )
-            dd.put(i, j, d)
-            if progress is not None:
-                progress("distances", done, total)
+            ),
+            None if progress is None else (lambda done, total: progress("distances", done, total)),
+        )
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
     if info is not None:
@@ -453,6 +451,21 @@ def device_distances(
         method = method if backend == "cuda" else "cpu"
         info.update(m=m, n=n, c=c, **what, tiles_gb=dd.nbytes / 1e9, method=method, **seconds)
     return dd
+
+
+class _TensorBlocks:
+    """A model set's blocks as tensors (read-only maps are never written: no copy)."""
+
+    def __init__(self, ms):
+        self.ms = ms
+
+    def __len__(self) -> int:
+        return self.ms.m
+
+    def block(self, i0: int, i1: int):
+        from ._validate import as_tensor
+
+        return as_tensor(self.ms.block(i0, i1))[0]
 
 
 def _device_operands(models, dev) -> tuple:
@@ -624,13 +637,14 @@ def _farthest_points(ms, L: int, rng, divergence, backend, block: int) -> tuple[
     chosen = [int(rng.integers(m))]
     mind = np.full(m, np.inf)
     cols = np.empty((m, L))
+    tiles = plan(uniform(m, block), [(0, 1)])
+    compute = partial(block_distances, divergence=divergence, backend=backend)
     for j in range(L):
-        lm = ms.block(chosen[j], chosen[j] + 1)
-        for i0 in range(0, m, block):
-            d = np.asarray(
-                _geometry.pairwise_distances(ms.block(i0, i0 + block), lm, divergence=divergence, backend=backend)
-            )[:, 0]
-            cols[i0 : i0 + len(d), j] = d
+
+        def column(t, d, j=j):
+            cols[t.r0 : t.r1, j] = np.asarray(d)[:, 0]
+
+        execute(tiles, ms, Blocks(ms.block(chosen[j], chosen[j] + 1)), FunctionSink(column), compute)
         mind = np.minimum(mind, cols[:, j])
         if j + 1 < L:
             chosen.append(int(np.argmax(mind)))
@@ -680,14 +694,18 @@ def landmark_inpca(
     else:
         raise ValueError(f"method must be 'random' or 'farthest', got {method!r}")
     lm = np.stack([ms.block(i, i + 1)[0] for i in idx])
-    D_LL = np.asarray(_geometry.pairwise_distances(lm, divergence=divergence, backend=backend))
+    D_LL = np.asarray(pairwise_distances(lm, divergence=divergence, backend=backend))
     emb = _embedding.inpca(D_LL, k=min(L, max(k, 10)))
     coords = np.empty((m, k))
-    for i0 in tqdm(range(0, m, block), desc="placing models", unit="block", disable=not progress_bar):
-        d = np.asarray(
-            _geometry.pairwise_distances(ms.block(i0, i0 + block), lm, divergence=divergence, backend=backend)
-        )
-        coords[i0 : i0 + len(d)] = emb.transform(d)[:, :k]
+
+    def place(t, d):  # each tile of models against the landmarks, placed as it arrives
+        coords[t.r0 : t.r1] = emb.transform(np.asarray(d))[:, :k]
+
+    tiles = plan(uniform(m, block), [(0, L)])
+    bar = tqdm(total=len(tiles), desc="placing models", unit="block", disable=not progress_bar)
+    compute = partial(block_distances, divergence=divergence, backend=backend)
+    execute(tiles, ms, Blocks(lm), FunctionSink(place), compute, lambda done, total: bar.update(1))
+    bar.close()
     error = _placement_error(ms, idx, emb, coords, k, check, rng, divergence, backend)
     return LandmarkInPCA(coords=coords, landmarks=idx, embedding=emb, error=error)
 
@@ -699,7 +717,7 @@ def _placement_error(ms, landmarks, emb, coords, k, check, rng, divergence, back
         return {"models_checked": 0, "note": f"no placement error measured: {why} (two or more held-out models needed)"}
     sample = np.sort(rng.choice(rest, min(check, len(rest)), replace=False))
     X = np.stack([ms.block(i, i + 1)[0] for i in sample])
-    D = np.asarray(_geometry.pairwise_distances(X, divergence=divergence, backend=backend))
+    D = np.asarray(pairwise_distances(X, divergence=divergence, backend=backend))
     sig = emb.signature[:k].astype(np.float64)
     Y = coords[sample]
     D_emb = (sig * (Y[:, None, :] - Y[None, :, :]) ** 2).sum(-1)

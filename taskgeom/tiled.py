@@ -1,5 +1,6 @@
-"""Out-of-core divergence matrices: tiles computed into a matrix on disk, with a ledger of finished tiles
-(the public entry point is :func:`taskgeom.pairwise_distances` with ``out=PATH``, in :mod:`taskgeom.distances`).
+"""Out-of-core divergence matrices: tiles computed into a matrix on disk, with a ledger of finished tiles:
+the on-disk sink of the one pairwise path (:mod:`taskgeom.pairwise`; its public face is
+:func:`taskgeom.pairwise_distances` with ``out=PATH``).
 
 ``pairwise_distances(models, out=PATH)`` (and ``taskgeom distances SOURCE --out PATH``) splits the
 ``m x m`` matrix into ``T x T`` tiles (``T`` from a memory budget that does not grow with ``m``) and
@@ -50,10 +51,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import geometry as _geometry
 from ._checks import check_int
 from ._fileio import fsync_dir
 from .modelsets import ModelSet
+from .pairwise.compute import block_distances
+from .pairwise.plan import plan, uniform
 
 __all__ = ["DistanceMatrix", "Task", "tile_size", "open_for", "compute_tile", "DEFAULT_BUDGET", "FORMAT"]
 
@@ -251,19 +253,17 @@ class DistanceMatrix:
 
     def tasks(self) -> list[Task]:
         """The tiles (i <= j) that are not finished, each with its missing regions."""
-        t, m = self.tile, self.m
         out = []
-        for i in range((m + t - 1) // t):
-            for j in range(i, (m + t - 1) // t):
-                R0, C0, R1, C1 = self._bounds(i, j)
-                r1, c1 = self.finished(i, j)
-                if r1 >= R1 and c1 >= C1:
-                    continue
-                if i == j or r1 <= R0 or c1 <= C0:
-                    regions = [(R0, R1, C0, C1)]  # diagonal or untouched: the whole tile
-                else:
-                    regions = ([(r1, R1, C0, C1)] if r1 < R1 else []) + ([(R0, r1, c1, C1)] if c1 < C1 else [])
-                out.append(Task(i, j, regions, R1, C1))
+        for t in plan(uniform(self.m, self.tile)):  # the upper triangle's tiles, the plan of every route
+            R0, C0, R1, C1 = t.r0, t.c0, t.r1, t.c1
+            r1, c1 = self.finished(t.i, t.j)
+            if r1 >= R1 and c1 >= C1:
+                continue
+            if t.diagonal or r1 <= R0 or c1 <= C0:
+                regions = [(R0, R1, C0, C1)]  # diagonal or untouched: the whole tile
+            else:
+                regions = ([(r1, R1, C0, C1)] if r1 < R1 else []) + ([(R0, r1, c1, C1)] if c1 < C1 else [])
+            out.append(Task(t.i, t.j, regions, R1, C1))
         return out
 
     def write_tile(self, task: Task, blocks: list) -> None:
@@ -469,14 +469,7 @@ def compute_tile(
     blocks = []
     for r0, r1, c0, c1 in task.regions:
         rows = models.block(r0, r1)
-        if (r0, r1) == (c0, c1):
-            block = np.asarray(
-                _geometry.pairwise_distances(rows, divergence=divergence, backend=backend, threads=threads)
-            )
-        else:
-            cols = models.block(c0, c1)
-            block = np.asarray(
-                _geometry.pairwise_distances(rows, cols, divergence=divergence, backend=backend, threads=threads)
-            )
+        cols = None if (r0, r1) == (c0, c1) else models.block(c0, c1)
+        block = np.asarray(block_distances(rows, cols, divergence=divergence, backend=backend, threads=threads))
         blocks.append((r0, c0, (r0, r1) != (c0, c1) or task.I != task.J, block))
     dm.write_tile(task, blocks)

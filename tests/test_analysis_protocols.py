@@ -145,6 +145,7 @@ def test_place_agrees_with_refitting_the_embedding_with_the_placed_models(result
     up to the out-of-sample error (measured here: Procrustes-aligned, well under the picture's spread)."""
     from taskgeom import embedding, geometry
     from taskgeom.analysis import place
+    from taskgeom.pairwise import pairwise_distances
 
     res, store = result
     extra = np.asarray(store.select(task="b")[0].probs, dtype=np.float32)
@@ -161,7 +162,7 @@ def test_place_agrees_with_refitting_the_embedding_with_the_placed_models(result
     np.testing.assert_allclose([p["xyz"] for p in again], np.asarray(res.embedding.coords)[:3], atol=1e-8)
     # refit with the placed models included: compare the placed coordinates after aligning the two fits
     allp = np.concatenate([fit["points"], extra])
-    refit = embedding.inpca(np.asarray(geometry.pairwise_distances(allp)), k=3).coords[:, :3]
+    refit = embedding.inpca(np.asarray(pairwise_distances(allp)), k=3).coords[:, :3]
     base = np.asarray(res.embedding.coords)[:, :3]
     a, b = refit[: len(base)], base
     u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))

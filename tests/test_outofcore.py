@@ -36,13 +36,13 @@ def preds(tmp_path):
 def count_pairs(monkeypatch):
     """Count the model pairs the tiles compute (rows x cols of each kernel call)."""
     seen = []
-    real = tiled._geometry.pairwise_distances
+    real = tiled.block_distances
 
     def counting(a, b=None, **kw):
         seen.append(len(a) * (len(a) if b is None else len(b)))
         return real(a, b, **kw)
 
-    monkeypatch.setattr(tiled._geometry, "pairwise_distances", counting)
+    monkeypatch.setattr(tiled, "block_distances", counting)
     return seen
 
 
