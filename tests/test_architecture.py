@@ -106,3 +106,13 @@ def test_the_check_sees_lazy_imports(tmp_path):
     tree = ast.parse(src.read_text())
     found = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert found == ["taskgeom.picture"] and f.exists()
+
+
+def test_every_subpackage_is_installed():
+    """A subpackage missing from pyproject's package list is absent from a non-editable install (the
+    tests in the checkout would still pass): every folder of taskgeom/ with an __init__.py is listed."""
+    import tomllib
+
+    listed = set(tomllib.loads((PKG.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {_module_name(p) for p in PKG.rglob("__init__.py")}
+    assert found == listed, f"pyproject.toml [tool.setuptools] packages: missing {sorted(found - listed)}"
