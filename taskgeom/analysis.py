@@ -12,6 +12,7 @@ consume.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from .pairwise import pairwise_distances
 __all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "place", "task_distances", "reached_mask"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Line:
     """One curve of the 3-D view: a seed's re-indexed trajectory or a task's mean (``mean=True``).
     ``points``: dicts with ``xyz``, ``progress`` (the grid value), ``epoch`` and ``accuracy`` (None where
@@ -42,7 +43,7 @@ class Line:
     points: list
 
 
-@dataclass
+@dataclass(frozen=True)
 class EmbeddingView:
     """The embedding as drawn: 3-D coordinates of every embedded point, signed eigenvalues and signature,
     the curves and the marked models (P0, P*), and per-trajectory series. Only re-indexed points a run
@@ -70,9 +71,11 @@ class EmbeddingView:
         return np.asarray(self.coords)[start : start + int(counts[i])]
 
 
-@dataclass
+@dataclass(frozen=True)
 class PictureResult:
-    """Everything :func:`analyse` computes; :meth:`to_json` is the form written to ``results.json``."""
+    """Everything :func:`analyse` computes, frozen: presenting it (:func:`taskgeom.publish`, the report, the
+    figures) reads it and never writes into it; a changed copy is ``dataclasses.replace(res, ...)``.
+    :meth:`to_json` is the form written to ``results.json``."""
 
     eval_set: str
     n: int
@@ -98,9 +101,6 @@ class PictureResult:
     embedding: EmbeddingView
     uncertainty: dict = field(default_factory=dict)  # bootstrap intervals (see :func:`analyse`)
     seconds: dict = field(default_factory=dict)
-    figures: list = field(default_factory=list)
-    report: str | None = None
-    settings: dict = field(default_factory=dict)  # what the report's header lists (set by taskgeom.publish)
     #: what :func:`place` needs (the fitted embedding, its points, each task's mean trajectory and tube
     #: radii on the grid); not written to results.json
     fit: dict | None = field(default=None, repr=False, compare=False)
@@ -133,10 +133,6 @@ class PictureResult:
             out["uncertainty"] = self.uncertainty
         if self.seconds:
             out["seconds"] = self.seconds
-        if self.figures:
-            out["figures"] = self.figures
-        if self.report:
-            out["report"] = self.report
         return out
 
 
@@ -394,12 +390,13 @@ def analyse(
         {t: [trajs[i] for i in idx] for t, idx in members.items()}, progress, labels, grid, device
     )
     radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
-    res = _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii)
-    res.embedding = _view(emb, flat, families, reached, acc, keep, labels, c)
+    view = _view(emb, flat, families, reached, acc, keep, labels, c)
     means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
-    res.fit = {"embedding": emb, "points": flat, "labels": labels, "means": means, "radii": radii}
-    if boot.n_boot:
-        res.uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
+    fit = {"embedding": emb, "points": flat, "labels": labels, "means": means, "radii": radii}
+    res = _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii, view, fit)
+    if boot.n_boot:  # the intervals read the estimates
+        uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
+        res = dataclasses.replace(res, uncertainty=uncertainty)
     return res
 
 
@@ -449,8 +446,8 @@ def _seeds(values: dict) -> dict:
     return {t: {"mean": float(np.mean(v)), "seeds": v} for t, v in values.items()}
 
 
-def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii):
-    """The :class:`PictureResult` of one analysis (its embedding view, intervals and fit set by the caller)."""
+def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii, view, fit):
+    """The :class:`PictureResult` of one analysis, without its intervals."""
     chi = emb.explained_stress()
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
@@ -491,7 +488,8 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
         task_distances=task_distances(families, acc["final"], acc["grid"], shared=shared, boot=boot),
         per_class_progress={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class"].items()},
         per_class_progress_at_init={t: np.mean(v, axis=0).tolist() for t, v in acc["per_class_init"].items()},
-        embedding=None,
+        embedding=view,
+        fit=fit,
     )
 
 

@@ -9,6 +9,7 @@ any recorded field), ``taskgeom place`` (new models in an analysed picture) and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -65,7 +66,7 @@ def _cmd_analyse(args) -> int:
         "code": f"taskgeom {code.get('taskgeom', '?')}, commit {str(code.get('commit') or 'unknown')[:12]}",
     }
     publish(res, out, settings, title=f"taskgeom analyse: {Path(args.store).name}")
-    res.seconds = {"total": time.perf_counter() - t0}
+    res = dataclasses.replace(res, seconds={"total": time.perf_counter() - t0})
     relative = os.path.relpath(settings["store"], out.resolve())  # found again when both move together
     spec = {"store": settings["store"], "store_relative": relative, "options": options}
     (out / ANALYSIS_FILE).write_text(json.dumps(spec, indent=2))

@@ -12,6 +12,7 @@ trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA embed
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -135,7 +136,7 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     _train_all(cfg, data, store, tasks)
     t_train = time.perf_counter() - t0
     res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot, method="supervised")
-    res.seconds = {"training": t_train, "total": time.perf_counter() - t0}
+    res = dataclasses.replace(res, seconds={"training": t_train, "total": time.perf_counter() - t0})
     from ._build import build_info
     from ._provenance import code_version
     from .report import publish
@@ -230,9 +231,10 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
             print("  (inf: a group with a single seed has no tube, radius 0, so any distance is infinitely many radii)")
         if any(math.isnan(v) for v in values):
             print("  (nan: no progress is reached by every seed of every group, so nothing is compared)")
+    written = json.loads((Path(out) / "results.json").read_text())  # what taskgeom.publish wrote there
     print(
-        f"report: {out}/{res.report} (open in a browser), {out}/results.json, figures "
-        f"{', '.join(res.figures)}; took {res.seconds['total']:.1f} s"
+        f"report: {out}/{written['report']} (open in a browser), {out}/results.json, figures "
+        f"{', '.join(written.get('figures', []))}; took {res.seconds['total']:.1f} s"
     )
 
 

@@ -438,12 +438,14 @@ def write_report(
     settings: dict | None = None,
     placed=(),
     name: str = "report.html",
+    figures=(),
 ) -> Path:
     """Write ``out/<name>`` (``report.html``) from a :class:`taskgeom.analysis.PictureResult` (with its figures).
 
     ``settings``: what the header shows about the run (e.g. data, architecture, epochs, seeds,
     imprinting head, commit), in order. ``placed``: :class:`taskgeom.analysis.Line` curves of models placed
     into the picture (:func:`taskgeom.analysis.place`), drawn in the 3-D view as their own traces.
+    ``figures``: names of static PNGs in ``out`` to inline (:func:`taskgeom.plots.picture_figures`).
     """
     out = Path(out)
     tasks = list(dict.fromkeys(ln.task for ln in res.embedding.lines))
@@ -451,7 +453,7 @@ def write_report(
     # the families are tasks in the main job; taskgeom analyse groups by any field ("groups": "by lr: ...")
     word = "task" if str((settings or {}).get("groups", "by task")).startswith("by task") else "group"
     parts = _header(res, title, settings) + _results_section(res, word) + _main_figures(res, colors, placed)
-    parts += _comparison_figures(res, colors, word) + _static_figures(res, out) + _page_end(res, settings)
+    parts += _comparison_figures(res, colors, word) + _static_figures(figures, out) + _page_end(res, settings)
     path = out / name
     path.write_text("".join(parts), encoding="utf-8")
     return path
@@ -575,10 +577,10 @@ def _comparison_figures(res, colors: dict, word: str = "task") -> list:
     return parts
 
 
-def _static_figures(res, out: Path) -> list:
-    """The static PNGs of the result, inlined."""
+def _static_figures(figures, out: Path) -> list:
+    """The static PNGs ``figures`` (names in ``out``), inlined."""
     parts = []
-    for k, fig in enumerate(res.figures):
+    for k, fig in enumerate(figures):
         data = base64.b64encode((out / fig).read_bytes()).decode()
         caption = _PNG_CAPTIONS.get(fig, "Static figure.")
         parts.append(
@@ -662,8 +664,8 @@ def publish(res, out, settings: dict | None = None, title: str = "taskgeom pictu
 
     out, settings = Path(out), settings or {}
     out.mkdir(parents=True, exist_ok=True)
-    res.figures = picture_figures(res, out)
-    res.report = write_report(res, out, title=title, settings=settings).name
-    res.settings = settings
-    (out / "results.json").write_text(json.dumps({**res.to_json(), "settings": settings}, indent=2))
-    return out / res.report
+    figures = picture_figures(res, out)
+    page = write_report(res, out, title=title, settings=settings, figures=figures)
+    results = {**res.to_json(), **({"figures": figures} if figures else {}), "report": page.name, "settings": settings}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    return page
