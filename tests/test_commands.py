@@ -1,6 +1,7 @@
 """taskgeom analyse / place / compare (issue 28) on a store written outside taskgeom's training: one
 line per error, the main job's outputs for any store."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -194,8 +195,12 @@ def test_python_api_takes_the_command_lines_paths(store_path, tmp_path):
     np.save(tmp_path / "m.npy", models)
     by_path, by_array = tg.place(res, tmp_path / "m.npy"), tg.place(res, models)
     assert [p["xyz"] for p in by_path["points"]] == [p["xyz"] for p in by_array["points"]]
+    before = res.to_json()
     page = tg.publish(res, tmp_path / "pic")  # the report and results.json, as taskgeom analyse writes them
     assert page.name == "report.html" and (tmp_path / "pic" / "results.json").is_file()
+    assert res.to_json() == before  # presenting a result never writes into it; it cannot be written into
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.reference_task = "something else"
     groups = [PredictionStore(store_path, readonly=True).select(method=m) for m in ("sgd", "adam")]
     assert "mean normalised distance" in repr(tg.compare(*groups, n_boot=0, n_perm=0))  # a summary, not arrays
 
