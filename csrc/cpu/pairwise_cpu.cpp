@@ -27,10 +27,12 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #if defined(__AVX2__) || defined(__AVX512F__) || defined(__F16C__)
@@ -376,6 +378,7 @@ struct Traits;
 template <>
 struct Traits<kBhattacharyya> {
   static constexpr Staging kStaging = kSqrtF64;
+  using Reducer = ProductLog;
   template <int TI>
   static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
     gram_tile<TI, ProductLog>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks, out);
@@ -385,6 +388,7 @@ struct Traits<kBhattacharyya> {
 template <>
 struct Traits<kHellinger> {
   static constexpr Staging kStaging = kSqrtF64;
+  using Reducer = SumOneMinus;
   template <int TI>
   static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
     gram_tile<TI, SumOneMinus>(reinterpret_cast<const double*>(a), reinterpret_cast<const double*>(b), C, nblocks, out);
@@ -394,6 +398,7 @@ struct Traits<kHellinger> {
 template <>
 struct Traits<kSymmetricKL> {
   static constexpr Staging kStaging = kLogPair;
+  using Reducer = void;  // not a Gram form: no wide path
   template <int TI>
   static void tile(const float* a, const float* b, int64_t C, int64_t nblocks, double (*out)[kG]) {
     kl_tile<TI>(a, b, C, nblocks, out);
@@ -417,6 +422,115 @@ std::vector<Item> pair_items(int64_t ma, int64_t groups, bool symmetric) {
     for (int64_t r0 = 0; r0 < r_end; r0 += kRowsPerItem) items.push_back({g, r0, std::min(r_end, r0 + kRowsPerItem)});
   }
   return items;
+}
+
+// ---- The wide path, for many classes (Gram forms, AVX-512) ----
+// With C in the hundreds a tile's operands for one sample block (C x kG x kW float64 = 256 C bytes per
+// group) no longer fit in L1, and the column panel that the row tiles share falls out of it: the tile
+// path became bound by L2/L3 bandwidth (25-30% of the FP64 peak at C = 1000, m = 256). The wide path
+// blocks the classes as a GEMM blocks its inner dimension: an item is (up to kWideRows rows) x (up to
+// kWideGroups column groups); per sample block and chunk of kKc classes, a column group's chunk
+// (kG x kKc x kW float64 = 16 KB) stays in L1 while the item's row tiles pass it, and the rows' chunks
+// (kWideRows / kG x 16 KB = 128 KB) stay in L2 while the column groups pass them. The Gram sums of the
+// item's tiles wait in a buffer between class chunks and are added in gram_tile's order (classes
+// 0 .. C - 1 per block, then the reducer per block, renormalised every kProdBlocks blocks): the results are
+// bit-identical to the tile path's. Measured on a Zen 5 core (bench/results/pairwise_cpu.json): 53% of
+// the FP64 peak at m = 256, C = 1000 (tile path 30%); at m = 50 staging the models costs as much as the
+// Gram, which no blocking changes.
+constexpr int64_t kKc = 64;          // classes per chunk
+constexpr int64_t kWideRows = 32;    // rows per wide item (8 row tiles)
+constexpr int64_t kWideGroups = 8;   // column groups per wide item
+#if defined(__AVX512F__)
+constexpr int64_t kWideMinC = 192;   // from this many classes the wide path runs (about equal at 192 and 316)
+#else
+constexpr int64_t kWideMinC = INT64_MAX;  // with 16 vector registers (1 x 4 tiles) it was not measured
+#endif
+static_assert(kWideRows % kG == 0, "wide items hold whole row groups");
+
+struct WideItem {
+  int64_t r0, r1, g0, g1;
+};
+
+std::vector<WideItem> wide_items(int64_t ma, int64_t groups, bool symmetric) {
+  std::vector<WideItem> items;
+  for (int64_t r0 = 0; r0 < ma; r0 += kWideRows) {
+    const int64_t first = symmetric ? r0 / kG : 0;  // symmetric: column groups that reach the rows' diagonal
+    for (int64_t g0 = first; g0 < groups; g0 += kWideGroups)
+      items.push_back({r0, std::min(ma, r0 + kWideRows), g0, std::min(groups, g0 + kWideGroups)});
+  }
+  return items;
+}
+
+// nc classes of one tile's Gram sums, continued from s (TI x kG sums, each kW lanes) and stored back.
+template <int TI>
+inline void gram_steps(const double* __restrict a, const double* __restrict b, int64_t nc, v8d* __restrict s) {
+  constexpr int S = kG * kW;
+  v8d bc[TI][kG];
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) bc[u][t] = s[u * kG + t];
+  for (int64_t c = 0; c < nc; ++c, a += S, b += S) {
+    v8d av[TI];
+    for (int u = 0; u < TI; ++u) av[u] = pinned(vload<v8d>(a + u * kW));
+    for (int t = 0; t < kG; ++t) {
+      const v8d bv = pinned(vload<v8d>(b + t * kW));
+      for (int u = 0; u < TI; ++u) bc[u][t] += av[u] * bv;
+    }
+  }
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) s[u * kG + t] = bc[u][t];
+}
+
+template <int TI, typename Reducer>
+void gram_wide_item(const Stage& A, const Stage& B, const WideItem& it, bool symmetric, double* acc) {
+  constexpr int S = kG * kW;  // float64 per class step
+  const int64_t C = A.C, nblocks = A.blocks, mb = B.m, stride = C * S;  // float64 per block of a group
+  const int64_t nt = (it.r1 - it.r0 + TI - 1) / TI, ng = it.g1 - it.g0, per = (int64_t)TI * kG;
+  auto skip = [&](int64_t t, int64_t jg) { return symmetric && it.r0 + t * TI > (it.g0 + jg + 1) * kG - 1; };
+  std::vector<v8d> sums((size_t)(nt * ng * per));
+  std::vector<Reducer> red((size_t)(nt * ng * per));
+  for (int64_t blk = 0; blk < nblocks; ++blk) {
+    std::fill(sums.begin(), sums.end(), v8d{});
+    for (int64_t c0 = 0; c0 < C; c0 += kKc) {
+      const int64_t nc = std::min(kKc, C - c0);
+      for (int64_t jg = 0; jg < ng; ++jg) {
+        const double* b = reinterpret_cast<const double*>(B.model((it.g0 + jg) * kG)) + blk * stride + c0 * S;
+        for (int64_t t = 0; t < nt; ++t) {
+          if (skip(t, jg)) continue;
+          const double* a = reinterpret_cast<const double*>(A.model(it.r0 + t * TI)) + blk * stride + c0 * S;
+          gram_steps<TI>(a, b, nc, &sums[(size_t)((t * ng + jg) * per)]);
+        }
+      }
+    }
+    const bool renormalise = (blk + 1) % kProdBlocks == 0 && blk + 1 < nblocks;
+    for (size_t k = 0; k < sums.size(); ++k) {
+      red[k].add(sums[k]);
+      if (renormalise) red[k].renormalise();
+    }
+  }
+  for (int64_t t = 0; t < nt; ++t)
+    for (int64_t jg = 0; jg < ng; ++jg) {
+      if (skip(t, jg)) continue;
+      const int64_t i0 = it.r0 + t * TI, j0 = (it.g0 + jg) * kG;
+      const int64_t in = std::min<int64_t>(TI, it.r1 - i0), jn = std::min<int64_t>(kG, mb - j0);
+      for (int u = 0; u < in; ++u)
+        for (int c = 0; c < jn; ++c) {
+          if (symmetric && j0 + c < i0 + u) continue;
+          const v8d d = red[(size_t)((t * ng + jg) * per + u * kG + c)].finish();
+          double sum = 0.0;
+          for (int l = 0; l < kW; ++l) sum += d[l];
+          acc[(i0 + u) * mb + j0 + c] += sum;
+        }
+    }
+}
+
+template <int D>
+void compute_pairs_wide(const Stage& A, const Stage& B, bool symmetric, const std::vector<WideItem>& items,
+                        double* acc) {
+  if constexpr (!std::is_void_v<typename Traits<D>::Reducer>) {
+#pragma omp for schedule(dynamic, 1) nowait
+    for (size_t it = 0; it < items.size(); ++it)
+      gram_wide_item<kTI, typename Traits<D>::Reducer>(A, B, items[it], symmetric, acc);
+  }
 }
 
 // One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Called by every
@@ -488,7 +602,11 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
     A[k].allocate(ma, C, ncp, staging);
     if (!symmetric) B[k].allocate(mb, C, ncp, staging);
   }
-  const std::vector<Item> items = pair_items(ma, symmetric ? A[0].groups : B[0].groups, symmetric);
+  // many classes with a Gram form: the wide path (see gram_wide_item); otherwise one tile per item
+  const bool wide = staging == kSqrtF64 && C >= kWideMinC;
+  const int64_t col_groups = symmetric ? A[0].groups : B[0].groups;
+  const std::vector<Item> items = wide ? std::vector<Item>{} : pair_items(ma, col_groups, symmetric);
+  const std::vector<WideItem> witems = wide ? wide_items(ma, col_groups, symmetric) : std::vector<WideItem>{};
   std::vector<double> acc((size_t)ma * mb, 0.0);
   // Inputs found bad while staging chunk k go to bads[k % 2]: it is read after the barrier that ends that
   // staging and written again only after the next barrier, so every thread leaves the loop together.
@@ -510,8 +628,12 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
       if (bads[k % 2].kind != kOk) break;
       const Stage& sa = A[k % nbuf];
       const Stage& sb = symmetric ? sa : B[k % nbuf];
-      dispatch_divergence(divergence,
-                          [&](auto d) { compute_pairs<decltype(d)::value>(sa, sb, symmetric, items, acc.data()); });
+      dispatch_divergence(divergence, [&](auto d) {
+        if (wide)
+          compute_pairs_wide<decltype(d)::value>(sa, sb, symmetric, witems, acc.data());
+        else
+          compute_pairs<decltype(d)::value>(sa, sb, symmetric, items, acc.data());
+      });
       if (k + 1 == nchunks) break;  // (the region's end waits for every thread)
       if (nbuf == 1) {
 #pragma omp barrier
