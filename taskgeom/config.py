@@ -201,13 +201,25 @@ def _show(value) -> str:
     return str(value)
 
 
-def add_options(parser: argparse.ArgumentParser, cls, exclude=(), group: str | None = None) -> None:
-    """Add one option per field of the dataclass ``cls`` (except ``exclude``), with its help and default."""
+def add_options(parser: argparse.ArgumentParser, cls, exclude=(), group=None, order=()) -> None:
+    """Add one option per field of the dataclass ``cls`` (except ``exclude``), with its help and default.
+    ``group``: the title of one help section for them all, or a function of the field name giving each its
+    section's title (sections in the order of ``order``'s titles, then of the fields' first appearance)."""
     hints = typing.get_type_hints(cls)
-    target = parser.add_argument_group(group) if group else parser
+    sections: dict = {title: parser.add_argument_group(title) for title in order}
+
+    def target_of(name: str):
+        if not group:
+            return parser
+        title = group(name) if callable(group) else group
+        if title not in sections:
+            sections[title] = parser.add_argument_group(title)
+        return sections[title]
+
     for f in dataclasses.fields(cls):
         if f.name in exclude or not f.init:
             continue
+        target = target_of(f.name)
         meta = f.metadata or {}
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         base, _optional, elem = _unwrap(hints[f.name])

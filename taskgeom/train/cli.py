@@ -9,7 +9,7 @@ import time
 from .. import _cliutil
 from .. import config as _config
 from ..data import datasets
-from .config import TrainConfig, apply_preset
+from .config import CONCERNS, TrainConfig, apply_preset, concern_of, foreign_setting, owners
 
 __all__ = ["configure_train", "configure_sweep"]
 
@@ -37,9 +37,18 @@ def configure_train(p) -> None:
         "(default: resume the existing one, which must have the same settings)",
     )
     _config.add_options(p, datasets.DataConfig, group="data")
-    _config.add_options(p, TrainConfig, exclude=("seed",), group="training")
+    titles = {_section(f.name) for f in dataclasses.fields(TrainConfig) if f.name != "seed"}
+    order = [t for t in ("training: " + c for c in CONCERNS) if t in titles]  # then the methods' own settings
+    order += sorted(titles - set(order))
+    _config.add_options(p, TrainConfig, exclude=("seed",), group=_section, order=order)
     _track_explicit(p, {f.name for f in dataclasses.fields(TrainConfig)})
     p.set_defaults(fn=_cmd)
+
+
+def _section(name: str) -> str:
+    """The help section of a training option: what it concerns (taskgeom.train.config.CONCERNS), or the
+    methods it belongs to."""
+    return "training: " + concern_of(name)
 
 
 def _explicit_call(self, parser, namespace, values, option_string=None):
@@ -112,6 +121,9 @@ def settings(args) -> tuple:
         _config.check_fields(data_cfg)
         keep = getattr(args, "_explicit", ())
         cfgs = [apply_preset(_config.from_args(TrainConfig, args, seed=seed), keep=keep) for seed in args.seeds]
+        for name in sorted(keep):  # an option given for another method, even at its default value
+            if owners(name) and cfgs[0].method not in owners(name):
+                raise foreign_setting(name, cfgs[0].method)
         for cfg in cfgs:
             check_config(cfg)
     except ValueError as exc:

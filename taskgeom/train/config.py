@@ -10,11 +10,69 @@ from dataclasses import dataclass
 from ..choices import CONV_INITS, FILLS, FLIPS, HEADS
 from ..config import option
 
-__all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "apply_preset", "validate"]
+__all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "CONCERNS", "METHOD_SETTINGS", "apply_preset", "validate"]
+__all__ += ["concern_of"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
 IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every", "channels_last")
+
+
+#: The settings each training method owns (a method of the registry declares its own as ``Method.settings``;
+#: :func:`taskgeom.train.register_method` adds a new method's here). ``taskgeom train`` refuses an option owned
+#: only by other methods than the run's (it would be ignored); in Python a config shared by several methods may
+#: hold every method's settings, and each method reads its own.
+METHOD_SETTINGS: dict[str, tuple] = {
+    "supervised": (),
+    "finetune": ("init_from",),
+    "protonet": ("way", "shot", "query", "episodes_per_epoch", "projection_dim"),
+    "simclr": ("temperature", "crop_scale", "projection_dim"),
+    "barlow": ("barlow_lambda", "crop_scale", "projection_dim"),
+    "fixmatch": ("labelled", "labelled_draw", "threshold", "unlabelled_ratio"),
+}
+
+#: Every other setting by what it concerns (``taskgeom train --help`` lists them so, then each method's own).
+CONCERNS: dict[str, tuple] = {
+    "what is trained": ("preset", "method", "arch", "norm", "seed", "init_seed"),
+    "optimisation": ("optimizer", "lr", "weight_decay", "norm_weight_decay", "momentum", "label_smoothing"),
+    "schedule": ("epochs", "batch_size", "schedule", "warmup", "lr_start", "lr_end"),
+    "fast-recipe pieces (taskgeom.train.recipe)": (
+        "bias_lr_scale",
+        "whiten_bias_epochs",
+        "bn_scale",
+        "bn_momentum",
+        "conv_init",
+        "lookahead",
+        "lookahead_decay",
+    ),
+    "augmentation and resolution": ("augment", "crop_pad", "crop_fill", "flip", "resolution", "min_res", "res_ramp"),
+    "recording (checkpoints, imprinting)": ("checkpoints", "checkpoint_every", "imprint_samples", "imprint_head"),
+    "runtime (device, precision, files)": (
+        "device",
+        "amp",
+        "amp_dtype",
+        "channels_last",
+        "state_dir",
+        "keep_states",
+        "log_every",
+    ),
+}
+
+
+def owners(name: str) -> tuple:
+    """The methods that own the setting ``name`` (empty: a setting of every method)."""
+    return tuple(m for m, names in METHOD_SETTINGS.items() if name in names)
+
+
+def concern_of(name: str) -> str:
+    """The concern a TrainConfig field belongs to: one of :data:`CONCERNS`, or the methods owning it."""
+    for concern, names in CONCERNS.items():
+        if name in names:
+            return concern
+    methods = owners(name)
+    if not methods:
+        raise KeyError(f"{name}: a TrainConfig field without a concern")
+    return ("settings of method " if len(methods) == 1 else "settings of methods ") + ", ".join(methods)
 
 
 #: Named settings (``--preset``). ``imagenet-resnet50`` is Appendix A.1: ResNet-50 with BlurPool, 40 epochs,
@@ -334,6 +392,14 @@ def validate(cfg: TrainConfig) -> None:
         )
     if cfg.init_from is not None and not cfg.init_from:
         raise bad("init_from", "a file name (none: no saved state)")
+
+
+def foreign_setting(name: str, method: str) -> ValueError:
+    """The one-line error for a setting that ``method`` would ignore."""
+    return ValueError(
+        f"{name} (--{name.replace('_', '-')}) is a setting of method {' / '.join(owners(name))}; this run's method "
+        f"is {method}, which would ignore it"
+    )
 
 
 def apply_preset(cfg: TrainConfig, keep=()) -> TrainConfig:

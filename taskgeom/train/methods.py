@@ -19,6 +19,7 @@ from .. import seeding
 from ..data.augment import color_jitter, cutout, normalize, random_resized_crop
 from ..data.tasks import EpisodeSampler
 from ..models import build_model
+from .config import METHOD_SETTINGS, TrainConfig
 from .losses import barlow_twins, nt_xent, prototypical
 from .recipe import apply_recipe
 from .state import load_state
@@ -33,7 +34,11 @@ def register_method(cls):
     """Class decorator: register one instance of a :class:`Method` subclass under ``cls.name``."""
     if not cls.name or cls.name in METHODS:
         raise ValueError(f"method name {cls.name!r} is empty or already registered")
+    unknown = set(cls.settings) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise ValueError(f"method {cls.name!r}: settings {sorted(unknown)} are not TrainConfig fields")
     METHODS[cls.name] = cls()
+    METHOD_SETTINGS[cls.name] = tuple(cls.settings)
     return cls
 
 
@@ -52,6 +57,8 @@ class Method:
     class_head = True  # one output per class of the task (else a projection head)
     augment_batches = True  # crop-and-flip on the loader's training batches
     distributed = True  # runs data-parallel on several processes (taskgeom.train.distributed)
+    #: the TrainConfig fields only this method (and others declaring them) reads: its own settings
+    settings: tuple = ()
     streams = True  # trains on streamed data (imagefolder, beton): needs nothing but loader.batch
 
     def resolve(self, cfg):
@@ -103,6 +110,7 @@ class Finetune(Method):
     """Supervised training from a saved state's backbone (layers of matching shape; the head is new)."""
 
     name = "finetune"
+    settings = METHOD_SETTINGS["finetune"]
 
     def build(self, cfg, n_classes, in_channels, device):
         if not cfg.init_from:
@@ -120,6 +128,7 @@ class Protonet(Method):
     """Episodic meta-learning with the prototypical loss on ``way``-way ``shot``-shot episodes."""
 
     name = "protonet"
+    settings = METHOD_SETTINGS["protonet"]
     class_head = False
     distributed = False
     streams = False
@@ -174,6 +183,7 @@ class _TwoViews(Method):
 @register_method
 class SimCLR(_TwoViews):
     name = "simclr"
+    settings = METHOD_SETTINGS["simclr"]
 
     def batch_loss(self, run, xb, yb, g):
         return nt_xent(*self.views(run, xb, g), run.cfg.temperature)
@@ -182,6 +192,7 @@ class SimCLR(_TwoViews):
 @register_method
 class BarlowTwins(_TwoViews):
     name = "barlow"
+    settings = METHOD_SETTINGS["barlow"]
 
     def batch_loss(self, run, xb, yb, g):
         return barlow_twins(*self.views(run, xb, g), run.cfg.barlow_lambda)
@@ -214,6 +225,7 @@ class FixMatch(Method):
     (FixMatch's mu = 7); an epoch is one pass over the unlabelled images (the task's whole training set)."""
 
     name = "fixmatch"
+    settings = METHOD_SETTINGS["fixmatch"]
     distributed = False
     streams = False
 
