@@ -1,10 +1,13 @@
-"""Figures (matplotlib): the picture's static figures and helpers shared with the experiments."""
+"""Figures (matplotlib): the picture's static figures, drawn from the same data as the interactive report's
+(:mod:`taskgeom.figures`), and helpers shared with the experiments."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from . import figures
 
 __all__ = ["per_class_violins", "picture_figures"]
 
@@ -52,7 +55,7 @@ def _inpca_png(res, out: Path, colors: dict) -> str:
     fig = plt.figure(figsize=(7, 6))
     ax = fig.add_subplot(projection="3d")
     for line in emb.lines:  # seeds thin, task means bold; each over the progress it reached
-        x = np.array([p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in line.points]).reshape(-1, 3)
+        x = np.array(figures.curve_xyz(line.points)).reshape(-1, 3)
         style = {"lw": 2.5, "label": line.task} if line.mean else {"lw": 0.8, "alpha": 0.5}
         ax.plot(x[:, 0], x[:, 1], x[:, 2], color=colors[line.task], **style)
     sig = emb.signature
@@ -72,35 +75,30 @@ def _summary_png(res, out: Path, colors: dict) -> str:
     import matplotlib.pyplot as plt
 
     emb = res.embedding
-    keys = emb.keys
     fig, axes = plt.subplots(1, 4, figsize=(19, 4))
-    ks = sorted(int(k) for k in res.explained_stress)
-    axes[0].plot(ks, [100 * res.explained_stress[str(k)] for k in ks], "o-")
-    axes[0].set_xticks(ks)
+    stress = figures.stress(res)
+    axes[0].plot(stress["ks"], stress["percent"], "o-")
+    axes[0].set_xticks(stress["ks"])
     axes[0].set(xlabel="dimensions k", ylabel="explained stress (%)", title="Explained stress (eq. 11)")
-    by_epoch = all(e is not None for ep in emb.epochs for e in ep)  # else by checkpoint (a store without epochs)
+    progress = figures.progress_curves(res)
     labelled = set()
-    for (task, _seed, prog, _acc), ep in zip(keys, emb.epochs):
-        x = ep if by_epoch else range(len(prog))
-        axes[1].plot(x, prog, color=colors[task], alpha=0.7, label=None if task in labelled else task)
+    for c in progress["curves"]:
+        task = c["task"]
+        axes[1].plot(c["x"], c["progress"], color=colors[task], alpha=0.7, label=None if task in labelled else task)
         labelled.add(task)
-    axes[1].set(
-        xlabel="epoch" if by_epoch else "checkpoint", ylabel="progress on the union task", title="Progress (eq. 4)"
-    )
+    axes[1].set(xlabel=progress["x_label"], ylabel="progress on the union task", title="Progress (eq. 4)")
     axes[1].legend(fontsize=8)
-    grid = res.grid
-    from .analysis import reached_mask
-
-    for task, nd in res.normalized_distance.items():
-        keep = reached_mask(res, task)  # only the progress both tasks reached
-        y = np.array([np.nan if v is None else v for v in nd], dtype=float)
-        axes[2].plot(np.asarray(grid)[keep], y[keep], color=colors[task], label=task)
+    distances = figures.distance_curves(res)
+    grid = np.asarray(distances["grid"])
+    for c in distances["curves"]:
+        keep = np.asarray(c["reached"], dtype=bool)  # only the progress both tasks reached
+        axes[2].plot(grid[keep], figures.as_array(c["values"])[keep], color=colors[c["task"]], label=c["task"])
     axes[2].axhline(1.0, color="k", ls=":", lw=1)
     axes[2].set(
         xlabel="progress",
         ylabel="distance / mean tube radius",
         yscale="log",
-        title=f"Normalised distance to '{res.reference_task}' (Remark 5)",
+        title=f"Normalised distance to '{distances['reference']}' (Remark 5)",
     )
     axes[2].legend(fontsize=8)
     per_class_violins(axes[3], emb.per_class, emb.trained)

@@ -15,6 +15,8 @@ import json
 import math
 from pathlib import Path
 
+from . import figures
+
 __all__ = ["write_report"]
 
 _CSS = """
@@ -33,11 +35,6 @@ def _table(rows, header) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _finite(values) -> list:
-    """Plotly draws None as a gap; inf and nan (e.g. a ratio over zero tube radii) become gaps."""
-    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _axis_name(k: int, eigenvalue: float) -> str:
@@ -90,7 +87,7 @@ def _hover(line, p) -> str:
 
 def _xyz(points) -> dict:
     """``x``, ``y``, ``z`` lists of a curve's points (a 2-D embedding's padded with z = 0)."""
-    xyz = [p["xyz"] + [0.0] * (3 - len(p["xyz"])) for p in points]
+    xyz = figures.curve_xyz(points)
     return {"x": [q[0] for q in xyz], "y": [q[1] for q in xyz], "z": [q[2] for q in xyz]}
 
 
@@ -210,24 +207,23 @@ def _ranges(points) -> list:
 def _stress_figure(res):
     import plotly.graph_objects as go
 
-    ks = sorted(int(k) for k in res.explained_stress)
+    data = figures.stress(res)
+    ks = data["ks"]
     fig = go.Figure(
         go.Scatter(
             x=ks,
-            y=[100 * res.explained_stress[str(k)] for k in ks],
+            y=data["percent"],
             mode="lines+markers",
             hovertemplate="%{x} dimensions: %{y:.2f}%<extra></extra>",
             name="explained stress",
         )
     )
-    iv = (res.uncertainty or {}).get("explained_stress") or {}
-    if iv:  # the intervals the text gives, as vertical bars (they need not contain the estimate: see the text)
+    if data["interval"]:  # the intervals the text gives, as vertical bars (they need not contain the estimate)
         xs, ys, text = [], [], []
-        for k in ks:
-            lo, hi = iv[str(k)]["low"], iv[str(k)]["high"]
+        for k, (lo, hi) in zip(ks, data["interval"]):
             xs += [k, k, None]
-            ys += [100 * lo, 100 * hi, None]
-            text += [f"{k} dimensions: 95% interval [{100 * lo:.1f}, {100 * hi:.1f}]%"] * 2 + [None]
+            ys += [lo, hi, None]
+            text += [f"{k} dimensions: 95% interval [{lo:.1f}, {hi:.1f}]%"] * 2 + [None]
         fig.add_trace(
             go.Scatter(
                 x=xs,
@@ -251,12 +247,11 @@ def _stress_figure(res):
 def _progress_figure(res, colors):
     import plotly.graph_objects as go
 
-    emb = res.embedding
+    data = figures.progress_curves(res)
     fig = go.Figure()
     shown = set()
-    by_epoch = all(e is not None for ep in emb.epochs for e in ep)  # else by checkpoint (a store without epochs)
-    for (task, seed, prog, acc), ep in zip(emb.keys, emb.epochs):
-        ep = ep if by_epoch else list(range(len(prog)))
+    for c in data["curves"]:
+        task, seed, ep, prog, acc = c["task"], c["seed"], c["x"], c["progress"], c["accuracy"]
         fig.add_trace(
             go.Scatter(
                 x=ep,
@@ -268,7 +263,7 @@ def _progress_figure(res, colors):
                 legendgroup=task,
                 showlegend=task not in shown,
                 text=[
-                    f"task {task}, seed {seed}<br>{'epoch' if by_epoch else 'checkpoint'} {e:.2f}<br>progress {p:.3f}"
+                    f"task {task}, seed {seed}<br>{data['x_label']} {e:.2f}<br>progress {p:.3f}"
                     + ("" if a is None else f"<br>accuracy {100 * a:.1f}%")
                     for e, p, a in zip(ep, prog, acc)
                 ],
@@ -279,7 +274,7 @@ def _progress_figure(res, colors):
     fig.update_layout(
         height=380,
         margin=dict(t=44),  # room for the toolbar above the plot (it covered the top values)
-        xaxis=dict(title="epoch" if by_epoch else "checkpoint"),
+        xaxis=dict(title=data["x_label"]),
         yaxis=dict(title="progress on the union task"),
     )
     return fig
@@ -289,7 +284,7 @@ def _band(fig, grid, bounds: dict, fill: str, task: str, name: str) -> None:
     """A filled band between ``bounds["low"]`` and ``bounds["high"]`` over ``grid`` (grouped with the task)."""
     import plotly.graph_objects as go
 
-    lo, hi = _finite(bounds["low"]), _finite(bounds["high"])
+    lo, hi = figures.finite(bounds["low"]), figures.finite(bounds["high"])
     fig.add_trace(
         go.Scatter(x=grid, y=hi, mode="lines", line=dict(width=0), legendgroup=task, showlegend=False, hoverinfo="skip")
     )
@@ -311,30 +306,23 @@ def _band(fig, grid, bounds: dict, fill: str, task: str, name: str) -> None:
 def _distance_figure(res, colors):
     import plotly.graph_objects as go
 
+    data = figures.distance_curves(res)
     fig = go.Figure()
-    grid = list(res.grid)
-    spread = getattr(res, "normalized_distance_spread", {}) or {}
-    interval = getattr(res, "normalized_distance_interval", {}) or {}
-    from .analysis import reached_mask
-
-    for task, nd in res.normalized_distance.items():
-        keep = reached_mask(res, task)  # only the progress both tasks reached: beyond it runs are padded
-
-        def cut(values, keep=keep):
-            return [v if k else None for v, k in zip(_finite(values), keep)]
-
-        if interval.get(task):  # {} without bootstrap replicates (n_boot = 0)
-            band = {"low": cut(interval[task]["low"]), "high": cut(interval[task]["high"])}
+    grid = data["grid"]
+    for c in data["curves"]:
+        task, keep = c["task"], c["reached"]  # only the progress both tasks reached: beyond it runs are padded
+        if c["interval"]:
+            band = {k: figures.masked(v, keep) for k, v in c["interval"].items()}
             _band(fig, grid, band, colors.get(task, "#888") + "66", task, f"{task}: 95% interval")
-        if task in spread:
-            band = {"low": cut(spread[task]["low"]), "high": cut(spread[task]["high"])}
+        if c["spread"]:
+            band = {k: figures.masked(v, keep) for k, v in c["spread"].items()}
             _band(fig, grid, band, colors.get(task, "#888") + "33", task, f"{task}: seed spread")
-        iv = interval.get(task) or {"low": [None] * len(grid), "high": [None] * len(grid)}
+        iv = c["interval"] or {"low": [None] * len(grid), "high": [None] * len(grid)}
         fig.add_trace(
             go.Scatter(
                 x=grid,
-                y=cut(nd),
-                customdata=[[_fmt(lo), _fmt(hi)] for lo, hi in zip(_finite(iv["low"]), _finite(iv["high"]))],
+                y=figures.masked(c["values"], keep),
+                customdata=[[_fmt(lo), _fmt(hi)] for lo, hi in zip(iv["low"], iv["high"])],
                 mode="lines+markers",
                 marker=dict(size=4),
                 line=dict(color=colors.get(task, "#888"), width=2.5),
@@ -345,14 +333,14 @@ def _distance_figure(res, colors):
             )
         )
     fig.add_hline(y=1.0, line=dict(color="black", dash="dot", width=1))
-    shown = [g for task in res.normalized_distance for g, k in zip(grid, reached_mask(res, task)) if k]
+    shown = data["shown"]
     pad = 0.03 * (max(shown) - min(shown)) if len(shown) > 1 else 0.01
     fig.update_layout(
         height=380,
         margin=dict(t=44),  # room for the toolbar above the plot (it covered the top values)
         xaxis=dict(title="progress", range=[min(shown) - pad, max(shown) + pad] if shown else None),
         yaxis=dict(
-            title=f"distance to '{res.reference_task}' / mean tube radius",
+            title=f"distance to '{data['reference']}' / mean tube radius",
             type="log",
             dtick=1,
             range=_log_range([y for tr in fig.data if tr.mode == "lines+markers" for y in tr.y]),
@@ -379,7 +367,7 @@ def _heatmap_figure(td):
     import plotly.graph_objects as go
 
     names = td["tasks"]
-    z = [_finite(row) for row in td["normalized"]]
+    z = [figures.finite(row) for row in td["normalized"]]
     fig = go.Figure(
         go.Heatmap(
             z=z,
@@ -621,7 +609,7 @@ def write_comparison(res, path: Path, a: str, b: str) -> Path:
     fig.add_trace(
         go.Scatter(
             x=res.grid,
-            y=_finite(res.normalized_distance),
+            y=figures.finite(res.normalized_distance),
             mode="lines+markers",
             line=dict(color="#1f77b4", width=2.5),
             name="normalised distance",
