@@ -301,6 +301,27 @@ struct SumOneMinus {  // squared Hellinger: sum of 1 - BC
   inline v8d finish() const { return sum; }
 };
 
+// nc classes of one tile's Gram sums, continued from s (TI x kG sums, each kW lanes) and stored back.
+template <int TI>
+inline void gram_steps(const double* __restrict a, const double* __restrict b, int64_t nc, v8d* __restrict s) {
+  constexpr int S = kG * kW;
+  v8d bc[TI][kG];
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) bc[u][t] = s[u * kG + t];
+  for (int64_t c = 0; c < nc; ++c, a += S, b += S) {
+    // Each operand is loaded once and kept in a register (otherwise the compiler folds a reload into every
+    // FMA, which made this loop load-bound on Zen 4).
+    v8d av[TI];
+    for (int u = 0; u < TI; ++u) av[u] = pinned(vload<v8d>(a + u * kW));
+    for (int t = 0; t < kG; ++t) {
+      const v8d bv = pinned(vload<v8d>(b + t * kW));
+      for (int u = 0; u < TI; ++u) bc[u][t] += av[u] * bv;
+    }
+  }
+  for (int u = 0; u < TI; ++u)
+    for (int t = 0; t < kG; ++t) s[u * kG + t] = bc[u][t];
+}
+
 // Gram-form divergences on TI rows x kG columns over `nblocks` sample blocks. `a` points at the first row's
 // block-0 class-0 data, `b` at the column group's; out gets the float64 sums over samples. Per lane, the BC
 // of consecutive blocks go to the reducer; every kProdBlocks blocks it may renormalise (the product's
@@ -312,20 +333,11 @@ inline void gram_tile(const double* __restrict a, const double* __restrict b, in
   Reducer red[TI][kG];
   for (int64_t blk = 0; blk < nblocks;) {
     const int64_t end = std::min(nblocks, blk + kProdBlocks);
-    for (; blk < end; ++blk) {
-      v8d bc[TI][kG] = {};
-      for (int64_t c = 0; c < C; ++c, a += S, b += S) {
-        // Each operand is loaded once and kept in a register (otherwise the compiler folds a reload
-        // into every FMA, which made this loop load-bound on Zen 4).
-        v8d av[TI];
-        for (int u = 0; u < TI; ++u) av[u] = pinned(vload<v8d>(a + u * kW));
-        for (int t = 0; t < kG; ++t) {
-          const v8d bv = pinned(vload<v8d>(b + t * kW));
-          for (int u = 0; u < TI; ++u) bc[u][t] += av[u] * bv;
-        }
-      }
+    for (; blk < end; ++blk, a += C * S, b += C * S) {
+      v8d bc[TI * kG] = {};
+      gram_steps<TI>(a, b, C, bc);
       for (int u = 0; u < TI; ++u)
-        for (int t = 0; t < kG; ++t) red[u][t].add(bc[u][t]);
+        for (int t = 0; t < kG; ++t) red[u][t].add(bc[u * kG + t]);
     }
     if (blk < nblocks)
       for (int u = 0; u < TI; ++u)
@@ -459,25 +471,6 @@ std::vector<WideItem> wide_items(int64_t ma, int64_t groups, bool symmetric) {
       items.push_back({r0, std::min(ma, r0 + kWideRows), g0, std::min(groups, g0 + kWideGroups)});
   }
   return items;
-}
-
-// nc classes of one tile's Gram sums, continued from s (TI x kG sums, each kW lanes) and stored back.
-template <int TI>
-inline void gram_steps(const double* __restrict a, const double* __restrict b, int64_t nc, v8d* __restrict s) {
-  constexpr int S = kG * kW;
-  v8d bc[TI][kG];
-  for (int u = 0; u < TI; ++u)
-    for (int t = 0; t < kG; ++t) bc[u][t] = s[u * kG + t];
-  for (int64_t c = 0; c < nc; ++c, a += S, b += S) {
-    v8d av[TI];
-    for (int u = 0; u < TI; ++u) av[u] = pinned(vload<v8d>(a + u * kW));
-    for (int t = 0; t < kG; ++t) {
-      const v8d bv = pinned(vload<v8d>(b + t * kW));
-      for (int u = 0; u < TI; ++u) bc[u][t] += av[u] * bv;
-    }
-  }
-  for (int u = 0; u < TI; ++u)
-    for (int t = 0; t < kG; ++t) s[u * kG + t] = bc[u][t];
 }
 
 template <int TI, typename Reducer>
