@@ -1,8 +1,13 @@
-"""Pure-torch reference of every taskgeom kernel, computed in float64.
+"""The geometry in plain torch, in float64: every kernel's maths written once, for clarity and accuracy.
 
-These functions are the tests' oracle and the benchmarks' baseline. They take torch tensors on any
-device, do no input checking (the public API in :mod:`taskgeom.geometry` does) and favour clarity
-and accuracy over speed. Shapes: a model is ``(N, C)``; batches put models in leading dimensions.
+One module, three uses, all of the same functions: the ``backend="torch"`` of every public function (the
+float64 path that keeps relative precision at any distance); the maths of the Python layer where no
+kernel is needed (geodesics, the geodesic projection's ``solve_lambda``, normalisation of stored rows);
+and, for the tests and benchmarks, the float64 oracle the C++ and CUDA kernels are checked against
+(itself checked against the paper's analytic identities in tests/test_analytic.py). The functions take
+torch tensors on any device and do no input checking (the public API in :mod:`taskgeom.geometry` and
+:func:`taskgeom.pairwise_distances` does). Shapes: a model is ``(N, C)``; batches put models in leading
+dimensions.
 
 Conventions (shared with the C++ and CUDA kernels):
 
