@@ -36,12 +36,7 @@ STARTED = time.perf_counter()
 import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
-from taskgeom.bootstrap import (  # noqa: E402
-    percentile_interval,
-    progress_replicates,
-    sample_weights,
-    seed_weights,
-)
+from taskgeom.bootstrap import Resampling, progress_replicates  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
 from taskgeom.imprinting import HEADS  # noqa: E402
 from taskgeom.shards import merge_stores  # noqa: E402
@@ -541,12 +536,10 @@ class Family:
         g = self.shared_grid(a, b)
         return None if g is None else (self.family(a, g), self.family(b, g))
 
-    def boot(self, groups, seed: int = 0) -> Boot:
-        """One bootstrap for ``groups``: sample counts (B, N) and, for each group, seed counts (B, K) (all
-        ones for a group of one run), from one seeded generator."""
-        rng = np.random.default_rng(seed)
-        w = sample_weights(len(self.labels), self.args.n_boot, rng)
-        return Boot(w, {g: seed_weights(len(self.trajs[g]), self.args.n_boot, rng) for g in groups})
+    def boot(self, groups, seed: int = 0) -> Resampling:
+        """One bootstrap for ``groups`` (:class:`taskgeom.bootstrap.Resampling`, as the analysis draws it):
+        sample counts (B, N) and, for each group, seed counts (B, K) (all ones for a group of one run)."""
+        return Resampling(len(self.labels), self.args.n_boot, {g: len(self.trajs[g]) for g in groups}, seed)
 
     def progress_summary(self, groups=None) -> dict:
         """For each group: progress on all ten classes at initialisation (checkpoint 0), at the end and the
@@ -656,35 +649,6 @@ def _plain(x):
     if isinstance(x, float) and not np.isfinite(x):
         return None  # (strict JSON has no NaN)
     return x
-
-
-class Boot:
-    """The bootstrap of one analysis: sample counts ``w`` (B, N), seed counts ``seeds[group]`` (B, K) (all
-    ones for one seed), as :func:`taskgeom.analysis.task_distances` takes it (``n_boot``, ``level``,
-    ``over``)."""
-
-    level = 0.95
-
-    def __init__(self, w: np.ndarray, seeds: dict):
-        self.w, self.seeds, self.n_boot = w, seeds, int(w.shape[0])
-
-    def over(self, *groups: str) -> str:
-        """What an interval of ``groups`` covers, seed counts included."""
-        counts = ", ".join(f"{g}: {self.seeds[g].shape[1]}" for g in (groups or self.seeds))
-        return f"evaluation samples and seeds (seeds per group: {counts})"
-
-    def seed_mean(self, group: str, reps) -> np.ndarray:
-        """(B,) replicates of a mean over ``group``'s seeds from per-seed replicates (K, B): each replicate
-        weights the seeds by the counts it draws."""
-        s = self.seeds[group]
-        return (s.T * np.asarray(reps, dtype=np.float64)).sum(0) / s.sum(1)
-
-    def interval(self, reps, estimate) -> list:
-        """[low, high] of replicates over the last axis: the 95% bias-corrected percentile interval around
-        ``estimate`` (:func:`taskgeom.bootstrap.percentile_interval`: median-unbiased where resampling 2-3
-        seeds biases a statistic)."""
-        lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level, estimate=estimate)
-        return [np.asarray(lo).tolist(), np.asarray(hi).tolist()]
 
 
 def summary(values) -> dict:

@@ -384,7 +384,9 @@ def analyse(
     ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
     if ref not in families:
         raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
-    boot = _Boot(int(labels.size), n_boot, level, seed, {t: len(idx) for t, idx in members.items()})
+    boot = _bootstrap.Resampling(
+        int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, "task"
+    )
     progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
     shared = _shared_reindexer(
         {t: [trajs[i] for i in idx] for t, idx in members.items()}, progress, labels, grid, device
@@ -562,25 +564,7 @@ def _tube_distances(res, model: np.ndarray, t: float) -> dict:
     return tubes
 
 
-class _Boot:
-    """The bootstrap of one analysis: sample counts (B, N) shared by every statistic, seed counts
-    (B, K) per task (all ones for a task with one seed), from one seeded generator."""
-
-    def __init__(self, n: int, n_boot: int, level: float, seed: int, seeds_per_task: dict):
-        if int(n_boot) < 0:
-            raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-        self.n_boot, self.level, self.seed = int(n_boot), float(level), int(seed)
-        rng = np.random.default_rng(seed)
-        self.w = _bootstrap.sample_weights(n, n_boot, rng) if n_boot else None
-        self.seeds = {t: _bootstrap.seed_weights(k, n_boot, rng) for t, k in seeds_per_task.items()} if n_boot else {}
-
-    def over(self, *tasks: str) -> str:
-        """What an interval of ``tasks`` (all of them when none is named) covers, seed counts included."""
-        counts = [f"{t}: {self.seeds[t].shape[1]}" for t in (tasks or self.seeds)]
-        return f"evaluation samples and seeds (seeds per task: {', '.join(counts)})"
-
-
-def _stress_index(boot: _Boot, members: dict, keep: np.ndarray) -> list:
+def _stress_index(boot: _bootstrap.Resampling, members: dict, keep: np.ndarray) -> list:
     """Per replicate, the embedded points it holds: each trajectory's points as often as its seed is drawn."""
     counts = keep.sum(1)
     starts = np.concatenate([[0], np.cumsum(counts)])
@@ -596,7 +580,7 @@ def _stress_index(boot: _Boot, members: dict, keep: np.ndarray) -> list:
     return out
 
 
-def _uncertainty(boot: _Boot, trajs, members, families, reached, flat, keep, labels, res) -> dict:
+def _uncertainty(boot: _bootstrap.Resampling, trajs, members, families, reached, flat, keep, labels, res) -> dict:
     """Bootstrap intervals of progress (final, at initialisation, gained), explained stress and tube radii
     (see :func:`analyse`)."""
     prog, init, gain = {}, {}, {}
@@ -661,7 +645,9 @@ def reached_mask(res, task: str) -> np.ndarray:
     return np.asarray(res.grid) <= limit + 1e-12
 
 
-def _interval(fam: np.ndarray, ref: np.ndarray, est: np.ndarray, keep, boot: _Boot, task: str, ref_task: str):
+def _interval(
+    fam: np.ndarray, ref: np.ndarray, est: np.ndarray, keep, boot: _bootstrap.Resampling, task: str, ref_task: str
+):
     """Bootstrap interval of the normalised distance curve ``est`` (reweighted per-sample terms:
     :func:`taskgeom.trajectories.normalized_distance_replicates`), None outside ``keep``; {} without
     replicates."""

@@ -22,6 +22,7 @@ from ._validate import as_tensor, check_float, check_int, check_labels
 
 __all__ = [
     "MIN_SEEDS",
+    "Resampling",
     "sample_weights",
     "seed_weights",
     "percentile_interval",
@@ -56,6 +57,39 @@ def seed_weights(k: int, n_boot: int, rng) -> np.ndarray:
     if k < MIN_SEEDS:
         return np.ones((n_boot, k))
     return sample_weights(k, n_boot, rng)
+
+
+class Resampling:
+    """One bootstrap shared by every statistic of an analysis: sample counts ``w`` ``(B, N)`` and, per group,
+    seed counts ``seeds[group]`` ``(B, K)`` (all ones for a group of fewer than :data:`MIN_SEEDS` seeds), drawn
+    in that order from one generator seeded with ``seed``; nothing is drawn when ``n_boot`` is 0. ``word``
+    names the groups in :meth:`over` ("task" in the main job, "group" in the family scripts). The analysis
+    (:func:`taskgeom.analyse`), :func:`taskgeom.analysis.task_distances` and the experiments take it."""
+
+    def __init__(self, n: int, n_boot: int, seeds_per_group: dict, seed: int = 0, level: float = 0.95, word="group"):
+        if isinstance(n_boot, bool) or int(n_boot) < 0:
+            raise ValueError(f"n_boot must be >= 0, got {n_boot}")
+        self.n_boot, self.level, self.seed, self.word = int(n_boot), float(level), int(seed), word
+        rng = np.random.default_rng(seed)
+        self.w = sample_weights(n, n_boot, rng) if self.n_boot else None
+        self.seeds = {g: seed_weights(k, n_boot, rng) for g, k in seeds_per_group.items()} if self.n_boot else {}
+
+    def over(self, *groups: str) -> str:
+        """What an interval of ``groups`` (all of them when none is named) covers, seed counts included."""
+        counts = [f"{g}: {self.seeds[g].shape[1]}" for g in (groups or self.seeds)]
+        return f"evaluation samples and seeds (seeds per {self.word}: {', '.join(counts)})"
+
+    def seed_mean(self, group: str, reps) -> np.ndarray:
+        """``(B,)`` replicates of a mean over ``group``'s seeds from per-seed replicates ``(K, B)``: each
+        replicate weights the seeds by the counts it draws."""
+        s = self.seeds[group]
+        return (s.T * np.asarray(reps, dtype=np.float64)).sum(0) / s.sum(1)
+
+    def interval(self, reps, estimate) -> list:
+        """``[low, high]`` over the last axis: the bias-corrected percentile interval around ``estimate``
+        (:func:`percentile_interval`)."""
+        lo, hi = percentile_interval(np.asarray(reps, dtype=np.float64), self.level, estimate=estimate)
+        return [np.asarray(lo).tolist(), np.asarray(hi).tolist()]
 
 
 def percentile_interval(replicates, level: float = 0.95, estimate=None):
