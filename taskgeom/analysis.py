@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,9 +74,11 @@ class EmbeddingView:
 
 @dataclass(frozen=True)
 class PictureResult:
-    """Everything :func:`analyse` computes, frozen: presenting it (:func:`taskgeom.publish`, the report, the
-    figures) reads it and never writes into it; a changed copy is ``dataclasses.replace(res, ...)``.
-    :meth:`to_json` is the form written to ``results.json``."""
+    """Everything :func:`analyse` computes. Its fields cannot be reassigned, and presenting it
+    (:func:`taskgeom.publish`, the report, the figures) reads it and never writes into it; a changed copy is
+    ``dataclasses.replace(res, ...)``. The dicts, lists and arrays the fields hold are the result's own, not
+    copies: treat them as read-only. Most fields are in the form written to ``results.json``
+    (:meth:`to_json`): keyed by group name, explained stress by the number of dimensions as a string."""
 
     eval_set: str
     n: int
@@ -104,6 +107,15 @@ class PictureResult:
     #: what :func:`place` needs (the fitted embedding, its points, each task's mean trajectory and tube
     #: radii on the grid); not written to results.json
     fit: dict | None = field(default=None, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        chi = self.explained_stress.get("3", self.explained_stress.get(str(len(self.explained_stress)), math.nan))
+        return (
+            f"PictureResult({self.trajectories} trajectories, {self.checkpoints} checkpoints on {self.eval_set!r} "
+            f"(N = {self.n}, C = {self.c}); groups {list(self.progress_on_union_task)}, reference "
+            f"{self.reference_task!r}; explained stress {100 * chi:.1f}% in 3 dimensions; "
+            f"{'bootstrap intervals' if self.uncertainty else 'no intervals'})"
+        )
 
     def to_json(self) -> dict:
         out = {
@@ -384,8 +396,9 @@ def analyse(
     ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
     if ref not in families:
         raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
+    word = "task" if group_by == "task" else "group"  # how intervals name the families they resample
     boot = _bootstrap.Resampling(
-        int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, "task"
+        int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, word
     )
     progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
     shared = _shared_reindexer(
@@ -438,9 +451,27 @@ def _grouped(store, eval_set: str, tasks, method, group_by: str, reference) -> t
             + (f" in the groups {order} of {group_by!r}" if tasks is not None else "")
         )
     groups, trajs = [k for k, _ in keyed], [t for _, t in keyed]
+    _warn_pooled(groups, trajs, group_by)
     if reference is not None and reference not in groups:
         raise ValueError(f"reference group {reference!r} is not among the groups {list(dict.fromkeys(groups))}")
     return groups, trajs
+
+
+def _warn_pooled(groups, trajs, group_by: str) -> None:
+    """Warn (one line) where a group pools runs of several methods or architectures as if they were seeds of
+    one family: grouping by task a store of one task trained two ways averages the two ways."""
+    for attr in ("method", "architecture"):
+        if attr == group_by:
+            continue
+        for g in dict.fromkeys(groups):
+            kinds = sorted({str(getattr(t, attr)) for k, t in zip(groups, trajs) if k == g} - {"None"})
+            if len(kinds) > 1:
+                warnings.warn(
+                    f"group {g!r} (by {group_by}) pools runs of {len(kinds)} {attr}s ({', '.join(kinds)}) as if they "
+                    f"were seeds of one family: group by {attr} (or another field) to compare them",
+                    stacklevel=4,
+                )
+                return
 
 
 def _seeds(values: dict) -> dict:

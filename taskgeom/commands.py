@@ -70,7 +70,7 @@ def _cmd_analyse(args) -> int:
     relative = os.path.relpath(settings["store"], out.resolve())  # found again when both move together
     spec = {"store": settings["store"], "store_relative": relative, "options": options}
     (out / ANALYSIS_FILE).write_text(json.dumps(spec, indent=2))
-    print_headline(res, str(out), title="taskgeom analyse")
+    print_headline(res, str(out), title="taskgeom analyse", word="task" if args.group_by == "task" else "group")
     return 0
 
 
@@ -100,7 +100,10 @@ def _recorded_options(folder: Path) -> tuple[Path, dict]:
         store = Path(cfg.get("store") or folder / "store")
         options = {"eval_set": res["eval_set"], "tasks": cfg["tasks"], "grid": cfg["grid"], "n_boot": 0}
         return store, {**options, "method": "supervised"}
-    raise CLIError(f"{folder}: not a folder written by taskgeom analyse or taskgeom picture (no {ANALYSIS_FILE})")
+    raise CLIError(
+        f"{folder}: not a folder written by taskgeom analyse or taskgeom picture (no {ANALYSIS_FILE}; tg.publish "
+        "writes a report without the analysis it came from: in Python, tg.place(result, models))"
+    )
 
 
 def _cmd_place(args) -> int:

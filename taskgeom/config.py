@@ -197,7 +197,9 @@ def _show(value) -> str:
     if value is None:
         return "none"
     if isinstance(value, (tuple, list)):
-        return " ".join(str(v) for v in value)
+        return " ".join(_show(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.10g}"  # 0.95**5 shows as 0.7737809375, not 0.7737809374999998
     return str(value)
 
 

@@ -66,7 +66,8 @@ class ModelSet:
         """A description another process can reopen with :func:`open_models` (arrays in memory cannot)."""
         if self.kind == "array":
             raise ValueError("an in-memory array cannot be reopened by another process: save it as .npy first")
-        return {"kind": self.kind, "path": self.path, "filters": self.filters, "m": self.m}
+        spec = {"kind": self.kind, "path": self.path, "filters": self.filters, "m": self.m}
+        return {**spec, "ordered": True} if self.__dict__.get("_ordered") else spec
 
     def keys(self) -> list[str]:
         """One identity key per model: for a store, trajectory name, checkpoint and its checksum; for an
@@ -91,17 +92,24 @@ class ModelSet:
 def open_models(source, **filters) -> ModelSet:
     """A :class:`ModelSet` of ``source``: a path to an ``(m, N, C)`` ``.npy`` file, a PredictionStore
     directory (with ``filters`` as in :meth:`PredictionStore.select`: every checkpoint of the selected
-    trajectories, in order), an open PredictionStore, an array, or a ModelSet spec.
+    trajectories, in order), an open PredictionStore, a list of its trajectories (in the order given), an
+    array, or a ModelSet spec.
 
     An ``.npz`` archive is refused with one line (it is not a model source: pass the array inside,
     ``np.load(path)[name]``); a big-endian ``.npy`` is accepted (blocks are converted to native byte order
     as they are read); complex arrays are refused."""
-    from .store import PredictionStore
+    from .store import PredictionStore, Trajectory
 
     if isinstance(source, ModelSet):
         return source
+    if isinstance(source, (list, tuple)) and source and all(isinstance(t, Trajectory) for t in source):
+        return _from_trajectories(list(source))
     if isinstance(source, dict) and "kind" in source:
-        m = open_models(source["path"], **(source.get("filters") or {}))
+        filters = source.get("filters") or {}
+        if source.get("ordered"):  # trajectories in the order given (taskgeom.modelsets._from_trajectories)
+            m = _from_store(PredictionStore(source["path"]), filters, ordered=True)
+        else:
+            m = open_models(source["path"], **filters)
         if source.get("m") is not None and m.m < source["m"]:
             raise ValueError(f"{source['path']}: has {m.m} models, the task was made for {source['m']}")
         return m
@@ -149,8 +157,22 @@ def _from_array(a: np.ndarray, kind: str, path: str | None, name: str = "models"
     return ModelSet(kind, a.shape[0], a.shape[1], a.shape[2], a.dtype.str, path=path, _array=a)
 
 
-def _from_store(store, filters: dict) -> ModelSet:
+def _from_trajectories(trajs: list) -> ModelSet:
+    """The checkpoints of store trajectories in the order given (one store)."""
+    stores = {id(t.store) for t in trajs}
+    if len(stores) > 1:
+        raise ValueError("models: trajectories of several stores are not one model set; merge the stores first")
+    names = [t.name for t in trajs]
+    if len(set(names)) < len(names):
+        raise ValueError("models: a trajectory is listed twice")
+    return _from_store(trajs[0].store, {"name": names}, ordered=True)
+
+
+def _from_store(store, filters: dict, ordered: bool = False) -> ModelSet:
     trajs = store.select(**filters)
+    if ordered:  # the order of the names given, not the store's order of creation
+        rank = {n: i for i, n in enumerate(filters["name"])}
+        trajs = sorted(trajs, key=lambda t: rank[t.name])
     if not trajs:
         raise ValueError(f"{store.root}: no trajectories match {filters or 'the store'}")
     sets = {t.eval_set for t in trajs}
@@ -163,7 +185,7 @@ def _from_store(store, filters: dict) -> ModelSet:
     es = store.eval_set(trajs[0].eval_set)
     index = [(t.id, k) for t in trajs for k in range(len(t))]
     dtype = "float32" if "float32" in dtypes else "float16"
-    return ModelSet(
+    ms = ModelSet(
         "store",
         len(index),
         es.n,
@@ -174,3 +196,5 @@ def _from_store(store, filters: dict) -> ModelSet:
         _index=index,
         _store=store,
     )
+    ms.__dict__["_ordered"] = ordered
+    return ms

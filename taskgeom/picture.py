@@ -180,7 +180,7 @@ def _settings(cfg: PictureConfig, data_cfg, data, tasks) -> dict:
     }
 
 
-def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture") -> None:
+def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture", word: str = "task") -> None:
     print(
         f"\n{title}: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
         f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
@@ -219,8 +219,8 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
     if td and len(td["tasks"]) > 1:
         names = td["tasks"]
         print(
-            "normalised distance between tasks (Remark 5: distance over the mean of the two tube radii), over the "
-            "progress every seed of every task reaches"
+            f"normalised distance between {word}s (Remark 5: distance over the mean of the two tube radii), over the "
+            f"progress every seed of every {word} reaches"
             + (" ({:.3f}-{:.3f}):".format(*td["progress_compared"]) if td.get("progress_compared") else ":")
         )
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))

@@ -100,7 +100,8 @@ def _summary_png(res, out: Path, colors: dict) -> str:
         yscale="log",
         title=f"Normalised distance to '{distances['reference']}' (Remark 5)",
     )
-    axes[2].legend(fontsize=8)
+    if distances["curves"]:  # (one group: nothing to compare, no legend)
+        axes[2].legend(fontsize=8)
     per_class_violins(axes[3], emb.per_class, emb.trained)
     fig.tight_layout()
     fig.savefig(out / "summary.png", dpi=110)

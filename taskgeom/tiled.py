@@ -452,6 +452,13 @@ def open_for(path, models: ModelSet, divergence: str, tile: int | None, budget: 
                 "or use another output folder"
             )
         old_keys = meta["keys"]
+        if old_keys and keys and ("#" in old_keys[0]) != ("#" in keys[0]):  # store keys name a trajectory
+            was, now = ("a store", "an array") if "#" in old_keys[0] else ("an array", "a store")
+            raise ValueError(
+                f"{path}: was computed for models read from {was}, and these come from {now}: models are "
+                "identified by their source (a store's trajectory and checkpoint, an array's bytes), so even "
+                "identical values count as other models: use another output folder"
+            )
         if models.m < dm.m or keys[: dm.m] != old_keys:
             first = next((i for i, (a, b) in enumerate(zip(keys, old_keys)) if a != b), min(len(keys), len(old_keys)))
             raise ValueError(

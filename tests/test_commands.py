@@ -54,7 +54,7 @@ def test_analyse_writes_the_main_jobs_outputs_for_any_store(store_path, tmp_path
         == 0
     )
     text = capsys.readouterr().out
-    assert "taskgeom analyse: 8 trajectories" in text and "seeds per task: adam: 4, sgd: 4" in text
+    assert "taskgeom analyse: 8 trajectories" in text and "seeds per group: adam: 4, sgd: 4" in text
     res = json.loads((out / "results.json").read_text())
     assert set(res["progress_on_union_task"]) == {"adam", "sgd"} and res["settings"]["groups"].startswith(
         "by optim.name"
@@ -224,3 +224,17 @@ def test_place_finds_a_moved_store(store_path, tmp_path, capsys):
     assert cli.main(["place", str(moved / "pic"), str(tmp_path / "m.npy")]) == 1
     assert "give --store PATH" in capsys.readouterr().err
     assert cli.main(["place", str(moved / "pic"), str(tmp_path / "m.npy"), "--store", str(tmp_path / "elsewhere")]) == 0
+
+
+def test_grouping_that_pools_methods_warns(store_path):
+    """One task trained two ways, grouped by task: the two ways would be averaged as seeds of one family."""
+    import taskgeom as tg
+
+    with pytest.warns(UserWarning, match=r"pools runs of 2 methods \(adam, sgd\).*group by method"):
+        tg.analyse(str(store_path), n_boot=0, grid=8)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = tg.analyse(str(store_path), group_by="method", n_boot=0, grid=8)
+    assert "groups ['adam', 'sgd']" in repr(res) and len(repr(res)) < 400

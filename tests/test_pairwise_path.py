@@ -126,3 +126,22 @@ def test_no_module_computes_a_matrix_beside_the_path():
             assert rel == "pairwise/compute.py", f"{rel} calls kernels.pairwise beside the pairwise path"
         if _calls(path, tile_calls):
             assert rel.startswith("pairwise/") or rel in {"tiled.py", "large.py"}, rel
+
+
+def test_trajectories_keep_their_order_on_every_route(tmp_path):
+    x = synth(9).astype(np.float32)
+    x /= x.sum(-1, keepdims=True)
+    store = PredictionStore(tmp_path / "s", create=True)
+    store.add_eval_set("e", np.zeros(64, dtype=np.int64), c=5)
+    for seed, part in ((0, x[:4]), (1, x[4:])):
+        t = store.create_trajectory("e", task="t", method="m", seed=seed, dtype="float32")
+        for k, p in enumerate(part):
+            store.append(t, p, step=k)
+    backwards = store.select()[::-1]  # the second trajectory first
+    y = np.concatenate([x[4:], x[:4]])
+    expected = tg.pairwise_distances(y)
+    assert np.array_equal(tg.pairwise_distances(backwards), expected)
+    assert np.array_equal(np.asarray(tg.pairwise_distances(backwards, out=tmp_path / "D", tile=3)), expected)
+    # the same values from an array are other models for that folder: identified by their source
+    with pytest.raises(ValueError, match="identified by their source"):
+        tg.pairwise_distances(y, out=tmp_path / "D")

@@ -285,7 +285,9 @@ class TrainConfig:
         above=0.0,
         maximum=1.0,
     )
-    projection_dim: int = option(128, "simclr / barlow: projection head outputs", minimum=1)
+    projection_dim: int = option(
+        128, "protonet / simclr / barlow: outputs of the embedding (protonet) or of the projection head", minimum=1
+    )
     labelled: int = option(2500, "fixmatch: labelled subset size", minimum=1)
     labelled_draw: str = option(
         "random",
