@@ -89,10 +89,9 @@ def pairwise_distances(
         (e.g. a memory map larger than GPU memory) streams sample chunks through pinned buffers,
         overlapping copies with compute; the result equals the in-memory one.
     cuda_method : {"auto", "tiled", "gram64", "fp64tc"}
-        On the GPU: taskgeom's tiled kernel, float64 Gram matrices through cuBLAS, or taskgeom's fused
-        float64 tensor-core kernel (sm_80+); the last two for Bhattacharyya and squared Hellinger only
-        (relative error about 1e-16 / d per sample); ``auto`` takes ``fp64tc`` where FP64 tensor cores
-        are fast; see :func:`taskgeom.kernels.pairwise`.
+        On the GPU (:func:`taskgeom.kernels.pairwise`): taskgeom's tiled kernel, float64 Gram matrices
+        (cuBLAS), or its fused float64 tensor-core kernel (sm_80+; ``auto`` takes it where FP64 tensor cores
+        are fast); the last two for Bhattacharyya and squared Hellinger only.
     validate, tol, threads : probabilities checked (NaN, negative, rows not summing to one within ``tol``,
         a finite number >= 0, by default the storage precision's); ``threads`` of the CPU kernel (an
         integer >= 1). ``chunk`` and ``threads`` are never rounded.
