@@ -19,6 +19,19 @@ def synth(m, n=64, c=5, seed=0):
     return np.random.default_rng(seed).dirichlet(np.ones(c), size=(m, n))
 
 
+def two_trajectories(path):
+    """A store of two trajectories (4 and 5 checkpoints) of 9 models; (the models, the open store)."""
+    x = synth(9).astype(np.float32)
+    x /= x.sum(-1, keepdims=True)
+    store = PredictionStore(path, create=True)
+    store.add_eval_set("e", np.zeros(64, dtype=np.int64), c=5)
+    for seed, part in ((0, x[:4]), (1, x[4:])):
+        t = store.create_trajectory("e", task="t", method="m", seed=seed, dtype="float32")
+        for k, p in enumerate(part):
+            store.append(t, p, step=k)
+    return x, store
+
+
 @pytest.mark.parametrize("m,t", [(1, 4), (7, 3), (12, 4), (5, 10)])
 def test_a_symmetric_plan_covers_each_pair_once(m, t):
     seen = np.zeros((m, m), int)
@@ -69,14 +82,7 @@ def test_tensors_stay_tensors_on_every_in_memory_route():
 
 
 def test_a_store_selection_is_a_source(tmp_path):
-    x = synth(9).astype(np.float32)
-    x /= x.sum(-1, keepdims=True)
-    store = PredictionStore(tmp_path / "s", create=True)
-    store.add_eval_set("e", np.zeros(64, dtype=np.int64), c=5)
-    for seed, part in ((0, x[:4]), (1, x[4:])):
-        t = store.create_trajectory("e", task="t", method="m", seed=seed, dtype="float32")
-        for k, p in enumerate(part):
-            store.append(t, p, step=k)
+    x, store = two_trajectories(tmp_path / "s")
     store.close()
     np.testing.assert_array_equal(tg.pairwise_distances(tmp_path / "s"), tg.pairwise_distances(x))
 
@@ -129,14 +135,7 @@ def test_no_module_computes_a_matrix_beside_the_path():
 
 
 def test_trajectories_keep_their_order_on_every_route(tmp_path):
-    x = synth(9).astype(np.float32)
-    x /= x.sum(-1, keepdims=True)
-    store = PredictionStore(tmp_path / "s", create=True)
-    store.add_eval_set("e", np.zeros(64, dtype=np.int64), c=5)
-    for seed, part in ((0, x[:4]), (1, x[4:])):
-        t = store.create_trajectory("e", task="t", method="m", seed=seed, dtype="float32")
-        for k, p in enumerate(part):
-            store.append(t, p, step=k)
+    x, store = two_trajectories(tmp_path / "s")
     backwards = store.select()[::-1]  # the second trajectory first
     y = np.concatenate([x[4:], x[:4]])
     expected = tg.pairwise_distances(y)
