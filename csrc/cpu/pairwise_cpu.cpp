@@ -449,11 +449,11 @@ std::vector<Item> pair_items(int64_t ma, int64_t groups, bool symmetric) {
 // bit-identical to the tile path's. Measured on a Zen 5 core (bench/results/pairwise_cpu.json): 53% of
 // the FP64 peak at m = 256, C = 1000 (tile path 30%); at m = 50 staging the models costs as much as the
 // Gram, which no blocking changes.
-constexpr int64_t kKc = 64;          // classes per chunk
-constexpr int64_t kWideRows = 32;    // rows per wide item (8 row tiles)
-constexpr int64_t kWideGroups = 8;   // column groups per wide item
+constexpr int64_t kKc = 64;         // classes per chunk
+constexpr int64_t kWideRows = 32;   // rows per wide item (8 row tiles)
+constexpr int64_t kWideGroups = 8;  // column groups per wide item
 #if defined(__AVX512F__)
-constexpr int64_t kWideMinC = 192;   // from this many classes the wide path runs (about equal at 192 and 316)
+constexpr int64_t kWideMinC = 192;  // from this many classes the wide path runs (about equal at 192 and 316)
 #else
 constexpr int64_t kWideMinC = INT64_MAX;  // with 16 vector registers (1 x 4 tiles) it was not measured
 #endif
@@ -475,7 +475,7 @@ std::vector<WideItem> wide_items(int64_t ma, int64_t groups, bool symmetric) {
 
 template <int TI, typename Reducer>
 void gram_wide_item(const Stage& A, const Stage& B, const WideItem& it, bool symmetric, double* acc) {
-  constexpr int S = kG * kW;  // float64 per class step
+  constexpr int S = kG * kW;                                            // float64 per class step
   const int64_t C = A.C, nblocks = A.blocks, mb = B.m, stride = C * S;  // float64 per block of a group
   const int64_t nt = (it.r1 - it.r0 + TI - 1) / TI, ng = it.g1 - it.g0, per = (int64_t)TI * kG;
   auto skip = [&](int64_t t, int64_t jg) { return symmetric && it.r0 + t * TI > (it.g0 + jg + 1) * kG - 1; };
