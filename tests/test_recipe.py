@@ -138,12 +138,14 @@ def _steps(cfg, n, per_epoch):
     """``n`` SGD steps of a FastResNet on random 16 x 16 images with the run's groups and schedule; the
     stem bias after each step."""
     from taskgeom.models import FastResNet
+    from taskgeom.train.config import FastRecipe, Optimisation, Schedule
     from taskgeom.train.loop import _lr_lambdas, _optimizer
 
     torch.manual_seed(0)
     net = apply_recipe(FastResNet(4), cfg.bn_scale, cfg.bn_momentum, cfg.conv_init)
-    opt = _optimizer(net, cfg, torch.device("cpu"))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg, n, per_epoch))
+    recipe = cfg.part(FastRecipe)
+    opt = _optimizer(net, cfg.part(Optimisation), recipe, torch.device("cpu"))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg.part(Schedule), recipe, n, per_epoch))
     x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % 4
     biases = []
     for _ in range(n):

@@ -77,3 +77,22 @@ def test_an_option_at_its_default_for_another_method_is_refused_too(tmp_path, ca
 def test_a_shared_python_config_may_hold_every_methods_settings():
     # in Python one config can serve several methods (a sweep's base, a test's settings): each reads its own
     TrainConfig(method="supervised", way=3, threshold=0.5).validate()
+
+
+def test_each_concern_and_each_method_has_its_settings_class():
+    from taskgeom.train.config import VIEWS, FastRecipe, Optimisation, method_settings_class
+
+    assert list(VIEWS) == list(CONCERNS)
+    for title, view in VIEWS.items():
+        assert tuple(f.name for f in dataclasses.fields(view)) == CONCERNS[title]
+    cfg = TrainConfig(method="protonet", way=3, lr=0.2, lookahead=5)
+    assert cfg.part(Optimisation).lr == 0.2 and cfg.part(FastRecipe).lookahead == 5
+    own = cfg.method_settings
+    assert type(own).__name__ == "ProtonetSettings" and own.way == 3 and own.projection_dim == 128
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        own.way = 4
+    for name in METHODS:
+        fields = tuple(f.name for f in dataclasses.fields(method_settings_class(name)))
+        assert fields == METHOD_SETTINGS[name]
+    with pytest.raises(ValueError, match="unknown method"):
+        method_settings_class("no-such-method")

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing
 from dataclasses import dataclass
 
 from ..choices import CONV_INITS, FILLS, FLIPS, HEADS
 from ..config import option
 
 __all__ = ["TrainConfig", "IDENTITY_EXCLUDED", "PRESETS", "CONCERNS", "METHOD_SETTINGS", "apply_preset", "validate"]
-__all__ += ["concern_of"]
+__all__ += ["concern_of", "Setup", "Optimisation", "Schedule", "FastRecipe", "Augmentation", "Recording", "Runtime"]
+__all__ += ["VIEWS", "settings_view", "method_settings_class"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
@@ -360,12 +362,82 @@ class TrainConfig:
         minimum=1,
     )
 
+    # ---- the settings by concern: typed frozen views of this config (see CONCERNS and METHOD_SETTINGS) ----
+    def part(self, view: type):
+        """This config's settings of one concern: an instance of ``view`` (:class:`Optimisation`,
+        :class:`Schedule`, :class:`FastRecipe`, ... of :data:`VIEWS`, or a method's settings class) holding the
+        values of its fields, e.g. ``cfg.part(Optimisation).lr``."""
+        return view(**{f.name: getattr(self, f.name) for f in dataclasses.fields(view)})
+
+    @property
+    def method_settings(self):
+        """The settings the run's method owns (its class in :data:`METHOD_SETTINGS_CLASSES`)."""
+        return self.part(method_settings_class(self.method))
+
     def validate(self) -> TrainConfig:
         """Raise a one-line ValueError naming the setting and its option for any value of the wrong type or
         out of its range; returns the config. The one set of rules of every route: the Python API
         (:func:`taskgeom.train.train` calls it first), ``taskgeom train``, sweep files and presets."""
         validate(self)
         return self
+
+
+def settings_view(name: str, fields, doc: str) -> type:
+    """A frozen dataclass of the TrainConfig fields ``fields`` (with their types and defaults): the settings of
+    one concern, or a method's own settings."""
+    hints = typing.get_type_hints(TrainConfig)
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = [n for n in fields if n not in known]
+    if unknown:
+        raise ValueError(f"{name}: {unknown} are not TrainConfig fields")
+    spec = []
+    for n in fields:
+        f = known[n]
+        default = (
+            dataclasses.field(default=f.default)
+            if f.default is not dataclasses.MISSING
+            else dataclasses.field(default_factory=f.default_factory)
+        )
+        spec.append((n, hints[n], default))
+    cls = dataclasses.make_dataclass(name, spec, frozen=True)
+    cls.__module__, cls.__doc__ = __name__, doc
+    return cls
+
+
+Setup = settings_view("Setup", CONCERNS["what is trained"], "What is trained: preset, method, network, seeds.")
+Optimisation = settings_view("Optimisation", CONCERNS["optimisation"], "The optimiser and its loss settings.")
+Schedule = settings_view("Schedule", CONCERNS["schedule"], "Epochs, batch size and the learning-rate schedule.")
+FastRecipe = settings_view(
+    "FastRecipe",
+    CONCERNS["fast-recipe pieces (taskgeom.train.recipe)"],
+    "The fast CIFAR-10 recipes' pieces any network can take (taskgeom.train.recipe); defaults leave a network as built.",
+)
+Augmentation = settings_view("Augmentation", CONCERNS["augmentation and resolution"], "Augmentation and resolution.")
+Recording = settings_view("Recording", CONCERNS["recording (checkpoints, imprinting)"], "Checkpoints and imprinting.")
+Runtime = settings_view(
+    "Runtime", CONCERNS["runtime (device, precision, files)"], "Where and how a run runs: device, precision, files."
+)
+
+#: concern title (``taskgeom train --help``'s sections) -> its settings class
+VIEWS = {
+    title: cls
+    for title, cls in zip(CONCERNS, (Setup, Optimisation, Schedule, FastRecipe, Augmentation, Recording, Runtime))
+}
+
+#: method -> the class of its own settings (empty for a method without any); register_method adds new ones
+METHOD_SETTINGS_CLASSES: dict[str, type] = {}
+
+
+def method_settings_class(method: str) -> type:
+    """The settings class of ``method`` (made from :data:`METHOD_SETTINGS` on first use)."""
+    if method not in METHOD_SETTINGS:
+        raise ValueError(f"unknown method {method!r}; registered methods: {', '.join(METHOD_SETTINGS)}")
+    cls = METHOD_SETTINGS_CLASSES.get(method)
+    if cls is None or tuple(f.name for f in dataclasses.fields(cls)) != tuple(METHOD_SETTINGS[method]):
+        title = "".join(w.capitalize() for w in re.split(r"[^A-Za-z0-9]+", method) if w) + "Settings"
+        cls = settings_view(title, METHOD_SETTINGS[method], f"The settings method {method!r} owns.")
+        METHOD_SETTINGS_CLASSES[method] = cls
+    return cls
 
 
 def validate(cfg: TrainConfig) -> None:

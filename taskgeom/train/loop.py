@@ -36,7 +36,7 @@ from ..data.loader import DeviceLoader
 from ..data.stream import resolution_at
 from ..imprinting import imprint
 from . import distributed
-from .config import IDENTITY_EXCLUDED, TrainConfig
+from .config import IDENTITY_EXCLUDED, FastRecipe, Optimisation, Schedule, TrainConfig
 from .methods import Method, get_method
 from .recipe import Lookahead
 from .state import copy_state, load_state, save_state
@@ -150,7 +150,7 @@ def _stream_loader(run: RunState, source):
     )
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, cfg: Optimisation, recipe: FastRecipe, device) -> torch.optim.Optimizer:
     """The run's optimiser. SGD's parameter groups: weights (decayed), biases (at ``bias_lr_scale`` times the
     rate), normalisation weights, and fast-resnet's whitening stem bias (the base rate; frozen after
     ``whiten_bias_epochs`` by the schedule; in the biases' group when neither setting is used).
@@ -162,13 +162,13 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
     if cfg.optimizer != "sgd":
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {cfg.optimizer!r}")
     stem = getattr(getattr(model, "whiten", None), "bias", None)  # fast-resnet's whitening stem bias
-    if cfg.whiten_bias_epochs is None and cfg.bias_lr_scale == 1.0:
+    if recipe.whiten_bias_epochs is None and recipe.bias_lr_scale == 1.0:
         stem = None  # then it learns as the biases do, in their group (as runs recorded before did: they resume)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad and p is not stem]  # not frozen
     decay = [p for _, p in named if p.dim() > 1]
     biases = [p for n, p in named if p.dim() <= 1 and n.endswith("bias")]
     other = [p for n, p in named if p.dim() <= 1 and not n.endswith("bias")]  # normalisation weights
-    wd, scale = cfg.weight_decay, cfg.bias_lr_scale
+    wd, scale = cfg.weight_decay, recipe.bias_lr_scale
     norm_wd = wd if cfg.norm_weight_decay else 0.0
     groups = [
         {"name": "weights", "params": decay, "weight_decay": wd},
@@ -185,12 +185,12 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -
     )
 
 
-def _lr_lambdas(opt: torch.optim.Optimizer, cfg: TrainConfig, total: int, per_epoch: int) -> list:
+def _lr_lambdas(opt: torch.optim.Optimizer, cfg: Schedule, recipe: FastRecipe, total: int, per_epoch: int) -> list:
     """The schedule of each parameter group of ``opt`` (``LambdaLR``): :func:`lr_factor` for all, times 0 for
     the whitening stem's bias from step ``whiten_bias_epochs x per_epoch`` on (frozen: with the rate 0 SGD
     leaves a parameter exactly where it is, momentum and decay included)."""
 
-    until = math.inf if cfg.whiten_bias_epochs is None else round(cfg.whiten_bias_epochs * per_epoch)
+    until = math.inf if recipe.whiten_bias_epochs is None else round(recipe.whiten_bias_epochs * per_epoch)
 
     def base(s):
         return lr_factor(s, total, cfg.schedule, cfg.warmup, cfg.lr_start, cfg.lr_end)
@@ -389,15 +389,16 @@ def _setup(run: RunState, store, traj, train_data) -> tuple:
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     run.model, run.train_model = distributed.wrap_model(model, run.dist, device)
-    opt = _optimizer(run.model, cfg, device)
+    recipe = cfg.part(FastRecipe)
+    opt = _optimizer(run.model, cfg.part(Optimisation), recipe, device)
     if streamed:
         run.loader = _stream_loader(run, train_data)
     else:
         run.loader = _device_loader(run, train_data)
     run.per_epoch = run.method.steps_per_epoch(run)
     total = max(1, run.per_epoch * cfg.epochs)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg, total, run.per_epoch))
-    run.lookahead = Lookahead(run.model, cfg.lookahead, total, cfg.lookahead_decay) if cfg.lookahead else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambdas(opt, cfg.part(Schedule), recipe, total, run.per_epoch))
+    run.lookahead = Lookahead(run.model, recipe.lookahead, total, recipe.lookahead_decay) if recipe.lookahead else None
     state_dir = Path(cfg.state_dir) if cfg.state_dir else store.root / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
     state_path = state_dir / f"{traj.id:06d}.pt"

@@ -71,7 +71,7 @@ class Method:
         kwargs = {"norm": cfg.norm}  # every architecture: BatchNorm or LayerNorm (resnet50: BatchNorm only)
         if cfg.arch in ("small-cnn", "fast-resnet") or cfg.arch.startswith("timm:"):
             kwargs["in_channels"] = in_channels
-        n_out = n_classes if self.class_head else cfg.projection_dim
+        n_out = n_classes if self.class_head else cfg.method_settings.projection_dim
         model = build_model(cfg.arch, n_out, **kwargs)
         return apply_recipe(model, cfg.bn_scale, cfg.bn_momentum, cfg.conv_init).to(device)
 
@@ -113,10 +113,10 @@ class Finetune(Method):
     settings = METHOD_SETTINGS["finetune"]
 
     def build(self, cfg, n_classes, in_channels, device):
-        if not cfg.init_from:
+        if not cfg.method_settings.init_from:
             raise ValueError("method 'finetune' needs init_from (a saved training state)")
         model = super().build(cfg, n_classes, in_channels, device)
-        state = load_state(cfg.init_from)  # a training state, or a plain state dict of the network
+        state = load_state(cfg.method_settings.init_from)  # a training state, or a network's state dict
         src = state["model"] if isinstance(state.get("model"), dict) else state
         own = model.state_dict()
         model.load_state_dict({k: v for k, v in src.items() if k in own and own[k].shape == v.shape}, strict=False)
@@ -134,11 +134,11 @@ class Protonet(Method):
     streams = False
 
     def steps_per_epoch(self, run):
-        return run.cfg.episodes_per_epoch
+        return run.cfg.method_settings.episodes_per_epoch
 
     def prepare(self, run):
-        cfg = run.cfg  # the task's labels indexed once per run (an episode's draws cost ~0.05 ms then)
-        run.extra["episodes"] = EpisodeSampler(run.task_labels, cfg.way, cfg.shot, cfg.query)
+        own = run.cfg.method_settings  # the task's labels indexed once per run (an episode's draws: ~0.05 ms)
+        run.extra["episodes"] = EpisodeSampler(run.task_labels, own.way, own.shot, own.query)
 
     def loss(self, run, step):
         cfg, loader = run.cfg, run.loader
@@ -152,7 +152,7 @@ class Protonet(Method):
                 torch.as_tensor(s_y, device=run.device),
                 run.model.features(xq).float(),
                 torch.as_tensor(q_y, device=run.device),
-                cfg.way,
+                cfg.method_settings.way,
             )
 
 
@@ -169,12 +169,14 @@ class _TwoViews(Method):
         model = super().build(cfg, n_classes, in_channels, device)
         fd = model.feature_dim
         model.head = torch.nn.Sequential(
-            torch.nn.Linear(fd, fd), torch.nn.ReLU(), torch.nn.Linear(fd, cfg.projection_dim, bias=False)
+            torch.nn.Linear(fd, fd),
+            torch.nn.ReLU(),
+            torch.nn.Linear(fd, cfg.method_settings.projection_dim, bias=False),
         ).to(device)
         return model
 
     def views(self, run, xb, g):
-        scale = run.cfg.crop_scale
+        scale = run.cfg.method_settings.crop_scale
         v1 = color_jitter(random_resized_crop(xb, g, scale=scale), g)
         v2 = color_jitter(random_resized_crop(xb, g, scale=scale), g)
         return run.model(v1), run.model(v2)
@@ -186,7 +188,7 @@ class SimCLR(_TwoViews):
     settings = METHOD_SETTINGS["simclr"]
 
     def batch_loss(self, run, xb, yb, g):
-        return nt_xent(*self.views(run, xb, g), run.cfg.temperature)
+        return nt_xent(*self.views(run, xb, g), run.cfg.method_settings.temperature)
 
 
 @register_method
@@ -195,11 +197,12 @@ class BarlowTwins(_TwoViews):
     settings = METHOD_SETTINGS["barlow"]
 
     def batch_loss(self, run, xb, yb, g):
-        return barlow_twins(*self.views(run, xb, g), run.cfg.barlow_lambda)
+        return barlow_twins(*self.views(run, xb, g), run.cfg.method_settings.barlow_lambda)
 
 
 def labelled_subset(labels, cfg, rng) -> np.ndarray:
-    """FixMatch's labelled images (positions in the task's training set), drawn from ``rng`` (the run's):
+    """FixMatch's labelled images (positions in the task's training set), drawn from ``rng`` (the run's;
+    ``cfg``: FixMatch's settings, or a TrainConfig):
     ``labelled_draw="random"``, ``labelled`` of them uniformly (every image at most once; the draw of runs
     recorded before the setting existed); ``"balanced"``, ``labelled / classes`` of every class (an error
     unless ``labelled`` is a multiple of the task's classes and every class has that many images)."""
@@ -230,10 +233,12 @@ class FixMatch(Method):
     streams = False
 
     def loader_batch_size(self, cfg) -> int:
-        return cfg.batch_size * cfg.unlabelled_ratio
+        return cfg.batch_size * cfg.method_settings.unlabelled_ratio
 
     def prepare(self, run):
-        run.extra["labelled"] = torch.as_tensor(labelled_subset(run.task_labels, run.cfg, run.rng), device=run.device)
+        run.extra["labelled"] = torch.as_tensor(
+            labelled_subset(run.task_labels, run.cfg.method_settings, run.rng), device=run.device
+        )
 
     def batch_loss(self, run, xb, yb, g):
         cfg, loader, model = run.cfg, run.loader, run.model
@@ -244,6 +249,6 @@ class FixMatch(Method):
         with torch.no_grad():
             conf, pseudo = torch.softmax(model(xb), 1).max(1)
         strong = cutout(color_jitter(xb, g), g)
-        mask = (conf >= cfg.threshold).float()
+        mask = (conf >= cfg.method_settings.threshold).float()
         unsup = (F.cross_entropy(model(strong), pseudo, reduction="none") * mask).mean()
         return sup + unsup
