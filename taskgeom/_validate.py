@@ -74,6 +74,15 @@ def as_tensor(x, name: str = "models") -> tuple[torch.Tensor, bool]:
     return t, was_numpy
 
 
+def as_float64_array(x, name: str) -> np.ndarray:
+    """``x`` as a float64 numpy array on the host, refused as :func:`as_tensor` refuses (complex, boolean,
+    not numeric): a numeric numpy array is converted once, without a round trip through torch."""
+    if isinstance(x, np.ndarray) and x.dtype.kind in "fiu":
+        return np.asarray(x, dtype=np.float64)
+    t, _ = as_tensor(x, name)
+    return t.detach().to(torch.float64).cpu().numpy()
+
+
 def default_tol(dtype: torch.dtype) -> float:
     return DEFAULT_TOL.get(dtype, 1e-4)
 

@@ -10,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validate import as_tensor, check_choice, check_float, check_int, check_probabilities, to_output
+from ._validate import as_float64_array, as_tensor, check_choice, check_float, check_int, check_probabilities, to_output
 
 __all__ = ["Embedding", "InPCA", "inpca", "explained_stress", "random_projection"]
 
@@ -27,7 +27,7 @@ def explained_stress(eigenvalues, k: int | None = None, total_sq: float | None =
     total_sq : float, optional
         ``||W||_F^2 = sum_i s_i^2`` over *all* eigenvalues, when only the top ones are given.
     """
-    ev = np.asarray(as_tensor(np.atleast_1d(eigenvalues), "eigenvalues")[0].to(torch.float64).cpu().numpy())
+    ev = as_float64_array(np.atleast_1d(eigenvalues), "eigenvalues")
     ev = np.sort(np.abs(ev.reshape(-1)))[::-1]
     if ev.size == 0 or not np.all(np.isfinite(ev)):
         raise ValueError("eigenvalues must be a non-empty array of finite numbers")
@@ -145,7 +145,7 @@ def inpca(D, k: int | None = None, method: str = "auto") -> Embedding:
 def _checked_divergences(D) -> np.ndarray:
     """``D`` as a float64 array after the checks of a divergence matrix: square, non-empty, finite, symmetric,
     non-negative, zero diagonal (each a one-line ValueError naming an entry)."""
-    Dm = np.asarray(as_tensor(D, "D")[0].to(torch.float64).cpu().numpy())
+    Dm = as_float64_array(D, "D")
     if Dm.ndim != 2 or Dm.shape[0] != Dm.shape[1]:
         raise ValueError(f"D must be a square matrix, got shape {Dm.shape}")
     if Dm.shape[0] < 1:
