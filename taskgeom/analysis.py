@@ -26,7 +26,18 @@ from . import bootstrap as _bootstrap
 from . import embedding as _embedding
 from .pairwise import pairwise_distances
 
-__all__ = ["PictureResult", "EmbeddingView", "Line", "analyse", "place", "task_distances", "reached_mask"]
+__all__ = [
+    "PictureResult",
+    "Family",
+    "Estimate",
+    "Curve",
+    "EmbeddingView",
+    "Line",
+    "analyse",
+    "place",
+    "task_distances",
+    "reached_mask",
+]
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,60 @@ class EmbeddingView:
         counts = np.asarray(self.embedded, dtype=bool).sum(1)
         start = int(counts[:i].sum())
         return np.asarray(self.coords)[start : start + int(counts[i])]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A statistic of a family: ``value`` (the mean over its seeds), each seed's ``seeds`` where it has them,
+    and its bootstrap interval: ``low``, ``high`` (None without replicates, or where unbounded), the share of
+    replicates ``above_estimate`` and what the replicates resample (``over``)."""
+
+    value: float
+    seeds: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    above_estimate: float | None = None
+    over: str | None = None
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Values over the progress ``grid``: None where undefined (beyond the progress every seed reached), with
+    the bootstrap interval's ``low`` and ``high`` curves (None without replicates)."""
+
+    grid: tuple
+    values: tuple
+    low: tuple | None = None
+    high: tuple | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """One group of trajectories (a task, a method, ...) as the analysis measured it (see :func:`analyse`)."""
+
+    name: str
+    seeds: int
+    progress_at_init: Estimate
+    final_progress: Estimate
+    progress_gain: Estimate
+    riemann_length: Estimate
+    tube_radius: Curve
+    #: normalised distance (Remark 5) to the reference family over the grid; None for the reference itself
+    distance_to_reference: Curve | None
+    #: per grid value, whether every seed of the family reached it
+    reached: tuple
+
+
+def _estimate(point: dict, interval: dict | None, value_key: str = "mean") -> Estimate:
+    iv = interval or {}
+    return Estimate(
+        float(point[value_key]),
+        tuple(point.get("seeds", ())),
+        iv.get("low"),
+        iv.get("high"),
+        iv.get("above_estimate"),
+        iv.get("over"),
+    )
 
 
 @dataclass(frozen=True)
@@ -117,6 +182,50 @@ class PictureResult:
             f"{'bootstrap intervals' if self.uncertainty else 'no intervals'})"
         )
 
+    # ---- typed views of the result (its stored form is results.json's, above) ----
+    @property
+    def families(self) -> tuple:
+        """Every family as a :class:`Family`, in the analysis's order."""
+        return tuple(self.family(name) for name in self.progress_on_union_task)
+
+    def family(self, name: str) -> Family:
+        """The :class:`Family` ``name`` (a KeyError lists the families)."""
+        if name not in self.progress_on_union_task:
+            raise KeyError(f"no family {name!r}; families: {', '.join(self.progress_on_union_task)}")
+        unc = self.uncertainty or {}
+
+        def est(field: str) -> Estimate:
+            return _estimate(getattr(self, field)[name], (unc.get(field) or {}).get(name))
+
+        grid = tuple(self.grid)
+        radius_iv = (unc.get("tube_radius") or {}).get(name) or {}
+        distance = None
+        if name in self.normalized_distance:
+            iv = self.normalized_distance_interval.get(name) or {}
+            distance = Curve(grid, tuple(self.normalized_distance[name]), _tuple(iv.get("low")), _tuple(iv.get("high")))
+        length = self.riemann_length[name]
+        return Family(
+            name=name,
+            seeds=len(self.progress_on_union_task[name].get("seeds", ())),
+            progress_at_init=est("progress_at_init"),
+            final_progress=est("progress_on_union_task"),
+            progress_gain=est("progress_gain"),
+            riemann_length=_estimate(length, None),
+            tube_radius=Curve(
+                grid, tuple(self.tube_radius[name]), _tuple(radius_iv.get("low")), _tuple(radius_iv.get("high"))
+            ),
+            distance_to_reference=distance,
+            reached=tuple(bool(r) for r in self.reached[name]),
+        )
+
+    @property
+    def stress(self) -> tuple:
+        """Explained stress (eq. 11) of the top 1, 2, ... dimensions, each an :class:`Estimate`."""
+        unc = (self.uncertainty or {}).get("explained_stress") or {}
+        return tuple(
+            _estimate({"mean": self.explained_stress[k]}, unc.get(k)) for k in sorted(self.explained_stress, key=int)
+        )
+
     def to_json(self) -> dict:
         out = {
             "eval_set": self.eval_set,
@@ -146,6 +255,10 @@ class PictureResult:
         if self.seconds:
             out["seconds"] = self.seconds
         return out
+
+
+def _tuple(x):
+    return None if x is None else tuple(x)
 
 
 def _np(x) -> np.ndarray:

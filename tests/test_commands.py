@@ -238,3 +238,21 @@ def test_grouping_that_pools_methods_warns(store_path):
         warnings.simplefilter("error")
         res = tg.analyse(str(store_path), group_by="method", n_boot=0, grid=8)
     assert "groups ['adam', 'sgd']" in repr(res) and len(repr(res)) < 400
+
+
+def test_the_result_reads_as_typed_records(store_path):
+    import taskgeom as tg
+    from taskgeom.analysis import Curve, Estimate
+
+    res = tg.analyse(str(store_path), group_by="method", n_boot=20, grid=8)
+    assert [f.name for f in res.families] == ["adam", "sgd"]
+    adam = res.family("adam")
+    assert isinstance(adam.final_progress, Estimate) and adam.seeds == 4
+    assert adam.final_progress.value == res.progress_on_union_task["adam"]["mean"]
+    assert adam.final_progress.low <= adam.final_progress.high and len(adam.final_progress.seeds) == 4
+    assert isinstance(adam.tube_radius, Curve) and len(adam.tube_radius.values) == len(res.grid)
+    ref, other = res.family(res.reference_task), res.family("sgd" if res.reference_task == "adam" else "adam")
+    assert ref.distance_to_reference is None and other.distance_to_reference.low is not None
+    assert [e.value for e in res.stress] == [res.explained_stress[k] for k in sorted(res.explained_stress, key=int)]
+    with pytest.raises(KeyError, match="families: adam, sgd"):
+        res.family("lbfgs")
