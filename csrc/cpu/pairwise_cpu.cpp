@@ -55,7 +55,7 @@ typedef double v8d __attribute__((vector_size(kW * sizeof(double))));
 typedef long long v8l __attribute__((vector_size(kW * sizeof(long long))));
 
 // Rows of a register tile. With 32 vector registers (AVX-512) a 4 x 4 tile of float64 Gram sums fits;
-// with 16, 1 x 4 (measured choices are in bench/README.md).
+// with 16, 1 x 4 (measured choices: bench/results/pairwise_cpu.json, "kernel history").
 #if defined(__AVX512F__)
 constexpr int kTI = 4;
 #else

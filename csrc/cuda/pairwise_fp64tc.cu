@@ -42,7 +42,7 @@ namespace {
 // bit 2 ("...e"): the lean sample epilogue (a sample's first instruction adds to zero instead of the accumulators
 // being zeroed after each sample, and the floor is a compare and a select: in the SASS of nvcc 13.0 for sm_90 the
 // epilogue of mma1684_t64_w2x2_k8_s3p is about 200 instructions per warp and sample, 12 per pair register, against
-// 12 DMMAs at 10 classes; bench/README.md). LK > 0
+// 12 DMMAs at 10 classes; bench/results/fp64tc.json). LK > 0
 // (SHAPE 1 and 2, "..._c<4 LK>"): the lean path for at most 4 LK classes (see the kernel), with 96 x 96 and 128 x 128
 // tiles (registers, -Xptxas -v with nvcc 13.0 for sm_90: the 96 x 96 ones 202-254 with no spills, the 128 x 128 ones
 // at their caps with 44-256 bytes spilled; the sweep decides). The sweep (bench/bench_fp64tc.py) times every

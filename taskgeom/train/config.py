@@ -104,7 +104,7 @@ PRESETS = {
     ),
     # CIFAR-10 on one GPU (issue 16; bench/bench_train.py, experiments/_family.py): the fast residual net with
     # its whitening stem, batches of 1,024, a triangle schedule with 20% warm-up to a peak of 0.8, label
-    # smoothing 0.2 (88-89% in 10 epochs on an H200, bench/README.md, with zero-padded crops and the stem
+    # smoothing 0.2 (88-89% in 10 epochs on an H200, bench/results/train.json, with zero-padded crops and the stem
     # fitted to airplanes alone); crops padded by reflection, as the fast recipes' (+1.3 points over zeros in a
     # small paired CPU comparison, 2026-11-27)
     "cifar10-fast-resnet": dict(
