@@ -5,7 +5,7 @@
 
 #include "common.h"
 
-#if defined(__F16C__)
+#if defined(__F16C__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -28,6 +28,44 @@ inline void gather_typed(const View3& v, int64_t i, int64_t n0, int64_t nc, int6
   }
 }
 
+// Rows of nc samples x C float32 values (row stride C) into t[c * ncp + n] as float64: the transposing copy
+// that staging starts with. With AVX2, 8 x 8 blocks are transposed in registers and each class's 8 samples
+// are written with one store (a scalar transpose writes every value to another cache line); the values
+// are the same either way (float32 -> float64 is exact).
+inline void transpose_rows(const float* src, int64_t nc, int64_t C, int64_t ncp, double* t) {
+  int64_t n0 = 0;
+#if defined(__AVX2__)
+  for (; n0 + 8 <= nc; n0 += 8) {
+    int64_t c0 = 0;
+    for (; c0 + 8 <= C; c0 += 8) {
+      __m256 r[8];
+      for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + (n0 + l) * C + c0);
+      const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+      const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+      const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+      const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+      const __m256 col[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
+                             _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
+                             _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
+                             _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+      for (int k = 0; k < 8; ++k) {  // col[k]: class c0 + k of samples n0 .. n0 + 7
+        double* dst = t + (c0 + k) * ncp + n0;
+        _mm256_storeu_pd(dst, _mm256_cvtps_pd(_mm256_castps256_ps128(col[k])));
+        _mm256_storeu_pd(dst + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(col[k], 1)));
+      }
+    }
+    for (; c0 < C; ++c0)
+      for (int l = 0; l < 8; ++l) t[c0 * ncp + n0 + l] = (double)src[(n0 + l) * C + c0];
+  }
+#endif
+  for (int64_t n = n0; n < nc; ++n)
+    for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = (double)src[n * C + c];
+}
+
 #if defined(__F16C__)
 // float16 rows stored contiguously: convert 8 values per instruction, then transpose.
 inline void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, int64_t ncp, double* t, float* raw) {
@@ -36,8 +74,7 @@ inline void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, i
   for (; k + 8 <= total; k += 8)
     _mm256_storeu_ps(raw + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
   for (; k < total; ++k) raw[k] = half_to_float(src[k]);
-  for (int64_t n = 0; n < nc; ++n)
-    for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = (double)raw[n * C + c];
+  transpose_rows(raw, nc, C, ncp, t);
 }
 #endif
 
@@ -62,6 +99,10 @@ inline void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int6
       gather_typed<double>(v, i, n0, nc, ncp, t, [](double x) { return x; });
       break;
     default:
+      if (v.stride[2] == 1 && v.stride[1] == C) {  // contiguous rows: the vectorised transpose
+        transpose_rows(reinterpret_cast<const float*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t);
+        break;
+      }
       gather_typed<float>(v, i, n0, nc, ncp, t, [](float x) { return (double)x; });
   }
   for (int64_t c = 0; c < C; ++c)
