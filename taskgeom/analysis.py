@@ -13,6 +13,7 @@ consume.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import warnings
@@ -571,20 +572,44 @@ def _grouped(store, eval_set: str, tasks, method, group_by: str, reference) -> t
 
 
 def _warn_pooled(groups, trajs, group_by: str) -> None:
-    """Warn (one line) where a group pools runs of several methods or architectures as if they were seeds of
-    one family: grouping by task a store of one task trained two ways averages the two ways."""
-    for attr in ("method", "architecture"):
-        if attr == group_by:
-            continue
-        for g in dict.fromkeys(groups):
-            kinds = sorted({str(getattr(t, attr)) for k, t in zip(groups, trajs) if k == g} - {"None"})
-            if len(kinds) > 1:
-                warnings.warn(
-                    f"group {g!r} (by {group_by}) pools runs of {len(kinds)} {attr}s ({', '.join(kinds)}) as if they "
-                    f"were seeds of one family: group by {attr} (or another field) to compare them",
-                    stacklevel=4,
-                )
-                return
+    """Warn (one line) where a group pools runs trained differently (methods, architectures, or recorded
+    settings other than the seed and where a run ran) as if they were seeds of one family: grouping by task
+    a store of one task trained two ways averages the two ways."""
+    for g in dict.fromkeys(groups):
+        members = [t for k, t in zip(groups, trajs) if k == g]
+        differ = {}
+        for attr in ("method", "architecture"):
+            kinds = sorted({str(getattr(t, attr)) for t in members} - {"None"})
+            if attr != group_by and len(kinds) > 1:
+                differ[attr] = kinds
+        configs = [_flat(t.config or {}) for t in members]
+        for key in sorted({k for c in configs for k in c} - _NOT_A_RECIPE - set(differ) - {group_by}):
+            values = sorted({json.dumps(c.get(key), sort_keys=True, default=str) for c in configs})
+            if len(values) > 1:
+                differ[key] = values
+        if differ:
+            shown = "; ".join(f"{k}: {', '.join(map(str, v[:4]))}" for k, v in list(differ.items())[:3])
+            warnings.warn(
+                f"group {g!r} (by {group_by}) pools runs trained differently ({shown}) as if they were seeds of one "
+                f"family: group by {next(iter(differ))} (or another field) to compare them",
+                stacklevel=4,
+            )
+            return
+
+
+#: recorded settings that do not make another recipe: the seeds, and where and how a run ran
+_NOT_A_RECIPE = {"seed", "init_seed", "device", "state_dir", "keep_states", "log_every", "channels_last", "name"}
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    """A recorded config with nested mappings as dotted keys (``optim.lr``)."""
+    out = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _seeds(values: dict) -> dict:

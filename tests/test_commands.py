@@ -230,7 +230,7 @@ def test_grouping_that_pools_methods_warns(store_path):
     """One task trained two ways, grouped by task: the two ways would be averaged as seeds of one family."""
     import taskgeom as tg
 
-    with pytest.warns(UserWarning, match=r"pools runs of 2 methods \(adam, sgd\).*group by method"):
+    with pytest.warns(UserWarning, match=r"pools runs trained differently \(method: adam, sgd.*group by method"):
         tg.analyse(str(store_path), n_boot=0, grid=8)
     import warnings
 
@@ -256,3 +256,22 @@ def test_the_result_reads_as_typed_records(store_path):
     assert [e.value for e in res.stress] == [res.explained_stress[k] for k in sorted(res.explained_stress, key=int)]
     with pytest.raises(KeyError, match="families: adam, sgd"):
         res.family("lbfgs")
+
+
+def test_grouping_that_pools_settings_warns(tmp_path):
+    """Same method, two learning rates recorded in the config, grouped by task: warned, naming the setting."""
+    import taskgeom as tg
+
+    store = PredictionStore(tmp_path / "s", create=True)
+    _, y = training_run(n=N, c=C)
+    store.add_eval_set("toy", y.numpy(), c=C)
+    for lr in (0.1, 0.01):
+        for seed in range(2):
+            traj, _ = training_run(n=N, c=C, steps=5, seed=seed + (10 if lr < 0.05 else 0))
+            t = store.create_trajectory(
+                "toy", task="all", method="sgd", seed=seed, config={"lr": lr, "seed": seed}, name=f"lr{lr}-s{seed}"
+            )
+            store.extend(t, traj.numpy().astype(np.float32))
+    store.close()
+    with pytest.warns(UserWarning, match=r"trained differently \(lr: 0.01, 0.1\).*group by lr"):
+        tg.analyse(str(tmp_path / "s"), n_boot=0, grid=6)
