@@ -26,6 +26,7 @@ from . import _validate, geometry, reference, trajectories
 from . import bootstrap as _bootstrap
 from . import embedding as _embedding
 from .pairwise import pairwise_distances
+from .train.config import IDENTITY_EXCLUDED
 
 __all__ = [
     "PictureResult",
@@ -597,8 +598,8 @@ def _warn_pooled(groups, trajs, group_by: str) -> None:
             return
 
 
-#: recorded settings that do not make another recipe: the seeds, and where and how a run ran
-_NOT_A_RECIPE = {"seed", "init_seed", "device", "state_dir", "keep_states", "log_every", "channels_last", "name"}
+#: recorded settings that do not make another recipe: the seeds, a run's name, and where and how it ran
+_NOT_A_RECIPE = {"seed", "init_seed", "name", *IDENTITY_EXCLUDED}
 
 
 def _flat(config: dict, prefix: str = "") -> dict:

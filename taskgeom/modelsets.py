@@ -33,6 +33,7 @@ class ModelSet:
     dtype: str
     path: str | None = None
     filters: dict | None = None
+    ordered: bool = False  # store: trajectories in the order of filters["name"], not of creation
     _array: np.ndarray | None = None
     _index: list | None = None  # store: (trajectory id, checkpoint) per model
     _store: object = None
@@ -67,7 +68,7 @@ class ModelSet:
         if self.kind == "array":
             raise ValueError("an in-memory array cannot be reopened by another process: save it as .npy first")
         spec = {"kind": self.kind, "path": self.path, "filters": self.filters, "m": self.m}
-        return {**spec, "ordered": True} if self.__dict__.get("_ordered") else spec
+        return {**spec, "ordered": True} if self.ordered else spec
 
     def keys(self) -> list[str]:
         """One identity key per model: for a store, trajectory name, checkpoint and its checksum; for an
@@ -185,7 +186,7 @@ def _from_store(store, filters: dict, ordered: bool = False) -> ModelSet:
     es = store.eval_set(trajs[0].eval_set)
     index = [(t.id, k) for t in trajs for k in range(len(t))]
     dtype = "float32" if "float32" in dtypes else "float16"
-    ms = ModelSet(
+    return ModelSet(
         "store",
         len(index),
         es.n,
@@ -193,8 +194,7 @@ def _from_store(store, filters: dict, ordered: bool = False) -> ModelSet:
         np.dtype(dtype).str,
         path=str(Path(store.root).resolve()),
         filters=dict(filters),
+        ordered=ordered,
         _index=index,
         _store=store,
     )
-    ms.__dict__["_ordered"] = ordered
-    return ms
