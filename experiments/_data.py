@@ -4,9 +4,15 @@ taskgeom's one data layer (taskgeom.data.datasets), so that experiments, ``taskg
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 from taskgeom import config
 from taskgeom.data import datasets
 from taskgeom.imprinting import HEADS
+from taskgeom.store import PredictionStore
+from taskgeom.train.schedule import Job, Scheduler
+from taskgeom.train.sweep import load_data
 
 #: the two disjoint sub-tasks used where an experiment needs them, per dataset (on CIFAR-10 the paper's
 #: binary tasks of Results 6 and 7)
@@ -38,3 +44,27 @@ def load(args):
     data = datasets.load(config.from_args(datasets.DataConfig, args))
     rename = dict(zip(SUBTASKS["digits"], SUBTASKS[args.data]))
     return data.train, data.test, data.classes, data.tasks, data.eval_set, (lambda t: rename.get(t, t))
+
+
+def scheduler(args, out) -> Scheduler:
+    """The one scheduler of training runs (:class:`taskgeom.train.schedule.Scheduler`, as ``taskgeom sweep``
+    and the family scripts use it) for an experiment's runs: in this process, each run into its own shard
+    ``out/shards/<job>``, merged into ``out/store`` (the experiment's store) as it finishes."""
+    spec = dataclasses.asdict(config.from_args(datasets.DataConfig, args))
+    return Scheduler((load_data, spec), out, executor="inline")
+
+
+def job(label: str, task: str, cfg, start_from: tuple | None = None) -> Job:
+    """One run, recorded under ``label``, with this process's torch threads (what an experiment that trained
+    in its own loop used): its id is the label and the seed, made safe as a folder name."""
+    import torch
+
+    ident = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-") + f"-s{cfg.seed}"
+    return Job(ident, task, cfg, label=label, start_from=start_from, threads=torch.get_num_threads())
+
+
+def trained(sched: Scheduler, jobs: dict) -> tuple[PredictionStore, dict]:
+    """The experiment's store (read-only; the caller closes it) and, for each name of ``jobs`` (name -> jobs),
+    the trained trajectories of its jobs in their order."""
+    store = PredictionStore(sched.store, readonly=True)
+    return store, {name: [store.trajectory(sched.done[j.id]["name"]) for j in js] for name, js in jobs.items()}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import re
 import shutil
@@ -39,9 +38,9 @@ import taskgeom as tg  # noqa: E402
 from taskgeom.bootstrap import Resampling, progress_replicates  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
 from taskgeom.imprinting import HEADS  # noqa: E402
-from taskgeom.shards import merge_stores  # noqa: E402
 from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
-from taskgeom.train import PRESETS, TrainConfig, train  # noqa: E402
+from taskgeom.train import PRESETS, TrainConfig  # noqa: E402
+from taskgeom.train.schedule import Job, Scheduler  # noqa: E402
 
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
 OUTPUTS = ("results.json", "summary.png", "store.tar", "run.log")  # what a family writes into --out
@@ -231,49 +230,6 @@ def run_script(main) -> None:
         ) from None
 
 
-def budget_skip(durations: list, left: float) -> str | None:
-    """Why a run is not started with ``left`` seconds to go, given how long its group's finished runs took
-    (their mean is its estimate); None: start it. A group's first run always starts while time is left."""
-    if left <= 0:
-        return "no time was left"
-    if durations and (est := float(np.mean(durations))) > left:
-        return f"its group's runs took {est:.1f} s, {left:.1f} s were left"
-    return None
-
-
-_WORKER: dict = {}  # a worker process's data, loaded once
-
-
-def _worker_init(data_args: dict, threads: int) -> None:
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's: it stops the workers
-
-    torch.set_num_threads(threads)
-    _WORKER["data"] = family_data(**data_args)
-
-
-def _train_one(cfg: TrainConfig, group: str, task: str, shard: str) -> dict:
-    """Train one run into its own store shard (resuming it when the shard has it); in a worker process."""
-    data, t0 = _WORKER["data"], time.perf_counter()
-    warm = _WORKER.get("runs", 0) > 0  # the worker's first run pays its start-up (CUDA, cuDNN's search)
-    _WORKER["runs"] = _WORKER.get("runs", 0) + 1
-    store = PredictionStore(shard, create=True)
-    try:
-        store.add_eval_set(data.eval_set, data.test[1], class_names=data.classes)
-        before = sum(len(t) for t in store.select())
-        traj = train(cfg, data.task(task), data.train, data.test, store, data.eval_set, group, progress_bar=False)
-        acc = traj.checkpoints[-1].get("accuracy", float("nan"))
-        seconds = time.perf_counter() - t0
-        resumed = before == len(traj)  # the shard held the whole run: nothing trained now
-        info = {"name": traj.name, "id": traj.id, "checkpoints": len(traj), "accuracy": acc}
-        return {**info, "seconds": seconds, "warm": warm, "resumed": resumed}
-    finally:
-        store.close()
-
-
 class Family:
     """The data, store and runs of one family script."""
 
@@ -313,7 +269,7 @@ class Family:
         self.groups: list[str] = []  # every group planned, in the order first given
         self.done: dict[tuple, dict] = {}  # (group, seed) -> the trained run (name, id, state dir, seconds)
         self.skipped: list[dict] = []  # runs not trained, each with why
-        self._pool = None
+        self.scheduler = None  # the runs' scheduler, made when they are first trained
         self._cache: dict = {}  # (kind, group) -> probabilities / checkpoint progress, read once after training
         self.log(
             f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images; work folder {self.work}"
@@ -344,116 +300,71 @@ class Family:
         base.update({k: v for k, v in (("batch_size", a.batch_size), ("lr", a.lr)) if v is not None})
         cfg = {**base, **run.settings}
         if run.init is not None:
-            src, k = run.init
-            d = self.done[src, run.seed]
-            cfg.update(method="finetune", init_from=str(Path(d["state_dir"]) / f"{d['id']:06d}_ckpt{k:03d}.pt"))
+            cfg["method"] = "finetune"  # from the checkpoint the scheduler names in init_from
         return TrainConfig(**cfg)
 
-    def _workers(self):
-        if self._pool is None:
-            threads = max(1, (os.cpu_count() or 1) // self.args.workers)
-            ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
-            self._pool = ctx.Pool(self.args.workers, initializer=_worker_init, initargs=(self.data_args, threads))
-        return self._pool
-
-    def _stop_workers(self, kill: bool) -> None:
-        if self._pool is not None:
-            if kill:
-                self._pool.terminate()
-            else:
-                self._pool.close()
-            self._pool.join()
-            self._pool = None
-
-    def _skip(self, run: FamilyRun, why: str) -> None:
-        self.skipped.append({"group": run.group, "seed": run.seed, "why": why})
-        self.log(f"skipped {run.group} seed {run.seed}: {why}")
+    def job(self, run: FamilyRun) -> Job:
+        """The scheduler's job of ``run``: its shard named by :meth:`key`, recorded under its group, with
+        the torch threads of one of ``--workers`` processes sharing the CPUs."""
+        start = None
+        if run.init is not None:
+            src, k = run.init
+            start = (self.key(FamilyRun(src, "", run.seed)), k)
+        threads = max(1, (os.cpu_count() or 1) // self.args.workers)
+        return Job(self.key(run), run.task, self.config(run), label=run.group, start_from=start, threads=threads)
 
     def train(self, runs: list[FamilyRun], then=None) -> None:
-        """Train ``runs`` seed by seed (stable: groups in the order given), ``--workers`` at once, within the
-        budget; each finished run's shard is merged into the family's store. ``then(run)``, called as each
-        run finishes, may return more runs (they join the queue by seed: a fine-tuning run after its seed's
-        other runs). A run fine-tuning from another (``init``) waits while that run trains and is skipped
-        when it was not trained."""
+        """Train ``runs`` with the one scheduler (:class:`taskgeom.train.schedule.Scheduler`): seed by seed
+        (stable: groups in the order given), ``--workers`` processes at once, within the budget; each
+        finished run's shard is merged into the family's store. ``then(run)``, called as each run finishes,
+        may return more runs (they join the queue by seed: a fine-tuning run after its seed's other runs). A
+        run fine-tuning from another (``init``) waits while that run trains and is skipped when it was not
+        trained."""
         self._cache.clear()
-        pending: list[FamilyRun] = []
-        running: dict = {}  # AsyncResult -> (run, shard, start)
+        of = {}  # job id -> its run
 
-        def queue(more) -> None:
-            for g in dict.fromkeys(r.group for r in more):
-                if g not in self.groups:
-                    self.groups.append(g)
-            pending.extend(more)
-            pending.sort(key=lambda r: r.seed)  # stable
+        def jobs(more) -> list[Job]:
+            out = []
+            for run in more:
+                if run.group not in self.groups:
+                    self.groups.append(run.group)
+                job = self.job(run)
+                of[job.id] = run
+                out.append(job)
+            return out
 
-        def waits(run: FamilyRun) -> bool:  # its starting run is still training
-            return run.init is not None and any(
-                (r.group, r.seed) == (run.init[0], run.seed) for r, _, _ in running.values()
+        def finished(job: Job, info: dict) -> list[Job]:
+            run = of[job.id]
+            self.done[run.group, run.seed] = {**info, "state_dir": self.state_dir(run)}
+            return jobs(then(run) or []) if then is not None else []
+
+        def failed(job: Job, exc: BaseException) -> None:
+            if isinstance(exc, ConfigMismatchError):
+                run = of[job.id]
+                raise SystemExit(
+                    f"error: {run.group} seed {run.seed}: --work {self.work} holds this run with other "
+                    "settings; use another --work for other settings"
+                ) from None
+
+        if self.scheduler is None:
+            self.scheduler = Scheduler(
+                (family_data, self.data_args),
+                self.work,
+                executor="processes",  # stoppable at the budget's end
+                workers=self.args.workers,
+                store=self.store_path,
+                deadline=self.deadline,
+                log=self.log,
             )
-
-        queue(runs)
+        skipped = len(self.scheduler.skipped)
         try:
-            while pending or running:
-                while len(running) < self.args.workers and time.perf_counter() < self.deadline:
-                    run = next((r for r in pending if not waits(r)), None)
-                    if run is None:
-                        break
-                    pending.remove(run)
-                    if run.init is not None and (run.init[0], run.seed) not in self.done:
-                        self._skip(run, f"the run it starts from ({run.init[0]}, seed {run.seed}) was not trained")
-                        continue
-                    why = budget_skip(self._estimates(run.group), self.deadline - time.perf_counter())
-                    if why:
-                        self._skip(run, why)
-                        continue
-                    shard = self.work / "shards" / self.key(run)
-                    job = self._workers().apply_async(_train_one, (self.config(run), run.group, run.task, str(shard)))
-                    running[job] = (run, shard, time.perf_counter())
-                now = time.perf_counter()
-                if now >= self.deadline:
-                    if running:
-                        self._stop_workers(kill=True)  # their shards are never merged
-                    for run, _, start in running.values():
-                        self._skip(run, f"stopped at the budget's end after {now - start:.1f} s")
-                    for run in pending:
-                        self._skip(run, "the budget's end came before it started")
-                    pending, running = [], {}
-                    break
-                ready = [job for job in running if job.ready()]
-                if not ready:
-                    time.sleep(0.02)
-                for job in ready:
-                    run, shard, _ = running.pop(job)
-                    try:
-                        info = job.get()  # a run that failed fails the family
-                    except ConfigMismatchError:
-                        raise SystemExit(
-                            f"error: {run.group} seed {run.seed}: --work {self.work} holds this run with other "
-                            "settings; use another --work for other settings"
-                        ) from None
-                    merge_stores([shard], self.store_path)
-                    self.done[run.group, run.seed] = {**info, "state_dir": self.state_dir(run)}
-                    took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
-                    self.log(
-                        f"run {len(self.done)} {run.group} seed {run.seed}: {took}, "
-                        f"imprinted accuracy {info['accuracy']:.3f}"
-                    )
-                    if then is not None:
-                        queue(then(run) or [])
+            self.scheduler.run(jobs(runs), then=finished, on_error=failed)
         except KeyboardInterrupt:
-            self._stop_workers(kill=True)
             raise SystemExit(f"interrupted: rerun with --work {self.work} to continue") from None
-        except BaseException:
-            self._stop_workers(kill=True)
-            raise
+        for s in self.scheduler.skipped[skipped:]:
+            run = of[s["id"]]
+            self.skipped.append({"group": run.group, "seed": run.seed, "why": s["why"]})
         self._open()
-
-    def _estimates(self, group: str) -> list:
-        """Seconds of ``group``'s finished runs that say how long the next takes: those that trained, and of
-        them those that were not their worker's first (which pays the start-up) when there are any."""
-        runs = [d for (g, _), d in self.done.items() if g == group and not d["resumed"]]
-        warm = [d["seconds"] for d in runs if d["warm"]]
-        return warm or [d["seconds"] for d in runs]
 
     def _open(self) -> None:
         """(Re)open the family's store and list each group's trained runs in seed order."""
@@ -572,7 +483,8 @@ class Family:
         then exits with status 1."""
         from taskgeom._provenance import code_version
 
-        self._stop_workers(kill=False)
+        if self.scheduler is not None:
+            self.scheduler.close()
         missing = self.missing()
         results = {**results, "family": self.name, "device": _device(), "seconds": time.perf_counter() - self.t0}
         results["runs"] = {

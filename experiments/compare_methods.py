@@ -28,10 +28,9 @@ import numpy as np
 from _family import add_seeds_argument, riemann_density, summary
 
 import taskgeom as tg
-from taskgeom.store import PredictionStore
-from taskgeom.train import TrainConfig, train
+from taskgeom.train import TrainConfig
 
-from _data import add_data_arguments, load
+from _data import add_data_arguments, job, load, scheduler, trained
 
 #: preset -> (reference family, {family: (task, TrainConfig overrides)})
 PRESETS = {
@@ -134,12 +133,10 @@ def main():
     reference, families_cfg = PRESETS[args.preset]
     out = Path(args.out or args.preset)
     out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte), class_names, tasks, eval_set, rename = load(args)
-    store = PredictionStore(out / "store", create=True)
-    store.add_eval_set(eval_set, yte, class_names=class_names)
+    (xtr, ytr), (xte, yte), _, _, _, rename = load(args)
     steps_per_epoch = int(np.ceil(len(ytr) / args.batch_size))
     every = checkpoint_every(args, families_cfg, steps_per_epoch)
-    runs = {}
+    jobs = {}  # family -> its runs, in seed order
     for name, (task, over) in families_cfg.items():
         over = {"lr": 0.1, "norm": "batch", **over}
         for seed in args.seeds:
@@ -155,18 +152,10 @@ def main():
                 imprint_head=args.imprint_head,
                 **over,
             )
-            runs.setdefault(name, []).append(
-                train(
-                    cfg,
-                    tasks[rename(task)],
-                    (xtr, ytr),
-                    (xte, yte),
-                    store,
-                    eval_set,
-                    f"{rename(task)}:{name}",
-                    progress_bar=False,
-                )
-            )
+            jobs.setdefault(name, []).append(job(f"{rename(task)}:{name}", rename(task), cfg))
+    sched = scheduler(args, out)
+    sched.run([j for js in jobs.values() for j in js])
+    _, runs = trained(sched, jobs)
     res = {
         "preset": args.preset,
         "reference": reference,

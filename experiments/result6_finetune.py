@@ -24,10 +24,9 @@ import numpy as np
 from _family import STARTS, add_seeds_argument, start_checkpoints
 
 import taskgeom as tg
-from taskgeom.store import PredictionStore
-from taskgeom.train import TrainConfig, train
+from taskgeom.train import TrainConfig
 
-from _data import SUBTASKS, add_data_arguments, load
+from _data import SUBTASKS, add_data_arguments, job, load, scheduler, trained
 
 
 def compare(ft_probs, sup_probs, labels, args) -> dict:
@@ -114,9 +113,7 @@ def main():
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte), class_names, tasks, eval_set, _ = load(args)
-    store = PredictionStore(out / "store", create=True)
-    store.add_eval_set(eval_set, yte, class_names=class_names)
+    (xtr, ytr), (xte, yte), _, _, _, _ = load(args)
     base = dict(
         arch=args.arch,
         norm="layer",
@@ -126,19 +123,14 @@ def main():
         imprint_samples=min(args.imprint_samples, len(ytr)),
         imprint_head=args.imprint_head,
     )
-    sup = [
-        train(
-            TrainConfig(epochs=args.epochs, checkpoints=20, seed=s, keep_states=True, **base),
-            tasks["all"],
-            (xtr, ytr),
-            (xte, yte),
-            store,
-            eval_set,
-            "all",
-            progress_bar=False,
-        )
+    sched = scheduler(args, out)
+    sup_jobs = [
+        job("all", "all", TrainConfig(epochs=args.epochs, checkpoints=20, seed=s, keep_states=True, **base))
         for s in args.seeds
     ]
+    sched.run(sup_jobs)
+    store, sup = trained(sched, {"all": sup_jobs})
+    sup = sup["all"]
     sup_probs = [np.asarray(t.probs) for t in sup]
     # each seed's starts: the checkpoints nearest 1/6, 1/2 and all of the way from its progress at
     # initialisation to its highest (spaced by training progress, not by checkpoint index)
@@ -149,34 +141,27 @@ def main():
         "over the progress every run of both families reaches",
         "finetuned": {},
     }
-    state_dir = out / "store" / "state"
     res["starts"] = {  # seed -> {where: (checkpoint, its progress, the target progress)}
         seed: st for seed, st in zip(args.seeds, starts)
     }
+    ft_jobs = {}  # "task from where" -> its runs, in seed order
     for where in STARTS:
         for task in SUBTASKS[args.data]:
-            ft_probs = []
-            for seed, t, st in zip(args.seeds, sup, starts):
-                init = state_dir / f"{t.id:06d}_ckpt{st[where][0]:03d}.pt"
-                ft = train(
-                    TrainConfig(
-                        method="finetune",
-                        epochs=args.finetune_epochs,
-                        checkpoints=8,
-                        seed=seed,
-                        init_from=str(init),
-                        **base,
-                    ),
-                    tasks[task],
-                    (xtr, ytr),
-                    (xte, yte),
-                    store,
-                    eval_set,
+            ft_jobs[f"{task} from {where}"] = [
+                job(
                     f"{task}:finetune-from-{where}",
-                    progress_bar=False,
+                    task,
+                    TrainConfig(method="finetune", epochs=args.finetune_epochs, checkpoints=8, seed=seed, **base),
+                    start_from=(sj.id, st[where][0]),  # the checkpoint's saved weights: init_from
                 )
-                ft_probs.append(np.asarray(ft.probs))
-            res["finetuned"][f"{task} from {where}"] = compare(ft_probs, sup_probs, yte, args)
+                for seed, sj, st in zip(args.seeds, sup_jobs, starts)
+            ]
+    store.close()  # before more runs are merged into it
+    sched.run([j for js in ft_jobs.values() for j in js])
+    store, ft = trained(sched, ft_jobs)
+    for name, ts in ft.items():
+        res["finetuned"][name] = compare([np.asarray(t.probs) for t in ts], sup_probs, yte, args)
+    store.close()
     if len(args.seeds) < 2:
         res["warning"] = "one seed per family: no tube, so no normalised distance (give two seeds or more)"
     (out / "result6.json").write_text(json.dumps(res, indent=2))

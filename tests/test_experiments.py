@@ -72,24 +72,6 @@ def test_family_script_smoke(tmp_path, script, extra):
             assert res["fixmatch_labelled"]["images"] == 10  # 5% of 240, as many of every class
 
 
-def _family_module():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        import _family
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
-    return _family
-
-
-def test_budget_skip_decisions():
-    skip = _family_module().budget_skip
-    assert skip([], 0.5) is None  # a group's first run starts while any time is left
-    assert skip([], 0.0) == "no time was left"
-    assert skip([2.0, 4.0], 3.0) is None  # the group's mean, 3 s, fits
-    why = skip([2.0, 4.0], 2.9)
-    assert why.startswith("its group's runs took 3.0 s") and "2.9 s were left" in why
-
-
 def _family(tmp_path, name, *extra, work="w"):
     out = tmp_path / name
     cmd = [sys.executable, str(EXPERIMENTS / "cifar10_family_b.py"), "--part", "r4-kway", "--smoke"]

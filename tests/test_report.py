@@ -315,8 +315,16 @@ def test_result6_experiment_runs(tmp_path):
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / "result6.json").read_text())
     assert len(res["finetuned"]) == 6
-    states = list((tmp_path / "store" / "state").glob("*_ckpt*.pt"))
-    assert len(states) >= 5  # every recorded checkpoint of the supervised run was kept
+    states = list((tmp_path / "shards" / "all-s0" / "state").glob("*_ckpt*.pt"))
+    assert len(states) >= 5  # every recorded checkpoint of the supervised run was kept (in its shard)
+    from taskgeom.store import PredictionStore
+
+    with PredictionStore(tmp_path / "store", readonly=True) as store:  # every run merged into the store
+        ft = store.select(method="finetune")
+        assert len(ft) == 12 and len(store.select(method="supervised")) == 2
+        assert {Path(t.config["init_from"]) for t in ft} <= set(states) | set(
+            (tmp_path / "shards" / "all-s1" / "state").glob("*_ckpt*.pt")
+        )
     final = next(v for k, v in res["finetuned"].items() if "final" in k)
     # fine-tuning starts from the supervised model's backbone: same imprinted model, same progress
     at_start = np.mean([st["final"][1] for st in res["starts"].values()])

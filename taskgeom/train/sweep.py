@@ -16,9 +16,10 @@ A ``preset`` in ``fixed`` (e.g. ``imagenet-resnet50``, with ``data: {data: image
 sets the fields the sweep does not give (``methods`` and ``archs`` count as given only when listed).
 
 Each run writes ``OUT/shards/<run>/`` (its own PredictionStore: no SQLite file is written by two
-machines) and is resumable: a retried or repeated run continues from its saved state. When every run is
-done the shards are merged into ``OUT/store`` (:func:`taskgeom.shards.merge_stores`). Runs use as many
-torch threads as CPUs they asked for, so a run computes the same on either engine.
+machines) and is resumable: a retried or repeated run continues from its saved state. As each run
+finishes, its shard is merged into ``OUT/store`` (:func:`taskgeom.shards.merge_stores`). Runs use as many
+torch threads as CPUs they asked for, so a run computes the same on either engine. The runs are scheduled
+by :class:`taskgeom.train.schedule.Scheduler`, the experiments' scheduler too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import hashlib
 import itertools
 import json
 import math
-import os
 from dataclasses import fields
 from pathlib import Path
 
@@ -37,7 +37,7 @@ from ..data import datasets
 from .config import TrainConfig, apply_preset
 from .loop import check_config
 
-__all__ = ["load_sweep", "check_spec", "expand", "run_sweep", "SweepRun"]
+__all__ = ["load_sweep", "check_spec", "expand", "run_sweep", "load_data", "SweepRun"]
 
 _KEYS = {"data", "tasks", "methods", "seeds", "archs", "grid", "fixed", "resources"}
 _RESOURCES = {"num_cpus", "num_gpus"}
@@ -168,50 +168,9 @@ def expand(spec: dict) -> list[SweepRun]:
     return runs
 
 
-def _run_one(data_spec: dict, run: SweepRun, shard: str, threads: int, fault_marker: str | None = None) -> str:
-    """Train one run into its shard (resuming it if it was started before); returns the shard path."""
-    import torch
-
-    from ..store import PredictionStore
-    from .loop import train
-
-    if fault_marker:  # fault injection for the tests: the first run to create the marker dies, once
-        try:
-            os.close(os.open(fault_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            os._exit(1)
-        except FileExistsError:
-            pass
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        data = _data(data_spec)
-        data.task(run["task"])  # an unknown task fails before its store is created
-        store = PredictionStore(shard, create=True)
-        store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
-        train(
-            run["config"],
-            data.task(run["task"]),
-            data.train,
-            data.test,
-            store,
-            data.eval_set,
-            run["task"],
-            progress_bar=False,
-        )
-        store.close()
-    finally:
-        torch.set_num_threads(old)
-    return shard
-
-
-_DATA_CACHE: dict = {}
-
-
-def _data(data_spec: dict):
-    key = json.dumps(data_spec, sort_keys=True)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE[key] = datasets.load(datasets.DataConfig(**data_spec))
-    return _DATA_CACHE[key]
+def load_data(**spec):
+    """A sweep's data (its ``data`` mapping: :class:`taskgeom.data.DataConfig` fields); the scheduler's loader."""
+    return datasets.load(datasets.DataConfig(**spec))
 
 
 def run_sweep(
@@ -223,61 +182,39 @@ def run_sweep(
     max_retries: int = 3,
     workers: int = 1,
 ) -> dict:
-    """Run every run of ``spec`` into ``out/shards/`` and merge them into ``out/store``; returns counts.
+    """Run every run of ``spec`` into ``out/shards/`` and merge each into ``out/store`` as it finishes
+    (:class:`taskgeom.train.schedule.Scheduler`); returns counts.
 
     ``workers`` (local engine): how many runs train at once, each in its own spawned process; on a GPU they
     share the device, which keeps it busy when one small model alone would leave it idle."""
-    from ..shards import merge_stores
+    from tqdm.auto import tqdm
+
+    from .schedule import Job, Scheduler
 
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a whole number >= 1, got {workers!r}")
     runs = check_spec(spec)  # every run's settings checked before anything is written
-    out = Path(out).resolve()  # absolute: Ray workers run elsewhere
-    (out / "shards").mkdir(parents=True, exist_ok=True)
     data_spec = dict(spec.get("data") or {})
     res = dict(spec.get("resources") or {})
     threads = int(res.get("num_cpus", 1) or 1)
-    fault = os.environ.get("TASKGEOM_FAULT_KILL_WORKER_ONCE")
-    shards = [str(out / "shards" / r["id"]) for r in runs]
-    if engine == "local" and int(workers) > 1:
-        _in_processes(data_spec, runs, shards, threads, int(workers), progress_bar)
-    elif engine == "local":
-        from tqdm.auto import tqdm
-
+    jobs = [Job(r["id"], r["task"], r["config"], threads=threads) for r in runs]
+    if engine == "local" and workers == 1:
+        data = load_data(**data_spec)
         for run in runs:  # an unknown task fails before any run is trained
-            _data(data_spec).task(run["task"])
-
-        for run, shard in tqdm(list(zip(runs, shards)), desc="sweep runs", unit="run", disable=not progress_bar):
-            _run_one(data_spec, run, shard, threads)
-    elif engine == "ray":
-        _on_ray(data_spec, runs, shards, res, threads, address, max_retries, fault)
-    else:
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
-    counts = merge_stores(shards, out / "store")
-    return {"runs": len(runs), **counts}
-
-
-def _in_processes(data_spec, runs, shards, threads, workers, progress_bar) -> None:
-    """The local engine with ``workers`` spawned processes (each loads the data once, then trains runs)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm.auto import tqdm
-
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
-    with ProcessPoolExecutor(max_workers=min(workers, len(runs)) or 1, mp_context=ctx) as pool:
-        futures = [pool.submit(_run_one, data_spec, run, shard, threads) for run, shard in zip(runs, shards)]
-        for f in tqdm(as_completed(futures), total=len(futures), desc="sweep runs", disable=not progress_bar):
-            f.result()  # a failed run fails the sweep (its shard stays, resumable)
-
-
-def _on_ray(data_spec, runs, shards, res, threads, address, max_retries, fault) -> None:
-    from ..engines import init_ray
-
-    ray = init_ray(address)
-    remote = ray.remote(num_cpus=res.get("num_cpus", 1), num_gpus=res.get("num_gpus", 0), max_retries=max_retries)(
-        _run_one
+            data.task(run["task"])
+    executor = "ray" if engine == "ray" else "processes" if workers > 1 else "inline"
+    sched = Scheduler(
+        (load_data, data_spec),
+        out,
+        executor=executor,
+        workers=len(jobs) if engine == "ray" else workers,  # Ray places runs by their resources
+        address=address,
+        resources=res,
+        max_retries=max_retries,
     )
-    ray.get([remote.remote(data_spec, run, shard, threads, fault) for run, shard in zip(runs, shards)])
+    with tqdm(total=len(jobs), desc="sweep runs", unit="run", disable=not progress_bar) as bar:
+        sched.run(jobs, then=lambda job, info: bar.update(1))
+    sched.close()
+    return {"runs": len(runs), **sched.merged}

@@ -1,0 +1,102 @@
+"""The one scheduler of training runs (taskgeom.train.schedule): order, fine-tuning starts, budgets, merging."""
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+from taskgeom.store import PredictionStore
+from taskgeom.train import TrainConfig
+from taskgeom.train.schedule import Job, Scheduler, budget_skip, checkpoint_state
+from taskgeom.train.sweep import load_data
+
+TINY = dict(epochs=1, checkpoints=3, batch_size=128, device="cpu", imprint_samples=300, lr=0.1)
+DATA = (load_data, {"data": "digits"})
+
+
+def _cfg(seed, **over):
+    return TrainConfig(**{**TINY, "seed": seed, **over})
+
+
+@pytest.fixture(scope="module")
+def finetuned(tmp_path_factory):
+    """A fine-tuning job given before the run it starts from, and a job added by ``then`` as a run finishes."""
+    out = tmp_path_factory.mktemp("sched")
+    sched = Scheduler(DATA, out)
+    ft = Job("ft", "0-4", _cfg(0, method="finetune"), label="ft", start_from=("src", 1))
+    src = Job("src", "all", _cfg(0, keep_states=True), label="src")
+    order = []
+
+    def then(job, info):
+        order.append(job.id)
+        return [Job("late", "5-9", _cfg(1), label="late")] if job.id == "src" else []
+
+    sched.run([ft, src], then=then)
+    return out, sched, order
+
+
+def test_a_finetuning_job_waits_for_its_source_and_starts_from_its_checkpoint(finetuned):
+    out, sched, order = finetuned
+    assert order == ["src", "ft", "late"]  # seed by seed; the fine-tuning run after the run it starts from
+    assert sched.skipped == [] and set(sched.done) == {"src", "ft", "late"}
+    src = sched.done["src"]
+    start = checkpoint_state(src["state_dir"], src["id"], 1)
+    assert start.exists()
+    store = PredictionStore(out / "store", readonly=True)
+    try:
+        ft = store.trajectory(sched.done["ft"]["name"])
+        assert ft.task == "ft" and ft.method == "finetune"
+        assert ft.config["init_from"] == str(start)  # filled in by the scheduler
+        assert len(store.select()) == 3  # every shard merged as its run finished
+    finally:
+        store.close()
+    assert sched.merged == {"shards": 3, "trajectories": 3, "checkpoints_added": sum(
+        d["checkpoints"] for d in sched.done.values())}  # fmt: skip
+
+
+def test_a_rerun_resumes_every_run_and_adds_nothing(finetuned):
+    out, first, _ = finetuned
+    sched = Scheduler(DATA, out)
+    sched.run([Job("src", "all", _cfg(0, keep_states=True), label="src")])
+    assert sched.done["src"]["resumed"] and sched.merged["checkpoints_added"] == 0
+    with PredictionStore(out / "store", readonly=True) as store:
+        got = store.trajectory(sched.done["src"]["name"])
+        np.testing.assert_array_equal(
+            np.asarray(got.probs), np.asarray(store.trajectory(first.done["src"]["name"]).probs)
+        )
+
+
+def test_skips_are_recorded_with_why(tmp_path):
+    # the deadline already passed: nothing starts, and the fine-tuning job's source was never trained
+    sched = Scheduler(DATA, tmp_path, deadline=time.perf_counter() - 1)
+    src = Job("src", "all", _cfg(0, keep_states=True))
+    ft = Job("ft", "0-4", _cfg(0, method="finetune"), start_from=("src", 1))
+    sched.run([src, ft])
+    assert sched.done == {} and [s["id"] for s in sched.skipped] == ["src", "ft"]
+    assert all(s["why"] == "the budget's end came before it started" for s in sched.skipped)
+    # a source that is not in the schedule at all
+    sched = Scheduler(DATA, tmp_path / "b")
+    sched.run([Job("orphan", "0-4", _cfg(0, method="finetune"), start_from=("nowhere", 1))])
+    assert sched.skipped[0]["why"] == "the run it starts from (nowhere) was not trained"
+
+
+def test_bad_schedules_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="executor"):
+        Scheduler(DATA, tmp_path, executor="threads")
+    with pytest.raises(ValueError, match="workers"):
+        Scheduler(DATA, tmp_path, executor="processes", workers=0)
+    sched = Scheduler(DATA, tmp_path)
+    a = Job("a", "all", _cfg(0, method="finetune"), start_from=("b", 1))
+    b = Job("b", "all", _cfg(0, method="finetune"), start_from=("a", 1))
+    with pytest.raises(ValueError, match="start from each other"):
+        sched.run([a, b])
+    with pytest.raises(ValueError, match="two different jobs"):
+        Scheduler(DATA, tmp_path / "c").run([Job("x", "all", _cfg(0)), Job("x", "all", _cfg(1))])
+
+
+def test_budget_skip():
+    assert budget_skip([], 0.5) is None and budget_skip([], 0.0) == "no time was left"
+    assert budget_skip([2.0, 4.0], 3.0) is None
+    assert budget_skip([2.0, 4.0], 2.9).startswith("its group's runs took 3.0 s")
+    assert budget_skip([], math.inf) is None
