@@ -100,3 +100,23 @@ def test_budget_skip():
     assert budget_skip([2.0, 4.0], 3.0) is None
     assert budget_skip([2.0, 4.0], 2.9).startswith("its group's runs took 3.0 s")
     assert budget_skip([], math.inf) is None
+
+
+def _dies(**kwargs):
+    import os
+
+    os._exit(3)  # a worker killed (out of memory, a crash): the schedule fails, it does not wait forever
+
+
+def test_a_dead_worker_fails_the_schedule_and_a_generator_of_jobs_is_queued(tmp_path):
+    from concurrent.futures.process import BrokenProcessPool
+
+    sched = Scheduler((_dies, {}), tmp_path, executor="processes", workers=1)
+    with pytest.raises(BrokenProcessPool):
+        sched.run([Job("a", "all", _cfg(0))])
+    sched = Scheduler(DATA, tmp_path / "gen")
+    sched.run(
+        [Job("a", "0-4", _cfg(0))],
+        then=lambda job, info: (Job(f"{job.id}x", "0-4", _cfg(1)) for _ in [0] if job.id == "a"),
+    )
+    assert set(sched.done) == {"a", "ax"}

@@ -15,7 +15,8 @@ executors:
 
 With a ``deadline`` (a :func:`time.perf_counter` value) a job is skipped when its group's finished runs took
 longer on average than the time left (:func:`budget_skip`), and runs still training at the deadline are
-stopped (processes only; their shards are never merged). Every run computes the same whatever the executor:
+stopped (processes and Ray; their shards are never merged; an inline run ends before the deadline is seen).
+A worker process that dies (killed, out of memory) fails the schedule with an error, never a hang. Every run computes the same whatever the executor:
 it trains with ``Job.threads`` torch threads. ``then(job, info)``, called as each run finishes, may return
 more jobs (e.g. fine-tuning from checkpoints chosen by the run's progress).
 """
@@ -108,10 +109,10 @@ def _train_job(data: tuple, job: Job, shard: str, fault_marker: str | None = Non
             os._exit(1)
         except FileExistsError:
             pass
-    t0 = time.perf_counter()
     warm = _RUNS[0] > 0
     _RUNS[0] += 1
     loaded = _load(data)
+    t0 = time.perf_counter()  # the run's seconds: not the data's loading (once per process)
     classes = loaded.task(job.task)  # an unknown task fails before the shard is created
     old = torch.get_num_threads()
     torch.set_num_threads(max(1, int(job.threads)))
@@ -167,6 +168,17 @@ class _Inline:
         pass
 
 
+class _Future:
+    def __init__(self, future):
+        self.future = future
+
+    def ready(self) -> bool:
+        return self.future.done()
+
+    def get(self):
+        return self.future.result()  # a worker that died: BrokenProcessPool
+
+
 class _Processes:
     def __init__(self, workers: int):
         self.workers, self.pool = workers, None
@@ -174,19 +186,23 @@ class _Processes:
     def submit(self, fn, args):
         if self.pool is None:
             import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
 
             ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
-            self.pool = ctx.Pool(self.workers, initializer=_ignore_interrupts)
-        return self.pool.apply_async(fn, args)
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_ignore_interrupts)
+        return _Future(self.pool.submit(fn, *args))
 
     def stop(self, kill: bool) -> None:
-        if self.pool is not None:
-            if kill:
-                self.pool.terminate()
-            else:
-                self.pool.close()
-            self.pool.join()
-            self.pool = None
+        if self.pool is None:
+            return
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        if kill:
+            for p in procs:
+                p.kill()
+        self.pool.shutdown(wait=not kill, cancel_futures=kill)
+        for p in procs:
+            p.join(timeout=10)
+        self.pool = None
 
 
 class _RayRef:
@@ -231,7 +247,9 @@ class Scheduler:
     ``data`` is ``(loader, keyword arguments)``: a module-level function that returns a
     :class:`taskgeom.data.Data` (each worker process calls it once). After :meth:`run`, :attr:`done` maps
     each trained job's id to what its run did (name, id, checkpoints, accuracy, seconds, whether it only
-    resumed, its state folder) and :attr:`skipped` lists the jobs not trained, each with why."""
+    resumed, its state folder) and :attr:`skipped` lists the jobs not trained, each with why. With
+    ``in_order`` the shards are merged when :meth:`run` ends, in the jobs' order (a store whose order does not
+    depend on which run finished first), not as each run finishes."""
 
     def __init__(
         self,
@@ -245,6 +263,7 @@ class Scheduler:
         address: str | None = None,
         resources: dict | None = None,
         max_retries: int = 3,
+        in_order: bool = False,
     ):
         if executor not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
@@ -264,6 +283,7 @@ class Scheduler:
         self.jobs: dict[str, Job] = {}
         self.skipped: list[dict] = []
         self.merged = {"shards": 0, "trajectories": 0, "checkpoints_added": 0}
+        self.in_order, self._merged = in_order, set()
 
     def shard(self, job: Job) -> Path:
         return self.out / "shards" / job.id
@@ -291,17 +311,18 @@ class Scheduler:
     def run(self, jobs, then: Callable | None = None, on_error: Callable | None = None) -> None:
         """Train ``jobs`` (see the module's text). A run that fails stops the others and raises its error,
         after ``on_error(job, error)`` when given (which may raise its own)."""
-        from ..shards import merge_stores
-
         pending: list[Job] = []
         running: dict = {}  # handle -> (job, start)
 
         def queue(more) -> None:
-            for job in more:
+            for job in list(more):
                 if job.id in self.jobs and self.jobs[job.id] != job:
                     raise ValueError(f"two different jobs with the id {job.id!r}")
+                active = job.id in self.done or any(j.id == job.id for j in pending)
+                if active or any(j.id == job.id for j, _ in running.values()):
+                    continue  # queued, training or trained already: once
                 self.jobs[job.id] = job
-            pending.extend(more)
+                pending.append(job)
             pending.sort(key=lambda j: j.config.seed)  # stable: seed by seed, otherwise as given
 
         def waits(job: Job) -> bool:  # the run it starts from is still to train, or training
@@ -332,15 +353,6 @@ class Scheduler:
                         continue
                     args = (self.data, self._prepared(job), str(self.shard(job)))
                     running[self._executor.submit(_train_job, args)] = (job, time.perf_counter())
-                now = time.perf_counter()
-                if now >= self.deadline:
-                    if running:
-                        self._executor.stop(kill=True)  # their shards are never merged
-                    for job, start in running.values():
-                        self._skip(job, f"stopped at the budget's end after {now - start:.1f} s")
-                    for job in pending:
-                        self._skip(job, "the budget's end came before it started")
-                    return
                 ready = [h for h in running if h.ready()]
                 if not ready:
                     time.sleep(0.02)
@@ -352,10 +364,8 @@ class Scheduler:
                         if on_error is not None:
                             on_error(job, exc)
                         raise
-                    counts = merge_stores([self.shard(job)], self.store)
-                    for k in ("trajectories", "checkpoints_added"):
-                        self.merged[k] += counts[k]
-                    self.merged["shards"] += 1
+                    if not self.in_order:
+                        self._merge(job)
                     self.done[job.id] = info
                     took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
                     self.log(
@@ -364,10 +374,34 @@ class Scheduler:
                     )
                     if then is not None:
                         queue(then(job, info) or [])
+                now = time.perf_counter()
+                if now >= self.deadline:
+                    if running:
+                        self._executor.stop(kill=True)  # their shards are never merged
+                    for job, start in running.values():
+                        self._skip(job, f"stopped at the budget's end after {now - start:.1f} s")
+                    for job in pending:
+                        self._skip(job, "the budget's end came before it started")
+                    return
         except BaseException:
             self._executor.stop(kill=True)
             raise
+        finally:
+            if self.in_order:  # the store's order is the jobs' order, whatever order they finished in
+                for job in list(self.jobs.values()):
+                    if job.id in self.done and job.id not in self._merged:
+                        self._merge(job)
+
+    def _merge(self, job: Job) -> None:
+        from ..shards import merge_stores
+
+        counts = merge_stores([self.shard(job)], self.store)
+        for k in ("trajectories", "checkpoints_added"):
+            self.merged[k] += counts[k]
+        self.merged["shards"] += 1
+        self._merged.add(job.id)
 
     def close(self) -> None:
-        """Let the worker processes end (after their runs)."""
+        """Let the worker processes end (after their runs); this process forgets the data it loaded."""
         self._executor.stop(kill=False)
+        _LOADED.clear()

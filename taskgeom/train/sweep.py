@@ -16,9 +16,9 @@ A ``preset`` in ``fixed`` (e.g. ``imagenet-resnet50``, with ``data: {data: image
 sets the fields the sweep does not give (``methods`` and ``archs`` count as given only when listed).
 
 Each run writes ``OUT/shards/<run>/`` (its own PredictionStore: no SQLite file is written by two
-machines) and is resumable: a retried or repeated run continues from its saved state. As each run
-finishes, its shard is merged into ``OUT/store`` (:func:`taskgeom.shards.merge_stores`). Runs use as many
-torch threads as CPUs they asked for, so a run computes the same on either engine. The runs are scheduled
+machines) and is resumable: a retried or repeated run continues from its saved state. When the runs
+end, their shards are merged into ``OUT/store`` in the sweep's order (:func:`taskgeom.shards.merge_stores`).
+Runs use as many torch threads as CPUs they asked for, so a run computes the same on either engine. The runs are scheduled
 by :class:`taskgeom.train.schedule.Scheduler`, the experiments' scheduler too.
 """
 
@@ -189,7 +189,7 @@ def run_sweep(
     share the device, which keeps it busy when one small model alone would leave it idle."""
     from tqdm.auto import tqdm
 
-    from .schedule import Job, Scheduler
+    from .schedule import Job, Scheduler, _load
 
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
@@ -201,7 +201,7 @@ def run_sweep(
     threads = int(res.get("num_cpus", 1) or 1)
     jobs = [Job(r["id"], r["task"], r["config"], threads=threads) for r in runs]
     if engine == "local" and workers == 1:
-        data = load_data(**data_spec)
+        data = _load((load_data, data_spec))  # loaded once: the runs in this process use it too
         for run in runs:  # an unknown task fails before any run is trained
             data.task(run["task"])
     executor = "ray" if engine == "ray" else "processes" if workers > 1 else "inline"
@@ -213,8 +213,15 @@ def run_sweep(
         address=address,
         resources=res,
         max_retries=max_retries,
+        in_order=True,  # the store in the sweep's order, as many workers as there are
     )
+
+    def finished(job, info) -> None:
+        bar.update(1)
+
     with tqdm(total=len(jobs), desc="sweep runs", unit="run", disable=not progress_bar) as bar:
-        sched.run(jobs, then=lambda job, info: bar.update(1))
-    sched.close()
+        try:
+            sched.run(jobs, then=finished)
+        finally:
+            sched.close()
     return {"runs": len(runs), **sched.merged}
