@@ -5,13 +5,12 @@ taskgeom's one data layer (taskgeom.data.datasets), so that experiments, ``taskg
 from __future__ import annotations
 
 import dataclasses
-import re
 
 from taskgeom import config
 from taskgeom.data import datasets
 from taskgeom.imprinting import HEADS
 from taskgeom.store import PredictionStore
-from taskgeom.train.schedule import Job, Scheduler
+from taskgeom.train.schedule import Job, Scheduler, job_id
 from taskgeom.train.sweep import load_data
 
 #: the two disjoint sub-tasks used where an experiment needs them, per dataset (on CIFAR-10 the paper's
@@ -59,8 +58,7 @@ def job(label: str, task: str, cfg, start_from: tuple | None = None) -> Job:
     in its own loop used): its id is the label and the seed, made safe as a folder name."""
     import torch
 
-    ident = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-") + f"-s{cfg.seed}"
-    return Job(ident, task, cfg, label=label, start_from=start_from, threads=torch.get_num_threads())
+    return Job(job_id(label, cfg.seed), task, cfg, label=label, start_from=start_from, threads=torch.get_num_threads())
 
 
 def trained(sched: Scheduler, jobs: dict) -> tuple[PredictionStore, dict]:

@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import re
 import shutil
 import sys
 import tarfile
@@ -40,7 +39,7 @@ from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # 
 from taskgeom.imprinting import HEADS  # noqa: E402
 from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
 from taskgeom.train import PRESETS, TrainConfig  # noqa: E402
-from taskgeom.train.schedule import Job, Scheduler  # noqa: E402
+from taskgeom.train.schedule import Job, Scheduler, job_id  # noqa: E402
 
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
 OUTPUTS = ("results.json", "summary.png", "store.tar", "run.log")  # what a family writes into --out
@@ -284,7 +283,7 @@ class Family:
     @staticmethod
     def key(run: FamilyRun) -> str:
         """The run's folder name (its shard and training states): group and seed."""
-        return re.sub(r"[^A-Za-z0-9]+", "-", run.group).strip("-") + f"-s{run.seed}"
+        return job_id(run.group, run.seed)
 
     def state_dir(self, run: FamilyRun) -> str:
         """Where the run saves its training states."""
@@ -335,7 +334,7 @@ class Family:
 
         def finished(job: Job, info: dict) -> list[Job]:
             run = of[job.id]
-            self.done[run.group, run.seed] = {**info, "state_dir": self.state_dir(run)}
+            self.done[run.group, run.seed] = info  # its state folder included
             return jobs(then(run) or []) if then is not None else []
 
         def failed(job: Job, exc: BaseException) -> None:

@@ -433,6 +433,11 @@ def _parts(train_data, eval_data, method, cfg):
     return None, np.asarray(train_data.labels), eval_data, np.asarray(eval_data.labels)
 
 
+def checkpoint_state(state_dir, run_id: int, k: int) -> Path:
+    """The saved weights of checkpoint ``k`` of run ``run_id`` (kept with ``keep_states``)."""
+    return Path(state_dir) / f"{run_id:06d}_ckpt{k:03d}.pt"
+
+
 def check_config(cfg: TrainConfig) -> None:
     """Raise a one-line ValueError (naming the setting and its option) for settings of the wrong type or out
     of their range, before anything is created: :meth:`TrainConfig.validate`, the rules of every route
@@ -571,7 +576,7 @@ def _optimise(
                 metrics.write("checkpoint", step, epoch=step / run.per_epoch, checkpoint=k, **record.last)
             save_state(state_path, run.model, opt, sched, step, k + 1, run.lookahead)
             if cfg.keep_states:  # a copy of the state just saved, for fine-tuning from checkpoint k
-                copy_state(state_path, state_path.with_name(f"{state_path.stem}_ckpt{k:03d}.pt"))
+                copy_state(state_path, checkpoint_state(state_path.parent, int(state_path.stem), k))
         run.dist.barrier()
         log.paused += time.perf_counter() - t0
 

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from .config import TrainConfig
+from .loop import checkpoint_state
 
-__all__ = ["Job", "Scheduler", "budget_skip", "checkpoint_state"]
+__all__ = ["Job", "Scheduler", "budget_skip", "checkpoint_state", "job_id"]
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,9 @@ class Job:
         return self.group if self.group is not None else self.name
 
 
-def checkpoint_state(state_dir, run_id: int, k: int) -> Path:
-    """The saved weights of checkpoint ``k`` of run ``run_id`` (kept with ``keep_states``)."""
-    return Path(state_dir) / f"{run_id:06d}_ckpt{k:03d}.pt"
+def job_id(label: str, seed: int) -> str:
+    """A job id from its label and seed, safe as a folder name (``"all layer-norm"``, 0 -> ``all-layer-norm-s0``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-") + f"-s{seed}"
 
 
 def budget_skip(durations: list, left: float) -> str | None:
