@@ -167,6 +167,7 @@ def progress(
             bool(validate),
             float(tol),
             float(xtol),
+            (a, lab),  # kept alive while a helper thread may still read them
         )
         return torch.from_numpy(out)
     return _cuda_ops.progress(a, labels, xtol)

@@ -196,6 +196,60 @@ def test_progress_kernel_matches_reference(backend, dtype):
     assert ((t > 0) & (t < 1)).all()
 
 
+def _progress_case(m=23, n=1500, c=10, seed=3, dtype=torch.float16):
+    y = labels(n, c, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    push = torch.linspace(0.2, 6.0, m, dtype=torch.float64)[:, None, None]
+    logits = torch.randn(m, n, c, generator=g, dtype=torch.float64) + push * torch.nn.functional.one_hot(y, c)
+    return torch.softmax(logits, -1).to(dtype), y
+
+
+@pytest.mark.skipif(not tg.kernels.has_cpu(), reason="C++ kernels not built")
+def test_cpu_progress_gives_the_same_bits_for_any_thread_count():
+    # models are shared among the caller and helper threads, and one may be computed twice (cpu/short_jobs.h)
+    a, y = _progress_case()
+    one = tg.progress(a, y, backend="cpu", threads=1)
+    for threads in (2, 3, 8):
+        assert torch.equal(tg.progress(a, y, backend="cpu", threads=threads), one)
+    assert torch.equal(tg.progress(a.transpose(0, 1).contiguous().transpose(0, 1), y, backend="cpu"), one)
+
+
+@pytest.mark.skipif(not tg.kernels.has_cpu(), reason="C++ kernels not built")
+def test_cpu_short_call_does_not_wait_for_a_stalled_helper():
+    # a helper set aside by the scheduler (here: asleep 3 s inside its first item) must not hold the call:
+    # the caller computes that item itself. 40 items of 2 ms take about 80 ms on the caller alone.
+    check = tg.kernels.cpu_module()._short_jobs_check
+    for _ in range(5):  # until a helper woke in time to take an item
+        seconds, right, stalled = check(40, 8, 2.0, 3000.0)
+        assert right
+        if stalled:
+            break
+    assert stalled, "no helper thread ever took an item"
+    assert seconds < 1.5, f"the call waited {seconds:.2f} s for a stalled helper"
+
+
+@pytest.mark.skipif(not tg.kernels.has_cpu(), reason="C++ kernels not built")
+def test_cpu_progress_from_many_python_threads_and_after_fork():
+    import multiprocessing as mp
+    from concurrent.futures import ThreadPoolExecutor
+
+    a, y = _progress_case(m=11, n=700)
+    one = tg.progress(a, y, backend="cpu", threads=1)
+    # calls at once from several threads: each its own job; temporaries freed while helpers may be inside
+    with ThreadPoolExecutor(4) as ex:
+        outs = list(ex.map(lambda k: tg.progress(a.clone(), y.clone(), backend="cpu", threads=3), range(24)))
+    assert all(torch.equal(o, one) for o in outs)
+    # a forked child inherits no helper thread: its calls run on the calling thread alone
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        child = pool.apply(_progress_in_child, (a, y))
+    assert torch.equal(torch.as_tensor(child), one)
+
+
+def _progress_in_child(a, y):
+    return tg.progress(a, y, backend="cpu", threads=2).numpy()
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     m=st.integers(1, 9),

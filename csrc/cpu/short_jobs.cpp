@@ -1,0 +1,226 @@
+// Short parallel calls whose caller never waits on a descheduled thread: see short_jobs.h.
+#include "cpu/short_jobs.h"
+
+#include <omp.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <thread>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+namespace taskgeom {
+namespace cpu {
+
+namespace {
+// a signalling NaN with a payload: arithmetic never produces it, so it cannot be a published result
+constexpr uint64_t kUnpublished = 0x7FF4A5A5A5A5A5A5ull;
+constexpr int64_t kClosed = std::numeric_limits<int64_t>::max() / 2;
+// how long an idle helper looks for the next call before it sleeps
+constexpr int64_t kLingerNs = 100000;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+}  // namespace
+
+ShortJob::ShortJob(int64_t items)
+    : items_(items),
+      results_(new std::atomic<uint64_t>[items > 0 ? items : 1]),
+      started_ns_(new std::atomic<int64_t>[items > 0 ? items : 1]) {
+  for (int64_t i = 0; i < items_; ++i) {
+    results_[i].store(kUnpublished, std::memory_order_relaxed);
+    started_ns_[i].store(0, std::memory_order_relaxed);
+  }
+}
+
+double ShortJob::result(int64_t i) const {
+  const uint64_t bits = results_[i].load(std::memory_order_acquire);
+  double v;
+  std::memcpy(&v, &bits, sizeof v);
+  return v;
+}
+
+void ShortJob::publish(int64_t i, double value) {
+  uint64_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  uint64_t expected = kUnpublished;
+  // the first publication wins; a second one carries the same bits
+  results_[i].compare_exchange_strong(expected, bits, std::memory_order_acq_rel);
+}
+
+bool ShortJob::published(int64_t i) const {
+  return results_[i].load(std::memory_order_relaxed) != kUnpublished;
+}
+
+bool ShortJob::take(int64_t* i) {
+  const int64_t k = next_.fetch_add(1);
+  if (k >= items_) return false;
+  *i = k;
+  return true;
+}
+
+void ShortJob::work() {
+  int64_t i;
+  while (take(&i)) {
+    const int64_t t0 = now_ns();
+    started_ns_[i].store(t0);
+    run(i);
+    const int64_t dt = now_ns() - t0;
+    int64_t best = fastest_ns_.load(std::memory_order_relaxed);
+    while (dt < best && !fastest_ns_.compare_exchange_weak(best, dt, std::memory_order_relaxed)) {
+    }
+  }
+}
+
+int64_t ShortJob::fastest_item_ns() const {
+  const int64_t best = fastest_ns_.load(std::memory_order_relaxed);
+  return best == std::numeric_limits<int64_t>::max() ? 0 : best;
+}
+
+void ShortJob::complete_rest() {
+  next_.store(kClosed);  // from here on no thread claims an item
+  // An item a helper claimed and has not published: wait about one item's time (a running helper is
+  // about to publish it), then compute it here (a descheduled one would keep the caller a time slice).
+  // The fastest item measures the work without pre-emption; a mean would grow with the very waits avoided.
+  const int64_t patience = fastest_item_ns() * 3 / 2 + 20000;
+  for (int64_t i = 0; i < items_; ++i) {
+    if (results_[i].load(std::memory_order_acquire) != kUnpublished) continue;
+    const int64_t started = started_ns_[i].load();
+    const int64_t deadline = (started > 0 ? started : now_ns()) + patience;
+    bool published = false;
+    for (int spins = 0;; ++spins) {
+      if (results_[i].load(std::memory_order_acquire) != kUnpublished) {
+        published = true;
+        break;
+      }
+      if ((spins & 63) == 63 && now_ns() > deadline) break;
+      spin_pause();
+    }
+    if (!published) run(i);
+  }
+}
+
+// Persistent helper threads, started as calls ask for them and never stopped (detached: they wait on a
+// condition variable when idle). A posted job is taken by at most `wanted` helpers; the caller withdraws it
+// when it is done, so no helper enters a job after its caller returned.
+class HelperPool {
+ public:
+  static HelperPool& get();
+
+  void post(const std::shared_ptr<ShortJob>& job, int helpers) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = job;
+      wanted_ = helpers;
+      posted_.fetch_add(1, std::memory_order_release);
+      while (started_ < helpers) {
+        std::thread(&HelperPool::loop, this).detach();
+        ++started_;
+      }
+    }
+    if (helpers == 1)
+      cv_.notify_one();
+    else
+      cv_.notify_all();
+  }
+
+  void withdraw(const std::shared_ptr<ShortJob>& job) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (job_ == job) {
+      job_.reset();
+      wanted_ = 0;
+    }
+  }
+
+ private:
+  void loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (!(job_ && wanted_ > 0)) {
+        // Calls often come in a row (progress of every trajectory): look for the next one for a short while
+        // before sleeping, so the helper is not woken (and queued behind other processes) for each.
+        const uint64_t seen = posted_.load(std::memory_order_acquire);
+        lock.unlock();
+        const int64_t until = now_ns() + kLingerNs;
+        for (int spins = 0; posted_.load(std::memory_order_acquire) == seen; ++spins) {
+          if ((spins & 63) == 63 && now_ns() > until) break;
+          spin_pause();
+        }
+        lock.lock();
+      }
+      cv_.wait(lock, [this] { return job_ && wanted_ > 0; });
+      std::shared_ptr<ShortJob> job = job_;
+      if (--wanted_ == 0) job_.reset();
+      job->inside_.fetch_add(1);  // under the lock: the caller's withdraw() cannot pass it
+      lock.unlock();
+      try {
+        job->work();
+      } catch (...) {
+        // the item stays unpublished and the caller computes it
+      }
+      job->inside_.fetch_sub(1);
+      job.reset();
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::shared_ptr<ShortJob> job_;
+  int wanted_ = 0;
+  int started_ = 0;
+  std::atomic<uint64_t> posted_{0};
+};
+
+namespace {
+std::atomic<HelperPool*> g_pool{nullptr};
+
+// fork() copies no thread: the child starts from a fresh pool (the old one, possibly locked, is leaked)
+void reset_in_child() {
+  g_pool.store(nullptr);
+}
+}  // namespace
+
+HelperPool& HelperPool::get() {
+  static const int registered = pthread_atfork(nullptr, nullptr, &reset_in_child);
+  (void)registered;
+  HelperPool* pool = g_pool.load();
+  if (pool) return *pool;
+  HelperPool* fresh = new HelperPool();  // never destroyed: helpers may outlive static destructors
+  if (g_pool.compare_exchange_strong(pool, fresh)) return *fresh;
+  delete fresh;
+  return *pool;
+}
+
+void run_short(const std::shared_ptr<ShortJob>& job, int threads) {
+  if (threads <= 0) threads = omp_get_max_threads();
+  const int helpers = (int)std::min<int64_t>(threads - 1, job->items() - 1);
+  HelperPool* pool = nullptr;
+  if (helpers > 0) {
+    pool = &HelperPool::get();
+    pool->post(job, helpers);
+  }
+  job->work();
+  if (pool) pool->withdraw(job);
+  job->complete_rest();
+}
+
+}  // namespace cpu
+}  // namespace taskgeom
