@@ -297,6 +297,25 @@ def test_cpu_kernel_reports_bad_input_in_a_late_chunk(threads, chunk):
         tg.pairwise_distances(a, backend="cpu", chunk=chunk, threads=threads)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("where", ["block", "class-tail", "sample-tail"])
+def test_cpu_staging_sums_rows_while_transposing(dtype, where):
+    # contiguous rows are summed (and checked for negatives) in the 8 x 8 transpose: 8-sample blocks over
+    # 8-class blocks, the classes past the last block, the samples past the last block (C = 21, N = 29)
+    a = models(5, 29, 21, seed=11, dtype=dtype)
+    one = tg.pairwise_distances(a, backend="cpu", chunk=16, threads=1)
+    assert_rel_close(one, _ref(a), RTOL[dtype])
+    sample, cls = {"block": (3, 2), "class-tail": (9, 19), "sample-tail": (27, 4)}[where]
+    bad = a.clone()
+    bad[2, sample, cls] = -0.25
+    with pytest.raises(ValueError, match=f"model 2, sample {sample}: probability is negative"):
+        tg.pairwise_distances(bad, backend="cpu", chunk=16)
+    off = a.clone()
+    off[3, sample] *= 1.5  # a sum the transpose must see
+    with pytest.raises(ValueError, match=f"model 3, sample {sample}: probabilities sum to 1.5|1.49"):
+        tg.pairwise_distances(off, backend="cpu", chunk=16)
+
+
 @settings(max_examples=15, deadline=None)
 @given(m=st.integers(2, 6), n=st.integers(1, 30), c=st.integers(2, 9), seed=st.integers(0, 10_000))
 def test_properties_cross_matrix_is_block_of_full_matrix(m, n, c, seed):

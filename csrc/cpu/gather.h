@@ -28,18 +28,50 @@ inline void gather_typed(const View3& v, int64_t i, int64_t n0, int64_t nc, int6
   }
 }
 
-// Rows of nc samples x C float32 values (row stride C) into t[c * ncp + n] as float64: the transposing copy
-// that staging starts with. With AVX2, 8 x 8 blocks are transposed in registers and each class's 8 samples
-// are written with one store (a scalar transpose writes every value to another cache line); the values
-// are the same either way (float32 -> float64 is exact).
-inline void transpose_rows(const float* src, int64_t nc, int64_t C, int64_t ncp, double* t) {
-  int64_t n0 = 0;
+// Rows of nc samples x C values (row stride C; float32, or float16 read through F16C) into t[c * ncp + n] as
+// float64: the transposing copy that staging starts with. With AVX2, 8 x 8 blocks are transposed in
+// registers and each class's 8 samples are written with one store (a scalar transpose writes every value to
+// another cache line); the values are the same either way (float16 -> float32 -> float64 is exact).
+// With `sums`, each sample's sum over its classes (float64, added in class order from 0.0, as a pass over t
+// would) and with `negative` whether any value is below zero are taken on the way, for n < nc.
+template <typename T>
+inline float load_one(const T* p);
+template <>
+inline float load_one<float>(const float* p) {
+  return *p;
+}
+template <>
+inline float load_one<uint16_t>(const uint16_t* p) {
+  return half_to_float(*p);
+}
+
 #if defined(__AVX2__)
+template <typename T>
+inline __m256 load_eight(const T* p);
+template <>
+inline __m256 load_eight<float>(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+#if defined(__F16C__)
+template <>
+inline __m256 load_eight<uint16_t>(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+#endif
+#endif
+
+template <typename T>
+inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, double* t, double* sums = nullptr,
+                           char* negative = nullptr) {
+  int64_t n0 = 0;
+#if defined(__AVX2__) && defined(__F16C__)
   for (; n0 + 8 <= nc; n0 += 8) {
+    __m256d s_lo = _mm256_setzero_pd(), s_hi = _mm256_setzero_pd();
+    __m256 below = _mm256_setzero_ps();
     int64_t c0 = 0;
     for (; c0 + 8 <= C; c0 += 8) {
       __m256 r[8];
-      for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + (n0 + l) * C + c0);
+      for (int l = 0; l < 8; ++l) r[l] = load_eight<T>(src + (n0 + l) * C + c0);
       const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
       const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
       const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
@@ -54,42 +86,66 @@ inline void transpose_rows(const float* src, int64_t nc, int64_t C, int64_t ncp,
                              _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
       for (int k = 0; k < 8; ++k) {  // col[k]: class c0 + k of samples n0 .. n0 + 7
         double* dst = t + (c0 + k) * ncp + n0;
-        _mm256_storeu_pd(dst, _mm256_cvtps_pd(_mm256_castps256_ps128(col[k])));
-        _mm256_storeu_pd(dst + 4, _mm256_cvtps_pd(_mm256_extractf128_ps(col[k], 1)));
+        const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(col[k]));
+        const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(col[k], 1));
+        _mm256_storeu_pd(dst, lo);
+        _mm256_storeu_pd(dst + 4, hi);
+        if (sums) {
+          s_lo = _mm256_add_pd(s_lo, lo);
+          s_hi = _mm256_add_pd(s_hi, hi);
+          below = _mm256_or_ps(below, _mm256_cmp_ps(col[k], _mm256_setzero_ps(), _CMP_LT_OQ));
+        }
       }
     }
+    if (sums) {
+      _mm256_storeu_pd(sums + n0, s_lo);
+      _mm256_storeu_pd(sums + n0 + 4, s_hi);
+      const int mask = _mm256_movemask_ps(below);
+      for (int l = 0; l < 8; ++l) negative[n0 + l] = (char)((mask >> l) & 1);
+    }
     for (; c0 < C; ++c0)
-      for (int l = 0; l < 8; ++l) t[c0 * ncp + n0 + l] = (double)src[(n0 + l) * C + c0];
+      for (int l = 0; l < 8; ++l) {
+        const double x = (double)load_one<T>(src + (n0 + l) * C + c0);
+        t[c0 * ncp + n0 + l] = x;
+        if (sums) {
+          sums[n0 + l] += x;
+          negative[n0 + l] |= x < 0;
+        }
+      }
   }
 #endif
-  for (int64_t n = n0; n < nc; ++n)
-    for (int64_t c = 0; c < C; ++c) t[c * ncp + n] = (double)src[n * C + c];
+  for (int64_t n = n0; n < nc; ++n) {
+    double s = 0.0;
+    char below = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double x = (double)load_one<T>(src + n * C + c);
+      t[c * ncp + n] = x;
+      s += x;
+      below |= x < 0;
+    }
+    if (sums) {
+      sums[n] = s;
+      negative[n] = below;
+    }
+  }
 }
 
-#if defined(__F16C__)
-// float16 rows stored contiguously: convert 8 values per instruction, then transpose.
-inline void gather_half_contiguous(const uint16_t* src, int64_t nc, int64_t C, int64_t ncp, double* t, float* raw) {
-  const int64_t total = nc * C;
-  int64_t k = 0;
-  for (; k + 8 <= total; k += 8)
-    _mm256_storeu_ps(raw + k, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + k))));
-  for (; k < total; ++k) raw[k] = half_to_float(src[k]);
-  transpose_rows(raw, nc, C, ncp, t);
-}
-#endif
-
-// raw: scratch of at least nc * C floats.
-inline void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t,
-                         [[maybe_unused]] float* raw) {
+// With `sums` and `negative` (ncp entries each), contiguous float16
+// and float32 rows also give each sample's class sum and negative flag (see transpose_rows), padding samples
+// a sum of 1 and no flag; the return value says whether they did (otherwise the caller sums t itself).
+inline bool gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t,
+                         double* sums = nullptr, char* negative = nullptr) {
   const int64_t C = v.shape[2];
+  const bool rows = v.stride[2] == 1 && v.stride[1] == C;
+  bool summed = false;
   switch (v.dtype) {
     case kFloat16:
-#if defined(__F16C__)
-      if (v.stride[2] == 1 && v.stride[1] == C) {
-        gather_half_contiguous(reinterpret_cast<const uint16_t*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, raw);
+      if (rows) {
+        transpose_rows(reinterpret_cast<const uint16_t*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, sums,
+                       negative);
+        summed = sums != nullptr;
         break;
       }
-#endif
       gather_typed<uint16_t>(v, i, n0, nc, ncp, t, [](uint16_t h) { return (double)half_to_float(h); });
       break;
     case kBFloat16:
@@ -99,14 +155,21 @@ inline void gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int6
       gather_typed<double>(v, i, n0, nc, ncp, t, [](double x) { return x; });
       break;
     default:
-      if (v.stride[2] == 1 && v.stride[1] == C) {  // contiguous rows: the vectorised transpose
-        transpose_rows(reinterpret_cast<const float*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t);
+      if (rows) {  // contiguous rows: the vectorised transpose
+        transpose_rows(reinterpret_cast<const float*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, sums, negative);
+        summed = sums != nullptr;
         break;
       }
       gather_typed<float>(v, i, n0, nc, ncp, t, [](float x) { return (double)x; });
   }
   for (int64_t c = 0; c < C; ++c)
     for (int64_t n = nc; n < ncp; ++n) t[c * ncp + n] = c == 0 ? 1.0 : 0.0;
+  if (summed)
+    for (int64_t n = nc; n < ncp; ++n) {
+      sums[n] = 1.0;
+      negative[n] = 0;
+    }
+  return summed;
 }
 
 }  // namespace cpu

@@ -140,10 +140,8 @@ inline v8d vsqrt(v8d x) {
 // One thread's scratch for staging a model's chunk (allocated once per call).
 struct StageScratch {
   std::vector<double> t, sums, scale;
-  std::vector<float> raw;
   std::vector<char> negative;
-  StageScratch(int64_t C, int64_t ncp)
-      : t((size_t)C * ncp), sums(ncp), scale(ncp), raw((size_t)C * ncp), negative(ncp) {}
+  StageScratch(int64_t C, int64_t ncp) : t((size_t)C * ncp), sums(ncp), scale(ncp), negative(ncp) {}
 };
 
 // Stage samples [n0, n0 + nc) of every model into the packed layout. Each stored row is renormalised in
@@ -162,19 +160,21 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging stagi
     std::vector<char>& negative = w.negative;
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t i = 0; i < m; ++i) {
-      gather_chunk(v, i, n0, nc, ncp, t.data(), w.raw.data());
       double* __restrict su = sums.data();
       double* __restrict sc = scale.data();
       char* __restrict ng = negative.data();
-      for (int64_t n = 0; n < ncp; ++n) {
-        su[n] = 0.0;
-        ng[n] = 0;
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const double* __restrict tc = &t[(size_t)c * ncp];
+      // contiguous float16 and float32 rows are summed while they are transposed (one pass over t less)
+      if (!gather_chunk(v, i, n0, nc, ncp, t.data(), su, ng)) {
         for (int64_t n = 0; n < ncp; ++n) {
-          su[n] += tc[n];
-          ng[n] |= tc[n] < 0;
+          su[n] = 0.0;
+          ng[n] = 0;
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const double* __restrict tc = &t[(size_t)c * ncp];
+          for (int64_t n = 0; n < ncp; ++n) {
+            su[n] += tc[n];
+            ng[n] |= tc[n] < 0;
+          }
         }
       }
       for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;

@@ -108,7 +108,6 @@ class ProgressJob : public ShortJob {
   }
   struct Scratch {
     std::vector<double> alpha, beta, t, su, sr;
-    std::vector<float> raw;
     std::vector<char> negative;
   };
 
@@ -125,19 +124,17 @@ class ProgressJob : public ShortJob {
     sc.t.resize((size_t)C * kChunk);
     sc.su.resize(kChunk);
     sc.sr.resize(kChunk);
-    sc.raw.resize((size_t)C * kChunk);
     sc.negative.resize(kChunk);
     double* const alpha = sc.alpha.data();
     double* const beta = sc.beta.data();
     double* const t = sc.t.data();
-    float* const raw = sc.raw.data();
     double* const su = sc.su.data();
     double* const sr = sc.sr.data();
     char* const negative = sc.negative.data();
     for (int64_t n0 = 0; n0 < N; n0 += kChunk) {
       if (published(i)) return 0.0;  // discarded: computed meanwhile by the caller (a helper resumed after pre-emption)
       const int64_t nc = std::min(kChunk, N - n0);
-      gather_chunk(a, i, n0, nc, kChunk, t, raw);
+      gather_chunk(a, i, n0, nc, kChunk, t);
       double* __restrict s1 = su;
       double* __restrict s2 = sr;
       char* __restrict ng = negative;
