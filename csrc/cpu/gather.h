@@ -60,7 +60,33 @@ inline __m256 load_eight<uint16_t>(const uint16_t* p) {
 #endif
 #endif
 
+#if defined(__AVX2__) && defined(__F16C__)
+// Classes c0 .. c0 + 7 of samples n0 .. n0 + 7 (rows of C values): col[k] holds class c0 + k of the 8 samples.
 template <typename T>
+inline void transpose8x8(const T* src, int64_t C, int64_t n0, int64_t c0, __m256 col[8]) {
+  __m256 r[8];
+  for (int l = 0; l < 8; ++l) r[l] = load_eight<T>(src + (n0 + l) * C + c0);
+  const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
+  const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
+  const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
+  const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
+  const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
+  const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
+  const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
+  const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
+  col[0] = _mm256_permute2f128_ps(b0, b4, 0x20);
+  col[1] = _mm256_permute2f128_ps(b1, b5, 0x20);
+  col[2] = _mm256_permute2f128_ps(b2, b6, 0x20);
+  col[3] = _mm256_permute2f128_ps(b3, b7, 0x20);
+  col[4] = _mm256_permute2f128_ps(b0, b4, 0x31);
+  col[5] = _mm256_permute2f128_ps(b1, b5, 0x31);
+  col[6] = _mm256_permute2f128_ps(b2, b6, 0x31);
+  col[7] = _mm256_permute2f128_ps(b3, b7, 0x31);
+}
+#endif
+
+// kStore = false: only the sums and negative flags (t is not written; the caller reads the rows again).
+template <typename T, bool kStore = true>
 inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, double* t, double* sums = nullptr,
                            char* negative = nullptr) {
   int64_t n0 = 0;
@@ -70,26 +96,16 @@ inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, dou
     __m256 below = _mm256_setzero_ps();
     int64_t c0 = 0;
     for (; c0 + 8 <= C; c0 += 8) {
-      __m256 r[8];
-      for (int l = 0; l < 8; ++l) r[l] = load_eight<T>(src + (n0 + l) * C + c0);
-      const __m256 a0 = _mm256_unpacklo_ps(r[0], r[1]), a1 = _mm256_unpackhi_ps(r[0], r[1]);
-      const __m256 a2 = _mm256_unpacklo_ps(r[2], r[3]), a3 = _mm256_unpackhi_ps(r[2], r[3]);
-      const __m256 a4 = _mm256_unpacklo_ps(r[4], r[5]), a5 = _mm256_unpackhi_ps(r[4], r[5]);
-      const __m256 a6 = _mm256_unpacklo_ps(r[6], r[7]), a7 = _mm256_unpackhi_ps(r[6], r[7]);
-      const __m256 b0 = _mm256_shuffle_ps(a0, a2, 0x44), b1 = _mm256_shuffle_ps(a0, a2, 0xEE);
-      const __m256 b2 = _mm256_shuffle_ps(a1, a3, 0x44), b3 = _mm256_shuffle_ps(a1, a3, 0xEE);
-      const __m256 b4 = _mm256_shuffle_ps(a4, a6, 0x44), b5 = _mm256_shuffle_ps(a4, a6, 0xEE);
-      const __m256 b6 = _mm256_shuffle_ps(a5, a7, 0x44), b7 = _mm256_shuffle_ps(a5, a7, 0xEE);
-      const __m256 col[8] = {_mm256_permute2f128_ps(b0, b4, 0x20), _mm256_permute2f128_ps(b1, b5, 0x20),
-                             _mm256_permute2f128_ps(b2, b6, 0x20), _mm256_permute2f128_ps(b3, b7, 0x20),
-                             _mm256_permute2f128_ps(b0, b4, 0x31), _mm256_permute2f128_ps(b1, b5, 0x31),
-                             _mm256_permute2f128_ps(b2, b6, 0x31), _mm256_permute2f128_ps(b3, b7, 0x31)};
+      __m256 col[8];
+      transpose8x8(src, C, n0, c0, col);
       for (int k = 0; k < 8; ++k) {  // col[k]: class c0 + k of samples n0 .. n0 + 7
-        double* dst = t + (c0 + k) * ncp + n0;
         const __m256d lo = _mm256_cvtps_pd(_mm256_castps256_ps128(col[k]));
         const __m256d hi = _mm256_cvtps_pd(_mm256_extractf128_ps(col[k], 1));
-        _mm256_storeu_pd(dst, lo);
-        _mm256_storeu_pd(dst + 4, hi);
+        if (kStore) {
+          double* dst = t + (c0 + k) * ncp + n0;
+          _mm256_storeu_pd(dst, lo);
+          _mm256_storeu_pd(dst + 4, hi);
+        }
         if (sums) {
           s_lo = _mm256_add_pd(s_lo, lo);
           s_hi = _mm256_add_pd(s_hi, hi);
@@ -106,7 +122,7 @@ inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, dou
     for (; c0 < C; ++c0)
       for (int l = 0; l < 8; ++l) {
         const double x = (double)load_one<T>(src + (n0 + l) * C + c0);
-        t[c0 * ncp + n0 + l] = x;
+        if (kStore) t[c0 * ncp + n0 + l] = x;
         if (sums) {
           sums[n0 + l] += x;
           negative[n0 + l] |= x < 0;
@@ -119,7 +135,7 @@ inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, dou
     char below = 0;
     for (int64_t c = 0; c < C; ++c) {
       const double x = (double)load_one<T>(src + n * C + c);
-      t[c * ncp + n] = x;
+      if (kStore) t[c * ncp + n] = x;
       s += x;
       below |= x < 0;
     }
@@ -128,6 +144,14 @@ inline void transpose_rows(const T* src, int64_t nc, int64_t C, int64_t ncp, dou
       negative[n] = below;
     }
   }
+}
+
+// The rows of model i's samples [n0, n0 + nc) when they are stored contiguously as float16 or float32 (the
+// dtypes transpose_rows reads), else null.
+template <typename T>
+inline const T* contiguous_rows(const View3& v, int64_t i, int64_t n0) {
+  if (v.stride[2] != 1 || v.stride[1] != v.shape[2]) return nullptr;
+  return reinterpret_cast<const T*>(v.ptr) + i * v.stride[0] + n0 * v.shape[2];
 }
 
 // With `sums` and `negative` (ncp entries each), contiguous float16

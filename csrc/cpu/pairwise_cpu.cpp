@@ -137,6 +137,54 @@ inline v8d vsqrt(v8d x) {
 #endif
 }
 
+#if defined(__AVX512F__) && defined(__F16C__)
+// Square roots of contiguous float16 or float32 rows straight into the packed layout (kSqrtF64; nc a multiple
+// of kW, scale = 1 / each sample's sum): the rows, still in cache from summing them, are transposed a second
+// time instead of being kept as float64 between the two passes. The values are those of the other route: p
+// in float64 times the scale, negatives and NaN as 0, the square root.
+template <typename T>
+void stage_sqrt_rows(const T* src, int64_t nc, int64_t C, const double* scale, float* x0, int64_t step) {
+  static_assert(kW == 8, "one 8 x 8 transpose per sample block");
+  for (int64_t n0 = 0, b = 0; n0 < nc; n0 += kW, ++b) {
+    v8d sv;
+    std::memcpy(&sv, scale + n0, sizeof sv);
+    float* const xb = x0 + b * C * step;
+    int64_t c0 = 0;
+    for (; c0 + 8 <= C; c0 += 8) {
+      __m256 col[8];
+      transpose8x8(src, C, n0, c0, col);
+      for (int k = 0; k < 8; ++k) {
+        v8d pd = (v8d)_mm512_cvtps_pd(col[k]);
+        pd *= sv;
+        pd = pd > 0 ? pd : v8d{};
+        *reinterpret_cast<v8d*>(xb + (c0 + k) * step) = vsqrt(pd);
+      }
+    }
+    for (; c0 < C; ++c0) {
+      v8d pd;
+      for (int l = 0; l < kW; ++l) pd[l] = (double)load_one<T>(src + (n0 + l) * C + c0);
+      pd *= sv;
+      pd = pd > 0 ? pd : v8d{};
+      *reinterpret_cast<v8d*>(xb + c0 * step) = vsqrt(pd);
+    }
+  }
+}
+
+// Stage model i's chunk of contiguous float16/float32 rows by stage_sqrt_rows: sums and negative flags in one
+// read, square roots in a second. False where it does not apply (the caller stages through t).
+template <typename T>
+bool stage_rows_direct(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, const Stage& s, double* su,
+                       double* sc, char* ng) {
+  const T* rows = contiguous_rows<T>(v, i, n0);
+  if (!rows || nc != ncp) return false;
+  const int64_t C = v.shape[2];
+  transpose_rows<T, false>(rows, nc, C, ncp, nullptr, su, ng);
+  for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
+  stage_sqrt_rows(rows, nc, C, sc, s.model(i), s.class_step());
+  return true;
+}
+#endif
+
 // One thread's scratch for staging a model's chunk (allocated once per call).
 struct StageScratch {
   std::vector<double> t, sums, scale;
@@ -163,45 +211,56 @@ void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging stagi
       double* __restrict su = sums.data();
       double* __restrict sc = scale.data();
       char* __restrict ng = negative.data();
-      // contiguous float16 and float32 rows are summed while they are transposed (one pass over t less)
-      if (!gather_chunk(v, i, n0, nc, ncp, t.data(), su, ng)) {
-        for (int64_t n = 0; n < ncp; ++n) {
-          su[n] = 0.0;
-          ng[n] = 0;
-        }
-        for (int64_t c = 0; c < C; ++c) {
-          const double* __restrict tc = &t[(size_t)c * ncp];
+      bool staged = false;
+#if defined(__AVX512F__) && defined(__F16C__)
+      if (staging == kSqrtF64) {
+        if (v.dtype == kFloat16)
+          staged = stage_rows_direct<uint16_t>(v, i, n0, nc, ncp, s, su, sc, ng);
+        else if (v.dtype == kFloat32)
+          staged = stage_rows_direct<float>(v, i, n0, nc, ncp, s, su, sc, ng);
+      }
+#endif
+      if (!staged) {  // through t: float64 values transposed to [class][sample]
+        // contiguous float16 and float32 rows are summed while they are transposed (one pass over t less)
+        if (!gather_chunk(v, i, n0, nc, ncp, t.data(), su, ng)) {
           for (int64_t n = 0; n < ncp; ++n) {
-            su[n] += tc[n];
-            ng[n] |= tc[n] < 0;
+            su[n] = 0.0;
+            ng[n] = 0;
+          }
+          for (int64_t c = 0; c < C; ++c) {
+            const double* __restrict tc = &t[(size_t)c * ncp];
+            for (int64_t n = 0; n < ncp; ++n) {
+              su[n] += tc[n];
+              ng[n] |= tc[n] < 0;
+            }
           }
         }
-      }
-      for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
-      float* const x0 = s.model(i);
-      for (int64_t c = 0; c < C; ++c) {
-        const double* __restrict tc = &t[(size_t)c * ncp];
-        for (int64_t b = 0; b < s.blocks; ++b) {
-          float* const dst = x0 + (b * C + c) * step;
-          const double* __restrict tb = tc + b * kW;
-          const double* __restrict sb = sc + b * kW;
-          if (staging == kSqrtF64) {
-            v8d pd, sv;
-            std::memcpy(&pd, tb, sizeof pd);
-            std::memcpy(&sv, sb, sizeof sv);
-            pd *= sv;
-            pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported below
-            *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
-          } else {
-            float* __restrict r = dst;
-            for (int l = 0; l < kW; ++l) {
-              double pd = tb[l] * sb[l];
-              pd = pd > 0 ? pd : 0.0;
-              const double lp = std::log(std::max(pd, kProbFloor));
-              const float lh = (float)lp;
-              r[l] = (float)pd;
-              r[kW + l] = lh;
-              r[2 * kW + l] = (float)(lp - (double)lh);
+        for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
+        float* const x0 = s.model(i);
+        for (int64_t c = 0; c < C; ++c) {
+          const double* __restrict tc = &t[(size_t)c * ncp];
+          for (int64_t b = 0; b < s.blocks; ++b) {
+            float* const dst = x0 + (b * C + c) * step;
+            const double* __restrict tb = tc + b * kW;
+            const double* __restrict sb = sc + b * kW;
+            if (staging == kSqrtF64) {
+              v8d pd, sv;
+              std::memcpy(&pd, tb, sizeof pd);
+              std::memcpy(&sv, sb, sizeof sv);
+              pd *= sv;
+              pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported below
+              *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
+            } else {
+              float* __restrict r = dst;
+              for (int l = 0; l < kW; ++l) {
+                double pd = tb[l] * sb[l];
+                pd = pd > 0 ? pd : 0.0;
+                const double lp = std::log(std::max(pd, kProbFloor));
+                const float lh = (float)lp;
+                r[l] = (float)pd;
+                r[kW + l] = lh;
+                r[2 * kW + l] = (float)(lp - (double)lh);
+              }
             }
           }
         }
