@@ -34,6 +34,7 @@ STARTED = time.perf_counter()
 import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
+from taskgeom.analysis import TrajectoryGroups  # noqa: E402
 from taskgeom.bootstrap import Resampling, progress_replicates  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
 from taskgeom.imprinting import HEADS  # noqa: E402
@@ -159,6 +160,12 @@ def start_checkpoints(progress) -> dict:
     return out
 
 
+def renormalised(trajectory) -> np.ndarray:
+    """A trajectory's checkpoints (T, N, C) in float64 with rows renormalised (stored as float16)."""
+    p = np.asarray(trajectory.probs, dtype=np.float64)
+    return p / p.sum(-1, keepdims=True)
+
+
 def riemann_density(runs, tol: float) -> dict:
     """Each run's Riemann length (eq. 6, geodesic refinement) with all its checkpoints, every 2nd and every
     3rd (:func:`taskgeom.trajectories.riemann_length_density`), their seed summaries, and whether the
@@ -269,7 +276,7 @@ class Family:
         self.done: dict[tuple, dict] = {}  # (group, seed) -> the trained run (name, id, state dir, seconds)
         self.skipped: list[dict] = []  # runs not trained, each with why
         self.scheduler = None  # the runs' scheduler, made when they are first trained
-        self._cache: dict = {}  # (kind, group) -> probabilities / checkpoint progress, read once after training
+        self.grouped = TrajectoryGroups({}, self.labels)  # the trained runs by group (after each round)
         self.log(
             f"{name}: {len(self.data.train[1])} training, {len(self.labels)} evaluation images; work folder {self.work}"
         )
@@ -319,7 +326,6 @@ class Family:
         may return more runs (they join the queue by seed: a fine-tuning run after its seed's other runs). A
         run fine-tuning from another (``init``) waits while that run trains and is skipped when it was not
         trained."""
-        self._cache.clear()
         of = {}  # job id -> its run
 
         def jobs(more) -> list[Job]:
@@ -375,76 +381,21 @@ class Family:
             seeds = sorted(s for (h, s) in self.done if h == g)
             if seeds:
                 self.trajs[g] = [self.store.trajectory(self.done[g, s]["name"]) for s in seeds]
+        # progress, grids, reached values and re-indexing: taskgeom.analysis's, on rows renormalised in float64
+        self.grouped = TrajectoryGroups(self.trajs, self.labels, load=renormalised, points=self.args.grid)
 
     def run_progress(self, group: str, seed: int) -> np.ndarray:
         """One trained run's progress at every checkpoint, read from the family's store (between merges)."""
         store = PredictionStore(self.store_path, readonly=True)
         try:
-            p = np.asarray(store.trajectory(self.done[group, seed]["name"]).probs, dtype=np.float64)
+            p = renormalised(store.trajectory(self.done[group, seed]["name"]))
         finally:
             store.close()
-        return np.asarray(tg.progress(p / p.sum(-1, keepdims=True), self.labels), dtype=np.float64)
+        return np.asarray(tg.progress(p, self.labels), dtype=np.float64)
 
     def missing(self) -> list[str]:
         """The groups planned with no trained run (no analysis without them)."""
         return [g for g in self.groups if g not in self.trajs]
-
-    def probs(self, group: str) -> list[np.ndarray]:
-        """Each run's checkpoints (T, N, C) in float64, rows renormalised (stored as float16); read from the
-        store once per group."""
-        if ("probs", group) not in self._cache:
-            out = []
-            for t in self.trajs[group]:
-                p = np.asarray(t.probs, dtype=np.float64)
-                out.append(p / p.sum(-1, keepdims=True))
-            self._cache["probs", group] = out
-        return self._cache["probs", group]
-
-    def final_progress(self, group: str) -> np.ndarray:
-        """Each run's progress at its last checkpoint."""
-        return np.array([p[-1] for p in self.checkpoint_progress(group)])
-
-    def checkpoint_progress(self, group: str) -> list[np.ndarray]:
-        """Each run's progress at every checkpoint (the range it reaches runs from its lowest to its highest)."""
-        if ("progress", group) not in self._cache:
-            self._cache["progress", group] = [
-                np.asarray(tg.progress(p, self.labels), dtype=np.float64) for p in self.probs(group)
-            ]
-        return self._cache["progress", group]
-
-    def grid(self, groups) -> np.ndarray:
-        """At most ``--grid`` progress values over the range the runs of ``groups`` reach, only values some
-        run reaches (:func:`taskgeom.progress_grid`): nothing below the lowest start or above the highest end."""
-        return tg.progress_grid([p for g in groups for p in self.checkpoint_progress(g)], self.args.grid)
-
-    def family(self, group: str, grid: np.ndarray) -> np.ndarray:
-        """(seeds, G, N, C) re-indexed trajectories of ``group``; outside a run's range its first or last
-        model (callers compare only where every run compared reaches: :meth:`reached`)."""
-        return np.stack([np.asarray(tg.reindex(p, self.labels, grid=grid)) for p in self.probs(group)]).astype(
-            np.float32
-        )
-
-    def reached(self, groups, grid) -> np.ndarray:
-        """The grid points every run of ``groups`` reaches, from the highest start to the lowest end (no
-        clamped first or last models)."""
-        runs = [p for g in groups for p in self.checkpoint_progress(g)]
-        lo, hi = max(float(p.min()) for p in runs), min(float(p.max()) for p in runs)
-        return (np.asarray(grid) >= lo - 1e-12) & (np.asarray(grid) <= hi + 1e-12)
-
-    def shared_grid(self, a: str, b: str) -> np.ndarray | None:
-        """``--grid`` progress values over the range every run of groups a and b reaches; None if none."""
-        try:
-            return tg.progress_grid(
-                self.checkpoint_progress(a) + self.checkpoint_progress(b), self.args.grid, shared=True
-            )
-        except ValueError:
-            return None
-
-    def shared(self, a: str, b: str):
-        """Both groups re-indexed on :meth:`shared_grid`, or None where they share no progress
-        (``taskgeom.analysis.task_distances``'s ``shared``)."""
-        g = self.shared_grid(a, b)
-        return None if g is None else (self.family(a, g), self.family(b, g))
 
     def boot(self, groups, seed: int = 0) -> Resampling:
         """One bootstrap for ``groups`` (:class:`taskgeom.bootstrap.Resampling`, as the analysis draws it):
@@ -459,10 +410,10 @@ class Family:
         boot = self.boot(groups, seed=1)
         out = {}
         for g in groups:
-            first, last = (np.stack([p[k] for p in self.probs(g)]) for k in (0, -1))  # (K, N, C)
+            first, last = (np.stack([p[k] for p in self.grouped.probs(g)]) for k in (0, -1))  # (K, N, C)
             reps = [boot.seed_mean(g, progress_replicates(x, self.labels, boot.w)) for x in (first, last)]
-            init = np.array([p[0] for p in self.checkpoint_progress(g)])
-            end = np.array([p[-1] for p in self.checkpoint_progress(g)])
+            init = np.array([p[0] for p in self.grouped.progress(g)])
+            end = np.array([p[-1] for p in self.grouped.progress(g)])
             out[g] = {
                 "at_init": {**summary(init), "interval": boot.interval(reps[0], init.mean())},
                 "final": {**summary(end), "interval": boot.interval(reps[1], end.mean())},
@@ -473,7 +424,7 @@ class Family:
 
     def riemann_density(self, group: str, tol: float) -> dict:
         """:func:`riemann_density` of ``group``'s runs."""
-        return riemann_density(self.probs(group), tol)
+        return riemann_density(self.grouped.probs(group), tol)
 
     def finish(self, results: dict, figure) -> None:
         """results.json, summary.png, store.tar (the prediction store without training states), run.log;

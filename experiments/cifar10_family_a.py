@@ -87,17 +87,17 @@ def result2(fam: Family) -> dict:
     out = {}
     tasks = HIERARCHY + sorted(set(CONTROLS.values()))
     boot = fam.boot(tasks)
-    all_gain = np.mean([p[-1] - p[0] for p in fam.checkpoint_progress("all")])
+    all_gain = np.mean([p[-1] - p[0] for p in fam.grouped.progress("all")])
     for task in tasks:
-        cp = fam.checkpoint_progress(task)
+        cp = fam.grouped.progress(task)
         init, fp = np.array([p[0] for p in cp]), np.array([p[-1] for p in cp])
         seen = fam.data.task(task)
         unseen = [c for c in range(10) if c not in seen]
         pc = {
-            k: np.stack([np.asarray(tg.per_class_progress(p[i], fam.labels)) for p in fam.probs(task)])
+            k: np.stack([np.asarray(tg.per_class_progress(p[i], fam.labels)) for p in fam.grouped.probs(task)])
             for k, i in (("init", 0), ("final", -1))
         }
-        first, last = (np.stack([p[i] for p in fam.probs(task)]) for i in (0, -1))  # (seeds, N, C)
+        first, last = (np.stack([p[i] for p in fam.grouped.probs(task)]) for i in (0, -1))  # (seeds, N, C)
         r0, r1 = _seed_reps(fam, boot, task, first), _seed_reps(fam, boot, task, last)
 
         def classes(which):
@@ -111,7 +111,7 @@ def result2(fam: Family) -> dict:
             "progress_gain": {**summary(fp - init), "interval": boot.interval(r1 - r0, (fp - init).mean())},
             "over": boot.over(task),
             "gain_fraction_of_all": float((fp - init).mean() / all_gain),
-            "fraction_of_all": float(fp.mean() / fam.final_progress("all").mean()),
+            "fraction_of_all": float(fp.mean() / fam.grouped.final_progress("all").mean()),
             "seen_classes": classes(seen),
             "unseen_classes": classes(unseen),
             "control": CONTROLS.get(task),
@@ -128,19 +128,9 @@ def result3(fam: Family, grid: np.ndarray) -> dict:
     construction), with intervals over evaluation samples and seeds."""
     import result3_hierarchy as r3
 
-    try:
-        common = tg.progress_grid(
-            [p for t in HIERARCHY for p in fam.checkpoint_progress(t)], fam.args.grid, shared=True
-        )
-    except ValueError:
-        common = np.zeros(0)
-
-    def shared(a, b):
-        return (fam.family(a, common), fam.family(b, common)) if common.size else None
-
-    shared.grid = common
-    families = {t: fam.family(t, grid) for t in HIERARCHY}
-    final = {t: fam.final_progress(t).tolist() for t in HIERARCHY}
+    shared = fam.grouped.pairs_on_shared_grid(HIERARCHY)
+    families = {t: fam.grouped.reindexed(t, grid) for t in HIERARCHY}
+    final = {t: fam.grouped.final_progress(t).tolist() for t in HIERARCHY}
     td = task_distances(families, final, grid, shared=shared, boot=fam.boot(HIERARCHY))
     out = r3.analyse(td)
     out.update({k: td[k] for k in ("normalized_interval", "bhattacharyya_interval", "progress_compared") if k in td})
@@ -156,21 +146,21 @@ def result6(fam: Family, grid: np.ndarray) -> dict:
     import result6_finetune as r6
 
     src = source(fam.args)
-    sup = fam.family(src, grid)
+    sup = fam.grouped.reindexed(src, grid)
     out = {
         "source": src,
         "norm": fam.args.finetune_norm,
         "grid": grid.tolist(),  # the supervised runs' grid, for their tube radius
-        "supervised_final_progress": summary(fam.final_progress(src)),
+        "supervised_final_progress": summary(fam.grouped.final_progress(src)),
         "tube_radius": np.asarray(tg.tube_radius(sup)).tolist(),
         "starts": {  # each seed's starting checkpoints, spaced by progress
-            s: start_checkpoints(p) for s, p in enumerate(fam.checkpoint_progress(src))
+            s: start_checkpoints(p) for s, p in enumerate(fam.grouped.progress(src))
         },
     }
     opts = SimpleNamespace(grid=fam.args.grid, n_boot=fam.args.n_boot, n_perm=1000)
     for group in fam.trajs:
         if " from " in group:
-            res = r6.compare(fam.probs(group), fam.probs(src), fam.labels, opts)
+            res = r6.compare(fam.grouped.probs(group), fam.grouped.probs(src), fam.labels, opts)
             # where the fine-tuned runs end (the grid point nearest their final progress)
             res["final_normalized_distance"] = res["at_end"]["normalized_distance"] if "at_end" in res else None
             out[group] = res
@@ -183,12 +173,12 @@ def result1(fam: Family) -> dict:
     (a replicate embeds each run's points as often as it draws its seed); coords: the seed mean of each
     task's embedded points."""
     groups = HIERARCHY + sorted(set(CONTROLS.values()))
-    own = {g: fam.shared_grid(g, g) for g in groups}
+    own = {g: fam.grouped.shared_grid([g]) for g in groups}
     left_out = [g for g in groups if own[g] is None]  # its seeds share no progress
     groups = [g for g in groups if own[g] is not None]
     if not groups:
         return {"explained_stress": [], "coords": {}, "points": 0, "left_out": left_out}
-    runs = [(g, f) for g in groups for f in fam.family(g, own[g]).astype(np.float64)]
+    runs = [(g, f) for g in groups for f in fam.grouped.reindexed(g, own[g]).astype(np.float64)]
     stack = np.concatenate([f for _, f in runs])
     k = min(3, len(stack))
     emb = tg.inpca(np.asarray(tg.pairwise_distances(stack)), k=k)
@@ -294,8 +284,8 @@ def main() -> None:
     fam.train(runs(args), then=then)
     if fam.missing():
         return fam.finish({}, figure)
-    grid = fam.grid(fam.trajs)
-    hier_grid = fam.grid(HIERARCHY)
+    grid = fam.grouped.grid(fam.trajs)
+    hier_grid = fam.grouped.grid(HIERARCHY)
     res = {
         "grid": grid.tolist(),  # progress values some run reaches
         "imprint_head": args.imprint_head,
@@ -303,7 +293,7 @@ def main() -> None:
         "result1": result1(fam),
         "result2": result2(fam),
         "result3": result3(fam, hier_grid),
-        "result6": result6(fam, fam.grid([source(args)])),
+        "result6": result6(fam, fam.grouped.grid([source(args)])),
         "tasks": {
             t: CIFAR10_TASKS[t].classes if t in CIFAR10_TASKS else fam.data.task(t)
             for t in fam.trajs

@@ -127,7 +127,7 @@ def final_models(fam: Family, g: str, ref: str) -> dict:
     """Normalised distance (Remark 5) between two families' final models (each family's last checkpoints,
     its tube radius there), with its 95% bootstrap interval over evaluation samples and seeds (means and
     radii recomputed from the seeds each replicate draws)."""
-    end, ref_end = ([np.asarray(p[-1], np.float64) for p in fam.probs(x)] for x in (g, ref))
+    end, ref_end = ([np.asarray(p[-1], np.float64) for p in fam.grouped.probs(x)] for x in (g, ref))
     pair = np.stack(end)[:, None], np.stack(ref_end)[:, None]
     boot = fam.boot([g, ref])
     nd_reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])
@@ -152,12 +152,12 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
     for g in fam.trajs:
         if g == ref:
             continue
-        shared = fam.shared_grid(g, ref)
+        shared = fam.grouped.shared_grid([g, ref])
         interval, mean_interval, over = None, None, None
         if shared is None:
             shared, nd = np.zeros(0), np.zeros(0)
         else:
-            pair = fam.family(g, shared), fam.family(ref, shared)
+            pair = fam.grouped.reindexed(g, shared), fam.grouped.reindexed(ref, shared)
             nd = np.asarray(normalized_distance(*pair))
             boot = fam.boot([g, ref])
             with np.errstate(invalid="ignore"):
@@ -175,7 +175,7 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
                 "over": over,
             },
             **final_models(fam, g, ref),
-            "final_progress": summary(fam.final_progress(g)),
+            "final_progress": summary(fam.grouped.final_progress(g)),
         }
     return out
 
@@ -186,8 +186,8 @@ def r4_episodic(fam: Family, grid) -> dict:
     supervised at each density."""
     out = {"distances_to_supervised": distances_to(fam, "supervised", grid), "riemann": {}}
     for g in fam.trajs:
-        refined = [tg.riemann_length(p) for p in fam.probs(g)]
-        paper = [tg.riemann_length(p, refine=None) for p in fam.probs(g)]
+        refined = [tg.riemann_length(p) for p in fam.grouped.probs(g)]
+        paper = [tg.riemann_length(p, refine=None) for p in fam.grouped.probs(g)]
         out["riemann"][g] = {
             "refined": summary(refined),
             "paper_convention": summary(paper),
@@ -216,22 +216,22 @@ def r4_kway(fam: Family) -> dict:
     out = {}
     truth = tg.truth(fam.labels, 10)
     for g in fam.trajs:
-        own = fam.shared_grid(g, g)  # the progress every run of g reaches
+        own = fam.grouped.shared_grid([g])  # the progress every run of g reaches
         radius, interval = np.zeros(0), None
         if own is not None:
-            f = fam.family(g, own)
+            f = fam.grouped.reindexed(g, own)
             radius = np.asarray(tg.tube_radius(f))
             boot = fam.boot([g])
             reps = tube_radius_replicates(f, boot.w, boot.seeds[g])  # (G, B): seeds and samples resampled
             lo, hi = boot.interval(reps.mean(0), radius.mean())  # of the mean radius over the range
             interval = {"mean_low": lo, "mean_high": hi, "over": boot.over(g)}
-        final_mean = np.mean([np.asarray(p[-1], np.float64) for p in fam.probs(g)], 0)
+        final_mean = np.mean([np.asarray(p[-1], np.float64) for p in fam.grouped.probs(g)], 0)
         out[g] = {
             "tube_radius": {"progress": [] if own is None else own.tolist(), "values": radius.tolist()},
             "mean_tube_radius": float(radius.mean()) if radius.size else float("nan"),
             "mean_tube_radius_interval": interval,
             "final_mean_distance_to_truth": float(tg.bhattacharyya(final_mean, truth)),
-            "final_progress": summary(fam.final_progress(g)),
+            "final_progress": summary(fam.grouped.final_progress(g)),
         }
     return out
 
@@ -337,7 +337,7 @@ def main() -> None:
     fam.train(runs(args, len(fam.data.train[1])))
     if fam.missing():
         return fam.finish({"part": args.part}, figure)
-    grid = fam.grid(fam.trajs)
+    grid = fam.grouped.grid(fam.trajs)
     if args.part == "r4-episodic":
         body = r4_episodic(fam, grid)
     elif args.part == "r4-kway":

@@ -39,6 +39,7 @@ __all__ = [
     "place",
     "task_distances",
     "reached_mask",
+    "TrajectoryGroups",
 ]
 
 
@@ -516,9 +517,17 @@ def analyse(
         int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, word
     )
     progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
-    shared = _shared_reindexer(
-        {t: [trajs[i] for i in idx] for t, idx in members.items()}, progress, labels, grid, device
+    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    grouped = TrajectoryGroups(
+        {t: [trajs[i] for i in idx] for t, idx in members.items()},
+        lab,
+        load=lambda t: _load(t, device),
+        progress=progress,
+        points=grid,
+        backend=backend,
+        keep=device.type == "cpu",  # memory maps; on a GPU each use copies again rather than hold them all
     )
+    shared = grouped.pairs_on_shared_grid(list(grouped.runs))
     radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
     view = _view(emb, flat, families, reached, acc, keep, labels, c)
     means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
@@ -850,30 +859,97 @@ def _pair_families(families, grid, reach, shared, a, b):
     return (families[a][:, mask], families[b][:, mask]) if mask.any() else None
 
 
-def _shared_reindexer(trajs_by_task: dict, progs: dict, labels, points: int, device):
-    """``shared(a, b)``: the seeds of tasks a and b re-indexed on ``points`` progress values over the one
-    range every seed of every task reaches (:func:`taskgeom.trajectories.progress_grid` with
-    ``shared=True``), so that every pair is compared over the same progress; None where there is no such
-    range. ``shared.grid``: that range's values (empty without one)."""
-    try:
-        g = trajectories.progress_grid([p for ps in progs.values() for p in ps], points, shared=True)
-    except ValueError:
-        g = np.zeros(0)
-    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
-    cache = {}
+class TrajectoryGroups:
+    """Trajectories by group and what comparing groups needs, each computed once: every run's progress at
+    every checkpoint, grids over the progress runs reach, the grid values every run of some groups reaches,
+    and a group's runs re-indexed on a grid. The one place for these: :func:`analyse` compares its groups
+    through it, and so do the family scripts (``experiments/_family.py``).
 
-    def family(x):
-        if x not in cache:
-            cache[x] = np.stack(
-                [_np(trajectories.reindex(_load(t, device), lab, grid=g)).astype(np.float32) for t in trajs_by_task[x]]
+    ``runs[group]``: the group's trajectories (seed order); ``labels``: the evaluation labels (a tensor on
+    the device where the geometry runs); ``load(trajectory)``: its probabilities (T, N, C) (default: the
+    trajectory's ``probs`` as stored); ``progress``: each group's per-checkpoint progress where already
+    computed; ``points``: the default grid size; ``keep``: keep loaded probabilities (else each use loads
+    them again; a store's memory maps cost nothing to keep, copies on a GPU do).
+    """
+
+    def __init__(self, runs: dict, labels, load=None, progress: dict | None = None, points: int = 50, backend="auto",
+                 keep: bool = True):  # fmt: skip
+        self.runs = {g: list(ts) for g, ts in runs.items()}
+        self.labels = labels
+        self.load = load if load is not None else (lambda t: np.asarray(t.probs))
+        self.points, self.backend, self.keep = int(points), backend, keep
+        self._progress = {g: [np.asarray(p, dtype=np.float64) for p in ps] for g, ps in (progress or {}).items()}
+        self._probs: dict = {}
+        self._reindexed: dict = {}
+
+    def probs(self, group: str) -> list:
+        """Each run's checkpoints (T, N, C), as ``load`` reads them."""
+        if group in self._probs:
+            return self._probs[group]
+        out = [self.load(t) for t in self.runs[group]]
+        if self.keep:
+            self._probs[group] = out
+        return out
+
+    def progress(self, group: str) -> list:
+        """Each run's progress (eq. 4) at every checkpoint, float64."""
+        if group not in self._progress:
+            self._progress[group] = [
+                _np(geometry.progress(p, self.labels, backend=self.backend)).astype(np.float64, copy=False)
+                for p in self.probs(group)
+            ]
+        return self._progress[group]
+
+    def final_progress(self, group: str) -> np.ndarray:
+        """Each run's progress at its last checkpoint."""
+        return np.array([p[-1] for p in self.progress(group)])
+
+    def grid(self, groups, points: int | None = None) -> np.ndarray:
+        """``points`` progress values over the range the runs of ``groups`` reach together, from the lowest
+        start to the highest end (:func:`taskgeom.trajectories.progress_grid`)."""
+        runs = [p for g in groups for p in self.progress(g)]
+        return trajectories.progress_grid(runs, self.points if points is None else points)
+
+    def shared_grid(self, groups, points: int | None = None) -> np.ndarray | None:
+        """``points`` progress values over the range every run of ``groups`` reaches; None where they share
+        none."""
+        runs = [p for g in groups for p in self.progress(g)]
+        try:
+            return trajectories.progress_grid(runs, self.points if points is None else points, shared=True)
+        except ValueError:
+            return None
+
+    def reached(self, groups, grid) -> np.ndarray:
+        """The values of ``grid`` every run of ``groups`` reaches: from the highest start to the lowest end
+        (elsewhere re-indexing repeats a run's first or last checkpoint)."""
+        runs = [p for g in groups for p in self.progress(g)]
+        lo, hi = max(float(p.min()) for p in runs), min(float(p.max()) for p in runs)
+        return (np.asarray(grid) >= lo - 1e-12) & (np.asarray(grid) <= hi + 1e-12)
+
+    def reindexed(self, group: str, grid) -> np.ndarray:
+        """(seeds, G, N, C) float32: the group's runs re-indexed on ``grid`` (Remark 4); outside a run's range
+        its first or last checkpoint (compare only where :meth:`reached`)."""
+        grid = np.asarray(grid, dtype=np.float64)
+        key = (group, grid.tobytes())
+        if key not in self._reindexed:
+            self._reindexed[key] = np.stack(
+                [_np(trajectories.reindex(p, self.labels, grid=grid)).astype(np.float32) for p in self.probs(group)]
             )
-        return cache[x]
+        return self._reindexed[key]
 
-    def shared(a, b):
-        return (family(a), family(b)) if g.size else None
+    def pairs_on_shared_grid(self, groups):
+        """``shared(a, b)`` for :func:`task_distances`: groups a and b re-indexed on one grid over the range
+        every run of every one of ``groups`` reaches (:meth:`shared_grid`), so that every pair is compared
+        over the same progress; None where there is no such range. ``shared.grid``: that range's values
+        (empty without one)."""
+        g = self.shared_grid(groups)
+        g = np.zeros(0) if g is None else g
 
-    shared.grid = g
-    return shared
+        def shared(a, b):
+            return (self.reindexed(a, g), self.reindexed(b, g)) if g.size else None
+
+        shared.grid = g
+        return shared
 
 
 def _compare_pair(pair, boot, a: str, b: str) -> tuple:

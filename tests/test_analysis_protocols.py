@@ -198,3 +198,48 @@ def test_any_store_grouped_by_method_or_a_config_field(tmp_path):
         analyse(store, grid=8, n_boot=0, group_by="method", reference="nope")
     with pytest.raises(RuntimeError, match="no trajectories"):
         analyse(store, grid=8, n_boot=0, group_by="method", tasks=["lbfgs"])
+
+
+def _runs(alphas_by_run, n=60, c=4, seed=0):
+    """Trajectories (objects with ``probs``) moving from ignorance towards the labels by the given amounts."""
+    from types import SimpleNamespace
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, c, (n,), generator=g)
+    truth = torch.nn.functional.one_hot(y, c).double() * 0.9 + 0.1 / c
+    out = []
+    for alphas in alphas_by_run:
+        noise = torch.softmax(0.2 * torch.randn(n, c, generator=g, dtype=torch.float64), -1)
+        probs = torch.stack([(1 - a) * noise + a * truth for a in alphas])
+        out.append(SimpleNamespace(probs=probs.numpy()))
+    return out, y.numpy()
+
+
+def test_trajectory_groups_grids_masks_and_reindexing():
+    import taskgeom as tg
+    from taskgeom.analysis import TrajectoryGroups
+
+    early, y = _runs([[0.0, 0.1, 0.2], [0.05, 0.15, 0.25]])
+    late, _ = _runs([[0.5, 0.7, 0.9], [0.6, 0.8, 0.85]], seed=0)
+    mid, _ = _runs([[0.1, 0.5, 0.8]], seed=0)
+    groups = TrajectoryGroups({"early": early, "late": late, "mid": mid}, y, points=7)
+    prog = {g: [np.asarray(tg.progress(t.probs, y)) for t in runs] for g, runs in groups.runs.items()}
+    for g in groups.runs:
+        assert all(np.array_equal(a, b) for a, b in zip(groups.progress(g), prog[g]))
+    assert np.array_equal(groups.grid(["early", "late"]), tg.progress_grid(prog["early"] + prog["late"], 7))
+    # the early and late runs share no progress: no shared grid, no pairs to compare
+    assert groups.shared_grid(["early", "late"]) is None
+    shared = groups.pairs_on_shared_grid(["early", "late"])
+    assert shared.grid.size == 0 and shared("early", "late") is None
+    common = groups.shared_grid(["mid", "late"])
+    assert np.array_equal(common, tg.progress_grid(prog["mid"] + prog["late"], 7, shared=True))
+    lo = max(p.min() for p in prog["mid"] + prog["late"])
+    hi = min(p.max() for p in prog["mid"] + prog["late"])
+    grid = groups.grid(["mid", "late"])
+    assert np.array_equal(groups.reached(["mid", "late"], grid), (grid >= lo - 1e-12) & (grid <= hi + 1e-12))
+    r = groups.reindexed("late", common)
+    expected = np.stack([np.asarray(tg.reindex(t.probs, y, grid=common)).astype(np.float32) for t in late])
+    assert r.dtype == np.float32 and np.array_equal(r, expected)
+    assert groups.reindexed("late", common) is r  # computed once
+    pair = groups.pairs_on_shared_grid(["mid", "late"])("mid", "late")
+    assert np.array_equal(pair[1], r)
