@@ -516,18 +516,7 @@ def analyse(
     boot = _bootstrap.Resampling(
         int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, word
     )
-    progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
-    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
-    grouped = TrajectoryGroups(
-        {t: [trajs[i] for i in idx] for t, idx in members.items()},
-        lab,
-        load=lambda t: _load(t, device),
-        progress=progress,
-        points=grid,
-        backend=backend,
-        keep=device.type == "cpu",  # memory maps; on a GPU each use copies again rather than hold them all
-    )
-    shared = grouped.pairs_on_shared_grid(list(grouped.runs))
+    shared = _groups(trajs, members, acc, labels, grid, device, backend).pairs_on_shared_grid(list(members))
     radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
     view = _view(emb, flat, families, reached, acc, keep, labels, c)
     means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
@@ -537,6 +526,21 @@ def analyse(
         uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
         res = dataclasses.replace(res, uncertainty=uncertainty)
     return res
+
+
+def _groups(trajs, members: dict, acc: dict, labels, grid: int, device, backend: str) -> "TrajectoryGroups":
+    """The analysis's groups of runs for comparing them (their progress as computed already)."""
+    progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
+    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    return TrajectoryGroups(
+        {t: [trajs[i] for i in idx] for t, idx in members.items()},
+        lab,
+        load=lambda t: _load(t, device),
+        progress=progress,
+        points=grid,
+        backend=backend,
+        keep=device.type == "cpu",  # memory maps; on a GPU each use copies again rather than hold them all
+    )
 
 
 def _eval_set(store, eval_set: str | None) -> str:

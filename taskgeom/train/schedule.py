@@ -315,75 +315,21 @@ class Scheduler:
         after ``on_error(job, error)`` when given (which may raise its own)."""
         pending: list[Job] = []
         running: dict = {}  # handle -> (job, start)
-
-        def queue(more) -> None:
-            for job in list(more):
-                if job.id in self.jobs and self.jobs[job.id] != job:
-                    raise ValueError(f"two different jobs with the id {job.id!r}")
-                active = job.id in self.done or any(j.id == job.id for j in pending)
-                if active or any(j.id == job.id for j, _ in running.values()):
-                    continue  # queued, training or trained already: once
-                self.jobs[job.id] = job
-                pending.append(job)
-            pending.sort(key=lambda j: j.config.seed)  # stable: seed by seed, otherwise as given
-
-        def waits(job: Job) -> bool:  # the run it starts from is still to train, or training
-            if job.start_from is None:
-                return False
-            src = job.start_from[0]
-            return any(j.id == src for j, _ in running.values()) or any(j.id == src for j in pending)
-
         (self.out / "shards").mkdir(parents=True, exist_ok=True)
-        queue(list(jobs))
+        self._queue(pending, running, list(jobs))
         try:
             while pending or running:
-                while len(running) < self.workers and time.perf_counter() < self.deadline:
-                    job = next((j for j in pending if not waits(j)), None)
-                    if job is None:
-                        if pending and not running:
-                            raise ValueError(f"jobs that start from each other: {', '.join(j.id for j in pending)}")
-                        break
-                    pending.remove(job)
-                    if job.start_from is not None and job.start_from[0] not in self.done:
-                        src = self.jobs.get(job.start_from[0])
-                        what = f"{src.name}, seed {src.config.seed}" if src is not None else job.start_from[0]
-                        self._skip(job, f"the run it starts from ({what}) was not trained")
-                        continue
-                    why = budget_skip(self._estimates(job.pool), self.deadline - time.perf_counter())
-                    if why:
-                        self._skip(job, why)
-                        continue
-                    args = (self.data, self._prepared(job), str(self.shard(job)))
-                    running[self._executor.submit(_train_job, args)] = (job, time.perf_counter())
+                self._start(pending, running)
                 ready = [h for h in running if h.ready()]
                 if not ready:
                     time.sleep(0.02)
                 for handle in ready:
                     job, _ = running.pop(handle)
-                    try:
-                        info = handle.get()  # a run that failed fails the schedule
-                    except Exception as exc:
-                        if on_error is not None:
-                            on_error(job, exc)
-                        raise
-                    if not self.in_order:
-                        self._merge(job)
-                    self.done[job.id] = info
-                    took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
-                    self.log(
-                        f"run {len(self.done)} {job.name} seed {job.config.seed}: {took}, "
-                        f"imprinted accuracy {info['accuracy']:.3f}"
-                    )
+                    info = self._finished(job, handle, on_error)
                     if then is not None:
-                        queue(then(job, info) or [])
-                now = time.perf_counter()
-                if now >= self.deadline:
-                    if running:
-                        self._executor.stop(kill=True)  # their shards are never merged
-                    for job, start in running.values():
-                        self._skip(job, f"stopped at the budget's end after {now - start:.1f} s")
-                    for job in pending:
-                        self._skip(job, "the budget's end came before it started")
+                        self._queue(pending, running, then(job, info) or [])
+                if time.perf_counter() >= self.deadline:
+                    self._stop_at_deadline(pending, running)
                     return
         except BaseException:
             self._executor.stop(kill=True)
@@ -393,6 +339,74 @@ class Scheduler:
                 for job in list(self.jobs.values()):
                     if job.id in self.done and job.id not in self._merged:
                         self._merge(job)
+
+    def _queue(self, pending: list, running: dict, more) -> None:
+        """Add jobs to ``pending``, seed by seed (stable: otherwise as given), each once."""
+        for job in list(more):
+            if job.id in self.jobs and self.jobs[job.id] != job:
+                raise ValueError(f"two different jobs with the id {job.id!r}")
+            active = job.id in self.done or any(j.id == job.id for j in pending)
+            if active or any(j.id == job.id for j, _ in running.values()):
+                continue  # queued, training or trained already: once
+            self.jobs[job.id] = job
+            pending.append(job)
+        pending.sort(key=lambda j: j.config.seed)
+
+    def _start(self, pending: list, running: dict) -> None:
+        """Start pending jobs while workers are free and time is left: a job whose source run is still to
+        train or training waits; one whose source was not trained, or that the budget rules out, is skipped."""
+
+        def waits(job: Job) -> bool:
+            if job.start_from is None:
+                return False
+            src = job.start_from[0]
+            return any(j.id == src for j, _ in running.values()) or any(j.id == src for j in pending)
+
+        while len(running) < self.workers and time.perf_counter() < self.deadline:
+            job = next((j for j in pending if not waits(j)), None)
+            if job is None:
+                if pending and not running:
+                    raise ValueError(f"jobs that start from each other: {', '.join(j.id for j in pending)}")
+                return
+            pending.remove(job)
+            if job.start_from is not None and job.start_from[0] not in self.done:
+                src = self.jobs.get(job.start_from[0])
+                what = f"{src.name}, seed {src.config.seed}" if src is not None else job.start_from[0]
+                self._skip(job, f"the run it starts from ({what}) was not trained")
+                continue
+            why = budget_skip(self._estimates(job.pool), self.deadline - time.perf_counter())
+            if why:
+                self._skip(job, why)
+                continue
+            args = (self.data, self._prepared(job), str(self.shard(job)))
+            running[self._executor.submit(_train_job, args)] = (job, time.perf_counter())
+
+    def _finished(self, job: Job, handle, on_error: Callable | None) -> dict:
+        """A finished run: its info (a run that failed fails the schedule), merged unless in order, logged."""
+        try:
+            info = handle.get()
+        except Exception as exc:
+            if on_error is not None:
+                on_error(job, exc)
+            raise
+        if not self.in_order:
+            self._merge(job)
+        self.done[job.id] = info
+        took = "already trained" if info["resumed"] else f"{info['seconds']:.1f} s"
+        self.log(
+            f"run {len(self.done)} {job.name} seed {job.config.seed}: {took}, imprinted accuracy {info['accuracy']:.3f}"
+        )
+        return info
+
+    def _stop_at_deadline(self, pending: list, running: dict) -> None:
+        """The budget's end: runs still training are stopped (their shards never merged), the rest skipped."""
+        now = time.perf_counter()
+        if running:
+            self._executor.stop(kill=True)
+        for job, start in running.values():
+            self._skip(job, f"stopped at the budget's end after {now - start:.1f} s")
+        for job in pending:
+            self._skip(job, "the budget's end came before it started")
 
     def _merge(self, job: Job) -> None:
         from ..shards import merge_stores
