@@ -7,8 +7,11 @@
 #include "cpu/progress_cpu.h"
 #endif
 
+#include <unistd.h>
+
 #include <atomic>
 #include <chrono>
+#include <exception>
 #include <memory>
 #include <thread>
 #include <utility>
@@ -32,8 +35,14 @@ static void progress_binding(py::tuple a, std::uintptr_t labels, int64_t n_label
 }
 #else
 // Jobs a helper thread was still inside when their call returned, with the Python objects that own the
-// memory the helper reads (short_jobs.h): released, with the GIL held, by a later call once idle.
-using Parked = std::vector<std::pair<std::shared_ptr<cpu::ShortJob>, py::object> >;
+// memory the helper reads (short_jobs.h): released, with the GIL held, by a later call once idle, or in a
+// forked child (which has no helper threads) at its first call.
+struct ParkedJob {
+  std::shared_ptr<cpu::ShortJob> job;
+  py::object keep;
+  pid_t pid;
+};
+using Parked = std::vector<ParkedJob>;
 static Parked& parked() {
   static Parked* p = new Parked();  // never destroyed: no Python object is released after finalisation
   return *p;
@@ -41,9 +50,10 @@ static Parked& parked() {
 
 static void release_idle_jobs() {
   Parked& p = parked();
+  const pid_t self = getpid();
   for (size_t k = 0; k < p.size();) {
-    if (p[k].first->idle()) {
-      p[k] = std::move(p.back());
+    if (p[k].job->idle() || p[k].pid != self) {
+      if (k + 1 != p.size()) p[k] = std::move(p.back());
       p.pop_back();
     } else {
       ++k;
@@ -61,12 +71,18 @@ static void progress_binding(py::tuple a, std::uintptr_t labels, int64_t n_label
   release_idle_jobs();
   BadInput bad;
   std::shared_ptr<cpu::ShortJob> job;
+  std::exception_ptr error;  // (e.g. out of memory) raised once the inputs are safe
   {
     py::gil_scoped_release release;
-    bad = cpu::progress(av, reinterpret_cast<const int64_t*>(labels), reinterpret_cast<double*>(out), threads, validate,
-                        tol, xtol, &job);
+    try {
+      bad = cpu::progress(av, reinterpret_cast<const int64_t*>(labels), reinterpret_cast<double*>(out), threads,
+                          validate, tol, xtol, &job);
+    } catch (...) {
+      error = std::current_exception();
+    }
   }
-  if (job && !job->idle()) parked().emplace_back(job, keep);
+  if (job && !job->idle()) parked().push_back({job, keep, getpid()});
+  if (error) std::rethrow_exception(error);
   raise_if_bad(bad, "models");
 }
 

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <limits>
 #include <mutex>
 #include <vector>
@@ -62,6 +63,11 @@ double solve_lambda(const double* alpha, const double* beta, int64_t n, double t
 }
 
 namespace {
+double* aligned64(double* p) {
+  const auto u = reinterpret_cast<std::uintptr_t>(p);
+  return reinterpret_cast<double*>((u + 63) & ~static_cast<std::uintptr_t>(63));
+}
+
 // One progress call: item i is model i. Every model is computed the same way whichever thread does it, so
 // a model computed twice (see short_jobs.h) gives the same bits.
 class ProgressJob : public ShortJob {
@@ -119,14 +125,16 @@ class ProgressJob : public ShortJob {
     const int64_t N = a.shape[1], C = a.shape[2];
     const void* base = reinterpret_cast<const void*>(a.ptr);
     thread_local Scratch sc;
-    sc.alpha.resize(N);
-    sc.beta.resize(N);
+    // alpha and beta start on a 64-byte boundary in every thread: the vectorised reduction over them then
+    // groups its lanes alike whichever thread runs it (a peel for alignment would depend on the address)
+    sc.alpha.resize(N + 8);
+    sc.beta.resize(N + 8);
     sc.t.resize((size_t)C * kChunk);
     sc.su.resize(kChunk);
     sc.sr.resize(kChunk);
     sc.negative.resize(kChunk);
-    double* const alpha = sc.alpha.data();
-    double* const beta = sc.beta.data();
+    double* const alpha = aligned64(sc.alpha.data());
+    double* const beta = aligned64(sc.beta.data());
     double* const t = sc.t.data();
     double* const su = sc.su.data();
     double* const sr = sc.sr.data();
@@ -211,10 +219,10 @@ BadInput progress(const View3& a, const int64_t* labels, double* out, int thread
     }
   }
   auto job = std::make_shared<ProgressJob>(a, labels, validate, tol, xtol);
+  if (job_out) *job_out = job;  // before it runs: the caller keeps the inputs alive even if it throws
   // helpers are persistent threads, not OpenMP's: the caller never waits at a barrier (short_jobs.h)
   run_short(job, threads);
   for (int64_t i = 0; i < m; ++i) out[i] = job->result(i);
-  if (job_out) *job_out = job;
   return job->bad();
 }
 

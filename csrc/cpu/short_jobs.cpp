@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <mutex>
+#include <system_error>
 #include <thread>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -127,13 +128,18 @@ class HelperPool {
   void post(const std::shared_ptr<ShortJob>& job, int helpers) {
     {
       std::lock_guard<std::mutex> lock(mu_);
-      job_ = job;
-      wanted_ = helpers;
-      posted_.fetch_add(1, std::memory_order_release);
-      while (started_ < helpers) {
-        std::thread(&HelperPool::loop, this).detach();
-        ++started_;
+      try {
+        while (started_ < helpers) {
+          std::thread(&HelperPool::loop, this).detach();
+          ++started_;
+        }
+      } catch (const std::system_error&) {
+        // no more threads to be had (a process or system limit): the ones there are, or the caller alone
       }
+      wanted_ = std::min(helpers, started_);
+      if (wanted_ == 0) return;
+      job_ = job;
+      posted_.fetch_add(1, std::memory_order_release);
     }
     if (helpers == 1)
       cv_.notify_one();
@@ -153,9 +159,10 @@ class HelperPool {
   void loop() {
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      if (!(job_ && wanted_ > 0)) {
-        // Calls often come in a row (progress of every trajectory): look for the next one for a short while
-        // before sleeping, so the helper is not woken (and queued behind other processes) for each.
+      if (!(job_ && wanted_ > 0) && lingering_ == 0) {
+        // Calls often come in a row (progress of every trajectory): one helper looks for the next one for a
+        // short while before sleeping, so it is not woken (and queued behind other processes) for each.
+        ++lingering_;
         const uint64_t seen = posted_.load(std::memory_order_acquire);
         lock.unlock();
         const int64_t until = now_ns() + kLingerNs;
@@ -164,17 +171,25 @@ class HelperPool {
           spin_pause();
         }
         lock.lock();
+        --lingering_;
       }
       cv_.wait(lock, [this] { return job_ && wanted_ > 0; });
       std::shared_ptr<ShortJob> job = job_;
       if (--wanted_ == 0) job_.reset();
       job->inside_.fetch_add(1);  // under the lock: the caller's withdraw() cannot pass it
       lock.unlock();
+#if defined(__x86_64__) || defined(__i386__)
+      const unsigned csr = _mm_getcsr();
+      _mm_setcsr(job->csr_);
+#endif
       try {
         job->work();
       } catch (...) {
-        // the item stays unpublished and the caller computes it
+        // the item stays unpublished and the caller computes it (and meets the error itself)
       }
+#if defined(__x86_64__) || defined(__i386__)
+      _mm_setcsr(csr);
+#endif
       job->inside_.fetch_sub(1);
       job.reset();
       lock.lock();
@@ -186,6 +201,7 @@ class HelperPool {
   std::shared_ptr<ShortJob> job_;
   int wanted_ = 0;
   int started_ = 0;
+  int lingering_ = 0;  // helpers looking for the next call before they sleep (at most one)
   std::atomic<uint64_t> posted_{0};
 };
 
@@ -212,13 +228,22 @@ HelperPool& HelperPool::get() {
 void run_short(const std::shared_ptr<ShortJob>& job, int threads) {
   if (threads <= 0) threads = omp_get_max_threads();
   const int helpers = (int)std::min<int64_t>(threads - 1, job->items() - 1);
-  HelperPool* pool = nullptr;
+#if defined(__x86_64__) || defined(__i386__)
+  job->csr_ = _mm_getcsr();  // helpers compute with the caller's rounding and denormal settings
+#endif
+  struct Withdraw {  // whatever happens here, no helper enters the job after the caller has left
+    HelperPool* pool = nullptr;
+    const std::shared_ptr<ShortJob>* job;
+    ~Withdraw() {
+      if (pool) pool->withdraw(*job);
+    }
+  } withdraw{nullptr, &job};
   if (helpers > 0) {
-    pool = &HelperPool::get();
-    pool->post(job, helpers);
+    withdraw.pool = &HelperPool::get();
+    withdraw.pool->post(job, helpers);
   }
   job->work();
-  if (pool) pool->withdraw(job);
+  if (withdraw.pool) withdraw.pool->withdraw(job);
   job->complete_rest();
 }
 

@@ -36,8 +36,9 @@ class ShortJob {
   double result(int64_t i) const;
 
  protected:
-  // compute item i and publish it (publish(i, value)); must not throw. A long item may ask `published(i)`
-  // now and then and return early when it is (another thread computed it meanwhile).
+  // compute item i and publish it (publish(i, value)). An exception in a helper leaves the item to the
+  // caller, which then meets it itself. A long item may ask `published(i)` now and then and return early
+  // when it is (another thread computed it meanwhile).
   virtual void run(int64_t i) = 0;
   void publish(int64_t i, double value);
   bool published(int64_t i) const;
@@ -56,6 +57,7 @@ class ShortJob {
   std::atomic<int64_t> next_{0};
   std::atomic<int> inside_{0};  // helpers that may still claim or run items
   std::atomic<int64_t> fastest_ns_{std::numeric_limits<int64_t>::max()};
+  unsigned csr_ = 0;  // the caller's floating-point control and status (x86 MXCSR), set before helpers run
 };
 
 // Run every item of `job` on the calling thread and up to `threads` - 1 helpers (threads <= 0: OpenMP's
