@@ -10,11 +10,13 @@ import sys as _sys
 
 # OpenMP threads that wait (at a barrier, or for the next parallel region) sleep instead of spinning: on a
 # machine that other jobs also use, a spinning thread burns the time slice that the thread it waits for
-# needs (issue 27: the 2-thread pairwise kernel ran 3.4x slower than 1 thread beside busy processes,
-# and an order of magnitude slower beside 2 to 4 of them, before its barriers were cut from ~80 to one per
-# chunk). The kernels share torch's OpenMP runtime (libgomp, loaded once per process), which reads this
-# when torch is first imported: it takes effect only when taskgeom is imported before torch, and a choice
-# already made (OMP_WAIT_POLICY, or GOMP_SPINCOUNT) is kept.
+# needs (issue 27). taskgeom's own kernels no longer depend on it (the pairwise kernel waits at its own
+# sleeping barrier, progress uses helper threads it never waits for), but torch's operations in training
+# do: the OpenMP runtime (libgomp, loaded once per process) reads this when torch is first imported, so it
+# takes effect only when taskgeom is imported before torch, and a choice already made (OMP_WAIT_POLICY, or
+# GOMP_SPINCOUNT) is kept. `_openmp_spins`: torch came first with no choice made (training warns when the
+# machine is busy).
+_openmp_spins = "torch" in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ)
 if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
     _os.environ["OMP_WAIT_POLICY"] = "passive"
 

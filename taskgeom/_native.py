@@ -87,3 +87,33 @@ def threads(requested: int | None) -> int:
         return int(requested)
     env = os.environ.get("TASKGEOM_NUM_THREADS")
     return int(env) if env else 0
+
+
+def busy_machine() -> tuple[int, int] | None:
+    """(runnable tasks, usable cores) when more tasks are runnable than this process may use cores (Linux's
+    /proc/loadavg, this thread included), else None (also where it cannot be read)."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (running, cores) if running > cores else None
+
+
+def warn_if_openmp_spins(what: str) -> None:
+    """One warning when torch's OpenMP threads spin while they wait (torch was imported before taskgeom, no
+    OMP_WAIT_POLICY chosen) and the machine is busy: ``what`` then runs several times slower than its share."""
+    import warnings
+
+    import taskgeom
+
+    busy = busy_machine() if taskgeom._openmp_spins else None
+    if busy:
+        warnings.warn(
+            f"{what}: {busy[0]} tasks are runnable on {busy[1]} cores and torch's OpenMP threads spin while they "
+            "wait (torch was imported before taskgeom): expect it several times slower than its share; set "
+            "OMP_WAIT_POLICY=passive before Python starts, or import taskgeom before torch",
+            RuntimeWarning,
+            stacklevel=3,
+        )

@@ -582,3 +582,30 @@ def test_cpu_kernel_with_many_classes(divergence, c, cross):
     mask = ref > 0
     assert (np.abs(one - ref)[mask] / ref[mask]).max() < 5e-8
     assert (one[~mask] == 0).all()
+
+
+def test_training_warns_when_torch_spins_on_a_busy_machine(monkeypatch):
+    # torch imported before taskgeom (no OMP_WAIT_POLICY): its OpenMP threads spin; on a busy machine that
+    # costs training several times its share, so train() says so once, naming the fix
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import {}, {}; import taskgeom; print(taskgeom._openmp_spins)"
+    first = [
+        subprocess.run([sys.executable, "-c", code.format(*order)], env=env, capture_output=True, text=True).stdout
+        for order in (("torch", "taskgeom"), ("taskgeom", "torch"))
+    ]
+    assert [f.strip() for f in first] == ["True", "False"]
+    from taskgeom import _native
+
+    monkeypatch.setattr(tg, "_openmp_spins", True)
+    monkeypatch.setattr(_native, "busy_machine", lambda: (6, 2))
+    with pytest.warns(RuntimeWarning, match="6 tasks are runnable on 2 cores .* OMP_WAIT_POLICY=passive"):
+        _native.warn_if_openmp_spins("training on the CPU")
+    monkeypatch.setattr(_native, "busy_machine", lambda: None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _native.warn_if_openmp_spins("training on the CPU")  # a quiet machine: nothing to say

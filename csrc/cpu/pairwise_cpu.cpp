@@ -23,6 +23,7 @@
 #include "cpu/pairwise_cpu.h"
 
 #include "cpu/gather.h"
+#include "cpu/short_jobs.h"
 
 #include <omp.h>
 
@@ -665,8 +666,10 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   BadInput bads[2];
   BadInput bad;
 
+  PassiveBarrier barrier;  // not `omp barrier`: its waits spin when libgomp was started by torch (short_jobs.h)
 #pragma omp parallel
   {
+    barrier.set_threads(omp_get_num_threads());
     StageScratch w(C, ncp);
     auto stage = [&](int64_t k) {
       const int64_t n0 = k * nc, len = std::min(nc, N - n0);
@@ -675,7 +678,7 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
       if (!symmetric) stage_chunk(bv, n0, len, B[k % nbuf], staging, validate, tol, bads[k % 2], 1, w);
     };
     stage(0);
-#pragma omp barrier
+    barrier.wait();
     for (int64_t k = 0; k < nchunks; ++k) {
       if (bads[k % 2].kind != kOk) break;
       const Stage& sa = A[k % nbuf];
@@ -687,11 +690,9 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
           compute_pairs<decltype(d)::value>(sa, sb, symmetric, items, acc.data());
       });
       if (k + 1 == nchunks) break;  // (the region's end waits for every thread)
-      if (nbuf == 1) {
-#pragma omp barrier
-      }
+      if (nbuf == 1) barrier.wait();
       stage(k + 1);
-#pragma omp barrier
+      barrier.wait();
     }
   }
   for (const BadInput& b : bads)  // at most the first bad chunk's (later chunks were not staged)

@@ -4,8 +4,15 @@
 #include <omp.h>
 #include <pthread.h>
 
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <cstring>
 #include <limits>
@@ -223,6 +230,44 @@ HelperPool& HelperPool::get() {
   if (g_pool.compare_exchange_strong(pool, fresh)) return *fresh;
   delete fresh;
   return *pool;
+}
+
+namespace {
+#if defined(__linux__)
+void futex_wait(std::atomic<uint32_t>* word, uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, nullptr, nullptr, 0);
+}
+void futex_wake_all(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
+}
+#endif
+constexpr int64_t kBarrierSpinNs = 20000;  // a partner that is running arrives within this; else sleep
+}  // namespace
+
+void PassiveBarrier::wait() {
+  const int n = n_.load(std::memory_order_relaxed);
+  if (n <= 1) return;
+  const uint32_t gen = generation_.load(std::memory_order_acquire);
+  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
+    arrived_.store(0, std::memory_order_relaxed);  // before the release: no thread leaves until then
+    generation_.fetch_add(1, std::memory_order_acq_rel);
+#if defined(__linux__)
+    futex_wake_all(&generation_);
+#endif
+    return;
+  }
+  const int64_t until = now_ns() + kBarrierSpinNs;
+  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+    if ((spins & 63) == 63 && now_ns() > until) {
+#if defined(__linux__)
+      while (generation_.load(std::memory_order_acquire) == gen) futex_wait(&generation_, gen);
+#else
+      while (generation_.load(std::memory_order_acquire) == gen) std::this_thread::yield();
+#endif
+      return;
+    }
+    spin_pause();
+  }
 }
 
 void run_short(const std::shared_ptr<ShortJob>& job, int threads) {

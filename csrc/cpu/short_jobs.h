@@ -60,6 +60,22 @@ class ShortJob {
   unsigned csr_ = 0;  // the caller's floating-point control and status (x86 MXCSR), set before helpers run
 };
 
+// A barrier for the threads of a parallel region whose waiting threads sleep (futex) after a short spin,
+// whatever wait policy the OpenMP runtime read at its start: torch loads libgomp first in most programs,
+// and libgomp's default spins at every `omp barrier`, which on a machine busy with other processes keeps
+// a pre-empted thread's partner burning its share (issue 27: 3-5x slower beside 4 busy processes). Every
+// thread of the team calls wait() the same number of times; memory written before wait() is visible to
+// every thread after it.
+class PassiveBarrier {
+ public:
+  void set_threads(int n) { n_.store(n, std::memory_order_relaxed); }  // every thread, before its first wait
+  void wait();
+
+ private:
+  std::atomic<int> n_{1}, arrived_{0};
+  std::atomic<uint32_t> generation_{0};
+};
+
 // Run every item of `job` on the calling thread and up to `threads` - 1 helpers (threads <= 0: OpenMP's
 // default count); returns once every item is published.
 void run_short(const std::shared_ptr<ShortJob>& job, int threads);

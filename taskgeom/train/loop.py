@@ -30,6 +30,7 @@ import torch
 
 from .. import config as _config
 from .. import seeding
+from .._native import warn_if_openmp_spins
 from .._provenance import code_version
 from ..data.augment import normalize
 from ..data.loader import DeviceLoader
@@ -481,6 +482,8 @@ def train(
             f"method {cfg.method!r} does not run on several processes yet (supported: supervised, finetune)"
         )
     device = resolve_device(device_name)
+    if device.type == "cpu":
+        warn_if_openmp_spins("training on the CPU")
     n_eval_classes = int(store.eval_set(eval_set).c)
     classes = [int(c) for c in task_classes]
     run = _task_data(cfg, method, classes, x_tr, y_tr, device)
