@@ -5,22 +5,9 @@ Bhattacharyya distances, geodesics, progress, re-indexed trajectories, trajector
 lengths, tubes and InPCA embeddings of such models, on C++/OpenMP and CUDA kernels.
 """
 
-import os as _os
-import sys as _sys
-
-# OpenMP threads that wait (at a barrier, or for the next parallel region) sleep instead of spinning: on a
-# machine that other jobs also use, a spinning thread burns the time slice that the thread it waits for
-# needs (issue 27). taskgeom's own kernels no longer depend on it (the pairwise kernel waits at its own
-# sleeping barrier, progress uses helper threads it never waits for), but torch's operations in training
-# do: the OpenMP runtime (libgomp, loaded once per process) reads this when torch is first imported, so it
-# takes effect only when taskgeom is imported before torch, and a choice already made (OMP_WAIT_POLICY, or
-# GOMP_SPINCOUNT) is kept. `_openmp_spins`: torch came first with no choice made (training warns when the
-# machine is busy).
-_openmp_spins = "torch" in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ)
-if "torch" not in _sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(_os.environ):
-    _os.environ["OMP_WAIT_POLICY"] = "passive"
-
-from ._lazy import lazy  # noqa: E402 (after the OpenMP setting above)
+# first: OpenMP's wait policy, settled before anything imports torch (taskgeom/_openmp.py)
+from . import _openmp  # noqa: F401
+from ._lazy import lazy
 
 # What each public name is, and where it lives: imported on first use (PEP 562), so that `import taskgeom`
 # and `taskgeom --help` do not import torch (about 2 s).

@@ -106,9 +106,9 @@ def warn_if_openmp_spins(what: str) -> None:
     OMP_WAIT_POLICY chosen) and the machine is busy: ``what`` then runs several times slower than its share."""
     import warnings
 
-    import taskgeom
+    from . import _openmp
 
-    busy = busy_machine() if taskgeom._openmp_spins else None
+    busy = busy_machine() if _openmp.spins else None
     if busy:
         warnings.warn(
             f"{what}: {busy[0]} tasks are runnable on {busy[1]} cores and torch's OpenMP threads spin while they "

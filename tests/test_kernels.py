@@ -591,15 +591,15 @@ def test_training_warns_when_torch_spins_on_a_busy_machine(monkeypatch):
     import sys
 
     env = {k: v for k, v in __import__("os").environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    code = "import {}, {}; import taskgeom; print(taskgeom._openmp_spins)"
+    code = "import {}, {}; import taskgeom._openmp as o; print(o.spins)"
     first = [
         subprocess.run([sys.executable, "-c", code.format(*order)], env=env, capture_output=True, text=True).stdout
         for order in (("torch", "taskgeom"), ("taskgeom", "torch"))
     ]
     assert [f.strip() for f in first] == ["True", "False"]
-    from taskgeom import _native
+    from taskgeom import _native, _openmp
 
-    monkeypatch.setattr(tg, "_openmp_spins", True)
+    monkeypatch.setattr(_openmp, "spins", True)
     monkeypatch.setattr(_native, "busy_machine", lambda: (6, 2))
     with pytest.warns(RuntimeWarning, match="6 tasks are runnable on 2 cores .* OMP_WAIT_POLICY=passive"):
         _native.warn_if_openmp_spins("training on the CPU")
