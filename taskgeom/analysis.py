@@ -904,6 +904,10 @@ class TrajectoryGroups:
             ]
         return self._progress[group]
 
+    def _all_progress(self, groups) -> list:
+        """Every run's progress at every checkpoint, over ``groups``."""
+        return [p for g in groups for p in self.progress(g)]
+
     def final_progress(self, group: str) -> np.ndarray:
         """Each run's progress at its last checkpoint."""
         return np.array([p[-1] for p in self.progress(group)])
@@ -911,22 +915,22 @@ class TrajectoryGroups:
     def grid(self, groups, points: int | None = None) -> np.ndarray:
         """``points`` progress values over the range the runs of ``groups`` reach together, from the lowest
         start to the highest end (:func:`taskgeom.trajectories.progress_grid`)."""
-        runs = [p for g in groups for p in self.progress(g)]
-        return trajectories.progress_grid(runs, self.points if points is None else points)
+        return trajectories.progress_grid(self._all_progress(groups), self.points if points is None else points)
 
     def shared_grid(self, groups, points: int | None = None) -> np.ndarray | None:
         """``points`` progress values over the range every run of ``groups`` reaches; None where they share
         none."""
-        runs = [p for g in groups for p in self.progress(g)]
         try:
-            return trajectories.progress_grid(runs, self.points if points is None else points, shared=True)
+            return trajectories.progress_grid(
+                self._all_progress(groups), self.points if points is None else points, shared=True
+            )
         except ValueError:
             return None
 
     def reached(self, groups, grid) -> np.ndarray:
         """The values of ``grid`` every run of ``groups`` reaches: from the highest start to the lowest end
         (elsewhere re-indexing repeats a run's first or last checkpoint)."""
-        runs = [p for g in groups for p in self.progress(g)]
+        runs = self._all_progress(groups)
         lo, hi = max(float(p.min()) for p in runs), min(float(p.max()) for p in runs)
         return (np.asarray(grid) >= lo - 1e-12) & (np.asarray(grid) <= hi + 1e-12)
 

@@ -160,13 +160,11 @@ inline const T* contiguous_rows(const View3& v, int64_t i, int64_t n0) {
 inline bool gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int64_t ncp, double* t,
                          double* sums = nullptr, char* negative = nullptr) {
   const int64_t C = v.shape[2];
-  const bool rows = v.stride[2] == 1 && v.stride[1] == C;
   bool summed = false;
   switch (v.dtype) {
     case kFloat16:
-      if (rows) {
-        transpose_rows(reinterpret_cast<const uint16_t*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, sums,
-                       negative);
+      if (const uint16_t* rows = contiguous_rows<uint16_t>(v, i, n0)) {
+        transpose_rows(rows, nc, C, ncp, t, sums, negative);
         summed = sums != nullptr;
         break;
       }
@@ -179,8 +177,8 @@ inline bool gather_chunk(const View3& v, int64_t i, int64_t n0, int64_t nc, int6
       gather_typed<double>(v, i, n0, nc, ncp, t, [](double x) { return x; });
       break;
     default:
-      if (rows) {  // contiguous rows: the vectorised transpose
-        transpose_rows(reinterpret_cast<const float*>(v.ptr) + i * v.stride[0] + n0 * C, nc, C, ncp, t, sums, negative);
+      if (const float* rows = contiguous_rows<float>(v, i, n0)) {  // contiguous rows: the vectorised transpose
+        transpose_rows(rows, nc, C, ncp, t, sums, negative);
         summed = sums != nullptr;
         break;
       }

@@ -193,6 +193,67 @@ struct StageScratch {
   StageScratch(int64_t C, int64_t ncp) : t((size_t)C * ncp), sums(ncp), scale(ncp), negative(ncp) {}
 };
 
+// Stage model i's samples [n0, n0 + nc) into the packed layout, leaving each sample's class sum and negative
+// flag in w.sums and w.negative: contiguous float16/float32 rows straight from the rows for the Gram forms
+// (stage_rows_direct), otherwise through w.t (float64 values transposed to [class][sample]).
+void stage_model(const View3& v, int64_t i, int64_t n0, int64_t nc, const Stage& s, Staging staging, StageScratch& w) {
+  const int64_t C = v.shape[2], ncp = s.ncp, step = s.class_step();
+  std::vector<double>& t = w.t;
+  double* __restrict su = w.sums.data();
+  double* __restrict sc = w.scale.data();
+  char* __restrict ng = w.negative.data();
+#if defined(__AVX512F__) && defined(__F16C__)
+  if (staging == kSqrtF64) {
+    if (v.dtype == kFloat16 && stage_rows_direct<uint16_t>(v, i, n0, nc, ncp, s, su, sc, ng)) return;
+    if (v.dtype == kFloat32 && stage_rows_direct<float>(v, i, n0, nc, ncp, s, su, sc, ng)) return;
+  }
+#endif
+  // through t: float64 values transposed to [class][sample]
+  // contiguous float16 and float32 rows are summed while they are transposed (one pass over t less)
+  if (!gather_chunk(v, i, n0, nc, ncp, t.data(), su, ng)) {
+    for (int64_t n = 0; n < ncp; ++n) {
+      su[n] = 0.0;
+      ng[n] = 0;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const double* __restrict tc = &t[(size_t)c * ncp];
+      for (int64_t n = 0; n < ncp; ++n) {
+        su[n] += tc[n];
+        ng[n] |= tc[n] < 0;
+      }
+    }
+  }
+  for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
+  float* const x0 = s.model(i);
+  for (int64_t c = 0; c < C; ++c) {
+    const double* __restrict tc = &t[(size_t)c * ncp];
+    for (int64_t b = 0; b < s.blocks; ++b) {
+      float* const dst = x0 + (b * C + c) * step;
+      const double* __restrict tb = tc + b * kW;
+      const double* __restrict sb = sc + b * kW;
+      if (staging == kSqrtF64) {
+        v8d pd, sv;
+        std::memcpy(&pd, tb, sizeof pd);
+        std::memcpy(&sv, sb, sizeof sv);
+        pd *= sv;
+        pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported by stage_chunk
+        *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
+      } else {
+        float* __restrict r = dst;
+        for (int l = 0; l < kW; ++l) {
+          double pd = tb[l] * sb[l];
+          pd = pd > 0 ? pd : 0.0;
+          const double lp = std::log(std::max(pd, kProbFloor));
+          const float lh = (float)lp;
+          r[l] = (float)pd;
+          r[kW + l] = lh;
+          r[2 * kW + l] = (float)(lp - (double)lh);
+        }
+      }
+    }
+  }
+}
+
 // Stage samples [n0, n0 + nc) of every model into the packed layout. Each stored row is renormalised in
 // float64 (stored float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows).
 // After one transposing copy per model chunk, every loop runs over contiguous samples and vectorises
@@ -200,72 +261,14 @@ struct StageScratch {
 // out dynamically and there is no barrier at the end (the caller places one before the staged data is read).
 void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging staging, bool validate, double tol,
                  BadInput& bad, int which, StageScratch& w) {
-  const int64_t m = v.shape[0], C = v.shape[2], ncp = s.ncp, step = s.class_step();
+  const int64_t m = v.shape[0], C = v.shape[2];
   const void* base = reinterpret_cast<const void*>(v.ptr);
   {
-    std::vector<double>& t = w.t;
-    std::vector<double>& sums = w.sums;
-    std::vector<double>& scale = w.scale;
-    std::vector<char>& negative = w.negative;
 #pragma omp for schedule(dynamic, 1) nowait
     for (int64_t i = 0; i < m; ++i) {
-      double* __restrict su = sums.data();
-      double* __restrict sc = scale.data();
-      char* __restrict ng = negative.data();
-      bool staged = false;
-#if defined(__AVX512F__) && defined(__F16C__)
-      if (staging == kSqrtF64) {
-        if (v.dtype == kFloat16)
-          staged = stage_rows_direct<uint16_t>(v, i, n0, nc, ncp, s, su, sc, ng);
-        else if (v.dtype == kFloat32)
-          staged = stage_rows_direct<float>(v, i, n0, nc, ncp, s, su, sc, ng);
-      }
-#endif
-      if (!staged) {  // through t: float64 values transposed to [class][sample]
-        // contiguous float16 and float32 rows are summed while they are transposed (one pass over t less)
-        if (!gather_chunk(v, i, n0, nc, ncp, t.data(), su, ng)) {
-          for (int64_t n = 0; n < ncp; ++n) {
-            su[n] = 0.0;
-            ng[n] = 0;
-          }
-          for (int64_t c = 0; c < C; ++c) {
-            const double* __restrict tc = &t[(size_t)c * ncp];
-            for (int64_t n = 0; n < ncp; ++n) {
-              su[n] += tc[n];
-              ng[n] |= tc[n] < 0;
-            }
-          }
-        }
-        for (int64_t n = 0; n < ncp; ++n) sc[n] = su[n] > 0 ? 1.0 / su[n] : 0.0;
-        float* const x0 = s.model(i);
-        for (int64_t c = 0; c < C; ++c) {
-          const double* __restrict tc = &t[(size_t)c * ncp];
-          for (int64_t b = 0; b < s.blocks; ++b) {
-            float* const dst = x0 + (b * C + c) * step;
-            const double* __restrict tb = tc + b * kW;
-            const double* __restrict sb = sc + b * kW;
-            if (staging == kSqrtF64) {
-              v8d pd, sv;
-              std::memcpy(&pd, tb, sizeof pd);
-              std::memcpy(&sv, sb, sizeof sv);
-              pd *= sv;
-              pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported below
-              *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
-            } else {
-              float* __restrict r = dst;
-              for (int l = 0; l < kW; ++l) {
-                double pd = tb[l] * sb[l];
-                pd = pd > 0 ? pd : 0.0;
-                const double lp = std::log(std::max(pd, kProbFloor));
-                const float lh = (float)lp;
-                r[l] = (float)pd;
-                r[kW + l] = lh;
-                r[2 * kW + l] = (float)(lp - (double)lh);
-              }
-            }
-          }
-        }
-      }
+      stage_model(v, i, n0, nc, s, staging, w);
+      const double* su = w.sums.data();
+      const char* ng = w.negative.data();
       if (!validate) continue;
       for (int64_t n = 0; n < nc; ++n) {
         if (!ng[n] && std::isfinite(su[n]) && std::fabs(su[n] - 1.0) <= tol) continue;

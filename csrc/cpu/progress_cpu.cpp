@@ -88,10 +88,7 @@ class ProgressJob : public ShortJob {
   }
 
  protected:
-  void run(int64_t i) override {
-    const double value = lambda(i);
-    if (!published(i)) publish(i, value);
-  }
+  void run(int64_t i) override { publish(i, lambda(i)); }  // (a model abandoned early is published already)
 
  private:
   // Samples are read kChunk at a time, converted to float64 and transposed to [class][sample] (one dtype

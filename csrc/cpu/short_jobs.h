@@ -1,4 +1,5 @@
-// Short parallel calls whose caller never waits on a descheduled thread.
+// Threads on a shared machine: short parallel calls whose caller never waits on a descheduled thread
+// (ShortJob, run_short), and a barrier that sleeps whatever OpenMP wait policy is in force (PassiveBarrier).
 //
 // A call of a few milliseconds split over OpenMP threads ends at a barrier: on a machine where other
 // processes run, the caller then waits for whichever thread the scheduler has set aside, often a whole
