@@ -273,12 +273,13 @@ def test_properties_symmetry_diagonal_nonnegative_chunking(m, n, c, seed, chunk,
 @pytest.mark.parametrize("divergence", DIVERGENCES)
 @pytest.mark.parametrize("cross", [False, True])
 def test_cpu_kernel_gives_the_same_bits_for_any_thread_count(divergence, cross):
-    # one parallel region per call, chunks staged into two buffers: each pair's sum is still added chunk by
-    # chunk in order by one tile, whichever thread runs it (47 chunks of 64 samples; 37 rows: a padded group)
+    # threads share a call without barriers (ChunkFlow): each item adds its pairs' sums chunk by chunk in
+    # order, whichever thread runs it and however far other threads have staged ahead (47 chunks of 64
+    # samples; 37 rows: a padded group; 8 threads on fewer cores are pre-empted in the middle of items)
     a = models(37, 3001, 10, seed=5, dtype=torch.float16)
     b = models(9, 3001, 10, seed=6, dtype=torch.float16) if cross else None
     one = tg.pairwise_distances(a, b, divergence=divergence, backend="cpu", chunk=64, threads=1)
-    for threads in (2, 3):
+    for threads in (2, 3, 8):
         assert torch.equal(
             tg.pairwise_distances(a, b, divergence=divergence, backend="cpu", chunk=64, threads=threads), one
         )
@@ -295,6 +296,23 @@ def test_cpu_kernel_reports_bad_input_in_a_late_chunk(threads, chunk):
     a[4, 2470, 1] = -0.5
     with pytest.raises(ValueError, match="model 4, sample 2470"):
         tg.pairwise_distances(a, backend="cpu", chunk=chunk, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 8])
+def test_cpu_kernel_reports_the_earliest_chunks_bad_input(threads):
+    # chunks are staged ahead and out of order by several threads; the message is still the one a call
+    # staging chunk after chunk meets first: the earlier chunk's (here in the second model set), not the
+    # later chunk's first model set
+    a = models(12, 3001, 10, seed=8, dtype=torch.float32)
+    b = models(5, 3001, 10, seed=9, dtype=torch.float32)
+    a[0, 2900, 0] = float("nan")
+    b[3, 1000, 2] = -0.5
+    b[4, 1001, 2] = -0.5
+    with pytest.raises(ValueError, match="model 3, sample 1000"):
+        tg.pairwise_distances(a, b, backend="cpu", chunk=16, threads=threads)
+    a[7, 1005, 1] = float("inf")  # the same chunk (992 .. 1007), first model set: reported first
+    with pytest.raises(ValueError, match="model 7, sample 1005"):
+        tg.pairwise_distances(a, b, backend="cpu", chunk=16, threads=threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)

@@ -28,11 +28,14 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 #include <cstdint>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <type_traits>
 #include <vector>
 
@@ -114,17 +117,24 @@ struct Stage {
   float* model(int64_t i) const { return &data[(size_t)(i / kG) * blocks * C * class_step() + (i % kG) * S]; }
 };
 
-void record(BadInput& bad, int which, int kind, int64_t model, int64_t sample, double value) {
+// The first bad input: of the earliest sample chunk, then models before others, then by model and sample
+// (what a call that stages the chunks one after another would meet first).
+struct FirstBad {
+  int64_t chunk = INT64_MAX;
+  BadInput bad;
+};
+
+void record(FirstBad& first, int64_t chunk, int which, int kind, int64_t model, int64_t sample, double value) {
 #pragma omp critical(taskgeom_bad_input)
   {
-    bool earlier = bad.kind == kOk || which < bad.which ||
-                   (which == bad.which && (model < bad.model || (model == bad.model && sample < bad.sample)));
+    const BadInput& b = first.bad;
+    bool earlier =
+        chunk < first.chunk ||
+        (chunk == first.chunk &&
+         (which < b.which || (which == b.which && (model < b.model || (model == b.model && sample < b.sample)))));
     if (earlier) {
-      bad.kind = kind;
-      bad.which = which;
-      bad.model = model;
-      bad.sample = sample;
-      bad.value = value;
+      first.chunk = chunk;
+      first.bad = BadInput{kind, which, model, sample, value};
     }
   }
 }
@@ -236,7 +246,7 @@ void stage_model(const View3& v, int64_t i, int64_t n0, int64_t nc, const Stage&
         std::memcpy(&pd, tb, sizeof pd);
         std::memcpy(&sv, sb, sizeof sv);
         pd *= sv;
-        pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported by stage_chunk
+        pd = pd > 0 ? pd : v8d{};  // NaN and negatives are reported by stage_checked
         *reinterpret_cast<v8d*>(dst) = vsqrt(pd);
       } else {
         float* __restrict r = dst;
@@ -254,42 +264,33 @@ void stage_model(const View3& v, int64_t i, int64_t n0, int64_t nc, const Stage&
   }
 }
 
-// Stage samples [n0, n0 + nc) of every model into the packed layout. Each stored row is renormalised in
-// float64 (stored float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows).
-// After one transposing copy per model chunk, every loop runs over contiguous samples and vectorises
-// (square roots included). Called by every thread of an enclosing parallel region: the models are shared
-// out dynamically and there is no barrier at the end (the caller places one before the staged data is read).
-void stage_chunk(const View3& v, int64_t n0, int64_t nc, Stage& s, Staging staging, bool validate, double tol,
-                 BadInput& bad, int which, StageScratch& w) {
-  const int64_t m = v.shape[0], C = v.shape[2];
-  const void* base = reinterpret_cast<const void*>(v.ptr);
-  {
-#pragma omp for schedule(dynamic, 1) nowait
-    for (int64_t i = 0; i < m; ++i) {
-      stage_model(v, i, n0, nc, s, staging, w);
-      const double* su = w.sums.data();
-      const char* ng = w.negative.data();
-      if (!validate) continue;
-      for (int64_t n = 0; n < nc; ++n) {
-        if (!ng[n] && std::isfinite(su[n]) && std::fabs(su[n] - 1.0) <= tol) continue;
-        // locate the first offending entry of this sample for the message
-        const int64_t row = i * v.stride[0] + (n0 + n) * v.stride[1];
-        bool found = false;
-        for (int64_t c = 0; c < C && !found; ++c) {
-          const double p = load_as_double(base, v.dtype, row + c * v.stride[2]);
-          if (!std::isfinite(p)) {
-            record(bad, which, kNonFinite, i, n0 + n, p);
-            found = true;
-          } else if (p < 0) {
-            record(bad, which, kNegative, i, n0 + n, p);
-            found = true;
-          }
-        }
-        if (!found) record(bad, which, kNotNormalised, i, n0 + n, su[n]);
-        break;
+// Stage model i's samples [n0, n0 + nc) of chunk `chunk` into the packed layout and, when `validate`, record
+// the first sample whose row is not a distribution. Each stored row is renormalised in float64 (stored
+// float16 rows sum to 1 only within ~1e-3, and BC(p, p) = 1 only for normalised rows). After one
+// transposing copy per model chunk, every loop runs over contiguous samples and vectorises (square roots
+// included). Returns false when the input is bad.
+bool stage_checked(const View3& v, int64_t i, int64_t chunk, int64_t n0, int64_t nc, const Stage& s, Staging staging,
+                   bool validate, double tol, FirstBad& bad, int which, StageScratch& w) {
+  stage_model(v, i, n0, nc, s, staging, w);
+  if (!validate) return true;
+  const double* su = w.sums.data();
+  const char* ng = w.negative.data();
+  for (int64_t n = 0; n < nc; ++n) {
+    if (!ng[n] && std::isfinite(su[n]) && std::fabs(su[n] - 1.0) <= tol) continue;
+    // locate the first offending entry of this sample for the message
+    const void* base = reinterpret_cast<const void*>(v.ptr);
+    const int64_t row = i * v.stride[0] + (n0 + n) * v.stride[1];
+    for (int64_t c = 0; c < v.shape[2]; ++c) {
+      const double p = load_as_double(base, v.dtype, row + c * v.stride[2]);
+      if (!std::isfinite(p) || p < 0) {
+        record(bad, chunk, which, std::isfinite(p) ? kNegative : kNonFinite, i, n0 + n, p);
+        return false;
       }
     }
+    record(bad, chunk, which, kNotNormalised, i, n0 + n, su[n]);
+    return false;
   }
+  return true;
 }
 
 // Keep a value in a vector register: the compiler may neither rematerialise it from memory nor fold it
@@ -579,43 +580,211 @@ void gram_wide_item(const Stage& A, const Stage& B, const WideItem& it, bool sym
     }
 }
 
+// Item k of a chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric): a wide item when
+// `witems` holds the items, else a tile item. Each pair's sum is computed by one tile whichever thread runs
+// it, so results do not depend on the threads.
 template <int D>
-void compute_pairs_wide(const Stage& A, const Stage& B, bool symmetric, const std::vector<WideItem>& items,
-                        double* acc) {
+void compute_item(const Stage& A, const Stage& B, bool symmetric, const std::vector<Item>& items,
+                  const std::vector<WideItem>& witems, int64_t k, double* acc) {
   if constexpr (!std::is_void_v<typename Traits<D>::Reducer>) {
-#pragma omp for schedule(dynamic, 1) nowait
-    for (size_t it = 0; it < items.size(); ++it)
-      gram_wide_item<kTI, typename Traits<D>::Reducer>(A, B, items[it], symmetric, acc);
+    if (!witems.empty()) return gram_wide_item<kTI, typename Traits<D>::Reducer>(A, B, witems[k], symmetric, acc);
+  }
+  const Item item = items[k];
+  const int64_t mb = B.m, C = A.C;
+  const int64_t j0 = item.g * kG;
+  const int64_t jn = std::min<int64_t>(kG, mb - j0);
+  const float* bg = B.model(j0);
+  for (int64_t i0 = item.r0; i0 < item.r1; i0 += kTI) {
+    // rows past ma are zero padding of the last group; their results are discarded
+    const int64_t in = std::min<int64_t>(kTI, item.r1 - i0);
+    const float* ai = A.model(i0);
+    double sums[kTI][kG];
+    Traits<D>::template tile<kTI>(ai, bg, C, A.blocks, sums);
+    for (int u = 0; u < in; ++u)
+      for (int t = 0; t < jn; ++t) {
+        if (symmetric && j0 + t < i0 + u) continue;
+        acc[(i0 + u) * mb + j0 + t] += sums[u][t];
+      }
   }
 }
 
-// One staged chunk into acc (float64, ma x mb; the upper triangle i <= j when symmetric). Called by every
-// thread of an enclosing parallel region: items are shared out dynamically, no barrier at the end. Each
-// pair's sum is computed by one tile whichever thread runs it, so results do not depend on the threads.
-template <int D>
-void compute_pairs(const Stage& A, const Stage& B, bool symmetric, const std::vector<Item>& items, double* acc) {
-  const int64_t ma = A.m, mb = B.m, C = A.C;
-  (void)ma;
-#pragma omp for schedule(dynamic, 1) nowait
-  for (size_t it = 0; it < items.size(); ++it) {
-    const Item item = items[it];
-    const int64_t j0 = item.g * kG;
-    const int64_t jn = std::min<int64_t>(kG, mb - j0);
-    const float* bg = B.model(j0);
-    for (int64_t i0 = item.r0; i0 < item.r1; i0 += kTI) {
-      // rows past ma are zero padding of the last group; their results are discarded
-      const int64_t in = std::min<int64_t>(kTI, item.r1 - i0);
-      const float* ai = A.model(i0);
-      double sums[kTI][kG];
-      Traits<D>::template tile<kTI>(ai, bg, C, A.blocks, sums);
-      for (int u = 0; u < in; ++u)
-        for (int t = 0; t < jn; ++t) {
-          if (symmetric && j0 + t < i0 + u) continue;
-          acc[(i0 + u) * mb + j0 + t] += sums[u][t];
-        }
+// The schedule of one call, shared by the threads of its parallel region without a barrier (issue 27: on a
+// machine busy with other processes, a barrier per sample chunk made every thread wait for whichever one the
+// scheduler had set aside, and the call spread from 0.9x to 1.6x its fair share).
+//
+// The samples come in chunks. Staging chunk k is `units` jobs (one model each), claimed in order across
+// chunks, into a buffer of its own; the chunk is ready once all its units are staged, and its buffer is
+// free again once every item has computed it. Computing is `items` lanes: item i adds chunk k's sums into
+// its own part of the result after chunk k - 1's, so every pair's sum is formed in the same order whoever
+// computes it, and the results do not depend on the threads. (k, i) is claimed from chunk k's cursor, in
+// the items' order, once chunk k is ready; a lane is held by one thread at a time, which computes every
+// claimed chunk of it in turn, and a thread that claims (k, i) while another holds lane i leaves (k, i) to
+// the holder. So a thread whose partner was pre-empted goes on with the other items, and stages chunks
+// ahead and computes them, while at most `ring` chunks hold buffers; it waits (EventCount) only when no
+// work is left that it may take. Threads compute before they stage, and a freed buffer is the next one
+// used: on a quiet machine the threads stay on the same chunk and two buffers take turns (one with one
+// thread), the others are never made.
+class ChunkFlow {
+ public:
+  // buffers 0 .. made - 1 exist already
+  ChunkFlow(int64_t chunks, int64_t units, int64_t items, int64_t ring, int made)
+      : chunks_(chunks),
+        units_(units),
+        items_(items),
+        max_buffers_(ring),
+        ring_(ring),
+        staged_(new std::atomic<int64_t>[chunks]),
+        cursor_(new std::atomic<int64_t>[chunks]),
+        finished_(new std::atomic<int64_t>[chunks]),
+        buffer_(new std::atomic<int>[chunks]),
+        lanes_(new Lane[items]) {
+    for (int64_t k = 0; k < chunks; ++k) {
+      staged_[k].store(0, std::memory_order_relaxed);
+      cursor_[k].store(0, std::memory_order_relaxed);
+      finished_[k].store(0, std::memory_order_relaxed);
+      buffer_[k].store(-1, std::memory_order_relaxed);
+    }
+    for (made_ = 0; made_ < made; ++made_) spare_.insert(spare_.begin(), made_);
+  }
+
+  // One thread's part, until every chunk is computed or an input was bad: make(b) makes buffer b (b < ring,
+  // once each; std::bad_alloc leaves the ring at the buffers made); stage(k, unit, b) stages a unit of chunk k into
+  // buffer b and returns false for bad input; compute(k, item, b) computes an item of chunk k from buffer b.
+  template <typename MakeFn, typename StageFn, typename ComputeFn>
+  void work(MakeFn&& make, StageFn&& stage, ComputeFn&& compute) {
+    while (!stopped_.load(std::memory_order_acquire)) {
+      const uint32_t seen = events_.epoch();
+      if (compute_next(compute) || stage_next(make, stage)) continue;
+      if (freed_.load(std::memory_order_acquire) >= chunks_) return;
+      events_.wait(seen);
     }
   }
-}
+
+ private:
+  struct alignas(64) Lane {
+    std::atomic<int64_t> next{0};     // chunks computed
+    std::atomic<int64_t> claimed{0};  // chunks claimed (the highest claimed + 1)
+    std::atomic<int> held{0};
+  };
+
+  static void raise_to(std::atomic<int64_t>& x, int64_t v) {
+    int64_t cur = x.load();
+    while (cur < v && !x.compare_exchange_weak(cur, v)) {
+    }
+  }
+
+  template <typename ComputeFn>
+  bool compute_next(ComputeFn& compute) {
+    for (int64_t k = open_.load(); k < chunks_ && staged_[k].load(std::memory_order_acquire) == units_;
+         k = open_.load()) {
+      const int64_t i = cursor_[k].fetch_add(1);
+      if (i < items_) {
+        run_lane(i, k, compute);
+        return true;
+      }
+      int64_t expected = k;
+      open_.compare_exchange_strong(expected, k + 1);
+    }
+    return false;
+  }
+
+  // Compute every claimed chunk of lane i unless another thread holds it (that thread then computes (k, i)).
+  // Sequentially consistent throughout: a claimer that fails to take the lane has raised `claimed` before
+  // the holder lets it go, and the holder reads `claimed` after that.
+  template <typename ComputeFn>
+  void run_lane(int64_t i, int64_t k, ComputeFn& compute) {
+    Lane& lane = lanes_[i];
+    raise_to(lane.claimed, k + 1);
+    for (;;) {
+      int free = 0;
+      if (!lane.held.compare_exchange_strong(free, 1)) return;
+      for (int64_t j; (j = lane.next.load()) < lane.claimed.load();) {
+        if (stopped_.load(std::memory_order_acquire)) break;
+        compute(j, i, buffer_[j].load(std::memory_order_relaxed));  // (set before the chunk was ready)
+        lane.next.store(j + 1);
+        if (finished_[j].fetch_add(1, std::memory_order_acq_rel) + 1 == items_) free_buffer(j);
+      }
+      lane.held.store(0);
+      if (lane.next.load() >= lane.claimed.load() || stopped_.load()) return;
+    }
+  }
+
+  void free_buffer(int64_t k) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      spare_.push_back(buffer_[k].load(std::memory_order_relaxed));
+    }
+    freed_.fetch_add(1, std::memory_order_acq_rel);
+    events_.notify();
+  }
+
+  // The buffer of chunk k, taken before its first unit is claimed: the last freed, else a new one; -1 when
+  // none is free and no more can be made.
+  template <typename MakeFn>
+  int buffer_for(int64_t k, MakeFn& make) {
+    const int b = buffer_[k].load(std::memory_order_acquire);
+    if (b >= 0) return b;
+    std::lock_guard<std::mutex> lock(mu_);
+    if (buffer_[k].load(std::memory_order_relaxed) < 0) {
+      int fresh;
+      if (!spare_.empty()) {
+        fresh = spare_.back();
+        spare_.pop_back();
+      } else {
+        if (made_ >= max_buffers_) return -1;  // (cannot happen while at most ring_ chunks hold buffers)
+        try {
+          make(made_);
+        } catch (const std::bad_alloc&) {
+          ring_.store(made_);  // wait for a buffer to be freed instead
+          return -1;
+        }
+        fresh = made_++;
+      }
+      buffer_[k].store(fresh, std::memory_order_release);
+    }
+    return buffer_[k].load(std::memory_order_relaxed);
+  }
+
+  template <typename MakeFn, typename StageFn>
+  bool stage_next(MakeFn& make, StageFn& stage) {
+    int64_t u = next_unit_.load();
+    for (;;) {
+      const int64_t k = u / units_;
+      if (k >= chunks_ || k >= freed_.load(std::memory_order_acquire) + ring_.load()) return false;
+      if (buffer_for(k, make) < 0) return false;
+      if (next_unit_.compare_exchange_weak(u, u + 1)) break;
+    }
+    const int64_t k = u / units_;
+    if (!stage(k, u % units_, buffer_[k].load(std::memory_order_acquire))) {
+      // later units are not staged; earlier ones were claimed already and finish, so the first bad input
+      // is found as in chunk order
+      stopped_.store(true, std::memory_order_release);
+      events_.notify();
+      return true;
+    }
+    if (staged_[k].fetch_add(1, std::memory_order_acq_rel) + 1 == units_) {
+      if (items_ == 0) free_buffer(k);  // nothing to compute: a staged (validated) chunk is done
+      events_.notify();
+    }
+    return true;
+  }
+
+  const int64_t chunks_, units_, items_, max_buffers_;
+  std::atomic<int64_t> ring_;                         // chunks that may hold buffers at once
+  std::unique_ptr<std::atomic<int64_t>[]> staged_;    // per chunk: units staged
+  std::unique_ptr<std::atomic<int64_t>[]> cursor_;    // per chunk: items claimed
+  std::unique_ptr<std::atomic<int64_t>[]> finished_;  // per chunk: items computed
+  std::unique_ptr<std::atomic<int>[]> buffer_;        // per chunk: its buffer (-1: none yet)
+  std::unique_ptr<Lane[]> lanes_;
+  std::mutex mu_;           // guards spare_ and made_
+  std::vector<int> spare_;  // freed buffers, the last freed last
+  int made_ = 0;
+  alignas(64) std::atomic<int64_t> next_unit_{0};  // chunk * units + unit
+  alignas(64) std::atomic<int64_t> open_{0};       // the first chunk whose cursor may have items left
+  alignas(64) std::atomic<int64_t> freed_{0};      // chunks computed by every item (their buffers freed)
+  std::atomic<bool> stopped_{false};
+  EventCount events_;
+};
 
 }  // namespace
 
@@ -645,63 +814,48 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   nc = std::min(nc, N);
   const int64_t ncp = ((nc + kW - 1) / kW) * kW;
 
-  // One parallel region per call (not two per sample chunk): a barrier where a thread may be waiting for
-  // another that the scheduler has pre-empted costs a time slice on a busy machine, so there is one
-  // barrier per chunk. With two staging buffers (while the staged chunks take at most 128 MB), chunk k + 1
-  // is staged into one while chunk k is computed from the other: threads that run out of tiles go on to
-  // stage the next chunk, and the barrier after staging is the only one. With one buffer there are two.
+  // One parallel region per call, scheduled by a ChunkFlow: up to kRing staging buffers, as many as keep
+  // the staged chunks within 256 MB (a thread whose partner is pre-empted stages and computes up to
+  // ring - 1 chunks ahead before it has to wait), made when first needed.
+  constexpr int64_t kRing = 8;
   const int64_t nchunks = (N + nc - 1) / nc;
   const double staged_bytes = (double)(ma + (symmetric ? 0 : mb)) * C * ncp * bytes_per_value;
-  const int nbuf = (nchunks > 1 && staged_bytes <= 128.0 * 1024 * 1024) ? 2 : 1;
-  Stage A[2], B[2];
-  for (int k = 0; k < nbuf; ++k) {
+  const int64_t ring =
+      std::max<int64_t>(1, std::min<int64_t>({kRing, nchunks, (int64_t)(256.0 * 1024 * 1024 / staged_bytes)}));
+  std::vector<Stage> A((size_t)ring), B((size_t)ring);
+  auto make = [&](int k) {
     A[k].allocate(ma, C, ncp, staging);
     if (!symmetric) B[k].allocate(mb, C, ncp, staging);
-  }
+  };
+  make(0);  // (a failure here is the caller's std::bad_alloc; in the parallel region it only stops the ring)
   // many classes with a Gram form: the wide path (see gram_wide_item); otherwise one tile per item
   const bool wide = staging == kSqrtF64 && C >= kWideMinC;
-  const int64_t col_groups = symmetric ? A[0].groups : B[0].groups;
+  const int64_t col_groups = ((symmetric ? ma : mb) + kG - 1) / kG;
   const std::vector<Item> items = wide ? std::vector<Item>{} : pair_items(ma, col_groups, symmetric);
   const std::vector<WideItem> witems = wide ? wide_items(ma, col_groups, symmetric) : std::vector<WideItem>{};
+  const int64_t nitems = wide ? (int64_t)witems.size() : (int64_t)items.size();
   std::vector<double> acc((size_t)ma * mb, 0.0);
-  // Inputs found bad while staging chunk k go to bads[k % 2]: it is read after the barrier that ends that
-  // staging and written again only after the next barrier, so every thread leaves the loop together.
-  BadInput bads[2];
-  BadInput bad;
-
-  PassiveBarrier barrier;  // not `omp barrier`: its waits spin when libgomp was started by torch (short_jobs.h)
+  FirstBad bad;
+  ChunkFlow flow(nchunks, ma + (symmetric ? 0 : mb), nitems, ring, 1);
 #pragma omp parallel
   {
-    barrier.set_threads(omp_get_num_threads());
     StageScratch w(C, ncp);
-    auto stage = [&](int64_t k) {
+    auto stage = [&](int64_t k, int64_t unit, int buf) {
       const int64_t n0 = k * nc, len = std::min(nc, N - n0);
-      Stage& sa = A[k % nbuf];
-      stage_chunk(a, n0, len, sa, staging, validate, tol, bads[k % 2], 0, w);
-      if (!symmetric) stage_chunk(bv, n0, len, B[k % nbuf], staging, validate, tol, bads[k % 2], 1, w);
+      if (unit < ma) return stage_checked(a, unit, k, n0, len, A[buf], staging, validate, tol, bad, 0, w);
+      return stage_checked(bv, unit - ma, k, n0, len, B[buf], staging, validate, tol, bad, 1, w);
     };
-    stage(0);
-    barrier.wait();
-    for (int64_t k = 0; k < nchunks; ++k) {
-      if (bads[k % 2].kind != kOk) break;
-      const Stage& sa = A[k % nbuf];
-      const Stage& sb = symmetric ? sa : B[k % nbuf];
+    auto compute = [&](int64_t /*k*/, int64_t item, int buf) {
+      const Stage& sa = A[buf];
+      const Stage& sb = symmetric ? sa : B[buf];
       dispatch_divergence(divergence, [&](auto d) {
-        if (wide)
-          compute_pairs_wide<decltype(d)::value>(sa, sb, symmetric, witems, acc.data());
-        else
-          compute_pairs<decltype(d)::value>(sa, sb, symmetric, items, acc.data());
+        compute_item<decltype(d)::value>(sa, sb, symmetric, items, witems, item, acc.data());
       });
-      if (k + 1 == nchunks) break;  // (the region's end waits for every thread)
-      if (nbuf == 1) barrier.wait();
-      stage(k + 1);
-      barrier.wait();
-    }
+    };
+    flow.work(make, stage, compute);
   }
-  for (const BadInput& b : bads)  // at most the first bad chunk's (later chunks were not staged)
-    if (b.kind != kOk && (bad.kind == kOk)) bad = b;
   if (threads > 0) omp_set_num_threads(old_threads);
-  if (bad.kind != kOk) return bad;
+  if (bad.bad.kind != kOk) return bad.bad;
 
   const double inv_n = 1.0 / (double)N;
   for (int64_t i = 0; i < ma; ++i) {
@@ -713,7 +867,7 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
       if (symmetric) out[j * mb + i] = d;
     }
   }
-  return bad;
+  return BadInput{};
 }
 
 }  // namespace cpu

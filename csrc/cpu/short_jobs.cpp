@@ -241,28 +241,27 @@ void futex_wake_all(std::atomic<uint32_t>* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, nullptr, 0);
 }
 #endif
-constexpr int64_t kBarrierSpinNs = 20000;  // a partner that is running arrives within this; else sleep
+constexpr int64_t kWaitSpinNs = 20000;  // a partner that is running notifies within this; else sleep
 }  // namespace
 
-void PassiveBarrier::wait() {
-  const int n = n_.load(std::memory_order_relaxed);
-  if (n <= 1) return;
-  const uint32_t gen = generation_.load(std::memory_order_acquire);
-  if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n) {
-    arrived_.store(0, std::memory_order_relaxed);  // before the release: no thread leaves until then
-    generation_.fetch_add(1, std::memory_order_acq_rel);
+void EventCount::notify() {
+  epoch_.fetch_add(1, std::memory_order_seq_cst);
 #if defined(__linux__)
-    futex_wake_all(&generation_);
+  if (sleepers_.load(std::memory_order_seq_cst) > 0) futex_wake_all(&epoch_);
 #endif
-    return;
-  }
-  const int64_t until = now_ns() + kBarrierSpinNs;
-  for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
+}
+
+void EventCount::wait(uint32_t seen) {
+  const int64_t until = now_ns() + kWaitSpinNs;
+  for (int spins = 0; epoch_.load(std::memory_order_seq_cst) == seen; ++spins) {
     if ((spins & 63) == 63 && now_ns() > until) {
 #if defined(__linux__)
-      while (generation_.load(std::memory_order_acquire) == gen) futex_wait(&generation_, gen);
+      // a notifier either sees this sleeper or has moved the epoch before the check below (both seq_cst)
+      sleepers_.fetch_add(1, std::memory_order_seq_cst);
+      while (epoch_.load(std::memory_order_seq_cst) == seen) futex_wait(&epoch_, seen);
+      sleepers_.fetch_sub(1, std::memory_order_seq_cst);
 #else
-      while (generation_.load(std::memory_order_acquire) == gen) std::this_thread::yield();
+      while (epoch_.load(std::memory_order_seq_cst) == seen) std::this_thread::yield();
 #endif
       return;
     }

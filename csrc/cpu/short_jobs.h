@@ -1,5 +1,5 @@
 // Threads on a shared machine: short parallel calls whose caller never waits on a descheduled thread
-// (ShortJob, run_short), and a barrier that sleeps whatever OpenMP wait policy is in force (PassiveBarrier).
+// (ShortJob, run_short), and a wait that sleeps whatever OpenMP wait policy is in force (EventCount).
 //
 // A call of a few milliseconds split over OpenMP threads ends at a barrier: on a machine where other
 // processes run, the caller then waits for whichever thread the scheduler has set aside, often a whole
@@ -61,20 +61,21 @@ class ShortJob {
   unsigned csr_ = 0;  // the caller's floating-point control and status (x86 MXCSR), set before helpers run
 };
 
-// A barrier for the threads of a parallel region whose waiting threads sleep (futex) after a short spin,
-// whatever wait policy the OpenMP runtime read at its start: torch loads libgomp first in most programs,
-// and libgomp's default spins at every `omp barrier`, which on a machine busy with other processes keeps
-// a pre-empted thread's partner burning its share (issue 27: 3-5x slower beside 4 busy processes). Every
-// thread of the team calls wait() the same number of times; memory written before wait() is visible to
-// every thread after it.
-class PassiveBarrier {
+// A count of events that threads with nothing to do wait on, sleeping (futex) after a short spin whatever
+// wait policy the OpenMP runtime read at its start: torch loads libgomp first in most programs, and
+// libgomp's default spins in its own waits, which on a machine busy with other processes keeps a thread
+// burning the share of the one it waits for (issue 27: 3-5x slower beside 4 busy processes). A waiter
+// reads epoch(), looks for work, and calls wait(epoch) only if it found none; notify() after any change
+// that may give work wakes it, and memory written before notify() is visible after wait() returns.
+class EventCount {
  public:
-  void set_threads(int n) { n_.store(n, std::memory_order_relaxed); }  // every thread, before its first wait
-  void wait();
+  uint32_t epoch() const { return epoch_.load(std::memory_order_seq_cst); }
+  void notify();
+  void wait(uint32_t seen);  // returns once epoch() != seen
 
  private:
-  std::atomic<int> n_{1}, arrived_{0};
-  std::atomic<uint32_t> generation_{0};
+  std::atomic<uint32_t> epoch_{0};
+  std::atomic<int> sleepers_{0};
 };
 
 // Run every item of `job` on the calling thread and up to `threads` - 1 helpers (threads <= 0: OpenMP's
