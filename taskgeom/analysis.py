@@ -333,9 +333,9 @@ def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, back
         probs = _load(t, device)
         acc["final"].setdefault(key, []).append(float(prog[-1]))
         acc["init"].setdefault(key, []).append(float(prog[0]))
-        r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True)
+        r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True, progress=prog)
         acc["reindexed"].append(_np(r).astype(np.float32))
-        acc["inside"].append(np.asarray(info["inside"], dtype=bool))
+        acc["inside"].append(trajectories.reached([prog], acc["grid"]))
         cps = t.checkpoints
         acc["keys"].append((key, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
         acc["methods"].append(t.method)
@@ -508,7 +508,9 @@ def analyse(
     for i, k in enumerate(acc["keys"]):
         members.setdefault(k[0], []).append(i)
     families = {task: R[idx] for task, idx in members.items()}  # (seeds, G, N, C)
-    reached = {task: keep[idx].all(0) for task, idx in members.items()}  # (G,): every seed reached it
+    reached = {  # (G,): every seed reached it
+        task: trajectories.reached([acc["keys"][i][2] for i in idx], acc["grid"]) for task, idx in members.items()
+    }
     ref = reference if reference is not None else ("all" if "all" in families else next(iter(families)))
     if ref not in families:
         raise ValueError(f"reference group {ref!r} is not among the groups {list(families)}")
@@ -928,11 +930,8 @@ class TrajectoryGroups:
             return None
 
     def reached(self, groups, grid) -> np.ndarray:
-        """The values of ``grid`` every run of ``groups`` reaches: from the highest start to the lowest end
-        (elsewhere re-indexing repeats a run's first or last checkpoint)."""
-        runs = self._all_progress(groups)
-        lo, hi = max(float(p.min()) for p in runs), min(float(p.max()) for p in runs)
-        return (np.asarray(grid) >= lo - 1e-12) & (np.asarray(grid) <= hi + 1e-12)
+        """The values of ``grid`` every run of ``groups`` reaches (:func:`taskgeom.trajectories.reached`)."""
+        return trajectories.reached(self._all_progress(groups), grid)
 
     def reindexed(self, group: str, grid) -> np.ndarray:
         """(seeds, G, N, C) float32: the group's runs re-indexed on ``grid`` (Remark 4); outside a run's range
@@ -941,7 +940,10 @@ class TrajectoryGroups:
         key = (group, grid.tobytes())
         if key not in self._reindexed:
             self._reindexed[key] = np.stack(
-                [_np(trajectories.reindex(p, self.labels, grid=grid)).astype(np.float32) for p in self.probs(group)]
+                [
+                    _np(trajectories.reindex(p, self.labels, grid=grid, progress=tk)).astype(np.float32)
+                    for p, tk in zip(self.probs(group), self.progress(group))
+                ]
             )
         return self._reindexed[key]
 

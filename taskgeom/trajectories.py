@@ -32,6 +32,7 @@ from .geometry import progress as _progress
 
 __all__ = [
     "progress_grid",
+    "reached",
     "reindex",
     "trajectory_distance",
     "riemann_length",
@@ -97,8 +98,23 @@ def progress_grid(checkpoint_progress, points: int, shared: bool = False) -> np.
     if a > b:
         raise ValueError(f"the trajectories share no progress range (highest start {a:.4g} > lowest end {b:.4g})")
     g = np.linspace(a, b, int(points)) if points > 1 else np.array([a])
-    reached = ((lo[None] <= g[:, None]) & (g[:, None] <= hi[None])).any(1)
-    return g[reached]
+    some = ((lo[None] <= g[:, None]) & (g[:, None] <= hi[None])).any(1)
+    return g[some]
+
+
+def reached(checkpoint_progress, grid) -> np.ndarray:
+    """(G,) bool: the values of ``grid`` that every trajectory reaches, from the highest start to the
+    lowest end; elsewhere :func:`reindex` repeats a trajectory's first or last checkpoint (its ``inside``,
+    when given the same progress). ``checkpoint_progress``: one array of per-checkpoint progress per
+    trajectory (two or more checkpoints each: a single checkpoint reaches nothing). The one definition of
+    "reached": the analysis's per-run and per-group masks and :class:`taskgeom.analysis.TrajectoryGroups`
+    use it."""
+    runs = [np.asarray(tk, dtype=np.float64).ravel() for tk in checkpoint_progress]
+    g = np.asarray(grid, dtype=np.float64)
+    if not runs or any(tk.size < 2 for tk in runs):
+        return np.zeros(g.shape, dtype=bool)
+    lo, hi = max(float(tk.min()) for tk in runs), min(float(tk.max()) for tk in runs)
+    return (g >= lo) & (g <= hi)
 
 
 def _segment_progress(alpha0, beta0, alpha1, beta1, phi, lam, theta0):
@@ -116,6 +132,7 @@ def reindex(
     backend: str = "auto",
     validate: bool = True,
     return_info: bool = False,
+    progress=None,
 ):
     """Re-sample a trajectory at evenly spaced progress values (Section 2, Remark 4).
 
@@ -134,6 +151,9 @@ def reindex(
     outside : {"clamp", "nan"}
         Progress values outside the range the trajectory reaches: ``"clamp"`` returns the checkpoint
         of lowest (resp. highest) progress, ``"nan"`` fills NaN.
+    progress : array (T,), optional
+        The checkpoints' progress where already computed (:func:`taskgeom.progress` of ``trajectory``);
+        computed here otherwise.
 
     Notes
     -----
@@ -151,7 +171,11 @@ def reindex(
     T, N, C = t.shape
     lab = check_labels(labels, N, C).to(t.device)
     taus = _grid(grid).to(t.device)
-    tk = torch.as_tensor(_progress(t, lab, backend=backend, validate=False)).to(t.device, torch.float64)
+    if progress is None:
+        progress = _progress(t, lab, backend=backend, validate=False)
+    tk = torch.as_tensor(progress).to(t.device, torch.float64)
+    if tk.shape != (T,):
+        raise ValueError(f"progress must hold one value per checkpoint ({T},), got shape {tuple(tk.shape)}")
     alpha, beta, theta0 = reference.ignorance_truth_products(t, lab)
 
     seg = _first_segments(tk, taus)

@@ -236,7 +236,7 @@ def test_trajectory_groups_grids_masks_and_reindexing():
     lo = max(p.min() for p in prog["mid"] + prog["late"])
     hi = min(p.max() for p in prog["mid"] + prog["late"])
     grid = groups.grid(["mid", "late"])
-    assert np.array_equal(groups.reached(["mid", "late"], grid), (grid >= lo - 1e-12) & (grid <= hi + 1e-12))
+    assert np.array_equal(groups.reached(["mid", "late"], grid), (grid >= lo) & (grid <= hi))
     r = groups.reindexed("late", common)
     expected = np.stack([np.asarray(tg.reindex(t.probs, y, grid=common)).astype(np.float32) for t in late])
     assert r.dtype == np.float32 and np.array_equal(r, expected)

@@ -47,6 +47,27 @@ def test_reindexed_points_have_requested_progress(backend):
     assert torch.isnan(nan[~torch.as_tensor(inside)]).all() and not torch.isnan(nan[torch.as_tensor(inside)]).any()
 
 
+def test_reached_is_what_reindex_reports_inside():
+    # one notion of "reached": between a run's lowest and highest progress, also where progress is not
+    # monotone (re-indexing then takes the first crossing); and re-indexing with the progress already
+    # computed gives the same bits as computing it again
+    traj, y = training_run(steps=9, seed=4)
+    back = torch.cat([traj[:6], traj[2:3], traj[6:]])  # progress falls back once, then rises again
+    grid = np.linspace(0.0, 1.0, 40)
+    for run in (traj, back):
+        tk = np.asarray(tg.progress(run, y))
+        out, info = tg.reindex(run, y, grid=grid, return_info=True)
+        assert np.array_equal(info["inside"], tg.trajectories.reached([tk], grid))
+        assert 0 < info["inside"].sum() < grid.size
+        assert torch.equal(tg.reindex(run, y, grid=grid, progress=tk), out)
+    both = [np.asarray(tg.progress(r, y)) for r in (traj, traj[:5])]
+    expected = (grid >= max(p.min() for p in both)) & (grid <= min(p.max() for p in both))
+    assert np.array_equal(tg.trajectories.reached(both, grid), expected)
+    assert not tg.trajectories.reached([both[0][:1]], grid).any()  # one checkpoint reaches nothing
+    with pytest.raises(ValueError, match=r"progress must hold one value per checkpoint \(9,\)"):
+        tg.reindex(traj, y, grid=grid, progress=np.zeros(4))
+
+
 def test_reindex_points_lie_on_checkpoint_geodesics():
     traj, y = training_run(steps=5)
     out, info = tg.reindex(traj, y, grid=11, return_info=True)
