@@ -144,15 +144,21 @@ def build(name: str, args):
     raise ValueError(name)
 
 
-def timed(fn, repeat: int, warmup: int) -> tuple[float, list[float]]:
+def cpu_seconds() -> float:
+    return time.process_time()  # every thread of this process (not the busy processes), in nanoseconds
+
+
+def timed(fn, repeat: int, warmup: int) -> tuple[float, list[float], float]:
+    """Median wall time, the wall times, and the median CPU time of the process per call."""
     for _ in range(warmup):
         fn()
-    times = []
+    times, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = cpu_seconds(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times), times
+        cpu.append(cpu_seconds() - c0)
+    return statistics.median(times), times, statistics.median(cpu)
 
 
 def start_busy(k: int) -> list[subprocess.Popen]:
@@ -192,11 +198,15 @@ def run(args):
         print(f"busy={k}: load average {loads[k]:.2f} at start", flush=True)
     for name in names:
         _, T = built[name]
-        base = results[name].get(0, (None,))[0]
+        base, _, base_cpu = results[name].get(0, (None, None, None))
         for k in args.busy:
-            t, times = results[name][k]
+            t, times, cpu = results[name][k]
             fair = max(1.0, (k + T) / P) / max(1.0, min(T, P) / P)
             slow = t / base if base else None
+            # slowdown = fair share x (CPU per call / alone) / (cores obtained / fair cores): whether the
+            # workload got its share of the cores, and whether a call took more CPU than alone (waits that
+            # spin, or a core that runs slower at this hour: this guest's speed varies by up to 1.6x)
+            fair_cores = min(T, P) / fair
             rows.append(
                 {
                     "workload": name,
@@ -208,13 +218,21 @@ def run(args):
                     "slowdown": slow,
                     "fair_share": fair,
                     "x_fair": slow / fair if slow else None,
+                    "cpu_s": cpu,
+                    "cores_x_fair": (cpu / t) / fair_cores if t > 0 else None,
+                    "cpu_x_alone": cpu / base_cpu if base_cpu else None,
                 }
             )
-    cols = ["workload", "threads", "busy", "load_avg", "median_s", "min_s", "slowdown", "fair_share", "x_fair"]
+    cols = ["workload", "threads", "busy", "load_avg", "median_s", "slowdown", "fair_share", "x_fair"]
+    cols += ["cores_x_fair", "cpu_x_alone"]
     print()
     print(table(rows, cols))
     worst = max((r["x_fair"] for r in rows if r["x_fair"]), default=None)
     print(f"\nP = {P} cores; fair share = max(1, (K + T) / P); worst slowdown / fair share = {worst}")
+    print(
+        "cores_x_fair: CPU time per wall second against the fair cores min(T, P) / fair share (1: its share); "
+        "cpu_x_alone: CPU time per call against alone (above 1: waits that spin, or a slower core this hour)"
+    )
     write_json(
         args.json,
         {
@@ -224,7 +242,10 @@ def run(args):
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "notes": "fair_share = max(1, (K + T) / P), P = usable cores, T = the workload's threads; "
-            "x_fair = slowdown / fair_share; load_avg = 1-minute load average when the condition started "
+            "x_fair = slowdown / fair_share; cpu_s = median CPU seconds of the process per call; "
+            "cores_x_fair = (cpu_s / median_s) / (min(T, P) / fair_share), the cores obtained against the fair "
+            "cores; cpu_x_alone = cpu_s / alone cpu_s (slowdown = fair_share x cpu_x_alone / cores_x_fair, "
+            "up to the medians); load_avg = 1-minute load average when the condition started "
             "(other users' processes included)",
             "rows": rows,
         },
