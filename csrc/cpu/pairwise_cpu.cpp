@@ -644,6 +644,7 @@ class ChunkFlow {
       finished_[k].store(0, std::memory_order_relaxed);
       buffer_[k].store(-1, std::memory_order_relaxed);
     }
+    spare_.reserve((size_t)ring);  // (no allocation inside the parallel region)
     for (made_ = 0; made_ < made; ++made_) spare_.insert(spare_.begin(), made_);
   }
 
@@ -652,8 +653,11 @@ class ChunkFlow {
   // buffer b and returns false for bad input; compute(k, item, b) computes an item of chunk k from buffer b.
   template <typename MakeFn, typename StageFn, typename ComputeFn>
   void work(MakeFn&& make, StageFn&& stage, ComputeFn&& compute) {
-    while (!stopped_.load(std::memory_order_acquire)) {
+    for (;;) {
+      // the epoch first, then every condition: a stop or a freed chunk published before the epoch was read
+      // is seen below, and one published after it ends the wait
       const uint32_t seen = events_.epoch();
+      if (stopped_.load(std::memory_order_acquire)) return;
       if (compute_next(compute) || stage_next(make, stage)) continue;
       if (freed_.load(std::memory_order_acquire) >= chunks_) return;
       events_.wait(seen);
@@ -750,6 +754,7 @@ class ChunkFlow {
     int64_t u = next_unit_.load();
     for (;;) {
       const int64_t k = u / units_;
+      if (stopped_.load(std::memory_order_acquire)) return false;  // (units claimed before the stop finish)
       if (k >= chunks_ || k >= freed_.load(std::memory_order_acquire) + ring_.load()) return false;
       if (buffer_for(k, make) < 0) return false;
       if (next_unit_.compare_exchange_weak(u, u + 1)) break;
@@ -793,8 +798,17 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
   const bool symmetric = (b == nullptr);
   const View3& bv = symmetric ? a : *b;
   const int64_t ma = a.shape[0], mb = bv.shape[0], N = a.shape[1], C = a.shape[2];
-  const int old_threads = omp_get_max_threads();
-  if (threads > 0) omp_set_num_threads(threads);
+  struct RestoreThreads {  // OpenMP's default thread count back on every exit, exceptions included
+    int old = omp_get_max_threads();
+    bool set = false;
+    ~RestoreThreads() {
+      if (set) omp_set_num_threads(old);
+    }
+  } restore;
+  if (threads > 0) {
+    omp_set_num_threads(threads);
+    restore.set = true;
+  }
 
   // Samples per chunk: a work item's rows (kRowsPerItem) and column panel (kG models) take about 1 MB,
   // and a tile covers 32 to 256 samples, so that its one logarithm per lane and its per-pair bookkeeping
@@ -854,7 +868,6 @@ BadInput pairwise(const View3& a, const View3* b, double* out, int divergence, i
     };
     flow.work(make, stage, compute);
   }
-  if (threads > 0) omp_set_num_threads(old_threads);
   if (bad.bad.kind != kOk) return bad.bad;
 
   const double inv_n = 1.0 / (double)N;
