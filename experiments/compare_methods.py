@@ -173,7 +173,10 @@ def main():
     for name, ts in runs.items():
         # NaN outside the progress a run reaches: the embedding holds no clamped copies of first or last models
         families[name] = np.stack(
-            [tg.reindex(p, yte, grid=grid, outside="nan").astype(np.float32) for p in probs[name]]
+            [
+                tg.reindex(p, yte, grid=grid, outside="nan", progress=tk).astype(np.float32)
+                for p, tk in zip(probs[name], progress[name])
+            ]
         )
         res["families"][name] = family_summary(ts, probs[name], progress[name])
     ref = res["families"][reference]

@@ -188,7 +188,9 @@ def _reindexed(a, b, labels, grid: int) -> tuple:
         g = trajectories.progress_grid(progs, grid, shared=True)
     except ValueError as exc:
         raise ValueError(f"the two groups cannot be compared: {exc}") from None
-    pooled = torch.stack([torch.as_tensor(trajectories.reindex(r, lab, grid=g)) for r in runs_a + runs_b])
+    pooled = torch.stack(
+        [torch.as_tensor(trajectories.reindex(r, lab, grid=g, progress=p)) for r, p in zip(runs_a + runs_b, progs)]
+    )
     return pooled, k_a, labels, g
 
 
