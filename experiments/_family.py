@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import taskgeom as tg  # noqa: E402
 from taskgeom.analysis import TrajectoryGroups  # noqa: E402
-from taskgeom.bootstrap import Resampling, progress_replicates  # noqa: E402
+from taskgeom.bootstrap import Resampling  # noqa: E402
 from taskgeom.data import CIFAR10_CLASSES, DataConfig, balanced_subset, load  # noqa: E402
 from taskgeom.imprinting import HEADS  # noqa: E402
 from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
@@ -410,8 +410,7 @@ class Family:
         boot = self.boot(groups, seed=1)
         out = {}
         for g in groups:
-            first, last = (np.stack([p[k] for p in self.grouped.probs(g)]) for k in (0, -1))  # (K, N, C)
-            reps = [boot.seed_mean(g, progress_replicates(x, self.labels, boot.w)) for x in (first, last)]
+            reps = self.grouped.progress_replicates(g, boot)  # at initialisation, at the end
             init = np.array([p[0] for p in self.grouped.progress(g)])
             end = np.array([p[-1] for p in self.grouped.progress(g)])
             out[g] = {

@@ -90,7 +90,9 @@ class EmbeddingView:
 class Estimate:
     """A statistic of a family: ``value`` (the mean over its seeds), each seed's ``seeds`` where it has them,
     and its bootstrap interval: ``low``, ``high`` (None without replicates, or where unbounded), the share of
-    replicates ``above_estimate`` and what the replicates resample (``over``)."""
+    replicates ``above_estimate`` and what the replicates resample (``over``). The interval is the
+    bias-corrected percentile interval (:func:`taskgeom.bootstrap.percentile_interval`): the percentiles
+    shifted by the share of replicates below the estimate, so it need not be centred on ``value``."""
 
     value: float
     seeds: tuple = ()
@@ -518,14 +520,15 @@ def analyse(
     boot = _bootstrap.Resampling(
         int(labels.size), n_boot, {t: len(idx) for t, idx in members.items()}, seed, level, word
     )
-    shared = _groups(trajs, members, acc, labels, grid, device, backend).pairs_on_shared_grid(list(members))
+    grouped = _groups(trajs, members, acc, labels, grid, device, backend)
+    shared = grouped.pairs_on_shared_grid(list(members))
     radii = {t: np.asarray(trajectories.tube_radius(fam)) for t, fam in families.items()}  # also kept for place()
     view = _view(emb, flat, families, reached, acc, keep, labels, c)
     means = {t: fam.astype(np.float64).mean(0) for t, fam in families.items()}
     fit = {"embedding": emb, "points": flat, "labels": labels, "means": means, "radii": radii}
     res = _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref, boot, shared, radii, view, fit)
     if boot.n_boot:  # the intervals read the estimates
-        uncertainty = _uncertainty(boot, trajs, members, families, reached, flat, keep, labels, res)
+        uncertainty = _uncertainty(boot, grouped, members, families, reached, flat, keep, res)
         res = dataclasses.replace(res, uncertainty=uncertainty)
     return res
 
@@ -765,14 +768,12 @@ def _stress_index(boot: _bootstrap.Resampling, members: dict, keep: np.ndarray) 
     return out
 
 
-def _uncertainty(boot: _bootstrap.Resampling, trajs, members, families, reached, flat, keep, labels, res) -> dict:
+def _uncertainty(boot: _bootstrap.Resampling, grouped, members, families, reached, flat, keep, res) -> dict:
     """Bootstrap intervals of progress (final, at initialisation, gained), explained stress and tube radii
     (see :func:`analyse`)."""
     prog, init, gain = {}, {}, {}
-    for task, idx in members.items():
-        ends = [np.stack([np.asarray(trajs[i].probs[k]) for i in idx]) for k in (0, -1)]
-        reps = [_np(_bootstrap.progress_replicates(e, labels, boot.w)) for e in ends]  # (K, B) each
-        first, last = ((boot.seeds[task].T * r).sum(0) / len(idx) for r in reps)
+    for task in members:
+        first, last = grouped.progress_replicates(task, boot)
         over = {"over": boot.over(task)}
         est = res.progress_at_init[task]["mean"], res.progress_on_union_task[task]["mean"]
         prog[task] = {**_bootstrap.summary(last, boot.level, estimate=est[1]), **over}
@@ -946,6 +947,17 @@ class TrajectoryGroups:
                 ]
             )
         return self._reindexed[key]
+
+    def progress_replicates(self, group: str, boot) -> tuple:
+        """Bootstrap replicates (B,) of the mean progress over ``group``'s seeds at initialisation (its runs'
+        first checkpoints) and at their last, under ``boot``'s sample and seed counts
+        (:class:`taskgeom.bootstrap.Resampling`): the intervals of progress and of its gain."""
+        out = []
+        for k in (0, -1):
+            ends = [p[k] for p in self.probs(group)]
+            ends = torch.stack(ends) if isinstance(ends[0], torch.Tensor) else np.stack(ends)  # (K, N, C)
+            out.append(boot.seed_mean(group, _np(_bootstrap.progress_replicates(ends, self.labels, boot.w))))
+        return out[0], out[1]
 
     def pairs_on_shared_grid(self, groups):
         """``shared(a, b)`` for :func:`task_distances`: groups a and b re-indexed on one grid over the range
