@@ -208,12 +208,15 @@ def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
     lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
     if lab.dim() != 1:
         raise ValueError(f"{name}: expected shape (N,), got {tuple(lab.shape)}")
+    if lab.dtype == torch.bool:
+        raise ValueError(f"{name}: labels must be class indices (integers), got booleans")
     if lab.is_floating_point():
         if not bool((lab == lab.round()).all()):
             raise ValueError(f"{name}: labels must be integers")
     lab = lab.to(torch.int64)
     if lab.numel() != n:
-        raise ValueError(f"{name}: {lab.numel()} labels for {n} samples")
+        hint = " (models transposed? they must be (..., N samples, C classes))" if lab.numel() == c != n else ""
+        raise ValueError(f"{name}: {lab.numel()} labels for {n} samples{hint}")
     if n and (int(lab.min()) < 0 or int(lab.max()) >= c):
         bad = _first_index((lab < 0) | (lab >= c))
         raise ValueError(f"{name}: sample {bad[0]}: label {int(lab[bad])} is outside [0, {c})")

@@ -269,7 +269,9 @@ def _per_grid_db(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def trajectory_distance(a, b, grid=None, validate: bool = True):
     """Distance between two re-indexed trajectories (eq. 5): ``int_0^1 d_B(P_a(t), P_b(t)) dt`` by the
-    trapezoidal rule on their common grid (uniform on [0, 1] unless ``grid`` gives the values).
+    trapezoidal rule on their common grid (uniform on [0, 1] unless ``grid`` gives the values). Over a
+    ``grid`` that spans part of [0, 1] (a shared range: :func:`progress_grid`) it is the integral over that
+    span, not normalised by its width (divide by ``grid[-1] - grid[0]`` for the mean distance).
 
     ``a``, ``b``: arrays (G, N, C). Returns a float.
     """

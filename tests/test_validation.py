@@ -75,6 +75,11 @@ def test_mismatched_shapes(backend):
         tg.progress(models(2, 11, 4), labels(10, 4), backend=backend)
     with pytest.raises(ValueError, match="label 7 is outside"):
         tg.progress(a, torch.full((10,), 7), backend=backend)
+    # (C, N) instead of (N, C): the message names the likely cause, not only the labels
+    with pytest.raises(ValueError, match=r"4 labels for 10 samples \(models transposed\?"):
+        tg.progress(a, labels(4, 4), backend=backend)  # as if the models were (2, 4, 10)
+    with pytest.raises(ValueError, match="labels must be class indices"):
+        tg.progress(a, torch.zeros(10, dtype=torch.bool), backend=backend)
     with pytest.raises(ValueError, match="expected"):
         tg.pairwise_distances(torch.ones(3), backend=backend)
 
