@@ -187,13 +187,7 @@ def result1(fam: Family) -> dict:
     seed_of = {}
     for i, (g, _) in enumerate(runs):
         seed_of.setdefault(g, []).append(i)
-    index = [
-        np.concatenate(
-            [np.arange(ends[i], ends[i + 1]) for g in groups for j, i in enumerate(seed_of[g])
-             for _ in range(int(boot.seeds[g][b, j]))]
-        )
-        for b in range(boot.n_boot)
-    ]  # fmt: skip
+    index = boot.point_index(seed_of, [len(f) for _, f in runs])  # each run's points as often as its seed
     reps = stress_replicates(stack, boot.w, k=k, index=index)
     chi = np.asarray(emb.explained_stress()[:k])
     lo, hi = percentile_interval(reps.T, estimate=chi)  # bias-corrected (taskgeom.bootstrap)

@@ -752,22 +752,6 @@ def _tube_distances(res, model: np.ndarray, t: float) -> dict:
     return tubes
 
 
-def _stress_index(boot: _bootstrap.Resampling, members: dict, keep: np.ndarray) -> list:
-    """Per replicate, the embedded points it holds: each trajectory's points as often as its seed is drawn."""
-    counts = keep.sum(1)
-    starts = np.concatenate([[0], np.cumsum(counts)])
-    out = []
-    for b in range(boot.n_boot):
-        parts = [
-            np.arange(starts[i], starts[i + 1])
-            for task, idx in members.items()
-            for j, i in enumerate(idx)
-            for _ in range(int(boot.seeds[task][b, j]))
-        ]
-        out.append(np.concatenate(parts))
-    return out
-
-
 def _uncertainty(boot: _bootstrap.Resampling, grouped, members, families, reached, flat, keep, res) -> dict:
     """Bootstrap intervals of progress (final, at initialisation, gained), explained stress and tube radii
     (see :func:`analyse`)."""
@@ -780,7 +764,7 @@ def _uncertainty(boot: _bootstrap.Resampling, grouped, members, families, reache
         init[task] = {**_bootstrap.summary(first, boot.level, estimate=est[0]), **over}
         gain[task] = {**_bootstrap.summary(last - first, boot.level, estimate=est[1] - est[0]), **over}
     ks = [int(k) for k in res.explained_stress]
-    chi = _bootstrap.stress_replicates(flat, boot.w, k=max(ks), index=_stress_index(boot, members, keep))
+    chi = _bootstrap.stress_replicates(flat, boot.w, k=max(ks), index=boot.point_index(members, keep.sum(1)))
     radius = {
         t: {
             **_bootstrap.summary(

@@ -85,6 +85,23 @@ class Resampling:
         s = self.seeds[group]
         return (s.T * np.asarray(reps, dtype=np.float64)).sum(0) / s.sum(1)
 
+    def point_index(self, members: dict, counts) -> list:
+        """Per replicate, the indices of the stacked points it holds: run ``i`` owns ``counts[i]`` consecutive
+        points (runs stacked in index order), and a replicate holds them as often as it draws the run's seed;
+        ``members``: group -> its runs' indices, in seed order (the order of ``self.seeds[group]``'s
+        columns). The ``index`` of :func:`stress_replicates`."""
+        starts = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
+        out = []
+        for b in range(self.n_boot):
+            parts = [
+                np.arange(starts[i], starts[i + 1])
+                for group, idx in members.items()
+                for j, i in enumerate(idx)
+                for _ in range(int(self.seeds[group][b, j]))
+            ]
+            out.append(np.concatenate(parts))
+        return out
+
     def interval(self, reps, estimate) -> list:
         """``[low, high]`` over the last axis: the bias-corrected percentile interval around ``estimate``
         (:func:`percentile_interval`)."""

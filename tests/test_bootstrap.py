@@ -117,3 +117,13 @@ def test_stress_replicates_with_an_index_equal_the_embedding_of_those_points():
         np.testing.assert_allclose(got[b], chi, atol=1e-9)
     with pytest.raises(ValueError, match="one array of point indices per replicate"):
         bs.stress_replicates(pts, counts, k=3, index=index[:1])
+
+
+def test_point_index_repeats_each_runs_points_as_its_seed_is_drawn():
+    # runs 0, 1 (group a) and 2 (group b) own 2, 3 and 1 stacked points; a replicate holds each run's points
+    # as often as it draws the run's seed, groups and seeds in order
+    boot = bs.Resampling(10, 3, {"a": 2, "b": 1}, seed=4)
+    boot.seeds = {"a": np.array([[2, 0], [1, 1], [0, 2]]), "b": np.array([[1], [1], [1]])}
+    index = boot.point_index({"a": [0, 1], "b": [2]}, [2, 3, 1])
+    assert [i.tolist() for i in index] == [[0, 1, 0, 1, 5], [0, 1, 2, 3, 4, 5], [2, 3, 4, 2, 3, 4, 5]]
+    assert bs.Resampling(10, 0, {"a": 2}).point_index({"a": [0, 1]}, [2, 3]) == []
