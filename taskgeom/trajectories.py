@@ -53,7 +53,21 @@ def _traj(x, name, validate, dims=3):
         want = "(T, N, C)" if dims == 3 else "(K, G, N, C)"
         raise ValueError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
     if validate:
-        check_probabilities(t, name)
+        try:
+            check_probabilities(t, name)
+        except ValueError:
+            # a point that is NaN throughout is what reindex(..., outside="nan") leaves where a run does not
+            # reach the grid value: say so rather than report a bad probability
+            empty = torch.isnan(t).flatten(-2).all(-1)  # (T,) or (K, G)
+            if not bool(empty.any()):
+                raise
+            where = [int(i) for i in torch.nonzero(empty)[0]]
+            point = f"run {where[0]}, point {where[1]}" if len(where) > 1 else f"point {where[0]}"
+            raise ValueError(
+                f"{name}: {point} is NaN throughout: a grid value the run does not reach "
+                "(reindex(..., outside='nan')); compare runs on the progress they share "
+                "(progress_grid(..., shared=True))"
+            ) from None
     return t, was_np
 
 

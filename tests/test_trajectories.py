@@ -68,6 +68,22 @@ def test_reached_is_what_reindex_reports_inside():
         tg.reindex(traj, y, grid=grid, progress=np.zeros(4))
 
 
+def test_points_outside_the_reached_range_are_named_as_such():
+    # reindex(outside="nan") marks grid values a run does not reach; a function given them says what they are
+    traj, y = training_run(steps=6, seed=2)
+    a = tg.reindex(traj, y, grid=np.linspace(0, 1, 9), outside="nan")
+    first = int(np.flatnonzero(torch.isnan(a).flatten(1).all(1))[0])  # the first value the run does not reach
+    assert 0 < first < 8
+    with pytest.raises(ValueError, match=rf"a: point {first} is NaN throughout: a grid value the run does not reach"):
+        tg.trajectory_distance(a, a)
+    with pytest.raises(ValueError, match=rf"run 0, point {first} is NaN throughout"):
+        tg.trajectories.tube_radius(torch.stack([a, a]))
+    b = a.clone()
+    b[2, 5, 1] = float("nan")  # one entry only: a bad probability, reported as before
+    with pytest.raises(ValueError, match="sample 5.*not finite"):
+        tg.trajectory_distance(b[:first], b[:first])
+
+
 def test_reindex_points_lie_on_checkpoint_geodesics():
     traj, y = training_run(steps=5)
     out, info = tg.reindex(traj, y, grid=11, return_info=True)
