@@ -182,16 +182,11 @@ def reindex(
     """
     check_choice(outside, "outside", ("clamp", "nan"))
     t, was_np = _traj(trajectory, "trajectory", validate)
-    T, N, C = t.shape
+    _, N, C = t.shape
     lab = check_labels(labels, N, C).to(t.device)
     taus = _grid(grid).to(t.device)
-    if progress is None:
-        progress = _progress(t, lab, backend=backend, validate=False)
-    tk = torch.as_tensor(progress).to(t.device, torch.float64)
-    if tk.shape != (T,):
-        raise ValueError(f"progress must hold one value per checkpoint ({T},), got shape {tuple(tk.shape)}")
+    tk = _checkpoint_progress(t, lab, progress, backend)
     alpha, beta, theta0 = reference.ignorance_truth_products(t, lab)
-
     seg = _first_segments(tk, taus)
     inside_mask = seg >= 0
     lam = _solve_lambda(t, tk, taus, seg, alpha, beta, theta0)
@@ -203,6 +198,16 @@ def reindex(
         return result
     info = {"grid": taus, "checkpoint_progress": tk, "segment": seg, "lam": lam, "inside": inside_mask}
     return result, {key: v.cpu().numpy() for key, v in info.items()}
+
+
+def _checkpoint_progress(t: torch.Tensor, lab: torch.Tensor, progress, backend: str) -> torch.Tensor:
+    """(T,) float64 on ``t``'s device: ``progress`` as given (one value per checkpoint), else computed."""
+    if progress is None:
+        progress = _progress(t, lab, backend=backend, validate=False)
+    tk = torch.as_tensor(progress).to(t.device, torch.float64)
+    if tk.shape != (t.shape[0],):
+        raise ValueError(f"progress must hold one value per checkpoint ({t.shape[0]},), got shape {tuple(tk.shape)}")
+    return tk
 
 
 def _first_segments(tk: torch.Tensor, taus: torch.Tensor) -> torch.Tensor:
