@@ -83,6 +83,27 @@ def as_float64_array(x, name: str) -> np.ndarray:
     return t.detach().to(torch.float64).cpu().numpy()
 
 
+def float64_tensor(x, device=None) -> torch.Tensor:
+    """``x`` (numbers: weights, counts, a grid) as a float64 tensor on ``device`` (default: where a tensor
+    ``x`` is, else the CPU): a tensor is cast, anything else converted once, through numpy."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device=x.device if device is None else device, dtype=torch.float64)
+    return torch.as_tensor(np.asarray(x, dtype=np.float64), device=device)
+
+
+def host_array(x) -> np.ndarray:
+    """``x`` as a numpy array on the host: a tensor is detached and copied off its device, anything else
+    is taken by ``np.asarray`` (no copy where none is needed)."""
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def index_tensor(x, device=None) -> torch.Tensor:
+    """``x`` (labels, indices) as a tensor, its dtype kept (checked by the caller), converted once."""
+    if isinstance(x, torch.Tensor):
+        return x if device is None else x.to(device)
+    return torch.as_tensor(np.asarray(x), device=device)
+
+
 def default_tol(dtype: torch.dtype) -> float:
     return DEFAULT_TOL.get(dtype, 1e-4)
 
@@ -205,7 +226,7 @@ def check_probabilities(
 
 def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
     """Labels as an int64 tensor of shape (N,), each in [0, C)."""
-    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    lab = index_tensor(labels)
     if lab.dim() != 1:
         raise ValueError(f"{name}: expected shape (N,), got {tuple(lab.shape)}")
     if lab.dtype == torch.bool:

@@ -25,6 +25,7 @@ import torch
 from . import _validate, geometry, reference, trajectories
 from . import bootstrap as _bootstrap
 from . import embedding as _embedding
+from ._validate import host_array
 from .pairwise import pairwise_distances
 from .train.config import IDENTITY_EXCLUDED
 
@@ -266,10 +267,6 @@ def _tuple(x):
     return None if x is None else tuple(x)
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
 def _load(t, device: torch.device):
     """A trajectory's probabilities: the memory map itself on the host, a tensor on a GPU."""
     if device.type == "cpu":
@@ -303,7 +300,7 @@ def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
 
 def _progress_all(trajs, lab, device, backend: str) -> list:
     """Progress (eq. 4) of every checkpoint of every trajectory."""
-    return [_np(geometry.progress(_load(t, device), lab, backend=backend)) for t in trajs]
+    return [host_array(geometry.progress(_load(t, device), lab, backend=backend)) for t in trajs]
 
 
 def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, backend: str) -> dict:
@@ -336,7 +333,7 @@ def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, back
         acc["final"].setdefault(key, []).append(float(prog[-1]))
         acc["init"].setdefault(key, []).append(float(prog[0]))
         r, info = trajectories.reindex(probs, lab, grid=acc["grid"], return_info=True, progress=prog)
-        acc["reindexed"].append(_np(r).astype(np.float32))
+        acc["reindexed"].append(host_array(r).astype(np.float32))
         acc["inside"].append(trajectories.reached([prog], acc["grid"]))
         cps = t.checkpoints
         acc["keys"].append((key, t.seed, prog.tolist(), [cp["accuracy"] for cp in cps]))
@@ -345,8 +342,10 @@ def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, back
         density = trajectories.riemann_length_density(probs, validate=False)
         acc["lengths"].setdefault(key, []).append(density[1])
         acc["thinned"].setdefault(key, []).append([density[2], density[3]])
-        acc["per_class"].setdefault(key, []).append(_np(geometry.per_class_progress(probs[-1], lab)).tolist())
-        acc["per_class_init"].setdefault(key, []).append(_np(geometry.per_class_progress(probs[0], lab)).tolist())
+        acc["per_class"].setdefault(key, []).append(host_array(geometry.per_class_progress(probs[-1], lab)).tolist())
+        acc["per_class_init"].setdefault(key, []).append(
+            host_array(geometry.per_class_progress(probs[0], lab)).tolist()
+        )
         acc["trained"].setdefault(key, list(t.extra.get("classes", range(c))))
         acc["along"].append(_interpolate_checkpoints(info, cps))
     return acc
@@ -404,7 +403,7 @@ def _embed(R: np.ndarray, keep: np.ndarray, device, backend: str):
     copies would weigh those models twice."""
     flat = R[keep]  # (points, N, C), trajectory-major
     flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
-    D = _np(pairwise_distances(flat_dev, backend=backend))
+    D = host_array(pairwise_distances(flat_dev, backend=backend))
     return _embedding.inpca(D, k=min(10, D.shape[0])), flat
 
 
@@ -698,8 +697,8 @@ def place(res: PictureResult, models, name: str = "placed") -> dict:
     ``points`` (one dict per model) and a :class:`Line` (``line``) for the figures."""
     mods = _placeable(res, models)
     fit = res.fit
-    coords = fit["embedding"].transform(_np(pairwise_distances(mods, fit["points"])))[:, :3]
-    prog = np.atleast_1d(_np(geometry.progress(mods, fit["labels"])))
+    coords = fit["embedding"].transform(host_array(pairwise_distances(mods, fit["points"])))[:, :3]
+    prog = np.atleast_1d(host_array(geometry.progress(mods, fit["labels"])))
     points = [
         {"xyz": xyz.tolist(), "progress": float(t), "tube_radii": _tube_distances(res, model, float(t))}
         for model, xyz, t in zip(mods, coords, prog)
@@ -886,7 +885,7 @@ class TrajectoryGroups:
         """Each run's progress (eq. 4) at every checkpoint, float64."""
         if group not in self._progress:
             self._progress[group] = [
-                _np(geometry.progress(p, self.labels, backend=self.backend)).astype(np.float64, copy=False)
+                host_array(geometry.progress(p, self.labels, backend=self.backend)).astype(np.float64, copy=False)
                 for p in self.probs(group)
             ]
         return self._progress[group]
@@ -926,7 +925,7 @@ class TrajectoryGroups:
         if key not in self._reindexed:
             self._reindexed[key] = np.stack(
                 [
-                    _np(trajectories.reindex(p, self.labels, grid=grid, progress=tk)).astype(np.float32)
+                    host_array(trajectories.reindex(p, self.labels, grid=grid, progress=tk)).astype(np.float32)
                     for p, tk in zip(self.probs(group), self.progress(group))
                 ]
             )
@@ -940,7 +939,7 @@ class TrajectoryGroups:
         for k in (0, -1):
             ends = [p[k] for p in self.probs(group)]
             ends = torch.stack(ends) if isinstance(ends[0], torch.Tensor) else np.stack(ends)  # (K, N, C)
-            out.append(boot.seed_mean(group, _np(_bootstrap.progress_replicates(ends, self.labels, boot.w))))
+            out.append(boot.seed_mean(group, host_array(_bootstrap.progress_replicates(ends, self.labels, boot.w))))
         return out[0], out[1]
 
     def pairs_on_shared_grid(self, groups):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import embedding, reference
-from ._validate import as_tensor, check_float, check_int, check_labels
+from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, index_tensor
 
 __all__ = [
     "MIN_SEEDS",
@@ -174,8 +174,8 @@ def summary(replicates, level: float = 0.95, keep=None, estimate=None) -> dict:
 def reweighted_mean(terms, weights) -> torch.Tensor:
     """Replicates ``(..., B)`` of the mean over the last axis of per-sample ``terms (..., N)`` under
     resampling counts ``weights (B, N)``: ``sum_n w_bn terms_n / N``."""
-    t = torch.as_tensor(terms).to(torch.float64)
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=t.device)
+    t = float64_tensor(terms)
+    w = float64_tensor(weights, t.device)
     if w.dim() != 2 or w.shape[1] != t.shape[-1]:
         raise ValueError(f"weights must be (B, {t.shape[-1]}), got {tuple(w.shape)}")
     return t @ (w.T / t.shape[-1])
@@ -187,7 +187,7 @@ def progress_replicates(models, labels, weights) -> torch.Tensor:
     m, _ = as_tensor(models, "models")
     lab = check_labels(labels, m.shape[-2], m.shape[-1]).to(m.device)
     alpha, beta, theta = reference.ignorance_truth_products(m.to(torch.float64), lab)
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=m.device)
+    w = float64_tensor(weights, m.device)
     if w.dim() != 2 or w.shape[1] != alpha.shape[-1]:
         raise ValueError(f"weights must be (B, {alpha.shape[-1]}), got {tuple(w.shape)}")
     shape = alpha.shape[:-1] + (w.shape[0], alpha.shape[-1])
@@ -222,7 +222,7 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=
     budget = check_int(budget, "budget", minimum=1)
     p, _ = as_tensor(points, "points")
     p = reference.normalized(p.to(torch.float64))
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64), device=p.device)
+    w = float64_tensor(weights, p.device)
     if p.dim() != 3 or w.dim() != 2 or w.shape[1] != p.shape[1]:
         raise ValueError(f"points must be (M, N, C) and weights (B, N), got {tuple(p.shape)}, {tuple(w.shape)}")
     m = p.shape[0]
@@ -233,7 +233,7 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=
     for b0 in range(0, w.shape[0], chunk):
         for j, d in enumerate(_weighted_distances(p, w[b0 : b0 + chunk], budget)):
             if index is not None:
-                idx = torch.as_tensor(np.asarray(index[b0 + j], dtype=np.int64), device=d.device)
+                idx = index_tensor(index[b0 + j], d.device).to(torch.int64)
                 d = d[idx][:, idx]
             c = d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
             out.append(_top_stress((-0.5 * c).cpu().numpy(), min(k, d.shape[0])))

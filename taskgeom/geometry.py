@@ -29,6 +29,7 @@ from ._validate import (
     check_probabilities,
     check_tol,
     default_tol,
+    index_tensor,
     recheck_sums,
     same_events,
     to_output,
@@ -81,7 +82,7 @@ def ignorance(n: int, c: int) -> Ignorance:
 
 def truth(labels, c: int | None = None) -> Truth:
     """The true model P* of the labels ``(N,)`` (``c`` defaults to ``max(labels) + 1``)."""
-    lab = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    lab = index_tensor(labels)
     if lab.numel() == 0:
         raise ValueError("labels: empty; the truth needs at least one sample")
     c = int(lab.max()) + 1 if c is None else check_int(c, "c", minimum=1)

@@ -6,10 +6,9 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from ._validate import as_tensor, check_labels, to_output
+from ._validate import as_tensor, check_labels, index_tensor, to_output
 from .choices import HEADS  # noqa: F401 (the names, importable from here too)
 
 __all__ = ["HEADS", "ImprintedHead", "imprint", "fit_temperature"]
@@ -131,9 +130,9 @@ def imprint(
     f = f.to(torch.float64)
     if f.dim() != 2:
         raise ValueError(f"features must be (N, F), got {tuple(f.shape)}")
-    lab_np = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    c = int(lab_np.max()) + 1 if c is None else int(c)
-    lab = check_labels(lab_np, f.shape[0], c).to(f.device)
+    lab = index_tensor(labels)
+    c = (int(lab.max()) + 1 if lab.numel() else 1) if c is None else int(c)
+    lab = check_labels(lab, f.shape[0], c).to(f.device)
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")
     if not bool(torch.isfinite(f).all()):

@@ -25,6 +25,7 @@ from ._validate import (
     check_int,
     check_labels,
     check_probabilities,
+    float64_tensor,
     same_events,
     to_output,
 )
@@ -81,7 +82,7 @@ def _grid(grid) -> torch.Tensor:
             if grid > 1
             else torch.zeros(1, dtype=torch.float64)
         )
-    g = torch.as_tensor(np.asarray(grid, dtype=np.float64))
+    g = float64_tensor(grid, "cpu")
     if g.dim() != 1 or bool(((g < 0) | (g > 1) | ~torch.isfinite(g)).any()):
         raise ValueError("grid must be an int or a 1-d array of progress values in [0, 1]")
     return g
@@ -434,7 +435,7 @@ def _seed_counts(seeds, k: int, b: int, device) -> torch.Tensor:
     """(B, K) float64 seed counts; all ones (every seed once: the estimate's means) when ``seeds`` is None."""
     if seeds is None:
         return torch.ones(b, k, dtype=torch.float64, device=device)
-    s = torch.as_tensor(np.asarray(seeds, dtype=np.float64), device=device)
+    s = float64_tensor(seeds, device)
     if s.shape != (b, k) or bool((s < 0).any()) or bool((s.sum(1) <= 0).any()):
         raise ValueError(f"seed counts must be (B, K) = ({b}, {k}), non-negative, each row drawing a seed")
     return s
@@ -442,15 +443,14 @@ def _seed_counts(seeds, k: int, b: int, device) -> torch.Tensor:
 
 def _replicate_chunks(families, weights, seeds, budget: int = 1 << 25):
     """For chunks of replicates: each family's mean trajectory recomputed from the seeds that replicate draws
-    (weighted by their counts), and each drawn seed's sample-reweighted distance to it. Yields ``(rows,
-    roots, radii)``: ``rows`` the replicate indices of the chunk, ``roots[f]`` (b, G, N, C) the square roots
+    (weighted by their counts), and each drawn seed's sample-reweighted distance to it. Yields ``(rows, wb,
+    roots, radii)``: ``rows`` the replicate indices of the chunk, ``wb`` their weights (b, N), ``roots[f]`` (b, G, N, C) the square roots
     of family ``f``'s replicate means and ``radii[f]`` (b, G) its tube radii. Per-sample distances come from
     Gram products of square roots, ``-log sum_c sqrt(p q)`` (absolute error about 1e-16 per term: ample for
     intervals; the estimates themselves use the cancellation-free form)."""
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64))
     fams = [reference.normalized(f.to(torch.float64)) for f in families]
     sqrt_fams = [f.sqrt() for f in fams]
-    w = w.to(fams[0].device)
+    w = float64_tensor(weights, fams[0].device)
     n_rep = w.shape[0]
     counts = [_seed_counts(s, f.shape[0], n_rep, f.device) for f, s in zip(fams, seeds)]
     per_rep = max(f[0].numel() * 2 + f.shape[0] * f[0, :, :, 0].numel() for f in fams)
@@ -467,7 +467,7 @@ def _replicate_chunks(families, weights, seeds, budget: int = 1 << 25):
             r = torch.where(cb[:, :, None] > 0, r, torch.full_like(r, -math.inf)).max(1).values
             roots.append(root)
             radii.append(r)
-        yield rows, roots, radii
+        yield rows, wb, roots, radii
 
 
 def _families(*fams):
@@ -485,16 +485,15 @@ def pair_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> 
     the seeds drawn, and each tube radius is the largest reweighted distance of a drawn seed to its
     replicate's mean. A replicate that draws one seed of a family K times has radius 0 there."""
     a, b = _families(family_a, family_b)
-    w = np.asarray(weights, dtype=np.float64)
-    nd = np.empty((a.shape[1], w.shape[0]))
-    db = np.empty_like(nd)
-    for rows, (sa, sb), (ra, rb) in _replicate_chunks([a, b], w, [seeds_a, seeds_b]):
+    w = float64_tensor(weights, a.device)
+    nd = torch.empty(a.shape[1], w.shape[0], dtype=torch.float64, device=a.device)
+    db = torch.empty_like(nd)
+    for rows, wb, (sa, sb), (ra, rb) in _replicate_chunks([a, b], w, [seeds_a, seeds_b]):
         bc = (sa * sb).sum(-1).clamp(reference.BC_FLOOR, 1.0)  # (b, G, N)
-        wb = torch.as_tensor(w[rows], device=bc.device)
         d = -torch.einsum("bgn,bn->bg", torch.log(bc), wb) / bc.shape[-1]  # (b, G)
-        nd[:, rows] = _ratio(d, ra + rb).T.cpu().numpy()
-        db[:, rows] = d.T.cpu().numpy()
-    return nd, db
+        nd[:, rows] = _ratio(d, ra + rb).T
+        db[:, rows] = d.T
+    return nd.cpu().numpy(), db.cpu().numpy()
 
 
 def normalized_distance_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> np.ndarray:
@@ -508,11 +507,11 @@ def tube_radius_replicates(trajectories, weights, seeds=None) -> np.ndarray:
     trajectory of the seeds drawn (``seeds`` (B, K) counts; None: every seed once) and the largest
     reweighted (``weights`` (B, N)) distance of a drawn seed to it."""
     (t,) = _families(trajectories)
-    w = np.asarray(weights, dtype=np.float64)
-    out = np.empty((t.shape[1], w.shape[0]))
-    for rows, _means, (r,) in _replicate_chunks([t], w, [seeds]):
-        out[:, rows] = r.T.cpu().numpy()
-    return out
+    w = float64_tensor(weights, t.device)
+    out = torch.empty(t.shape[1], w.shape[0], dtype=torch.float64, device=t.device)
+    for rows, _w, _means, (r,) in _replicate_chunks([t], w, [seeds]):
+        out[:, rows] = r.T
+    return out.cpu().numpy()
 
 
 def normalized_distance_interval(

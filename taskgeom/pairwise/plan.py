@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .._validate import host_array
+
 __all__ = ["Tile", "uniform", "sized", "plan", "Blocks", "ArraySink", "FunctionSink", "execute"]
 
 
@@ -107,7 +109,7 @@ class Blocks:
         pieces = [p[max(i0, a) - a : min(i1, b) - a] for (a, b), p in zip(self.bounds, self.parts) if a < i1 and i0 < b]
         if all(isinstance(p, torch.Tensor) for p in pieces):
             return torch.cat(pieces)
-        return np.concatenate([np.asarray(p.cpu() if isinstance(p, torch.Tensor) else p) for p in pieces])
+        return np.concatenate([host_array(p) for p in pieces])
 
 
 class ArraySink:
@@ -118,7 +120,7 @@ class ArraySink:
         self.out = np.zeros((rows, cols))
 
     def put(self, tile: Tile, block) -> None:
-        d = block.detach().cpu().numpy() if isinstance(block, torch.Tensor) else np.asarray(block)
+        d = host_array(block)
         self.out[tile.r0 : tile.r1, tile.c0 : tile.c1] = d
         if tile.mirrored:
             self.out[tile.c0 : tile.c1, tile.r0 : tile.r1] = d.T
