@@ -133,6 +133,13 @@ def _fmt(v) -> str:
     return "-" if v is None else str(v)
 
 
+def report(payload: dict, path: str | None) -> None:
+    """Print ``payload`` as JSON without its ``env`` (the machine's description), and write all of it to
+    ``path`` (when given)."""
+    print(json.dumps({k: v for k, v in payload.items() if k != "env"}, indent=1, default=str))
+    write_json(path, payload)
+
+
 def write_json(path: str | None, payload: dict) -> None:
     if not path:
         return

@@ -15,7 +15,6 @@ PredictionStore (``landmark``) or an ``(m, N, C)`` ``.npy`` file (``exact``, ``e
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import subprocess
@@ -28,7 +27,7 @@ import numpy as np
 import taskgeom as tg
 from taskgeom import engines, large
 
-from _common import environment
+from _common import environment, report
 
 
 def peak_rss_gb() -> float:
@@ -209,9 +208,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - t0,
         "env": environment("cpu"),
     }
-    print(json.dumps({k: v for k, v in res.items() if k != "env"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+    report(res, args.json)
 
 
 if __name__ == "__main__":

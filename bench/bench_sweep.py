@@ -7,7 +7,6 @@ against Ray on the same CPUs, in one run; the merged stores must be equal.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 from taskgeom.store import PredictionStore
 from taskgeom.train.sweep import run_sweep
 
-from _common import environment
+from _common import environment, report
 
 SPEC = {
     "data": {"data": "digits"},
@@ -70,9 +69,7 @@ def main() -> None:
         "ray_checkpoints": remote["checkpoints_added"],
         "env": environment("cpu"),
     }
-    print(json.dumps({k: v for k, v in res.items() if k != "env"}, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=1))
+    report(res, args.json)
 
 
 if __name__ == "__main__":
