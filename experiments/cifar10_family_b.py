@@ -43,8 +43,9 @@ import numpy as np
 from _family import FAST, Family, FamilyRun, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
+from taskgeom.analysis import compare_families
 from taskgeom.bootstrap import above_estimate
-from taskgeom.trajectories import normalized_distance, pair_replicates, tube_radius_replicates
+from taskgeom.trajectories import tube_radius_replicates
 
 PARTS = ("r4-episodic", "r4-kway", "r5", "r7")
 #: self-supervised runs: Adam at the method's learning rate (1e-3), batches of 512
@@ -130,13 +131,13 @@ def final_models(fam: Family, g: str, ref: str) -> dict:
     end, ref_end = ([np.asarray(p[-1], np.float64) for p in fam.grouped.probs(x)] for x in (g, ref))
     pair = np.stack(end)[:, None], np.stack(ref_end)[:, None]
     boot = fam.boot([g, ref])
-    nd_reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])
-    est = float(np.asarray(normalized_distance(*pair))[0])
-    lo, hi = boot.interval(nd_reps[0], est)
+    curve = compare_families(*pair, boot, g, ref)
+    est, reps = float(curve.normalized[0]), curve.replicates[0]
+    lo, hi = boot.interval(reps, est)
     return {
         "final_normalized_distance": est,
         "final_normalized_distance_interval": [lo, hi],
-        "above_estimate": above_estimate(nd_reps[0], est),
+        "above_estimate": above_estimate(reps, est),
         "final_means_bhattacharyya": float(tg.bhattacharyya(np.mean(end, 0), np.mean(ref_end, 0))),
         "over": boot.over(g, ref),
     }
@@ -158,10 +159,9 @@ def distances_to(fam: Family, ref: str, grid) -> dict:
             shared, nd = np.zeros(0), np.zeros(0)
         else:
             pair = fam.grouped.reindexed(g, shared), fam.grouped.reindexed(ref, shared)
-            nd = np.asarray(normalized_distance(*pair))
             boot = fam.boot([g, ref])
-            with np.errstate(invalid="ignore"):
-                reps, _ = pair_replicates(*pair, boot.w, boot.seeds[g], boot.seeds[ref])  # (G, B)
+            curve = compare_families(*pair, boot, g, ref)
+            nd, reps = curve.normalized, curve.replicates  # (G,), (G, B)
             lo, hi = boot.interval(reps, nd)
             interval = {"low": lo, "high": hi, "above_estimate": above_estimate(reps, nd)}
             mean_interval, over = boot.interval(reps.mean(0), nd.mean()), boot.over(g, ref)

@@ -243,3 +243,34 @@ def test_trajectory_groups_grids_masks_and_reindexing():
     assert groups.reindexed("late", common) is r  # computed once
     pair = groups.pairs_on_shared_grid(["mid", "late"])("mid", "late")
     assert np.array_equal(pair[1], r)
+
+
+def test_compare_families_is_the_one_pair_comparison():
+    """compare_families gives normalized_distance's curve and pair_replicates' replicates (drawn from the
+    Resampling's weights and the two groups' seed counts); _compare_pair's means come from it."""
+    import taskgeom as tg
+    from taskgeom.analysis import PairCurve, TrajectoryGroups, _compare_pair, compare_families
+    from taskgeom.bootstrap import Resampling
+
+    a, y = _runs([[0.1, 0.4, 0.8], [0.15, 0.5, 0.85]])
+    b, _ = _runs([[0.05, 0.3, 0.9], [0.2, 0.45, 0.8], [0.1, 0.5, 0.95]])
+    groups = TrajectoryGroups({"a": a, "b": b}, y, points=5)
+    pair = groups.pairs_on_shared_grid(["a", "b"])("a", "b")
+    plain = compare_families(*pair)
+    assert isinstance(plain, PairCurve) and plain.replicates is None and plain.bhattacharyya_replicates is None
+    assert np.array_equal(plain.normalized, np.asarray(tg.normalized_distance(*pair)))
+    boot = Resampling(len(y), 40, {"a": 2, "b": 3}, seed=5)
+    curve = compare_families(*pair, boot, "a", "b")
+    reps, db_reps = tg.trajectories.pair_replicates(*pair, boot.w, boot.seeds["a"], boot.seeds["b"])
+    assert curve.replicates.shape == (pair[0].shape[1], 40)
+    assert np.array_equal(curve.normalized, plain.normalized)
+    assert np.array_equal(curve.replicates, reps, equal_nan=True)
+    assert np.array_equal(curve.bhattacharyya_replicates, db_reps, equal_nan=True)
+    # the seeds matter: other counts, other replicates
+    other = Resampling(len(y), 40, {"a": 2, "b": 3}, seed=6)
+    assert not np.array_equal(compare_families(*pair, other, "a", "b").replicates, curve.replicates, equal_nan=True)
+    nd, db, nd_reps, db_reps_mean = _compare_pair(pair, boot, "a", "b")
+    assert nd == float(np.mean(plain.normalized))
+    assert np.array_equal(nd_reps, reps.mean(0), equal_nan=True)
+    assert np.array_equal(db_reps_mean, db_reps.mean(0), equal_nan=True)
+    assert _compare_pair(None, boot, "a", "b")[2] is None
