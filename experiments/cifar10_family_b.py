@@ -43,9 +43,8 @@ import numpy as np
 from _family import FAST, Family, FamilyRun, arguments, run_script, smoke_settings, summary
 
 import taskgeom as tg
-from taskgeom.analysis import compare_families
 from taskgeom.bootstrap import above_estimate
-from taskgeom.trajectories import tube_radius_replicates
+from taskgeom.trajectories import compare_families, tube_radius_replicates
 
 PARTS = ("r4-episodic", "r4-kway", "r5", "r7")
 #: self-supervised runs: Adam at the method's learning rate (1e-3), batches of 512

@@ -39,8 +39,6 @@ __all__ = [
     "analyse",
     "place",
     "task_distances",
-    "compare_families",
-    "PairCurve",
     "reached_mask",
     "TrajectoryGroups",
 ]
@@ -642,7 +640,7 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
     chi = emb.explained_stress()
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
-    nds = {t: compare_families(families[t], families[ref]).normalized for t in others}
+    nds = {t: trajectories.compare_families(families[t], families[ref]).normalized for t in others}
     gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
     lengths = {
         t: {
@@ -959,37 +957,13 @@ class TrajectoryGroups:
         return shared
 
 
-@dataclass(frozen=True)
-class PairCurve:
-    """Two families compared at each point of one grid: the normalised distance (Remark 5) ``normalized``
-    (G,) and, with a bootstrap, its replicates (G, B) and those of the Bhattacharyya distance between the
-    mean trajectories (:func:`taskgeom.trajectories.pair_replicates`; None without one)."""
-
-    normalized: np.ndarray
-    replicates: np.ndarray | None = None
-    bhattacharyya_replicates: np.ndarray | None = None
-
-
-def compare_families(family_a, family_b, boot=None, a: str | None = None, b: str | None = None) -> PairCurve:
-    """The one comparison of two families (K, G, N, C) on one grid, as :func:`analyse`'s task distances and
-    the family scripts make it: the normalised distance at each point and, with ``boot`` (a
-    :class:`taskgeom.bootstrap.Resampling` that draws groups ``a`` and ``b``), its replicates over evaluation
-    samples and both groups' seeds, the means and tube radii recomputed in every replicate."""
-    nd = np.asarray(trajectories.normalized_distance(family_a, family_b))
-    if boot is None or not boot.n_boot:
-        return PairCurve(nd)
-    with np.errstate(invalid="ignore"):
-        reps, db_reps = trajectories.pair_replicates(family_a, family_b, boot.w, boot.seeds.get(a), boot.seeds.get(b))
-    return PairCurve(nd, reps, db_reps)
-
-
 def _compare_pair(pair, boot, a: str, b: str) -> tuple:
     """Normalised and Bhattacharyya distance of two families over their shared grid (means over it), and
     their bootstrap replicates (B,) over evaluation samples and seeds (None without a bootstrap)."""
     if pair is None:
         return math.nan, math.nan, None, None
     means = [torch.as_tensor(f.astype(np.float64).mean(0)) for f in pair]
-    curve = compare_families(*pair, boot, a, b)
+    curve = trajectories.compare_families(*pair, boot, a, b)
     nd = float(np.mean(curve.normalized))
     db = float(reference.bhattacharyya(*means).mean())
     if curve.replicates is None:

@@ -69,8 +69,10 @@ class Resampling:
     def __init__(self, n: int, n_boot: int, seeds_per_group: dict, seed: int = 0, level: float = 0.95, word="group"):
         if isinstance(n_boot, bool) or int(n_boot) < 0:
             raise ValueError(f"n_boot must be >= 0, got {n_boot}")
-        self.n_boot, self.level, self.seed, self.word = int(n_boot), float(level), int(seed), word
-        rng = np.random.default_rng(seed)
+        # seed: an int, or a Generator whose draws continue (taskgeom.compare's, shared with its permutations)
+        own = not isinstance(seed, np.random.Generator)
+        self.n_boot, self.level, self.seed, self.word = int(n_boot), float(level), int(seed) if own else None, word
+        rng = np.random.default_rng(seed) if own else seed
         self.w = sample_weights(n, n_boot, rng) if self.n_boot else None
         self.seeds = {g: seed_weights(k, n_boot, rng) for g, k in seeds_per_group.items()} if self.n_boot else {}
 

@@ -147,9 +147,11 @@ def compare(
     pooled, k_a, labels, g = _reindexed(a, b, labels, grid)
     fa, fb = pooled[:k_a], pooled[k_a:]
     k_b = len(fb)
-    nd = np.asarray(trajectories.normalized_distance(fa, fb, validate=False))
-    rng = np.random.default_rng(seed)
-    interval, mean_interval, over, above = _bootstrap(fa, fb, nd, len(labels), n_boot, level, rng)
+    rng = np.random.default_rng(seed)  # the bootstrap's draws, then the permutations'
+    boot = bootstrap.Resampling(len(labels), n_boot, {"a": k_a, "b": k_b}, seed=rng, level=level)
+    curve = trajectories.compare_families(fa, fb, boot, "a", "b", validate=False)
+    nd = curve.normalized
+    interval, mean_interval, over, above = _bootstrap(curve, k_a, k_b, n_boot, level)
     observed = float(_grid_mean(nd, np.isfinite(nd)))
     p, count, exhaustive = _permutation_test(pooled, k_a, k_b, observed, n_perm, rng)
     return Comparison(
@@ -194,16 +196,12 @@ def _reindexed(a, b, labels, grid: int) -> tuple:
     return pooled, k_a, labels, g
 
 
-def _bootstrap(fa, fb, nd: np.ndarray, n: int, n_boot: int, level: float, rng) -> tuple:
+def _bootstrap(curve, k_a: int, k_b: int, n_boot: int, level: float) -> tuple:
     """(interval, mean_interval, over, above_estimate): percentile intervals of the curve and of its mean over
-    ``n_boot`` replicates of the ``n`` evaluation samples and both groups' seeds."""
+    its ``n_boot`` replicates (evaluation samples and both groups' seeds)."""
     if not n_boot:
         return {}, {}, "nothing (n_boot=0)", None
-    k_a, k_b = len(fa), len(fb)
-    w = bootstrap.sample_weights(n, n_boot, rng)
-    reps, _ = trajectories.pair_replicates(
-        fa, fb, w, bootstrap.seed_weights(k_a, n_boot, rng), bootstrap.seed_weights(k_b, n_boot, rng)
-    )
+    nd, reps = curve.normalized, curve.replicates
     lo, hi = bootstrap.percentile_interval(reps, level, estimate=nd)  # bias-corrected: see the module docstring
     ok = np.isfinite(nd)  # the grid values where the data's ratio is defined
     means, mean = _grid_mean(reps, ok), _grid_mean(nd, ok)

@@ -12,6 +12,7 @@ per-sample terms.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -44,6 +45,8 @@ __all__ = [
     "tube_radius_replicates",
     "riemann_length_density",
     "pair_replicates",
+    "PairCurve",
+    "compare_families",
     "normalized_distance_interval",
 ]
 
@@ -512,6 +515,33 @@ def tube_radius_replicates(trajectories, weights, seeds=None) -> np.ndarray:
     for rows, _w, _means, (r,) in _replicate_chunks([t], w, [seeds]):
         out[:, rows] = r.T
     return out.cpu().numpy()
+
+
+@dataclass(frozen=True)
+class PairCurve:
+    """Two families compared at each point of one grid: the normalised distance (Remark 5) ``normalized``
+    (G,) and, with a bootstrap, its replicates (G, B) and those of the Bhattacharyya distance between the
+    mean trajectories (:func:`pair_replicates`; None without one)."""
+
+    normalized: np.ndarray
+    replicates: np.ndarray | None = None
+    bhattacharyya_replicates: np.ndarray | None = None
+
+
+def compare_families(
+    family_a, family_b, boot=None, a: str | None = None, b: str | None = None, validate: bool = True
+) -> PairCurve:
+    """The one comparison of two families (K, G, N, C) on one grid, as :func:`taskgeom.compare`,
+    :func:`taskgeom.analyse`'s task distances and the family scripts make it: the normalised distance at
+    each point and, with ``boot`` (a :class:`taskgeom.bootstrap.Resampling` that draws groups ``a`` and
+    ``b``), its replicates over evaluation samples and both groups' seeds, the means and tube radii
+    recomputed in every replicate (:func:`pair_replicates`)."""
+    nd = np.asarray(normalized_distance(family_a, family_b, validate=validate))
+    if boot is None or not boot.n_boot:
+        return PairCurve(nd)
+    with np.errstate(invalid="ignore"):
+        reps, db_reps = pair_replicates(family_a, family_b, boot.w, boot.seeds.get(a), boot.seeds.get(b))
+    return PairCurve(nd, reps, db_reps)
 
 
 def normalized_distance_interval(

@@ -249,8 +249,9 @@ def test_compare_families_is_the_one_pair_comparison():
     """compare_families gives normalized_distance's curve and pair_replicates' replicates (drawn from the
     Resampling's weights and the two groups' seed counts); _compare_pair's means come from it."""
     import taskgeom as tg
-    from taskgeom.analysis import PairCurve, TrajectoryGroups, _compare_pair, compare_families
+    from taskgeom.analysis import TrajectoryGroups, _compare_pair
     from taskgeom.bootstrap import Resampling
+    from taskgeom.trajectories import PairCurve, compare_families
 
     a, y = _runs([[0.1, 0.4, 0.8], [0.15, 0.5, 0.85]])
     b, _ = _runs([[0.05, 0.3, 0.9], [0.2, 0.45, 0.8], [0.1, 0.5, 0.95]])
