@@ -36,6 +36,16 @@ struct View3 {
   int64_t stride[3] = {0, 0, 0};
 };
 
+TG_HD float bits_as_float(uint32_t bits) {
+  float f;
+#if defined(__CUDA_ARCH__)
+  f = __uint_as_float(bits);
+#else
+  std::memcpy(&f, &bits, 4);
+#endif
+  return f;
+}
+
 TG_HD float half_to_float(uint16_t h) {
 #if defined(__F16C__) && !defined(__CUDACC__)
   return _cvtsh_ss(h);
@@ -60,25 +70,12 @@ TG_HD float half_to_float(uint16_t h) {
   } else {
     bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
   }
-  float f;
-#if defined(__CUDA_ARCH__)
-  f = __uint_as_float(bits);
-#else
-  std::memcpy(&f, &bits, 4);
-#endif
-  return f;
+  return bits_as_float(bits);
 #endif
 }
 
 TG_HD float bf16_to_float(uint16_t h) {
-  uint32_t bits = (uint32_t)h << 16;
-  float f;
-#if defined(__CUDA_ARCH__)
-  f = __uint_as_float(bits);
-#else
-  std::memcpy(&f, &bits, 4);
-#endif
-  return f;
+  return bits_as_float((uint32_t)h << 16);
 }
 
 // Load element `offset` (in elements) of a buffer of the given dtype as float32 (float64 is rounded).

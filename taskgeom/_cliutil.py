@@ -74,44 +74,28 @@ def finite_float(text: str) -> float:
     return _float(text)
 
 
-def fraction(text: str) -> float:
-    """argparse type: a number in the open interval (0, 1)."""
-    v = _float(text)
-    if not 0 < v < 1:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {v:g}")
-    return v
+def _bounded(name: str, parse, ok, must: str):
+    """An argparse type ``name``: ``parse`` the text (:func:`_int` or :func:`_float`), then refuse a value
+    that is not ``ok`` with "must be ``must``"."""
+
+    def check(text: str):
+        v = parse(text)
+        if not ok(v):
+            raise argparse.ArgumentTypeError(
+                f"must be {must}, got {v:g}" if isinstance(v, float) else f"must be {must}, got {v}"
+            )
+        return v
+
+    check.__name__ = check.__qualname__ = name
+    check.__doc__ = f"argparse type: {must}."
+    return check
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    v = _int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {v}")
-    return v
-
-
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    v = _int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer (>= 0), got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    v = _float(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number (> 0), got {v:g}")
-    return v
-
-
-def nonnegative_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    v = _float(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number (>= 0), got {v:g}")
-    return v
+fraction = _bounded("fraction", _float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+positive_int = _bounded("positive_int", _int, lambda v: v >= 1, "a positive integer (>= 1)")
+nonnegative_int = _bounded("nonnegative_int", _int, lambda v: v >= 0, "a non-negative integer (>= 0)")
+positive_float = _bounded("positive_float", _float, lambda v: v > 0, "a positive number (> 0)")
+nonnegative_float = _bounded("nonnegative_float", _float, lambda v: v >= 0, "a non-negative number (>= 0)")
 
 
 class OneLineParser(argparse.ArgumentParser):
