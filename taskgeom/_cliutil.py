@@ -74,9 +74,9 @@ def finite_float(text: str) -> float:
     return _float(text)
 
 
-def _bounded(name: str, parse, ok, must: str):
-    """An argparse type ``name``: ``parse`` the text (:func:`_int` or :func:`_float`), then refuse a value
-    that is not ``ok`` with "must be ``must``"."""
+def _bounded(name: str, parse, ok, must: str, doc: str):
+    """An argparse type ``name`` (docstring ``doc``): ``parse`` the text (:func:`_int` or :func:`_float`),
+    then refuse a value that is not ``ok`` with "must be ``must``"."""
 
     def check(text: str):
         v = parse(text)
@@ -87,15 +87,33 @@ def _bounded(name: str, parse, ok, must: str):
         return v
 
     check.__name__ = check.__qualname__ = name
-    check.__doc__ = f"argparse type: {must}."
+    check.__doc__ = doc
     return check
 
 
-fraction = _bounded("fraction", _float, lambda v: 0 < v < 1, "a fraction in (0, 1)")
-positive_int = _bounded("positive_int", _int, lambda v: v >= 1, "a positive integer (>= 1)")
-nonnegative_int = _bounded("nonnegative_int", _int, lambda v: v >= 0, "a non-negative integer (>= 0)")
-positive_float = _bounded("positive_float", _float, lambda v: v > 0, "a positive number (> 0)")
-nonnegative_float = _bounded("nonnegative_float", _float, lambda v: v >= 0, "a non-negative number (>= 0)")
+fraction = _bounded(
+    "fraction",
+    _float,
+    lambda v: 0 < v < 1,
+    "a fraction in (0, 1)",
+    "argparse type: a number in the open interval (0, 1).",
+)
+positive_int = _bounded(
+    "positive_int", _int, lambda v: v >= 1, "a positive integer (>= 1)", "argparse type: an integer >= 1."
+)
+nonnegative_int = _bounded(
+    "nonnegative_int", _int, lambda v: v >= 0, "a non-negative integer (>= 0)", "argparse type: an integer >= 0."
+)
+positive_float = _bounded(
+    "positive_float", _float, lambda v: v > 0, "a positive number (> 0)", "argparse type: a finite number > 0."
+)
+nonnegative_float = _bounded(
+    "nonnegative_float",
+    _float,
+    lambda v: v >= 0,
+    "a non-negative number (>= 0)",
+    "argparse type: a finite number >= 0.",
+)
 
 
 class OneLineParser(argparse.ArgumentParser):

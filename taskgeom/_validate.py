@@ -92,8 +92,8 @@ def float64_tensor(x, device=None) -> torch.Tensor:
 
 
 def host_array(x) -> np.ndarray:
-    """``x`` as a numpy array on the host: a tensor is detached and copied off its device, anything else
-    is taken by ``np.asarray`` (no copy where none is needed)."""
+    """``x`` as a numpy array on the host: a tensor is detached and brought off its device (a CPU tensor's
+    memory is shared, not copied), anything else is taken by ``np.asarray`` (no copy where none is needed)."""
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
@@ -102,6 +102,13 @@ def index_tensor(x, device=None) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x if device is None else x.to(device)
     return torch.as_tensor(np.asarray(x), device=device)
+
+
+def label_count(labels: torch.Tensor) -> int:
+    """``max(labels) + 1``, the classes labels imply (any integer dtype: torch cannot reduce uint16-64)."""
+    if labels.numel() == 0:
+        raise ValueError("labels: empty; at least one labelled sample is needed")
+    return int(labels.to(torch.int64).max()) + 1
 
 
 def default_tol(dtype: torch.dtype) -> float:

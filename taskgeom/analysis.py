@@ -817,12 +817,11 @@ def reached_mask(res, task: str) -> np.ndarray:
 def _interval(
     fam: np.ndarray, ref: np.ndarray, est: np.ndarray, keep, boot: _bootstrap.Resampling, task: str, ref_task: str
 ):
-    """Bootstrap interval of the normalised distance curve ``est`` (reweighted per-sample terms:
-    :func:`taskgeom.trajectories.normalized_distance_replicates`), None outside ``keep``; {} without
-    replicates."""
+    """Bootstrap interval of the normalised distance curve ``est`` (the replicates of
+    :func:`taskgeom.trajectories.compare_families`), None outside ``keep``; {} without replicates."""
     if not boot.n_boot:
         return {}
-    reps = trajectories.normalized_distance_replicates(fam, ref, boot.w, boot.seeds[task], boot.seeds[ref_task])
+    reps = trajectories.compare_families(fam, ref, boot, task, ref_task, validate=False).replicates
     over = boot.over(task, ref_task)
     interval = _bootstrap.summary(reps, boot.level, keep, estimate=est)
     return {**interval, "level": boot.level, "replicates": boot.n_boot, "over": over}
@@ -1018,7 +1017,7 @@ def task_distances(families: dict, final_progress: dict, grid: np.ndarray, share
             nd[j, i], db[j, i] = nd[i, j], db[i, j]
             # the final models (the re-indexed trajectories end at each run's last checkpoint)
             nd_end[i, j] = nd_end[j, i] = float(
-                trajectories.normalized_distance(families[a][:, -1:], families[b][:, -1:])[0]
+                trajectories.compare_families(families[a][:, -1:], families[b][:, -1:]).normalized[0]
             )
             db_end[i, j] = db_end[j, i] = float(geometry.bhattacharyya(means[a][-1], means[b][-1]))
     out = {

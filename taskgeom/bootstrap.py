@@ -62,11 +62,15 @@ def seed_weights(k: int, n_boot: int, rng) -> np.ndarray:
 class Resampling:
     """One bootstrap shared by every statistic of an analysis: sample counts ``w`` ``(B, N)`` and, per group,
     seed counts ``seeds[group]`` ``(B, K)`` (all ones for a group of fewer than :data:`MIN_SEEDS` seeds), drawn
-    in that order from one generator seeded with ``seed``; nothing is drawn when ``n_boot`` is 0. ``word``
+    in that order from one generator seeded with ``seed`` (or from ``seed`` itself when it is a
+    ``numpy.random.Generator``, whose draws then continue: :func:`taskgeom.compare`'s permutations follow
+    its bootstrap; ``self.seed`` is then None); nothing is drawn when ``n_boot`` is 0. ``word``
     names the groups in :meth:`over` ("task" in the main job, "group" in the family scripts). The analysis
     (:func:`taskgeom.analyse`), :func:`taskgeom.analysis.task_distances` and the experiments take it."""
 
-    def __init__(self, n: int, n_boot: int, seeds_per_group: dict, seed: int = 0, level: float = 0.95, word="group"):
+    def __init__(
+        self, n: int, n_boot: int, seeds_per_group: dict, seed: int | np.random.Generator = 0, level=0.95, word="group"
+    ):
         if isinstance(n_boot, bool) or int(n_boot) < 0:
             raise ValueError(f"n_boot must be >= 0, got {n_boot}")
         # seed: an int, or a Generator whose draws continue (taskgeom.compare's, shared with its permutations)

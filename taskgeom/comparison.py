@@ -89,7 +89,7 @@ def _group(x, name: str):
             own = np.asarray(runs[0].labels)
             if any(not np.array_equal(np.asarray(r.labels), own) for r in runs[1:]):
                 raise ValueError(f"{name}: its trajectories were recorded on different evaluation sets")
-        runs = [as_tensor(np.asarray(getattr(r, "probs", r)), name)[0] for r in runs]
+        runs = [as_tensor(getattr(r, "probs", r), name)[0] for r in runs]
     for r in runs:
         if r.dim() != 3 or r.shape[0] < 2:
             raise ValueError(f"{name}: every trajectory needs shape (T >= 2, N, C), got {tuple(r.shape)}")

@@ -30,6 +30,7 @@ from ._validate import (
     check_tol,
     default_tol,
     index_tensor,
+    label_count,
     recheck_sums,
     same_events,
     to_output,
@@ -85,7 +86,7 @@ def truth(labels, c: int | None = None) -> Truth:
     lab = index_tensor(labels)
     if lab.numel() == 0:
         raise ValueError("labels: empty; the truth needs at least one sample")
-    c = int(lab.max()) + 1 if c is None else check_int(c, "c", minimum=1)
+    c = label_count(lab) if c is None else check_int(c, "c", minimum=1)
     return Truth(check_labels(lab, lab.numel(), c), c)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import as_tensor, check_labels, index_tensor, to_output
+from ._validate import as_tensor, check_labels, index_tensor, label_count, to_output
 from .choices import HEADS  # noqa: F401 (the names, importable from here too)
 
 __all__ = ["HEADS", "ImprintedHead", "imprint", "fit_temperature"]
@@ -131,7 +131,7 @@ def imprint(
     if f.dim() != 2:
         raise ValueError(f"features must be (N, F), got {tuple(f.shape)}")
     lab = index_tensor(labels)
-    c = (int(lab.max()) + 1 if lab.numel() else 1) if c is None else int(c)
+    c = label_count(lab) if c is None else int(c)
     lab = check_labels(lab, f.shape[0], c).to(f.device)
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}")

@@ -473,9 +473,11 @@ def _device_operands(models, dev) -> tuple:
     in place; anything else is opened as a model set (:func:`taskgeom.modelsets.open_models`)."""
     import torch
 
+    from ._validate import host_array
+
     on_device = isinstance(models, torch.Tensor) and models.device.type == dev.type
     if isinstance(models, torch.Tensor) and not on_device:
-        models = models.detach().cpu().numpy()
+        models = host_array(models)
     if on_device:
         if models.dim() != 3 or models.numel() == 0 or not models.is_floating_point():
             raise ValueError(f"models: expected a non-empty float (m, N, C) tensor, got {tuple(models.shape)}")
@@ -591,13 +593,14 @@ def _lanczos(dd, k: int, tol: float, seed: int, ncv: int, progress, info: dict) 
     with the tiles per iteration, on their device)."""
     import time
 
-    import torch
     from scipy.sparse.linalg import LinearOperator, eigsh
+
+    from ._validate import float64_tensor
 
     m, dev, count, t2 = dd.m, dd.device, [0], time.perf_counter()
 
     def matvec(x):
-        y = dd.w_matmat(torch.as_tensor(np.asarray(x, dtype=np.float64).reshape(-1), device=dev))
+        y = dd.w_matmat(float64_tensor(x, dev).reshape(-1))
         count[0] += 1
         if progress is not None:
             progress("lanczos", count[0], None)

@@ -11,7 +11,7 @@ import torch
 
 from . import _cuda_ops, divergences
 from ._native import cuda_module
-from ._validate import check_probabilities
+from ._validate import check_probabilities, host_array
 
 __all__ = ["file_backed", "read_chunk_into", "pairwise_streamed"]
 
@@ -45,7 +45,7 @@ def read_chunk_into(src, n0: int, n1: int, dst: np.ndarray) -> None:
     fb = file_backed(src) if isinstance(src, np.ndarray) else None
     if fb is None:
         view = src[:, n0:n1]
-        dst[:, :length] = view.numpy() if isinstance(view, torch.Tensor) else view
+        dst[:, :length] = host_array(view)
         return
     path, offset = fb
     m, n, c = src.shape

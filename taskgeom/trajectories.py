@@ -27,6 +27,7 @@ from ._validate import (
     check_labels,
     check_probabilities,
     float64_tensor,
+    host_array,
     same_events,
     to_output,
 )
@@ -536,11 +537,15 @@ def compare_families(
     each point and, with ``boot`` (a :class:`taskgeom.bootstrap.Resampling` that draws groups ``a`` and
     ``b``), its replicates over evaluation samples and both groups' seeds, the means and tube radii
     recomputed in every replicate (:func:`pair_replicates`)."""
-    nd = np.asarray(normalized_distance(family_a, family_b, validate=validate))
+    nd = host_array(normalized_distance(family_a, family_b, validate=validate))
     if boot is None or not boot.n_boot:
         return PairCurve(nd)
-    with np.errstate(invalid="ignore"):
-        reps, db_reps = pair_replicates(family_a, family_b, boot.w, boot.seeds.get(a), boot.seeds.get(b))
+    missing = [g for g in (a, b) if g not in boot.seeds]
+    if missing:
+        raise ValueError(
+            f"the bootstrap draws no seeds for group(s) {missing}; name the two groups it drew: {list(boot.seeds)}"
+        )
+    reps, db_reps = pair_replicates(family_a, family_b, boot.w, boot.seeds[a], boot.seeds[b])
     return PairCurve(nd, reps, db_reps)
 
 

@@ -246,8 +246,12 @@ def test_trajectory_groups_grids_masks_and_reindexing():
 
 
 def test_compare_families_is_the_one_pair_comparison():
-    """compare_families gives normalized_distance's curve and pair_replicates' replicates (drawn from the
-    Resampling's weights and the two groups' seed counts); _compare_pair's means come from it."""
+    """compare_families: normalized_distance's curve and, with a Resampling, replicates that equal the
+    statistic recomputed on explicitly resampled data (each evaluation sample repeated as often as the
+    replicate draws it, each seed as often as it is drawn: an oracle independent of the reweighting code);
+    _compare_pair's means come from it."""
+    from types import SimpleNamespace
+
     import taskgeom as tg
     from taskgeom.analysis import TrajectoryGroups, _compare_pair
     from taskgeom.bootstrap import Resampling
@@ -256,22 +260,34 @@ def test_compare_families_is_the_one_pair_comparison():
     a, y = _runs([[0.1, 0.4, 0.8], [0.15, 0.5, 0.85]])
     b, _ = _runs([[0.05, 0.3, 0.9], [0.2, 0.45, 0.8], [0.1, 0.5, 0.95]])
     groups = TrajectoryGroups({"a": a, "b": b}, y, points=5)
-    pair = groups.pairs_on_shared_grid(["a", "b"])("a", "b")
-    plain = compare_families(*pair)
+    fa, fb = (f.astype(np.float64) for f in groups.pairs_on_shared_grid(["a", "b"])("a", "b"))
+    plain = compare_families(fa, fb)
     assert isinstance(plain, PairCurve) and plain.replicates is None and plain.bhattacharyya_replicates is None
-    assert np.array_equal(plain.normalized, np.asarray(tg.normalized_distance(*pair)))
-    boot = Resampling(len(y), 40, {"a": 2, "b": 3}, seed=5)
-    curve = compare_families(*pair, boot, "a", "b")
-    reps, db_reps = tg.trajectories.pair_replicates(*pair, boot.w, boot.seeds["a"], boot.seeds["b"])
-    assert curve.replicates.shape == (pair[0].shape[1], 40)
+    assert np.array_equal(plain.normalized, np.asarray(tg.normalized_distance(fa, fb)))
+    boot = Resampling(len(y), 12, {"a": 2, "b": 3}, seed=5)
+    curve = compare_families(fa, fb, boot, "a", "b")
+    assert curve.replicates.shape == curve.bhattacharyya_replicates.shape == (fa.shape[1], 12)
     assert np.array_equal(curve.normalized, plain.normalized)
-    assert np.array_equal(curve.replicates, reps, equal_nan=True)
-    assert np.array_equal(curve.bhattacharyya_replicates, db_reps, equal_nan=True)
-    # the seeds matter: other counts, other replicates
-    other = Resampling(len(y), 40, {"a": 2, "b": 3}, seed=6)
-    assert not np.array_equal(compare_families(*pair, other, "a", "b").replicates, curve.replicates, equal_nan=True)
-    nd, db, nd_reps, db_reps_mean = _compare_pair(pair, boot, "a", "b")
+
+    def resampled(w, ca, cb):
+        idx = np.repeat(np.arange(len(y)), w.astype(int))
+        return np.repeat(fa, ca.astype(int), 0)[:, :, idx], np.repeat(fb, cb.astype(int), 0)[:, :, idx]
+
+    for r in range(12):
+        ra, rb = resampled(boot.w[r], boot.seeds["a"][r], boot.seeds["b"][r])
+        np.testing.assert_allclose(curve.replicates[:, r], np.asarray(tg.normalized_distance(ra, rb)), rtol=1e-7)
+        db = [float(tg.bhattacharyya(ra[:, g].mean(0), rb[:, g].mean(0))) for g in range(fa.shape[1])]
+        np.testing.assert_allclose(curve.bhattacharyya_replicates[:, r], db, rtol=1e-7, atol=1e-12)
+    # the seed counts are used: every seed once gives other replicates, equal to the samples-only oracle
+    ones = SimpleNamespace(n_boot=12, w=boot.w, seeds={"a": np.ones((12, 2)), "b": np.ones((12, 3))})
+    only_samples = compare_families(fa, fb, ones, "a", "b").replicates
+    assert not np.allclose(only_samples, curve.replicates)
+    ra, rb = resampled(boot.w[0], np.ones(2), np.ones(3))
+    np.testing.assert_allclose(only_samples[:, 0], np.asarray(tg.normalized_distance(ra, rb)), rtol=1e-7)
+    with pytest.raises(ValueError, match="no seeds for group"):
+        compare_families(fa, fb, boot)  # the groups not named: refused, not drawn without seeds
+    nd, db, nd_reps, db_reps_mean = _compare_pair((fa, fb), boot, "a", "b")
     assert nd == float(np.mean(plain.normalized))
-    assert np.array_equal(nd_reps, reps.mean(0), equal_nan=True)
-    assert np.array_equal(db_reps_mean, db_reps.mean(0), equal_nan=True)
-    assert _compare_pair(None, boot, "a", "b")[2] is None
+    assert np.array_equal(nd_reps, curve.replicates.mean(0))
+    assert np.array_equal(db_reps_mean, curve.bhattacharyya_replicates.mean(0))
+    assert _compare_pair(None, boot, "a", "b")[2:] == (None, None)

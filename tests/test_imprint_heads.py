@@ -3,6 +3,7 @@ and the authors' Euclidean prototypes; the head and temperature are recorded wit
 
 import numpy as np
 import pytest
+import torch
 
 import taskgeom as tg
 from taskgeom.imprinting import HEADS, fit_temperature
@@ -103,3 +104,21 @@ def test_train_default_head_is_cosine_ml():
     from taskgeom.train import TrainConfig
 
     assert TrainConfig.imprint_head == "cosine-ml" and PictureConfig.imprint_head == "cosine-ml"
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.uint32, np.uint64, np.int32, np.int64])
+def test_labels_of_any_integer_dtype_imply_the_classes(dtype):
+    """imprint and truth take labels of any integer dtype without ``c`` (torch cannot reduce uint16-64), and
+    empty labels are named as such."""
+    from taskgeom.geometry import truth
+    from taskgeom.imprinting import imprint
+
+    rng = np.random.default_rng(0)
+    feats, y = rng.random((9, 4)), np.array([0, 1, 2] * 3, dtype=dtype)
+    ref = imprint(feats, y.astype(np.int64))
+    got = imprint(feats, y)
+    assert torch.equal(got.weights, ref.weights) and got.scale == ref.scale
+    assert torch.equal(torch.as_tensor(got(feats)), torch.as_tensor(ref(feats)))
+    assert truth(y).c == 3
+    with pytest.raises(ValueError, match="labels: empty"):
+        imprint(feats[:0], y[:0])
