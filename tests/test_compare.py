@@ -112,3 +112,46 @@ def test_runs_sharing_their_start_give_a_finite_mean_and_a_possible_p_value(monk
     assert res.undefined == 1 and math.isfinite(res.mean)
     assert res.mean == pytest.approx(np.mean(res.normalized_distance[1:]))
     assert 1 / res.permutations <= res.p_value <= 1
+
+
+def test_draws_follow_the_documented_order_against_an_explicit_resampling():
+    """compare's generator draws the bootstrap (sample counts, then a's seed counts, then b's) and then the
+    permutation splits: its mean interval and p-value equal those rebuilt here from those draws, each
+    replicate recomputed on explicitly resampled data (samples and seeds repeated as drawn), each split's
+    statistic from normalized_distance on the two halves."""
+    a, y = family(3)
+    b, _ = family(3, first_seed=10)  # the same recipe: the splits' statistics spread, and p depends on them
+    n_boot, n_perm, level = 9, 8, 0.9
+
+    def draws(seed):
+        rng = np.random.default_rng(seed)
+        w = tg.bootstrap.sample_weights(len(y), n_boot, rng)
+        return rng, w, tg.bootstrap.seed_weights(3, n_boot, rng), tg.bootstrap.seed_weights(3, n_boot, rng)
+
+    # a generator whose replicates each draw two seeds or more of each group: one seed drawn three times has
+    # tube radius 0, where the ratio is decided by rounding (about 1e-16 in the Gram form, 1e-31 here)
+    seed = next(k for k in range(200) if all(((s > 0).sum(1) >= 2).all() for s in draws(k)[2:]))
+    c = compare(a, b, y, grid=6, n_boot=n_boot, n_perm=n_perm, level=level, seed=seed)
+    grid = np.asarray(c.grid)
+    fa, fb = (np.stack([np.asarray(tg.reindex(r, y, grid=grid), np.float64) for r in f]) for f in (a, b))
+    nd = np.asarray(tg.normalized_distance(fa, fb))
+    assert np.allclose(nd, c.normalized_distance, rtol=1e-12)
+    ok = np.isfinite(nd)
+    rng, w, sa, sb = draws(seed)
+    means = []
+    for r in range(n_boot):
+        idx = np.repeat(np.arange(len(y)), w[r].astype(int))
+        ra, rb = np.repeat(fa, sa[r].astype(int), 0)[:, :, idx], np.repeat(fb, sb[r].astype(int), 0)[:, :, idx]
+        means.append(np.asarray(tg.normalized_distance(ra, rb))[ok].mean())
+    lo, hi = tg.bootstrap.percentile_interval(np.array(means), level, estimate=nd[ok].mean())
+    np.testing.assert_allclose([c.mean_interval["low"], c.mean_interval["high"]], [lo, hi], rtol=1e-7)
+    pooled = np.concatenate([fa, fb])
+    splits = [np.arange(3)] + [rng.permutation(6)[:3] for _ in range(n_perm - 1)]  # C(6, 3) = 20 > n_perm
+    stats = []
+    for s in splits:
+        rest = np.setdiff1d(np.arange(6), s)
+        v = np.asarray(tg.normalized_distance(pooled[s], pooled[rest]))
+        stats.append(v[np.isfinite(v)].mean())
+    assert not c.exhaustive and c.permutations == n_perm
+    assert c.p_value == pytest.approx(np.mean(np.array(stats) >= c.mean - 1e-12 * max(1.0, abs(c.mean))))
+    assert 1 / n_perm < c.p_value < 1  # not the observed split alone, nor every split: the draws decide it
