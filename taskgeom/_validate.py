@@ -97,11 +97,12 @@ def host_array(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def index_tensor(x, device=None) -> torch.Tensor:
-    """``x`` (labels, indices) as a tensor, its dtype kept (checked by the caller), converted once."""
+def tensor_of(x, device=None, dtype=None) -> torch.Tensor:
+    """``x`` (labels, indices, images) as a tensor: a tensor as it is, anything else converted once through
+    numpy; its dtype kept (checked by the caller) unless ``dtype`` is given, on ``device`` when given."""
     if isinstance(x, torch.Tensor):
-        return x if device is None else x.to(device)
-    return torch.as_tensor(np.asarray(x), device=device)
+        return x if device is None and dtype is None else x.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(x), dtype=dtype, device=device)
 
 
 def label_count(labels: torch.Tensor) -> int:
@@ -233,7 +234,7 @@ def check_probabilities(
 
 def check_labels(labels, n: int, c: int, name: str = "labels") -> torch.Tensor:
     """Labels as an int64 tensor of shape (N,), each in [0, C)."""
-    lab = index_tensor(labels)
+    lab = tensor_of(labels)
     if lab.dim() != 1:
         raise ValueError(f"{name}: expected shape (N,), got {tuple(lab.shape)}")
     if lab.dtype == torch.bool:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import embedding, reference
-from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, index_tensor
+from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, tensor_of
 
 __all__ = [
     "MIN_SEEDS",
@@ -239,7 +239,7 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=
     for b0 in range(0, w.shape[0], chunk):
         for j, d in enumerate(_weighted_distances(p, w[b0 : b0 + chunk], budget)):
             if index is not None:
-                idx = index_tensor(index[b0 + j], d.device).to(torch.int64)
+                idx = tensor_of(index[b0 + j], d.device).to(torch.int64)
                 d = d[idx][:, idx]
             c = d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
             out.append(_top_stress((-0.5 * c).cpu().numpy(), min(k, d.shape[0])))

@@ -29,10 +29,10 @@ from ._validate import (
     check_probabilities,
     check_tol,
     default_tol,
-    index_tensor,
     label_count,
     recheck_sums,
     same_events,
+    tensor_of,
     to_output,
 )
 
@@ -83,7 +83,7 @@ def ignorance(n: int, c: int) -> Ignorance:
 
 def truth(labels, c: int | None = None) -> Truth:
     """The true model P* of the labels ``(N,)`` (``c`` defaults to ``max(labels) + 1``)."""
-    lab = index_tensor(labels)
+    lab = tensor_of(labels)
     if lab.numel() == 0:
         raise ValueError("labels: empty; the truth needs at least one sample")
     c = label_count(lab) if c is None else check_int(c, "c", minimum=1)

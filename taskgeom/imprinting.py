@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._validate import as_tensor, check_labels, index_tensor, label_count, to_output
+from ._validate import as_tensor, check_labels, label_count, tensor_of, to_output
 from .choices import HEADS  # noqa: F401 (the names, importable from here too)
 
 __all__ = ["HEADS", "ImprintedHead", "imprint", "fit_temperature"]
@@ -130,7 +130,7 @@ def imprint(
     f = f.to(torch.float64)
     if f.dim() != 2:
         raise ValueError(f"features must be (N, F), got {tuple(f.shape)}")
-    lab = index_tensor(labels)
+    lab = tensor_of(labels)
     c = label_count(lab) if c is None else int(c)
     lab = check_labels(lab, f.shape[0], c).to(f.device)
     if head not in HEADS:

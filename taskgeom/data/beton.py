@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._validate import tensor_of
 from .augment import normalize
 from .images import _IMAGE_EXT
 
@@ -223,9 +224,7 @@ class FFCVLoader:
                 indices=None if indices is None else np.asarray(indices, dtype=np.int64),
             )
         self.classes = classes_of(p) if _classes_file(p).exists() else None
-        self._remap = (
-            None if remap is None else torch.as_tensor(np.asarray(remap), dtype=torch.int64, device=self.device)
-        )
+        self._remap = None if remap is None else tensor_of(remap, self.device, torch.int64)
         self.generator = torch.Generator(device=self.device)
         self.sharded = False
         self._it, self._next = None, None

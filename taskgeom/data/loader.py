@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 
 from .. import seeding
+from .._validate import tensor_of
 from .augment import FILLS, FLIPS, MEAN, STD, normalize, pad_crop_flip, random_resized_crop
 
 __all__ = ["DeviceLoader", "FLIPS", "normalize", "random_resized_crop"]
@@ -44,12 +44,12 @@ class DeviceLoader:
         fill: str = "zeros",
         flip: str = "random",
     ):
-        imgs = torch.as_tensor(np.asarray(images)) if not isinstance(images, torch.Tensor) else images
+        imgs = tensor_of(images)
         if imgs.dtype != torch.uint8 or imgs.dim() != 4 or imgs.shape[-1] != 3:
             raise ValueError(f"images must be (N, H, W, 3) uint8, got {tuple(imgs.shape)} {imgs.dtype}")
         self.device = torch.device(device)
         self.images = imgs.permute(0, 3, 1, 2).contiguous().to(self.device)  # (N, 3, H, W), moved once
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
+        self.labels = tensor_of(labels, self.device, torch.int64)
         if self.labels.numel() != self.images.shape[0]:
             raise ValueError(f"{self.labels.numel()} labels for {self.images.shape[0]} images")
         pad = max(1, round(self.images.shape[2] / 8)) if pad is None else int(pad)

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import seeding
+from .._validate import tensor_of
 from .augment import normalize
 from .images import _IMAGE_EXT, MAX_MEMBER_BYTES, MAX_PIXELS
 
@@ -214,7 +215,7 @@ class StreamLoader:
     ):
         self.files = list(files)
         self.device, self.train, self.seed = torch.device(device), bool(train), int(seed)
-        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(self.device)
+        self.labels = tensor_of(labels, self.device, torch.int64)
         if self.labels.numel() != len(self.files):
             raise ValueError(f"{self.labels.numel()} labels for {len(self.files)} images")
         self.batch_size = int(batch_size)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from .._checks import check_choice, check_int
+from .._validate import host_array, tensor_of
 from ..imprinting import HEADS, imprint
 from ..store import PredictionStore
 
@@ -40,7 +41,7 @@ def _batches(data, batch_size: int, digest=None) -> tuple[Callable[[], Iterable]
     a DataLoader-like iterable of ``(x, y)`` batches (iterated once here to read its labels). ``digest``: a
     hashlib object that the inputs are fed to on the way (:func:`_fingerprint`)."""
     if isinstance(data, (tuple, list)) and len(data) == 2 and not isinstance(data[0], (tuple, list)):
-        x, y = (torch.as_tensor(np.asarray(v)) if not isinstance(v, torch.Tensor) else v for v in data)
+        x, y = (tensor_of(v) for v in data)
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"inputs and labels differ in length ({x.shape[0]} vs {y.shape[0]})")
 
@@ -57,7 +58,7 @@ def _batches(data, batch_size: int, digest=None) -> tuple[Callable[[], Iterable]
     for batch in data:
         if not isinstance(batch, (tuple, list)) or len(batch) < 2:
             raise ValueError("a data loader must yield (inputs, labels) batches")
-        labels.append(torch.as_tensor(batch[1]).cpu().numpy().reshape(-1))
+        labels.append(host_array(batch[1]).reshape(-1))
         if digest is not None:
             _fingerprint(digest, batch[0])
     if not labels:
