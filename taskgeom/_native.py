@@ -103,7 +103,7 @@ def busy_machine() -> tuple[int, int] | None:
 
 def warn_if_openmp_spins(what: str) -> None:
     """One warning when torch's OpenMP threads spin while they wait (torch was imported before taskgeom, no
-    OMP_WAIT_POLICY chosen) and the machine is busy: ``what`` then runs several times slower than its share."""
+    OMP_WAIT_POLICY or GOMP_SPINCOUNT chosen) and the machine is busy: ``what`` then runs several times slower than its share."""
     import warnings
 
     from . import _openmp
@@ -113,7 +113,7 @@ def warn_if_openmp_spins(what: str) -> None:
         warnings.warn(
             f"{what}: {busy[0]} tasks are runnable on {busy[1]} cores and torch's OpenMP threads spin while they "
             "wait (torch was imported before taskgeom): expect it several times slower than its share; set "
-            "OMP_WAIT_POLICY=passive before Python starts, or import taskgeom before torch",
+            "GOMP_SPINCOUNT=1000 (or OMP_WAIT_POLICY=passive) before Python starts, or import taskgeom before torch",
             RuntimeWarning,
             stacklevel=3,
         )

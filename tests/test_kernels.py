@@ -602,6 +602,23 @@ def test_cpu_kernel_with_many_classes(divergence, c, cross):
     assert (one[~mask] == 0).all()
 
 
+def test_importing_taskgeom_first_sets_a_short_spin_and_keeps_a_choice_made():
+    # libgomp: 1000 spins (about 10 us) then sleep; other runtimes: passive; a choice already made is kept
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, taskgeom; print(os.environ.get('GOMP_SPINCOUNT'), os.environ.get('OMP_WAIT_POLICY'))"
+
+    def settled(**env):
+        return subprocess.run([sys.executable, "-c", code], env={**base, **env}, capture_output=True, text=True).stdout
+
+    assert settled().split() == ["1000", "passive"]
+    assert settled(OMP_WAIT_POLICY="active").split() == ["None", "active"]
+    assert settled(GOMP_SPINCOUNT="5").split() == ["5", "None"]
+
+
 def test_training_warns_when_torch_spins_on_a_busy_machine(monkeypatch):
     # torch imported before taskgeom (no OMP_WAIT_POLICY): its OpenMP threads spin; on a busy machine that
     # costs training several times its share, so train() says so once, naming the fix
@@ -619,7 +636,7 @@ def test_training_warns_when_torch_spins_on_a_busy_machine(monkeypatch):
 
     monkeypatch.setattr(_openmp, "spins", True)
     monkeypatch.setattr(_native, "busy_machine", lambda: (6, 2))
-    with pytest.warns(RuntimeWarning, match="6 tasks are runnable on 2 cores .* OMP_WAIT_POLICY=passive"):
+    with pytest.warns(RuntimeWarning, match="6 tasks are runnable on 2 cores .* GOMP_SPINCOUNT=1000"):
         _native.warn_if_openmp_spins("training on the CPU")
     monkeypatch.setattr(_native, "busy_machine", lambda: None)
     import warnings
