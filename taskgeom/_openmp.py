@@ -6,8 +6,8 @@ waits for needs (issue 27), and one that sleeps at once pays a wake-up for every
 short parallel regions. libgomp (torch's OpenMP on Linux) gets ``GOMP_SPINCOUNT=1000``, about 10 us; other
 runtimes ``OMP_WAIT_POLICY=passive``, which libgomp overrides with the count. Measured on 2 Zen 5 cores
 (bench_contention.py's training workload, seconds per timing, alone / beside 4 busy processes): sleeping at
-once 1.39-1.41 / 4.03-4.23, libgomp's default spin (3 ms) 0.64-0.70 / 10.9-12.0, 1000 spins 0.72-0.86 /
-3.25-3.47; the digits main job trained in 31.0-33.1 s sleeping at once and 24.1-25.6 s with 1000 spins (the
+once 1.37-1.52 / 4.03-4.23, libgomp's default spin (3 ms) 0.64-0.70 / 10.9-12.0, 1000 spins 0.71-0.86 /
+3.25-3.77; the digits main job trained in 31.0-33.1 s sleeping at once and 24.1-25.6 s with 1000 spins (the
 same results to the bit: waits do not change arithmetic). taskgeom's own kernels no longer depend on it (the pairwise kernel's threads wait only on
 an EventCount that sleeps, progress uses helper threads it never waits for), but torch's operations in training
 do: the OpenMP runtime (libgomp, loaded once per process) reads this when torch is first imported, so it
