@@ -640,7 +640,9 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
     chi = emb.explained_stress()
     others = [t for t in families if t != ref]
     both = {t: reached[t] & reached[ref] for t in others}
-    nds = {t: trajectories.compare_families(families[t], families[ref]).normalized for t in others}
+    # each task against the reference once: the curve and, with a bootstrap, its replicates
+    curves = {t: trajectories.compare_families(families[t], families[ref], boot, t, ref) for t in others}
+    nds = {t: curves[t].normalized for t in others}
     gain = {t: [f - i for f, i in zip(acc["final"][t], acc["init"][t])] for t in acc["final"]}
     lengths = {
         t: {
@@ -668,9 +670,7 @@ def _picture_result(eval_set, labels, c, trajs, acc, emb, families, reached, ref
         normalized_distance_spread={
             t: _seed_spread(families[t], families[ref], radii[t] + radii[ref], both[t]) for t in others
         },
-        normalized_distance_interval={
-            t: _interval(families[t], families[ref], nds[t], both[t], boot, t, ref) for t in others
-        },
+        normalized_distance_interval={t: _interval(curves[t], both[t], boot, t, ref) for t in others},
         tube_radius={t: _masked(radii[t], reached[t]) for t in families},
         grid=acc["grid"].tolist(),
         reached={t: m.tolist() for t, m in reached.items()},
@@ -814,16 +814,14 @@ def reached_mask(res, task: str) -> np.ndarray:
     return np.asarray(res.grid) <= limit + 1e-12
 
 
-def _interval(
-    fam: np.ndarray, ref: np.ndarray, est: np.ndarray, keep, boot: _bootstrap.Resampling, task: str, ref_task: str
-):
-    """Bootstrap interval of the normalised distance curve ``est`` (the replicates of
-    :func:`taskgeom.trajectories.compare_families`), None outside ``keep``; {} without replicates."""
-    if not boot.n_boot:
+def _interval(curve, keep, boot: _bootstrap.Resampling, task: str, ref_task: str):
+    """Bootstrap interval of the normalised distance curve of ``curve`` (a
+    :class:`taskgeom.trajectories.PairCurve` with its replicates), None outside ``keep``; {} without
+    replicates."""
+    if curve.replicates is None:
         return {}
-    reps = trajectories.compare_families(fam, ref, boot, task, ref_task, validate=False).replicates
     over = boot.over(task, ref_task)
-    interval = _bootstrap.summary(reps, boot.level, keep, estimate=est)
+    interval = _bootstrap.summary(curve.replicates, boot.level, keep, estimate=curve.normalized)
     return {**interval, "level": boot.level, "replicates": boot.n_boot, "over": over}
 
 
@@ -936,8 +934,7 @@ class TrajectoryGroups:
         (:class:`taskgeom.bootstrap.Resampling`): the intervals of progress and of its gain."""
         out = []
         for k in (0, -1):
-            ends = [p[k] for p in self.probs(group)]
-            ends = torch.stack(ends) if isinstance(ends[0], torch.Tensor) else np.stack(ends)  # (K, N, C)
+            ends = [p[k] for p in self.probs(group)]  # K models (N, C), stacked by progress_replicates
             out.append(boot.seed_mean(group, host_array(_bootstrap.progress_replicates(ends, self.labels, boot.w))))
         return out[0], out[1]
 

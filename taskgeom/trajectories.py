@@ -209,7 +209,7 @@ def _checkpoint_progress(t: torch.Tensor, lab: torch.Tensor, progress, backend: 
     """(T,) float64 on ``t``'s device: ``progress`` as given (one value per checkpoint), else computed."""
     if progress is None:
         progress = _progress(t, lab, backend=backend, validate=False)
-    tk = torch.as_tensor(progress).to(t.device, torch.float64)
+    tk = float64_tensor(progress, t.device)
     if tk.shape != (t.shape[0],):
         raise ValueError(f"progress must hold one value per checkpoint ({t.shape[0]},), got shape {tuple(tk.shape)}")
     return tk
@@ -448,8 +448,8 @@ def _seed_counts(seeds, k: int, b: int, device) -> torch.Tensor:
 def _replicate_chunks(families, weights, seeds, budget: int = 1 << 25):
     """For chunks of replicates: each family's mean trajectory recomputed from the seeds that replicate draws
     (weighted by their counts), and each drawn seed's sample-reweighted distance to it. Yields ``(rows, wb,
-    roots, radii)``: ``rows`` the replicate indices of the chunk, ``wb`` their weights (b, N), ``roots[f]`` (b, G, N, C) the square roots
-    of family ``f``'s replicate means and ``radii[f]`` (b, G) its tube radii. Per-sample distances come from
+    roots, radii)``: ``rows`` the replicate indices of the chunk, ``wb`` their weights (b, N), ``roots[f]``
+    (b, G, N, C) the square roots of family ``f``'s replicate means and ``radii[f]`` (b, G) its tube radii. Per-sample distances come from
     Gram products of square roots, ``-log sum_c sqrt(p q)`` (absolute error about 1e-16 per term: ample for
     intervals; the estimates themselves use the cancellation-free form)."""
     fams = [reference.normalized(f.to(torch.float64)) for f in families]
