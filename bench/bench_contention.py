@@ -40,7 +40,7 @@ from taskgeom import reference as R
 
 from _common import environment, table, write_json
 
-WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train"]
+WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train", "train-threads"]
 
 
 def cores() -> int:
@@ -114,7 +114,40 @@ def build(name: str, args):
         res = fn()
         assert np.isfinite(res.coords).all()
         return fn, kernel_threads(threads), f"2000 models x 2000 x 10, 200 landmarks, rel err {res.error}"
-    if name == "train":
+    if name == "train":  # the main job's way (taskgeom picture, sweeps): one run per worker process, one thread each
+        from taskgeom import picture
+        from taskgeom.data import datasets
+        from taskgeom.train.schedule import Job, Scheduler, job_id
+
+        data_cfg = datasets.DataConfig()
+        cfg = picture.PictureConfig(epochs=1, batch_size=16, checkpoints=2)
+        data = datasets.load(data_cfg)
+        tmp = tempfile.mkdtemp(prefix="tg-contention-")
+        atexit.register(shutil.rmtree, tmp, True)
+        P = cores()
+        sched = Scheduler(picture._data_source(data_cfg), tmp, executor="processes", workers=P, in_order=True)
+        atexit.register(sched.close)
+        count = iter(range(1 << 30))
+
+        def fn():
+            # fresh job ids each time: a job whose shard holds its whole run only resumes (and returns at once)
+            jobs = [
+                Job(job_id("all", seed), "all", picture._run_config(cfg, data, seed))
+                for seed in [next(count) for _ in range(args.train_runs * P)]
+            ]
+            sched.run(jobs)
+
+        fn()
+        acc = [d["accuracy"] for d in sched.done.values()]
+        assert all(np.isfinite(acc)), acc
+        workers = lambda: list((getattr(sched._executor.pool, "_processes", None) or {}).values())  # noqa: E731
+        return (
+            fn,
+            P,
+            f"digits 1 epoch small-cnn x {args.train_runs * P} runs, {P} worker processes of 1 thread, acc {min(acc):.2f}",
+            lambda: cpu_seconds() + sum(_proc_cpu(p.pid) for p in workers()),
+        )
+    if name == "train-threads":  # one run in this process on torch's threads (taskgeom train, train())
         from taskgeom.store import PredictionStore
         from taskgeom.train import TrainConfig, train
 
@@ -145,19 +178,30 @@ def build(name: str, args):
 
 
 def cpu_seconds() -> float:
-    return time.process_time()  # every thread of this process (not the busy processes), in nanoseconds
+    return time.process_time()  # every thread of this process (not the busy processes), in seconds
 
 
-def timed(fn, repeat: int, warmup: int) -> tuple[float, list[float], float]:
-    """Median wall time, the wall times, and the median CPU time of the process per call."""
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a running process (Linux's /proc; 0 where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def timed(fn, repeat: int, warmup: int, cpu_fn=cpu_seconds) -> tuple[float, list[float], float]:
+    """Median wall time, the wall times, and the median CPU time per call (of this process, and of its
+    workers where the workload has them)."""
     for _ in range(warmup):
         fn()
     times, cpu = [], []
     for _ in range(repeat):
-        c0, t0 = cpu_seconds(), time.perf_counter()
+        c0, t0 = cpu_fn(), time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-        cpu.append(cpu_seconds() - c0)
+        cpu.append(cpu_fn() - c0)
     return statistics.median(times), times, statistics.median(cpu)
 
 
@@ -179,8 +223,8 @@ def run(args):
     names = args.workloads or WORKLOADS
     built = {}
     for name in names:
-        fn, T, note = build(name, args)
-        built[name] = (fn, T)
+        fn, T, note, *cpu_fn = build(name, args)
+        built[name] = (fn, T, *cpu_fn)
         print(f"checked {name}: {note} ({T} threads)")
     rows = []
     # busy counts are the outer loop: each condition runs every workload under the same load
@@ -191,13 +235,13 @@ def run(args):
         try:
             loads[k] = os.getloadavg()[0]
             for name in names:
-                fn, _ = built[name]
-                results[name][k] = timed(fn, args.repeat, warmup=1)
+                fn, _, *cpu_fn = built[name]
+                results[name][k] = timed(fn, args.repeat, 1, *cpu_fn)
         finally:
             stop_busy(procs)
         print(f"busy={k}: load average {loads[k]:.2f} at start", flush=True)
     for name in names:
-        _, T = built[name]
+        T = built[name][1]
         base, _, base_cpu = results[name].get(0, (None, None, None))
         for k in args.busy:
             t, times, cpu = results[name][k]

@@ -12,7 +12,17 @@ import os
 
 import torch
 
-__all__ = ["cpu_module", "cuda_module", "native_module", "has_cpu", "has_cuda", "import_error", "view", "threads"]
+__all__ = [
+    "cpu_module",
+    "cuda_module",
+    "native_module",
+    "has_cpu",
+    "has_cuda",
+    "import_error",
+    "view",
+    "threads",
+    "usable_cores",
+]
 
 _DTYPE_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 _modules: dict[str, object] = {}
@@ -89,6 +99,11 @@ def threads(requested: int | None) -> int:
     return int(env) if env else 0
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def busy_machine() -> tuple[int, int] | None:
     """(runnable tasks, usable cores) when more tasks are runnable than this process may use cores (Linux's
     /proc/loadavg, this thread included), else None (also where it cannot be read)."""
@@ -97,7 +112,7 @@ def busy_machine() -> tuple[int, int] | None:
             running = int(f.read().split()[3].split("/")[0])
     except (OSError, ValueError, IndexError):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return (running, cores) if running > cores else None
 
 

@@ -2,7 +2,8 @@
 
 Trains a small CNN (:mod:`taskgeom.train`) on several tasks (class subsets of scikit-learn's digits,
 shipped inside scikit-learn, so nothing is downloaded; or of CIFAR-10 with ``--data cifar10``) with a few
-seeds each, maps every checkpoint onto the union task by imprinting (eq. 7) and records its predictions
+seeds each (the sweeps' scheduler: each run in its own shard, one run per CPU core at once, each on one
+torch thread), maps every checkpoint onto the union task by imprinting (eq. 7) and records its predictions
 in a PredictionStore; then analyses them (:mod:`taskgeom.analysis`): progress (eq. 4), re-indexed
 trajectories (Remark 4), their pairwise Bhattacharyya distances, the InPCA embedding and explained stress
 (eqs. 9-11), mean trajectories, tube radii and normalised distances between every pair of tasks (Remark
@@ -16,7 +17,7 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +67,12 @@ class PictureConfig:
         200, "bootstrap replicates over evaluation samples (and seeds, where a task has 2 or more)", minimum=0
     )
     device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
+    workers: int = _config.option(
+        0,
+        "runs trained at once, each in its own process (on a CPU each run trains on one thread, so it computes "
+        "the same on any machine); 0: one per usable CPU core, one on a GPU",
+        minimum=0,
+    )
 
     def task_names(self, data: str) -> tuple:
         if self.tasks:
@@ -75,49 +82,97 @@ class PictureConfig:
         return datasets.DEFAULT_TASKS[data]
 
 
+def _recorded(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> list:
+    """This run's trajectories in ``store`` (another imprinting head makes another run)."""
+    found = store.select(eval_set=eval_set, task=task, method="supervised", seed=seed, architecture=cfg.arch)
+    return [t for t in found if len(t) and t.config.get("imprint_head", "cosine") == cfg.imprint_head]
+
+
 def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> bool:
     """Whether this run's trajectory is already recorded to its last epoch (then nothing is trained)."""
-    for t in store.select(eval_set=eval_set, task=task, method="supervised", seed=seed, architecture=cfg.arch):
-        last = t.checkpoints[-1] if len(t) else None
-        if t.config.get("imprint_head", "cosine") != cfg.imprint_head:
-            continue  # recorded with another head: not this run
-        if last and last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9:
+    for t in _recorded(store, eval_set, task, seed, cfg):
+        last = t.checkpoints[-1]
+        if last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9:
             return True
     return False
 
 
-def _train_all(cfg: PictureConfig, data, store, tasks) -> None:
+def _data_source(data_cfg) -> tuple:
+    """The scheduler's ``(loader, arguments)`` of the data (loaded once per process)."""
+    return (datasets.load, {"cfg": data_cfg})
+
+
+def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> None:
+    """Train the runs not yet recorded in ``store`` with the sweeps' scheduler: each into its shard under
+    ``out/shards`` (resumable), merged into ``store`` in the order task by task, seed by seed. On the CPU each
+    run trains on one torch thread, so that it computes the same on any machine (torch's reductions depend on
+    the thread count), and ``cfg.workers`` runs train at once (0: one per usable core): no run's threads wait
+    at barriers for each other, which keeps training at its share of a machine that other jobs also use."""
+    from ._native import usable_cores
     from ._progress import bar
-    from .train import TrainConfig, train
+    from .train.loop import resolve_device
+    from .train.schedule import Job, Scheduler, job_id
 
     runs = [(task, seed) for task in tasks for seed in dict.fromkeys(cfg.seeds)]
     todo = [r for r in runs if not _finished(store, data.eval_set, r[0], r[1], cfg)]
-    if todo:
-        desc = f"training {len(todo)} runs" + (
-            f" ({len(runs) - len(todo)} already recorded)" if len(todo) < len(runs) else ""
-        )
-    else:
-        desc = f"checking {len(runs)} recorded runs (nothing to train)"
-    for task, seed in bar(runs, desc=desc, unit="run"):
-        tcfg = TrainConfig(
-            method="supervised",
-            arch=cfg.arch,
-            epochs=cfg.epochs,
-            batch_size=cfg.batch_size,
-            lr=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            checkpoints=cfg.checkpoints,
-            seed=seed,
-            device=cfg.device,
-            imprint_samples=min(cfg.imprint_samples, len(data.train_labels)),
-            imprint_head=cfg.imprint_head,
-        )
-        # resumable: a finished run is reused (its settings checked), an interrupted one continues
-        train(tcfg, data.task(task), data.train, data.test, store, data.eval_set, task, progress_bar=True)
+    jobs = []
+    for task, seed in todo:
+        job = Job(job_id(task, seed), task, _run_config(cfg, data, seed))
+        if not (out / "shards" / job.id).exists() and _recorded(store, data.eval_set, task, seed, cfg):
+            raise ValueError(
+                f"{store.root} holds run {task!r} seed {seed} unfinished, as an earlier taskgeom trained it (into "
+                "the store, not a shard): finish it with that version, or give another --store"
+            )
+        jobs.append(job)
+    store.close()  # the scheduler writes the store; the caller reopens it
+    if not jobs:
+        with bar(runs, desc=f"checking {len(runs)} recorded runs (nothing to train)", unit="run") as shown:
+            list(shown)
+        return
+    cuda = resolve_device(cfg.device).type == "cuda"
+    workers = min(len(jobs), cfg.workers or (1 if cuda else usable_cores()))
+    threads = max(1, usable_cores() // workers) if cuda else 1
+    jobs = [replace(j, threads=threads) for j in jobs]
+    sched = Scheduler(
+        _data_source(data_cfg),
+        out,
+        executor="processes" if workers > 1 else "inline",
+        workers=workers,
+        store=store.root,
+        in_order=True,  # the store's order is the runs' order, whichever finished first
+    )
+    desc = f"training {len(jobs)} runs" + (
+        f" ({len(runs) - len(jobs)} already recorded)" if len(jobs) < len(runs) else ""
+    )
+    with bar(total=len(jobs), desc=f"{desc}, {workers} at once", unit="run") as shown:
+        try:
+            sched.run(jobs, then=lambda job, info: shown.update(1))
+        finally:
+            sched.close()
+
+
+def _run_config(cfg: PictureConfig, data, seed: int):
+    from .train import TrainConfig
+
+    return TrainConfig(
+        method="supervised",
+        arch=cfg.arch,
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        checkpoints=cfg.checkpoints,
+        seed=seed,
+        device=cfg.device,
+        imprint_samples=min(cfg.imprint_samples, len(data.train_labels)),
+        imprint_head=cfg.imprint_head,
+    )
 
 
 def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> PictureResult:
-    """Train what is missing, analyse, and write the report folder; returns the analysis."""
+    """Train what is missing, analyse, and write the report folder; returns the analysis. Runs train in
+    spawned worker processes (``cfg.workers``): a script that calls this does so under
+    ``if __name__ == "__main__":``."""
     from .analysis import analyse
     from .store import PredictionStore
 
@@ -129,11 +184,14 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     store = PredictionStore(cfg.store or out / "store", create=True)
     tasks = cfg.task_names(data_cfg.data)
     t0 = time.perf_counter()
-    data = datasets.load(data_cfg)
+    from .train.schedule import _load
+
+    data = _load(_data_source(data_cfg))  # the scheduler's runs in this process use it too
     for t in tasks:
         data.task(t)  # an unknown task fails here, before training
     store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
-    _train_all(cfg, data, store, tasks)
+    _train_all(cfg, data_cfg, data, store, tasks, out)
+    store = PredictionStore(store.root)  # reopened: the scheduler merged the runs into it
     t_train = time.perf_counter() - t0
     res = analyse(store, data.eval_set, tasks, cfg.grid, device=cfg.device, n_boot=cfg.n_boot, method="supervised")
     res = dataclasses.replace(res, seconds={"training": t_train, "total": time.perf_counter() - t0})

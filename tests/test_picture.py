@@ -68,8 +68,62 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     assert not picture._finished(store, ev, "all", 2, cfg)
     longer = from_args(picture.PictureConfig, cli.build_parser().parse_args(args + ["--epochs", "4"]))
     assert not picture._finished(store, ev, "all", 0, longer)
-    states = sorted((out / "store" / "state").glob("*.pt"))
+    # each run trained in its own shard (its training state there), merged into the store
+    assert sorted(p.name for p in (out / "shards").iterdir()) == ["0-4-s0", "0-4-s1", "all-s0", "all-s1"]
+    states = sorted((out / "shards").glob("*/state/*.pt"))
+    assert len(states) == 4
     stamps = [p.stat().st_mtime_ns for p in states]
     assert cli.main(args) == 0
     assert [len(t) for t in PredictionStore(out / "store").select()] == counts
     assert [p.stat().st_mtime_ns for p in states] == stamps
+
+
+def _tiny(out, *extra):
+    return ["picture", "--out", str(out), "--tasks", "all", "0-4", "--seeds", "0", "--epochs", "1"] + [
+        "--checkpoints",
+        "3",
+        "--grid",
+        "6",
+        "--n-boot",
+        "0",
+        *extra,
+    ]
+
+
+def test_runs_compute_the_same_however_many_train_at_once(tmp_path):
+    """Each run trains on one torch thread in its own shard: the store holds the same bytes whether the runs
+    trained one after the other in this process or side by side in worker processes."""
+    probs = {}
+    for w in ("1", "2"):
+        out = tmp_path / f"w{w}"
+        assert cli.main(_tiny(out, "--workers", w)) == 0
+        store = PredictionStore(out / "store")
+        probs[w] = {t.name: np.asarray(t.probs) for t in store.select()}
+        assert sorted(p.name for p in (out / "shards").iterdir()) == ["0-4-s0", "all-s0"]
+    assert probs["1"].keys() == probs["2"].keys() and len(probs["1"]) == 2
+    assert all(np.array_equal(probs["1"][k], probs["2"][k]) for k in probs["1"])
+
+
+def test_an_unfinished_run_recorded_into_the_store_is_named_not_mixed(tmp_path, capsys):
+    """Earlier versions trained the main job's runs into the store itself: one left unfinished there cannot
+    continue in a shard (its training state is elsewhere), so the job stops with a one-line error naming it
+    instead of training it again and failing at the merge."""
+    from taskgeom.data import datasets
+
+    data = datasets.load(datasets.DataConfig())
+    store = PredictionStore(tmp_path / "r" / "store", create=True)
+    store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
+    t = store.create_trajectory(
+        data.eval_set,
+        task="0-4",
+        method="supervised",
+        seed=0,
+        architecture="small-cnn",
+        config={"imprint_head": "cosine-ml"},
+    )
+    store.extend(t, np.full((1, len(data.test_labels), 10), 0.1, np.float32), epochs=[0.0], steps=[0])
+    store.close()
+    assert cli.main(_tiny(tmp_path / "r")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'0-4' seed 0 unfinished" in err[0] and "--store" in err[0]
+    assert not (tmp_path / "r" / "shards").exists()  # nothing was trained

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .. import seeding
+from .._native import usable_cores
 from .._validate import tensor_of
 from .augment import normalize
 from .images import _IMAGE_EXT, MAX_MEMBER_BYTES, MAX_PIXELS
@@ -226,8 +227,7 @@ class StreamLoader:
             raise ValueError(f"batch size {self.batch_size} does not split evenly over {self.world} processes")
         self.sharded = self.world > 1
         self.generator = torch.Generator(device=self.device)  # the loop seeds it for extra per-step draws
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        n = workers if workers is not None else min(16, cpus)
+        n = workers if workers is not None else min(16, usable_cores())
         self._pool = ThreadPoolExecutor(max(1, n), thread_name_prefix="taskgeom-decode")
         self._ahead = ThreadPoolExecutor(1, thread_name_prefix="taskgeom-prefetch")
         self._pending: dict = {}
