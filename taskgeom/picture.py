@@ -145,8 +145,12 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
         f" ({len(runs) - len(jobs)} already recorded)" if len(jobs) < len(runs) else ""
     )
     with bar(total=len(jobs), desc=f"{desc}, {workers} at once", unit="run") as shown:
+
+        def finished(job, info) -> None:  # no more jobs
+            shown.update(1)
+
         try:
-            sched.run(jobs, then=lambda job, info: shown.update(1))
+            sched.run(jobs, then=finished)
         finally:
             sched.close()
 

@@ -90,9 +90,11 @@ def _tiny(out, *extra):
     ]
 
 
-def test_runs_compute_the_same_however_many_train_at_once(tmp_path):
+def test_runs_compute_the_same_however_many_train_at_once(tmp_path, monkeypatch):
     """Each run trains on one torch thread in its own shard: the store holds the same bytes whether the runs
-    trained one after the other in this process or side by side in worker processes."""
+    trained one after the other in this process or side by side in worker processes. (Heartbeat lines at
+    every run: the progress line shows as each run ends.)"""
+    monkeypatch.setenv("TASKGEOM_HEARTBEAT_S", "0.001")
     probs = {}
     for w in ("1", "2"):
         out = tmp_path / f"w{w}"

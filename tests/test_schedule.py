@@ -120,3 +120,7 @@ def test_a_dead_worker_fails_the_schedule_and_a_generator_of_jobs_is_queued(tmp_
         then=lambda job, info: (Job(f"{job.id}x", "0-4", _cfg(1)) for _ in [0] if job.id == "a"),
     )
     assert set(sched.done) == {"a", "ax"}
+    # anything but None or jobs from ``then`` is named, not iterated (a progress bar's update returns a bool)
+    for wrong in (True, ["not a job"]):
+        with pytest.raises(TypeError, match="then.*must return None or Jobs"):
+            Scheduler(DATA, tmp_path / f"w{wrong!r:.4}").run([Job("a", "0-4", _cfg(0))], then=lambda j, i, w=wrong: w)

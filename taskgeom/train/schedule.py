@@ -327,7 +327,7 @@ class Scheduler:
                     job, _ = running.pop(handle)
                     info = self._finished(job, handle, on_error)
                     if then is not None:
-                        self._queue(pending, running, then(job, info) or [])
+                        self._queue(pending, running, self._more(then(job, info)))
                 if time.perf_counter() >= self.deadline:
                     self._stop_at_deadline(pending, running)
                     return
@@ -339,6 +339,20 @@ class Scheduler:
                 for job in list(self.jobs.values()):
                     if job.id in self.done and job.id not in self._merged:
                         self._merge(job)
+
+    @staticmethod
+    def _more(jobs) -> list:
+        """What ``then`` returned: None or jobs, in any iterable (anything else is the caller's bug, named here
+        rather than iterated: a progress bar's ``update`` returns a bool)."""
+        if jobs is None:
+            return []
+        try:
+            out = list(jobs)
+        except TypeError:
+            out = None
+        if out is None or not all(isinstance(j, Job) for j in out):
+            raise TypeError(f"then(job, info) must return None or Jobs, got {type(jobs).__name__}")
+        return out
 
     def _queue(self, pending: list, running: dict, more) -> None:
         """Add jobs to ``pending``, seed by seed (stable: otherwise as given), each once."""
