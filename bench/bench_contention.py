@@ -5,12 +5,15 @@ fair-share expectation.
 Fair share: with K busy processes on P cores (the CPUs this process may run on), a job whose T threads
 are all runnable gets T / (K + T) of the P cores under a fair scheduler, against min(T, P) cores alone, so
 its expected slowdown is max(1, (K + T) / P) for T <= P (T = the threads the workload uses: OpenMP
-threads of a kernel call, torch threads during training). Goal: slowdown / fair share <= 1.3. Other
+threads of a kernel call, torch threads or worker processes during training). Goal: slowdown / fair share
+<= 1.3. The conditions are interleaved: each of ``--repeat`` rounds times every workload once under each busy
+count (in turn forwards and backwards), so that alone and busy meet the same minutes of a machine whose speed
+drifts; medians over the rounds. Other
 engineers' processes are not controlled here: the load average at each condition is recorded and printed
 (an "alone" time on a machine whose load is above ~1 is not alone).
 
     python bench/bench_contention.py --json bench/results/raw/contention_cpu.json
-    python bench/bench_contention.py --busy 0 2 4 --workloads pairwise progress --repeat 5
+    python bench/bench_contention.py --busy 0 2 4 --workloads pairwise-c10 progress --repeat 5
 """
 
 from __future__ import annotations
@@ -227,19 +230,31 @@ def run(args):
         built[name] = (fn, T, *cpu_fn)
         print(f"checked {name}: {note} ({T} threads)")
     rows = []
-    # busy counts are the outer loop: each condition runs every workload under the same load
-    results = {name: {} for name in names}
-    loads = {}
-    for k in args.busy:
-        procs = start_busy(k)
-        try:
-            loads[k] = os.getloadavg()[0]
-            for name in names:
-                fn, _, *cpu_fn = built[name]
-                results[name][k] = timed(fn, args.repeat, 1, *cpu_fn)
-        finally:
-            stop_busy(procs)
-        print(f"busy={k}: load average {loads[k]:.2f} at start", flush=True)
+    # rounds are the outer loop, the busy counts inside (in turn forwards and backwards): every condition
+    # meets the same minutes of this machine, whose cores' speed drifts from one minute to the next
+    samples = {name: {k: [] for k in args.busy} for name in names}
+    loads = {k: [] for k in args.busy}
+    for name in names:  # warm-up, alone
+        built[name][0]()
+    for r in range(args.repeat):
+        for k in args.busy if r % 2 == 0 else args.busy[::-1]:
+            procs = start_busy(k)
+            try:
+                loads[k].append(os.getloadavg()[0])
+                for name in names:
+                    fn, _, *cpu_fn = built[name]
+                    samples[name][k].append(timed(fn, 1, 0, *cpu_fn))
+            finally:
+                stop_busy(procs)
+        print(f"round {r + 1}/{args.repeat}: load average {os.getloadavg()[0]:.2f}", flush=True)
+    results = {
+        name: {
+            k: (statistics.median(t[0] for t in v), [t[0] for t in v], statistics.median(t[2] for t in v))
+            for k, v in by_k.items()
+        }
+        for name, by_k in samples.items()
+    }
+    loads = {k: statistics.mean(v) for k, v in loads.items()}
     for name in names:
         T = built[name][1]
         base, _, base_cpu = results[name].get(0, (None, None, None))
@@ -289,7 +304,7 @@ def run(args):
             "x_fair = slowdown / fair_share; cpu_s = median CPU seconds of the process per call; "
             "cores_x_fair = (cpu_s / median_s) / (min(T, P) / fair_share), the cores obtained against the fair "
             "cores; cpu_x_alone = cpu_s / alone cpu_s (slowdown = fair_share x cpu_x_alone / cores_x_fair, "
-            "up to the medians); load_avg = 1-minute load average when the condition started "
+            "up to the medians); load_avg = mean 1-minute load average when the condition started, over the rounds "
             "(other users' processes included)",
             "rows": rows,
         },
