@@ -9,8 +9,8 @@ threads of a kernel call, torch threads or worker processes during training). Go
 <= 1.3. The conditions are interleaved: each of ``--repeat`` rounds times every workload once under each busy
 count (in turn forwards and backwards), so that alone and busy meet the same minutes of a machine whose speed
 drifts; medians over the rounds. Other
-engineers' processes are not controlled here: the load average at each condition is recorded and printed
-(an "alone" time on a machine whose load is above ~1 is not alone).
+engineers' processes are not controlled here: the tasks runnable at each condition's start are recorded and
+printed (an "alone" time on a machine with more than about 1 runnable task is not alone).
 
     python bench/bench_contention.py --json bench/results/raw/contention_cpu.json
     python bench/bench_contention.py --busy 0 2 4 --workloads pairwise-c10 progress --repeat 5
@@ -73,111 +73,128 @@ def digits():
     return (img[:1200], y[:1200]), (img[1200:], y[1200:])
 
 
-def build(name: str, args):
-    """(function to time, threads it uses, check message): the check runs once here, before any timing."""
+def _pairwise(name: str, args):
     threads = args.threads
-    if name.startswith("pairwise"):
-        m, n, c = (200, 10_000, 10) if name == "pairwise-c10" else (100, 10_000, 100)
-        p = models(m, n, c)
+    m, n, c = (200, 10_000, 10) if name == "pairwise-c10" else (100, 10_000, 100)
+    p = models(m, n, c)
 
-        def fn():
-            return tg.pairwise_distances(p, validate=False, threads=threads)
+    def fn():
+        return tg.pairwise_distances(p, validate=False, threads=threads)
 
-        d = torch.as_tensor(fn())
-        ref = R.pairwise_distances(p[:3], p)
-        mask = ref > 0
-        err = float(((d[:3] - ref).abs()[mask] / ref[mask]).max())
-        assert err < 1e-5, err
-        return fn, kernel_threads(threads), f"{m}x{n}x{c}, max rel err {err:.1e}"
-    if name == "progress":
-        g = torch.Generator().manual_seed(0)
-        y = torch.randint(0, 10, (10_000,), generator=g)
-        logits = torch.randn(40, 10_000, 10, generator=g) + torch.linspace(0.1, 6, 40)[:, None, None] * (
-            torch.nn.functional.one_hot(y, 10)
-        )
-        p = torch.softmax(logits, -1)
-        lam = np.asarray(tg.progress(p, y, threads=threads))
-        ref = np.asarray(tg.progress(p, y, backend="torch"))
-        err = float(np.abs(lam - ref).max())
-        assert err < 1e-6, err
+    d = torch.as_tensor(fn())
+    ref = R.pairwise_distances(p[:3], p)
+    mask = ref > 0
+    err = float(((d[:3] - ref).abs()[mask] / ref[mask]).max())
+    assert err < 1e-5, err
+    return fn, kernel_threads(threads), f"{m}x{n}x{c}, max rel err {err:.1e}"
 
-        def fn():
-            for _ in range(args.progress_calls):
-                tg.progress(p, y, validate=False, threads=threads)
 
-        return fn, kernel_threads(threads), f"m=40 N=10000 C=10 x {args.progress_calls} calls, |dlambda| {err:.1e}"
-    if name == "landmark":
-        from taskgeom.large import landmark_inpca
+def _progress(name: str, args):
+    threads = args.threads
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 10, (10_000,), generator=g)
+    logits = torch.randn(40, 10_000, 10, generator=g) + torch.linspace(0.1, 6, 40)[:, None, None] * (
+        torch.nn.functional.one_hot(y, 10)
+    )
+    p = torch.softmax(logits, -1)
+    lam = np.asarray(tg.progress(p, y, threads=threads))
+    ref = np.asarray(tg.progress(p, y, backend="torch"))
+    err = float(np.abs(lam - ref).max())
+    assert err < 1e-6, err
 
-        p = models(2000, 2000, 10, seed=1).float().numpy()
+    def fn():
+        for _ in range(args.progress_calls):
+            tg.progress(p, y, validate=False, threads=threads)
 
-        def fn():
-            return landmark_inpca(p, n_landmarks=200, k=3, check=200)
+    return fn, kernel_threads(threads), f"m=40 N=10000 C=10 x {args.progress_calls} calls, |dlambda| {err:.1e}"
 
-        res = fn()
-        assert np.isfinite(res.coords).all()
-        return fn, kernel_threads(threads), f"2000 models x 2000 x 10, 200 landmarks, rel err {res.error}"
-    if name == "train":  # the main job's way (taskgeom picture, sweeps): one run per worker process, one thread each
-        from taskgeom import picture
-        from taskgeom.data import datasets
-        from taskgeom.train.schedule import Job, Scheduler, job_id
 
-        data_cfg = datasets.DataConfig()
-        cfg = picture.PictureConfig(epochs=1, batch_size=16, checkpoints=2)
-        data = datasets.load(data_cfg)
-        tmp = tempfile.mkdtemp(prefix="tg-contention-")
-        atexit.register(shutil.rmtree, tmp, True)
-        P = cores()
-        sched = Scheduler(picture._data_source(data_cfg), tmp, executor="processes", workers=P, in_order=True)
-        atexit.register(sched.close)
-        count = iter(range(1 << 30))
+def _landmark(name: str, args):
+    threads = args.threads
+    from taskgeom.large import landmark_inpca
 
-        def fn():
-            # fresh job ids each time: a job whose shard holds its whole run only resumes (and returns at once)
-            jobs = [
-                Job(job_id("all", seed), "all", picture._run_config(cfg, data, seed))
-                for seed in [next(count) for _ in range(args.train_runs * P)]
-            ]
-            sched.run(jobs)
+    p = models(2000, 2000, 10, seed=1).float().numpy()
 
-        fn()
-        acc = [d["accuracy"] for d in sched.done.values()]
-        assert all(np.isfinite(acc)), acc
-        workers = lambda: list((getattr(sched._executor.pool, "_processes", None) or {}).values())  # noqa: E731
-        return (
-            fn,
-            P,
-            f"digits 1 epoch small-cnn x {args.train_runs * P} runs, {P} worker processes of 1 thread, acc {min(acc):.2f}",
-            lambda: cpu_seconds() + sum(_proc_cpu(p.pid) for p in workers()),
-        )
-    if name == "train-threads":  # one run in this process on torch's threads (taskgeom train, train())
-        from taskgeom.store import PredictionStore
-        from taskgeom.train import TrainConfig, train
+    def fn():
+        return landmark_inpca(p, n_landmarks=200, k=3, check=200)
 
-        (xtr, ytr), (xte, yte) = digits()
-        tmp = tempfile.mkdtemp(prefix="tg-contention-")
-        atexit.register(shutil.rmtree, tmp, True)
-        cfg = TrainConfig(method="supervised", arch="small-cnn", epochs=1, batch_size=16, checkpoints=2, device="cpu")
-        count = iter(range(1 << 30))
+    res = fn()
+    assert np.isfinite(res.coords).all()
+    return fn, kernel_threads(threads), f"2000 models x 2000 x 10, 200 landmarks, rel err {res.error}"
 
-        def one():
-            # a fresh store each time: train() resumes (and returns at once) a run recorded with the same settings
-            store = PredictionStore(os.path.join(tmp, f"s{next(count)}"), create=True)
-            store.add_eval_set("digits", yte, c=10)
-            return train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
 
-        def fn():
-            for _ in range(args.train_runs):
-                one()
+def _train(name: str, args):
+    """The main job's way (taskgeom picture, sweeps): one run per worker process, one thread each."""
+    from taskgeom import picture
+    from taskgeom.data import datasets
+    from taskgeom.train.schedule import Job, Scheduler, job_id
 
-        traj = one()
-        assert np.isfinite(np.asarray(traj.probs, dtype=np.float64)).all()
-        return (
-            fn,
-            torch.get_num_threads(),
-            f"digits 1 epoch small-cnn x {args.train_runs} runs, acc {traj.checkpoints[-1]['accuracy']:.2f}",
-        )
-    raise ValueError(name)
+    data_cfg = datasets.DataConfig()
+    cfg = picture.PictureConfig(epochs=1, batch_size=16, checkpoints=2)
+    data = datasets.load(data_cfg)
+    tmp = tempfile.mkdtemp(prefix="tg-contention-")
+    atexit.register(shutil.rmtree, tmp, True)
+    P = cores()
+    sched = Scheduler(picture._data_source(data_cfg), tmp, executor="processes", workers=P, in_order=True)
+    atexit.register(sched.close)
+    count = iter(range(1 << 30))
+
+    def fn():
+        # fresh job ids each time: a job whose shard holds its whole run only resumes (and returns at once)
+        jobs = [
+            Job(job_id("all", seed), "all", picture._run_config(cfg, data, seed))
+            for seed in [next(count) for _ in range(args.train_runs * P)]
+        ]
+        sched.run(jobs)
+
+    fn()
+    acc = [d["accuracy"] for d in sched.done.values()]
+    assert all(np.isfinite(acc)), acc
+    workers = lambda: list((getattr(sched._executor.pool, "_processes", None) or {}).values())  # noqa: E731
+    return (
+        fn,
+        P,
+        f"digits 1 epoch small-cnn x {args.train_runs * P} runs, {P} worker processes of 1 thread, acc {min(acc):.2f}",
+        lambda: cpu_seconds() + sum(_proc_cpu(p.pid) for p in workers()),
+    )
+
+
+def _train_threads(name: str, args):
+    """One run in this process on torch's threads (taskgeom train, train())."""
+    from taskgeom.store import PredictionStore
+    from taskgeom.train import TrainConfig, train
+
+    (xtr, ytr), (xte, yte) = digits()
+    tmp = tempfile.mkdtemp(prefix="tg-contention-")
+    atexit.register(shutil.rmtree, tmp, True)
+    cfg = TrainConfig(method="supervised", arch="small-cnn", epochs=1, batch_size=16, checkpoints=2, device="cpu")
+    count = iter(range(1 << 30))
+
+    def one():
+        # a fresh store each time: train() resumes (and returns at once) a run recorded with the same settings
+        store = PredictionStore(os.path.join(tmp, f"s{next(count)}"), create=True)
+        store.add_eval_set("digits", yte, c=10)
+        return train(cfg, list(range(10)), (xtr, ytr), (xte, yte), store, "digits", "all", progress_bar=False)
+
+    def fn():
+        for _ in range(args.train_runs):
+            one()
+
+    traj = one()
+    assert np.isfinite(np.asarray(traj.probs, dtype=np.float64)).all()
+    return (
+        fn,
+        torch.get_num_threads(),
+        f"digits 1 epoch small-cnn x {args.train_runs} runs, acc {traj.checkpoints[-1]['accuracy']:.2f}",
+    )
+
+
+def build(name: str, args):
+    """(function to time, threads it uses, check message[, CPU seconds function]): the check runs once here,
+    before any timing."""
+    builders = {"pairwise-c10": _pairwise, "pairwise-c100": _pairwise, "progress": _progress}
+    builders.update({"landmark": _landmark, "train": _train, "train-threads": _train_threads})
+    return builders[name](name, args)
 
 
 def cpu_seconds() -> float:
@@ -208,6 +225,16 @@ def timed(fn, repeat: int, warmup: int, cpu_fn=cpu_seconds) -> tuple[float, list
     return statistics.median(times), times, statistics.median(cpu)
 
 
+def runnable() -> float:
+    """Tasks runnable now (Linux's /proc/loadavg, this thread included; the 1-minute load average elsewhere):
+    with the conditions interleaved, the load average would mix them."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as f:
+            return float(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0]
+
+
 def start_busy(k: int) -> list[subprocess.Popen]:
     procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(k)]
     time.sleep(0.5)  # let them start spinning
@@ -229,7 +256,14 @@ def run(args):
         fn, T, note, *cpu_fn = build(name, args)
         built[name] = (fn, T, *cpu_fn)
         print(f"checked {name}: {note} ({T} threads)")
-    rows = []
+    results, loads = measure(built, names, args)
+    rows = [row(name, built[name][1], k, P, results[name], loads[k]) for name in names for k in args.busy]
+    report(rows, P, args)
+
+
+def measure(built: dict, names: list, args) -> tuple[dict, dict]:
+    """Per workload and busy count: (median wall s, the wall times, median CPU s); per busy count: the mean
+    number of runnable tasks at the starts."""
     # rounds are the outer loop, the busy counts inside (in turn forwards and backwards): every condition
     # meets the same minutes of this machine, whose cores' speed drifts from one minute to the next
     samples = {name: {k: [] for k in args.busy} for name in names}
@@ -240,7 +274,7 @@ def run(args):
         for k in args.busy if r % 2 == 0 else args.busy[::-1]:
             procs = start_busy(k)
             try:
-                loads[k].append(os.getloadavg()[0])
+                loads[k].append(runnable())
                 for name in names:
                     fn, _, *cpu_fn = built[name]
                     samples[name][k].append(timed(fn, 1, 0, *cpu_fn))
@@ -254,35 +288,37 @@ def run(args):
         }
         for name, by_k in samples.items()
     }
-    loads = {k: statistics.mean(v) for k, v in loads.items()}
-    for name in names:
-        T = built[name][1]
-        base, _, base_cpu = results[name].get(0, (None, None, None))
-        for k in args.busy:
-            t, times, cpu = results[name][k]
-            fair = max(1.0, (k + T) / P) / max(1.0, min(T, P) / P)
-            slow = t / base if base else None
-            # slowdown = fair share x (CPU per call / alone) / (cores obtained / fair cores): whether the
-            # workload got its share of the cores, and whether a call took more CPU than alone (waits that
-            # spin, or a core that runs slower at this hour: this guest's speed varies by up to 1.6x)
-            fair_cores = min(T, P) / fair
-            rows.append(
-                {
-                    "workload": name,
-                    "threads": T,
-                    "busy": k,
-                    "load_avg": round(loads[k], 2),
-                    "median_s": t,
-                    "min_s": min(times),
-                    "slowdown": slow,
-                    "fair_share": fair,
-                    "x_fair": slow / fair if slow else None,
-                    "cpu_s": cpu,
-                    "cores_x_fair": (cpu / t) / fair_cores if t > 0 else None,
-                    "cpu_x_alone": cpu / base_cpu if base_cpu else None,
-                }
-            )
-    cols = ["workload", "threads", "busy", "load_avg", "median_s", "slowdown", "fair_share", "x_fair"]
+    return results, {k: statistics.mean(v) for k, v in loads.items()}
+
+
+def row(name: str, T: int, k: int, P: int, results: dict, load: float) -> dict:
+    """One workload beside ``k`` busy processes against alone and against its fair share."""
+    t, times, cpu = results[k]
+    base, _, base_cpu = results.get(0, (None, None, None))
+    fair = max(1.0, (k + T) / P) / max(1.0, min(T, P) / P)
+    slow = t / base if base else None
+    # slowdown = fair share x (CPU per call / alone) / (cores obtained / fair cores): whether the workload
+    # got its share of the cores, and whether a call took more CPU than alone (waits that spin, or a core
+    # that runs slower at this hour: this guest's speed varies by up to 1.6x)
+    fair_cores = min(T, P) / fair
+    return {
+        "workload": name,
+        "threads": T,
+        "busy": k,
+        "runnable": round(load, 2),
+        "median_s": t,
+        "min_s": min(times),
+        "slowdown": slow,
+        "fair_share": fair,
+        "x_fair": slow / fair if slow else None,
+        "cpu_s": cpu,
+        "cores_x_fair": (cpu / t) / fair_cores if t > 0 else None,
+        "cpu_x_alone": cpu / base_cpu if base_cpu else None,
+    }
+
+
+def report(rows: list, P: int, args) -> None:
+    cols = ["workload", "threads", "busy", "runnable", "median_s", "slowdown", "fair_share", "x_fair"]
     cols += ["cores_x_fair", "cpu_x_alone"]
     print()
     print(table(rows, cols))
@@ -304,8 +340,8 @@ def run(args):
             "x_fair = slowdown / fair_share; cpu_s = median CPU seconds of the process per call; "
             "cores_x_fair = (cpu_s / median_s) / (min(T, P) / fair_share), the cores obtained against the fair "
             "cores; cpu_x_alone = cpu_s / alone cpu_s (slowdown = fair_share x cpu_x_alone / cores_x_fair, "
-            "up to the medians); load_avg = mean 1-minute load average when the condition started, over the rounds "
-            "(other users' processes included)",
+            "up to the medians); runnable = mean number of runnable tasks when the condition started, over the "
+            "rounds (/proc/loadavg; this process and other users' processes included)",
             "rows": rows,
         },
     )
