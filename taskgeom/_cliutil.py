@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import re
 
 __all__ = [
     "positive_int",
@@ -122,6 +123,10 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+    def format_help(self) -> str:
+        """As argparse's, with the docstrings' markup read as plain text (``x`` and :mod:`x` -> x)."""
+        return re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", super().format_help()).replace("``", "")
 
     def parse_args(self, args=None, namespace=None):
         """As argparse's, but an unknown option is reported by the subcommand it was given to, with the

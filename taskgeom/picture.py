@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,7 +34,8 @@ __all__ = ["PictureConfig", "run", "print_headline", "configure_parser"]
 
 @dataclass(frozen=True)
 class PictureConfig:
-    """Configuration of ``taskgeom picture`` (its data options are a :class:`taskgeom.data.DataConfig`)."""
+    """Configuration of ``taskgeom picture`` (its data options are a :class:`taskgeom.data.DataConfig`); run it
+    with :func:`run`, in a script under ``if __name__ == "__main__":`` (runs train in spawned workers)."""
 
     out: str = _config.option("taskgeom-picture", "report folder", metavar="PATH")
     store: str | None = _config.option(None, "PredictionStore folder (none: <out>/store)", metavar="PATH")
@@ -64,13 +66,17 @@ class PictureConfig:
         choices=HEADS,
     )
     n_boot: int = _config.option(
-        200, "bootstrap replicates over evaluation samples (and seeds, where a task has 2 or more)", minimum=0
+        200,
+        "bootstrap replicates over evaluation samples (and seeds, where a task has 2 or more); 0: no intervals",
+        minimum=0,
     )
     device: str = _config.option("auto", "where training and analysis run: auto (a GPU when there is one), cpu or cuda")
     workers: int = _config.option(
         0,
-        "runs trained at once, each in its own process (on a CPU each run trains on one thread, so it computes "
-        "the same on any machine); 0: one per usable CPU core, one on a GPU",
+        "runs trained at once, at most the runs to train; more than one: each in a spawned worker process (a "
+        "script calling taskgeom.picture.run does so under if __name__ == '__main__':). On a CPU each run trains "
+        "on one torch thread, so it computes the same on any machine and with any workers; 0: one per usable CPU "
+        "core, one on a GPU",
         minimum=0,
     )
 
@@ -126,8 +132,7 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
         jobs.append(job)
     store.close()  # the scheduler writes the store; the caller reopens it
     if not jobs:
-        with bar(runs, desc=f"checking {len(runs)} recorded runs (nothing to train)", unit="run") as shown:
-            list(shown)
+        print(f"{len(runs)} runs already recorded in {store.root}: nothing to train", file=sys.stderr, flush=True)
         return
     cuda = resolve_device(cfg.device).type == "cuda"
     workers = min(len(jobs), cfg.workers or (1 if cuda else usable_cores()))
@@ -144,6 +149,8 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
     desc = f"training {len(jobs)} runs" + (
         f" ({len(runs) - len(jobs)} already recorded)" if len(jobs) < len(runs) else ""
     )
+    if not sys.stderr.isatty():  # a log: one line now (the heartbeat lines come only every 30 s)
+        print(f"{desc}, {workers} at once, into {out / 'shards'}", file=sys.stderr, flush=True)
     with bar(total=len(jobs), desc=f"{desc}, {workers} at once", unit="run") as shown:
 
         def finished(job, info) -> None:  # no more jobs
@@ -179,6 +186,9 @@ def run(cfg: PictureConfig, data_cfg: datasets.DataConfig | None = None) -> Pict
     ``if __name__ == "__main__":``."""
     from .analysis import analyse
     from .store import PredictionStore
+    from .train.schedule import refuse_in_spawned_import
+
+    refuse_in_spawned_import()  # before anything is written
 
     data_cfg = data_cfg or datasets.DataConfig()
     _config.check_fields(cfg)  # the command line's rules, on every route: before anything is written

@@ -129,3 +129,27 @@ def test_an_unfinished_run_recorded_into_the_store_is_named_not_mixed(tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'0-4' seed 0 unfinished" in err[0] and "--store" in err[0]
     assert not (tmp_path / "r" / "shards").exists()  # nothing was trained
+
+
+def test_a_script_without_a_main_guard_is_told_so_in_one_line(tmp_path):
+    """Runs train in spawned workers, which import the calling script again: a script that calls the main job
+    at its top level gets taskgeom's one line from each worker (nothing trained twice) and a WorkerDied naming
+    the guard, not Python's bootstrapping traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "noguard.py"
+    out = tmp_path / "out"
+    script.write_text(
+        "from taskgeom.picture import PictureConfig, run\n"
+        f"run(PictureConfig(out={str(out)!r}, epochs=1, seeds=[0], n_boot=0, tasks=('all', '0-4'), workers=2))\n"
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 1
+    assert "put the script's calls under if __name__ == '__main__':" in done.stderr
+    assert "WorkerDied" in done.stderr and "bootstrapping phase" not in done.stderr
+    assert not any((out / "shards").iterdir())  # no run trained

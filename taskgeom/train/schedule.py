@@ -27,6 +27,7 @@ import math
 import os
 import re
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -34,7 +35,7 @@ from typing import Callable
 from .config import TrainConfig
 from .loop import checkpoint_state
 
-__all__ = ["Job", "Scheduler", "budget_skip", "checkpoint_state", "job_id"]
+__all__ = ["Job", "Scheduler", "WorkerDied", "budget_skip", "checkpoint_state", "job_id"]
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,30 @@ class _Future:
         return self.future.done()
 
     def get(self):
-        return self.future.result()  # a worker that died: BrokenProcessPool
+        try:
+            return self.future.result()
+        except BrokenProcessPool:
+            raise WorkerDied(
+                "a training worker process died (killed, out of memory, or a script that starts training at its "
+                "top level without if __name__ == '__main__':, which every spawned worker runs again; its own "
+                "error, if any, is above)"
+            ) from None
+
+
+def refuse_in_spawned_import() -> None:
+    """Exit with one line in a spawned worker that is still importing the caller's script (multiprocessing's
+    own test for it): the script's top level, run again there, would start training again."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(
+            "taskgeom: a spawned worker process ran the script's top level, which trains again: put the script's "
+            "calls under if __name__ == '__main__':"
+        )
+
+
+class WorkerDied(BrokenProcessPool):
+    """A worker process died while it trained (a BrokenProcessPool, with what to look for)."""
 
 
 class _Processes:
@@ -186,8 +210,10 @@ class _Processes:
         self.workers, self.pool = workers, None
 
     def submit(self, fn, args):
+        import multiprocessing
+
+        refuse_in_spawned_import()
         if self.pool is None:
-            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             ctx = multiprocessing.get_context("spawn")  # no fork of a process that may hold a CUDA context
