@@ -57,8 +57,7 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     store = PredictionStore(out / "store")
     counts = [len(t) for t in store.select()]
     assert len(counts) == 4 and min(counts) >= 5
-    # second run: every run is finished in the store, nothing is retrained or duplicated (and the
-    # progress bar says it only checks recorded runs)
+    # second run: every run is finished in the store, nothing is retrained or duplicated (and it says so)
     from taskgeom import picture
     from taskgeom.config import from_args
 
@@ -73,7 +72,9 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     states = sorted((out / "shards").glob("*/state/*.pt"))
     assert len(states) == 4
     stamps = [p.stat().st_mtime_ns for p in states]
+    capsys.readouterr()
     assert cli.main(args) == 0
+    assert "4 runs already recorded" in capsys.readouterr().err
     assert [len(t) for t in PredictionStore(out / "store").select()] == counts
     assert [p.stat().st_mtime_ns for p in states] == stamps
 
