@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import dataclasses
 import os
 import shutil
 import statistics
@@ -160,7 +161,8 @@ def _train(name: str, args):
 
 
 def _train_threads(name: str, args):
-    """One run in this process on torch's threads (taskgeom train, train())."""
+    """One run in this process on all torch's threads (taskgeom train --threads 0; before 1 thread was the
+    default, every run of taskgeom train and train())."""
     from taskgeom.store import PredictionStore
     from taskgeom.train import TrainConfig, train
 
@@ -168,6 +170,7 @@ def _train_threads(name: str, args):
     tmp = tempfile.mkdtemp(prefix="tg-contention-")
     atexit.register(shutil.rmtree, tmp, True)
     cfg = TrainConfig(method="supervised", arch="small-cnn", epochs=1, batch_size=16, checkpoints=2, device="cpu")
+    cfg = dataclasses.replace(cfg, threads=0)  # torch's own count: one thread per core
     count = iter(range(1 << 30))
 
     def one():

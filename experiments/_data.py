@@ -58,7 +58,8 @@ def job(label: str, task: str, cfg, start_from: tuple | None = None) -> Job:
     in its own loop used): its id is the label and the seed, made safe as a folder name."""
     import torch
 
-    return Job(job_id(label, cfg.seed), task, cfg, label=label, start_from=start_from, threads=torch.get_num_threads())
+    cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())
+    return Job(job_id(label, cfg.seed), task, cfg, label=label, start_from=start_from)
 
 
 def trained(sched: Scheduler, jobs: dict) -> tuple[PredictionStore, dict]:

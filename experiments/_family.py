@@ -316,8 +316,8 @@ class Family:
         if run.init is not None:
             src, k = run.init
             start = (self.key(FamilyRun(src, "", run.seed)), k)
-        threads = max(1, (os.cpu_count() or 1) // self.args.workers)
-        return Job(self.key(run), run.task, self.config(run), label=run.group, start_from=start, threads=threads)
+        cfg = replace(self.config(run), threads=max(1, (os.cpu_count() or 1) // self.args.workers))
+        return Job(self.key(run), run.task, cfg, label=run.group, start_from=start)
 
     def train(self, runs: list[FamilyRun], then=None) -> None:
         """Train ``runs`` with the one scheduler (:class:`taskgeom.train.schedule.Scheduler`): seed by seed

@@ -137,7 +137,7 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
     cuda = resolve_device(cfg.device).type == "cuda"
     workers = min(len(jobs), cfg.workers or (1 if cuda else usable_cores()))
     threads = max(1, usable_cores() // workers) if cuda else 1
-    jobs = [replace(j, threads=threads) for j in jobs]
+    jobs = [replace(j, config=replace(j.config, threads=threads)) for j in jobs]
     sched = Scheduler(
         _data_source(data_cfg),
         out,

@@ -38,6 +38,13 @@ def test_expand_and_sweep_file_checks(tmp_path):
         load_sweep(f)
     f.write_text(json.dumps(SPEC))
     assert load_sweep(f) == SPEC
+    # run ids are those of the code before runs had a thread count (so a sweep recorded then resumes), and the
+    # default count (1) given explicitly does not change them; another count makes other runs
+    ids = ["all-supervised-small-cnn-s0-1cf8fcd9", "all-supervised-small-cnn-s1-8a1b6580"]
+    ids += ["0-4-supervised-small-cnn-s0-873d768c", "0-4-supervised-small-cnn-s1-6628b5f2"]
+    assert [r["id"] for r in runs] == ids
+    assert [r["id"] for r in expand({**SPEC, "fixed": {**SPEC["fixed"], "threads": 1}})] == ids
+    assert not set(ids) & {r["id"] for r in expand({**SPEC, "fixed": {**SPEC["fixed"], "threads": 2}})}
 
 
 @pytest.fixture(scope="module")

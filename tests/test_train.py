@@ -377,3 +377,28 @@ def test_layer_norm_builds_and_trains_a_step(tmp_path, arch):
     )
     traj = train(cfg, list(range(10)), (x, y), (x[:40], y[:40]), store, "e", "all", progress_bar=False)
     assert traj.config["norm"] == "layer" and traj.checkpoints[-1]["step"] == 4 and len(traj.checkpoints) >= 3
+
+
+def test_a_run_trains_on_its_threads_and_records_them(tmp_path, monkeypatch):
+    """A run trains on ``threads`` torch threads (default 1: the same bytes on any machine; 0: torch's own
+    count), torch's setting is restored after it, and the count is recorded with the run (``run_config``)
+    but, like the device, is not what a resume must match."""
+    from taskgeom.train import loop
+
+    seen, real = [], loop._train
+    monkeypatch.setattr(loop, "_train", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        store, traj = run(tmp_path, "supervised", checkpoints=2)
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert traj.extra["run_config"]["threads"] == 1 and "threads" not in traj.config
+        # the same run asked for with torch's own threads: resumed (nothing new), not a settings mismatch
+        _, again = run(tmp_path, "supervised", checkpoints=2, threads=0)
+        assert seen == [1, 2] and again.id == traj.id and len(again) == len(traj)
+        from taskgeom.config import check_fields
+
+        with pytest.raises(ValueError, match="threads"):
+            check_fields(TrainConfig(threads=-1))
+    finally:
+        torch.set_num_threads(old)

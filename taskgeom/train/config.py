@@ -17,7 +17,7 @@ __all__ += ["VIEWS", "settings_view", "method_settings_class"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
-IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every", "channels_last")
+IDENTITY_EXCLUDED = ("device", "threads", "state_dir", "keep_states", "log_every", "channels_last")
 
 
 #: The settings each training method owns (a method of the registry declares its own as ``Method.settings``;
@@ -51,6 +51,7 @@ CONCERNS: dict[str, tuple] = {
     "recording (checkpoints, imprinting)": ("checkpoints", "checkpoint_every", "imprint_samples", "imprint_head"),
     "runtime (device, precision, files)": (
         "device",
+        "threads",
         "amp",
         "amp_dtype",
         "channels_last",
@@ -270,6 +271,14 @@ class TrainConfig:
         minimum=0,
     )
     device: str = option("auto", "auto (cuda when available), cpu or cuda[:k]")
+    threads: int = option(
+        1,
+        "torch threads while the run trains (0: leave torch's own setting, one per core). torch's reductions "
+        "depend on the count, so one thread computes the same on any machine; and a run whose threads never "
+        "wait for each other keeps its share of a machine other jobs use (train several runs at once instead: "
+        "taskgeom sweep --workers). Recorded with the run, not part of what must match to resume it",
+        minimum=0,
+    )
     amp: bool = option(True, "mixed precision on CUDA")
     amp_dtype: str = option(
         "bfloat16", "mixed-precision type on CUDA (float16 adds loss scaling)", choices=("bfloat16", "float16")

@@ -463,12 +463,24 @@ def train(
 ):
     """Train one run and record its trajectory; returns the store's Trajectory.
 
+    The run trains on ``cfg.threads`` torch threads (torch's setting is restored after it).
+
     ``train_data`` and ``eval_data`` are ``(images (N, H, W, C) uint8, labels (N,))``, or streamed sources
     (:mod:`taskgeom.data.stream`: ImageFolder or ``.beton``, decoded batch by batch); the evaluation
     labels index the evaluation (union) task's classes, which the model is imprinted onto at each
     checkpoint using samples of ``train_data`` of those classes. An existing trajectory of the same run is
     resumed (its stored configuration must match); ``new=True`` starts a separate trajectory instead.
     """
+    old = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(int(cfg.threads))
+    try:
+        return _train(cfg, task_classes, train_data, eval_data, store, eval_set, task_name, progress_bar, new)
+    finally:
+        torch.set_num_threads(old)
+
+
+def _train(cfg, task_classes, train_data, eval_data, store, eval_set, task_name, progress_bar, new):
     check_config(cfg)
     method = get_method(cfg.method)
     cfg = method.resolve(cfg)
@@ -482,7 +494,7 @@ def train(
             f"method {cfg.method!r} does not run on several processes yet (supported: supervised, finetune)"
         )
     device = resolve_device(device_name)
-    if device.type == "cpu":
+    if device.type == "cpu" and torch.get_num_threads() > 1:  # one thread never waits for another
         warn_if_openmp_spins("training on the CPU")
     n_eval_classes = int(store.eval_set(eval_set).c)
     classes = [int(c) for c in task_classes]

@@ -16,8 +16,8 @@ executors:
 With a ``deadline`` (a :func:`time.perf_counter` value) a job is skipped when its group's finished runs took
 longer on average than the time left (:func:`budget_skip`), and runs still training at the deadline are
 stopped (processes and Ray; their shards are never merged; an inline run ends before the deadline is seen).
-A worker process that dies (killed, out of memory) fails the schedule with an error, never a hang. Every run computes the same whatever the executor:
-it trains with ``Job.threads`` torch threads. ``then(job, info)``, called as each run finishes, may return
+A worker process that dies (killed, out of memory) fails the schedule with an error, never a hang. Every run
+computes the same whatever the executor: it trains on its config's ``threads`` torch threads. ``then(job, info)``, called as each run finishes, may return
 more jobs (e.g. fine-tuning from checkpoints chosen by the run's progress).
 """
 
@@ -53,7 +53,6 @@ class Job:
     label: str | None = None
     group: str | None = None
     start_from: tuple[str, int] | None = None
-    threads: int = 1
 
     @property
     def name(self) -> str:
@@ -101,8 +100,6 @@ def _ignore_interrupts() -> None:
 
 def _train_job(data: tuple, job: Job, shard: str, fault_marker: str | None = None) -> dict:
     """Train ``job`` into its own store ``shard`` (resuming it when the shard has it); returns what it did."""
-    import torch
-
     from ..store import PredictionStore
     from .loop import train
 
@@ -117,8 +114,6 @@ def _train_job(data: tuple, job: Job, shard: str, fault_marker: str | None = Non
     loaded = _load(data)
     t0 = time.perf_counter()  # the run's seconds: not the data's loading (once per process)
     classes = loaded.task(job.task)  # an unknown task fails before the shard is created
-    old = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(job.threads)))
     store = PredictionStore(shard, create=True)
     try:
         store.add_eval_set(loaded.eval_set, loaded.test_labels, class_names=loaded.classes)
@@ -139,7 +134,6 @@ def _train_job(data: tuple, job: Job, shard: str, fault_marker: str | None = Non
         }
     finally:
         store.close()
-        torch.set_num_threads(old)
 
 
 # --- executors: submit, poll, stop ------------------------------------------------------------------------

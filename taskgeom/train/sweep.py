@@ -18,7 +18,8 @@ sets the fields the sweep does not give (``methods`` and ``archs`` count as give
 Each run writes ``OUT/shards/<run>/`` (its own PredictionStore: no SQLite file is written by two
 machines) and is resumable: a retried or repeated run continues from its saved state. When the runs
 end, their shards are merged into ``OUT/store`` in the sweep's order (:func:`taskgeom.shards.merge_stores`).
-Runs use as many torch threads as CPUs they asked for, so a run computes the same on either engine. The runs are scheduled
+Runs use as many torch threads as CPUs they asked for (or the ``threads`` their settings give), so a run
+computes the same on either engine. The runs are scheduled
 by :class:`taskgeom.train.schedule.Scheduler`, the experiments' scheduler too.
 """
 
@@ -29,7 +30,7 @@ import hashlib
 import itertools
 import json
 import math
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 from .. import config as _config
@@ -162,7 +163,10 @@ def expand(spec: dict) -> list[SweepRun]:
             shown = ", ".join(f"{k}={v!r}" for k, v in dict(zip(keys, values)).items())
             run = f"run task={task!r} method={method!r} seed={seed!r} arch={arch!r}" + (f" {shown}" if shown else "")
             raise ValueError(f"{run}: {exc}") from None
-        ident = json.dumps([task, _config.to_dict(cfg)], sort_keys=True)
+        settings_id = _config.to_dict(cfg)
+        if cfg.threads == 1:  # the ids of runs recorded before threads were a setting (their count: 1)
+            del settings_id["threads"]
+        ident = json.dumps([task, settings_id], sort_keys=True)
         rid = f"{task}-{cfg.method}-{cfg.arch}-s{seed}-" + hashlib.blake2b(ident.encode(), digest_size=4).hexdigest()
         runs.append({"id": rid.replace("/", "_"), "task": task, "config": cfg})
     return runs
@@ -198,8 +202,9 @@ def run_sweep(
     runs = check_spec(spec)  # every run's settings checked before anything is written
     data_spec = dict(spec.get("data") or {})
     res = dict(spec.get("resources") or {})
-    threads = int(res.get("num_cpus", 1) or 1)
-    jobs = [Job(r["id"], r["task"], r["config"], threads=threads) for r in runs]
+    threads = int(res.get("num_cpus", 1) or 1)  # the threads of a run, unless its settings give them
+    given = "threads" in (spec.get("fixed") or {}) or "threads" in (spec.get("grid") or {})
+    jobs = [Job(r["id"], r["task"], r["config"] if given else replace(r["config"], threads=threads)) for r in runs]
     if engine == "local" and workers == 1:
         data = _load((load_data, data_spec))  # loaded once: the runs in this process use it too
         for run in runs:  # an unknown task fails before any run is trained
