@@ -131,7 +131,7 @@ def _train(name: str, args):
     from taskgeom.train.schedule import Job, Scheduler, job_id
 
     data_cfg = datasets.DataConfig()
-    cfg = picture.PictureConfig(epochs=1, batch_size=16, checkpoints=2)
+    cfg = picture.PictureConfig(epochs=1, batch_size=16, checkpoints=2, device="cpu")
     data = datasets.load(data_cfg)
     tmp = tempfile.mkdtemp(prefix="tg-contention-")
     atexit.register(shutil.rmtree, tmp, True)

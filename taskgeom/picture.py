@@ -75,7 +75,7 @@ class PictureConfig:
         0,
         "runs trained at once, at most the runs to train; more than one: each in a spawned worker process (a "
         "script calling taskgeom.picture.run does so under if __name__ == '__main__':). On a CPU each run trains "
-        "on one torch thread, so it computes the same on any machine and with any workers; 0: one per usable CPU "
+        "on one torch thread, so it computes the same whatever the core count or the workers; 0: one per usable CPU "
         "core, one on a GPU",
         minimum=0,
     )
@@ -88,19 +88,30 @@ class PictureConfig:
         return datasets.DEFAULT_TASKS[data]
 
 
-def _recorded(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> list:
-    """This run's trajectories in ``store`` (another imprinting head makes another run)."""
-    found = store.select(eval_set=eval_set, task=task, method="supervised", seed=seed, architecture=cfg.arch)
-    return [t for t in found if len(t) and t.config.get("imprint_head", "cosine") == cfg.imprint_head]
+def _recorded(store, eval_set: str, task: str, seed: int, cfg: PictureConfig):
+    """This run's trajectory in ``store`` (under the name train() records it with), None where there is none."""
+    found = [t for t in store.select(name=f"{task}/supervised/{cfg.arch}/seed{seed}@{eval_set}") if len(t)]
+    return found[0] if found else None
 
 
 def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> bool:
     """Whether this run's trajectory is already recorded to its last epoch (then nothing is trained)."""
-    for t in _recorded(store, eval_set, task, seed, cfg):
-        last = t.checkpoints[-1]
-        if last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9:
-            return True
-    return False
+    t = _recorded(store, eval_set, task, seed, cfg)
+    last = t.checkpoints[-1] if t is not None else None
+    return last is not None and last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9
+
+
+def _unchanged(t, tcfg, imprint_available: int, where: str) -> None:
+    """A recorded run is reused only with the settings it was run with: else a one-line error naming them."""
+    from .train.loop import settings_differ
+
+    diff = settings_differ(tcfg, imprint_available, t.config)
+    if diff:
+        shown = "; ".join(f"{k}: {old!r} recorded, {new!r} now" for k, old, new in diff[:3])
+        raise ValueError(
+            f"{where} holds run {t.task!r} seed {t.seed} with other settings ({shown}"
+            f"{'; ...' if len(diff) > 3 else ''}): give another --out (or --store), or the settings it was run with"
+        )
 
 
 def _data_source(data_cfg) -> tuple:
@@ -111,24 +122,31 @@ def _data_source(data_cfg) -> tuple:
 def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> None:
     """Train the runs not yet recorded in ``store`` with the sweeps' scheduler: each into its shard under
     ``out/shards`` (resumable), merged into ``store`` in the order task by task, seed by seed. On the CPU each
-    run trains on one torch thread, so that it computes the same on any machine (torch's reductions depend on
+    run trains on one torch thread, so that it computes the same whatever the core count (torch's reductions depend on
     the thread count), and ``cfg.workers`` runs train at once (0: one per usable core): no run's threads wait
     at barriers for each other, which keeps training at its share of a machine that other jobs also use."""
+    import numpy as np
+
     from ._native import usable_cores
     from ._progress import bar
     from .train.loop import resolve_device
     from .train.schedule import Job, Scheduler, job_id
 
     runs = [(task, seed) for task in tasks for seed in dict.fromkeys(cfg.seeds)]
-    todo = [r for r in runs if not _finished(store, data.eval_set, r[0], r[1], cfg)]
+    available = int(np.isin(data.train_labels, np.arange(len(data.classes))).sum())  # imprinting samples
     jobs = []
-    for task, seed in todo:
+    for task, seed in runs:
         job = Job(job_id(task, seed), task, _run_config(cfg, data, seed))
-        if not (out / "shards" / job.id).exists() and _recorded(store, data.eval_set, task, seed, cfg):
-            raise ValueError(
-                f"{store.root} holds run {task!r} seed {seed} unfinished, as an earlier taskgeom trained it (into "
-                "the store, not a shard): finish it with that version, or give another --store"
-            )
+        t = _recorded(store, data.eval_set, task, seed, cfg)
+        if t is not None:
+            _unchanged(t, job.config, available, str(store.root))
+            if _finished(store, data.eval_set, task, seed, cfg):
+                continue
+            if not (out / "shards" / job.id).exists():
+                raise ValueError(
+                    f"{store.root} holds run {task!r} seed {seed} unfinished, as an earlier taskgeom trained it "
+                    "(into the store, not a shard): finish it with that version, or give another --store"
+                )
         jobs.append(job)
     store.close()  # the scheduler writes the store; the caller reopens it
     if not jobs:

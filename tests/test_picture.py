@@ -77,6 +77,15 @@ def test_picture_end_to_end_and_reanalysis(tmp_path, capsys):
     assert "4 runs already recorded" in capsys.readouterr().err
     assert [len(t) for t in PredictionStore(out / "store").select()] == counts
     assert [p.stat().st_mtime_ns for p in states] == stamps
+    # other settings are not re-analysed as if they were these: a one-line error names them (as a run of
+    # taskgeom train would), and nothing is trained or changed
+    capsys.readouterr()
+    assert cli.main(args + ["--lr", "0.2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "with other settings (lr: 0.1 recorded, 0.2 now)" in err[0]
+    assert cli.main(args + ["--epochs", "4"]) == 1
+    assert "epochs: 3 recorded, 4 now" in capsys.readouterr().err
+    assert [len(t) for t in PredictionStore(out / "store").select()] == counts
 
 
 def _tiny(out, *extra):
@@ -102,6 +111,7 @@ def test_runs_compute_the_same_however_many_train_at_once(tmp_path, monkeypatch)
         assert cli.main(_tiny(out, "--workers", w)) == 0
         store = PredictionStore(out / "store")
         probs[w] = {t.name: np.asarray(t.probs) for t in store.select()}
+        assert {t.extra["run_config"]["threads"] for t in store.select()} == {1}
         assert sorted(p.name for p in (out / "shards").iterdir()) == ["0-4-s0", "all-s0"]
     assert probs["1"].keys() == probs["2"].keys() and len(probs["1"]) == 2
     assert all(np.array_equal(probs["1"][k], probs["2"][k]) for k in probs["1"])
@@ -111,18 +121,24 @@ def test_an_unfinished_run_recorded_into_the_store_is_named_not_mixed(tmp_path, 
     """Earlier versions trained the main job's runs into the store itself: one left unfinished there cannot
     continue in a shard (its training state is elsewhere), so the job stops with a one-line error naming it
     instead of training it again and failing at the merge."""
+    from taskgeom import picture
+    from taskgeom.config import from_args
     from taskgeom.data import datasets
+    from taskgeom.train.loop import identity, resolved
 
     data = datasets.load(datasets.DataConfig())
     store = PredictionStore(tmp_path / "r" / "store", create=True)
     store.add_eval_set(data.eval_set, data.test_labels, class_names=data.classes)
+    cfg = from_args(picture.PictureConfig, cli.build_parser().parse_args(_tiny(tmp_path / "r")))
+    recorded = identity(resolved(picture._run_config(cfg, data, 0), len(data.train_labels)))  # these settings
     t = store.create_trajectory(
         data.eval_set,
         task="0-4",
         method="supervised",
         seed=0,
         architecture="small-cnn",
-        config={"imprint_head": "cosine-ml"},
+        name=f"0-4/supervised/small-cnn/seed0@{data.eval_set}",
+        config=recorded,
     )
     store.extend(t, np.full((1, len(data.test_labels), 10), 0.1, np.float32), epochs=[0.0], steps=[0])
     store.close()

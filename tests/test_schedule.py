@@ -124,3 +124,20 @@ def test_a_dead_worker_fails_the_schedule_and_a_generator_of_jobs_is_queued(tmp_
     for wrong in (True, ["not a job"]):
         with pytest.raises(TypeError, match="then.*must return None or Jobs"):
             Scheduler(DATA, tmp_path / f"w{wrong!r:.4}").run([Job("a", "0-4", _cfg(0))], then=lambda j, i, w=wrong: w)
+
+
+def test_in_order_merges_stop_at_the_first_run_that_did_not_finish(tmp_path, monkeypatch):
+    """Stopped early (interrupted, a failed run), an in-order schedule merges its finished runs up to the
+    first unfinished one: a run that finished after a gap waits in its shard, so that the rerun merges the
+    store in the jobs' order; a skipped job (never trained) does not hold the others back."""
+    sched = Scheduler(DATA, tmp_path, in_order=True)
+    jobs = [Job(k, "all", _cfg(i)) for i, k in enumerate("abcde")]
+    sched.jobs = {j.id: j for j in jobs}
+    merged = []
+    monkeypatch.setattr(sched, "_merge", lambda job: (merged.append(job.id), sched._merged.add(job.id)))
+    sched.done = {"a": {}, "c": {}, "d": {}, "e": {}}  # b still training when it stopped
+    sched._merge_in_order()
+    assert merged == ["a"]
+    sched.skipped = [{"id": "b", "job": jobs[1], "why": "budget"}]
+    sched._merge_in_order()
+    assert merged == ["a", "c", "d", "e"]

@@ -274,9 +274,10 @@ class TrainConfig:
     threads: int = option(
         1,
         "torch threads while the run trains (0: leave torch's own setting, one per core). torch's reductions "
-        "depend on the count, so one thread computes the same on any machine; and a run whose threads never "
-        "wait for each other keeps its share of a machine other jobs use (train several runs at once instead: "
-        "taskgeom sweep --workers). Recorded with the run, not part of what must match to resume it",
+        "depend on the count, so one thread computes the same whatever the core count (on the same CPU kind "
+        "and torch build); and a run whose threads never wait for each other keeps its share of a machine "
+        "other jobs use (train several runs at once instead: taskgeom sweep --workers). Recorded with the run "
+        "(the count it started with), not part of what must match to resume it",
         minimum=0,
     )
     amp: bool = option(True, "mixed precision on CUDA")

@@ -471,6 +471,7 @@ def train(
     checkpoint using samples of ``train_data`` of those classes. An existing trajectory of the same run is
     resumed (its stored configuration must match); ``new=True`` starts a separate trajectory instead.
     """
+    check_config(cfg)  # (a bad thread count included: the one-line error, not torch's)
     old = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(int(cfg.threads))
@@ -480,14 +481,25 @@ def train(
         torch.set_num_threads(old)
 
 
+def resolved(cfg: TrainConfig, imprint_available: int) -> TrainConfig:
+    """``cfg`` as a run records it: its method's defaults made explicit and the imprinting samples those there
+    are (``imprint_available``: training samples of the evaluation task's classes) when fewer were asked."""
+    cfg = get_method(cfg.method).resolve(cfg)
+    return dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, int(imprint_available))))
+
+
+def settings_differ(cfg: TrainConfig, imprint_available: int, recorded: dict) -> list:
+    """The settings in which ``cfg`` differs from a recorded run's (``Trajectory.config``): ``(name,
+    recorded value, value now)``; empty when it would resume that run."""
+    now = _as_recorded(identity(resolved(cfg, imprint_available)), recorded)
+    return [(k, recorded.get(k), now.get(k)) for k in sorted(set(now) | set(recorded)) if now.get(k) != recorded.get(k)]
+
+
 def _train(cfg, task_classes, train_data, eval_data, store, eval_set, task_name, progress_bar, new):
-    check_config(cfg)
     method = get_method(cfg.method)
-    cfg = method.resolve(cfg)
-    x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, cfg)
+    x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, method.resolve(cfg))
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
-    n_imp = int(np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
-    cfg = dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, n_imp)))
+    cfg = resolved(cfg, np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
     d, device_name = distributed.setup(cfg.device)
     if d.active and not method.distributed:
         raise ValueError(

@@ -271,7 +271,8 @@ class Scheduler:
     each trained job's id to what its run did (name, id, checkpoints, accuracy, seconds, whether it only
     resumed, its state folder) and :attr:`skipped` lists the jobs not trained, each with why. With
     ``in_order`` the shards are merged when :meth:`run` ends, in the jobs' order (a store whose order does not
-    depend on which run finished first), not as each run finishes."""
+    depend on which run finished first), not as each run finishes; a schedule stopped early (interrupted, a
+    run that failed) merges the finished runs up to the first that did not finish, and a rerun the rest."""
 
     def __init__(
         self,
@@ -356,9 +357,19 @@ class Scheduler:
             raise
         finally:
             if self.in_order:  # the store's order is the jobs' order, whatever order they finished in
-                for job in list(self.jobs.values()):
-                    if job.id in self.done and job.id not in self._merged:
-                        self._merge(job)
+                self._merge_in_order()
+
+    def _merge_in_order(self) -> None:
+        """Merge the finished runs in the jobs' order, up to the first that did not finish (the rest wait in
+        their shards, so that a rerun keeps the order); skipped jobs were never trained and do not block."""
+        skipped = {s["id"] for s in self.skipped}
+        for job in list(self.jobs.values()):
+            if job.id in skipped:
+                continue
+            if job.id not in self.done:
+                break
+            if job.id not in self._merged:
+                self._merge(job)
 
     @staticmethod
     def _more(jobs) -> list:
