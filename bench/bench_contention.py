@@ -44,7 +44,7 @@ from taskgeom import reference as R
 
 from _common import environment, table, write_json
 
-WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train", "train-threads"]
+WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train", "train-one", "train-threads"]
 
 
 def cores() -> int:
@@ -161,8 +161,8 @@ def _train(name: str, args):
 
 
 def _train_threads(name: str, args):
-    """One run in this process on all torch's threads (taskgeom train --threads 0; before 1 thread was the
-    default, every run of taskgeom train and train())."""
+    """One run in this process: on one thread (``train-one``: taskgeom train's and train()'s default) or on all
+    torch's threads (``train-threads``: taskgeom train --threads 0, every run of them before 16ff572)."""
     from taskgeom.store import PredictionStore
     from taskgeom.train import TrainConfig, train
 
@@ -170,7 +170,7 @@ def _train_threads(name: str, args):
     tmp = tempfile.mkdtemp(prefix="tg-contention-")
     atexit.register(shutil.rmtree, tmp, True)
     cfg = TrainConfig(method="supervised", arch="small-cnn", epochs=1, batch_size=16, checkpoints=2, device="cpu")
-    cfg = dataclasses.replace(cfg, threads=0)  # torch's own count: one thread per core
+    cfg = dataclasses.replace(cfg, threads=0 if name == "train-threads" else 1)  # 0: torch's, one per core
     count = iter(range(1 << 30))
 
     def one():
@@ -187,7 +187,7 @@ def _train_threads(name: str, args):
     assert np.isfinite(np.asarray(traj.probs, dtype=np.float64)).all()
     return (
         fn,
-        torch.get_num_threads(),
+        cfg.threads or torch.get_num_threads(),
         f"digits 1 epoch small-cnn x {args.train_runs} runs, acc {traj.checkpoints[-1]['accuracy']:.2f}",
     )
 
@@ -196,7 +196,9 @@ def build(name: str, args):
     """(function to time, threads it uses, check message[, CPU seconds function]): the check runs once here,
     before any timing."""
     builders = {"pairwise-c10": _pairwise, "pairwise-c100": _pairwise, "progress": _progress}
-    builders.update({"landmark": _landmark, "train": _train, "train-threads": _train_threads})
+    builders.update(
+        {"landmark": _landmark, "train": _train, "train-one": _train_threads, "train-threads": _train_threads}
+    )
     return builders[name](name, args)
 
 
