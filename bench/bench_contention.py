@@ -44,7 +44,7 @@ from taskgeom import reference as R
 
 from _common import environment, table, write_json
 
-WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "train", "train-one", "train-threads"]
+WORKLOADS = ["pairwise-c10", "pairwise-c100", "progress", "landmark", "analyse", "train", "train-one", "train-threads"]
 
 
 def cores() -> int:
@@ -160,6 +160,29 @@ def _train(name: str, args):
     )
 
 
+def _analyse(name: str, args):
+    """The main job's analysis (taskgeom.analysis.analyse) of a small digits picture trained here once: 2
+    tasks x 2 seeds x 3 epochs, 20 bootstrap replicates; torch's threads, as the main job runs it."""
+    from taskgeom import picture
+    from taskgeom.analysis import analyse
+
+    tmp = tempfile.mkdtemp(prefix="tg-contention-")
+    atexit.register(shutil.rmtree, tmp, True)
+    cfg = picture.PictureConfig(out=tmp, tasks=("all", "0-4"), seeds=[0, 1], epochs=3, n_boot=0, device="cpu")
+    picture.run(cfg)
+    store = os.path.join(tmp, "store")
+
+    def fn():
+        return analyse(store, grid=20, n_boot=20, method="supervised")
+
+    res = fn()
+    return (
+        fn,
+        torch.get_num_threads(),
+        f"digits picture 2 tasks x 2 seeds, {res.trajectories} trajectories, 20 replicates",
+    )
+
+
 def _train_threads(name: str, args):
     """One run in this process: on one thread (``train-one``: taskgeom train's and train()'s default) or on all
     torch's threads (``train-threads``: taskgeom train --threads 0, every run of them before 16ff572)."""
@@ -195,7 +218,7 @@ def _train_threads(name: str, args):
 def build(name: str, args):
     """(function to time, threads it uses, check message[, CPU seconds function]): the check runs once here,
     before any timing."""
-    builders = {"pairwise-c10": _pairwise, "pairwise-c100": _pairwise, "progress": _progress}
+    builders = {"pairwise-c10": _pairwise, "pairwise-c100": _pairwise, "progress": _progress, "analyse": _analyse}
     builders.update(
         {"landmark": _landmark, "train": _train, "train-one": _train_threads, "train-threads": _train_threads}
     )
