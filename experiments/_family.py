@@ -94,7 +94,8 @@ def arguments(description: str, epochs: int, seeds: int) -> argparse.ArgumentPar
     ap.add_argument("--grid", type=int, default=24, help="progress values of the re-indexed runs (default: 24)")
     ap.add_argument(
         "--workers", type=_at_least(1, int), default=1,
-        help="runs trained at once, each in its own process sharing the device (default: %(default)s)",
+        help="runs trained at once, each in its own process sharing the device, on the CPUs / workers torch threads "
+        "(recorded with each run: a rerun continues unfinished runs with the same --workers) (default: %(default)s)",
     )  # fmt: skip
     ap.add_argument(
         "--budget-s", type=_at_least(1e-9, float),

@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -154,8 +154,6 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
         return
     cuda = resolve_device(cfg.device).type == "cuda"
     workers = min(len(jobs), cfg.workers or (1 if cuda else usable_cores()))
-    threads = max(1, usable_cores() // workers) if cuda else 1
-    jobs = [replace(j, config=replace(j.config, threads=threads)) for j in jobs]
     sched = Scheduler(
         _data_source(data_cfg),
         out,
@@ -195,6 +193,7 @@ def _run_config(cfg: PictureConfig, data, seed: int):
         device=cfg.device,
         imprint_samples=min(cfg.imprint_samples, len(data.train_labels)),
         imprint_head=cfg.imprint_head,
+        threads=1,  # on any device: a run's bytes do not depend on the machine's cores or the workers
     )
 
 

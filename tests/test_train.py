@@ -380,9 +380,12 @@ def test_layer_norm_builds_and_trains_a_step(tmp_path, arch):
 
 
 def test_a_run_trains_on_its_threads_and_records_them(tmp_path, monkeypatch):
-    """A run trains on ``threads`` torch threads (default 1: the same bytes on any machine; 0: torch's own
-    count), torch's setting is restored after it, and the count is recorded with the run (``run_config``)
-    but, like the device, is not what a resume must match."""
+    """A run trains on ``threads`` torch threads (default 1: the same bytes whatever the core count; 0:
+    torch's own count, recorded as the number it is), torch's setting is restored after it, and the count is
+    part of the run's recorded settings: a resume with another count is refused (it would mix two runs),
+    while a run recorded before the setting existed resumes with any."""
+    from taskgeom.config import check_fields
+    from taskgeom.store import ConfigMismatchError
     from taskgeom.train import loop
 
     seen, real = [], loop._train
@@ -392,13 +395,15 @@ def test_a_run_trains_on_its_threads_and_records_them(tmp_path, monkeypatch):
     try:
         store, traj = run(tmp_path, "supervised", checkpoints=2)
         assert seen == [1] and torch.get_num_threads() == 2
-        assert traj.extra["run_config"]["threads"] == 1 and "threads" not in traj.config
-        # the same run asked for with torch's own threads: resumed (nothing new), not a settings mismatch
-        _, again = run(tmp_path, "supervised", checkpoints=2, threads=0)
-        assert seen == [1, 2] and again.id == traj.id and len(again) == len(traj)
-        from taskgeom.config import check_fields
-
-        with pytest.raises(ValueError, match="threads"):
-            check_fields(TrainConfig(threads=-1))
+        assert traj.config["threads"] == 1 and traj.extra["run_config"]["threads"] == 1
+        with pytest.raises(ConfigMismatchError, match="threads"):
+            run(tmp_path, "supervised", checkpoints=2, threads=0)  # torch's 2 here
+        _, own = run(tmp_path, "supervised", checkpoints=2, name="own", threads=0)
+        assert seen[-1] == 2 and own.config["threads"] == 2  # recorded as the count it was
+        # recorded before runs had a thread count: any count resumes it
+        assert loop._as_recorded({"lr": 0.1, "threads": 2}, {"lr": 0.1}) == {"lr": 0.1}
+        for bad in (-1, 100_000):
+            with pytest.raises(ValueError, match="threads"):
+                check_fields(TrainConfig(threads=bad))
     finally:
         torch.set_num_threads(old)

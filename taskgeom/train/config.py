@@ -17,7 +17,7 @@ __all__ += ["VIEWS", "settings_view", "method_settings_class"]
 
 #: Fields that do not change what a run computes (where it runs and what it keeps beside it): a run may
 #: resume with different values of these.
-IDENTITY_EXCLUDED = ("device", "threads", "state_dir", "keep_states", "log_every", "channels_last")
+IDENTITY_EXCLUDED = ("device", "state_dir", "keep_states", "log_every", "channels_last")
 
 
 #: The settings each training method owns (a method of the registry declares its own as ``Method.settings``;
@@ -273,12 +273,14 @@ class TrainConfig:
     device: str = option("auto", "auto (cuda when available), cpu or cuda[:k]")
     threads: int = option(
         1,
-        "torch threads while the run trains (0: leave torch's own setting, one per core). torch's reductions "
-        "depend on the count, so one thread computes the same whatever the core count (on the same CPU kind "
-        "and torch build); and a run whose threads never wait for each other keeps its share of a machine "
-        "other jobs use (train several runs at once instead: taskgeom sweep --workers). Recorded with the run "
-        "(the count it started with), not part of what must match to resume it",
+        "torch threads while the run trains on a CPU (0: torch's own count, recorded as the number it is). "
+        "torch's reductions depend on the count, so a run is recorded with it and resumes only with it, and one "
+        "thread computes the same whatever the core count (on the same CPU kind and torch build); a single "
+        "thread also never waits for a pre-empted one, so it keeps its share of a busy machine. More threads: "
+        "a lone large run on an idle machine, faster, with other bytes; for many runs, train several at once "
+        "(taskgeom sweep --workers)",
         minimum=0,
+        maximum=1024,
     )
     amp: bool = option(True, "mixed precision on CUDA")
     amp_dtype: str = option(

@@ -308,7 +308,10 @@ def _as_recorded(ident: dict, recorded: dict | None) -> dict:
     if not recorded:
         return ident
     defaults = _config.to_dict(TrainConfig())
-    return {k: v for k, v in ident.items() if k in recorded or k not in defaults or v != defaults[k]}
+    out = {k: v for k, v in ident.items() if k in recorded or k not in defaults or v != defaults[k]}
+    if "threads" not in recorded:  # recorded before a run had a thread count: it ran on torch's, not known
+        out.pop("threads", None)
+    return out
 
 
 def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
@@ -485,7 +488,10 @@ def resolved(cfg: TrainConfig, imprint_available: int) -> TrainConfig:
     """``cfg`` as a run records it: its method's defaults made explicit and the imprinting samples those there
     are (``imprint_available``: training samples of the evaluation task's classes) when fewer were asked."""
     cfg = get_method(cfg.method).resolve(cfg)
-    return dataclasses.replace(cfg, imprint_samples=max(1, min(cfg.imprint_samples, int(imprint_available))))
+    threads = cfg.threads or torch.get_num_threads()  # 0: torch's count here, recorded as the number it is
+    return dataclasses.replace(
+        cfg, imprint_samples=max(1, min(cfg.imprint_samples, int(imprint_available))), threads=threads
+    )
 
 
 def settings_differ(cfg: TrainConfig, imprint_available: int, recorded: dict) -> list:
@@ -612,7 +618,7 @@ def _optimise(
         recorded = 1
     bar = _step_bar(run, total, step, task_name, len(schedule), progress_bar)
     run.model.train()
-    log.t_last = time.perf_counter()
+    log.t_last, log.paused = time.perf_counter(), 0.0  # (the first checkpoint's time is not in this interval)
     while step < total:
         loss = run.method.loss(run, step)
         opt.zero_grad(set_to_none=True)
