@@ -96,9 +96,13 @@ def _recorded(store, eval_set: str, task: str, seed: int, cfg: PictureConfig):
 
 def _finished(store, eval_set: str, task: str, seed: int, cfg: PictureConfig) -> bool:
     """Whether this run's trajectory is already recorded to its last epoch (then nothing is trained)."""
-    t = _recorded(store, eval_set, task, seed, cfg)
+    return _reaches(_recorded(store, eval_set, task, seed, cfg), cfg.epochs)
+
+
+def _reaches(t, epochs: int) -> bool:
+    """Whether the recorded trajectory ``t`` (or None) holds its run to epoch ``epochs``."""
     last = t.checkpoints[-1] if t is not None else None
-    return last is not None and last["epoch"] is not None and last["epoch"] >= cfg.epochs - 1e-9
+    return last is not None and last["epoch"] is not None and last["epoch"] >= epochs - 1e-9
 
 
 def _unchanged(t, tcfg, imprint_available: int, where: str) -> None:
@@ -121,10 +125,10 @@ def _data_source(data_cfg) -> tuple:
 
 def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> None:
     """Train the runs not yet recorded in ``store`` with the sweeps' scheduler: each into its shard under
-    ``out/shards`` (resumable), merged into ``store`` in the order task by task, seed by seed. On the CPU each
-    run trains on one torch thread, so that it computes the same whatever the core count (torch's reductions depend on
-    the thread count), and ``cfg.workers`` runs train at once (0: one per usable core): no run's threads wait
-    at barriers for each other, which keeps training at its share of a machine that other jobs also use."""
+    ``out/shards`` (resumable), merged into ``store`` in the order task by task, seed by seed. Each run trains
+    on one torch thread, so that it computes the same whatever the core count (torch's reductions depend on
+    the thread count), and ``cfg.workers`` runs train at once (0: one per usable core on a CPU): no run's
+    threads wait at barriers for each other, which keeps training at its share of a machine other jobs use."""
     import numpy as np
 
     from ._native import usable_cores
@@ -140,7 +144,7 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
         t = _recorded(store, data.eval_set, task, seed, cfg)
         if t is not None:
             _unchanged(t, job.config, available, str(store.root))
-            if _finished(store, data.eval_set, task, seed, cfg):
+            if _reaches(t, cfg.epochs):
                 continue
             if not (out / "shards" / job.id).exists():
                 raise ValueError(
