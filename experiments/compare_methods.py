@@ -28,6 +28,7 @@ import numpy as np
 from _family import add_seeds_argument, riemann_density, summary
 
 import taskgeom as tg
+from taskgeom.analysis import TrajectoryGroups
 from taskgeom.train import TrainConfig
 
 from _data import add_data_arguments, job, load, scheduler, trained
@@ -95,7 +96,7 @@ def family_summary(ts, probs, progress) -> dict:
     }
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -129,12 +130,13 @@ def main():
         "--device", default="auto", help="auto (a GPU when there is one), cpu or cuda (default: %(default)s)"
     )
     add_data_arguments(ap)
-    args = ap.parse_args()
-    reference, families_cfg = PRESETS[args.preset]
-    out = Path(args.out or args.preset)
-    out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xte, yte), _, _, _, rename = load(args)
-    steps_per_epoch = int(np.ceil(len(ytr) / args.batch_size))
+    return ap
+
+
+def train_families(args, out: Path, families_cfg: dict, ytr_size: int, rename) -> tuple[int, dict]:
+    """Every family's runs, trained (or reused) through the experiments' one scheduler: the steps between
+    checkpoints and, per family, its trajectories in seed order."""
+    steps_per_epoch = int(np.ceil(ytr_size / args.batch_size))
     every = checkpoint_every(args, families_cfg, steps_per_epoch)
     jobs = {}  # family -> its runs, in seed order
     for name, (task, over) in families_cfg.items():
@@ -148,14 +150,19 @@ def main():
                 seed=seed,
                 device=args.device,
                 episodes_per_epoch=steps_per_epoch,
-                imprint_samples=min(args.imprint_samples, len(ytr)),
+                imprint_samples=min(args.imprint_samples, ytr_size),
                 imprint_head=args.imprint_head,
                 **over,
             )
             jobs.setdefault(name, []).append(job(f"{rename(task)}:{name}", rename(task), cfg))
     sched = scheduler(args, out)
     sched.run([j for js in jobs.values() for j in js])
-    _, runs = trained(sched, jobs)
+    return every, trained(sched, jobs)[1]
+
+
+def measure(args, reference: str, every: int, grouped: TrajectoryGroups) -> dict:
+    """The families' summaries, Riemann length ratios to the reference family and normalised distances to
+    it (:func:`taskgeom.compare`)."""
     res = {
         "preset": args.preset,
         "reference": reference,
@@ -166,19 +173,8 @@ def main():
         "and their ratios are lower bounds that depend on the density",
         "families": {},
     }
-    families = {}
-    probs = {name: [np.asarray(t.probs, dtype=np.float64) for t in ts] for name, ts in runs.items()}
-    progress = {name: [np.asarray(tg.progress(p, yte)) for p in ps] for name, ps in probs.items()}
-    grid = tg.trajectories.progress_grid([p for ps in progress.values() for p in ps], args.grid)
-    for name, ts in runs.items():
-        # NaN outside the progress a run reaches: the embedding holds no clamped copies of first or last models
-        families[name] = np.stack(
-            [
-                tg.reindex(p, yte, grid=grid, outside="nan", progress=tk).astype(np.float32)
-                for p, tk in zip(probs[name], progress[name])
-            ]
-        )
-        res["families"][name] = family_summary(ts, probs[name], progress[name])
+    for name, ts in grouped.runs.items():
+        res["families"][name] = family_summary(ts, grouped.probs(name), grouped.progress(name))
     ref = res["families"][reference]
     for f in res["families"].values():
         f["riemann_length_ratio_to_reference"] = {
@@ -187,34 +183,38 @@ def main():
         f["riemann_length_paper_convention_ratio"] = (
             f["riemann_length_paper_convention"]["mean"] / ref["riemann_length_paper_convention"]["mean"]
         )
-    res["grid"] = grid.tolist()  # the embedding's grid: progress some run reaches (each run embedded where it does)
+    # the embedding's grid: progress some run reaches (each run embedded where it does)
+    res["grid"] = grouped.grid(list(grouped.runs)).tolist()
     res["normalized_distance_to_reference"] = {}
-    for name in families:
+    for name in grouped.runs:
         if name == reference:
             continue
         try:
-            c = tg.compare(probs[name], probs[reference], yte, grid=args.grid, n_boot=args.n_boot)
+            c = tg.compare(grouped.probs(name), grouped.probs(reference), grouped.labels, grid=args.grid,
+                           n_boot=args.n_boot)  # fmt: skip
         except ValueError as exc:  # one seed, or no progress reached by every run of both
             res["normalized_distance_to_reference"][name] = {"error": str(exc)}
             continue
         res["normalized_distance_to_reference"][name] = c.to_json()
-    (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
+    return res
 
+
+def figure(res: dict, grouped: TrajectoryGroups, path: Path) -> None:
+    """Every run's trajectory in one InPCA embedding (where it reaches the grid) beside the normalised
+    distances to the reference family."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(families)
-    allr = np.concatenate([families[n] for n in names])
-    reached = np.isfinite(allr).all(axis=(2, 3))  # (runs, G): the grid values each run reached
-    emb = tg.inpca(tg.pairwise_distances(allr[reached]), k=3)
+    names, reference = list(grouped.runs), res["reference"]
+    emb, reached = grouped.embedding(names, np.asarray(res["grid"]), k=3)
     ends = np.concatenate([[0], np.cumsum(reached.sum(1))])
     fig = plt.figure(figsize=(13, 5))
     ax = fig.add_subplot(1, 2, 1, projection="3d")
     k = 0
     for i, n in enumerate(names):
-        for j in range(len(families[n])):
+        for j in range(len(grouped.runs[n])):
             ax.plot(*emb.coords[ends[k] : ends[k + 1]].T, color=f"C{i}", lw=1, alpha=0.6, label=n if j == 0 else None)
             k += 1
     ax.set_title(f"InPCA ({100 * emb.explained_stress(3):.1f}% explained stress in 3 dims)")
@@ -233,7 +233,11 @@ def main():
     ax2.set(xlabel="progress", ylabel="distance / tube radii at that progress", yscale="log", title="Remark 5")
     ax2.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"{args.preset}.png", dpi=110)
+    fig.savefig(path, dpi=110)
+
+
+def report(res: dict) -> None:
+    reference = res["reference"]
     for name, f in res["families"].items():
         r, ratio = f["riemann_length"], f["riemann_length_ratio_to_reference"]
         print(
@@ -251,6 +255,21 @@ def main():
             )
         else:
             print(f"{name:>16} vs {reference}: {c['error']}")
+
+
+def main():
+    args = parser().parse_args()
+    reference, families_cfg = PRESETS[args.preset]
+    out = Path(args.out or args.preset)
+    out.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xte, yte), _, _, _, rename = load(args)
+    every, runs = train_families(args, out, families_cfg, len(ytr), rename)
+    # progress, grid, re-indexing and reached values: taskgeom.analysis's, on the stored rows in float64
+    grouped = TrajectoryGroups(runs, yte, load=lambda t: np.asarray(t.probs, dtype=np.float64), points=args.grid)
+    res = measure(args, reference, every, grouped)
+    (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
+    figure(res, grouped, out / f"{args.preset}.png")
+    report(res)
     print(f"wrote {out / (args.preset + '.json')} and {out / (args.preset + '.png')}")
 
 

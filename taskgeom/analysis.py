@@ -41,6 +41,7 @@ __all__ = [
     "task_distances",
     "reached_mask",
     "TrajectoryGroups",
+    "embed_reached",
 ]
 
 
@@ -397,14 +398,17 @@ def _device(device) -> torch.device:
     return torch.device(device)
 
 
-def _embed(R: np.ndarray, keep: np.ndarray, device, backend: str):
-    """Pairwise distances of the re-indexed points the runs reached (``keep`` (K, G)) and their InPCA
-    embedding; a grid value outside a run's progress would be a copy of its first or last checkpoint, and
-    copies would weigh those models twice."""
+def embed_reached(R: np.ndarray, keep: np.ndarray, k: int = 10, device="cpu", backend: str = "auto") -> tuple:
+    """The InPCA embedding (top ``k`` components, at most one per point) of re-indexed runs ``R`` (K, G, N, C)
+    at the grid values each reached (``keep`` (K, G)), and those points (points, N, C), run after run. A
+    grid value outside a run's progress would be a copy of its first or last checkpoint, and copies would
+    weigh those models twice. The one embedding of runs on a grid: :func:`analyse`'s and
+    :meth:`TrajectoryGroups.embedding`'s."""
+    device = _device(device)
     flat = R[keep]  # (points, N, C), trajectory-major
     flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
     D = host_array(pairwise_distances(flat_dev, backend=backend))
-    return _embedding.inpca(D, k=min(10, D.shape[0])), flat
+    return _embedding.inpca(D, k=min(k, D.shape[0])), flat
 
 
 def _view(emb, flat, families: dict, reached: dict, acc: dict, keep: np.ndarray, labels, c: int) -> EmbeddingView:
@@ -504,7 +508,7 @@ def analyse(
     acc = _per_trajectory(trajs, groups, labels, grid, c, device, backend)
     R = np.stack(acc["reindexed"])  # (K, G, N, C)
     keep = np.stack(acc["inside"])  # (K, G): the grid values each run reached
-    emb, flat = _embed(R, keep, device, backend)
+    emb, flat = embed_reached(R, keep, 10, device, backend)
     members = {}  # group -> its trajectories' indices
     for i, k in enumerate(acc["keys"]):
         members.setdefault(k[0], []).append(i)
@@ -913,6 +917,19 @@ class TrajectoryGroups:
     def reached(self, groups, grid) -> np.ndarray:
         """The values of ``grid`` every run of ``groups`` reaches (:func:`taskgeom.trajectories.reached`)."""
         return trajectories.reached(self._all_progress(groups), grid)
+
+    def inside(self, group: str, grid) -> np.ndarray:
+        """(seeds, G) bool: the values of ``grid`` each of ``group``'s runs reaches."""
+        return np.stack([trajectories.reached([p], grid) for p in self.progress(group)])
+
+    def embedding(self, groups, grid, k: int = 10) -> tuple:
+        """The InPCA embedding of the runs of ``groups``, re-indexed on ``grid``, at the values each run reaches
+        (:func:`embed_reached`), and (runs, G) bool: those values, run after run in group order."""
+        R = np.concatenate([self.reindexed(g, grid) for g in groups])
+        keep = np.concatenate([self.inside(g, grid) for g in groups])
+        device = self.labels.device if isinstance(self.labels, torch.Tensor) else "cpu"
+        emb, _ = embed_reached(R, keep, k, device, self.backend)
+        return emb, keep
 
     def reindexed(self, group: str, grid) -> np.ndarray:
         """(seeds, G, N, C) float32: the group's runs re-indexed on ``grid`` (Remark 4); outside a run's range

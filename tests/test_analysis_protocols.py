@@ -245,6 +245,31 @@ def test_trajectory_groups_grids_masks_and_reindexing():
     assert np.array_equal(pair[1], r)
 
 
+def test_trajectory_groups_embed_each_run_where_it_reaches():
+    """TrajectoryGroups.inside and .embedding (the experiments' embedding, through embed_reached as in
+    analyse): each run's points are those re-indexing with outside="nan" leaves finite, and the embedding
+    is the InPCA of exactly those points, run after run; a point outside a run's range is never embedded."""
+    import taskgeom as tg
+    from taskgeom.analysis import TrajectoryGroups
+
+    a, y = _runs([[0.1, 0.4, 0.8], [0.15, 0.5, 0.85]])
+    b, _ = _runs([[0.3, 0.6, 0.95]], seed=0)
+    groups = TrajectoryGroups({"a": a, "b": b}, y, points=9)
+    grid = groups.grid(["a", "b"])
+    nan_route = np.concatenate(
+        [np.stack([np.asarray(tg.reindex(t.probs, y, grid=grid, outside="nan")) for t in runs]) for runs in (a, b)]
+    ).astype(np.float32)
+    finite = np.isfinite(nan_route).all(axis=(2, 3))
+    assert np.array_equal(np.concatenate([groups.inside(g, grid) for g in ("a", "b")]), finite)
+    assert not finite.all() and finite.any(axis=1).all()  # some run misses part of the grid; each reaches some
+    emb, keep = groups.embedding(["a", "b"], grid, k=3)
+    assert np.array_equal(keep, finite)
+    expected = tg.inpca(tg.pairwise_distances(nan_route[finite]), k=3)
+    assert emb.coords.shape == (finite.sum(), 3)
+    np.testing.assert_allclose(np.abs(emb.coords), np.abs(expected.coords), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(emb.eigenvalues, expected.eigenvalues, rtol=1e-12)
+
+
 def test_compare_families_is_the_one_pair_comparison():
     """compare_families: normalized_distance's curve and, with a Resampling, replicates that equal the
     statistic recomputed on explicitly resampled data (each evaluation sample repeated as often as the
