@@ -23,14 +23,8 @@ import taskgeom as tg
 from taskgeom.store import PredictionStore
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--store", required=True, help="a PredictionStore, e.g. <picture out>/store (required)")
-    ap.add_argument("--out", default="result2", help="output folder (default: %(default)s)")
-    args = ap.parse_args()
-    store = PredictionStore(args.store)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+def collect(store) -> dict:
+    """Per task: each run's progress on the union task and per class, at initialisation and at the end."""
     res = {}
     for traj in store.select():
         es = store.eval_set(traj.eval_set)
@@ -44,6 +38,11 @@ def main():
         entry["union_init"].append(float(tg.progress(first, es.labels)))
         entry["per_class"].append(tg.per_class_progress(final, es.labels).tolist())
         entry["per_class_init"].append(tg.per_class_progress(first, es.labels).tolist())
+    return res
+
+
+def summarise(res: dict) -> dict:
+    """Per task: means over seeds, on the trained and the unseen classes, and the gains."""
     summary = {}
     for task, e in res.items():
         pc, pc0 = np.array(e["per_class"]), np.array(e["per_class_init"])  # (seeds, C)
@@ -70,6 +69,19 @@ def main():
     if "all" in summary:
         for v in summary.values():
             v["gain_fraction_of_all"] = v["progress_gain"] / summary["all"]["progress_gain"]
+    return summary
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--store", required=True, help="a PredictionStore, e.g. <picture out>/store (required)")
+    ap.add_argument("--out", default="result2", help="output folder (default: %(default)s)")
+    args = ap.parse_args()
+    store = PredictionStore(args.store)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = collect(store)
+    summary = summarise(res)
     (out / "result2.json").write_text(json.dumps(summary, indent=2))
 
     import matplotlib

@@ -158,7 +158,7 @@ def figure(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     from _family import add_seeds_argument
 
     ap = argparse.ArgumentParser(
@@ -205,42 +205,43 @@ def main():
         "--results",
         help="analyse the results.json of an existing `taskgeom picture --data cifar10` run instead of training (default: train)",
     )
-    args = ap.parse_args()
-    out = Path(args.out)
+    return ap
+
+
+def picture(args, out: Path) -> dict:
+    """The results.json of ``--results``, or of a ``taskgeom picture`` run trained here on CIFAR-10."""
     if args.results:
         pic = json.loads(Path(args.results).read_text())
         out.mkdir(parents=True, exist_ok=True)
-    else:
-        from taskgeom.data import DataConfig
-        from taskgeom.picture import PictureConfig, print_headline, run
+        return pic
+    from taskgeom.data import DataConfig
+    from taskgeom.picture import PictureConfig, print_headline, run
 
-        cfg = PictureConfig(
-            out=str(out),
-            tasks=tuple(args.tasks),
-            seeds=list(args.seeds),
-            arch=args.arch,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            checkpoints=args.checkpoints,
-            imprint_samples=args.imprint_samples,
-            imprint_head=args.imprint_head,
-            device=args.device,
-        )
-        data = DataConfig(
-            data="cifar10",
-            data_path=args.data_path,
-            train_per_class=args.train_per_class,
-            eval_samples=args.eval_samples,
-        )
-        result = run(cfg, data)
-        print_headline(result, str(out))
-        pic = result.to_json()
-    res = analyse(pic["task_distances"])
-    res["explained_stress"] = pic["explained_stress"]
-    res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
-    (out / "result3.json").write_text(json.dumps(res, indent=2))
-    figure(res, out / "result3.png")
+    cfg = PictureConfig(
+        out=str(out),
+        tasks=tuple(args.tasks),
+        seeds=list(args.seeds),
+        arch=args.arch,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        checkpoints=args.checkpoints,
+        imprint_samples=args.imprint_samples,
+        imprint_head=args.imprint_head,
+        device=args.device,
+    )
+    data = DataConfig(
+        data="cifar10",
+        data_path=args.data_path,
+        train_per_class=args.train_per_class,
+        eval_samples=args.eval_samples,
+    )
+    result = run(cfg, data)
+    print_headline(result, str(out))
+    return result.to_json()
+
+
+def report(res: dict, out: Path) -> None:
     for key in (
         "spearman_normalized_vs_tree_distance",
         "spearman_normalized_final_vs_tree_distance",
@@ -257,6 +258,18 @@ def main():
             f"{', '.join(v['tree_neighbours'])}"
         )
     print(f"wrote {out / 'result3.json'} and {out / 'result3.png'}")
+
+
+def main():
+    args = parser().parse_args()
+    out = Path(args.out)
+    pic = picture(args, out)
+    res = analyse(pic["task_distances"])
+    res["explained_stress"] = pic["explained_stress"]
+    res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
+    (out / "result3.json").write_text(json.dumps(res, indent=2))
+    figure(res, out / "result3.png")
+    report(res, out)
 
 
 if __name__ == "__main__":

@@ -86,7 +86,7 @@ def plot(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="result6", help="output folder (default: %(default)s)")
     add_seeds_argument(ap, 3, "of every run")
@@ -110,9 +110,28 @@ def main():
         "--n-perm", type=int, default=1000, help="most seed splits of the permutation test (default: %(default)s)"
     )
     add_data_arguments(ap)
-    args = ap.parse_args()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    return ap
+
+
+def finetune_jobs(args, base: dict, sup_jobs: list, starts: list) -> dict:
+    """The fine-tuning runs ("task from where" -> runs) in seed order, each from its supervised seed's checkpoint."""
+    ft_jobs = {}
+    for where in STARTS:
+        for task in SUBTASKS[args.data]:
+            ft_jobs[f"{task} from {where}"] = [
+                job(
+                    f"{task}:finetune-from-{where}",
+                    task,
+                    TrainConfig(method="finetune", epochs=args.finetune_epochs, checkpoints=8, seed=seed, **base),
+                    start_from=(sj.id, st[where][0]),  # the checkpoint's saved weights: init_from
+                )
+                for seed, sj, st in zip(args.seeds, sup_jobs, starts)
+            ]
+    return ft_jobs
+
+
+def run(args, out: Path) -> dict:
+    """Train (or reuse) the supervised runs, then the fine-tuning runs from their checkpoints, and compare."""
     (xtr, ytr), (xte, yte), _, _, _, _ = load(args)
     base = dict(
         arch=args.arch,
@@ -130,8 +149,7 @@ def main():
     ]
     sched.run(sup_jobs)
     store, sup = trained(sched, {"all": sup_jobs})
-    sup = sup["all"]
-    sup_probs = [np.asarray(t.probs) for t in sup]
+    sup_probs = [np.asarray(t.probs) for t in sup["all"]]
     # each seed's starts: the checkpoints nearest 1/6, 1/2 and all of the way from its progress at
     # initialisation to its highest (spaced by training progress, not by checkpoint index)
     starts = [start_checkpoints(tg.progress(p, yte)) for p in sup_probs]
@@ -144,18 +162,7 @@ def main():
     res["starts"] = {  # seed -> {where: (checkpoint, its progress, the target progress)}
         seed: st for seed, st in zip(args.seeds, starts)
     }
-    ft_jobs = {}  # "task from where" -> its runs, in seed order
-    for where in STARTS:
-        for task in SUBTASKS[args.data]:
-            ft_jobs[f"{task} from {where}"] = [
-                job(
-                    f"{task}:finetune-from-{where}",
-                    task,
-                    TrainConfig(method="finetune", epochs=args.finetune_epochs, checkpoints=8, seed=seed, **base),
-                    start_from=(sj.id, st[where][0]),  # the checkpoint's saved weights: init_from
-                )
-                for seed, sj, st in zip(args.seeds, sup_jobs, starts)
-            ]
+    ft_jobs = finetune_jobs(args, base, sup_jobs, starts)
     store.close()  # before more runs are merged into it
     sched.run([j for js in ft_jobs.values() for j in js])
     store, ft = trained(sched, ft_jobs)
@@ -164,8 +171,10 @@ def main():
     store.close()
     if len(args.seeds) < 2:
         res["warning"] = "one seed per family: no tube, so no normalised distance (give two seeds or more)"
-    (out / "result6.json").write_text(json.dumps(res, indent=2))
-    plot(res, out / "result6_normalized_distance.png")
+    return res
+
+
+def report(res: dict) -> None:
     print(f"supervised: final progress {res['supervised']['final_progress']:.3f}")
     for name, r in res["finetuned"].items():
         curve = r["normalized_distance"]
@@ -183,6 +192,16 @@ def main():
             f"{name:>32}: progress {r['start_progress']:.3f} -> {r['final_progress']:.3f}, travelled d_B "
             f"{r['travelled_bhattacharyya']:.4f} (Riemann {r['travelled_riemann_length']:.3f}); {where}"
         )
+
+
+def main():
+    args = parser().parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res = run(args, out)
+    (out / "result6.json").write_text(json.dumps(res, indent=2))
+    plot(res, out / "result6_normalized_distance.png")
+    report(res)
     print(f"wrote {out / 'result6.json'} and {out / 'result6_normalized_distance.png'}")
 
 
