@@ -190,7 +190,7 @@ def profile(cases, configs_for):
     return rows
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sweep", action="store_true", help="time every instance first and tune")
     ap.add_argument("--cases", nargs="*", help="MxNxC, e.g. 2430x10000x10")
@@ -205,49 +205,65 @@ def main():
     )
     ap.add_argument("--json")
     ap.add_argument("--tuning", help="write the sweep's table here (and use it for the benchmark)")
-    args = ap.parse_args()
+    return ap
+
+
+def run_once(cases, once: list) -> None:
+    """Each named instance once on each case, '' for the tuned one: for a profiler (bench/gpu_run.sh runs
+    ncu on this), so no timing and no JSON."""
+    code = tg.divergences.get("bhattacharyya").code
+    for m, n, c in cases:
+        models = make_models(m, n, c, torch.float16, device="cuda")
+        names = [x or _cuda_ops.fp64tc_config(m, c) for x in once or [""]]  # "": the tuned one
+        for name in dict.fromkeys(names):  # each once, in order
+            if name in _cuda_ops.fp64tc_runnable(classes=c):
+                _cuda_ops.pairwise_fp64tc(models, None, code, config=name)
+        torch.cuda.synchronize()
+
+
+def tune(args, cases, env: dict, payload: dict) -> None:
+    """The sweep over every instance and the tuning table it gives (used for the benchmark with --tuning)."""
+    rows, best = sweep(cases, args.repeat, time.time() + args.budget)
+    payload["sweep"] = rows
+    tuning = {
+        "fp64tc": {
+            "note": "fastest instance per case, bench/bench_fp64tc.py --sweep",
+            "device": torch.cuda.get_device_name(0),
+            "commit": env["commit"],
+            "cases": best,
+        }
+    }
+    payload["tuning"] = tuning
+    if args.tuning:
+        with open(args.tuning, "w") as f:
+            json.dump(tuning, f, indent=2)
+        os.environ["TASKGEOM_FP64TC_TUNING"] = os.path.abspath(args.tuning)
+        _cuda_ops._tuning_cases.cache_clear()
+
+
+def configs_for(m, c) -> list:
+    """The instances profiled on a case: the tuned one, the default, and the lean and wide tiles."""
+    names = _cuda_ops.fp64tc_runnable(classes=c)
+    picked = [_cuda_ops.fp64tc_config(m, c), _cuda_ops.DEFAULT_FP64TC_CONFIG]
+    picked += [x for x in names if x.endswith(("_c12", "_c16")) or "_t96_" in x or "_t128_" in x]
+    return [x for i, x in enumerate(picked) if x in names and x not in picked[:i]]
+
+
+def main():
+    args = parser().parse_args()
     cases = [tuple(int(x) for x in c.split("x")) for c in args.cases] if args.cases else CASES
-    if args.once is not None:  # under a profiler (bench/gpu_run.sh runs ncu on this): no timing, no JSON
-        code = tg.divergences.get("bhattacharyya").code
-        for m, n, c in cases:
-            models = make_models(m, n, c, torch.float16, device="cuda")
-            names = [x or _cuda_ops.fp64tc_config(m, c) for x in args.once or [""]]  # "": the tuned one
-            for name in dict.fromkeys(names):  # each once, in order
-                if name in _cuda_ops.fp64tc_runnable(classes=c):
-                    _cuda_ops.pairwise_fp64tc(models, None, code, config=name)
-            torch.cuda.synchronize()
+    if args.once is not None:
+        run_once(cases, args.once)
         return
     env = environment("cuda")
     payload = {"benchmark": "pairwise_fp64tc", "env": env, "fp64_tc_peak": FP64_TC_PEAK}
     payload["dgemm_flops"] = dgemm_rate()
     print(f"DGEMM 8192^3 float64: {payload['dgemm_flops'] / 1e12:.1f} TFLOP/s", flush=True)
     if args.sweep:
-        rows, best = sweep(cases, args.repeat, time.time() + args.budget)
-        payload["sweep"] = rows
-        tuning = {
-            "fp64tc": {
-                "note": "fastest instance per case, bench/bench_fp64tc.py --sweep",
-                "device": torch.cuda.get_device_name(0),
-                "commit": env["commit"],
-                "cases": best,
-            }
-        }
-        payload["tuning"] = tuning
-        if args.tuning:
-            with open(args.tuning, "w") as f:
-                json.dump(tuning, f, indent=2)
-            os.environ["TASKGEOM_FP64TC_TUNING"] = os.path.abspath(args.tuning)
-            _cuda_ops._tuning_cases.cache_clear()
+        tune(args, cases, env, payload)
     payload["rows"] = benchmark(cases, args.repeat)
     write_json(args.json, payload)  # (again below with the profile: a timeout there keeps the rest)
     if args.profile:
-
-        def configs_for(m, c):
-            names = _cuda_ops.fp64tc_runnable(classes=c)
-            picked = [_cuda_ops.fp64tc_config(m, c), _cuda_ops.DEFAULT_FP64TC_CONFIG]
-            picked += [x for x in names if x.endswith(("_c12", "_c16")) or "_t96_" in x or "_t128_" in x]
-            return [x for i, x in enumerate(picked) if x in names and x not in picked[:i]]
-
         payload["profile"] = profile(cases, configs_for)
     cols = ["m", "N", "C", "method", "config", "seconds", "torch_ref_seconds", "ratio", "max_rel_err"]
     cols += ["tiled_seconds", "floor_seconds", "fp64_peak_fraction"]

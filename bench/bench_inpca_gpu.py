@@ -317,7 +317,7 @@ def table(run: Run) -> str:
     return "\n".join(f"{a.ljust(w)}  {b}" for a, b in rows)
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--m", type=int, default=150_000)
     ap.add_argument("--n", type=int, default=1000)
@@ -332,36 +332,33 @@ def main() -> int:
     ap.add_argument("--device", default=None, help="default cuda (cpu with --smoke)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (a test of this script)")
-    args = ap.parse_args()
-    if args.smoke:
-        args.m, args.n, args.tile, args.check_m, args.check_tile = 700, 40, 256, 300, 128
-        args.device = args.device or "cpu"
-    args.device = args.device or "cuda"
-    run = Run(args)
-    say(f"bench_inpca_gpu: m={args.m} n={args.n} c={args.c} k={args.k} tile={args.tile} device={args.device}")
-    try:
-        import torch
+    return ap
 
-        import taskgeom  # noqa: F401
-        from taskgeom._native import has_cuda, import_error
 
-        dev = torch.device(args.device)
-        if dev.type == "cuda":
-            if not torch.cuda.is_available():
-                raise RuntimeError("no visible GPU (torch.cuda.is_available() is False)")
-            if not has_cuda():
-                raise RuntimeError(f"taskgeom._cuda is missing ({import_error('_cuda')}): build with TASKGEOM_CUDA=1")
-            run.res["device"] = torch.cuda.get_device_name(dev)
-            free, total = torch.cuda.mem_get_info(dev)
-            run.res["gpu_memory_gb"] = {"free": free / 1e9, "total": total / 1e9}
-        else:
-            run.res["device"] = "cpu"
-    except Exception as exc:  # noqa: BLE001
-        run.fail("setup", exc)
-        run.res["wall_seconds"] = now()
-        run.save()
-        print(table(run))
-        return 1
+def setup(run: Run, args):
+    """The device (checked: a visible GPU and taskgeom's CUDA extension), recorded with the environment."""
+    import torch
+
+    import taskgeom  # noqa: F401
+    from taskgeom._native import has_cuda, import_error
+
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("no visible GPU (torch.cuda.is_available() is False)")
+        if not has_cuda():
+            raise RuntimeError(f"taskgeom._cuda is missing ({import_error('_cuda')}): build with TASKGEOM_CUDA=1")
+        run.res["device"] = torch.cuda.get_device_name(dev)
+        free, total = torch.cuda.mem_get_info(dev)
+        run.res["gpu_memory_gb"] = {"free": free / 1e9, "total": total / 1e9}
+    else:
+        run.res["device"] = "cpu"
+    return dev
+
+
+def environment_of(run: Run, dev) -> None:
+    import torch
+
     try:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from taskgeom._provenance import code_version
@@ -375,6 +372,9 @@ def main() -> int:
     say(f"device {run.res['device']}, torch {torch.__version__}, commit {run.res.get('env', {}).get('commit')}")
     run.save()
 
+
+def generate(run: Run, args, dev):
+    """The synthetic models (None where generating them failed)."""
     x = None
     try:
         sync(dev)
@@ -386,7 +386,27 @@ def main() -> int:
     except Exception as exc:  # noqa: BLE001
         run.fail("generate", exc)
     run.save()
+    return x
 
+
+def main() -> int:
+    args = parser().parse_args()
+    if args.smoke:
+        args.m, args.n, args.tile, args.check_m, args.check_tile = 700, 40, 256, 300, 128
+        args.device = args.device or "cpu"
+    args.device = args.device or "cuda"
+    run = Run(args)
+    say(f"bench_inpca_gpu: m={args.m} n={args.n} c={args.c} k={args.k} tile={args.tile} device={args.device}")
+    try:
+        dev = setup(run, args)
+    except Exception as exc:  # noqa: BLE001
+        run.fail("setup", exc)
+        run.res["wall_seconds"] = now()
+        run.save()
+        print(table(run))
+        return 1
+    environment_of(run, dev)
+    x = generate(run, args, dev)
     if x is not None:
         try:
             stage_check(run, x, dev)

@@ -53,7 +53,69 @@ def check(kernel_d: torch.Tensor, models: torch.Tensor, rows: int = 3) -> float:
     return float(((got - ref).abs()[mask] / ref[mask]).max())
 
 
-def run(args):  # noqa: C901 - the lambdas below are called within their loop iteration (B023)
+def measure(args, models, m: int, n: int, c: int, peak: dict) -> dict:
+    """One case: taskgeom's time and error, its share of the CPU's peak, and the baselines against it."""
+    device = args.device
+    row = {"m": m, "N": n, "C": c, "dtype": args.dtype}
+
+    def kernel():
+        return tg.pairwise_distances(models, validate=False, threads=args.threads)
+
+    d = kernel()
+    row["max_rel_err"] = check(d, models)
+    row["taskgeom_s"] = timeit(kernel, device, repeat=args.repeat)
+    pair_samples = m * m * n
+    row["pair_samples_per_s"] = pair_samples / row["taskgeom_s"]
+    if device == "cpu":
+        threads = args.threads or tg.build_info().get("openmp_threads") or 1
+        row["threads"] = threads
+        row["gflops_per_core"] = 2 * m * (m + 1) / 2 * n * c / row["taskgeom_s"] / threads / 1e9
+        row["peak_fraction"] = row["gflops_per_core"] / peak["gflops"]
+    if args.skip_baselines:
+        return row
+
+    def gram():
+        return R.pairwise_gram(models, chunk=args.ref_chunk)
+
+    row["torch_ref_s"] = timeit(gram, device, repeat=args.repeat if device == "cuda" else 1)
+    row["torch_ref_max_rel_err"] = check(gram(), models)
+    row["x_torch"] = row["torch_ref_s"] / row["taskgeom_s"]
+    if device == "cpu":
+        p = models.numpy()
+        row["numpy_s"] = timeit(lambda: numpy_authors_style(p), device, repeat=1, warmup=0)
+        row["numpy_pair_samples_per_s"] = pair_samples / row["numpy_s"]
+        row["x_numpy"] = row["numpy_s"] / row["taskgeom_s"]
+        return row
+    tri = m * (m + 1) / 2
+    for method in ("tiled", "gram64"):
+
+        def fn(method=method):
+            return tg.pairwise_distances(models, validate=False, cuda_method=method)
+
+        row[f"{method}_s"] = timeit(fn, device, repeat=args.repeat)
+        row[f"{method}_max_rel_err"] = check(fn(), models)
+        row[f"x_torch_{method}"] = row["torch_ref_s"] / row[f"{method}_s"]
+    row["tiled_fp32_issue_fraction"] = 7 * tri * n * c / row["tiled_s"] / FP32_PEAK
+    return row
+
+
+def columns(args) -> list:
+    """The summary table's columns for the device and options."""
+    cpu = args.device == "cpu"
+    baselines = not args.skip_baselines
+    gpu_cols = ["tiled_s", "gram64_s", "x_torch_tiled", "x_torch_gram64", "tiled_fp32_issue_fraction",
+                "tiled_max_rel_err", "gram64_max_rel_err"]  # fmt: skip
+    return (
+        ["m", "N", "C", "dtype", "taskgeom_s"]
+        + (["threads", "gflops_per_core", "peak_fraction"] if cpu else [])
+        + (["torch_ref_s", "x_torch"] if baselines else [])
+        + ((["numpy_s", "x_numpy"] if cpu else gpu_cols) if baselines else [])
+        + ["max_rel_err"]
+        + (["torch_ref_max_rel_err"] if baselines else [])
+    )
+
+
+def run(args):
     device = args.device
     cases = CPU_CASES if device == "cpu" else CUDA_CASES
     if args.cases:
@@ -66,68 +128,14 @@ def run(args):  # noqa: C901 - the lambdas below are called within their loop it
               f"at {peak['ghz']:.2f} GHz)")  # fmt: skip
     for m, n, c in cases:
         models = make_models(m, n, c, dtype, device=device)
-        row = {"m": m, "N": n, "C": c, "dtype": args.dtype}
-        kernel = lambda: tg.pairwise_distances(models, validate=False, threads=args.threads)  # noqa: E731
-        d = kernel()
-        row["max_rel_err"] = check(d, models)
-        row["taskgeom_s"] = timeit(kernel, device, repeat=args.repeat)
-        pair_samples = m * m * n
-        row["pair_samples_per_s"] = pair_samples / row["taskgeom_s"]
-        if device == "cpu":
-            threads = args.threads or tg.build_info().get("openmp_threads") or 1
-            row["threads"] = threads
-            row["gflops_per_core"] = 2 * m * (m + 1) / 2 * n * c / row["taskgeom_s"] / threads / 1e9
-            row["peak_fraction"] = row["gflops_per_core"] / peak["gflops"]
-        if args.skip_baselines:
-            rows.append(row)
-            print(table([row], list(row)))
-            continue
-        gram = lambda: R.pairwise_gram(models, chunk=args.ref_chunk)  # noqa: E731
-        row["torch_ref_s"] = timeit(gram, device, repeat=args.repeat if device == "cuda" else 1)
-        row["torch_ref_max_rel_err"] = check(gram(), models)
-        row["x_torch"] = row["torch_ref_s"] / row["taskgeom_s"]
-        if device == "cpu":
-            p = models.numpy()
-            row["numpy_s"] = timeit(lambda: numpy_authors_style(p), device, repeat=1, warmup=0)
-            row["numpy_pair_samples_per_s"] = pair_samples / row["numpy_s"]
-            row["x_numpy"] = row["numpy_s"] / row["taskgeom_s"]
-        else:
-            tri = m * (m + 1) / 2
-            for method in ("tiled", "gram64"):
-                fn = lambda: tg.pairwise_distances(models, validate=False, cuda_method=method)  # noqa: E731
-                row[f"{method}_s"] = timeit(fn, device, repeat=args.repeat)
-                row[f"{method}_max_rel_err"] = check(fn(), models)
-                row[f"x_torch_{method}"] = row["torch_ref_s"] / row[f"{method}_s"]
-            row["tiled_fp32_issue_fraction"] = 7 * tri * n * c / row["tiled_s"] / FP32_PEAK
+        row = measure(args, models, m, n, c, peak)
         rows.append(row)
         print(table([row], list(row)))
         models = None  # free before the next case
         if device == "cuda":
             torch.cuda.empty_cache()
-    cols = (
-        ["m", "N", "C", "dtype", "taskgeom_s"]
-        + (["threads", "gflops_per_core", "peak_fraction"] if device == "cpu" else [])
-        + (["torch_ref_s", "x_torch"] if not args.skip_baselines else [])
-        + (
-            []
-            if args.skip_baselines
-            else ["numpy_s", "x_numpy"]
-            if device == "cpu"
-            else [
-                "tiled_s",
-                "gram64_s",
-                "x_torch_tiled",
-                "x_torch_gram64",
-                "tiled_fp32_issue_fraction",
-                "tiled_max_rel_err",
-                "gram64_max_rel_err",
-            ]
-        )
-        + ["max_rel_err"]
-        + ([] if args.skip_baselines else ["torch_ref_max_rel_err"])
-    )
     print()
-    print(table(rows, cols))
+    print(table(rows, columns(args)))
     write_json(
         args.json,
         {

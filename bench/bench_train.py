@@ -183,7 +183,7 @@ def tta_accuracies(cfg: TrainConfig, state_path: Path, data) -> dict:
     return {"flip_tta_accuracy": flip / len(y), "translate_tta_accuracy": translate / len(y)}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="CIFAR-10: a folder with train.tar.gz and test.tar.gz, or an ImageFolder")
     ap.add_argument("--smoke", action="store_true", help="tiny generated data on the CPU, one epoch per run")
@@ -206,9 +206,119 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4, help="concurrent fast-resnet runs (default: %(default)s)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="skip stages that would not fit (seconds)")
     ap.add_argument("--skip", default="", help="stages to skip: fast,wrn,concurrent")
+    return ap
+
+
+class Session:
+    """One benchmark invocation: its options, data, settings common to every run, scratch folder, the
+    results so far (written to --json after each run) and the time budget left."""
+
+    def __init__(self, args, data, common: dict, work: Path, out: dict, t_start: float):
+        self.args, self.data, self.common, self.work, self.out, self.t_start = args, data, common, work, out, t_start
+        self.skip = set(filter(None, args.skip.split(",")))
+
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.t_start)
+
+    def save(self) -> None:
+        Path(self.args.json).write_text(json.dumps(self.out, indent=1))
+
+
+def stage_fast(s: Session) -> None:
+    """The fast-resnet runs of --fast, in order while the budget (less what later stages need) lasts."""
+    args, out, common = s.args, s.out, s.common
+    t0 = time.perf_counter()
+    one_run(s.data, TrainConfig(**{**FAST, **common, "epochs": 1, "lr": 0.4, "checkpoints": 2}), s.work, "warm-fast")
+    out["fast_warmup_s"] = time.perf_counter() - t0
+    # what the later stages need (WRN-16-4: the probe and one run; the concurrency check), kept free
+    reserve = 60 + (0 if "wrn" in s.skip else args.wrn_seconds + 60) + (0 if "concurrent" in s.skip else 70)
+    reserve = 10 if args.smoke else reserve
+    for k, spec in enumerate(args.fast.split(",")):
+        epochs, lr, *extra = spec.split(":")
+        over = _settings(extra)
+        if s.left() < reserve:
+            out.setdefault("skipped", []).append(f"fast {spec}")
+            continue
+        epochs = 1 if args.smoke else int(epochs)
+        cfg = TrainConfig(**{**FAST, **common, **over, "epochs": epochs, "lr": float(lr)})
+        out["fast"].append({**one_run(s.data, cfg, s.work, f"fast{k}"), "spec": spec, "settings": over})
+        print(f"fast-resnet {spec}: {out['fast'][-1]}", flush=True)
+        s.save()
+
+
+def stage_wrn(s: Session) -> None:
+    """WRN-16-4: a one-epoch probe, then the runs of --wrn-settings with the epochs that fit --wrn-seconds."""
+    args, out, common, data = s.args, s.out, s.common, s.data
+    probe = one_run(
+        data, TrainConfig(**{**WRN, **common, "epochs": 1, "lr": args.wrn_lr, "checkpoints": 2}), s.work, "probe"
+    )
+    ips = probe["train_images_per_second"] or probe["epoch_images_per_second"]
+    # epochs that fit: training at the probe's rate plus about 5 % for recording 20 checkpoints
+    epochs = int(np.clip(args.wrn_seconds * 0.95 * ips / len(data.train[1]), 1, args.wrn_max_epochs))
+    epochs = 1 if args.smoke else epochs
+    out["wrn_probe"] = probe
+    for k, spec in enumerate(args.wrn_settings.split(",")):
+        if k and s.left() < (60 if args.smoke else args.wrn_seconds + 30):
+            out.setdefault("skipped", []).append(f"wrn {spec}")
+            continue
+        wrn_over = _settings(spec.split(":")) if spec else {}
+        cfg = TrainConfig(**{**WRN, **common, **wrn_over, "epochs": epochs, "lr": args.wrn_lr})
+        row = {**one_run(data, cfg, s.work, f"wrn{k}"), "spec": f"{epochs}:{args.wrn_lr}:{spec}".rstrip(":")}
+        row["settings"] = wrn_over
+        if k == 0:
+            out["wrn"] = row  # the preset's run (bench/gpu_summary.py reads it)
+        else:
+            out.setdefault("wrn_more", []).append(row)
+        print(f"wrn-16-4 {spec or 'preset'}: {row}", flush=True)
+        s.save()
+
+
+def sweep_spec(settings: dict, path, models: int) -> dict:
+    """A sweep of ``models`` runs (seeds 0 ..) of one run's ``settings`` on all classes of the data at
+    ``path``: the arch, method and seed go to the sweep's lists (a sweep refuses them among its fixed
+    settings), one CPU per run."""
+    fixed = dict(settings)
+    arch, method = fixed.pop("arch"), fixed.pop("method", None)
+    fixed.pop("seed", None)
+    return {
+        "data": {"data": "cifar10", "data_path": str(path)},
+        "tasks": ["all"],
+        "seeds": list(range(models)),
+        "archs": [arch],
+        **({"methods": [method]} if method is not None else {}),
+        "fixed": fixed,
+        "resources": {"num_cpus": 1},
+    }
+
+
+def stage_concurrent(s: Session, path) -> None:
+    """The best fast-resnet setting as a sweep of --workers runs, with one worker and with --workers."""
+    args, out = s.args, s.out
+    best = max(out["fast"], key=lambda r: (r["seconds"] <= 8.0, r["head_accuracy"] or 0))
+    settings = best.get("settings", {})
+    conc_epochs = min(best["epochs"], 12)  # the check measures sharing the GPU, and must fit its reserve
+    runs = {}
+    spec = sweep_spec({**FAST, **s.common, **settings, "epochs": conc_epochs, "lr": best["lr"]}, path, args.workers)
+    for workers in (1, args.workers):
+        t0 = time.perf_counter()
+        run_sweep(spec, s.work / f"sweep{workers}", workers=workers)
+        sec = time.perf_counter() - t0
+        runs[workers] = {
+            "workers": workers,
+            "models": args.workers,
+            "seconds": sec,
+            "models_per_minute": 60 * args.workers / sec,
+            "images_per_second": args.workers * conc_epochs * len(s.data.train[1]) / sec,
+        }
+        print(f"sweep of {args.workers} fast-resnet runs with {workers} worker(s): {sec:.1f} s", flush=True)
+    out["concurrent"] = list(runs.values())
+    s.save()
+
+
+def main() -> None:
+    ap = parser()
     args = ap.parse_args()
     t_start = time.perf_counter()
-    left = lambda: args.budget_s - (time.perf_counter() - t_start)  # noqa: E731
     work = Path(tempfile.mkdtemp(prefix="taskgeom-bench-train-"))
     device = "cpu" if args.smoke or not torch.cuda.is_available() else "cuda"
     path = smoke_data(work / "data") if args.smoke else args.data
@@ -221,10 +331,6 @@ def main() -> None:
         "smoke": args.smoke,
         "fast": [],
     }
-
-    def save():
-        Path(args.json).write_text(json.dumps(out, indent=1))
-
     t0 = time.perf_counter()
     data = load(DataConfig(data="cifar10", data_path=path))
     out["data_load_s"] = time.perf_counter() - t0
@@ -234,77 +340,15 @@ def main() -> None:
     common = dict(device=device, checkpoints=20, imprint_samples=5000, seed=0)
     if args.smoke:
         common.update(checkpoints=3, imprint_samples=100)
-    skip = set(filter(None, args.skip.split(",")))
-    if "fast" not in skip:
-        t0 = time.perf_counter()
-        one_run(data, TrainConfig(**{**FAST, **common, "epochs": 1, "lr": 0.4, "checkpoints": 2}), work, "warm-fast")
-        out["fast_warmup_s"] = time.perf_counter() - t0
-        # what the later stages need (WRN-16-4: the probe and one run; the concurrency check), kept free
-        reserve = 60 + (0 if "wrn" in skip else args.wrn_seconds + 60) + (0 if "concurrent" in skip else 70)
-        reserve = 10 if args.smoke else reserve
-        for k, spec in enumerate(args.fast.split(",")):
-            epochs, lr, *extra = spec.split(":")
-            over = _settings(extra)
-            if left() < reserve:
-                out.setdefault("skipped", []).append(f"fast {spec}")
-                continue
-            epochs = 1 if args.smoke else int(epochs)
-            cfg = TrainConfig(**{**FAST, **common, **over, "epochs": epochs, "lr": float(lr)})
-            out["fast"].append({**one_run(data, cfg, work, f"fast{k}"), "spec": spec, "settings": over})
-            print(f"fast-resnet {spec}: {out['fast'][-1]}", flush=True)
-            save()
-    if "wrn" not in skip and left() > (60 if args.smoke else args.wrn_seconds + 40):
-        probe = one_run(
-            data, TrainConfig(**{**WRN, **common, "epochs": 1, "lr": args.wrn_lr, "checkpoints": 2}), work, "probe"
-        )
-        ips = probe["train_images_per_second"] or probe["epoch_images_per_second"]
-        # epochs that fit: training at the probe's rate plus about 5 % for recording 20 checkpoints
-        epochs = int(np.clip(args.wrn_seconds * 0.95 * ips / len(data.train[1]), 1, args.wrn_max_epochs))
-        epochs = 1 if args.smoke else epochs
-        out["wrn_probe"] = probe
-        for k, spec in enumerate(args.wrn_settings.split(",")):
-            if k and left() < (60 if args.smoke else args.wrn_seconds + 30):
-                out.setdefault("skipped", []).append(f"wrn {spec}")
-                continue
-            wrn_over = _settings(spec.split(":")) if spec else {}
-            cfg = TrainConfig(**{**WRN, **common, **wrn_over, "epochs": epochs, "lr": args.wrn_lr})
-            row = {**one_run(data, cfg, work, f"wrn{k}"), "spec": f"{epochs}:{args.wrn_lr}:{spec}".rstrip(":")}
-            row["settings"] = wrn_over
-            if k == 0:
-                out["wrn"] = row  # the preset's run (bench/gpu_summary.py reads it)
-            else:
-                out.setdefault("wrn_more", []).append(row)
-            print(f"wrn-16-4 {spec or 'preset'}: {row}", flush=True)
-            save()
-    if "concurrent" not in skip and out["fast"] and left() > 90:
-        best = max(out["fast"], key=lambda r: (r["seconds"] <= 8.0, r["head_accuracy"] or 0))
-        settings = best.get("settings", {})
-        conc_epochs = min(best["epochs"], 12)  # the check measures sharing the GPU, and must fit its reserve
-        runs = {}
-        for workers in (1, args.workers):
-            spec = {
-                "data": {"data": "cifar10", "data_path": str(path)},
-                "tasks": ["all"],
-                "seeds": list(range(args.workers)),
-                "archs": ["fast-resnet"],
-                "fixed": {**FAST, **common, **settings, "epochs": conc_epochs, "lr": best["lr"]},
-                "resources": {"num_cpus": 1},
-            }
-            t0 = time.perf_counter()
-            run_sweep(spec, work / f"sweep{workers}", workers=workers)
-            sec = time.perf_counter() - t0
-            runs[workers] = {
-                "workers": workers,
-                "models": args.workers,
-                "seconds": sec,
-                "models_per_minute": 60 * args.workers / sec,
-                "images_per_second": args.workers * conc_epochs * len(data.train[1]) / sec,
-            }
-            print(f"sweep of {args.workers} fast-resnet runs with {workers} worker(s): {sec:.1f} s", flush=True)
-        out["concurrent"] = list(runs.values())
-        save()
+    s = Session(args, data, common, work, out, t_start)
+    if "fast" not in s.skip:
+        stage_fast(s)
+    if "wrn" not in s.skip and s.left() > (60 if args.smoke else args.wrn_seconds + 40):
+        stage_wrn(s)
+    if "concurrent" not in s.skip and out["fast"] and s.left() > 90:
+        stage_concurrent(s, path)
     out["total_s"] = time.perf_counter() - t_start
-    save()
+    s.save()
     table(out)
 
 

@@ -46,6 +46,25 @@ def test_settings_and_shifts():
     assert len(set(m.FAST_SWEEP)) == len(m.FAST_SWEEP)
 
 
+def test_concurrency_sweep_is_a_valid_sweep(tmp_path):
+    """The concurrency stage's sweep (every fast-resnet setting of the defaults, with the GPU run's common
+    settings) passes the sweep's checks: arch, method and seed in its lists, not among the fixed settings
+    (which a sweep refuses; the stage failed so on every GPU run before)."""
+    from taskgeom.train.sweep import check_spec, expand
+
+    m = _module()
+    common = dict(device="cpu", checkpoints=20, imprint_samples=5000, seed=0)
+    for spec in m.FAST_SWEEP:
+        epochs, lr, *extra = spec.split(":")
+        settings = {**m.FAST, **common, **m._settings(extra), "epochs": min(int(epochs), 12), "lr": float(lr)}
+        sweep = m.sweep_spec(settings, tmp_path, 4)
+        check_spec(sweep)
+        jobs = expand(sweep)
+        assert sorted(j["config"].seed for j in jobs) == [0, 1, 2, 3]
+        assert all(j["config"].arch == m.FAST["arch"] and j["config"].lr == float(lr) for j in jobs)
+        assert all(j["config"].method == m.FAST.get("method", "supervised") for j in jobs)
+
+
 def test_smoke_run_with_the_recipe_settings(tmp_path):
     out = tmp_path / "train.json"
     spec = "1:1.5:" + _module()._AIRBENCH  # every piece of the fast recipes at once
