@@ -25,7 +25,7 @@ import torch
 from . import _validate, geometry, reference, trajectories
 from . import bootstrap as _bootstrap
 from . import embedding as _embedding
-from ._validate import host_array
+from ._validate import host_array, tensor_of
 from .pairwise import pairwise_distances
 from .train.config import IDENTITY_EXCLUDED
 
@@ -272,7 +272,7 @@ def _load(t, device: torch.device):
     """A trajectory's probabilities: the memory map itself on the host, a tensor on a GPU."""
     if device.type == "cpu":
         return np.asarray(t.probs)
-    return torch.from_numpy(np.array(t.probs)).to(device)  # a copy: the map is read-only
+    return tensor_of(np.array(t.probs), device)  # a copy: the map is read-only
 
 
 def _interpolate_checkpoints(info: dict, checkpoints: list[dict]):
@@ -324,7 +324,7 @@ def _per_trajectory(trajs, groups: list, labels, grid: int, c: int, device, back
     }
     from ._progress import bar
 
-    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    lab = labels if device.type == "cpu" else tensor_of(labels, device)
     progs = _progress_all(trajs, lab, device, backend)
     acc["grid"] = trajectories.progress_grid(progs, grid)
     for t, key, prog in zip(
@@ -406,7 +406,7 @@ def embed_reached(R: np.ndarray, keep: np.ndarray, k: int = 10, device="cpu", ba
     :meth:`TrajectoryGroups.embedding`'s."""
     device = _device(device)
     flat = R[keep]  # (points, N, C), trajectory-major
-    flat_dev = flat if device.type == "cpu" else torch.as_tensor(flat, device=device)
+    flat_dev = flat if device.type == "cpu" else tensor_of(flat, device)
     D = host_array(pairwise_distances(flat_dev, backend=backend))
     return _embedding.inpca(D, k=min(k, D.shape[0])), flat
 
@@ -539,7 +539,7 @@ def analyse(
 def _groups(trajs, members: dict, acc: dict, labels, grid: int, device, backend: str) -> "TrajectoryGroups":
     """The analysis's groups of runs for comparing them (their progress as computed already)."""
     progress = {t: [np.asarray(acc["keys"][i][2]) for i in idx] for t, idx in members.items()}
-    lab = labels if device.type == "cpu" else torch.as_tensor(labels, device=device)
+    lab = labels if device.type == "cpu" else tensor_of(labels, device)
     return TrajectoryGroups(
         {t: [trajs[i] for i in idx] for t, idx in members.items()},
         lab,
@@ -735,7 +735,7 @@ def _placeable(res, models) -> np.ndarray:
             f"models must be (M, {n}, {c}) probabilities on the picture's evaluation set, got {tuple(m.shape)}"
         )
     _validate.check_probabilities(m, "models")  # at the tolerance of the dtype given (float16 as stored)
-    return m.to(torch.float32).numpy()  # as the embedded points (float32, re-indexed from the store)
+    return host_array(m.to(torch.float32))  # as the embedded points (float32, re-indexed from the store)
 
 
 def _tube_distances(res, model: np.ndarray, t: float) -> dict:
@@ -975,7 +975,7 @@ def _compare_pair(pair, boot, a: str, b: str) -> tuple:
     their bootstrap replicates (B,) over evaluation samples and seeds (None without a bootstrap)."""
     if pair is None:
         return math.nan, math.nan, None, None
-    means = [torch.as_tensor(f.astype(np.float64).mean(0)) for f in pair]
+    means = [tensor_of(f.astype(np.float64).mean(0)) for f in pair]
     curve = trajectories.compare_families(*pair, boot, a, b)
     nd = float(np.mean(curve.normalized))
     db = float(reference.bhattacharyya(*means).mean())

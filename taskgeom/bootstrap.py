@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from . import embedding, reference
-from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, tensor_of
+from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, host_array, tensor_of
 
 __all__ = [
     "MIN_SEEDS",
@@ -242,7 +242,7 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=
                 idx = tensor_of(index[b0 + j], d.device).to(torch.int64)
                 d = d[idx][:, idx]
             c = d - d.mean(0, keepdim=True) - d.mean(1, keepdim=True) + d.mean()
-            out.append(_top_stress((-0.5 * c).cpu().numpy(), min(k, d.shape[0])))
+            out.append(_top_stress(host_array(-0.5 * c), min(k, d.shape[0])))
     return np.array(out)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import bootstrap, trajectories
-from ._validate import as_tensor, check_float, check_int
+from ._validate import as_tensor, check_float, check_int, tensor_of
 from .geometry import progress as _progress
 
 __all__ = ["Comparison", "compare"]
@@ -184,14 +184,14 @@ def _reindexed(a, b, labels, grid: int) -> tuple:
     shapes = {tuple(r.shape[1:]) for r in runs_a + runs_b}
     if len(shapes) != 1:
         raise ValueError(f"the trajectories differ in (N, C): {sorted(shapes)}")
-    lab = torch.as_tensor(labels)
+    lab = tensor_of(labels)
     progs = [np.asarray(_progress(r, lab)) for r in runs_a + runs_b]
     try:
         g = trajectories.progress_grid(progs, grid, shared=True)
     except ValueError as exc:
         raise ValueError(f"the two groups cannot be compared: {exc}") from None
     pooled = torch.stack(
-        [torch.as_tensor(trajectories.reindex(r, lab, grid=g, progress=p)) for r, p in zip(runs_a + runs_b, progs)]
+        [tensor_of(trajectories.reindex(r, lab, grid=g, progress=p)) for r, p in zip(runs_a + runs_b, progs)]
     )
     return pooled, k_a, labels, g
 
@@ -224,8 +224,8 @@ def _permutation_test(pooled, k_a: int, k_b: int, observed: float, n_perm: int, 
     everyone = np.arange(k_a + k_b)
 
     def stat(s):
-        rest = torch.as_tensor(np.setdiff1d(everyone, s))
-        nd = trajectories.normalized_distance(pooled[torch.as_tensor(s)], pooled[rest], validate=False)
+        rest = tensor_of(np.setdiff1d(everyone, s))
+        nd = trajectories.normalized_distance(pooled[tensor_of(s)], pooled[rest], validate=False)
         nd = np.asarray(nd)
         return float(_grid_mean(nd, np.isfinite(nd)))
 

@@ -10,7 +10,16 @@ import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._validate import as_float64_array, as_tensor, check_choice, check_float, check_int, check_probabilities, to_output
+from ._validate import (
+    as_float64_array,
+    as_tensor,
+    check_choice,
+    check_float,
+    check_int,
+    check_probabilities,
+    float64_tensor,
+    to_output,
+)
 
 __all__ = ["Embedding", "InPCA", "inpca", "explained_stress", "random_projection"]
 
@@ -254,7 +263,7 @@ def random_projection(models, c_out: int, seed: int = 0, return_matrix: bool = F
     c = t.shape[-1]
     rng = np.random.default_rng(seed)
     R = rng.dirichlet(np.ones(c_out), size=c).T  # (c_out, C), columns sum to 1
-    Rt = torch.as_tensor(R, dtype=torch.float64, device=t.device)
+    Rt = float64_tensor(R, t.device)
     out = t.to(torch.float64) @ Rt.T
     out = to_output(out, was_np)
     return (out, R) if return_matrix else out

@@ -195,7 +195,7 @@ def geodesic(p, q, lam, validate: bool = True):
     lam_arr = np.asarray(lam, dtype=np.float64)
     if np.any(~np.isfinite(lam_arr)):
         raise ValueError("lam must be finite")
-    return to_output(reference.geodesic(a, b.to(a.device), torch.as_tensor(lam_arr)), was_np)
+    return to_output(reference.geodesic(a, b.to(a.device), tensor_of(lam_arr)), was_np)
 
 
 def progress(

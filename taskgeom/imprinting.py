@@ -101,7 +101,7 @@ class ImprintedHead:
     def __call__(self, features):
         """Class probabilities (N, c): softmax of the logits."""
         f, was_np = as_tensor(features, "features")
-        return to_output(torch.softmax(torch.as_tensor(self.logits(f)), dim=1), was_np)
+        return to_output(torch.softmax(tensor_of(self.logits(f)), dim=1), was_np)
 
 
 def imprint(

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import embedding as _embedding
 from ._checks import check_float, check_int
+from ._validate import host_array, tensor_of
 from .modelsets import open_models
 from .pairwise import Blocks, FunctionSink, block_distances, execute, pairwise_distances, plan, uniform
 from .tiled import DEFAULT_BUDGET, DistanceMatrix
@@ -181,13 +182,13 @@ def _on_gpu(D, m, k, row, grand, device):
     if 3 * 8 * m * m > 0.8 * free:  # W, eigenvectors and workspace
         return None
     W = torch.empty((m, m), dtype=torch.float64, device=dev)
-    r = torch.as_tensor(row, device=dev)
+    r = tensor_of(row, dev)
     for r0, blk in _row_blocks(D, 1 << 30):
-        b = torch.as_tensor(blk, device=dev)
+        b = tensor_of(blk, dev)
         W[r0 : r0 + len(blk)] = -0.5 * (b - r[r0 : r0 + len(blk), None] - r[None, :] + grand)
     vals, vecs = torch.linalg.eigh(W)
     order = torch.argsort(-vals.abs())[:k]
-    return vals[order].cpu().numpy(), vecs[:, order].cpu().numpy()
+    return host_array(vals[order]), host_array(vecs[:, order])
 
 
 def _finish(vals, vecs, k, total, row, grand):
@@ -284,7 +285,7 @@ class DeviceDistances:
         import torch
 
         t = self.tiles[(tile.i, tile.j)]
-        t.copy_(torch.as_tensor(block))
+        t.copy_(tensor_of(block))
         self.row_sums[tile.r0 : tile.r1] += t.sum(1, dtype=torch.float64)
         if tile.mirrored:
             self.row_sums[tile.c0 : tile.c1] += t.sum(0, dtype=torch.float64)
@@ -338,7 +339,7 @@ class DeviceDistances:
                     parts.append(self.tiles[(i, j)][r - self.bounds[i][0]])
                 else:
                     parts.append(self.tiles[(j, i)][:, r - self.bounds[i][0]])
-            out[k] = torch.cat(parts).to(torch.float64).cpu().numpy()
+            out[k] = host_array(torch.cat(parts).to(torch.float64))
         return out
 
     def centring(self) -> tuple[np.ndarray, float, float]:
@@ -356,7 +357,7 @@ class DeviceDistances:
             flat = blk.reshape(-1)
             total += torch.dot(flat, flat) * (1.0 if diag else 2.0)
         self._centre = (row, float(grand))
-        return row.cpu().numpy(), float(grand), 0.25 * float(total)
+        return host_array(row), float(grand), 0.25 * float(total)
 
     def w_matmat(self, X):
         """``W @ X`` with ``W = -1/2 J D J`` double-centred on the fly (after :meth:`centring`), for a
@@ -472,8 +473,6 @@ def _device_operands(models, dev) -> tuple:
     """(models, model set, on_device, (m, n, c, itemsize)): a tensor already on ``dev``'s kind of device is used
     in place; anything else is opened as a model set (:func:`taskgeom.modelsets.open_models`)."""
     import torch
-
-    from ._validate import host_array
 
     on_device = isinstance(models, torch.Tensor) and models.device.type == dev.type
     if isinstance(models, torch.Tensor) and not on_device:
@@ -604,7 +603,7 @@ def _lanczos(dd, k: int, tol: float, seed: int, ncv: int, progress, info: dict) 
         count[0] += 1
         if progress is not None:
             progress("lanczos", count[0], None)
-        return y.cpu().numpy()
+        return host_array(y)
 
     op = LinearOperator((m, m), matvec=matvec, dtype=np.float64)
     v0 = np.random.default_rng(seed).standard_normal(m)

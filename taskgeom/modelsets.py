@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ._checks import ArgumentTypeError
+from ._validate import host_array
 
 __all__ = ["ModelSet", "open_models"]
 
@@ -141,7 +142,7 @@ def open_models(source, **filters) -> ModelSet:
     if isinstance(source, torch.Tensor):
         if source.is_complex():
             raise ArgumentTypeError("models: probabilities must be real, got a complex tensor")
-        source = source.detach().cpu().numpy()
+        source = host_array(source)
     a = np.asarray(source)
     return _from_array(a, "array", None)
 

@@ -110,7 +110,7 @@ def pairwise_streamed(
                 done[slot].synchronize()  # the kernel that read this slot has finished
             for host, src, raw in zip(pinned[slot], sets, sources):
                 if raw is not None and isinstance(raw, np.ndarray):
-                    read_chunk_into(raw, n0, n1, host.numpy())
+                    read_chunk_into(raw, n0, n1, host_array(host))
                 else:
                     host[:, :length].copy_(src[:, n0:n1])
             with torch.cuda.stream(copy_stream):

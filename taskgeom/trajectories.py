@@ -202,7 +202,7 @@ def reindex(
     if not return_info:
         return result
     info = {"grid": taus, "checkpoint_progress": tk, "segment": seg, "lam": lam, "inside": inside_mask}
-    return result, {key: v.cpu().numpy() for key, v in info.items()}
+    return result, {key: host_array(v) for key, v in info.items()}
 
 
 def _checkpoint_progress(t: torch.Tensor, lab: torch.Tensor, progress, backend: str) -> torch.Tensor:
@@ -497,7 +497,7 @@ def pair_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> 
         d = -torch.einsum("bgn,bn->bg", torch.log(bc), wb) / bc.shape[-1]  # (b, G)
         nd[:, rows] = _ratio(d, ra + rb).T
         db[:, rows] = d.T
-    return nd.cpu().numpy(), db.cpu().numpy()
+    return host_array(nd), host_array(db)
 
 
 def normalized_distance_replicates(family_a, family_b, weights, seeds_a=None, seeds_b=None) -> np.ndarray:
@@ -515,7 +515,7 @@ def tube_radius_replicates(trajectories, weights, seeds=None) -> np.ndarray:
     out = torch.empty(t.shape[1], w.shape[0], dtype=torch.float64, device=t.device)
     for rows, _w, _means, (r,) in _replicate_chunks([t], w, [seeds]):
         out[:, rows] = r.T
-    return out.cpu().numpy()
+    return host_array(out)
 
 
 @dataclass(frozen=True)

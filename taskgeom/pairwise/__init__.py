@@ -177,6 +177,8 @@ def _in_memory(rows, cols, progress_bar, kwargs, like):
     import torch
     from tqdm.auto import tqdm
 
+    from .._validate import tensor_of
+
     (r, rb), (c, cb) = rows, cols
     tiles = plan(rb, cb)
     sink = ArraySink(len(r), len(r) if c is None else len(c))
@@ -188,7 +190,7 @@ def _in_memory(rows, cols, progress_bar, kwargs, like):
     execute(tiles, r, c, sink, lambda a, b: block_distances(a, b, **kwargs), lambda k, n: bar.update(1))
     bar.close()
     if isinstance(like, torch.Tensor):
-        return torch.from_numpy(sink.out).to(like.device)
+        return tensor_of(sink.out, like.device)
     return sink.out
 
 
