@@ -227,14 +227,15 @@ def family_data(data_path: str, eval_samples: int, train_per_class: int, eval_on
 
 
 def run_script(main) -> None:
-    """Run a family script's ``main``: an interrupt outside training (which stops its workers and says how
-    to continue) ends in one line too."""
-    try:
-        main()
-    except KeyboardInterrupt:
-        raise SystemExit(
-            "interrupted: the outputs may be incomplete; rerun with the same --work to redo them"
-        ) from None
+    """Run a family script's ``main`` with the command line's error policy (:func:`taskgeom.cli.run_script`:
+    one line, never a traceback); an interrupt says how to continue."""
+    from taskgeom.cli import run_script as run
+
+    run(
+        main,
+        Path(sys.argv[0]).name,
+        interrupted="the outputs may be incomplete; rerun with the same --work to redo them",
+    )
 
 
 class Family:

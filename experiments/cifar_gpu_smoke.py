@@ -125,4 +125,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from taskgeom.cli import run_script
+
+    run_script(main, "cifar_gpu_smoke.py")

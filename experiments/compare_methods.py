@@ -274,4 +274,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from taskgeom.cli import run_script
+
+    run_script(main, "compare_methods.py")

@@ -111,4 +111,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from taskgeom.cli import run_script
+
+    run_script(main, "result2_progress.py")

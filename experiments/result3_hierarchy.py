@@ -69,6 +69,12 @@ def analyse(td: dict) -> dict:
     from taskgeom.stats import mantel
 
     names = td["tasks"]
+    unknown = [t for t in names if t not in PARENT]
+    if unknown:
+        raise ValueError(
+            f"tasks {', '.join(unknown)} are not in CIFAR-10's semantic tree ({', '.join(PARENT)}): Result 3 "
+            "needs a picture of CIFAR-10 tasks"
+        )
     nd = np.asarray(td["normalized"])
     db = np.asarray(td["bhattacharyya"])
     nd_end = np.asarray(td["normalized_final"])
@@ -211,7 +217,13 @@ def parser() -> argparse.ArgumentParser:
 def picture(args, out: Path) -> dict:
     """The results.json of ``--results``, or of a ``taskgeom picture`` run trained here on CIFAR-10."""
     if args.results:
-        pic = json.loads(Path(args.results).read_text())
+        try:
+            pic = json.loads(Path(args.results).read_text())
+        except ValueError as exc:
+            raise ValueError(f"{args.results}: not a results.json ({exc})") from None
+        for key in ("task_distances", "explained_stress", "progress_on_union_task"):
+            if not isinstance(pic, dict) or key not in pic:
+                raise ValueError(f"{args.results}: not a taskgeom picture's results.json (no {key!r})")
         out.mkdir(parents=True, exist_ok=True)
         return pic
     from taskgeom.data import DataConfig
@@ -273,4 +285,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from taskgeom.cli import run_script
+
+    run_script(main, "result3_hierarchy.py")

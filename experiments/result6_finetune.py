@@ -206,4 +206,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from taskgeom.cli import run_script
+
+    run_script(main, "result6_finetune.py")

@@ -664,41 +664,66 @@ def _debug(argv) -> bool:
 def main(argv=None) -> int:
     """Run the command line; returns the exit status (argparse's usage errors exit 2 through SystemExit)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = "taskgeom"
-    debug = _debug(argv)
-    try:
+    state = {"command": "taskgeom", "debug": _debug(argv)}
+
+    def run() -> int:
         parser = build_parser(argv)
         args = parser.parse_args(argv)
-        debug = debug or bool(getattr(args, "debug", False))
-        command = f"taskgeom {args.command}" + (
+        state["debug"] = state["debug"] or bool(getattr(args, "debug", False))
+        state["command"] = f"taskgeom {args.command}" + (
             f" {args.store_command}" if getattr(args, "store_command", None) else ""
         )
         return int(args.fn(args) or 0)
+
+    return guarded(run, state)
+
+
+def guarded(run, state: dict) -> int:
+    """``run()``'s exit status under the command line's error policy: an error is one line on stderr
+    prefixed with ``state["command"]`` (its traceback only where ``state["debug"]``), with the exit statuses
+    of the module docstring. The command line and the experiment scripts (:func:`run_script`) use it."""
+    try:
+        return run()
     except KeyboardInterrupt:
-        if debug:
+        if state["debug"]:
             raise
-        print(f"{command}: interrupted; run the same command again to resume", file=sys.stderr)
+        again = state.get("interrupted", "run the same command again to resume")
+        print(f"{state['command']}: interrupted; {again}", file=sys.stderr)
         return 130
     except UsageError as exc:
-        if debug:
+        if state["debug"]:
             raise
+        command = state["command"]
         print(f"{command}: error: {one_line(exc)} (see {command} --help)", file=sys.stderr)
         return EXIT_USAGE
     except _input_errors() as exc:
-        if debug:
+        if state["debug"]:
             raise
         what = "out of memory: " if isinstance(exc, MemoryError) else ""
-        print(f"{command}: error: {what}{one_line(exc)}", file=sys.stderr)
+        print(f"{state['command']}: error: {what}{one_line(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - never a traceback on the command line
-        if debug:
+        if state["debug"]:
             raise
         print(
-            f"{command}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
-            "--debug shows the traceback",
+            f"{state['command']}: internal error ({type(exc).__name__}: {one_line(exc)}); please report it, "
+            f"{state.get('traceback', '--debug')} shows the traceback",
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def run_script(main, name: str, interrupted: str = "run the same command again to resume") -> None:
+    """Run a script's ``main()`` (an experiment's) with the command line's error policy (:func:`guarded`) and
+    exit: an error is one line naming ``name``, exit status 1 (input or environment), 70 (a bug) or 130
+    (interrupted, with ``interrupted`` said after it); ``TASKGEOM_TRACEBACK=1`` shows the traceback."""
+    state = {
+        "command": name,
+        "debug": bool(os.environ.get("TASKGEOM_TRACEBACK")),
+        "traceback": "TASKGEOM_TRACEBACK=1",
+        "interrupted": interrupted,
+    }
+    sys.exit(guarded(lambda: main() or 0, state))
 
 
 if __name__ == "__main__":

@@ -136,3 +136,40 @@ def test_family_one_seed_and_bad_options(tmp_path):
     for bad, what in bad_options:
         proc, _ = _family(tmp_path, "bad", *bad)
         assert proc.returncode == 2 and what in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def _script(tmp_path, script, *args, env=None):
+    return subprocess.run(
+        [sys.executable, str(EXPERIMENTS / script), *args],
+        cwd=tmp_path,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_experiment_scripts_fail_in_one_line(tmp_path):
+    """Every experiment script runs under the command line's error policy (taskgeom.cli.run_script): an error
+    on its input is one line naming the script and what is wrong, exit status 1, no traceback (shown with
+    TASKGEOM_TRACEBACK=1)."""
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    digits = tmp_path / "digits.json"  # a picture of tasks outside CIFAR-10's tree
+    digits.write_text(json.dumps({"task_distances": {"tasks": ["all", "0-4"]}, "explained_stress": [],
+                                  "progress_on_union_task": {}}))  # fmt: skip
+    cases = [
+        ("result2_progress.py", ["--store", str(tmp_path / "nowhere")], "is not a taskgeom store"),
+        ("result3_hierarchy.py", ["--results", str(bad)], f"{bad}: not a results.json"),
+        ("result3_hierarchy.py", ["--results", str(digits)], "tasks 0-4 are not in CIFAR-10's semantic tree"),
+        ("compare_methods.py", ["--data", "cifar10", "--data-path", str(tmp_path / "none")], "no such dataset"),
+        ("result6_finetune.py", ["--data", "cifar10", "--data-path", str(tmp_path / "none")], "no such dataset"),
+    ]
+    for script, args, said in cases:
+        proc = _script(tmp_path, script, *args, "--out", str(tmp_path / "out"))
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 1 and len(lines) == 1, (script, proc.stderr[-2000:])
+        assert lines[0].startswith(f"{script}: error: ") and said in lines[0], lines[0]
+    proc = _script(tmp_path, "result2_progress.py", "--store", str(tmp_path / "nowhere"),
+                   env={"TASKGEOM_TRACEBACK": "1"})  # fmt: skip
+    assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
