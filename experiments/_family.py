@@ -348,9 +348,9 @@ class Family:
         def failed(job: Job, exc: BaseException) -> None:
             if isinstance(exc, ConfigMismatchError):
                 run = of[job.id]
-                raise SystemExit(
-                    f"error: {run.group} seed {run.seed}: --work {self.work} holds this run with other "
-                    "settings; use another --work for other settings"
+                raise ValueError(
+                    f"{run.group} seed {run.seed}: --work {self.work} holds this run with other settings; use "
+                    "another --work for other settings"
                 ) from None
 
         if self.scheduler is None:
@@ -366,8 +366,8 @@ class Family:
         skipped = len(self.scheduler.skipped)
         try:
             self.scheduler.run(jobs(runs), then=finished, on_error=failed)
-        except KeyboardInterrupt:
-            raise SystemExit(f"interrupted: rerun with --work {self.work} to continue") from None
+        except KeyboardInterrupt:  # one line by run_script, exit status 130
+            raise KeyboardInterrupt(f"rerun with --work {self.work} to continue") from None
         for s in self.scheduler.skipped[skipped:]:
             run = of[s["id"]]
             self.skipped.append({"group": run.group, "seed": run.seed, "why": s["why"]})

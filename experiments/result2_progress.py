@@ -113,4 +113,4 @@ def main():
 if __name__ == "__main__":
     from taskgeom.cli import run_script
 
-    run_script(main, "result2_progress.py")
+    run_script(main, "result2_progress.py", interrupted="the outputs may be incomplete: run it again")

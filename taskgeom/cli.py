@@ -684,10 +684,11 @@ def guarded(run, state: dict) -> int:
     of the module docstring. The command line and the experiment scripts (:func:`run_script`) use it."""
     try:
         return run()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if state["debug"]:
             raise
-        again = state.get("interrupted", "run the same command again to resume")
+        # what to do next: the interrupt's own words where it has them (a script that knows), else the state's
+        again = str(exc) if str(exc) else state.get("interrupted", "run the same command again to resume")
         print(f"{state['command']}: interrupted; {again}", file=sys.stderr)
         return 130
     except UsageError as exc:
@@ -715,15 +716,22 @@ def guarded(run, state: dict) -> int:
 
 def run_script(main, name: str, interrupted: str = "run the same command again to resume") -> None:
     """Run a script's ``main()`` (an experiment's) with the command line's error policy (:func:`guarded`) and
-    exit: an error is one line naming ``name``, exit status 1 (input or environment), 70 (a bug) or 130
-    (interrupted, with ``interrupted`` said after it); ``TASKGEOM_TRACEBACK=1`` shows the traceback."""
+    exit: 0 done (whatever ``main`` returns but an int status), 2 a usage error (argparse's), and an error
+    in one line naming ``name``: 1 on the input or environment, 70 a bug, 130 interrupted (with
+    ``interrupted``, or the interrupt's own words, after it). ``SystemExit`` from ``main`` passes as it is;
+    ``TASKGEOM_TRACEBACK=1`` shows the traceback."""
     state = {
         "command": name,
         "debug": bool(os.environ.get("TASKGEOM_TRACEBACK")),
         "traceback": "TASKGEOM_TRACEBACK=1",
         "interrupted": interrupted,
     }
-    sys.exit(guarded(lambda: main() or 0, state))
+
+    def run() -> int:
+        status = main()
+        return status if isinstance(status, int) and not isinstance(status, bool) else 0
+
+    sys.exit(guarded(run, state))
 
 
 if __name__ == "__main__":

@@ -401,3 +401,43 @@ def test_validate_false_on_nan_is_unchecked_but_never_crashes():
     assert "unspecified" in tg.geometry.__doc__ and "never crash" in tg.geometry.__doc__
     t = torch.as_tensor(p)
     assert tg.bhattacharyya(t[0], t[1], validate=False).dtype == torch.float64
+
+
+def test_scripts_share_the_command_lines_error_policy(capsys, monkeypatch):
+    """cli.run_script (every experiment script's entry): the exit statuses and one-line messages of
+    cli.main, the script named, SystemExit passed through, a non-int return value ignored."""
+    from taskgeom import cli
+
+    monkeypatch.delenv("TASKGEOM_TRACEBACK", raising=False)
+
+    def outcome(main, **kw):
+        with pytest.raises(SystemExit) as e:
+            cli.run_script(main, "x.py", **kw)
+        return e.value.code, capsys.readouterr().err.strip().splitlines()
+
+    def interrupt(words=None):
+        def main():
+            raise KeyboardInterrupt(*([words] if words else []))
+
+        return main
+
+    def raising(exc):
+        def main():
+            raise exc
+
+        return main
+
+    assert outcome(interrupt(), interrupted="do this") == (130, ["x.py: interrupted; do this"])
+    assert outcome(interrupt("rerun with --work W")) == (130, ["x.py: interrupted; rerun with --work W"])
+    assert outcome(raising(ValueError("f.json: bad\n  value"))) == (1, ["x.py: error: f.json: bad value"])
+    status, err = outcome(raising(AssertionError("oops")))
+    assert status == 70 and len(err) == 1
+    assert (
+        err[0]
+        == "x.py: internal error (AssertionError: oops); please report it, TASKGEOM_TRACEBACK=1 shows the traceback"
+    )
+    assert outcome(raising(SystemExit(2))) == (2, [])  # argparse's usage errors
+    assert outcome(lambda: {"result": 1}) == (0, []) and outcome(lambda: 3) == (3, [])
+    monkeypatch.setenv("TASKGEOM_TRACEBACK", "1")
+    with pytest.raises(ValueError):
+        cli.run_script(raising(ValueError("shown")), "x.py")
