@@ -19,6 +19,7 @@ import torch
 
 from . import embedding, reference
 from ._validate import as_tensor, check_float, check_int, check_labels, float64_tensor, host_array, tensor_of
+from .pairwise import weighted_distances
 
 __all__ = [
     "MIN_SEEDS",
@@ -201,23 +202,6 @@ def progress_replicates(models, labels, weights) -> torch.Tensor:
     return reference.solve_lambda(a, b, theta, weights=w.expand(shape))
 
 
-def _weighted_distances(points: torch.Tensor, w: torch.Tensor, budget: int) -> torch.Tensor:
-    """``(B, M, M)`` Bhattacharyya matrices of ``points (M, N, C)``, samples reweighted by ``w (B, N)``:
-    per sample chunk, float64 Gram matrices of square roots (``BC_n``), ``-log``, then one matrix product
-    with the weights (absolute error about 1e-15 per term: ample for intervals)."""
-    m, n, c = points.shape
-    out = torch.zeros(w.shape[0], m * m, dtype=torch.float64, device=points.device)
-    step = max(1, budget // max(1, m * m))
-    for n0 in range(0, n, step):
-        sp = points[:, n0 : n0 + step].sqrt().transpose(0, 1)  # (s, M, C)
-        bc = torch.bmm(sp, sp.transpose(1, 2)).clamp(reference.BC_FLOOR, 1.0)  # (s, M, M)
-        out -= w[:, n0 : n0 + step] @ torch.log(bc).reshape(bc.shape[0], m * m)
-    out = out.reshape(-1, m, m) / n
-    out = 0.5 * (out + out.transpose(1, 2))
-    out.diagonal(dim1=1, dim2=2).zero_()
-    return out
-
-
 def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=None) -> np.ndarray:
     """Replicates ``(B, k)`` of the explained stress ``chi_1 .. chi_k`` (eq. 11) of the InPCA embedding of
     ``points (M, N, C)``: each replicate's distance matrix is the reweighted mean of the same per-sample
@@ -237,7 +221,7 @@ def stress_replicates(points, weights, k: int = 5, budget: int = 1 << 24, index=
     chunk = max(1, (1 << 28) // (8 * m * m))  # replicates per batch: at most 256 MiB of matrices
     out = []
     for b0 in range(0, w.shape[0], chunk):
-        for j, d in enumerate(_weighted_distances(p, w[b0 : b0 + chunk], budget)):
+        for j, d in enumerate(weighted_distances(p, w[b0 : b0 + chunk], budget)):
             if index is not None:
                 idx = tensor_of(index[b0 + j], d.device).to(torch.int64)
                 d = d[idx][:, idx]

@@ -48,6 +48,26 @@ def test_reweighting_equals_recomputation_on_resampled_samples():
         )
 
 
+def test_reweighted_matrices_go_through_the_planner_and_equal_resampled_ones():
+    """taskgeom.pairwise.weighted_distances (the bootstrap's B matrices, planned and executed as every
+    pairwise matrix): each replicate's matrix equals the float64 reference on the samples it draws (each
+    repeated as often as drawn), and a plan of several tiles (mirrored off-diagonal ones) gives the one-tile
+    matrices to rounding."""
+    from taskgeom.pairwise import weighted_distances
+
+    fam, _ = _family(n=120)
+    pts = reference.normalized(fam.reshape(-1, fam.shape[2], fam.shape[3]).to(torch.float64))
+    counts = torch.as_tensor(bs.sample_weights(pts.shape[1], 3, np.random.default_rng(2)), dtype=torch.float64)
+    one = weighted_distances(pts, counts, budget=5000)
+    for b, w in enumerate(counts):
+        idx = np.repeat(np.arange(pts.shape[1]), w.numpy().astype(int))
+        np.testing.assert_allclose(one[b], reference.pairwise_distances(pts[:, idx]), rtol=1e-12, atol=1e-14)
+    tiled = weighted_distances(pts, counts, budget=5000, tile=4)
+    assert pts.shape[0] > 8 and one.shape == tiled.shape == (3, pts.shape[0], pts.shape[0])
+    np.testing.assert_allclose(tiled, one, rtol=0, atol=1e-14)
+    assert torch.equal(tiled, tiled.transpose(1, 2)) and not tiled.diagonal(dim1=1, dim2=2).any()
+
+
 def test_seed_replicates_equal_recomputation_on_the_seeds_drawn():
     """A replicate that draws seeds (2, 1, 0) and resamples samples is the statistic recomputed on that
     family (seed 0 twice, seed 1 once, seed 2 left out) and those samples: means recomputed, not held."""

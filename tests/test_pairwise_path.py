@@ -122,10 +122,11 @@ def _calls(path: Path, names: set) -> set:
 
 
 def test_no_module_computes_a_matrix_beside_the_path():
-    """Only pairwise/compute.py calls the kernels' pairwise dispatch, and tiles are computed only by the
-    path's executors (pairwise/, the on-disk sink's tile writer, the GPU sink's builder)."""
+    """Only pairwise/compute.py calls the kernels' pairwise dispatch, and tiles (of divergence matrices, and
+    the bootstrap's reweighted ones) are computed only by the path's executors (pairwise/, the on-disk sink's
+    tile writer, the GPU sink's builder)."""
     kernel_calls = {("kernels", "pairwise")}
-    tile_calls = {(None, "block_distances")}
+    tile_calls = {(None, "block_distances"), (None, "weighted_block")}
     for path in PKG.rglob("*.py"):
         rel = path.relative_to(PKG).as_posix()
         if _calls(path, kernel_calls):

@@ -12,7 +12,9 @@ a GPU's memory            :class:`taskgeom.large.DeviceDistances`      :func:`.p
 ========================  ===========================================  =====================================
 
 Every tile is computed by :func:`.compute.block_distances` (checks, then one kernel call). Arrays keep
-their type: numpy in, numpy out; torch in, torch out on the same device.
+their type: numpy in, numpy out; torch in, torch out on the same device. The bootstrap's B matrices with
+samples reweighted (:func:`weighted_distances`) take the same plan and executor, with their own tile
+computation (:func:`.compute.weighted_block`: the kernels reduce over samples, so they cannot weight them).
 
 Accuracy of the C++ and CUDA kernels (float64 input, against ``backend="torch"``, the float64 reference):
 for near-identical models the error is *absolute*, about 1e-16 per entry (3e-17 at d = 1e-11 .. 1e-15,
@@ -25,12 +27,14 @@ Dirichlet models). ``backend="torch"`` keeps float64's relative precision at any
 
 from __future__ import annotations
 
+import torch
+
 from .._checks import check_choice, check_int
-from .compute import block_distances
+from .compute import block_distances, weighted_block
 from .plan import ArraySink, Blocks, FunctionSink, Tile, execute, plan, sized, uniform
 
 __all__ = ["pairwise_distances", "block_distances", "Tile", "plan", "execute", "ArraySink", "Blocks"]
-__all__ += ["FunctionSink", "sized", "uniform"]
+__all__ += ["FunctionSink", "sized", "uniform", "weighted_distances"]
 
 DEFAULT_BUDGET = 1 << 30  # bytes of model blocks and tile output held at once (taskgeom.tiled has the same)
 _KERNEL_OPTIONS = {"divergence", "chunk", "backend", "validate", "tol", "threads", "cuda_method"}
@@ -117,6 +121,29 @@ def pairwise_distances(
     if single:  # one kernel call on the caller's own array or tensor: its type and device kept
         return block_distances(models, others, **kwargs)
     return _in_memory(rows, cols, progress_bar, kwargs, like=models)
+
+
+def weighted_distances(points: torch.Tensor, weights: torch.Tensor, budget: int = 1 << 24, tile: int | None = None):
+    """``(B, M, M)`` float64 Bhattacharyya matrices of ``points (M, N, C)`` (float64, normalised), the
+    samples reweighted by each row of ``weights (B, N)`` (a bootstrap replicate's counts: the matrix is the
+    mean of ``w_n d_n`` over samples), on the device of ``points``: planned in tiles of ``tile`` models
+    (default: one tile, as the B matrices are held whole anyway), executed here, each tile's B blocks from
+    the per-sample terms (:func:`.compute.weighted_block`, chunks of at most ``budget`` terms), symmetric,
+    zero diagonal. :func:`taskgeom.bootstrap.stress_replicates` uses it."""
+    m, n = points.shape[0], points.shape[1]
+    out = torch.zeros(weights.shape[0], m, m, dtype=torch.float64, device=points.device)
+
+    def put(t: Tile, block) -> None:
+        out[:, t.r0 : t.r1, t.c0 : t.c1] = block
+        if t.mirrored:
+            out[:, t.c0 : t.c1, t.r0 : t.r1] = block.transpose(1, 2)
+
+    tiles = plan(uniform(m, max(1, tile or m)))
+    execute(tiles, Blocks(points), None, FunctionSink(put), lambda a, b: weighted_block(a, b, weights, budget))
+    out /= n
+    out = 0.5 * (out + out.transpose(1, 2))
+    out.diagonal(dim1=1, dim2=2).zero_()
+    return out
 
 
 def _sources(models, others, tile, budget) -> tuple:

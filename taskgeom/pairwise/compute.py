@@ -1,13 +1,14 @@
 """The computation of one tile: the divergence matrix of two in-memory model blocks (or of one against
 itself), checked and dispatched to a kernel (:func:`taskgeom.kernels.pairwise`). Every route of
-:func:`taskgeom.pairwise_distances` computes its tiles here."""
+:func:`taskgeom.pairwise_distances` computes its tiles here; :func:`weighted_block` computes the tiles of
+the bootstrap's reweighted matrices (:func:`taskgeom.pairwise.weighted_distances`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .. import divergences, kernels
+from .. import divergences, kernels, reference
 from .._validate import (
     as_tensor,
     check_choice,
@@ -21,7 +22,7 @@ from .._validate import (
     to_output,
 )
 
-__all__ = ["block_distances"]
+__all__ = ["block_distances", "weighted_block"]
 
 
 def block_distances(
@@ -102,3 +103,21 @@ def _checked(a, b, opts: dict, backend: str, tol: float, validate: bool, sources
         a_src=sources[0],
         b_src=sources[1],
     )
+
+
+def weighted_block(a: torch.Tensor, b: torch.Tensor | None, weights: torch.Tensor, budget: int) -> torch.Tensor:
+    """``(B, r, c)`` float64: for each row of ``weights (B, N)``, the sum over samples of ``-w_n log BC_n``
+    between the models of ``a (r, N, C)`` and ``b (c, N, C)`` (``b`` None: ``a`` against itself), both float64
+    and normalised by the caller. The kernels reduce over samples and so cannot weight them: this takes the
+    per-sample terms, in chunks of samples of at most ``budget`` terms (float64 Gram matrices of square
+    roots, ``-log``, one matrix product with the weights; absolute error about 1e-15 per term)."""
+    r, n = a.shape[0], a.shape[1]
+    c = r if b is None else b.shape[0]
+    out = torch.zeros(weights.shape[0], r * c, dtype=torch.float64, device=a.device)
+    step = max(1, budget // max(1, r * c))
+    for n0 in range(0, n, step):
+        sa = a[:, n0 : n0 + step].sqrt().transpose(0, 1)  # (s, r, C)
+        sb = sa if b is None else b[:, n0 : n0 + step].sqrt().transpose(0, 1)
+        bc = torch.bmm(sa, sb.transpose(1, 2)).clamp(reference.BC_FLOOR, 1.0)  # (s, r, c)
+        out -= weights[:, n0 : n0 + step] @ torch.log(bc).reshape(bc.shape[0], r * c)
+    return out.reshape(-1, r, c)
