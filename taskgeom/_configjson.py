@@ -7,8 +7,9 @@ equal configurations compare equal as strings; :func:`config_diff` names what di
 from __future__ import annotations
 
 import json
+import math
 
-__all__ = ["canonical", "config_diff"]
+__all__ = ["canonical", "config_diff", "strict_dumps"]
 
 
 def canonical(obj) -> str:
@@ -17,6 +18,23 @@ def canonical(obj) -> str:
         return json.dumps(obj, sort_keys=True, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config must be JSON-serialisable with finite numbers ({exc})") from exc
+
+
+def _finite(obj):
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def strict_dumps(obj, **kwargs) -> str:
+    """Strict JSON of a result (results.json, a comparison, placed models): a non-finite number, an unbounded
+    interval end or an undefined ratio, is ``null``, as JSON has no NaN or Infinity (Python's own writer
+    would emit tokens other readers refuse)."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
 
 
 def _flatten(d, prefix=""):

@@ -132,10 +132,10 @@ def percentile_interval(replicates, level: float = 0.95, estimate=None):
         raise ValueError(f"level must be in (0, 1), got {level}")
     r = np.asarray(replicates, dtype=np.float64)
     if estimate is None:
-        q = [50 * (1 - level), 50 * (1 + level)]
-        with np.errstate(all="ignore"):
-            lo, hi = np.nanpercentile(r, q, axis=-1) if np.isnan(r).any() else np.percentile(r, q, axis=-1)
-        return lo, hi
+        q = np.true_divide([50 * (1 - level), 50 * (1 + level)], 100)  # as np.percentile's fractions
+        flat = r.reshape(-1, r.shape[-1])
+        out = np.array([_quantiles(row[~np.isnan(row)], q) for row in flat]).reshape(*r.shape[:-1], 2)
+        return (out[..., 0], out[..., 1]) if r.ndim > 1 else (float(out[0]), float(out[1]))
     from scipy.stats import norm
 
     est = np.broadcast_to(np.asarray(estimate, dtype=np.float64), r.shape[:-1])
@@ -148,10 +148,26 @@ def percentile_interval(replicates, level: float = 0.95, estimate=None):
             continue
         below = (np.count_nonzero(row < x) + 0.5 * np.count_nonzero(row == x)) / row.size
         z0 = norm.ppf(np.clip(below, 0.5 / row.size, 1 - 0.5 / row.size))
-        with np.errstate(all="ignore"):
-            lo[i], hi[i] = np.quantile(row, norm.cdf(2 * z0 + z))
+        lo[i], hi[i] = _quantiles(row, norm.cdf(2 * z0 + z))
     shape = r.shape[:-1]
     return (lo.reshape(shape), hi.reshape(shape)) if shape else (float(lo[0]), float(hi[0]))
+
+
+def _quantiles(row: np.ndarray, q) -> tuple:
+    """numpy's linear quantiles ``q`` of the replicates ``row`` (no NaN), NaN for none; where one falls on or
+    next to an infinite replicate (a normalised distance over a tube of radius 0) it is that infinity, where
+    numpy's interpolation gives NaN (``inf - inf``, ``0 * inf``)."""
+    if not row.size:
+        return tuple(np.nan for _ in q)
+    with np.errstate(all="ignore"):
+        vals = np.quantile(row, q)
+    if np.isnan(vals).any():
+        x, h = np.sort(row), (row.size - 1) * np.asarray(q, dtype=np.float64)
+        lo_i = np.floor(h).astype(int)
+        a, b = x[lo_i], x[np.minimum(lo_i + 1, row.size - 1)]
+        exact = np.where(h == lo_i, a, np.where(np.isinf(a), a, b))  # on a, or towards the infinite end
+        vals = np.where(np.isnan(vals), exact, vals)
+    return tuple(float(v) for v in vals)
 
 
 def above_estimate(replicates, estimate) -> float:

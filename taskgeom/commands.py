@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cliutil import CLIError, UsageError, nonnegative_int, positive_int
+from ._configjson import strict_dumps
 
 __all__ = ["configure_analyse", "configure_compare", "configure_place"]
 
@@ -128,7 +129,7 @@ def _cmd_place(args) -> int:
 
     line = out.pop("line")
     dest = folder / f"placed-{name}.json"
-    dest.write_text(json.dumps(out, indent=2))
+    dest.write_text(strict_dumps(out, indent=2))
     page = write_report(
         res,
         folder,
@@ -223,7 +224,7 @@ def _cmd_compare(args) -> int:
     if args.out:
         from .report import write_comparison
 
-        Path(args.out).write_text(json.dumps({"a": args.a, "b": args.b, **res.to_json()}, indent=2))
+        Path(args.out).write_text(strict_dumps({"a": args.a, "b": args.b, **res.to_json()}, indent=2))
         page = write_comparison(res, Path(args.out).with_suffix(".html"), args.a, args.b)
         print(f"wrote {args.out} and {page} (the curve drawn)")
     return 0

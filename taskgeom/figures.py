@@ -8,7 +8,19 @@ import math
 
 import numpy as np
 
-__all__ = ["finite", "masked", "as_array", "curve_xyz", "stress", "progress_curves", "distance_curves"]
+__all__ = [
+    "finite",
+    "masked",
+    "as_array",
+    "curve_xyz",
+    "stress",
+    "progress_curves",
+    "distance_curves",
+    "compared_range",
+]
+
+#: below this share of the progress the runs reach, the task-distance table is said to compare a narrow range
+NARROW = 0.1
 
 
 def finite(values) -> list:
@@ -75,6 +87,20 @@ def distance_curves(res) -> dict:
         )
     shown = [g for c in curves for g, k in zip(grid, c["reached"]) if k]
     return {"grid": grid, "reference": res.reference_task, "curves": curves, "shown": shown}
+
+
+def compared_range(res) -> dict | None:
+    """The progress the task-distance table (Figure 5) compares every pair over, the range every seed of
+    every group reaches: ``low``, ``high``, its ``share`` of the range the runs reach together (the picture's
+    grid) and whether it is ``narrow`` (a share below :data:`NARROW`: the groups that reach least set it, and
+    the table compares them all near one value of progress). None without such a range."""
+    td = res.task_distances or {}
+    if not td.get("progress_compared") or not len(res.grid):
+        return None
+    low, high = td["progress_compared"]
+    span = float(res.grid[-1]) - float(res.grid[0])
+    share = (high - low) / span if span > 0 else 1.0
+    return {"low": low, "high": high, "share": share, "narrow": share < NARROW}
 
 
 def masked(values, keep) -> list:

@@ -274,6 +274,8 @@ def _settings(cfg: PictureConfig, data_cfg, data, tasks) -> dict:
 
 
 def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture", word: str = "task") -> None:
+    from . import figures
+
     print(
         f"\n{title}: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
         f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
@@ -319,6 +321,13 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
         print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
         for n, row in zip(names, td["normalized"]):
             print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
+        window = figures.compared_range(res)
+        if window and window["narrow"]:
+            print(
+                f"  (a narrow range: {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s "
+                f"that reach least, so the table compares every pair near one value of progress; the report's "
+                f"curves compare each {word} with '{res.reference_task}' over the progress both reach)"
+            )
         values = [v for row in td["normalized"] for v in row]
         if any(math.isinf(v) for v in values):
             print("  (inf: a group with a single seed has no tube, radius 0, so any distance is infinitely many radii)")

@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import dataclasses
 import html
-import json
 import math
 from pathlib import Path
 
 from . import figures
+from ._configjson import strict_dumps
 
 __all__ = ["write_report"]
 
@@ -557,12 +557,28 @@ def _comparison_figures(res, colors: dict, word: str = "task") -> list:
                 _heatmap_figure(td),
                 "tg-tasks",
                 f"Figure 5. Normalised distance between every pair of {word}s: the distance between their mean "
-                "trajectories over the mean of their tube radii at each progress, averaged over the progress every "
-                "seed of both tasks reaches (re-indexed on that shared range; 1 = the tubes touch); hover for the "
-                "bootstrap interval.",
+                "trajectories over the mean of their tube radii at each progress, averaged over one range for "
+                f"every pair, the progress every seed of every {word} reaches{_range_note(res, word)} (re-indexed "
+                f"on it, so that a {word} reaching little progress is not close to all by construction; 1 = the "
+                "tubes touch); hover for the bootstrap interval.",
             ),
         ]
     return parts
+
+
+def _range_note(res, word: str) -> str:
+    """The compared range, and where it is narrow, that it is."""
+    window = figures.compared_range(res)
+    if window is None:
+        return ""
+    note = f" ({window['low']:.3f}-{window['high']:.3f}"
+    if window["narrow"]:
+        note += (
+            f": a narrow range, {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s that "
+            "reach least, so every pair is compared near one value of progress; Figure 4 compares each "
+            f"{word} with '{res.reference_task}' over the progress both reach"
+        )
+    return html.escape(note + ")")
 
 
 def _static_figures(figures, out: Path) -> list:
@@ -588,7 +604,7 @@ def _page_end(res, settings) -> list:
         "marks": emb.marks,
         "settings": settings or {},
     }
-    data_json = json.dumps(payload).replace("</", "<\\/")  # never closes the script element early
+    data_json = strict_dumps(payload).replace("</", "<\\/")  # never closes the script element early
     parts.append(f"<script type='application/json' id='tg-data'>{data_json}</script>")
     parts.append(
         "<script>window.addEventListener('load', function () { document.body.setAttribute('data-rendered', "
@@ -655,5 +671,5 @@ def publish(res, out, settings: dict | None = None, title: str = "taskgeom pictu
     figures = picture_figures(res, out)
     page = write_report(res, out, title=title, settings=settings, figures=figures)
     results = {**res.to_json(), **({"figures": figures} if figures else {}), "report": page.name, "settings": settings}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.json").write_text(strict_dumps(results, indent=2))
     return page

@@ -469,6 +469,9 @@ def _replicate_chunks(families, weights, seeds, budget: int = 1 << 25):
             bc = torch.einsum("kgnc,bgnc->bkgn", sf, root).clamp(reference.BC_FLOOR, 1.0)
             r = -torch.einsum("bkgn,bn->bkg", torch.log(bc), wb) / bc.shape[-1]  # (b, K, G)
             r = torch.where(cb[:, :, None] > 0, r, torch.full_like(r, -math.inf)).max(1).values
+            # a replicate that draws one seed only (K times) has that seed for its mean: radius exactly 0, not
+            # the ~1e-17 its rounding leaves (which made normalised distances of ~1e15 instead of inf)
+            r = torch.where(((cb > 0).sum(1) == 1)[:, None], torch.zeros_like(r), r)
             roots.append(root)
             radii.append(r)
         yield rows, wb, roots, radii

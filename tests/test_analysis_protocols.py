@@ -316,3 +316,33 @@ def test_compare_families_is_the_one_pair_comparison():
     assert np.array_equal(nd_reps, curve.replicates.mean(0))
     assert np.array_equal(db_reps_mean, curve.bhattacharyya_replicates.mean(0))
     assert _compare_pair(None, boot, "a", "b")[2:] == (None, None)
+
+
+def test_results_json_is_strict_json_with_null_for_unbounded(tmp_path):
+    """Groups of one seed have no tube, so the normalised distance between two of them is infinite;
+    results.json (tg.publish) writes it, and any other non-finite number, as null: strict JSON that every
+    reader parses (Python's writer would emit Infinity and NaN)."""
+    import json
+
+    import taskgeom as tg
+
+    store = PredictionStore(tmp_path / "store", create=True)
+    _, y = training_run(n=N, c=C)
+    store.add_eval_set("toy", y.numpy(), c=C)
+    for task, seeds in (("all", 1), ("b", 1)):
+        for seed in range(seeds):
+            traj, _ = training_run(n=N, c=C, steps=6, seed=seed + (10 if task == "b" else 0), speed=0.5)
+            t = store.create_trajectory("toy", task=task, method="supervised", seed=seed, architecture="toy")
+            for k, p in enumerate(traj):
+                store.append(t, p.numpy(), epoch=k, step=k, accuracy=None)
+    res = analyse(store, "toy", ["all", "b"], grid=8, n_boot=10)
+    assert any(v is not None and math.isinf(v) for v in res.normalized_distance["b"])
+    tg.publish(res, tmp_path / "out")
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    text = (tmp_path / "out" / "results.json").read_text()
+    written = json.loads(text, parse_constant=refuse)
+    curve = written["normalized_distance_to_all"]["b"]
+    assert [v is None for v in curve] == [v is None or not math.isfinite(v) for v in res.normalized_distance["b"]]

@@ -89,6 +89,25 @@ def test_seed_replicates_equal_recomputation_on_the_seeds_drawn():
     assert (bs.seed_weights(1, 4, 0) == 1).all() and bs.seed_weights(2, 4, 0).sum(1).tolist() == [2] * 4
 
 
+def test_a_replicate_of_one_seed_drawn_k_times_has_no_tube():
+    """A replicate that draws one seed only (K times) has that seed for its mean: its tube radius is exactly 0
+    (as tube_radius of one trajectory), not rounding's 1e-17, so where both families' replicates have no
+    tube the normalised distance is inf (reported as unbounded), as normalized_distance gives for two single
+    trajectories, not a finite 1e15."""
+    fam, _ = _family()
+    other, _ = _family(seeds=4)
+    other = other.flip(0)
+    counts = bs.sample_weights(fam.shape[2], 2, np.random.default_rng(3))
+    # other is the 4-seed family reversed: its seed drawn here (index 2) is training seed 1, fam's drawn is 0
+    seeds_a, seeds_b = np.array([[3, 0, 0], [1, 1, 1]]), np.array([[0, 0, 4, 0], [0, 4, 0, 0]])
+    rad = tg.trajectories.tube_radius_replicates(fam, counts, seeds=seeds_a)
+    assert (rad[:, 0] == 0).all() and (rad[:, 1] > 0).all()
+    nd, _ = tg.trajectories.pair_replicates(fam, other, counts, seeds_a, seeds_b)
+    assert np.isinf(nd[:, 0]).all() and np.isfinite(nd[:, 1]).all()
+    single = tg.normalized_distance(fam[0:1], other[2:3])
+    assert np.isinf(single).all()
+
+
 def test_interval_brackets_the_estimate_and_shrinks_with_more_samples():
     widths = []
     for n in (100, 1600):
