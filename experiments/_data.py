@@ -5,6 +5,7 @@ taskgeom's one data layer (taskgeom.data.datasets), so that experiments, ``taskg
 from __future__ import annotations
 
 import dataclasses
+import os
 
 from taskgeom import config
 from taskgeom.data import datasets
@@ -60,6 +61,16 @@ def job(label: str, task: str, cfg, start_from: tuple | None = None) -> Job:
 
     cfg = dataclasses.replace(cfg, threads=torch.get_num_threads())
     return Job(job_id(label, cfg.seed), task, cfg, label=label, start_from=start_from)
+
+
+def provenance(args) -> dict:
+    """What an experiment's JSON records beside its numbers: its settings (every option, the output folder
+    left out) and the code's version (:func:`taskgeom._provenance.code_version`: package, git commit, and
+    whether the tree had uncommitted changes)."""
+    from taskgeom._provenance import code_version
+
+    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items() if k != "out"}
+    return {"settings": settings, "code": code_version()}
 
 
 def trained(sched: Scheduler, jobs: dict) -> tuple[PredictionStore, dict]:

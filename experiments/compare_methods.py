@@ -31,7 +31,7 @@ import taskgeom as tg
 from taskgeom.analysis import TrajectoryGroups
 from taskgeom.train import TrainConfig
 
-from _data import add_data_arguments, job, load, scheduler, trained
+from _data import add_data_arguments, job, load, provenance, scheduler, trained
 
 #: preset -> (reference family, {family: (task, TrainConfig overrides)})
 PRESETS = {
@@ -249,9 +249,14 @@ def report(res: dict) -> None:
     for name, c in res["normalized_distance_to_reference"].items():
         if "mean" in c:
             iv = c["mean_interval"]
+            # every split of the seeds counted: the smallest p there is, 2 / splits where the groups are as large
+            # (a split and its complement give the same distance), else 1 / splits
+            ka, kb = (len(res["families"][f]["seeds"]) for f in (name, reference))
+            floor = c.get("exhaustive") and c["p_value"] <= (2 if ka == kb else 1) / c["permutations"] + 1e-12
             print(
                 f"{name:>16} vs {reference}: mean normalised distance {c['mean']:.2f} "
                 f"[{iv.get('low', float('nan')):.2f}, {iv.get('high', float('nan')):.2f}], p = {c['p_value']:.3f}"
+                + (f" (the smallest possible: all {c['permutations']} splits of the seeds)" if floor else "")
             )
         else:
             print(f"{name:>16} vs {reference}: {c['error']}")
@@ -266,7 +271,7 @@ def main():
     every, runs = train_families(args, out, families_cfg, len(ytr), rename)
     # progress, grid, re-indexing and reached values: taskgeom.analysis's, on the stored rows in float64
     grouped = TrajectoryGroups(runs, yte, load=lambda t: np.asarray(t.probs, dtype=np.float64), points=args.grid)
-    res = measure(args, reference, every, grouped)
+    res = {**measure(args, reference, every, grouped), **provenance(args)}
     (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
     figure(res, grouped, out / f"{args.preset}.png")
     report(res)

@@ -4,8 +4,9 @@ classes (Fig. 2a), from a store written by ``taskgeom picture`` (or ``taskgeom t
     taskgeom picture --out runs/picture
     python experiments/result2_progress.py --store runs/picture/store --out runs/result2
 
-Writes ``result2.json`` (progress per task and class, mean over seeds, at initialisation (checkpoint 0,
-the untrained network), at the final checkpoint and gained between them) and ``per_class_progress.png``
+Writes ``result2.json`` (``tasks``: progress per task and class, mean over seeds, at initialisation
+(checkpoint 0, the untrained network), at the final checkpoint and gained between them; ``settings`` and
+``code``: the options and the code's commit) and ``per_class_progress.png``
 (violins over seeds x classes, trained classes against unseen ones). An untrained network already has
 progress (0.5-0.6 on digits with the fitted-temperature head), so the gains are what training did; a
 sub-task's ``gain_fraction_of_all`` is its gain over the all-classes task's gain.
@@ -21,6 +22,8 @@ import numpy as np
 
 import taskgeom as tg
 from taskgeom.store import PredictionStore
+
+from _data import provenance
 
 
 def collect(store) -> dict:
@@ -77,12 +80,12 @@ def main():
     ap.add_argument("--store", required=True, help="a PredictionStore, e.g. <picture out>/store (required)")
     ap.add_argument("--out", default="result2", help="output folder (default: %(default)s)")
     args = ap.parse_args()
-    store = PredictionStore(args.store)
+    store = PredictionStore(args.store, readonly=True)  # only read
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = collect(store)
     summary = summarise(res)
-    (out / "result2.json").write_text(json.dumps(summary, indent=2))
+    (out / "result2.json").write_text(json.dumps({"tasks": summary, **provenance(args)}, indent=2))
 
     import matplotlib
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from _data import provenance
+
 #: parent of each task node in CIFAR-10's semantic tree (None: the root)
 PARENT = {
     "all": None,
@@ -75,9 +77,10 @@ def analyse(td: dict) -> dict:
             f"tasks {', '.join(unknown)} are not in CIFAR-10's semantic tree ({', '.join(PARENT)}): Result 3 "
             "needs a picture of CIFAR-10 tasks"
         )
-    nd = np.asarray(td["normalized"])
-    db = np.asarray(td["bhattacharyya"])
-    nd_end = np.asarray(td["normalized_final"])
+    # (null in a results.json, an undefined or infinite distance, reads as NaN: a pair not compared)
+    nd = np.asarray(td["normalized"], dtype=float)
+    db = np.asarray(td["bhattacharyya"], dtype=float)
+    nd_end = np.asarray(td["normalized_final"], dtype=float)
     iu = np.triu_indices(len(names), 1)
     tree = np.array([[tree_distance(a, b) for b in names] for a in names])
     overlap = np.array([[class_overlap_distance(a, b) for b in names] for a in names])
@@ -279,6 +282,7 @@ def main():
     res = analyse(pic["task_distances"])
     res["explained_stress"] = pic["explained_stress"]
     res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
+    res.update(provenance(args))
     (out / "result3.json").write_text(json.dumps(res, indent=2))
     figure(res, out / "result3.png")
     report(res, out)

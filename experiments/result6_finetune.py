@@ -26,7 +26,7 @@ from _family import STARTS, add_seeds_argument, start_checkpoints
 import taskgeom as tg
 from taskgeom.train import TrainConfig
 
-from _data import SUBTASKS, add_data_arguments, job, load, scheduler, trained
+from _data import SUBTASKS, add_data_arguments, job, load, provenance, scheduler, trained
 
 
 def compare(ft_probs, sup_probs, labels, args) -> dict:
@@ -198,7 +198,7 @@ def main():
     args = parser().parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    res = run(args, out)
+    res = {**run(args, out), **provenance(args)}
     (out / "result6.json").write_text(json.dumps(res, indent=2))
     plot(res, out / "result6_normalized_distance.png")
     report(res)

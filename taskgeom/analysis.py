@@ -117,7 +117,9 @@ class Curve:
 
 @dataclass(frozen=True)
 class Family:
-    """One group of trajectories (a task, a method, ...) as the analysis measured it (see :func:`analyse`)."""
+    """One group of trajectories (a task, a method, ...) as the analysis measured it (see :func:`analyse`).
+    ``seeds``: how many trajectories it holds (its seeds when grouped by task; whatever the grouping, the
+    runs whose spread makes its tube)."""
 
     name: str
     seeds: int
@@ -195,10 +197,17 @@ class PictureResult:
         """Every family as a :class:`Family`, in the analysis's order."""
         return tuple(self.family(name) for name in self.progress_on_union_task)
 
-    def family(self, name: str) -> Family:
-        """The :class:`Family` ``name`` (a KeyError lists the families)."""
-        if name not in self.progress_on_union_task:
-            raise KeyError(f"no family {name!r}; families: {', '.join(self.progress_on_union_task)}")
+    def family(self, name) -> Family:
+        """The :class:`Family` ``name``: a family's name (a string; a number is taken as its text, as
+        ``group_by="seed"`` names families ``"0"``, ``"1"``, ...), or a :class:`Family` itself (a KeyError
+        lists the families)."""
+        if isinstance(name, Family):
+            name = name.name
+        elif isinstance(name, (int, np.integer)) and not isinstance(name, bool):
+            name = str(name)
+        if not isinstance(name, str) or name not in self.progress_on_union_task:
+            shown = repr(name) if isinstance(name, (str, int, float)) else f"of type {type(name).__name__}"
+            raise KeyError(f"no family {shown}; families: {', '.join(map(repr, self.progress_on_union_task))}")
         unc = self.uncertainty or {}
 
         def est(field: str) -> Estimate:

@@ -254,8 +254,14 @@ def test_the_result_reads_as_typed_records(store_path):
     ref, other = res.family(res.reference_task), res.family("sgd" if res.reference_task == "adam" else "adam")
     assert ref.distance_to_reference is None and other.distance_to_reference.low is not None
     assert [e.value for e in res.stress] == [res.explained_stress[k] for k in sorted(res.explained_stress, key=int)]
-    with pytest.raises(KeyError, match="families: adam, sgd"):
+    with pytest.raises(KeyError, match="families: 'adam', 'sgd'"):
         res.family("lbfgs")
+    assert res.family(adam) is not adam and res.family(adam) == adam  # a Family names itself
+    with pytest.raises(KeyError) as err:  # short, whatever was passed
+        res.family(res.families)
+    assert len(str(err.value)) < 120 and "of type tuple" in str(err.value)
+    by_seed = tg.analyse(str(store_path), group_by="seed", n_boot=0, grid=8)
+    assert by_seed.family(0) == by_seed.family("0")  # group_by="seed" names families "0", "1", ...
 
 
 def test_grouping_that_pools_settings_warns(tmp_path):

@@ -215,7 +215,12 @@ def test_result2_experiment_runs_on_a_picture_store(report, tmp_path):
         timeout=300,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    res = json.loads((tmp_path / "result2.json").read_text())
+    written = json.loads((tmp_path / "result2.json").read_text())
+    assert set(written) == {"tasks", "settings", "code"} and written["settings"]["store"] == str(
+        report.parent / "store"
+    )
+    assert written["code"]["taskgeom"] and "out" not in written["settings"]
+    res = written["tasks"]
     assert set(res) == {"all", "0-4"}
     assert res["0-4"]["unseen_classes_mean"] is not None and res["all"]["unseen_classes_mean"] is None
     assert (tmp_path / "per_class_progress.png").stat().st_size > 10_000
@@ -257,6 +262,7 @@ def test_compare_methods_presets_run(tmp_path, preset):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     res = json.loads((tmp_path / f"{preset}.json").read_text())
+    assert res["settings"]["preset"] == preset and res["settings"]["seeds"] == [0, 1] and res["code"]["taskgeom"]
     ref = res["reference"]
     assert res["families"][ref]["riemann_length_ratio_to_reference"]["full"] == pytest.approx(1.0)
     assert len(res["normalized_distance_to_reference"]) == len(res["families"]) - 1

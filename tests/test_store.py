@@ -46,6 +46,11 @@ def test_append_select_and_lazy_reads(tmp_path):
     assert isinstance(t.probs, np.memmap) and t.probs.shape == (4, N, C) and t.probs.dtype == np.float16
     np.testing.assert_allclose(t.probs[3], checkpoint(203), atol=1e-3)
     assert t.checkpoints[2] == {"idx": 2, "epoch": 2.0, "step": 20, "accuracy": pytest.approx(0.7), "lr": 0.1}
+    # indexing: a checkpoint's probabilities (a checked copy), a slice of them (the map's view)
+    assert np.array_equal(t[-1], t.probs[3]) and not isinstance(t[-1], np.memmap)
+    assert np.array_equal(t[1:3], t.probs[1:3]) and len(t) == 4
+    with pytest.raises(IndexError, match="has 4 checkpoints"):
+        t[4]
     assert store.eval_set("toy").class_names == list("abcd")
     np.testing.assert_array_equal(t.labels, labels(N, C).numpy())
     with pytest.raises(ValueError, match="cannot select on"):
@@ -53,6 +58,11 @@ def test_append_select_and_lazy_reads(tmp_path):
     store.close()
     again = PredictionStore(tmp_path / "s")  # reopens from disk
     assert len(again.select()) == 3 and len(again.trajectory(1)) == 4
+    (tmp_path / "out").mkdir()
+    (tmp_path / "s").rename(tmp_path / "out" / "store")  # an output folder holding its store
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match=f"not a taskgeom store .*; the store is {tmp_path / 'out' / 'store'}"):
+            PredictionStore(tmp_path / "out", readonly=readonly)
 
 
 def test_kernels_stream_from_store_handles(tmp_path):

@@ -42,7 +42,9 @@ class EvalSet:
 
 
 class Trajectory:
-    """A lazy handle on one trajectory: metadata now, probabilities (a read-only memory map) on use."""
+    """A lazy handle on one trajectory: metadata now, probabilities (a read-only memory map) on use.
+    ``len(t)`` checkpoints; ``t[k]`` checkpoint ``k``'s probabilities (N, C), checked; ``t.probs`` all of them
+    (T, N, C); ``t.checkpoints`` what was recorded with each (epoch, step, accuracy, ...)."""
 
     def __init__(self, store: "PredictionStore", row):
         self.store = store
@@ -142,6 +144,13 @@ class Trajectory:
                 )
         return out
 
+    def __getitem__(self, idx):
+        """``t[k]``: checkpoint ``k``'s probabilities (N, C), a copy checked against its checksum (:meth:`read`);
+        ``t[a:b]``: those checkpoints (T', N, C), a view of the memory map (:attr:`probs`)."""
+        if isinstance(idx, slice):
+            return self.probs[idx]
+        return self.read(idx)
+
     def __array__(self, dtype=None, copy=None):
         a = np.asarray(self.probs)
         return a.astype(dtype) if dtype is not None else a
@@ -198,6 +207,8 @@ class PredictionStore:
             if not create or self.readonly:
                 what = "an empty (0-byte) manifest.sqlite" if empty else "no manifest.sqlite"
                 hint = "" if self.readonly else "; pass create=True to make a new store"
+                if (self.root / "store" / "manifest.sqlite").is_file():  # an output folder holding its store
+                    hint = f"; the store is {self.root / 'store'}"
                 raise StoreError(f"{self.root} is not a taskgeom store ({what}){hint}")
             try:
                 (self.root / "data").mkdir(parents=True, exist_ok=True)
