@@ -274,8 +274,6 @@ def _settings(cfg: PictureConfig, data_cfg, data, tasks) -> dict:
 
 
 def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture", word: str = "task") -> None:
-    from . import figures
-
     print(
         f"\n{title}: {res.trajectories} trajectories, {res.checkpoints} checkpoints, "
         f"evaluated on {res.n} samples x {res.c} classes ({res.eval_set})"
@@ -310,34 +308,42 @@ def print_headline(res: PictureResult, out: str, title: str = "taskgeom picture"
     )
     for task, v in res.riemann_length.items():
         print(f"  {task:>6}: {v['mean']:.3f} ({v['every_2nd_checkpoint']:.3f} / {v['every_3rd_checkpoint']:.3f})")
-    td = res.task_distances
-    if td and len(td["tasks"]) > 1:
-        names = td["tasks"]
-        print(
-            f"normalised distance between {word}s (Remark 5: distance over the mean of the two tube radii), over the "
-            f"progress every seed of every {word} reaches"
-            + (" ({:.3f}-{:.3f}):".format(*td["progress_compared"]) if td.get("progress_compared") else ":")
-        )
-        print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
-        for n, row in zip(names, td["normalized"]):
-            print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
-        window = figures.compared_range(res)
-        if window and window["narrow"]:
-            print(
-                f"  (a narrow range: {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s "
-                f"that reach least, so the table compares every pair near one value of progress; the report's "
-                f"curves compare each {word} with '{res.reference_task}' over the progress both reach)"
-            )
-        values = [v for row in td["normalized"] for v in row]
-        if any(math.isinf(v) for v in values):
-            print("  (inf: a group with a single seed has no tube, radius 0, so any distance is infinitely many radii)")
-        if any(math.isnan(v) for v in values):
-            print("  (nan: no progress is reached by every seed of every group, so nothing is compared)")
+    _print_task_distances(res, word)
     written = json.loads((Path(out) / "results.json").read_text())  # what taskgeom.publish wrote there
     print(
         f"report: {out}/{written['report']} (open in a browser), {out}/results.json, figures "
         f"{', '.join(written.get('figures', []))}; took {res.seconds['total']:.1f} s"
     )
+
+
+def _print_task_distances(res: PictureResult, word: str) -> None:
+    """The table of normalised distances between groups over their one shared range, and what limits it."""
+    from . import figures
+
+    td = res.task_distances
+    if not td or len(td["tasks"]) < 2:
+        return
+    names = td["tasks"]
+    print(
+        f"normalised distance between {word}s (Remark 5: distance over the mean of the two tube radii), over the "
+        f"progress every seed of every {word} reaches"
+        + (" ({:.3f}-{:.3f}):".format(*td["progress_compared"]) if td.get("progress_compared") else ":")
+    )
+    print("  " + " " * 10 + "".join(f"{n[:9]:>10}" for n in names))
+    for n, row in zip(names, td["normalized"]):
+        print(f"  {n[:10]:>10}" + "".join(f"{v:10.2f}" for v in row))
+    window = figures.compared_range(res)
+    if window and window["narrow"]:
+        print(
+            f"  (a narrow range: {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s "
+            f"that reach least, so the table compares every pair near one value of progress; the report's "
+            f"curves compare each {word} with '{res.reference_task}' over the progress both reach)"
+        )
+    values = [v for row in td["normalized"] for v in row]
+    if any(math.isinf(v) for v in values):
+        print("  (inf: a group with a single seed has no tube, radius 0, so any distance is infinitely many radii)")
+    if any(math.isnan(v) for v in values):
+        print("  (nan: no progress is reached by every seed of every group, so nothing is compared)")
 
 
 def configure_parser(p) -> None:
