@@ -20,7 +20,6 @@ Presets:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import numpy as np
 from _family import add_seeds_argument, riemann_density, summary
 
 import taskgeom as tg
+from taskgeom._configjson import strict_dumps
 from taskgeom.analysis import TrajectoryGroups
 from taskgeom.train import TrainConfig
 
@@ -272,7 +272,7 @@ def main():
     # progress, grid, re-indexing and reached values: taskgeom.analysis's, on the stored rows in float64
     grouped = TrajectoryGroups(runs, yte, load=lambda t: np.asarray(t.probs, dtype=np.float64), points=args.grid)
     res = {**measure(args, reference, every, grouped), **provenance(args)}
-    (out / f"{args.preset}.json").write_text(json.dumps(res, indent=2))
+    (out / f"{args.preset}.json").write_text(strict_dumps(res, indent=2))
     figure(res, grouped, out / f"{args.preset}.png")
     report(res)
     print(f"wrote {out / (args.preset + '.json')} and {out / (args.preset + '.png')}")

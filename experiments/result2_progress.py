@@ -15,12 +15,12 @@ sub-task's ``gain_fraction_of_all`` is its gain over the all-classes task's gain
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 import taskgeom as tg
+from taskgeom._configjson import strict_dumps
 from taskgeom.store import PredictionStore
 
 from _data import provenance
@@ -85,7 +85,7 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     res = collect(store)
     summary = summarise(res)
-    (out / "result2.json").write_text(json.dumps({"tasks": summary, **provenance(args)}, indent=2))
+    (out / "result2.json").write_text(strict_dumps({"tasks": summary, **provenance(args)}, indent=2))
 
     import matplotlib
 

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from taskgeom._configjson import strict_dumps
+
 from _data import provenance
 
 #: parent of each task node in CIFAR-10's semantic tree (None: the root)
@@ -110,8 +112,9 @@ def analyse(td: dict) -> dict:
     nearest = {}
     for i, a in enumerate(names):
         others = [j for j in range(len(names)) if j != i]
-        j = min(others, key=lambda j: nd[i, j])
-        je = min(others, key=lambda j: nd_end[i, j])
+        # nearest by distance; a pair not compared (NaN: no shared range, or null read from a results.json) last
+        j = min(others, key=lambda j: (bool(np.isnan(nd[i, j])), nd[i, j]))
+        je = min(others, key=lambda j: (bool(np.isnan(nd_end[i, j])), nd_end[i, j]))
         nearest[a] = {
             "nearest": names[j],
             "normalized_distance": float(nd[i, j]),
@@ -283,7 +286,7 @@ def main():
     res["explained_stress"] = pic["explained_stress"]
     res["progress_on_union_task"] = {t: v["mean"] for t, v in pic["progress_on_union_task"].items()}
     res.update(provenance(args))
-    (out / "result3.json").write_text(json.dumps(res, indent=2))
+    (out / "result3.json").write_text(strict_dumps(res, indent=2))
     figure(res, out / "result3.png")
     report(res, out)
 

@@ -17,13 +17,13 @@ progress, tg.normalized_distance) is reported as a curve over progress, as in th
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from _family import STARTS, add_seeds_argument, start_checkpoints
 
 import taskgeom as tg
+from taskgeom._configjson import strict_dumps
 from taskgeom.train import TrainConfig
 
 from _data import SUBTASKS, add_data_arguments, job, load, provenance, scheduler, trained
@@ -199,7 +199,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     res = {**run(args, out), **provenance(args)}
-    (out / "result6.json").write_text(json.dumps(res, indent=2))
+    (out / "result6.json").write_text(strict_dumps(res, indent=2))
     plot(res, out / "result6_normalized_distance.png")
     report(res)
     print(f"wrote {out / 'result6.json'} and {out / 'result6_normalized_distance.png'}")

@@ -25,6 +25,8 @@ def _finite(obj):
         return {k: _finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
+    if hasattr(obj, "tolist") and type(obj).__module__ == "numpy":  # numpy scalars and arrays
+        return _finite(obj.tolist())
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj

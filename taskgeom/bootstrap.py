@@ -131,15 +131,18 @@ def percentile_interval(replicates, level: float = 0.95, estimate=None):
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     r = np.asarray(replicates, dtype=np.float64)
+    if r.ndim == 0:
+        raise ValueError("replicates must have a last axis of replicates, got a single number")
+    rows = int(np.prod(r.shape[:-1], dtype=np.int64))  # (an explicit count: no replicates at all is NaN)
     if estimate is None:
         q = np.true_divide([50 * (1 - level), 50 * (1 + level)], 100)  # as np.percentile's fractions
-        flat = r.reshape(-1, r.shape[-1])
+        flat = r.reshape(rows, r.shape[-1])
         out = np.array([_quantiles(row[~np.isnan(row)], q) for row in flat]).reshape(*r.shape[:-1], 2)
         return (out[..., 0], out[..., 1]) if r.ndim > 1 else (float(out[0]), float(out[1]))
     from scipy.stats import norm
 
     est = np.broadcast_to(np.asarray(estimate, dtype=np.float64), r.shape[:-1])
-    flat, e = r.reshape(-1, r.shape[-1]), est.reshape(-1)
+    flat, e = r.reshape(rows, r.shape[-1]), est.reshape(-1)
     lo, hi = np.full(len(e), np.nan), np.full(len(e), np.nan)
     z = norm.ppf([(1 - level) / 2, (1 + level) / 2])
     for i, (row, x) in enumerate(zip(flat, e)):

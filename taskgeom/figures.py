@@ -92,8 +92,9 @@ def distance_curves(res) -> dict:
 def compared_range(res) -> dict | None:
     """The progress the task-distance table (Figure 5) compares every pair over, the range every seed of
     every group reaches: ``low``, ``high``, its ``share`` of the range the runs reach together (the picture's
-    grid) and whether it is ``narrow`` (a share below :data:`NARROW`: the groups that reach least set it, and
-    the table compares them all near one value of progress). None without such a range."""
+    grid) and whether it is ``narrow`` (a share below :data:`NARROW`: the highest start and the lowest end of
+    any run bound it, and the table compares every pair near one value of progress). None without such a
+    range."""
     td = res.task_distances or {}
     if not td.get("progress_compared") or not len(res.grid):
         return None

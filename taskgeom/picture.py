@@ -335,8 +335,8 @@ def _print_task_distances(res: PictureResult, word: str) -> None:
     window = figures.compared_range(res)
     if window and window["narrow"]:
         print(
-            f"  (a narrow range: {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s "
-            f"that reach least, so the table compares every pair near one value of progress; the report's "
+            f"  (a narrow range: {100 * window['share']:.1f}% of the progress the runs reach, from the highest start "
+            f"to the lowest end of any run, so the table compares every pair near one value of progress; the report's "
             f"curves compare each {word} with '{res.reference_task}' over the progress both reach)"
         )
     values = [v for row in td["normalized"] for v in row]

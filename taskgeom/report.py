@@ -574,8 +574,8 @@ def _range_note(res, word: str) -> str:
     note = f" ({window['low']:.3f}-{window['high']:.3f}"
     if window["narrow"]:
         note += (
-            f": a narrow range, {100 * window['share']:.1f}% of the progress the runs reach, set by the {word}s that "
-            "reach least, so every pair is compared near one value of progress; Figure 4 compares each "
+            f": a narrow range, {100 * window['share']:.1f}% of the progress the runs reach, from the highest start "
+            "to the lowest end of any run, so every pair is compared near one value of progress; Figure 4 compares each "
             f"{word} with '{res.reference_task}' over the progress both reach"
         )
     return html.escape(note + ")")

@@ -346,3 +346,10 @@ def test_results_json_is_strict_json_with_null_for_unbounded(tmp_path):
     written = json.loads(text, parse_constant=refuse)
     curve = written["normalized_distance_to_all"]["b"]
     assert [v is None for v in curve] == [v is None or not math.isfinite(v) for v in res.normalized_distance["b"]]
+
+
+def test_strict_json_takes_numpy_values():
+    from taskgeom._configjson import strict_dumps
+
+    value = {"a": np.float32(np.inf), "b": np.array([1.0, np.nan]), "c": (np.int64(3), np.bool_(True)), "d": -math.inf}
+    assert strict_dumps(value) == '{"a": null, "b": [1.0, null], "c": [3, true], "d": null}'

@@ -166,3 +166,15 @@ def test_point_index_repeats_each_runs_points_as_its_seed_is_drawn():
     index = boot.point_index({"a": [0, 1], "b": [2]}, [2, 3, 1])
     assert [i.tolist() for i in index] == [[0, 1, 0, 1, 5], [0, 1, 2, 3, 4, 5], [2, 3, 4, 2, 3, 4, 5]]
     assert bs.Resampling(10, 0, {"a": 2}).point_index({"a": [0, 1]}, [2, 3]) == []
+
+
+def test_intervals_without_replicates_are_undefined():
+    lo, hi = bs.percentile_interval(np.zeros((3, 0)))
+    assert np.isnan(lo).all() and np.isnan(hi).all() and lo.shape == (3,)
+    lo, hi = bs.percentile_interval(np.zeros((2, 0)), estimate=np.zeros(2))
+    assert np.isnan(lo).all() and np.isnan(hi).all()
+    with pytest.raises(ValueError, match="last axis of replicates"):
+        bs.percentile_interval(np.float64(1.0))
+    # an interpolation that reaches an infinite replicate is that infinity (numpy's gives NaN)
+    row = np.concatenate([np.linspace(1, 2, 95), np.full(5, np.inf)])
+    assert bs.percentile_interval(row)[1] == np.inf and bs.percentile_interval(row, estimate=1.5)[1] == np.inf

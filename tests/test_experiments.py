@@ -173,3 +173,23 @@ def test_experiment_scripts_fail_in_one_line(tmp_path):
     proc = _script(tmp_path, "result2_progress.py", "--store", str(tmp_path / "nowhere"),
                    env={"TASKGEOM_TRACEBACK": "1"})  # fmt: skip
     assert proc.returncode == 1 and "Traceback (most recent call last)" in proc.stderr
+
+
+def test_result3_reads_distances_that_a_results_json_left_null():
+    """A pair whose normalised distance is infinite (groups with no tube) is null in results.json and reads
+    back as NaN: result3 never names such a pair the nearest."""
+    import importlib
+    import math
+
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        r3 = importlib.import_module("result3_hierarchy")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+    names = ["all", "vehicles", "animals"]
+    for far in (math.inf, None):  # in memory, and as a results.json writes it
+        nd = [[0.0, far, 0.5], [far, 0.0, 0.7], [0.5, 0.7, 0.0]]
+        td = {"tasks": names, "normalized": nd, "bhattacharyya": [[0, 0.1, 0.2], [0.1, 0, 0.3], [0.2, 0.3, 0]],
+              "normalized_final": nd, "progress_reached": [0.1, 0.9], "points_compared": {}}  # fmt: skip
+        near = r3.analyse(td)["nearest_task"]
+        assert near["all"]["nearest"] == "animals" and near["vehicles"]["nearest"] == "animals"

@@ -129,7 +129,13 @@ def weighted_distances(points: torch.Tensor, weights: torch.Tensor, budget: int 
     mean of ``w_n d_n`` over samples), on the device of ``points``: planned in tiles of ``tile`` models
     (default: one tile, as the B matrices are held whole anyway), executed here, each tile's B blocks from
     the per-sample terms (:func:`.compute.weighted_block`, chunks of at most ``budget`` terms), symmetric,
-    zero diagonal. :func:`taskgeom.bootstrap.stress_replicates` uses it."""
+    zero diagonal, a tensor (the bootstrap's building block: :func:`taskgeom.bootstrap.stress_replicates` uses
+    it); ``weights`` may be any numbers (converted once, to float64 on the points' device)."""
+    from .._validate import float64_tensor
+
+    if tile is not None:
+        tile = check_int(tile, "tile", minimum=1)
+    weights = float64_tensor(weights, points.device)
     m, n = points.shape[0], points.shape[1]
     out = torch.zeros(weights.shape[0], m, m, dtype=torch.float64, device=points.device)
 
@@ -138,7 +144,7 @@ def weighted_distances(points: torch.Tensor, weights: torch.Tensor, budget: int 
         if t.mirrored:
             out[:, t.c0 : t.c1, t.r0 : t.r1] = block.transpose(1, 2)
 
-    tiles = plan(uniform(m, max(1, tile or m)))
+    tiles = plan(uniform(m, max(1, tile if tile is not None else m)))
     execute(tiles, Blocks(points), None, FunctionSink(put), lambda a, b: weighted_block(a, b, weights, budget))
     out /= n
     out = 0.5 * (out + out.transpose(1, 2))

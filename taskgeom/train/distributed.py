@@ -13,6 +13,7 @@ rank resumes from that state after a kill.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -81,10 +82,19 @@ def finish() -> None:
     """This process's end of a ``torchrun`` launch (nothing for a single process): wait for every rank, then
     close the process group. A group left open is torn down at interpreter exit, where gloo's communication
     threads can still be running: a rank then aborts ("terminate called without an active exception",
-    SIGABRT) after its work is done, and torchrun fails the whole run."""
+    SIGABRT) after its work is done, and torchrun fails the whole run. Under torchrun, a rank other than 0
+    then exits at once (it writes nothing)."""
     if dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank()
         dist.barrier()
         dist.destroy_process_group()
+        if rank != 0 and os.environ.get("TORCHELASTIC_RUN_ID"):
+            # A torchrun worker other than rank 0 has written nothing and closed its group: it leaves without
+            # the interpreter's teardown, where torch's remaining threads could still abort it (seen once
+            # more in CI under load, with the group closed) and fail a finished run.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
 
 
 class _AllReduceSum(torch.autograd.Function):
