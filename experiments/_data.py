@@ -63,13 +63,13 @@ def job(label: str, task: str, cfg, start_from: tuple | None = None) -> Job:
     return Job(job_id(label, cfg.seed), task, cfg, label=label, start_from=start_from)
 
 
-def provenance(args) -> dict:
-    """What an experiment's JSON records beside its numbers: its settings (every option, the output folder
-    left out) and the code's version (:func:`taskgeom._provenance.code_version`: package, git commit, and
+def provenance(args, leave_out=("out",)) -> dict:
+    """What an experiment's JSON records beside its numbers: its settings (every option but ``leave_out``,
+    the output folder by default) and the code's version (:func:`taskgeom._provenance.code_version`: package, git commit, and
     whether the tree had uncommitted changes)."""
     from taskgeom._provenance import code_version
 
-    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items() if k != "out"}
+    settings = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items() if k not in leave_out}
     return {"settings": settings, "code": code_version()}
 
 

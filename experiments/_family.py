@@ -42,6 +42,8 @@ from taskgeom.store import ConfigMismatchError, PredictionStore  # noqa: E402
 from taskgeom.train import PRESETS, TrainConfig  # noqa: E402
 from taskgeom.train.schedule import Job, Scheduler, job_id  # noqa: E402
 
+from _data import provenance  # noqa: E402
+
 MAX_FILES, MAX_BYTES = 8, 64 * 2**20
 OUTPUTS = ("results.json", "summary.png", "store.tar", "run.log")  # what a family writes into --out
 
@@ -432,8 +434,6 @@ class Family:
         checks the folder's limits. A family with groups not trained at all (:meth:`missing`) is written
         as it stands, with a note and a figure that says so (the caller did no analysis), and the script
         then exits with status 1."""
-        from taskgeom._provenance import code_version
-
         if self.scheduler is not None:
             self.scheduler.close()
         missing = self.missing()
@@ -456,11 +456,10 @@ class Family:
             results["incomplete"] = f"no run of {', '.join(missing)} was trained: no analysis"
         # a temporary work folder goes once everything planned is trained (else a rerun may continue from it)
         remove_work = self.temporary_work and not missing and not self.skipped
-        results["settings"] = {k: v for k, v in vars(self.args).items() if k not in ("out", "work")}
+        results.update(provenance(self.args, leave_out=("out", "work")))  # settings, and the code's version
         results["settings"]["data_path"] = self.data_path  # the data actually used (generated with --smoke)
         # the store and training states (--work continues from them); None: a temporary folder, removed
         results["settings"]["work"] = None if remove_work else str(self.work)
-        results["code"] = code_version()
         (self.out / "results.json").write_text(json.dumps(_plain(results), indent=1, allow_nan=False))
         (_incomplete_figure if missing else figure)(results, self.out / "summary.png")
         if self.store is not None:

@@ -90,7 +90,9 @@ class PictureConfig:
 
 def _recorded(store, eval_set: str, task: str, seed: int, cfg: PictureConfig):
     """This run's trajectory in ``store`` (under the name train() records it with), None where there is none."""
-    found = [t for t in store.select(name=f"{task}/supervised/{cfg.arch}/seed{seed}@{eval_set}") if len(t)]
+    from .store import trajectory_name
+
+    found = [t for t in store.select(name=trajectory_name(task, "supervised", cfg.arch, seed, eval_set)) if len(t)]
     return found[0] if found else None
 
 
@@ -129,15 +131,13 @@ def _train_all(cfg: PictureConfig, data_cfg, data, store, tasks, out: Path) -> N
     on one torch thread, so that it computes the same whatever the core count (torch's reductions depend on
     the thread count), and ``cfg.workers`` runs train at once (0: one per usable core on a CPU): no run's
     threads wait at barriers for each other, which keeps training at its share of a machine other jobs use."""
-    import numpy as np
-
     from ._native import usable_cores
     from ._progress import bar
-    from .train.loop import resolve_device
+    from .train.loop import imprinting_samples, resolve_device
     from .train.schedule import Job, Scheduler, job_id
 
     runs = [(task, seed) for task in tasks for seed in dict.fromkeys(cfg.seeds)]
-    available = int(np.isin(data.train_labels, np.arange(len(data.classes))).sum())  # imprinting samples
+    available = imprinting_samples(data.train_labels, len(data.classes))
     jobs = []
     for task, seed in runs:
         job = Job(job_id(task, seed), task, _run_config(cfg, data, seed))

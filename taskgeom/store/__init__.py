@@ -10,6 +10,6 @@ One public object, :class:`PredictionStore`, in front of three parts, each a mod
 """
 
 from .errors import ConfigMismatchError, StoreError
-from .predictions import EvalSet, PredictionStore, Trajectory
+from .predictions import EvalSet, PredictionStore, Trajectory, trajectory_name
 
-__all__ = ["PredictionStore", "Trajectory", "EvalSet", "StoreError", "ConfigMismatchError"]
+__all__ = ["PredictionStore", "Trajectory", "EvalSet", "StoreError", "ConfigMismatchError", "trajectory_name"]

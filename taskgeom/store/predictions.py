@@ -41,6 +41,12 @@ class EvalSet:
     extra: dict
 
 
+def trajectory_name(task, method, architecture, seed, eval_set: str) -> str:
+    """The name a trajectory gets by default (:meth:`PredictionStore.create_trajectory`, and so every run
+    :func:`taskgeom.train.train` records): ``task/method/architecture/seed<seed>@eval_set``."""
+    return f"{task}/{method}/{architecture}/seed{seed}@{eval_set}"
+
+
 class Trajectory:
     """A lazy handle on one trajectory: metadata now, probabilities (a read-only memory map) on use.
     ``len(t)`` checkpoints; ``t[k]`` checkpoint ``k``'s probabilities (N, C), checked; ``t.probs`` all of them
@@ -333,7 +339,7 @@ class PredictionStore:
         code_json = None if code is None else canonical(code)
         extra_json = _json(extra, "extra trajectory fields")
         self.eval_set(eval_set)
-        name = name or f"{task}/{method}/{architecture}/seed{seed}@{eval_set}"
+        name = name or trajectory_name(task, method, architecture, seed, eval_set)
         row = self._manifest.row("SELECT * FROM trajectories WHERE name=?", (name,))
         if row is not None or self.readonly:
             if row is None:

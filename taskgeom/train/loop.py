@@ -36,6 +36,7 @@ from ..data.augment import normalize
 from ..data.loader import DeviceLoader
 from ..data.stream import resolution_at
 from ..imprinting import imprint
+from ..store import trajectory_name
 from . import distributed
 from .config import IDENTITY_EXCLUDED, FastRecipe, Optimisation, Schedule, TrainConfig
 from .methods import Method, get_method
@@ -332,7 +333,7 @@ def _create_trajectory(store, eval_set, task_name, cfg, classes, new: bool):
         # the full resolved config as first run, operational fields (device, state_dir, ...) included
         run_config=_config.to_dict(cfg),
     )
-    base = f"{task_name}/{cfg.method}/{cfg.arch}/seed{cfg.seed}@{eval_set}"
+    base = trajectory_name(task_name, cfg.method, cfg.arch, cfg.seed, eval_set)
     names = [base] + [
         t.name for t in store.select(task=task_name, method=cfg.method, seed=cfg.seed) if t.name.startswith(base + "~")
     ]
@@ -494,6 +495,12 @@ def resolved(cfg: TrainConfig, imprint_available: int) -> TrainConfig:
     )
 
 
+def imprinting_samples(train_labels, classes: int) -> int:
+    """The training samples of the evaluation task's classes (``0 .. classes - 1``): what imprinting can use
+    (the ``imprint_available`` of :func:`resolved`)."""
+    return int(np.isin(train_labels, np.arange(int(classes))).sum())
+
+
 def settings_differ(cfg: TrainConfig, imprint_available: int, recorded: dict) -> list:
     """The settings in which ``cfg`` differs from a recorded run's (``Trajectory.config``): ``(name,
     recorded value, value now)``; empty when it would resume that run."""
@@ -505,7 +512,7 @@ def _train(cfg, task_classes, train_data, eval_data, store, eval_set, task_name,
     method = get_method(cfg.method)
     x_tr, y_tr, x_ev, y_ev = _parts(train_data, eval_data, method, method.resolve(cfg))
     # the imprinting samples actually used (all there are, when fewer than asked): what is recorded
-    cfg = resolved(cfg, np.isin(y_tr, np.arange(int(store.eval_set(eval_set).c))).sum())
+    cfg = resolved(cfg, imprinting_samples(y_tr, store.eval_set(eval_set).c))
     d, device_name = distributed.setup(cfg.device)
     if d.active and not method.distributed:
         raise ValueError(
